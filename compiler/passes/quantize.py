@@ -1,0 +1,193 @@
+"""Post-training int8 quantization (TFLite's scheme, so TFLite's kernels are an exact oracle).
+
+- activations: per-tensor asymmetric int8 from calibration min/max (range always contains 0);
+  ops that only move data (pools, pad, reshape, standalone clamp, concat) keep their input's
+  parameters, as TFLite's int8 kernels require;
+- conv weights: per-output-channel symmetric int8 in [-127, 127]; fully-connected weights: one
+  symmetric scale (TFLite's per-tensor FULLY_CONNECTED); biases int32 at scale s_in * s_w;
+- every scale is rounded to float32 first (what a .tflite file stores) and kernel multipliers are
+  derived from those float32 values in double precision exactly as TFLite's Prepare() does;
+- the integer parameters every kernel needs go to node.attrs["q"]: the reference executor and the
+  code generator read them from there and never recompute them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node, QParams, Tensor
+from ..reference.fixedpoint import quantize_multiplier, round_half_away
+from ..reference.float_exec import run_float_node
+from ..reference import softmax as softmax_ref
+
+QMIN, QMAX = -128, 127
+PASS_THROUGH = ("avg_pool", "max_pool", "pad", "reshape", "clamp")
+REQUANTIZING = ("conv2d", "fully_connected", "add")
+
+
+def calibrate(g: Graph, samples: np.ndarray) -> dict[str, tuple[float, float]]:
+    """min/max of every activation over the calibration samples (N, H, W, C) float."""
+    ranges: dict[str, tuple[float, float]] = {}
+    shape = g.tensors[g.inputs[0]].shape
+    for i, x in enumerate(samples):
+        x = np.asarray(x, dtype=np.float32).reshape(shape)
+        if not np.all(np.isfinite(x)):
+            raise TinycError(f"calibration sample {i} contains NaN or Inf")
+        env = {g.inputs[0]: x}
+        for node in g.nodes:
+            env[node.outputs[0]] = run_float_node(g, node, env)
+        for name, v in env.items():
+            lo, hi = float(v.min()), float(v.max())
+            if name in ranges:
+                lo, hi = min(lo, ranges[name][0]), max(hi, ranges[name][1])
+            ranges[name] = (lo, hi)
+    return ranges
+
+
+def choose_qparams(lo: float, hi: float) -> QParams:
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0 / 255.0)
+    zp = int(np.clip(round_half_away(QMIN - lo / float(scale)), QMIN, QMAX))
+    return QParams(np.asarray(scale, np.float32), np.asarray(zp, np.int32))
+
+
+def quantize_value(q: QParams, value: float) -> int:
+    """TFLite's float -> int8 of one value: zp + round(value / scale) in float32, saturated."""
+    scale, zp = q.scalar()
+    v = np.float32(value) / np.float32(scale)
+    return int(np.clip(zp + round_half_away(v), QMIN, QMAX))
+
+
+def activation_range(q: QParams, clamp) -> tuple[int, int]:
+    """Integer clamp of a fused activation, computed the way TFLite's
+    CalculateActivationRangeQuantized does (float32 division, round half away)."""
+    if clamp is None:
+        return QMIN, QMAX
+    lo, hi = clamp
+    act_min = QMIN if lo == -np.inf else max(QMIN, quantize_value(q, lo))
+    act_max = QMAX if hi == np.inf else min(QMAX, quantize_value(q, hi))
+    return act_min, act_max
+
+
+def quantize(graph: Graph, samples: np.ndarray | None) -> Graph:
+    """Float IR -> int8 IR. `samples`: calibration inputs (N, H, W, C) float32, NHWC.
+    Without samples the caller must provide synthetic ones (see pipeline.py)."""
+    g = graph.copy()
+    if samples is None or len(samples) == 0:
+        raise TinycError("quantization needs at least one calibration sample")
+    ranges = calibrate(g, samples)
+    q: dict[str, QParams] = {g.inputs[0]: choose_qparams(*ranges[g.inputs[0]])}
+
+    for node in list(g.nodes):
+        out = node.outputs[0]
+        if node.op in PASS_THROUGH:
+            q[out] = q[node.inputs[0]]
+        elif node.op == "softmax":
+            q[out] = QParams(np.asarray(1.0 / 256.0, np.float32), np.asarray(-128, np.int32))
+        elif node.op == "concat":
+            q[out] = choose_qparams(*ranges[out])
+            _unify_concat_inputs(g, node, q)
+        else:
+            q[out] = choose_qparams(*ranges[out])
+
+    for name in g.activations():
+        t = g.tensors[name]
+        t.dtype, t.q = "int8", q[name]
+    for node in g.nodes:
+        _quantize_node(g, node)
+    g.meta["calibration_samples"] = int(len(samples))
+    g.meta["activation_ranges"] = {k: v for k, v in ranges.items()}
+    return g
+
+
+def _unify_concat_inputs(g: Graph, node: Node, q: dict) -> None:
+    """TFLite's int8 concat copies bytes: every input must share the output's parameters. An input
+    made by a requantizing op with no other reader simply gets them; otherwise a requantize node
+    is inserted."""
+    target = q[node.outputs[0]]
+    for k, name in enumerate(list(node.inputs)):
+        if _same(q[name], target):
+            continue
+        prod = g.producer(name)
+        if (prod is not None and prod.op in REQUANTIZING and name not in g.outputs
+                and len(g.consumers(name)) == 1 and node.inputs.count(name) == 1):
+            q[name] = target
+            continue
+        new = f"{name}_requant_{node.name}"
+        g.tensors[new] = Tensor(new, g.tensors[name].shape)
+        q[new] = target
+        g.nodes.insert(g.nodes.index(node),
+                       Node(node.name + "_requant", "requantize", [name], [new], {}, "Concat"))
+        node.inputs[k] = new
+
+
+def _same(a: QParams, b: QParams) -> bool:
+    return float(a.scale) == float(b.scale) and int(a.zero_point) == int(b.zero_point)
+
+
+def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np.ndarray]:
+    wt, bt = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
+    w, b = wt.data.astype(np.float64), bt.data.astype(np.float64)
+    per_channel = node.op == "conv2d"
+    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else np.abs(w).max()
+    scale = absmax / 127.0
+    # keep the int32 bias representable even for channels with tiny weights
+    bias_floor = np.abs(b) / (float(s_in) * 2.0 ** 30)
+    scale = np.maximum(scale, bias_floor if per_channel else bias_floor.max())
+    scale = np.where(scale > 0, scale, 1.0 / 127.0).astype(np.float32)
+    bshape = (-1,) + (1,) * (w.ndim - 1)
+    w_q = np.clip(round_half_away(w / (scale.reshape(bshape) if per_channel else scale)), -127, 127)
+    b_scale = np.float64(np.float32(s_in)) * scale.astype(np.float64)
+    b_q = np.clip(round_half_away(b / b_scale), -(2 ** 31), 2 ** 31 - 1)
+    wt.data, wt.dtype = w_q.astype(np.int8), "int8"
+    wt.q = QParams(scale, np.zeros(scale.shape, np.int32), axis=0 if per_channel else None)
+    bt.data, bt.dtype = b_q.astype(np.int32), "int32"
+    bscale = np.broadcast_to(b_scale, (b.shape[0],)).astype(np.float32)
+    bt.q = QParams(bscale, np.zeros(bscale.shape, np.int32), axis=0)
+    return scale, w_q
+
+
+def _quantize_node(g: Graph, node: Node) -> None:
+    t = g.tensors
+    x = t[node.inputs[0]]
+    y = t[node.outputs[0]]
+    s_in, zp_in = x.q.scalar()
+    s_out, zp_out = y.q.scalar()
+    a = node.attrs
+    if node.op in ("conv2d", "fully_connected"):
+        if t[node.inputs[1]].dtype != "float32":
+            raise TinycError(f"{node.describe()}: its weights are shared with another layer; "
+                             "tinyc needs one weight tensor per layer")
+        scale, _ = _quantize_weights(g, node, s_in)
+        cout = t[node.inputs[1]].shape[0]
+        scales = np.broadcast_to(scale, (cout,))
+        mults, shifts = zip(*(quantize_multiplier(float(s_in) * float(s) / float(s_out))
+                              for s in scales))
+        act_min, act_max = activation_range(y.q, a.get("clamp"))
+        a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=np.array(mults, np.int32),
+                      shift=np.array(shifts, np.int32), act_min=act_min, act_max=act_max)
+    elif node.op == "add":
+        s2, zp2 = t[node.inputs[1]].q.scalar()
+        left_shift = 20
+        twice_max = 2.0 * float(max(np.float32(s_in), np.float32(s2)))
+        m1, sh1 = quantize_multiplier(float(s_in) / twice_max)
+        m2, sh2 = quantize_multiplier(float(s2) / twice_max)
+        mo, sho = quantize_multiplier(twice_max / float(np.float32((1 << left_shift) * np.float32(s_out))))
+        act_min, act_max = activation_range(y.q, a.get("clamp"))
+        a["q"] = dict(in1_zp=zp_in, in2_zp=zp2, out_zp=zp_out, left_shift=left_shift,
+                      in1_mult=m1, in1_shift=sh1, in2_mult=m2, in2_shift=sh2,
+                      out_mult=mo, out_shift=sho, act_min=act_min, act_max=act_max)
+    elif node.op in ("avg_pool", "max_pool", "clamp"):
+        act_min, act_max = activation_range(y.q, a.get("clamp") if node.op == "clamp" else None)
+        a["q"] = dict(act_min=act_min, act_max=act_max)
+    elif node.op == "pad":
+        a["q"] = dict(pad_value=quantize_value(x.q, a["value"]))
+    elif node.op == "requantize":
+        m, sh = quantize_multiplier(float(s_in) / float(s_out))
+        a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=m, shift=sh)
+    elif node.op == "softmax":
+        a["q"] = softmax_ref.softmax_params(float(s_in))
+    elif node.op in ("concat", "reshape"):
+        a["q"] = {}
+    else:
+        raise NotImplementedError(node.op)

@@ -1,0 +1,70 @@
+"""The compile pipeline as plain function calls: ONNX -> float IR -> int8 IR (and data helpers)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import TinycError
+from .frontend.onnx import load_onnx
+from .ir import Graph
+from .passes.flatten_order import fix_flatten_order
+from .passes.fuse_activations import fuse_activations
+from .passes.quantize import quantize
+from .reference.fixedpoint import round_half_away
+
+
+def import_float(path: str, input_shape=None) -> Graph:
+    """ONNX file -> simplified float IR (activations fused, flatten order fixed)."""
+    g = load_onnx(path, input_shape)
+    g = fuse_activations(g)
+    g = fix_flatten_order(g)
+    return g
+
+
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(x, -3, -1))
+
+
+def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def synthetic_calibration(g: Graph, n: int = 8, seed: int = 0) -> np.ndarray:
+    """The documented fallback without --calib: uniform noise in [-1, 1] (the range of the usual
+    p/127.5 - 1 image normalisation). Activation ranges then rarely match real data."""
+    shape = g.tensors[g.inputs[0]].shape[1:]
+    return np.random.default_rng(seed).uniform(-1, 1, (n,) + shape).astype(np.float32)
+
+
+def compile_int8(path: str, calib_nchw: np.ndarray | None, input_shape=None) -> Graph:
+    g = import_float(path, input_shape)
+    calib = (synthetic_calibration(g) if calib_nchw is None
+             else check_model_input(g, calib_nchw, "calibration data", batch=True))
+    return quantize(g, calib)
+
+
+def check_model_input(g: Graph, x: np.ndarray, what: str, batch: bool) -> np.ndarray:
+    """x in the ONNX model's layout (NCHW), one sample or a batch -> float NHWC batch."""
+    c, h, w = g.meta["input_nchw"][1:]
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+        raise TinycError(f"{what} has shape {tuple(x.shape)}; the model expects "
+                         f"(N, {c}, {h}, {w}) in NCHW layout")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise TinycError(f"{what} contains NaN or Inf values")
+    if not batch and x.shape[0] != 1:
+        raise TinycError(f"{what} must hold one sample, got {x.shape[0]}")
+    return nchw_to_nhwc(x)
+
+
+def quantize_input(g: Graph, x_nhwc_float: np.ndarray) -> np.ndarray:
+    """float -> int8 with the input's parameters, as TFLite's QUANTIZE op does."""
+    scale, zp = g.tensors[g.inputs[0]].q.scalar()
+    v = np.asarray(x_nhwc_float, np.float32) / np.float32(scale)
+    return np.clip(round_half_away(v) + zp, -128, 127).astype(np.int8)
+
+
+def dequantize_output(g: Graph, y: np.ndarray) -> np.ndarray:
+    scale, zp = g.tensors[g.outputs[0]].q.scalar()
+    return ((y.astype(np.float32) - zp) * np.float32(scale)).astype(np.float32)
