@@ -1,0 +1,143 @@
+/* tinyc int8 forward kernels: NHWC, batch 1, TFLite reference arithmetic, no malloc, no float.
+ *
+ * Every kernel takes a const parameter struct (generated once per layer into flash by the code
+ * generator), raw int8 activation pointers into the arena and its constant tensors.
+ * Zero points are the tensor's (TFLite's "offset" is their negation). act_min/act_max are the
+ * quantized clamp of a fused activation (-128/127 when there is none).
+ */
+#ifndef TINYC_KERNELS_H
+#define TINYC_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TINYC_ALIGN(n) __attribute__((aligned(n)))
+#else
+#define TINYC_ALIGN(n)
+#endif
+
+/* ------------------------------------------------------------------ convolution */
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_top, pad_left;     /* bottom/right padding follows from the output size */
+    int32_t groups;
+    int32_t in_zp, out_zp;
+    int32_t act_min, act_max;
+} tinyc_conv_params;
+
+/* Any 2-D convolution: weights OHWI (out_c, kernel_h, kernel_w, in_c / groups), bias int32 per
+ * output channel (may be NULL), per-output-channel multiplier/shift (TFLite sign: > 0 = left). */
+void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
+                  const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* 1x1, stride 1, no padding, groups 1 (pointwise) fast path of tinyc_conv2d. */
+void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
+                      const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+
+/* Depthwise (groups == in_c, out_c = in_c * depth multiplier); weights (out_c, kh, kw, 1). */
+void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
+                          const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                          int8_t *out);
+
+/* Depthwise with depth multiplier 1 computed in place: `buf` holds the input on entry and the
+ * output on return. Channel c of the input is first gathered into `scratch` (in_h * in_w bytes);
+ * output channel c then only overwrites bytes of input channel c (same channel count, NHWC), so
+ * the other channels are intact until their turn. `buf` must hold max(input, output) bytes. */
+void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
+                                  const int8_t *weights, const int32_t *bias,
+                                  const int32_t *mult, const int32_t *shift, int8_t *scratch);
+
+/* ------------------------------------------------------------------ fully connected */
+typedef struct {
+    int32_t in_n, out_n;
+    int32_t in_zp, out_zp;
+    int32_t act_min, act_max;
+} tinyc_fc_params;
+
+/* weights (out_n, in_n), bias int32 (may be NULL), per-output multiplier/shift. */
+void tinyc_fully_connected(const tinyc_fc_params *p, const int8_t *in, const int8_t *weights,
+                           const int32_t *bias, const int32_t *mult, const int32_t *shift,
+                           int8_t *out);
+
+/* ------------------------------------------------------------------ element-wise */
+typedef struct {
+    int32_t size;
+    int32_t in1_zp, in2_zp, out_zp;
+    int32_t left_shift;
+    int32_t in1_mult, in1_shift;   /* shifts <= 0 (TFLite "smaller than one" multipliers) */
+    int32_t in2_mult, in2_shift;
+    int32_t out_mult, out_shift;
+    int32_t act_min, act_max;
+} tinyc_add_params;
+
+/* TFLite int8 ADD of two same-shape tensors. `out` may alias in1 or in2 (in place). */
+void tinyc_add(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+
+/* out = clamp(in, act_min, act_max). `out` may alias `in`. */
+void tinyc_clamp(int32_t size, int32_t act_min, int32_t act_max, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t size;
+    int32_t in_zp, out_zp;
+    int32_t mult, shift;
+} tinyc_requantize_params;
+
+/* int8 -> int8 rescale (TFLite REQUANTIZE/QUANTIZE int8->int8). `out` may alias `in`. */
+void tinyc_requantize(const tinyc_requantize_params *p, const int8_t *in, int8_t *out);
+
+/* ------------------------------------------------------------------ pooling */
+typedef struct {
+    int32_t in_h, in_w, channels;
+    int32_t out_h, out_w;
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t pad_top, pad_left;
+    int32_t count_include_pad;     /* avg only: padded positions count, valued at zero_point */
+    int32_t zero_point;            /* input (= output) zero point */
+    int32_t act_min, act_max;
+} tinyc_pool_params;
+
+void tinyc_avg_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
+void tinyc_max_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
+
+/* ------------------------------------------------------------------ data movement */
+typedef struct {
+    int32_t in_h, in_w, channels;
+    int32_t pad_top, pad_left, pad_bottom, pad_right;
+    int32_t value;
+} tinyc_pad_params;
+
+void tinyc_pad(const tinyc_pad_params *p, const int8_t *in, int8_t *out);
+
+/* Copies one concat input (pixels x in_c) into channels [c_offset, c_offset + in_c) of the
+ * output (pixels x out_c). A concat is one call per input. */
+void tinyc_concat_channels(int32_t pixels, int32_t in_c, int32_t out_c, int32_t c_offset,
+                           const int8_t *in, int8_t *out);
+
+/* memmove for the rare reshape that could not alias its input. */
+void tinyc_copy(int32_t size, const int8_t *in, int8_t *out);
+
+/* ------------------------------------------------------------------ softmax */
+typedef struct {
+    int32_t rows, depth;
+    int32_t input_multiplier, input_left_shift;
+    int32_t diff_min;
+} tinyc_softmax_params;
+
+/* TFLite int8 softmax (output scale 1/256, zero point -128) over the last axis. */
+void tinyc_softmax(const tinyc_softmax_params *p, const int8_t *in, int8_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYC_KERNELS_H */

@@ -1,0 +1,34 @@
+/* int8 data movement: constant pad, channel concat, copy. */
+#include <string.h>
+
+#include "tinyc/kernels.h"
+
+void tinyc_pad(const tinyc_pad_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t c = p->channels;
+    const int32_t out_h = p->in_h + p->pad_top + p->pad_bottom;
+    const int32_t out_w = p->in_w + p->pad_left + p->pad_right;
+    const size_t row_bytes = (size_t)(p->in_w * c);
+    int32_t y;
+    memset(out, (int8_t)p->value, (size_t)(out_h * out_w * c));
+    for (y = 0; y < p->in_h; ++y) {
+        memcpy(out + ((y + p->pad_top) * out_w + p->pad_left) * c, in + y * p->in_w * c,
+               row_bytes);
+    }
+}
+
+void tinyc_concat_channels(int32_t pixels, int32_t in_c, int32_t out_c, int32_t c_offset,
+                           const int8_t *in, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i < pixels; ++i) {
+        memcpy(out + i * out_c + c_offset, in + i * in_c, (size_t)in_c);
+    }
+}
+
+void tinyc_copy(int32_t size, const int8_t *in, int8_t *out)
+{
+    if (in != out) {
+        memmove(out, in, (size_t)size);
+    }
+}
