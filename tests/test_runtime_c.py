@@ -1,0 +1,403 @@
+"""Generated C (host gcc) == numpy int8 reference, byte for byte.
+
+Graphs: the ONNX test nets of tests/nets.py, float IR graphs built here and quantized by the
+quantize pass (corner cases of shapes, pads, in-place kernels), hand-made int8 graphs with random
+integer parameters (left shifts, extreme zero points), and the shared pretrained models.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.codegen.c import generate_c
+from compiler.ir import Graph, Node, QParams, Tensor, conv_out_size
+from compiler.memory.planner import plan_memory
+from compiler.passes.quantize import quantize
+from compiler.pipeline import compile_int8, quantize_input
+from compiler.reference.fixedpoint import quantize_multiplier
+from compiler.reference.int8 import run_int8
+from compiler.reference.softmax import softmax_params
+from compiler.targets.host import build_host, run_host
+from conftest import shared_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "runtime_c"
+ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+
+
+def int8_inputs(g: Graph, n_random: int = 3, seed: int = 0) -> np.ndarray:
+    """Random int8 inputs, the quantized calibration distribution, and the two extremes."""
+    shape = g.tensors[g.inputs[0]].shape
+    rng = np.random.default_rng(seed)
+    xs = [rng.integers(-128, 128, shape).astype(np.int8) for _ in range(n_random)]
+    if g.tensors[g.inputs[0]].q is not None:
+        xs.append(quantize_input(g, rng.uniform(-1, 1, shape).astype(np.float32)))
+    xs += [np.full(shape, -128, np.int8), np.full(shape, 127, np.int8)]
+    return np.concatenate(xs)
+
+
+def assert_c_matches_reference(g: Graph, out_dir: Path, plan=None, n_random: int = 3):
+    plan = plan if plan is not None else plan_memory(g)
+    generate_c(g, plan, out_dir)
+    build_host(out_dir)
+    xs = int8_inputs(g, n_random)
+    ys = run_host(out_dir, xs)
+    assert ys.shape[0] == xs.shape[0]
+    for k, (x, y) in enumerate(zip(xs, ys)):
+        ref = run_int8(g, x[None])[g.outputs[0]]
+        if not np.array_equal(y.reshape(ref.shape), ref):
+            bad = np.flatnonzero(y.reshape(-1) != ref.reshape(-1))
+            pytest.fail(f"input {k}: C differs from the reference at {bad.size} of {ref.size} "
+                        f"values, first at {bad[0]}: C {y.reshape(-1)[bad[0]]} vs ref "
+                        f"{ref.reshape(-1)[bad[0]]}")
+    return plan
+
+
+# ---------------------------------------------------------------- float IR graphs built here
+class IRBuilder:
+    """Float IR directly (NHWC / OHWI), with the importer's attribute conventions."""
+
+    def __init__(self, shape_nhwc, seed=0):
+        self.rng = np.random.default_rng(seed)
+        self.tensors = {"input": Tensor("input", tuple(shape_nhwc))}
+        self.nodes: list[Node] = []
+
+    def _act(self, base, shape):
+        name = f"{base}_{len(self.nodes)}"
+        self.tensors[name] = Tensor(name, tuple(int(s) for s in shape))
+        return name
+
+    def _const(self, base, data):
+        name = f"{base}_{len(self.nodes)}"
+        self.tensors[name] = Tensor(name, data.shape, data=data.astype(np.float32))
+        return name
+
+    def shape(self, x):
+        return self.tensors[x].shape
+
+    def conv(self, x, cout, k, stride=1, pads=None, groups=1, dilation=1, clamp=(0.0, 6.0)):
+        _, h, w, cin = self.shape(x)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        sh, sw = (stride, stride) if isinstance(stride, int) else stride
+        pads = pads if pads is not None else (kh // 2, kw // 2, kh // 2, kw // 2)
+        fan_in = cin // groups * kh * kw
+        wt = self._const("w", self.rng.normal(0, np.sqrt(2.0 / fan_in), (cout, kh, kw, cin // groups)))
+        b = self._const("b", self.rng.normal(0, 0.1, cout))
+        oh = conv_out_size(h, kh, sh, pads[0], pads[2], dilation)
+        ow = conv_out_size(w, kw, sw, pads[1], pads[3], dilation)
+        y = self._act("conv", (1, oh, ow, cout))
+        self.nodes.append(Node(y, "conv2d", [x, wt, b], [y],
+                               dict(strides=(sh, sw), pads=tuple(pads),
+                                    dilations=(dilation, dilation), groups=groups, clamp=clamp)))
+        return y
+
+    def dw(self, x, k, stride=1, pads=None, mult=1, dilation=1, clamp=(0.0, 6.0)):
+        c = self.shape(x)[3]
+        return self.conv(x, c * mult, k, stride, pads, groups=c, dilation=dilation, clamp=clamp)
+
+    def _simple(self, op, ins, shape, **attrs):
+        y = self._act(op, shape)
+        self.nodes.append(Node(y, op, list(ins), [y], attrs))
+        return y
+
+    def add(self, a, b, clamp=None):
+        return self._simple("add", [a, b], self.shape(a), clamp=clamp)
+
+    def clamp(self, x, lo, hi):
+        return self._simple("clamp", [x], self.shape(x), clamp=(lo, hi))
+
+    def pool(self, op, x, k, stride, pads, count_include_pad=False):
+        _, h, w, c = self.shape(x)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        oh = conv_out_size(h, kh, stride, pads[0], pads[2])
+        ow = conv_out_size(w, kw, stride, pads[1], pads[3])
+        extra = {"count_include_pad": count_include_pad} if op == "avg_pool" else {}
+        return self._simple(op, [x], (1, oh, ow, c), kernel=(kh, kw), strides=(stride, stride),
+                            pads=tuple(pads), **extra)
+
+    def gap(self, x):
+        _, h, w, c = self.shape(x)
+        return self._simple("avg_pool", [x], (1, 1, 1, c), kernel=(h, w), strides=(1, 1),
+                            pads=(0, 0, 0, 0), count_include_pad=False)
+
+    def pad(self, x, pads, value=0.0):
+        _, h, w, c = self.shape(x)
+        t, l, b, r = pads
+        return self._simple("pad", [x], (1, h + t + b, w + l + r, c), pads=tuple(pads),
+                            value=value)
+
+    def concat(self, xs):
+        shape = self.shape(xs[0])[:-1] + (sum(self.shape(x)[-1] for x in xs),)
+        return self._simple("concat", xs, shape)
+
+    def flatten(self, x):
+        return self._simple("reshape", [x], (1, int(np.prod(self.shape(x)))), nchw_order=False)
+
+    def fc(self, x, nout, clamp=None):
+        nin = self.shape(x)[1]
+        wt = self._const("fc_w", self.rng.normal(0, np.sqrt(1.0 / nin), (nout, nin)))
+        b = self._const("fc_b", self.rng.normal(0, 0.1, nout))
+        y = self._act("fc", (1, nout))
+        self.nodes.append(Node(y, "fully_connected", [x, wt, b], [y], dict(clamp=clamp)))
+        return y
+
+    def softmax(self, x):
+        return self._simple("softmax", [x], self.shape(x))
+
+    def quantized(self, out, n_calib=6) -> Graph:
+        g = Graph(self.tensors, self.nodes, ["input"], [out])
+        g.remove_unused_tensors()
+        calib = self.rng.uniform(-1, 1, (n_calib,) + g.tensors["input"].shape[1:])
+        return quantize(g, calib.astype(np.float32))
+
+
+def net_dw_inplace_grow():
+    """In-place depthwise whose output is larger than its input (pads 2 on a 3x3), odd sizes,
+    a 7x7 depthwise with asymmetric pads, a dilated depthwise, a stride-2 depthwise."""
+    b = IRBuilder((1, 9, 7, 5), seed=11)
+    x = b.conv("input", 6, 1, pads=(0, 0, 0, 0))
+    x = b.dw(x, 3, pads=(2, 2, 2, 2))                     # 11x9 > 9x7
+    x = b.dw(x, 7, pads=(3, 2, 4, 3))
+    x = b.dw(x, 3, pads=(2, 2, 2, 2), dilation=2)
+    x = b.dw(x, 3, stride=2, pads=(0, 0, 1, 1))
+    x = b.dw(x, (3, 1), pads=(1, 0, 1, 0), clamp=None)
+    return b.quantized(b.conv(x, 4, 1, pads=(0, 0, 0, 0), clamp=None))
+
+
+def net_gray_strides():
+    """1-channel input, non-square 7x5 and 1x3 kernels, stride (2,1), stride-2 symmetric and
+    asymmetric pads, 1x1 stride 2, depthwise multiplier 3, average pool with padding counted."""
+    b = IRBuilder((1, 23, 18, 1), seed=12)
+    x = b.conv("input", 8, (7, 5), stride=2, pads=(3, 2, 3, 2))
+    x = b.conv(x, 8, (1, 3), stride=(2, 1), pads=(0, 1, 0, 1))
+    x = b.conv(x, 12, 1, stride=2, pads=(0, 0, 0, 0), clamp=None)
+    x = b.dw(x, 3, mult=3, pads=(1, 1, 1, 1))
+    x = b.conv(x, 10, 5, stride=2, pads=(2, 1, 1, 2))
+    x = b.pool("avg_pool", x, 3, 1, (1, 1, 1, 1), count_include_pad=True)
+    return b.quantized(b.fc(b.flatten(b.gap(x)), 7))
+
+
+def net_branches():
+    """Grouped conv, concat of three branches (requantize inserted where needed), standalone
+    clamp, constant pad with a non-zero value, max pool with padding, add of one tensor to
+    itself, avg pool without padding counted, softmax head."""
+    b = IRBuilder((1, 12, 10, 6), seed=13)
+    x = b.conv("input", 12, 3, groups=3)
+    p1 = b.conv(x, 4, 1, pads=(0, 0, 0, 0), clamp=None)
+    p2 = b.pool("max_pool", x, 3, 1, (1, 1, 1, 1))
+    p3 = b.conv(x, 6, 3, groups=2, clamp=(-1.0, 1.0))
+    c = b.clamp(b.concat([p1, p2, p3]), 0.0, 4.0)
+    c = b.pad(c, (1, 0, 2, 1), value=0.5)
+    c = b.pool("max_pool", c, 3, 2, (1, 1, 1, 1))
+    c = b.add(c, c, clamp=(0.0, 6.0))
+    c = b.pool("avg_pool", c, 2, 2, (0, 1, 1, 0), count_include_pad=False)
+    return b.quantized(b.softmax(b.fc(b.flatten(c), 9)))
+
+
+def net_residuals():
+    """MobileNetV2-like: expand, in-place depthwise, project, residual add in place (twice)."""
+    b = IRBuilder((1, 16, 16, 3), seed=14)
+    x = b.conv("input", 8, 3, stride=2, pads=(1, 1, 1, 1))
+    for _ in range(2):
+        e = b.conv(x, 24, 1, pads=(0, 0, 0, 0))
+        d = b.dw(e, 3)
+        p = b.conv(d, 8, 1, pads=(0, 0, 0, 0), clamp=None)
+        x = b.add(x, p)
+    x = b.dw(x, 5, stride=2, pads=(2, 2, 2, 2))
+    return b.quantized(b.fc(b.flatten(b.gap(x)), 5))
+
+
+IR_NETS = {f.__name__[4:]: f for f in (net_dw_inplace_grow, net_gray_strides, net_branches,
+                                        net_residuals)}
+
+
+@pytest.mark.parametrize("name", sorted(IR_NETS))
+def test_ir_net_matches_reference(name, tmp_path):
+    g = IR_NETS[name]()
+    plan = assert_c_matches_reference(g, tmp_path)
+    if name in ("dw_inplace_grow", "residuals"):
+        assert "depthwise" in plan.inplace.values()
+    if name == "residuals":
+        assert "add" in plan.inplace.values()
+
+
+def test_dw_inplace_output_larger_than_input():
+    g = net_dw_inplace_grow()
+    plan = plan_memory(g)
+    node = g.nodes[1]
+    assert plan.inplace[1] == "depthwise"
+    x, y = node.inputs[0], node.outputs[0]
+    assert g.tensors[y].nbytes > g.tensors[x].nbytes
+    assert plan.tensor_offsets[x] == plan.tensor_offsets[y]
+    buf = plan.buffers[plan.tensor_buffer[y]]
+    assert buf.size >= g.tensors[y].nbytes
+    assert plan.scratch[1][1] == 9 * 7
+
+
+def test_without_inplace_same_output(tmp_path):
+    g = net_residuals()
+    plan = plan_memory(g, inplace=False)
+    assert set(plan.inplace.values()) <= {"alias"}
+    assert_c_matches_reference(g, tmp_path, plan=plan, n_random=1)
+
+
+# ---------------------------------------------------------------- the ONNX test nets
+NET_NAMES = ["gray_odd", "mbv2_block", "big_kernels", "groups_concat", "residual_chain", "fc_only"]
+
+
+@pytest.mark.parametrize("name", NET_NAMES)
+def test_onnx_net_matches_reference(name, small_nets, tmp_path):
+    g = compile_int8(str(small_nets[name]), None)
+    assert_c_matches_reference(g, tmp_path)
+
+
+# ---------------------------------------------------------------- hand-made int8 graphs
+def _int8_tensor(name, shape, scale, zp):
+    return Tensor(name, tuple(shape), "int8",
+                  q=QParams(np.asarray(scale, np.float32), np.asarray(zp, np.int32)))
+
+
+def _random_requant(rng, n, allow_left=True):
+    """Per-channel (mult, shift) pairs over a wide range, left shifts included."""
+    mult = rng.integers(1 << 30, (1 << 31) - 1, n).astype(np.int32)
+    shift = rng.integers(-12, 3 if allow_left else 1, n).astype(np.int32)
+    return mult, shift
+
+
+def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1):
+    rng = np.random.default_rng(seed)
+    _, h, w, cin = in_shape
+    kh, kw = k
+    oh = conv_out_size(h, kh, stride[0], pads[0], pads[2], dilation)
+    ow = conv_out_size(w, kw, stride[1], pads[1], pads[3], dilation)
+    in_zp, out_zp = int(rng.integers(-128, 128)), int(rng.integers(-128, 128))
+    t = {"input": _int8_tensor("input", in_shape, 0.05, in_zp),
+         "y": _int8_tensor("y", (1, oh, ow, cout), 0.1, out_zp),
+         "w": Tensor("w", (cout, kh, kw, cin // groups), "int8",
+                     rng.integers(-127, 128, (cout, kh, kw, cin // groups)).astype(np.int8)),
+         "b": Tensor("b", (cout,), "int32", rng.integers(-5000, 5000, cout).astype(np.int32))}
+    mult, shift = _random_requant(rng, cout)
+    lo = int(rng.integers(-128, 0))
+    q = dict(in_zp=in_zp, out_zp=out_zp, mult=mult, shift=shift, act_min=lo,
+             act_max=int(rng.integers(lo + 1, 128)))
+    node = Node("conv", "conv2d", ["input", "w", "b"], ["y"],
+                dict(strides=stride, pads=pads, dilations=(dilation, dilation), groups=groups,
+                     clamp=None, q=q))
+    return Graph(t, [node], ["input"], ["y"])
+
+
+INT8_CONVS = {
+    "generic_5x3_s21": dict(in_shape=(1, 11, 9, 3), cout=5, k=(5, 3), stride=(2, 1),
+                            pads=(2, 0, 1, 1), groups=1),
+    "pointwise": dict(in_shape=(1, 6, 5, 7), cout=9, k=(1, 1), stride=(1, 1),
+                      pads=(0, 0, 0, 0), groups=1),
+    "grouped_dilated": dict(in_shape=(1, 9, 10, 6), cout=4, k=(3, 3), stride=(1, 1),
+                            pads=(2, 2, 2, 2), groups=2, dilation=2),
+    "depthwise_inplace": dict(in_shape=(1, 8, 7, 6), cout=6, k=(3, 3), stride=(2, 2),
+                              pads=(1, 1, 1, 1), groups=6),
+    "depthwise_mult2": dict(in_shape=(1, 7, 7, 3), cout=6, k=(5, 5), stride=(1, 1),
+                            pads=(2, 2, 2, 2), groups=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INT8_CONVS))
+def test_int8_conv_random_params(name, tmp_path):
+    """Integer parameters the quantizer rarely produces (left shifts, extreme zero points,
+    narrow clamps) against the reference arithmetic."""
+    g = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
+    plan = assert_c_matches_reference(g, tmp_path, n_random=4)
+    if name == "depthwise_inplace":
+        assert plan.inplace.get(0) == "depthwise"
+
+
+def test_int8_fc_and_add_random_params(tmp_path):
+    rng = np.random.default_rng(7)
+    n_in, n_out = 37, 11
+    t = {"input": _int8_tensor("input", (1, n_in), 0.05, 17),
+         "a": _int8_tensor("a", (1, n_out), 0.1, -20), "b": _int8_tensor("b", (1, n_out), 0.1, 5),
+         "y": _int8_tensor("y", (1, n_out), 0.2, 3),
+         "w1": Tensor("w1", (n_out, n_in), "int8", rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)),
+         "w2": Tensor("w2", (n_out, n_in), "int8", rng.integers(-127, 128, (n_out, n_in)).astype(np.int8)),
+         "b1": Tensor("b1", (n_out,), "int32", rng.integers(-9000, 9000, n_out).astype(np.int32)),
+         "b2": Tensor("b2", (n_out,), "int32", rng.integers(-9000, 9000, n_out).astype(np.int32))}
+    m1, s1 = quantize_multiplier(0.0031)
+    m2, s2 = quantize_multiplier(1.7)   # a multiplier above one: left shift
+    fc1 = Node("fc1", "fully_connected", ["input", "w1", "b1"], ["a"], dict(clamp=None, q=dict(
+        in_zp=17, out_zp=-20, mult=np.full(n_out, m1, np.int32), shift=np.full(n_out, s1, np.int32),
+        act_min=-128, act_max=127)))
+    fc2 = Node("fc2", "fully_connected", ["input", "w2", "b2"], ["b"], dict(clamp=None, q=dict(
+        in_zp=17, out_zp=5, mult=np.full(n_out, m2, np.int32), shift=np.full(n_out, s2, np.int32),
+        act_min=-100, act_max=90)))
+    im1, is1 = quantize_multiplier(0.1 / 0.4)
+    im2, is2 = quantize_multiplier(0.1 / 0.4)
+    om, os_ = quantize_multiplier(0.4 / ((1 << 20) * 0.2))
+    add = Node("add", "add", ["a", "b"], ["y"], dict(clamp=None, q=dict(
+        in1_zp=-20, in2_zp=5, out_zp=3, left_shift=20, in1_mult=im1, in1_shift=is1,
+        in2_mult=im2, in2_shift=is2, out_mult=om, out_shift=os_, act_min=-128, act_max=127)))
+    g = Graph(t, [fc1, fc2, add], ["input"], ["y"])
+    plan = assert_c_matches_reference(g, tmp_path, n_random=6)
+    assert plan.inplace.get(2) == "add"
+
+
+@pytest.mark.parametrize("scale", [1 / 16, 0.02, 0.1, 0.4])
+def test_softmax_many_rows(scale, tmp_path):
+    """The fixed-point exp/reciprocal over many random rows and input scales."""
+    n = 100
+    t = {"input": _int8_tensor("input", (1, n), scale, 0),
+         "y": _int8_tensor("y", (1, n), 1 / 256, -128)}
+    node = Node("softmax", "softmax", ["input"], ["y"], dict(q=softmax_params(scale)))
+    g = Graph(t, [node], ["input"], ["y"])
+    generate_c(g, plan_memory(g), tmp_path)
+    build_host(tmp_path)
+    rng = np.random.default_rng(int(scale * 1000))
+    xs = rng.integers(-128, 128, (60, 1, n)).astype(np.int8)
+    xs[:20] = (xs[:20] // 8)                                   # narrow rows
+    xs[20, 0, :] = 127                                         # all equal
+    xs[21, 0, :] = -128
+    xs[21, 0, 5] = 127                                         # one hot
+    ys = run_host(tmp_path, xs)
+    ref = np.stack([run_int8(g, x)["y"] for x in xs])
+    assert np.array_equal(ys.reshape(ref.shape), ref)
+
+
+# ---------------------------------------------------------------- a shared pretrained model
+@pytest.mark.parametrize("name", ["mbv2-w0.35_96", "mcunet-5fps_96"])
+def test_shared_model_matches_reference(name, tmp_path):
+    path = shared_model(name)
+    g = compile_int8(str(path), None)
+    plan = assert_c_matches_reference(g, tmp_path, n_random=1)
+    assert "depthwise" in plan.inplace.values()
+    assert plan.arena_bytes <= plan_memory(g, inplace=False).arena_bytes
+
+
+# ---------------------------------------------------------------- portability of the C
+def _runtime_sources():
+    return sorted((RUNTIME / "src" / "forward").glob("*.c"))
+
+
+def test_runtime_has_no_float_and_no_malloc():
+    files = _runtime_sources() + sorted((RUNTIME / "include" / "tinyc").glob("*.h"))
+    for f in files:
+        code = re.sub(r"/\*.*?\*/", "", f.read_text(), flags=re.S)   # comments may say "float"
+        for word in ("float", "double", "malloc", "calloc", "realloc", "free"):
+            assert not re.search(rf"\b{word}\b", code), f"{f.name} uses {word}"
+
+
+@pytest.mark.parametrize("compiler, flags", [("gcc", []), ("arm-none-eabi-gcc", ARM_FLAGS)])
+def test_runtime_and_model_compile_warning_free(compiler, flags, small_nets, tmp_path):
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed")
+    g = compile_int8(str(small_nets["mbv2_block"]), None)
+    out = generate_c(g, plan_memory(g), tmp_path / "gen")
+    sources = [out / "model.c"] + _runtime_sources()
+    for src in sources:
+        res = subprocess.run([compiler, *STRICT, *flags, "-I", str(out), "-I",
+                              str(RUNTIME / "include"), "-c", str(src), "-o",
+                              str(tmp_path / (src.stem + ".o"))], capture_output=True, text=True)
+        assert res.returncode == 0, f"{compiler} {src.name}:\n{res.stderr}"
