@@ -1,0 +1,728 @@
+"""Quantized int8 IR -> .tflite flatbuffer, for checking our kernels against TFLite's.
+
+The exported model is meant to run in TFLite's reference kernels (LiteRT with the BUILTIN_REF
+op resolver) and in TFLite Micro and give, bit for bit, what our int8 reference executor gives.
+So every IR op maps to TFLite ops whose integer arithmetic is exactly the IR's:
+
+- conv2d: CONV_2D (per-channel weights, quantized_dimension 0); a depthwise conv
+  (groups == C_in > 1) becomes DEPTHWISE_CONV_2D with its weight as (1, KH, KW, C_out) and
+  quantized_dimension 3; a grouped conv (1 < groups < C_in) is one CONV_2D whose weight has
+  C_in / groups input channels (TFLite infers the groups), or optionally SPLIT -> one CONV_2D per
+  group -> CONCATENATION (all three keep the quant params, so this is exact too).
+- Explicit pads that are TFLite's SAME padding for that size become SAME, all-zero pads VALID,
+  anything else an explicit PAD (filled with the input zero point) or, for max pooling, a PADV2
+  filled with -128, followed by a VALID op.
+- Fused clamps: (0, inf) -> RELU, (0, 6) -> RELU6, (-1, 1) -> RELU_N1_TO_1 after checking that
+  the range TFLite derives from the float output scale is the one the quantizer chose; any other
+  clamp -> no fused activation, then MAXIMUM / MINIMUM with int8 constants (exact).
+- avg_pool with count_include_pad: PAD with the zero point, then a VALID AVERAGE_POOL_2D (TFLite's
+  SAME averaging divides by the number of real pixels, i.e. count_include_pad=False).
+  avg_pool without count_include_pad and with non-SAME pads: the output is cut into blocks whose
+  windows are clipped alike, each a VALID AVERAGE_POOL_2D on a SLICE of the input, then
+  CONCATENATION (exact: every value is the rounded mean of its in-bounds pixels).
+- fully_connected: FULLY_CONNECTED, or (fc_as_conv) RESHAPE -> 1x1 CONV_2D -> RESHAPE.
+- requantize -> QUANTIZE (int8 -> int8), softmax -> SOFTMAX (beta 1), reshape -> RESHAPE.
+
+Public API: export_tflite(graph) -> bytes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import Graph, Node, Tensor, conv_out_size
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def _schema():
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    return fb
+
+
+class ExportError(ValueError):
+    """The quantized IR is inconsistent with what the TFLite kernels would compute."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic helpers that mirror how TFLite derives numbers from the float quant params.
+def _round_half_away(x: float) -> float:
+    return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)
+
+
+def tflite_activation_range(clamp, scale: float, zero_point: int) -> tuple[int, int] | None:
+    """The int8 [act_min, act_max] TFLite computes for a fused activation, or None if the clamp
+    is not one of RELU / RELU6 / RELU_N1_TO_1. The quantization of the bound is done as TFLite
+    does it: float32 division by the float32 scale, rounded half away from zero."""
+    s = np.float32(scale)
+
+    def q(f):
+        return int(zero_point) + int(_round_half_away(float(np.float32(f) / s)))
+
+    lo, hi = clamp
+    if lo == 0.0 and math.isinf(hi) and hi > 0:
+        return max(INT8_MIN, q(0.0)), INT8_MAX
+    if lo == 0.0 and hi == 6.0:
+        return max(INT8_MIN, q(0.0)), min(INT8_MAX, q(6.0))
+    if lo == -1.0 and hi == 1.0:
+        return max(INT8_MIN, q(-1.0)), min(INT8_MAX, q(1.0))
+    return None
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int, int]:
+    """TFLite SAME padding for one spatial dim: (out, pad_before, pad_after)."""
+    eff = (kernel - 1) * dilation + 1
+    out = (size + stride - 1) // stride
+    total = max((out - 1) * stride + eff - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def classify_pads(in_hw, kernel, strides, pads, dilations=(1, 1)) -> str | None:
+    """'VALID', 'SAME', or None when the explicit pads (t, l, b, r) are neither."""
+    t, l, b, r = pads
+    if not any(pads):
+        return "VALID"
+    (oh, pt, pb), (ow, pl, pr) = (same_padding(in_hw[0], kernel[0], strides[0], dilations[0]),
+                                  same_padding(in_hw[1], kernel[1], strides[1], dilations[1]))
+    ir_oh = conv_out_size(in_hw[0], kernel[0], strides[0], t, b, dilations[0])
+    ir_ow = conv_out_size(in_hw[1], kernel[1], strides[1], l, r, dilations[1])
+    if (t, b, l, r) == (pt, pb, pl, pr) and (ir_oh, ir_ow) == (oh, ow):
+        return "SAME"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+class _AlignedBuffer:
+    """A flatbuffer Buffer whose data vector is 16-byte aligned (as the TFLite converter does;
+    TFLM reads int32 biases in place)."""
+
+    def __init__(self, data: bytes | None):
+        self.data = data
+
+    def Pack(self, builder):
+        fb = _schema()
+        off = None
+        if self.data is not None:
+            n = len(self.data)
+            builder.StartVector(1, n, 16)
+            builder.head = builder.head - n
+            builder.Bytes[builder.head:builder.head + n] = self.data
+            builder.vectorNumElems = n
+            off = builder.EndVector()
+        fb.BufferStart(builder)
+        if off is not None:
+            fb.BufferAddData(builder, off)
+        return fb.BufferEnd(builder)
+
+
+_TYPE = {"int8": "INT8", "int32": "INT32", "float32": "FLOAT32"}
+_NP = {"int8": np.int8, "int32": np.int32, "float32": np.float32}
+
+# Operator versions as the TFLite converter writes them for int8 models (every one is within the
+# range the LiteRT builtin and reference resolvers register; TFLM ignores versions).
+_VERSIONS = {
+    "CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "ADD": 2, "AVERAGE_POOL_2D": 2,
+    "MAX_POOL_2D": 2, "PAD": 2, "PADV2": 2, "CONCATENATION": 2, "RESHAPE": 1, "SOFTMAX": 2,
+    "QUANTIZE": 2, "MAXIMUM": 2, "MINIMUM": 2, "SPLIT": 2, "SLICE": 2,
+}
+
+
+class _Exporter:
+    def __init__(self, graph: Graph, fc_as_conv: bool = False, grouped_conv: str = "native"):
+        if grouped_conv not in ("native", "split"):
+            raise ValueError(f"grouped_conv must be 'native' or 'split', not {grouped_conv!r}")
+        self.g = graph
+        self.fc_as_conv = fc_as_conv
+        self.grouped_conv = grouped_conv
+        self.fb = _schema()
+        self.buffers: list[_AlignedBuffer] = [_AlignedBuffer(None)]   # buffer 0: empty sentinel
+        self.tensors = []            # TensorT
+        self.index: dict[str, int] = {}
+        self.ops = []                # OperatorT
+        self.opcodes: dict[str, int] = {}
+        self.names: set[str] = set()
+        self._codes = []             # OperatorCodeT, in opcode-index order
+
+    # ---------------------------------------------------------------- tensors
+    def _unique(self, name: str) -> str:
+        base, k = name, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def _new_tensor(self, name, shape, dtype, scale=None, zero_point=None, qdim=0, data=None) -> int:
+        fb = self.fb
+        t = fb.TensorT()
+        t.name = self._unique(name)
+        t.shape = [int(s) for s in shape]
+        t.type = getattr(fb.TensorType, _TYPE[dtype])
+        if data is not None:
+            arr = np.ascontiguousarray(np.asarray(data).astype(_NP[dtype], copy=False))
+            if tuple(arr.shape) != tuple(t.shape):
+                arr = arr.reshape(t.shape)
+            self.buffers.append(_AlignedBuffer(arr.astype(arr.dtype.newbyteorder("<")).tobytes()))
+            t.buffer = len(self.buffers) - 1
+        else:
+            t.buffer = 0
+        if scale is not None:
+            qp = fb.QuantizationParametersT()
+            qp.scale = [float(s) for s in np.atleast_1d(np.asarray(scale, np.float32))]
+            qp.zeroPoint = [int(z) for z in np.atleast_1d(np.asarray(zero_point, np.int64))]
+            if len(qp.zeroPoint) == 1 and len(qp.scale) > 1:
+                qp.zeroPoint = qp.zeroPoint * len(qp.scale)
+            qp.quantizedDimension = int(qdim)
+            t.quantization = qp
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def tensor(self, name: str) -> int:
+        """Index of the TFLite tensor for an IR tensor (created on first use)."""
+        if name in self.index:
+            return self.index[name]
+        t = self.g.tensors[name]
+        q = t.q
+        scale = zp = None
+        qdim = 0
+        if q is not None:
+            scale, zp = q.scale, q.zero_point
+            qdim = q.axis if (q.per_channel and q.axis is not None) else 0
+        self.index[name] = self._new_tensor(name, t.shape, t.dtype, scale, zp, qdim, t.data)
+        return self.index[name]
+
+    def like(self, name: str, shape, suffix: str) -> int:
+        """A new activation tensor with the quant params of IR tensor `name`."""
+        t = self.g.tensors[name]
+        return self._new_tensor(name + suffix, shape, t.dtype, t.q.scale, t.q.zero_point)
+
+    def const_int8_like(self, name: str, value: int, suffix: str) -> int:
+        t = self.g.tensors[name]
+        return self._new_tensor(name + suffix, (1,), "int8", t.q.scale, t.q.zero_point,
+                                data=np.array([value], np.int8))
+
+    def const_i32(self, name: str, values) -> int:
+        arr = np.asarray(values, np.int32)
+        return self._new_tensor(name, arr.shape, "int32", data=arr)
+
+    # ---------------------------------------------------------------- operators
+    def op(self, opname: str, inputs, outputs, options=None, options_type: str | None = None):
+        fb = self.fb
+        if opname not in self.opcodes:
+            code = fb.OperatorCodeT()
+            code.builtinCode = getattr(fb.BuiltinOperator, opname)
+            code.deprecatedBuiltinCode = min(code.builtinCode, 127)
+            code.version = _VERSIONS.get(opname, 1)
+            self.opcodes[opname] = len(self.opcodes)
+            self._codes.append(code)
+        o = fb.OperatorT()
+        o.opcodeIndex = self.opcodes[opname]
+        o.inputs = [int(i) for i in inputs]
+        o.outputs = [int(i) for i in outputs]
+        if options is not None:
+            o.builtinOptionsType = getattr(fb.BuiltinOptions, options_type)
+            o.builtinOptions = options
+        self.ops.append(o)
+
+    # ---------------------------------------------------------------- activation fusion
+    def fused_activation(self, node: Node, out_name: str):
+        """(ActivationFunctionType, needs_minmax) for the node's 'clamp' attr."""
+        fb = self.fb
+        clamp = node.attrs.get("clamp")
+        if clamp is None:
+            return fb.ActivationFunctionType.NONE, None
+        lo, hi = float(clamp[0]), float(clamp[1])
+        if math.isinf(lo) and lo < 0 and math.isinf(hi) and hi > 0:
+            return fb.ActivationFunctionType.NONE, None
+        q = node.attrs.get("q") or {}
+        want = (q.get("act_min"), q.get("act_max"))
+        if want[0] is None or want[1] is None:
+            raise ExportError(f"{node.describe()}: clamp {clamp} but attrs['q'] has no "
+                              "act_min/act_max")
+        want = (int(want[0]), int(want[1]))
+        scale, zp = self.g.tensors[out_name].q.scalar()
+        rng = tflite_activation_range((lo, hi), scale, zp)
+        if rng is not None:
+            if rng != want:
+                raise ExportError(
+                    f"{node.describe()}: TFLite derives the fused clamp {clamp} as int8 range "
+                    f"{rng} from output scale {scale!r}, zero point {zp}, but the quantizer chose "
+                    f"{want}; the exported model would not match our reference")
+            kind = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1"}.get((lo, hi), "RELU")
+            return getattr(fb.ActivationFunctionType, kind), None
+        return fb.ActivationFunctionType.NONE, want
+
+    def emit_minmax(self, out_name: str, src: int, dst: int, rng):
+        """dst = min(max(src, act_min), act_max) with int8 constants (exact)."""
+        lo, hi = rng
+        shape = self.g.tensors[out_name].shape
+        steps = []
+        if lo > INT8_MIN:
+            steps.append(("MAXIMUM", lo))
+        if hi < INT8_MAX:
+            steps.append(("MINIMUM", hi))
+        if not steps:
+            steps = [("MAXIMUM", INT8_MIN)]
+        cur = src
+        for k, (opname, v) in enumerate(steps):
+            nxt = dst if k == len(steps) - 1 else self.like(out_name, shape, f"_{opname.lower()}_in")
+            c = self.const_int8_like(out_name, v, f"_{opname.lower()}_bound")
+            self.op(opname, [cur, c], [nxt], self.fb.MaximumMinimumOptionsT(),
+                    "MaximumMinimumOptions")
+            cur = nxt
+
+    def with_activation(self, node: Node, out_name: str, emit):
+        """Call emit(output_index, fused_activation); adds MAXIMUM/MINIMUM when needed."""
+        act, rng = self.fused_activation(node, out_name)
+        out = self.tensor(out_name)
+        if rng is None:
+            emit(out, act)
+        else:
+            tmp = self.like(out_name, self.g.tensors[out_name].shape, "_preclamp")
+            emit(tmp, act)
+            self.emit_minmax(out_name, tmp, out, rng)
+
+    # ---------------------------------------------------------------- padding
+    def padded_input(self, node: Node, x_name: str, pads, pad_value: int) -> int:
+        """An explicit PAD / PADV2 of x; returns the padded tensor's index."""
+        x = self.g.tensors[x_name]
+        _, h, w, c = x.shape
+        t, l, b, r = (int(p) for p in pads)
+        shape = (1, h + t + b, w + l + r, c)
+        out = self.like(x_name, shape, f"_pad_{node.name}")
+        paddings = self.const_i32(f"{node.name}_paddings", [[0, 0], [t, b], [l, r], [0, 0]])
+        _, zp = x.q.scalar()
+        if int(pad_value) == zp:
+            self.op("PAD", [self.tensor(x_name), paddings], [out], self.fb.PadOptionsT(),
+                    "PadOptions")
+        else:
+            v = self.const_int8_like(x_name, int(pad_value), f"_padvalue_{node.name}")
+            self.op("PADV2", [self.tensor(x_name), paddings, v], [out], self.fb.PadV2OptionsT(),
+                    "PadV2Options")
+        return out
+
+    def resolve_padding(self, node: Node, x_name: str, kernel, strides, dilations, pads,
+                        pad_value: int, allow_same: bool = True):
+        """(input tensor index, Padding enum) for a conv/pool node."""
+        fb = self.fb
+        x = self.g.tensors[x_name]
+        kind = classify_pads(x.shape[1:3], kernel, strides, pads, dilations)
+        if kind == "VALID":
+            return self.tensor(x_name), fb.Padding.VALID
+        if kind == "SAME" and allow_same:
+            return self.tensor(x_name), fb.Padding.SAME
+        return self.padded_input(node, x_name, pads, pad_value), fb.Padding.VALID
+
+    # ---------------------------------------------------------------- ops
+    def op_conv2d(self, node: Node):
+        fb = self.fb
+        x_name, w_name, b_name = node.inputs[:3]
+        out_name = node.outputs[0]
+        x, w, b = (self.g.tensors[n] for n in (x_name, w_name, b_name))
+        _check_int8(node, x, w)
+        cin, cout = x.shape[3], w.shape[0]
+        groups = int(node.attrs.get("groups", 1))
+        kh, kw = w.shape[1], w.shape[2]
+        sh, sw = node.attrs["strides"]
+        dh, dw = node.attrs.get("dilations", (1, 1))
+        _, zp_in = x.q.scalar()
+        xi, padding = self.resolve_padding(node, x_name, (kh, kw), (sh, sw), (dh, dw),
+                                           node.attrs["pads"], zp_in)
+        w_scale = np.atleast_1d(w.q.scale).astype(np.float32)
+        if w_scale.size == 1:
+            w_scale = np.repeat(w_scale, cout)
+        bias = b.data.astype(np.int32).reshape(-1)
+        b_scale = (b.q.scale if b.q is not None
+                   else np.float32(x.q.scale) * w_scale).astype(np.float32)
+        b_scale = np.broadcast_to(np.atleast_1d(b_scale), (cout,))
+
+        if groups == 1:
+            wi = self.tensor(w_name) if w.q.per_channel else self._new_tensor(
+                w_name, w.shape, "int8", w_scale, np.zeros(cout, np.int32), 0, w.data)
+            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, np.zeros(cout, np.int32), 0,
+                                  bias)
+
+            def emit(out, act):
+                opt = fb.Conv2DOptionsT()
+                opt.padding, opt.strideH, opt.strideW = padding, sh, sw
+                opt.dilationHFactor, opt.dilationWFactor = dh, dw
+                opt.fusedActivationFunction = act
+                self.op("CONV_2D", [xi, wi, bi], [out], opt, "Conv2DOptions")
+            self.with_activation(node, out_name, emit)
+            return
+
+        if groups == cin:
+            mult = cout // cin
+            wd = np.ascontiguousarray(w.data.astype(np.int8).transpose(3, 1, 2, 0))  # (1,KH,KW,Cout)
+            wi = self._new_tensor(w_name, wd.shape, "int8", w_scale, np.zeros(cout, np.int32), 3, wd)
+            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, np.zeros(cout, np.int32), 0,
+                                  bias)
+
+            def emit(out, act):
+                opt = fb.DepthwiseConv2DOptionsT()
+                opt.padding, opt.strideH, opt.strideW = padding, sh, sw
+                opt.dilationHFactor, opt.dilationWFactor = dh, dw
+                opt.depthMultiplier = mult
+                opt.fusedActivationFunction = act
+                self.op("DEPTHWISE_CONV_2D", [xi, wi, bi], [out], opt, "DepthwiseConv2DOptions")
+            self.with_activation(node, out_name, emit)
+            return
+
+        if self.grouped_conv == "native":
+            # CONV_2D infers groups = C_in / weight's C_in; weight stays OHWI (C_out, KH, KW, C_in/g).
+            wi = self._new_tensor(w_name, w.shape, "int8", w_scale, np.zeros(cout, np.int32), 0,
+                                  w.data)
+            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, np.zeros(cout, np.int32), 0,
+                                  bias)
+
+            def emit(out, act):
+                opt = fb.Conv2DOptionsT()
+                opt.padding, opt.strideH, opt.strideW = padding, sh, sw
+                opt.dilationHFactor, opt.dilationWFactor = dh, dw
+                opt.fusedActivationFunction = act
+                self.op("CONV_2D", [xi, wi, bi], [out], opt, "Conv2DOptions")
+            self.with_activation(node, out_name, emit)
+            return
+
+        # Grouped conv: SPLIT -> CONV_2D per group -> CONCATENATION.
+        cin_g, cout_g = cin // groups, cout // groups
+        xshape = self.tensors[xi].shape
+        pieces = []
+        for g in range(groups):
+            xs = self.like(x_name, (1, xshape[1], xshape[2], cin_g), f"_{node.name}_group{g}")
+            pieces.append(xs)
+        axis = self.const_i32(f"{node.name}_split_axis", np.int32(3))
+        opt = fb.SplitOptionsT()
+        opt.numSplits = groups
+        self.op("SPLIT", [axis, xi], pieces, opt, "SplitOptions")
+        out_shape = self.g.tensors[out_name].shape
+
+        def emit(out, act):
+            outs = []
+            for g in range(groups):
+                sl = slice(g * cout_g, (g + 1) * cout_g)
+                wi = self._new_tensor(f"{w_name}_group{g}", (cout_g, kh, kw, cin_g), "int8",
+                                      w_scale[sl], np.zeros(cout_g, np.int32), 0, w.data[sl])
+                bi = self._new_tensor(f"{b_name}_group{g}", (cout_g,), "int32", b_scale[sl],
+                                      np.zeros(cout_g, np.int32), 0, bias[sl])
+                og = self.like(out_name, out_shape[:3] + (cout_g,), f"_group{g}")
+                copt = fb.Conv2DOptionsT()
+                copt.padding, copt.strideH, copt.strideW = padding, sh, sw
+                copt.dilationHFactor, copt.dilationWFactor = dh, dw
+                copt.fusedActivationFunction = act
+                self.op("CONV_2D", [pieces[g], wi, bi], [og], copt, "Conv2DOptions")
+                outs.append(og)
+            copt = fb.ConcatenationOptionsT()
+            copt.axis = 3
+            self.op("CONCATENATION", outs, [out], copt, "ConcatenationOptions")
+        self.with_activation(node, out_name, emit)
+
+    def op_fully_connected(self, node: Node):
+        fb = self.fb
+        x_name, w_name, b_name = node.inputs[:3]
+        out_name = node.outputs[0]
+        x, w, b = (self.g.tensors[n] for n in (x_name, w_name, b_name))
+        _check_int8(node, x, w)
+        if len(x.shape) != 2:
+            raise ExportError(f"{node.describe()}: fully_connected input must be (1, N), got "
+                              f"{x.shape}")
+        xi = self.tensor(x_name)
+        cout = w.shape[0]
+        if b.q is not None:
+            b_scale = np.asarray(b.q.scale, np.float32)
+        else:
+            b_scale = np.float32(x.q.scale) * np.asarray(w.q.scale, np.float32)
+        if not w.q.per_channel:   # per-tensor weights: one bias scale too
+            b_scale = np.atleast_1d(b_scale)[:1]
+
+        if not self.fc_as_conv:
+            wi = self.tensor(w_name)
+            bi = self._new_tensor(b_name, (cout,), "int32", b_scale,
+                                  np.zeros(b_scale.shape, np.int32), 0,
+                                  b.data.astype(np.int32).reshape(-1))
+
+            def emit(out, act):
+                opt = fb.FullyConnectedOptionsT()
+                opt.fusedActivationFunction = act
+                self.op("FULLY_CONNECTED", [xi, wi, bi], [out], opt, "FullyConnectedOptions")
+            self.with_activation(node, out_name, emit)
+            return
+
+        # RESHAPE (1, N) -> (1, 1, 1, N), 1x1 CONV_2D with the scale repeated per channel,
+        # RESHAPE back to (1, O): the same multiplier (TFLite computes both in double) and the
+        # same integer arithmetic as TFLM's FULLY_CONNECTED.
+        n_in = x.shape[1]
+        x4 = self.like(x_name, (1, 1, 1, n_in), "_as_nhwc")
+        self.op("RESHAPE", [xi, self.const_i32(f"{node.name}_in_shape", [1, 1, 1, n_in])], [x4],
+                _reshape_options(fb, (1, 1, 1, n_in)), "ReshapeOptions")
+        w_scale = np.broadcast_to(np.atleast_1d(np.asarray(w.q.scale, np.float32)), (cout,))
+        wc = self._new_tensor(w_name + "_as_conv", (cout, 1, 1, n_in), "int8", w_scale,
+                              np.zeros(cout, np.int32), 0, w.data.reshape(cout, 1, 1, n_in))
+        bc = self._new_tensor(b_name + "_as_conv", (cout,), "int32",
+                              np.broadcast_to(np.atleast_1d(np.asarray(b_scale, np.float32)),
+                                              (cout,)),
+                              np.zeros(cout, np.int32), 0, b.data.astype(np.int32).reshape(-1))
+        y4 = self.like(out_name, (1, 1, 1, cout), "_as_nhwc")
+
+        def emit(out, act):
+            opt = fb.Conv2DOptionsT()
+            opt.padding, opt.strideH, opt.strideW = fb.Padding.VALID, 1, 1
+            opt.fusedActivationFunction = act
+            self.op("CONV_2D", [x4, wc, bc], [y4], opt, "Conv2DOptions")
+            self.op("RESHAPE", [y4, self.const_i32(f"{node.name}_out_shape", [1, cout])], [out],
+                    _reshape_options(fb, (1, cout)), "ReshapeOptions")
+        self.with_activation(node, out_name, emit)
+
+    def op_add(self, node: Node):
+        fb = self.fb
+        a, b = (self.tensor(n) for n in node.inputs[:2])
+
+        def emit(out, act):
+            opt = fb.AddOptionsT()
+            opt.fusedActivationFunction = act
+            self.op("ADD", [a, b], [out], opt, "AddOptions")
+        self.with_activation(node, node.outputs[0], emit)
+
+    def _pool(self, node: Node, opname: str):
+        fb = self.fb
+        x_name, out_name = node.inputs[0], node.outputs[0]
+        x = self.g.tensors[x_name]
+        _same_params(node, x, self.g.tensors[out_name])
+        kh, kw = node.attrs["kernel"]
+        sh, sw = node.attrs["strides"]
+        pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0)))
+        _, zp = x.q.scalar()
+        if opname == "AVERAGE_POOL_2D":
+            include = bool(node.attrs.get("count_include_pad", False))
+            kind = classify_pads(x.shape[1:3], (kh, kw), (sh, sw), pads)
+            if not include and kind is None:
+                self.avg_pool_pieces(node, (kh, kw), (sh, sw), pads)
+                return
+            # TFLite's SAME average divides by the count of real pixels: only right for
+            # count_include_pad=False; with count_include_pad the pads become a PAD of zero points.
+            xi, padding = self.resolve_padding(node, x_name, (kh, kw), (sh, sw), (1, 1), pads,
+                                               zp, allow_same=not include)
+        else:
+            # SAME max pooling ignores padded cells, same as padding with -128.
+            xi, padding = self.resolve_padding(node, x_name, (kh, kw), (sh, sw), (1, 1), pads,
+                                               INT8_MIN)
+        opt = fb.Pool2DOptionsT()
+        opt.padding, opt.strideH, opt.strideW = padding, sh, sw
+        opt.filterHeight, opt.filterWidth = kh, kw
+        opt.fusedActivationFunction = fb.ActivationFunctionType.NONE
+        self.op(opname, [xi], [self.tensor(out_name)], opt, "Pool2DOptions")
+
+    def avg_pool_pieces(self, node: Node, kernel, strides, pads):
+        """count_include_pad=False average pooling with pads TFLite cannot express: split the
+        output into blocks whose windows are clipped the same way (the run of full windows, and
+        each border row / column on its own), compute each block as a VALID AVERAGE_POOL_2D on a
+        SLICE of the input holding exactly its clipped windows, and CONCATENATE the blocks. Each
+        output value is then the rounded mean over its in-bounds pixels, as in the IR."""
+        fb = self.fb
+        x_name, out_name = node.inputs[0], node.outputs[0]
+        x, y = self.g.tensors[x_name], self.g.tensors[out_name]
+        c = x.shape[3]
+        groups = [_pool_groups(x.shape[1 + d], kernel[d], strides[d], pads[d], y.shape[1 + d],
+                               node) for d in (0, 1)]
+        rows = []
+        for gi, (oh, h0, h1, kh, sh) in enumerate(groups[0]):
+            cols = []
+            for gj, (ow, w0, w1, kw, sw) in enumerate(groups[1]):
+                src = self.tensor(x_name)
+                if (h0, h1, w0, w1) != (0, x.shape[1], 0, x.shape[2]):
+                    src = self.like(x_name, (1, h1 - h0, w1 - w0, c), f"_{node.name}_slice{gi}_{gj}")
+                    self.op("SLICE", [self.tensor(x_name),
+                                      self.const_i32(f"{node.name}_begin{gi}_{gj}", [0, h0, w0, 0]),
+                                      self.const_i32(f"{node.name}_size{gi}_{gj}",
+                                                     [1, h1 - h0, w1 - w0, c])],
+                            [src], fb.SliceOptionsT(), "SliceOptions")
+                opt = fb.Pool2DOptionsT()
+                opt.padding, opt.strideH, opt.strideW = fb.Padding.VALID, sh, sw
+                opt.filterHeight, opt.filterWidth = kh, kw
+                opt.fusedActivationFunction = fb.ActivationFunctionType.NONE
+                dst = self.like(out_name, (1, oh, ow, c), f"_{node.name}_piece{gi}_{gj}")
+                self.op("AVERAGE_POOL_2D", [src], [dst], opt, "Pool2DOptions")
+                cols.append((dst, ow))
+            rows.append((self._concat(out_name, cols, 2, (1, oh), f"_{node.name}_row{gi}", c), oh))
+        final = self._concat(out_name, rows, 1, (1,), "", c, final=True)
+        assert final == self.tensor(out_name)
+
+    def _concat(self, out_name, parts, axis, lead_shape, suffix, c, final=False):
+        """Concatenate (tensor index, size) parts along `axis`; returns the result's index."""
+        total = sum(n for _, n in parts)
+        if final:
+            dst = self.tensor(out_name)
+        elif len(parts) == 1:
+            return parts[0][0]
+        else:
+            dst = self.like(out_name, lead_shape + (total, c), suffix)
+        if len(parts) == 1:   # final output made of one part: copy through a RESHAPE
+            shape = self.g.tensors[out_name].shape
+            self.op("RESHAPE", [parts[0][0], self.const_i32(out_name + "_shape", list(shape))],
+                    [dst], _reshape_options(self.fb, shape), "ReshapeOptions")
+            return dst
+        opt = self.fb.ConcatenationOptionsT()
+        opt.axis = axis
+        self.op("CONCATENATION", [i for i, _ in parts], [dst], opt, "ConcatenationOptions")
+        return dst
+
+    def op_avg_pool(self, node: Node):
+        self._pool(node, "AVERAGE_POOL_2D")
+
+    def op_max_pool(self, node: Node):
+        self._pool(node, "MAX_POOL_2D")
+
+    def op_pad(self, node: Node):
+        x_name, out_name = node.inputs[0], node.outputs[0]
+        x = self.g.tensors[x_name]
+        _same_params(node, x, self.g.tensors[out_name])
+        q = node.attrs.get("q") or {}
+        pv = q.get("pad_value")
+        if pv is None:
+            raise ExportError(f"{node.describe()}: attrs['q']['pad_value'] is missing")
+        t, l, b, r = (int(p) for p in node.attrs["pads"])
+        paddings = self.const_i32(f"{node.name}_paddings", [[0, 0], [t, b], [l, r], [0, 0]])
+        out = self.tensor(out_name)
+        _, zp = x.q.scalar()
+        if int(pv) == zp:
+            self.op("PAD", [self.tensor(x_name), paddings], [out], self.fb.PadOptionsT(),
+                    "PadOptions")
+        else:
+            v = self.const_int8_like(x_name, int(pv), f"_padvalue_{node.name}")
+            self.op("PADV2", [self.tensor(x_name), paddings, v], [out], self.fb.PadV2OptionsT(),
+                    "PadV2Options")
+
+    def op_concat(self, node: Node):
+        out = self.g.tensors[node.outputs[0]]
+        for i in node.inputs:
+            _same_params(node, self.g.tensors[i], out)
+        opt = self.fb.ConcatenationOptionsT()
+        opt.axis = len(out.shape) - 1
+        self.op("CONCATENATION", [self.tensor(i) for i in node.inputs], [self.tensor(out.name)],
+                opt, "ConcatenationOptions")
+
+    def op_reshape(self, node: Node):
+        x, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
+        shape = self.const_i32(f"{node.name}_shape", np.array(out.shape, np.int32))
+        self.op("RESHAPE", [self.tensor(x.name), shape], [self.tensor(out.name)],
+                _reshape_options(self.fb, out.shape), "ReshapeOptions")
+
+    def op_clamp(self, node: Node):
+        x_name, out_name = node.inputs[0], node.outputs[0]
+        _same_params(node, self.g.tensors[x_name], self.g.tensors[out_name])
+        q = node.attrs.get("q") or {}
+        if q.get("act_min") is None or q.get("act_max") is None:
+            raise ExportError(f"{node.describe()}: attrs['q'] has no act_min/act_max")
+        self.emit_minmax(out_name, self.tensor(x_name), self.tensor(out_name),
+                         (int(q["act_min"]), int(q["act_max"])))
+
+    def op_requantize(self, node: Node):
+        self.op("QUANTIZE", [self.tensor(node.inputs[0])], [self.tensor(node.outputs[0])],
+                self.fb.QuantizeOptionsT(), "QuantizeOptions")
+
+    def op_softmax(self, node: Node):
+        out = self.g.tensors[node.outputs[0]]
+        scale, zp = out.q.scalar()
+        if zp != -128 or np.float32(scale) != np.float32(1.0 / 256):
+            raise ExportError(f"{node.describe()}: int8 softmax output must have scale 1/256 and "
+                              f"zero point -128 (got {scale!r}, {zp})")
+        opt = self.fb.SoftmaxOptionsT()
+        opt.beta = 1.0
+        self.op("SOFTMAX", [self.tensor(node.inputs[0])], [self.tensor(out.name)], opt,
+                "SoftmaxOptions")
+
+    # ---------------------------------------------------------------- model
+    def run(self) -> bytes:
+        import flatbuffers
+        fb = self.fb
+        for name in list(self.g.inputs) + list(self.g.outputs):
+            t = self.g.tensors[name]
+            if t.dtype != "int8" or t.q is None:
+                raise ExportError(f"graph input/output '{name}' is {t.dtype} without int8 quant "
+                                  "params: export_tflite needs the quantized graph")
+        for name in self.g.inputs:
+            self.tensor(name)
+        for node in self.g.nodes:
+            handler = getattr(self, "op_" + node.op, None)
+            if handler is None:
+                raise UnsupportedError(f"{node.describe()}: no TFLite export for op {node.op}")
+            handler(node)
+
+        sub = fb.SubGraphT()
+        sub.tensors = self.tensors
+        sub.inputs = [self.index[n] for n in self.g.inputs]
+        sub.outputs = [self.index[n] for n in self.g.outputs]
+        sub.operators = self.ops
+        sub.name = "main"
+        model = fb.ModelT()
+        model.version = 3
+        model.description = "tinyc int8 export"
+        model.operatorCodes = self._codes
+        model.subgraphs = [sub]
+        model.buffers = self.buffers
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+def _pool_groups(size, k, s, pad_before, out, node):
+    """Blocks of output indices along one dim whose windows clip alike:
+    [(n_out, in_start, in_end, kernel, stride)] in output order."""
+    groups, full = [], []
+    for i in range(out):
+        a, b = i * s - pad_before, i * s - pad_before + k
+        lo, hi = max(a, 0), min(b, size)
+        if hi <= lo:
+            raise UnsupportedError(f"{node.describe()}: a pooling window lies entirely in the "
+                                   "padding")
+        if (lo, hi) == (a, b):
+            full.append(i)
+            continue
+        if full:
+            groups.append(_full_run(full, k, s, pad_before))
+            full = []
+        groups.append((1, lo, hi, hi - lo, 1))
+    if full:
+        groups.append(_full_run(full, k, s, pad_before))
+    return groups
+
+
+def _full_run(idx, k, s, pad_before):
+    start = idx[0] * s - pad_before
+    return (len(idx), start, idx[-1] * s - pad_before + k, k, s)
+
+
+def _reshape_options(fb, shape):
+    opt = fb.ReshapeOptionsT()
+    opt.newShape = [int(s) for s in shape]
+    return opt
+
+
+def _check_int8(node: Node, x: Tensor, w: Tensor):
+    if x.dtype != "int8" or w.dtype != "int8" or x.q is None or w.q is None:
+        raise ExportError(f"{node.describe()}: expects int8 input and weight with quant params "
+                          f"(got {x.dtype}, {w.dtype}); run the quantize pass first")
+    if np.any(np.asarray(w.q.zero_point) != 0):
+        raise ExportError(f"{node.describe()}: TFLite int8 weights must have zero point 0")
+
+
+def _same_params(node: Node, a: Tensor, b: Tensor):
+    if a.q is None or b.q is None or a.q.scalar() != b.q.scalar():
+        raise ExportError(f"{node.describe()}: input '{a.name}' and output '{b.name}' must share "
+                          f"quant params ({a.q and a.q.scalar()} vs {b.q and b.q.scalar()})")
+
+
+def export_tflite(graph: Graph, fc_as_conv: bool = False, grouped_conv: str = "native") -> bytes:
+    """Serialize a quantized int8 IR graph as a .tflite flatbuffer (bytes).
+
+    fc_as_conv: write each fully_connected as RESHAPE -> 1x1 CONV_2D -> RESHAPE instead of
+      FULLY_CONNECTED. Same arithmetic as TFLM's FULLY_CONNECTED (double rounding); needed to
+      compare with LiteRT's reference kernels, whose FULLY_CONNECTED requantizes by rounding the
+      accumulator times the real scale once, and so differs by 1 at near-ties.
+    grouped_conv: 'native' writes a grouped conv (1 < groups < C_in) as one CONV_2D whose weight
+      has C_in / groups input channels (LiteRT's reference and default kernels and TFLM all run it,
+      bit-exact with our reference: see tests/test_tflite_export.py); 'split' writes
+      SPLIT -> CONV_2D per group -> CONCATENATION, for runtimes without grouped CONV_2D.
+    """
+    return _Exporter(graph, fc_as_conv, grouped_conv).run()
