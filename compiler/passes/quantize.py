@@ -44,9 +44,21 @@ def calibrate(g: Graph, samples: np.ndarray) -> dict[str, tuple[float, float]]:
     return ranges
 
 
+SCALE_BITS = 12
+
+
+def round_scale(scale):
+    """Round scales up to SCALE_BITS significant bits (float32). The product of two such scales is
+    exact in float32, so TFLite (which multiplies input and filter scales in float32 for
+    FULLY_CONNECTED) and TFLite Micro (which does it in double) derive the same multiplier.
+    Rounding up only widens a range by at most 2^-12: no weight or activation gets clipped."""
+    mant, exp = np.frexp(np.asarray(scale, np.float64))
+    return np.ldexp(np.ceil(mant * 2.0 ** SCALE_BITS) / 2.0 ** SCALE_BITS, exp).astype(np.float32)
+
+
 def choose_qparams(lo: float, hi: float) -> QParams:
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0 / 255.0)
+    scale = round_scale((hi - lo) / 255.0) if hi > lo else round_scale(1.0 / 255.0)
     zp = int(np.clip(round_half_away(QMIN - lo / float(scale)), QMIN, QMAX))
     return QParams(np.asarray(scale, np.float32), np.asarray(zp, np.int32))
 
@@ -134,7 +146,7 @@ def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np
     # keep the int32 bias representable even for channels with tiny weights
     bias_floor = np.abs(b) / (float(s_in) * 2.0 ** 30)
     scale = np.maximum(scale, bias_floor if per_channel else bias_floor.max())
-    scale = np.where(scale > 0, scale, 1.0 / 127.0).astype(np.float32)
+    scale = round_scale(np.where(scale > 0, scale, 1.0 / 127.0))
     bshape = (-1,) + (1,) * (w.ndim - 1)
     w_q = np.clip(round_half_away(w / (scale.reshape(bshape) if per_channel else scale)), -127, 127)
     b_scale = np.float64(np.float32(s_in)) * scale.astype(np.float64)
@@ -142,8 +154,9 @@ def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np
     wt.data, wt.dtype = w_q.astype(np.int8), "int8"
     wt.q = QParams(scale, np.zeros(scale.shape, np.int32), axis=0 if per_channel else None)
     bt.data, bt.dtype = b_q.astype(np.int32), "int32"
-    bscale = np.broadcast_to(b_scale, (b.shape[0],)).astype(np.float32)
-    bt.q = QParams(bscale, np.zeros(bscale.shape, np.int32), axis=0)
+    # a per-tensor weight scale gives a per-tensor bias scale: TFLite's FULLY_CONNECTED checks it
+    bscale = np.asarray(b_scale, np.float32)
+    bt.q = QParams(bscale, np.zeros(bscale.shape, np.int32), axis=0 if per_channel else None)
     return scale, w_q
 
 
