@@ -142,8 +142,42 @@ def test_depthwise_in_place_with_scratch():
     assert plan.inplace[0] == "depthwise"
     assert plan.tensor_offsets["x"] == plan.tensor_offsets[a]
     assert plan.scratch[0][1] == 64
-    # peak: x/a (384) + scratch (64) at node 0; a (384) + out (256) at node 1
-    assert plan.arena_bytes == 640
+    # the 1x1 conv runs in place too: x/a/out (384) + depthwise scratch (64) at node 0
+    assert plan.inplace[1] == "pointwise" and plan.scratch[1][1] == 6
+    assert plan.arena_bytes == 448
+    # without in-place 1x1: a (384) + out (256) at node 1
+    plan = plan_memory(g, pointwise=False)
+    brute_force_check(g, plan)
+    assert 1 not in plan.inplace and plan.arena_bytes == 640
+
+
+def test_pointwise_in_place_expand_and_shrink():
+    b = G((1, 6, 6, 4))                                    # 144
+    e = b.conv("x", (1, 6, 6, 24), k=1)                    # 864: expand in place
+    p = b.conv(e, (1, 6, 6, 8), k=1)                       # 288: shrink in place
+    g = b.graph(b.op("max_pool", [p], (1, 3, 3, 8)))       # 72
+    plan = plan_memory(g)
+    brute_force_check(g, plan)
+    assert plan.inplace[0] == plan.inplace[1] == "pointwise"
+    assert plan.tensor_offsets["x"] == plan.tensor_offsets[e] == plan.tensor_offsets[p]
+    assert plan.scratch[0][1] == 4 and plan.scratch[1][1] == 24
+    # node 1: max(864, 288) + 24 scratch
+    assert plan.peak_live_bytes == 888
+    assert plan.arena_bytes == 888
+
+
+def test_shrinking_chain_frees_its_tail():
+    """A group occupies only its live value's bytes at each node, not its largest value's."""
+    b = G((1, 8, 8, 4))                                    # 256
+    e = b.conv("x", (1, 8, 8, 32), k=1)                    # 2048, in place over x
+    p = b.conv(e, (1, 8, 8, 2), k=1)                       # 128, in place over e
+    q = b.conv(p, (1, 8, 8, 30), k=3)                      # 1920, not in place (3x3)
+    g = b.graph(b.op("add", [q, q], (1, 8, 8, 30)))
+    plan = plan_memory(g)
+    brute_force_check(g, plan)
+    assert plan.inplace[1] == "pointwise"
+    # node 2: p (128) + q (1920): fits beside the dead expansion
+    assert plan.arena_bytes <= 2048 + 32
 
 
 def test_depthwise_not_in_place_when_input_read_later():
@@ -172,7 +206,9 @@ def test_depthwise_in_place_output_bigger_than_input():
     plan = plan_memory(g)
     brute_force_check(g, plan)
     assert plan.inplace[0] == "depthwise"
-    assert plan.buffers[plan.tensor_buffer["x"]].size == 7 * 7 * 6
+    assert plan.tensor_offsets["x"] == plan.tensor_offsets[a]
+    # node 0: output + one-channel scratch; node 1: output + pooled
+    assert plan.peak_live_bytes == max(7 * 7 * 6 + 5 * 5, 7 * 7 * 6 + 3 * 3 * 6)
 
 
 def test_add_not_in_place_when_inputs_live_on():

@@ -213,8 +213,18 @@ def net_residuals():
     return b.quantized(b.fc(b.flatten(b.gap(x)), 5))
 
 
+def net_pointwise_chain():
+    """In-place 1x1 convs: expanding (backwards over the pixels) and shrinking (forwards)."""
+    b = IRBuilder((1, 7, 9, 3), seed=15)
+    x = b.conv("input", 16, 1, pads=(0, 0, 0, 0))
+    x = b.conv(x, 5, 1, pads=(0, 0, 0, 0), clamp=None)
+    x = b.conv(x, 11, 1, pads=(0, 0, 0, 0))
+    x = b.conv(x, 11, 1, pads=(0, 0, 0, 0))
+    return b.quantized(b.fc(b.flatten(b.gap(x)), 4))
+
+
 IR_NETS = {f.__name__[4:]: f for f in (net_dw_inplace_grow, net_gray_strides, net_branches,
-                                        net_residuals)}
+                                        net_residuals, net_pointwise_chain)}
 
 
 @pytest.mark.parametrize("name", sorted(IR_NETS))
@@ -225,6 +235,8 @@ def test_ir_net_matches_reference(name, tmp_path):
         assert "depthwise" in plan.inplace.values()
     if name == "residuals":
         assert "add" in plan.inplace.values()
+    if name == "pointwise_chain":
+        assert [plan.inplace.get(i) for i in range(4)] == ["pointwise"] * 4
 
 
 def test_dw_inplace_output_larger_than_input():
@@ -314,6 +326,8 @@ def test_int8_conv_random_params(name, tmp_path):
     plan = assert_c_matches_reference(g, tmp_path, n_random=4)
     if name == "depthwise_inplace":
         assert plan.inplace.get(0) == "depthwise"
+    if name == "pointwise":
+        assert plan.inplace.get(0) == "pointwise"
 
 
 def test_int8_fc_and_add_random_params(tmp_path):

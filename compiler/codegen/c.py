@@ -28,7 +28,8 @@ TEMPLATE_DIR = ROOT / "templates"
 
 # runtime source file (runtime_c/src/forward/) of each kernel kind
 KERNEL_SOURCES = {
-    "conv": "conv2d.c", "conv_1x1": "conv2d.c", "depthwise": "depthwise_conv.c",
+    "conv": "conv2d.c", "conv_1x1": "conv2d.c", "conv_1x1_inplace": "conv2d.c",
+    "depthwise": "depthwise_conv.c",
     "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
     "clamp": "elementwise.c", "requantize": "elementwise.c", "avg_pool": "pool.c",
     "max_pool": "pool.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
@@ -88,6 +89,8 @@ def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts)
                   act_max=q["act_max"])
     if plan.inplace.get(i) == "depthwise":
         kind = "depthwise_inplace"
+    elif plan.inplace.get(i) == "pointwise":
+        kind = "conv_1x1_inplace"
     elif groups == ic and groups > 1:
         kind = "depthwise"
     elif (groups == 1 and kh == kw == 1 and tuple(strides) == (1, 1)
@@ -198,8 +201,8 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts) -> d
                  out_off=plan.tensor_offsets[node.outputs[0]],
                  scratch_off=plan.scratch.get(i, (None, 0))[0],
                  out_shape="x".join(map(str, y.shape)))
-    if layer["kind"] == "depthwise_inplace" and layer["in_offs"][0] != layer["out_off"]:
-        raise TinycError(f"{node.describe()}: in-place depthwise needs its output planned over "
+    if layer["kind"] in ("depthwise_inplace", "conv_1x1_inplace") and layer["in_offs"][0] != layer["out_off"]:
+        raise TinycError(f"{node.describe()}: an in-place conv needs its output planned over "
                          "its input")
     return layer
 

@@ -5,21 +5,24 @@ Contract
   input: from node 0) to its last reader, inclusive; a graph output stays live to the last node
   (the model API copies the input into the arena before node 0 and the output out after the last
   node, so both count towards the arena).
-- Tensors that share memory form one *buffer*:
-    * reshape: its output is an alias of its input (same bytes, NHWC order is unchanged since
-      passes/flatten_order.py removed every NCHW flatten);
-    * add, clamp, requantize: the output is written over an input whose buffer dies at this node
-      (element-wise kernels read element i before writing element i);
-    * depthwise conv with depth multiplier 1: computed in place over its dying input, channel by
-      channel through a scratch of in_h * in_w bytes (tinyc_depthwise_conv_inplace). The shared
-      buffer has max(input, output) bytes.
-  A buffer is live from its first member's birth to its last member's death; its size is its
-  largest member's.
+- A *buffer* is one value: a tensor together with its reshapes (a reshape's output is its input's
+  bytes; NHWC order is unchanged since passes/flatten_order.py removed every NCHW flatten). It is
+  live from its first tensor's birth to its last tensor's death.
+- In place: a node may write its output over an input value that dies at that node (is read by
+  no later node and is no graph output):
+    * add, clamp, requantize (element-wise kernels read element i before writing element i);
+    * depthwise conv with depth multiplier 1, channel by channel through a scratch of
+      in_h * in_w bytes (tinyc_depthwise_conv_inplace);
+    * pointwise conv (1x1, stride 1, no padding, groups 1), pixel by pixel through a scratch of
+      in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept.
+  Values chained by in-place nodes form a *group* placed at one offset. A group occupies, at each
+  node, the bytes of its largest value live at that node (max(input, output) at the in-place
+  node itself), so a long chain that shrinks frees its tail for other buffers.
 - Scratch buffers are live during their node only; they are placed in the same arena.
-- Placement: greedy first fit. Buffers are taken one by one in some order and put at the lowest
-  4-byte aligned offset where they overlap no already placed buffer with an overlapping lifetime.
+- Placement: greedy first fit. Groups are taken one by one in some order and put at the lowest
+  aligned offset where, at every node, they overlap no already placed group live at that node.
   Several orders are tried (TFLite Micro's greedy-by-size order first) and the smallest arena is
-  kept, so the result is never larger than TFLite Micro's greedy planner on the same buffers.
+  kept; with in-place disabled this is exactly TFLite Micro's greedy planner on the same buffers.
 - Alignment: every offset is a multiple of ALIGN (4 bytes) so that kernels may use word accesses;
   arena_bytes is rounded up to ALIGN as well. The arena itself is declared 8-byte aligned.
 """
@@ -40,11 +43,12 @@ def _align(x: int, a: int = ALIGN) -> int:
 
 @dataclass
 class Buffer:
+    """One value in the arena: a tensor with its reshape aliases, or a node's scratch."""
     id: int
     size: int                 # bytes
     first: int                # first node index during which it is live
     last: int                 # last node index during which it is live (inclusive)
-    tensors: list[str]        # activation tensors stored here (empty for scratch)
+    tensors: list[str]        # activation tensors stored here (a tensor and its reshapes)
     kind: str = "activation"  # "activation" | "scratch"
     node: int | None = None   # for scratch: the node index that uses it
     offset: int = -1
@@ -63,13 +67,15 @@ class MemoryPlan:
     tensor_offsets: dict[str, int]        # activation tensor -> arena offset
     tensor_buffer: dict[str, int]         # activation tensor -> buffer id
     scratch: dict[int, tuple[int, int]]   # node index -> (offset, size)
-    inplace: dict[int, str]               # node index -> "alias" | "add" | "elementwise" | "depthwise"
+    inplace: dict[int, str]               # node index -> alias|add|elementwise|depthwise|pointwise
     lifetimes: dict[str, tuple[int, int]]  # activation tensor -> (first, last) node index
     peak_live_bytes: int                  # max over nodes of the bytes live at once (lower bound)
     no_reuse_bytes: int                   # every activation tensor in its own memory (reshape aliases free)
     order: str = "size"                   # the placement order that won
     alignment: int = ALIGN
     node_names: list[str] = field(default_factory=list)
+    groups: list[list[int]] = field(default_factory=list)   # buffer ids placed at one offset
+    handovers: list[tuple[int, int, int]] = field(default_factory=list)  # (node, input buf, output buf)
 
     def live_bytes(self, step: int) -> int:
         return sum(b.size for b in self.buffers if b.first <= step <= b.last)
@@ -93,6 +99,15 @@ def depthwise_inplace_ok(g: Graph, node: Node) -> bool:
     return node.attrs.get("groups", 1) == cin == cout and cin > 1
 
 
+def pointwise_inplace_ok(g: Graph, node: Node) -> bool:
+    """A conv the in-place pointwise kernel can run: 1x1, stride 1, no padding, groups 1."""
+    if node.op != "conv2d" or node.attrs.get("groups", 1) != 1:
+        return False
+    w = g.tensors[node.inputs[1]]
+    return (tuple(w.shape[1:3]) == (1, 1) and tuple(node.attrs.get("strides", (1, 1))) == (1, 1)
+            and tuple(node.attrs.get("pads", (0, 0, 0, 0))) == (0, 0, 0, 0))
+
+
 def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
     last_index = len(g.nodes) - 1
     life: dict[str, list[int]] = {}
@@ -114,95 +129,122 @@ def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
     return {k: (v[0], v[1]) for k, v in life.items()}
 
 
-def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS) -> MemoryPlan:
+def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS,
+                pointwise: bool | None = None) -> MemoryPlan:
     """Lifetimes, in-place sharing and greedy placement of every activation and scratch buffer.
-    `inplace=False` gives the plain TFLite-Micro-like plan (aliases only, no in-place kernels)."""
+    `inplace=False` gives the plain TFLite-Micro-like plan (aliases only, no in-place kernels).
+    `pointwise` enables in-place 1x1 convs (default: plan with and without, keep the smaller)."""
+    if pointwise is None:
+        if not inplace:
+            return plan_memory(g, False, orders, False)
+        with_pw = plan_memory(g, True, orders, True)
+        without = plan_memory(g, True, orders, False)
+        return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
     life = tensor_lifetimes(g)
     acts = g.activations()
 
-    # ---- union of tensors that share a buffer (greedy in execution order)
-    parent = {t: t for t in acts}
-
-    def find(t: str) -> str:
-        while parent[t] != t:
-            parent[t] = parent[parent[t]]
-            t = parent[t]
-        return t
-
-    members = {t: [t] for t in acts}
+    # ---- values: a tensor and its reshapes are one value (same bytes)
+    value_of: dict[str, int] = {}
+    values: list[Buffer] = []
+    for t in acts:
+        prod = g.producer(t) if t not in g.inputs else None
+        if prod is not None and prod.op == "reshape":
+            b = values[value_of[prod.inputs[0]]]
+            b.tensors.append(t)
+            b.size = max(b.size, g.tensors[t].nbytes)
+            b.first, b.last = min(b.first, life[t][0]), max(b.last, life[t][1])
+        else:
+            b = Buffer(len(values), g.tensors[t].nbytes, life[t][0], life[t][1], [t])
+            values.append(b)
+        value_of[t] = b.id
+    outputs = {value_of[t] for t in g.outputs}
 
     def dies_at(t: str, i: int) -> bool:
-        """The whole buffer of t is read for the last time by node i (and is no graph output)."""
-        return all(life[m][1] <= i and m not in g.outputs for m in members[find(t)])
+        """The value of t is read for the last time by node i and is no graph output."""
+        v = value_of[t]
+        return values[v].last <= i and v not in outputs
 
-    def join(out: str, src: str) -> None:
-        r_src, r_out = find(src), find(out)
-        if r_src == r_out:
-            return
-        parent[r_out] = r_src
-        members[r_src] += members.pop(r_out)
-
+    # ---- groups: values chained by in-place nodes share one offset
+    group_of = {b.id: b.id for b in values}
+    groups: dict[int, list[int]] = {b.id: [b.id] for b in values}
+    handovers: list[tuple[int, int, int]] = []
     inplace_nodes: dict[int, str] = {}
     scratch_sizes: dict[int, int] = {}
+
+    def join(i: int, src: str, out: str, kind: str) -> None:
+        vs, vo = value_of[src], value_of[out]
+        gs, go = group_of[vs], group_of[vo]
+        for v in groups.pop(go):
+            group_of[v] = gs
+            groups[gs].append(v)
+        handovers.append((i, vs, vo))
+        inplace_nodes[i] = kind
+
     for i, node in enumerate(g.nodes):
         out = node.outputs[0]
         if node.op == "reshape":
-            join(out, node.inputs[0])
             inplace_nodes[i] = "alias"
         elif not inplace:
             continue
         elif node.op == "add":
             for src in node.inputs:
                 if dies_at(src, i):
-                    join(out, src)
-                    inplace_nodes[i] = "add"
+                    join(i, src, out, "add")
                     break
         elif node.op in ("clamp", "requantize"):
             if dies_at(node.inputs[0], i):
-                join(out, node.inputs[0])
-                inplace_nodes[i] = "elementwise"
+                join(i, node.inputs[0], out, "elementwise")
         elif depthwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-            join(out, node.inputs[0])
-            inplace_nodes[i] = "depthwise"
+            join(i, node.inputs[0], out, "depthwise")
             _, h, w, _ = g.tensors[node.inputs[0]].shape
             scratch_sizes[i] = h * w
+        elif pointwise and pointwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
+            join(i, node.inputs[0], out, "pointwise")
+            scratch_sizes[i] = g.tensors[node.inputs[0]].shape[-1]
 
-    # ---- buffers
-    buffers: list[Buffer] = []
-    tensor_buffer: dict[str, int] = {}
-    for root in [t for t in acts if find(t) == t]:
-        ms = members[root]
-        b = Buffer(len(buffers), max(g.tensors[m].nbytes for m in ms),
-                   min(life[m][0] for m in ms), max(life[m][1] for m in ms), list(ms))
-        for m in ms:
-            tensor_buffer[m] = b.id
-        buffers.append(b)
+    buffers = list(values)
     for i, size in scratch_sizes.items():
-        buffers.append(Buffer(len(buffers), size, i, i, [], "scratch", i))
+        b = Buffer(len(buffers), size, i, i, [], "scratch", i)
+        buffers.append(b)
+        groups[b.id] = [b.id]
+    group_list = [sorted(m) for m in groups.values()]
+    profiles = [_profile([buffers[v] for v in m]) for m in group_list]
 
     # ---- placement: keep the best of several greedy orders
     best = None
     for order in orders:
-        offsets = _greedy_place(buffers, order)
-        arena = _align(max((offsets[b.id] + b.size for b in buffers), default=0))
+        offsets = _greedy_place(profiles, order)
+        arena = _align(max((offsets[k] + max(p.values()) for k, p in enumerate(profiles)),
+                           default=0))
         if best is None or arena < best[0]:
             best = (arena, order, offsets)
     arena, order, offsets = best
-    for b in buffers:
-        b.offset = offsets[b.id]
+    for k, members in enumerate(group_list):
+        for v in members:
+            buffers[v].offset = offsets[k]
 
     steps = range(max(len(g.nodes), 1))
-    peak_live = max(sum(b.size for b in buffers if b.first <= s <= b.last) for s in steps)
+    peak_live = max(sum(p.get(s, 0) for p in profiles) for s in steps)
     no_reuse = sum(g.tensors[t].nbytes for t in acts if not _is_alias(g, t))
     plan = MemoryPlan(
         arena_bytes=arena, buffers=buffers,
-        tensor_offsets={t: buffers[tensor_buffer[t]].offset for t in acts},
-        tensor_buffer=tensor_buffer,
+        tensor_offsets={t: buffers[value_of[t]].offset for t in acts},
+        tensor_buffer=dict(value_of),
         scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
         inplace=inplace_nodes, lifetimes=life, peak_live_bytes=_align(peak_live),
-        no_reuse_bytes=no_reuse, order=order, node_names=[n.name for n in g.nodes])
+        no_reuse_bytes=no_reuse, order=order, node_names=[n.name for n in g.nodes],
+        groups=group_list, handovers=handovers)
     verify_plan(g, plan)
     return plan
+
+
+def _profile(members: list[Buffer]) -> dict[int, int]:
+    """Bytes a group of buffers placed at one offset occupies at each node it is live."""
+    prof: dict[int, int] = {}
+    for b in members:
+        for s in range(b.first, b.last + 1):
+            prof[s] = max(prof.get(s, 0), b.size)
+    return prof
 
 
 def _is_alias(g: Graph, t: str) -> bool:
@@ -211,44 +253,67 @@ def _is_alias(g: Graph, t: str) -> bool:
     return p is not None and p.op == "reshape"
 
 
-def _sort_key(order: str):
+def _sort_key(order: str, profiles: list[dict[int, int]]):
+    def size(k):
+        return max(profiles[k].values())
+
+    def first(k):
+        return min(profiles[k])
+
+    def span(k):
+        return max(profiles[k]) - min(profiles[k])
+
     if order == "size":        # TFLite Micro's GreedyMemoryPlanner: biggest first
-        return lambda b: (-b.size, b.first, b.id)
+        return lambda k: (-size(k), first(k), k)
     if order == "area":
-        return lambda b: (-b.size * (b.last - b.first + 1), -b.size, b.id)
+        return lambda k: (-sum(profiles[k].values()), -size(k), k)
     if order == "lifetime":
-        return lambda b: (-(b.last - b.first), -b.size, b.id)
+        return lambda k: (-span(k), -size(k), k)
     if order == "first":
-        return lambda b: (b.first, -b.size, b.id)
+        return lambda k: (first(k), -size(k), k)
     raise ValueError(f"unknown placement order '{order}'; choose from {ORDERS}")
 
 
-def _greedy_place(buffers: list[Buffer], order: str) -> dict[int, int]:
-    placed: list[tuple[int, int, Buffer]] = []   # (offset, end, buffer)
+def _greedy_place(profiles: list[dict[int, int]], order: str) -> dict[int, int]:
+    """First fit: each group (in `order`) at the lowest aligned offset where, at every node it is
+    live, its bytes overlap none of the groups already placed that are live at that node."""
+    placed: list[int] = []
     offsets: dict[int, int] = {}
-    for b in sorted(buffers, key=_sort_key(order)):
-        conflicts = sorted((o, e) for o, e, p in placed if p.overlaps_in_time(b))
+    for k in sorted(range(len(profiles)), key=_sort_key(order, profiles)):
+        prof = profiles[k]
+        forbidden = []   # offsets x in [lo, hi) would overlap a placed group
+        for j in placed:
+            o, other = offsets[j], profiles[j]
+            for s, size in prof.items():
+                if s in other and size and other[s]:
+                    forbidden.append((o - size + 1, o + other[s]))
         offset = 0
-        for o, e in conflicts:
-            if offset + b.size <= o:
+        for lo, hi in sorted(forbidden):
+            if hi <= offset:
+                continue
+            if lo > offset:
                 break
-            offset = max(offset, _align(e))
-        offsets[b.id] = offset
-        placed.append((offset, offset + b.size, b))
+            offset = _align(hi)
+        offsets[k] = offset
+        placed.append(k)
     return offsets
 
 
 def verify_plan(g: Graph, plan: MemoryPlan) -> None:
-    """Brute-force check: no two buffers live at the same node share a byte, all inside the
-    arena, aligned, and every tensor fits its buffer. Raises AssertionError on a planner bug."""
+    """Brute-force check: at every node, no two live buffers share a byte (except an in-place
+    node's input and output at that node), all inside the arena and aligned, and every tensor
+    fits its buffer. Raises AssertionError on a planner bug."""
     bs = plan.buffers
+    handover = {(i, min(a, b), max(a, b)) for i, a, b in plan.handovers}
     for b in bs:
         assert b.offset % plan.alignment == 0, f"buffer {b.id} misaligned at {b.offset}"
         assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"buffer {b.id} outside"
         for t in b.tensors:
             assert g.tensors[t].nbytes <= b.size
-    for i, a in enumerate(bs):
-        for b in bs[i + 1:]:
-            if a.overlaps_in_time(b) and a.size and b.size:
-                assert not a.overlaps_in_space(b), \
-                    f"buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"
+    for i in range(len(g.nodes)):
+        live = [b for b in bs if b.first <= i <= b.last and b.size]
+        for k, a in enumerate(live):
+            for b in live[k + 1:]:
+                if a.overlaps_in_space(b):
+                    assert (i, min(a.id, b.id), max(a.id, b.id)) in handover, \
+                        f"node {i}: buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"
