@@ -14,15 +14,15 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("tflite_micro")
 
-from compiler.errors import UnsupportedError  # noqa: E402
-from compiler.export.oracles import (run_litert_ref, run_tflm, tflm_allocations,  # noqa: E402
+from tinyc.errors import UnsupportedError  # noqa: E402
+from tinyc.export.oracles import (run_litert_ref, run_tflm, tflm_allocations,  # noqa: E402
                                      tflm_arena_head, tflm_min_arena)
-from compiler.export.tflite import (ExportError, _pool_groups, classify_pads,  # noqa: E402
+from tinyc.export.tflite import (ExportError, _pool_groups, classify_pads,  # noqa: E402
                                     export_tflite, same_padding, tflite_activation_range)
-from compiler.ir import QParams  # noqa: E402
-from compiler.passes.quantize import activation_range  # noqa: E402
-from compiler.pipeline import compile_int8, quantize_input, synthetic_calibration  # noqa: E402
-from compiler.reference.int8 import run_int8  # noqa: E402
+from tinyc.ir import QParams  # noqa: E402
+from tinyc.passes.quantize import activation_range  # noqa: E402
+from tinyc.pipeline import compile_int8, quantize_input, synthetic_calibration  # noqa: E402
+from tinyc.reference.int8 import run_int8  # noqa: E402
 from conftest import SHARED_NAMES, shared_model  # noqa: E402
 from nets import NetBuilder  # noqa: E402
 
@@ -43,7 +43,7 @@ def _has_fc(g):
 
 def assert_bit_exact(g, xs, grouped_conv="native"):
     """reference == TFLM (faithful export) == LiteRT reference kernels (FC as 1x1 conv)."""
-    native = export_tflite(g, grouped_conv=grouped_conv)
+    native = export_tflite(g, fc_as_conv=False, grouped_conv=grouped_conv)
     for_litert = export_tflite(g, fc_as_conv=True, grouped_conv=grouped_conv) if _has_fc(g) else native
     out = g.outputs[0]
     for i, x in enumerate(xs):
@@ -112,7 +112,7 @@ def test_fused_activation_mismatch_raises(tmp_path):
 
 
 def test_float_graph_is_rejected(tmp_path):
-    from compiler.pipeline import import_float
+    from tinyc.pipeline import import_float
     b = NetBuilder("f", (1, 3, 8, 8), opset=13)
     path = tmp_path / "f.onnx"
     onnx.save(b.build(b.conv("input", 4, 3)), path)
@@ -181,7 +181,7 @@ def test_fc_litert_rounding(tmp_path):
     near-ties. With FULLY_CONNECTED exported as a 1x1 CONV_2D, LiteRT agrees with TFLM."""
     b = NetBuilder("fc", (1, 64, 1, 1), opset=13, seed=3)
     g = _compile(tmp_path, b.build(b.gemm(b.flatten("input"), 1000)))
-    native, as_conv = export_tflite(g), export_tflite(g, fc_as_conv=True)
+    native, as_conv = export_tflite(g, fc_as_conv=False), export_tflite(g, fc_as_conv=True)
     differ = 0
     for x in _inputs(g, n_random=6):
         ref = run_int8(g, x)[g.outputs[0]]
@@ -197,8 +197,8 @@ def test_fc_litert_rounding(tmp_path):
 def test_softmax_reference_matches_both_oracles():
     """Our int8 softmax == LiteRT BUILTIN_REF == TFLM on random rows and input scales (rows whose
     sum of exponentials would reach 512 are avoided: both runtimes abort there)."""
-    from compiler.ir import Graph, Node, Tensor
-    from compiler.reference.softmax import softmax_int8, softmax_params
+    from tinyc.ir import Graph, Node, Tensor
+    from tinyc.reference.softmax import softmax_int8, softmax_params
     rng = np.random.default_rng(7)
     for trial in range(150):
         n = int(rng.choice([2, 3, 10, 37, 100, 400]))

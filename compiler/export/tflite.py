@@ -130,7 +130,7 @@ _VERSIONS = {
 
 
 class _Exporter:
-    def __init__(self, graph: Graph, fc_as_conv: bool = False, grouped_conv: str = "native"):
+    def __init__(self, graph: Graph, fc_as_conv: bool = True, grouped_conv: str = "native"):
         if grouped_conv not in ("native", "split"):
             raise ValueError(f"grouped_conv must be 'native' or 'split', not {grouped_conv!r}")
         self.g = graph
@@ -713,11 +713,12 @@ def _same_params(node: Node, a: Tensor, b: Tensor):
                           f"quant params ({a.q and a.q.scalar()} vs {b.q and b.q.scalar()})")
 
 
-def export_tflite(graph: Graph, fc_as_conv: bool = False, grouped_conv: str = "native") -> bytes:
+def export_tflite(graph: Graph, fc_as_conv: bool = True, grouped_conv: str = "native") -> bytes:
     """Serialize a quantized int8 IR graph as a .tflite flatbuffer (bytes).
 
-    fc_as_conv: write each fully_connected as RESHAPE -> 1x1 CONV_2D -> RESHAPE instead of
-      FULLY_CONNECTED. Same arithmetic as TFLM's FULLY_CONNECTED (double rounding); needed to
+    fc_as_conv (default, what `tinyc build --export-tflite` writes): write each fully_connected as
+      RESHAPE -> 1x1 CONV_2D -> RESHAPE instead of FULLY_CONNECTED, so that both LiteRT and TFLM
+      reproduce the generated C exactly. Same arithmetic as TFLM's FULLY_CONNECTED (double rounding); needed to
       compare with LiteRT's reference kernels, whose FULLY_CONNECTED requantizes by rounding the
       accumulator times the real scale once, and so differs by 1 at near-ties.
     grouped_conv: 'native' writes a grouped conv (1 < groups < C_in) as one CONV_2D whose weight
