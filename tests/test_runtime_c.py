@@ -380,6 +380,24 @@ def test_softmax_many_rows(scale, tmp_path):
     assert np.array_equal(ys.reshape(ref.shape), ref)
 
 
+def test_softmax_sum_over_512_does_not_crash(tmp_path):
+    """>= 512 logits at the maximum: TFLite aborts; tinyc outputs the reference's -128."""
+    n = 1000
+    t = {"input": _int8_tensor("input", (1, n), 0.05, 0),
+         "y": _int8_tensor("y", (1, n), 1 / 256, -128)}
+    node = Node("softmax", "softmax", ["input"], ["y"], dict(q=softmax_params(0.05)))
+    g = Graph(t, [node], ["input"], ["y"])
+    generate_c(g, plan_memory(g), tmp_path)
+    build_host(tmp_path, extra_flags=("-fsanitize=undefined", "-fno-sanitize-recover=all"))
+    rng = np.random.default_rng(3)
+    xs = np.stack([np.full((1, n), 7, np.int8), np.full((1, n), -128, np.int8),
+                   rng.integers(120, 128, (1, n)).astype(np.int8),
+                   rng.integers(-128, 128, (1, n)).astype(np.int8)])
+    ys = run_host(tmp_path, xs)
+    ref = np.stack([run_int8(g, x)["y"] for x in xs])
+    assert np.array_equal(ys.reshape(ref.shape), ref)
+
+
 # ---------------------------------------------------------------- a shared pretrained model
 @pytest.mark.parametrize("name", ["mbv2-w0.35_96", "mcunet-5fps_96"])
 def test_shared_model_matches_reference(name, tmp_path):

@@ -92,7 +92,7 @@ void tinyc_softmax(const tinyc_softmax_params *p, const int8_t *in, int8_t *out)
         int8_t *y = out + r * p->depth;
         int32_t max_in_row = TINYC_INT8_MIN;
         uint32_t sum_of_exps = 0;
-        int headroom_plus_one, bits_over_unit;
+        int headroom_plus_one, bits_over_unit, out_shift;
         int32_t shifted_sum_minus_one, scale;
 
         for (c = 0; c < p->depth; ++c) {
@@ -109,10 +109,19 @@ void tinyc_softmax(const tinyc_softmax_params *p, const int8_t *in, int8_t *out)
                                                        ACCUM_INTEGER_BITS);
             }
         }
-        headroom_plus_one = count_leading_zeros(sum_of_exps);
+        /* the sum as an int32 (TFLite's FixedPoint add wraps); >= 2^19 for any real row */
+        if ((int32_t)sum_of_exps > 0) {
+            headroom_plus_one = count_leading_zeros(sum_of_exps);
+            shifted_sum_minus_one =
+                (int32_t)(uint32_t)((sum_of_exps << headroom_plus_one) - 0x80000000u);
+        } else {
+            headroom_plus_one = 32;
+            shifted_sum_minus_one = INT32_MIN;
+        }
         bits_over_unit = ACCUM_INTEGER_BITS - headroom_plus_one;
-        shifted_sum_minus_one =
-            (int32_t)(uint32_t)((sum_of_exps << headroom_plus_one) - 0x80000000u);
+        /* A sum of 512.0 or more (>= 512 logits at the maximum) needs a shift past 31 bits:
+         * TFLite aborts there; every probability is below 1/512 and the output is -128. */
+        out_shift = bits_over_unit + 31 - 8;
         scale = one_over_one_plus_x(shifted_sum_minus_one);
 
         for (c = 0; c < p->depth; ++c) {
@@ -121,7 +130,8 @@ void tinyc_softmax(const tinyc_softmax_params *p, const int8_t *in, int8_t *out)
                 const int32_t scaled = tinyc_srdhm(tinyc_shl_wrap(diff, p->input_left_shift),
                                                    p->input_multiplier);
                 const int32_t e = exp_on_negative_values(scaled);
-                const int32_t v = tinyc_rdbypot(tinyc_srdhm(scale, e), bits_over_unit + 31 - 8)
+                const int32_t v = (out_shift > 31 ? 0 : tinyc_rdbypot(tinyc_srdhm(scale, e),
+                                                                       out_shift))
                                   + TINYC_INT8_MIN;
                 y[c] = (int8_t)tinyc_clamp_i32(v, TINYC_INT8_MIN, TINYC_INT8_MAX);
             } else {
