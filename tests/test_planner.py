@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.ir import Graph, Node, Tensor
-from compiler.memory.planner import ALIGN, plan_memory
-from compiler.pipeline import import_float
+from tinyc.ir import Graph, Node, Tensor
+from tinyc.memory.planner import ALIGN, plan_memory
+from tinyc.pipeline import import_float
 from conftest import SHARED_NAMES, shared_model
 
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.codegen.c import generate_c
-from compiler.ir import Graph, Node, QParams, Tensor, conv_out_size
-from compiler.memory.planner import plan_memory
-from compiler.passes.quantize import quantize
-from compiler.pipeline import compile_int8, quantize_input
-from compiler.reference.fixedpoint import quantize_multiplier
-from compiler.reference.int8 import run_int8
-from compiler.reference.softmax import softmax_params
-from compiler.targets.host import build_host, run_host
+from tinyc.codegen.c import generate_c
+from tinyc.ir import Graph, Node, QParams, Tensor, conv_out_size
+from tinyc.memory.planner import plan_memory
+from tinyc.passes.quantize import quantize
+from tinyc.pipeline import compile_int8, quantize_input
+from tinyc.reference.fixedpoint import quantize_multiplier
+from tinyc.reference.int8 import run_int8
+from tinyc.reference.softmax import softmax_params
+from tinyc.targets.host import build_host, run_host
 from conftest import shared_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -251,6 +251,10 @@ def runtime_files(layers: list[dict]) -> list[Path]:
 
 def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     """Write model.c, model.h and the runtime kernels into out_dir; returns out_dir."""
+    for needed in (TEMPLATE_DIR / "model.c.j2", RUNTIME_DIR / "include" / "tinyc" / "kernels.h"):
+        if not needed.is_file():
+            raise TinycError(f"{needed} not found: tinyc reads its C runtime and templates from "
+                             "its source tree; install it from a checkout (pip install -e .)")
     if plan is None:
         plan = plan_memory(g)
     verify_plan(g, plan)
