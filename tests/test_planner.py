@@ -111,9 +111,13 @@ def test_chain_peak_exact():
     g = chain_graph()
     plan = plan_memory(g)
     brute_force_check(g, plan)
-    # live sets: {x, a} = 1200, {a, c} = 1200, {c, e} = 410 -> peak 1200
-    assert plan.peak_live_bytes == 1200
-    assert plan.arena_bytes == 1200
+    # live sets: {x, a, im2col 3*3*4} = 1236, {a, c, im2col 3*3*8} = 1272, {c, e} = 410
+    assert plan.peak_live_bytes == 1272
+    assert plan.arena_bytes == 1272
+    assert plan.scratch[0][1] == 36 and plan.scratch[1][1] == 72
+    plain = plan_memory(g, inplace=False)                  # no scratch: 1200
+    brute_force_check(g, plain)
+    assert plain.arena_bytes == 1200 and not plain.scratch
     assert plan.no_reuse_bytes == 400 + 800 + 400 + 10
     assert plan.inplace == {2: "alias"}
     assert plan.lifetimes["x"] == (0, 0)

@@ -29,6 +29,7 @@ TEMPLATE_DIR = ROOT / "templates"
 # runtime source file (runtime_c/src/forward/) of each kernel kind
 KERNEL_SOURCES = {
     "conv": "conv2d.c", "conv_1x1": "conv2d.c", "conv_1x1_inplace": "conv2d.c",
+    "conv_im2col": "conv2d.c",
     "depthwise": "depthwise_conv.c",
     "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
     "clamp": "elementwise.c", "requantize": "elementwise.c", "avg_pool": "pool.c",
@@ -36,6 +37,8 @@ KERNEL_SOURCES = {
     "softmax": "softmax.c",
 }
 VALUES_PER_LINE = 24
+# kernels whose bias argument has the input zero point folded in (see runtime_c kernels.h)
+FOLDED_BIAS_KINDS = ("conv_im2col", "conv_1x1", "conv_1x1_inplace")
 
 
 def c_ident(text: str) -> str:
@@ -96,15 +99,28 @@ def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts)
     elif (groups == 1 and kh == kw == 1 and tuple(strides) == (1, 1)
           and tuple(pads) == (0, 0, 0, 0)):
         kind = "conv_1x1"
+    elif i in plan.scratch:
+        kind = "conv_im2col"
     else:
-        kind = "conv"
+        kind = "conv"   # the plain reference loop (a plan without the im2col scratch)
     if w.dtype != "int8" or b.dtype != "int32":
         raise TinycError(f"{node.describe()}: weights must be int8 and bias int32; quantize "
                          "the graph first")
+    if kind in FOLDED_BIAS_KINDS:
+        # sum((x - zp) * w) + b == sum(x * w) + (b - zp * sum(w)): the fast kernels' bias
+        folded = (b.data.astype(np.int64)
+                  - int(q["in_zp"]) * w.data.reshape(oc, -1).astype(np.int64).sum(axis=1))
+        if folded.min() < -(1 << 31) or folded.max() >= (1 << 31):
+            raise TinycError(f"{node.describe()}: the bias with the input zero point folded in "
+                             "overflows int32; the layer's weights are out of range")
+        bias = consts.add(b.name + "#folded", f"tinyc_b{i}", "int32_t", folded,
+                          f"{b.name} - in_zp * sum(w)")
+    else:
+        bias = consts.add(b.name, f"tinyc_b{i}", "int32_t", b.data, b.name)
     return dict(kind=kind, ptype="tinyc_conv_params", params=params,
                 weights=consts.add(w.name, f"tinyc_w{i}", "int8_t", w.data,
                                    f"{w.name} {tuple(w.shape)} OHWI"),
-                bias=consts.add(b.name, f"tinyc_b{i}", "int32_t", b.data, b.name),
+                bias=bias,
                 mult=consts.add(f"mult{i}", f"tinyc_m{i}", "int32_t", q["mult"]),
                 shift=consts.add(f"shift{i}", f"tinyc_s{i}", "int32_t", q["shift"]))
 

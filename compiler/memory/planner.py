@@ -15,6 +15,7 @@ Contract
       in_h * in_w bytes (tinyc_depthwise_conv_inplace);
     * pointwise conv (1x1, stride 1, no padding, groups 1), pixel by pixel through a scratch of
       in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept.
+  Other convs (not depthwise, not pointwise) get a scratch for their im2col window.
   Values chained by in-place nodes form a *group* placed at one offset. A group occupies, at each
   node, the bytes of its largest value live at that node (max(input, output) at the in-place
   node itself), so a long chain that shrinks frees its tail for other buffers.
@@ -108,6 +109,19 @@ def pointwise_inplace_ok(g: Graph, node: Node) -> bool:
             and tuple(node.attrs.get("pads", (0, 0, 0, 0))) == (0, 0, 0, 0))
 
 
+def conv_scratch_bytes(g: Graph, node: Node) -> int:
+    """Scratch of a conv run out of place: the im2col window of tinyc_conv2d_im2col
+    (kh * kw * C_in / groups bytes); 0 for depthwise and pointwise convs, which need none."""
+    if node.op != "conv2d":
+        return 0
+    cin = g.tensors[node.inputs[0]].shape[-1]
+    groups = node.attrs.get("groups", 1)
+    if (groups == cin and groups > 1) or pointwise_inplace_ok(g, node):
+        return 0
+    _, kh, kw, cin_g = g.tensors[node.inputs[1]].shape
+    return kh * kw * cin_g
+
+
 def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
     last_index = len(g.nodes) - 1
     life: dict[str, list[int]] = {}
@@ -132,7 +146,8 @@ def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
 def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS,
                 pointwise: bool | None = None) -> MemoryPlan:
     """Lifetimes, in-place sharing and greedy placement of every activation and scratch buffer.
-    `inplace=False` gives the plain TFLite-Micro-like plan (aliases only, no in-place kernels).
+    `inplace=False` gives the plain TFLite-Micro-like plan (aliases only, no in-place kernels, no
+    scratch: the code generator then calls the plain reference conv loop).
     `pointwise` enables in-place 1x1 convs (default: plan with and without, keep the smaller)."""
     if pointwise is None:
         if not inplace:
@@ -185,7 +200,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         if node.op == "reshape":
             inplace_nodes[i] = "alias"
         elif not inplace:
-            continue
+            continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
             for src in node.inputs:
                 if dies_at(src, i):
@@ -201,6 +216,8 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         elif pointwise and pointwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
             join(i, node.inputs[0], out, "pointwise")
             scratch_sizes[i] = g.tensors[node.inputs[0]].shape[-1]
+        if i not in inplace_nodes and conv_scratch_bytes(g, node):
+            scratch_sizes[i] = conv_scratch_bytes(g, node)
 
     buffers = list(values)
     for i, size in scratch_sizes.items():

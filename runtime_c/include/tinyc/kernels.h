@@ -34,22 +34,35 @@ typedef struct {
     int32_t act_min, act_max;
 } tinyc_conv_params;
 
-/* Any 2-D convolution: weights OHWI (out_c, kernel_h, kernel_w, in_c / groups), bias int32 per
- * output channel (may be NULL), per-output-channel multiplier/shift (TFLite sign: > 0 = left). */
+/* Any 2-D convolution, plain reference loop: weights OHWI (out_c, kernel_h, kernel_w,
+ * in_c / groups), bias int32 per output channel (may be NULL), per-output-channel
+ * multiplier/shift (TFLite sign: > 0 = left). */
 void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
 
-/* 1x1, stride 1, no padding, groups 1 (pointwise) fast path of tinyc_conv2d. */
+/* The fast convolutions below take a FOLDED bias (never NULL):
+ *     bias_eff[oc] = bias[oc] - in_zp * sum(weights of output channel oc)
+ * (the code generator precomputes it), so their inner loops are plain int8 dot products with
+ * exactly the same int32 accumulators as tinyc_conv2d. */
+
+/* Any 2-D convolution: each output pixel's window (per group) is gathered into `scratch`
+ * (kernel_h * kernel_w * in_c / groups bytes), padded positions filled with in_zp. */
+void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
+                         const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
+                         int8_t *out, int8_t *scratch);
+
+/* 1x1, stride 1, no padding, groups 1 (pointwise). */
 void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
-                      const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out);
+                      const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
+                      int8_t *out);
 
 /* Pointwise conv computed in place: `buf` holds the input on entry and the output on return
  * (max(input, output) bytes). Each input pixel is copied to `scratch` (in_c bytes) before its
  * outputs are written; pixels go backwards when out_c > in_c and forwards otherwise, so no
  * output byte lands on an input pixel not yet consumed. */
 void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int8_t *weights,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                              int8_t *scratch);
+                              const int32_t *bias_eff, const int32_t *mult,
+                              const int32_t *shift, int8_t *scratch);
 
 /* Depthwise (groups == in_c, out_c = in_c * depth multiplier); weights (out_c, kh, kw, 1). */
 void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,

@@ -1,4 +1,9 @@
-/* Generic int8 2-D convolution (TFLite reference ConvPerChannel arithmetic), NHWC / OHWI. */
+/* int8 2-D convolution (TFLite reference ConvPerChannel arithmetic), NHWC / OHWI.
+ *
+ * tinyc_conv2d is the plain reference loop. The fast kernels use the identity
+ *     sum((x - in_zp) * w) + bias == sum(x * w) + (bias - in_zp * sum(w))
+ * with the folded bias precomputed by the code generator, and fill padded positions with in_zp
+ * (which then contribute exactly 0): pure int8 dot products, same int32 results. */
 #include <string.h>
 
 #include "tinyc/fixedpoint.h"
@@ -51,55 +56,107 @@ void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *we
     }
 }
 
-/* All output channels of one pixel of a pointwise conv. */
-static void pointwise_pixel(const tinyc_conv_params *p, const int8_t *px, const int8_t *weights,
-                            const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                            int8_t *o)
+static int8_t requant(int32_t acc, int32_t mult, int32_t shift, const tinyc_conv_params *p)
 {
-    const int32_t cin = p->in_c;
-    const int32_t in_off = -p->in_zp;
-    int32_t oc, ic;
-    for (oc = 0; oc < p->out_c; ++oc) {
-        const int8_t *pw = weights + oc * cin;
-        int32_t acc = 0;
-        for (ic = 0; ic < cin; ++ic) {
-            acc += ((int32_t)px[ic] + in_off) * (int32_t)pw[ic];
+    acc = tinyc_mbqm(acc, mult, shift) + p->out_zp;
+    return (int8_t)tinyc_clamp_i32(acc, p->act_min, p->act_max);
+}
+
+/* out[oc] for oc in [0, n_out): dot(x, weights[oc], k) + bias_eff[oc], requantized. */
+static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
+                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
+                        const int32_t *shift, int32_t n_out, int8_t *o)
+{
+    int32_t oc = 0, i;
+    for (; oc + 1 < n_out; oc += 2) {
+        const int8_t *w0 = weights + oc * k;
+        const int8_t *w1 = w0 + k;
+        int32_t a0 = bias_eff[oc];
+        int32_t a1 = bias_eff[oc + 1];
+        for (i = 0; i < k; ++i) {
+            const int32_t v = x[i];
+            a0 += v * w0[i];
+            a1 += v * w1[i];
         }
-        if (bias) {
-            acc += bias[oc];
+        o[oc] = requant(a0, mult[oc], shift[oc], p);
+        o[oc + 1] = requant(a1, mult[oc + 1], shift[oc + 1], p);
+    }
+    if (oc < n_out) {
+        const int8_t *w0 = weights + oc * k;
+        int32_t a0 = bias_eff[oc];
+        for (i = 0; i < k; ++i) {
+            a0 += (int32_t)x[i] * w0[i];
         }
-        acc = tinyc_mbqm(acc, mult[oc], shift[oc]) + p->out_zp;
-        o[oc] = (int8_t)tinyc_clamp_i32(acc, p->act_min, p->act_max);
+        o[oc] = requant(a0, mult[oc], shift[oc], p);
+    }
+}
+
+void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
+                         const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
+                         int8_t *out, int8_t *scratch)
+{
+    const int32_t cin_g = p->in_c / p->groups;
+    const int32_t cout_g = p->out_c / p->groups;
+    const int32_t k = p->kernel_h * p->kernel_w * cin_g;
+    int32_t oy, ox, g, ky, kx;
+
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        for (ox = 0; ox < p->out_w; ++ox) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_left;
+            int8_t *o = out + (oy * p->out_w + ox) * p->out_c;
+            for (g = 0; g < p->groups; ++g) {
+                int8_t *dst = scratch;
+                for (ky = 0; ky < p->kernel_h; ++ky) {
+                    const int32_t iy = iy0 + ky * p->dilation_h;
+                    for (kx = 0; kx < p->kernel_w; ++kx, dst += cin_g) {
+                        const int32_t ix = ix0 + kx * p->dilation_w;
+                        if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                            memset(dst, (int8_t)p->in_zp, (size_t)cin_g);
+                        } else {
+                            memcpy(dst, in + (iy * p->in_w + ix) * p->in_c + g * cin_g,
+                                   (size_t)cin_g);
+                        }
+                    }
+                }
+                dot_outputs(p, scratch, k, weights + g * cout_g * k, bias_eff + g * cout_g,
+                            mult + g * cout_g, shift + g * cout_g, cout_g, o + g * cout_g);
+            }
+        }
     }
 }
 
 void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
-                      const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
+                      const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
+                      int8_t *out)
 {
     const int32_t pixels = p->out_h * p->out_w;
     int32_t i;
     for (i = 0; i < pixels; ++i) {
-        pointwise_pixel(p, in + i * p->in_c, weights, bias, mult, shift, out + i * p->out_c);
+        dot_outputs(p, in + i * p->in_c, p->in_c, weights, bias_eff, mult, shift, p->out_c,
+                    out + i * p->out_c);
     }
 }
 
 void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int8_t *weights,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                              int8_t *scratch)
+                              const int32_t *bias_eff, const int32_t *mult,
+                              const int32_t *shift, int8_t *scratch)
 {
     const int32_t pixels = p->out_h * p->out_w;
+    const int32_t cin = p->in_c;
+    const int32_t cout = p->out_c;
     int32_t i;
-    if (p->out_c > p->in_c) {
+    if (cout > cin) {
         /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards */
         for (i = pixels - 1; i >= 0; --i) {
-            memcpy(scratch, buf + i * p->in_c, (size_t)p->in_c);
-            pointwise_pixel(p, scratch, weights, bias, mult, shift, buf + i * p->out_c);
+            memcpy(scratch, buf + i * cin, (size_t)cin);
+            dot_outputs(p, scratch, cin, weights, bias_eff, mult, shift, cout, buf + i * cout);
         }
     } else {
         /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards */
         for (i = 0; i < pixels; ++i) {
-            memcpy(scratch, buf + i * p->in_c, (size_t)p->in_c);
-            pointwise_pixel(p, scratch, weights, bias, mult, shift, buf + i * p->out_c);
+            memcpy(scratch, buf + i * cin, (size_t)cin);
+            dot_outputs(p, scratch, cin, weights, bias_eff, mult, shift, cout, buf + i * cout);
         }
     }
 }
