@@ -239,7 +239,7 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
     out_scale, out_zp = y.q.scalar()
     _, h, w, c = x.shape if len(x.shape) == 4 else (1, 1, 1, x.shape[-1])
     return dict(
-        model_name=c_comment(str(g.meta.get("source", "model"))),
+        model_name=c_comment(Path(str(g.meta.get("source", "model"))).name),
         layers=layers, consts=consts.arrays, arena_bytes=max(plan.arena_bytes, 4),
         in_off=plan.tensor_offsets[x.name], out_off=plan.tensor_offsets[y.name],
         in_size=x.size, out_size=y.size, in_h=h, in_w=w, in_c=c,
