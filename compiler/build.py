@@ -145,6 +145,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     plan = plan_memory(gq)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable
     generate_c(gq, plan, out)
     if opts.export_tflite:
         from .export.tflite import export_tflite

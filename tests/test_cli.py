@@ -162,3 +162,22 @@ def test_emulate_rejects_bad_inputs(built, tmp_path):
                                tmp_path / "y.npy", check=False), "uint8")
     assert_clean_failure(tinyc("emulate", tmp_path, "--input", tmp_path / "u8.npy", "--output",
                                tmp_path / "y.npy", check=False), "report.json")
+
+
+def test_rebuild_into_same_folder_never_runs_the_old_model(small_nets, tmp_path):
+    """A second build with other calibration into the same folder must change what emulate runs."""
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 32, 24)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outputs = []
+    for k, hi in enumerate((0.2, 3.0)):
+        np.save(tmp_path / "c.npy", np.random.default_rng(k).uniform(-hi, hi, (4, 3, 32, 24)).astype(np.float32))
+        tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
+              "--calib", tmp_path / "c.npy")
+        tinyc("emulate", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / f"y{k}.npy")
+        tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / f"fresh{k}",
+              "--calib", tmp_path / "c.npy")
+        tinyc("emulate", tmp_path / f"fresh{k}", "--input", tmp_path / "x.npy", "--output", tmp_path / f"f{k}.npy")
+        outputs.append((np.load(tmp_path / f"y{k}.npy"), np.load(tmp_path / f"f{k}.npy")))
+    for same_folder, fresh in outputs:
+        assert np.array_equal(same_folder, fresh)
+    assert not np.array_equal(outputs[0][1], outputs[1][1]), "the two calibrations should differ"

@@ -56,12 +56,22 @@ def _int_define(defs: dict, key: str) -> int:
     return int(defs[key].strip("()"))
 
 
+def _stale(out: Path, exe: Path) -> bool:
+    """The executable is missing or older than a source it is built from (a rebuild into the
+    same folder must never run the previous model)."""
+    if not exe.is_file():
+        return True
+    sources = [out / "model.c", out / "model.h", HARNESS, *(out / "tinyc").glob("*")]
+    built = exe.stat().st_mtime_ns
+    return any(p.is_file() and p.stat().st_mtime_ns >= built for p in sources)
+
+
 def run_host(out_dir, x_int8_nhwc: np.ndarray, timeout: float = 600.0) -> np.ndarray:
-    """Run the host build (built first if missing) on one input (1,H,W,C) or a batch (N,H,W,C);
+    """Run the host build (rebuilt first if missing or stale) on one input (1,H,W,C) or a batch (N,H,W,C);
     returns the int8 output in the graph output's shape (batch dimension N for a batch)."""
     out = Path(out_dir)
     exe = out / EXE
-    if not exe.is_file():
+    if _stale(out, exe):
         build_host(out)
     defs = model_defines(out)
     n_in, n_out = _int_define(defs, "TINYC_INPUT_SIZE"), _int_define(defs, "TINYC_OUTPUT_SIZE")
