@@ -81,7 +81,7 @@ def main():
         all_equal &= equal
         y_f = sess.run(None, {sess.get_inputs()[0].name: test[i:i + 1]})[0][0]
         print(f"{name:<10} {str(np.argsort(-y_f)[:5].tolist()):<34} "
-              f"{str(np.argsort(-y_c[i].astype(int), kind="stable")[:5].tolist()):<25} {equal}")
+              f"{str(np.argsort(-y_c[i].astype(int), kind='stable')[:5].tolist()):<25} {equal}")
     print(f"\narena {rep['inference']['arena_bytes']:,} B, weights {rep['weights_bytes']:,} B, "
           f"{rep['macs']:,} MACs; memory plot: {OUT / 'memory.png'}")
     if not all_equal:
