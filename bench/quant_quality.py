@@ -63,12 +63,10 @@ def float_logits(onnx_path, x_nchw: np.ndarray) -> np.ndarray:
 def quantize_input(rep: dict, x_nchw: np.ndarray) -> np.ndarray:
     """float NCHW -> int8 NHWC with the model's input parameters (TFLite's QUANTIZE: round half
     away from zero, saturate)."""
-    from tinyc.reference.fixedpoint import round_half_away
+    from tinyc.pipeline import quantize_array
 
-    scale, zp = np.float32(rep["input"]["scale"]), rep["input"]["zero_point"]
-    v = np.asarray(x_nchw, np.float32) / scale
-    q = np.clip(round_half_away(v) + zp, -128, 127)
-    return np.ascontiguousarray(np.moveaxis(q.astype(np.int8), 1, -1))
+    q = quantize_array(x_nchw, rep["input"]["scale"], rep["input"]["zero_point"])
+    return np.ascontiguousarray(np.moveaxis(q, 1, -1))
 
 
 def int8_logits(out_dir: Path, rep: dict, x_nchw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -116,7 +116,7 @@ def load_report(out: str) -> dict:
 
 def cmd_emulate(a) -> int:
     from .calib import load_array
-    from .reference.fixedpoint import round_half_away
+    from .pipeline import quantize_array
     from .targets.host import run_host
 
     rep = load_report(a.out)
@@ -129,9 +129,7 @@ def cmd_emulate(a) -> int:
     if x.dtype.kind == "f":
         if not np.all(np.isfinite(x)):
             raise TinycError(f"{a.input}: contains NaN or Inf")
-        scale, zp = rep["input"]["scale"], rep["input"]["zero_point"]
-        v = np.asarray(x, np.float32) / np.float32(scale)
-        xq = np.clip(round_half_away(v) + zp, -128, 127).astype(np.int8)
+        xq = quantize_array(x, rep["input"]["scale"], rep["input"]["zero_point"])
     elif x.dtype == np.int8:
         xq = x
     else:

@@ -58,11 +58,15 @@ def check_model_input(g: Graph, x: np.ndarray, what: str, batch: bool) -> np.nda
     return nchw_to_nhwc(x)
 
 
+def quantize_array(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float -> int8 as TFLite's QUANTIZE op does: round(x / scale) in float32, half away."""
+    v = np.asarray(x, np.float32) / np.float32(scale)
+    return np.clip(round_half_away(v) + zero_point, -128, 127).astype(np.int8)
+
+
 def quantize_input(g: Graph, x_nhwc_float: np.ndarray) -> np.ndarray:
-    """float -> int8 with the input's parameters, as TFLite's QUANTIZE op does."""
-    scale, zp = g.tensors[g.inputs[0]].q.scalar()
-    v = np.asarray(x_nhwc_float, np.float32) / np.float32(scale)
-    return np.clip(round_half_away(v) + zp, -128, 127).astype(np.int8)
+    """float -> int8 with the graph input's parameters."""
+    return quantize_array(x_nhwc_float, *g.tensors[g.inputs[0]].q.scalar())
 
 
 def dequantize_output(g: Graph, y: np.ndarray) -> np.ndarray:

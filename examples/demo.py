@@ -47,6 +47,7 @@ def main():
     import onnxruntime as ort
 
     from tinyc.export.oracles import run_litert_ref, run_tflm
+    from tinyc.pipeline import quantize_array
 
     if SHARED_MODEL.is_file():
         model, size = SHARED_MODEL, 96
@@ -72,9 +73,7 @@ def main():
     print("\nphoto      top-5 float ONNX (onnxruntime)     top-5 int8 generated C    C == TFLite ref == TFLM")
     all_equal = True
     for i, name in enumerate(["china.jpg", "flower.jpg"]):
-        s, zp = rep["input"]["scale"], rep["input"]["zero_point"]
-        xq = np.clip(np.sign(test[i] / s) * np.floor(np.abs(test[i] / np.float32(s)) + 0.5) + zp,
-                     -128, 127).astype(np.int8)
+        xq = quantize_array(test[i], rep["input"]["scale"], rep["input"]["zero_point"])
         xq = np.moveaxis(xq, 0, -1)[None]
         equal = (np.array_equal(run_litert_ref(tfl, xq).ravel(), y_c[i].ravel())
                  and np.array_equal(run_tflm(tfl, xq).ravel(), y_c[i].ravel()))
