@@ -72,3 +72,27 @@ def quantize_input(g: Graph, x_nhwc_float: np.ndarray) -> np.ndarray:
 def dequantize_output(g: Graph, y: np.ndarray) -> np.ndarray:
     scale, zp = g.tensors[g.outputs[0]].q.scalar()
     return ((y.astype(np.float32) - zp) * np.float32(scale)).astype(np.float32)
+
+
+# The float range of the logits of a new classifier head (--num-classes): calibration sees only
+# its random initial weights; training moves the logits into this range.
+NEW_HEAD_LOGIT_RANGE = (-12.0, 12.0)
+
+
+def compile_training(path: str, calib_nchw: np.ndarray | None, scheme, num_classes: int | None,
+                     opts=None, input_shape=None) -> Graph:
+    """ONNX -> int8 training-step graph (forward + pruned backward + in-place updates)."""
+    from .passes.autodiff import TrainOptions, build_training_graph
+    from .passes.sparse_update import resolve_scheme
+    from .passes.train_head import classifier, drop_output_softmax, replace_head
+
+    g = import_float(path, input_shape)
+    g = replace_head(g, num_classes) if num_classes else drop_output_softmax(g)
+    calib = (synthetic_calibration(g) if calib_nchw is None
+             else check_model_input(g, calib_nchw, "calibration data", batch=True))
+    fixed = {}
+    if num_classes:
+        head_out = classifier(g).outputs[0]
+        fixed = {head_out: NEW_HEAD_LOGIT_RANGE}
+    gq = quantize(g, calib, fixed)
+    return build_training_graph(gq, resolve_scheme(gq, scheme), opts or TrainOptions())

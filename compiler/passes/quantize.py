@@ -81,13 +81,17 @@ def activation_range(q: QParams, clamp) -> tuple[int, int]:
     return act_min, act_max
 
 
-def quantize(graph: Graph, samples: np.ndarray | None) -> Graph:
+def quantize(graph: Graph, samples: np.ndarray | None,
+             fixed_ranges: dict[str, tuple[float, float]] | None = None) -> Graph:
     """Float IR -> int8 IR. `samples`: calibration inputs (N, H, W, C) float32, NHWC.
-    Without samples the caller must provide synthetic ones (see pipeline.py)."""
+    Without samples the caller must provide synthetic ones (see pipeline.py). `fixed_ranges`
+    sets the float range of some tensors instead of calibration (e.g. the logits of a new
+    classifier, which calibration cannot know before training)."""
     g = graph.copy()
     if samples is None or len(samples) == 0:
         raise TinycError("quantization needs at least one calibration sample")
     ranges = calibrate(g, samples)
+    ranges.update(fixed_ranges or {})
     q: dict[str, QParams] = {g.inputs[0]: choose_qparams(*ranges[g.inputs[0]])}
 
     for node in list(g.nodes):

@@ -1,0 +1,213 @@
+"""Compile-time autodiff: int8 forward graph + update scheme -> one training-step graph.
+
+The result holds the forward nodes (int8, unchanged), then the loss, then backward nodes that
+compute float32 gradients and update parameters in place. Everything a step computes or keeps
+is a node or a tensor of this graph, so the memory planner places the whole step and the code
+generator emits it in order. Pruning happens here:
+- a gradient is computed only for tensors that lie between a trainable layer and the loss;
+  back-propagation stops at the earliest updated layer, whose input gradient is never made;
+- a layer that only updates its bias keeps no activation; a partially updated layer keeps only
+  the selected channels of its input (a `select_channels` node in the forward pass);
+- each layer's update node comes right after its input-gradient node, so a parameter is updated
+  as soon as its gradient is complete and no gradient buffer outlives its layer (in-place
+  update, the "operator reordering" of the TTE paper).
+Gradients are w.r.t. the dequantized (real) values; clamps pass gradient only where the int8
+forward output lies strictly inside the clamp range (straight-through elsewhere).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node, Tensor
+from .sparse_update import UpdateScheme
+from .train_head import classifier
+
+BACKWARD_OPS = ("softmax_ce", "grad_mask", "conv2d_grad_input", "conv2d_update",
+                "avg_pool_grad", "max_pool_grad", "pad_grad", "slice_grad", "grad_alias",
+                "grad_add")
+
+
+@dataclass
+class TrainOptions:
+    qas: bool = True               # quantization-aware scaling of the gradients
+    rounding: str = "nearest"      # "nearest" | "stochastic"
+
+
+def grad_name(t: str) -> str:
+    return f"grad:{t}"
+
+
+def _depends_on_params(g: Graph, trainable: set[str]) -> set[str]:
+    """Tensors downstream of a trainable layer's output (their gradient matters)."""
+    dep: set[str] = set()
+    for n in g.nodes:
+        if n.name in trainable or any(i in dep for i in n.inputs):
+            dep.update(n.outputs)
+    return dep
+
+
+def _mask_bounds(node: Node) -> tuple[int | None, int | None] | None:
+    """Integer bounds of the clamp applied to node's output, or None if it has none."""
+    clamp = node.attrs.get("clamp")
+    if clamp is None:
+        return None
+    q = node.attrs["q"]
+    lo = q["act_min"] if np.isfinite(clamp[0]) else None
+    hi = q["act_max"] if np.isfinite(clamp[1]) else None
+    return (lo, hi) if (lo is not None or hi is not None) else None
+
+
+def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> Graph:
+    t = g.copy()
+    head = classifier(t)
+    logits = head.outputs[0]
+    trainable = set(scheme.layers)
+    for name in trainable:
+        node = next((n for n in t.nodes if n.name == name), None)
+        if node is None or node.op not in ("conv2d", "fully_connected"):
+            raise TinycError(f"scheme names layer '{name}', which is not a conv/FC of this model")
+    dep = _depends_on_params(t, trainable)
+    forward = list(t.nodes)
+    backward: list[Node] = []
+    grads: dict[str, str] = {}
+
+    def new_grad(tensor: str, suffix: str = "") -> str:
+        name = grad_name(tensor) + suffix
+        k = 1
+        while name in t.tensors:
+            name, k = f"{grad_name(tensor)}{suffix}#{k}", k + 1
+        t.tensors[name] = Tensor(name, t.tensors[tensor].shape, dtype="float32")
+        return name
+
+    def give_grad(tensor: str, g_new: str, where: Node) -> None:
+        if tensor not in grads:
+            grads[tensor] = g_new
+            return
+        total = new_grad(tensor, ":sum")
+        backward.append(Node(where.name + "/grad_add", "grad_add", [grads[tensor], g_new], [total]))
+        grads[tensor] = total
+
+    g_logits = new_grad(logits)
+    backward.append(Node("loss", "softmax_ce", [logits], [g_logits],
+                         {"scale": float(t.tensors[logits].q.scale),
+                          "zero_point": int(t.tensors[logits].q.zero_point)}))
+    grads[logits] = g_logits
+
+    for node in reversed(list(forward)):
+        out = node.outputs[0]
+        if out not in grads:
+            continue
+        g_out = grads[out]
+        bounds = _mask_bounds(node) if node.op in ("conv2d", "fully_connected", "add", "clamp") \
+            else None
+        if bounds is not None:
+            g_masked = new_grad(out, ":masked")
+            backward.append(Node(node.name + "/mask", "grad_mask", [g_out, out], [g_masked],
+                                 {"lo": bounds[0], "hi": bounds[1]}))
+            g_out = g_masked
+        need = [i for i in node.inputs if i in dep]
+        if node.op in ("conv2d", "fully_connected"):
+            x = node.inputs[0]
+            if x in dep:
+                g_x = new_grad(x)
+                backward.append(Node(node.name + "/grad_input", "conv2d_grad_input",
+                                     [g_out, node.inputs[1]], [g_x], _conv_attrs(t, node)))
+                give_grad(x, g_x, node)
+            if node.name in trainable:
+                backward.append(_update_node(t, node, g_out, scheme, opts, forward))
+        elif node.op == "add":
+            for i in need:
+                give_grad(i, g_out, node)
+        elif node.op in ("clamp", "requantize", "reshape"):
+            if need:
+                g_x = new_grad(node.inputs[0])
+                backward.append(Node(node.name + "/grad", "grad_alias", [g_out], [g_x]))
+                give_grad(node.inputs[0], g_x, node)
+        elif node.op in ("avg_pool", "max_pool"):
+            if need:
+                g_x = new_grad(node.inputs[0])
+                ins = [g_out] + ([node.inputs[0]] if node.op == "max_pool" else [])
+                attrs = {k: node.attrs[k] for k in ("kernel", "strides", "pads")}
+                attrs["count_include_pad"] = bool(node.attrs.get("count_include_pad"))
+                backward.append(Node(node.name + "/grad", node.op + "_grad", ins, [g_x], attrs))
+                give_grad(node.inputs[0], g_x, node)
+        elif node.op == "pad":
+            if need:
+                g_x = new_grad(node.inputs[0])
+                backward.append(Node(node.name + "/grad", "pad_grad", [g_out], [g_x],
+                                     {"pads": node.attrs["pads"]}))
+                give_grad(node.inputs[0], g_x, node)
+        elif node.op == "concat":
+            offset = 0
+            for i in node.inputs:
+                c = t.tensors[i].shape[-1]
+                if i in dep:
+                    g_x = new_grad(i)
+                    backward.append(Node(node.name + "/grad", "slice_grad", [g_out], [g_x],
+                                         {"offset": offset}))
+                    give_grad(i, g_x, node)
+                offset += c
+        elif need:
+            raise TinycError(f"{node.describe()}: no backward rule for op {node.op}")
+
+    t.nodes = forward + backward
+    t.meta["train"] = {"scheme": scheme.name, "qas": opts.qas, "rounding": opts.rounding,
+                       "forward_nodes": len(forward), "logits": logits,
+                       "trainable": sorted(trainable)}
+    return t
+
+
+def _conv_attrs(g: Graph, node: Node) -> dict:
+    w = g.tensors[node.inputs[1]]
+    if node.op == "fully_connected":
+        return {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1,
+                "fc": True, "w_scale": np.broadcast_to(w.q.scale, (w.shape[0],)).astype(np.float32)}
+    return {"strides": node.attrs["strides"], "pads": node.attrs["pads"],
+            "dilations": node.attrs["dilations"], "groups": node.attrs["groups"], "fc": False,
+            "w_scale": np.asarray(w.q.scale, np.float32)}
+
+
+def _update_node(g: Graph, node: Node, g_out: str, scheme: UpdateScheme, opts: TrainOptions,
+                 forward: list[Node]) -> Node:
+    upd = scheme.layers[node.name]
+    attrs = _conv_attrs(g, node)
+    x = node.inputs[0]
+    xq = g.tensors[x].q
+    s_x = np.float32(xq.scale)
+    s_w = attrs["w_scale"]
+    # QAS: the integer-domain step equals the float SGD step of the dequantized parameter
+    if opts.qas:
+        f_w = (1.0 / s_w.astype(np.float64)).astype(np.float32)
+        f_b = (1.0 / (s_w.astype(np.float64) * np.float64(s_x))).astype(np.float32)
+    else:
+        f_w = s_w.astype(np.float32)
+        f_b = (s_w.astype(np.float64) * np.float64(s_x)).astype(np.float32)
+    ins = [g_out, "", node.inputs[1], node.inputs[2]]
+    channels = upd.channels if upd.weights else None
+    if channels is not None:
+        cin = g.tensors[x].shape[-1]
+        if len(channels) == cin:
+            ins[1] = x
+        else:
+            sel = f"{x}:selected:{node.name}"
+            g.tensors[sel] = Tensor(sel, g.tensors[x].shape[:-1] + (len(channels),), "int8",
+                                    q=xq)
+            forward.insert(forward.index(node),
+                           Node(node.name + "/keep", "select_channels", [x], [sel],
+                                {"channels": channels}))
+            ins[1] = sel
+    attrs.update(channels=channels, update_bias=upd.bias, x_scale=s_x,
+                 x_zero_point=int(xq.zero_point), f_w=f_w, f_b=f_b,
+                 rounding=opts.rounding, salt=(hash_name(node.name)))
+    return Node(node.name + "/update", "conv2d_update", ins, [], attrs)
+
+
+def hash_name(name: str) -> int:
+    """A stable 32-bit salt per layer for stochastic rounding (FNV-1a)."""
+    h = 0x811C9DC5
+    for ch in name.encode():
+        h = ((h ^ ch) * 0x01000193) & 0xFFFFFFFF
+    return h

@@ -1,0 +1,70 @@
+"""Find the classifier of a float graph and, for transfer learning, replace it by a new N-class head.
+
+The classifier is the last conv2d / fully_connected layer: only reshapes (and an output softmax)
+may follow it. Training computes the loss on its output (the logits), so an output softmax is
+dropped from a training graph.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node
+
+HEAD_SEED = 20221128
+
+
+def classifier(g: Graph) -> Node:
+    """The classifier node: its output reaches the graph output through reshapes/softmax only."""
+    name = g.outputs[0]
+    while True:
+        node = g.producer(name)
+        if node is None:
+            break
+        if node.op in ("conv2d", "fully_connected"):
+            if node.op == "conv2d" and g.tensors[node.outputs[0]].shape[1:3] != (1, 1):
+                break
+            return node
+        if node.op not in ("reshape", "softmax"):
+            break
+        name = node.inputs[0]
+    raise TinycError("training needs a classifier: a Conv 1x1 / Gemm / MatMul whose output "
+                     "is the model output (possibly through Flatten/Reshape/Softmax)")
+
+
+def drop_output_softmax(g: Graph) -> Graph:
+    g = g.copy()
+    last = g.producer(g.outputs[0])
+    if last is not None and last.op == "softmax":
+        g.nodes.remove(last)
+        g.outputs = [last.inputs[0]]
+        g.remove_unused_tensors()
+    return g
+
+
+def replace_head(g: Graph, num_classes: int, seed: int = HEAD_SEED) -> Graph:
+    """A new classifier with `num_classes` outputs: weights uniform in +-1/sqrt(fan_in) from a
+    fixed seed (so a build is reproducible), biases zero."""
+    if num_classes < 2:
+        raise TinycError(f"--num-classes {num_classes}: a classifier needs at least 2 classes")
+    g = drop_output_softmax(g)
+    head = classifier(g)
+    w = g.tensors[head.inputs[1]]
+    b = g.tensors[head.inputs[2]]
+    fan_in = int(np.prod(w.shape[1:]))
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(fan_in)
+    w.data = rng.uniform(-bound, bound, (num_classes,) + tuple(w.shape[1:])).astype(np.float32)
+    w.shape = w.data.shape
+    b.data = np.zeros(num_classes, np.float32)
+    b.shape = b.data.shape
+    # every tensor from the head's output to the graph output now has num_classes channels
+    name = head.outputs[0]
+    while True:
+        t = g.tensors[name]
+        t.shape = t.shape[:-1] + (num_classes,)
+        users = g.consumers(name)
+        if not users:
+            break
+        name = users[0].outputs[0]
+    return g
