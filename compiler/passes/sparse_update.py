@@ -138,6 +138,10 @@ def resolve_scheme(g: Graph, scheme: dict | str) -> UpdateScheme:
         prev = layers.get(convs[i].name)
         layers[convs[i].name] = LayerUpdate(bias=True if len(chans) else bool(prev and prev.bias),
                                             channels=chans if len(chans) else None)
+    if scheme == "full":   # every layer: also fully-connected layers besides the classifier
+        for node in g.nodes:
+            if node.op == "fully_connected" and node is not head:
+                layers[node.name] = LayerUpdate(True, np.arange(g.tensors[node.inputs[0]].shape[-1]))
     cin = g.tensors[head.inputs[0]].shape[-1]
     layers[head.name] = LayerUpdate(bias=True, channels=np.arange(cin))
     layers = {k: v for k, v in layers.items() if v.bias or v.weights}
