@@ -1,0 +1,119 @@
+"""The forward part of an int8 IR graph as a float ONNX model (NCHW), weights dequantized.
+
+Used by `tinyc export` to turn parameters trained on the device back into an ordinary ONNX model.
+Fused clamps become Clip nodes, FC layers Gemm, requantize nodes Identity; a flatten of a spatial
+tensor gets its consumer's weight columns back in ONNX's (C, H, W) order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TinycError
+from ..ir import Graph, Node
+
+
+def _dequantized(g: Graph, name: str) -> np.ndarray:
+    t = g.tensors[name]
+    data = t.data.astype(np.float64)
+    if t.q is not None and t.dtype in ("int8", "int32"):
+        scale = np.asarray(t.q.scale, np.float64)
+        if scale.ndim == 1 and data.ndim > 1:
+            scale = scale.reshape((-1,) + (1,) * (data.ndim - 1))
+        data = data * scale
+    return data.astype(np.float32)
+
+
+def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+    n_forward = g.meta.get("train", {}).get("forward_nodes", len(g.nodes))
+    spatial_flatten = {}   # FC node name -> (h, w, c) of the flattened input
+
+    def const(name, arr, dtype=np.float32):
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype), name))
+        return name
+
+    def clip(node, src, dst):
+        lo, hi = node.attrs["clamp"]
+        ins = [src, const(dst + "_min", lo) if np.isfinite(lo) else "",
+               const(dst + "_max", hi) if np.isfinite(hi) else ""]
+        nodes.append(helper.make_node("Clip", ins, [dst], name=node.name + "/clip"))
+
+    for node in g.nodes[:n_forward]:
+        if node.op == "reshape" and node.attrs.get("nchw_shape") is not None:
+            _, h, w, c = node.attrs["nchw_shape"]
+            for u in g.consumers(node.outputs[0]):
+                spatial_flatten[u.name] = (h, w, c)
+
+    for node in g.nodes[:n_forward]:
+        out = node.outputs[0]
+        fused = node.attrs.get("clamp") is not None and node.op != "clamp"
+        raw = out + "_preact" if fused else out
+        a = node.attrs
+        if node.op == "select_channels":
+            continue
+        if node.op == "conv2d":
+            w = _dequantized(g, node.inputs[1]).transpose(0, 3, 1, 2)
+            t, l, b, r = a["pads"]
+            nodes.append(helper.make_node(
+                "Conv", [node.inputs[0], const(node.inputs[1], w), const(node.inputs[2], _dequantized(g, node.inputs[2]))],
+                [raw], name=node.name, kernel_shape=list(w.shape[2:]), strides=list(a["strides"]),
+                pads=[t, l, b, r], dilations=list(a["dilations"]), group=a["groups"]))
+        elif node.op == "fully_connected":
+            w = _dequantized(g, node.inputs[1])
+            if node.name in spatial_flatten:
+                h, wd, c = spatial_flatten[node.name]
+                # NHWC column order (h, w, c) back to ONNX's (c, h, w)
+                w = w.reshape(w.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
+            nodes.append(helper.make_node(
+                "Gemm", [node.inputs[0], const(node.inputs[1], w), const(node.inputs[2], _dequantized(g, node.inputs[2]))],
+                [raw], name=node.name, transB=1))
+        elif node.op == "add":
+            nodes.append(helper.make_node("Add", node.inputs, [raw], name=node.name))
+        elif node.op == "clamp":
+            clip(node, node.inputs[0], out)
+        elif node.op in ("avg_pool", "max_pool"):
+            x = g.tensors[node.inputs[0]]
+            if node.op == "avg_pool" and tuple(a["kernel"]) == x.shape[1:3] and not any(a["pads"]):
+                nodes.append(helper.make_node("GlobalAveragePool", node.inputs, [raw], name=node.name))
+            else:
+                t, l, b, r = a["pads"]
+                extra = {"count_include_pad": int(a.get("count_include_pad", False))} \
+                    if node.op == "avg_pool" else {}
+                nodes.append(helper.make_node(
+                    "AveragePool" if node.op == "avg_pool" else "MaxPool", node.inputs, [raw],
+                    name=node.name, kernel_shape=list(a["kernel"]), strides=list(a["strides"]),
+                    pads=[t, l, b, r], **extra))
+        elif node.op == "pad":
+            t, l, b, r = a["pads"]
+            nodes.append(helper.make_node(
+                "Pad", [node.inputs[0], const(out + "_pads", [0, 0, t, l, 0, 0, b, r], np.int64),
+                        const(out + "_value", a["value"])], [raw], name=node.name, mode="constant"))
+        elif node.op == "concat":
+            nodes.append(helper.make_node("Concat", node.inputs, [raw], name=node.name, axis=1))
+        elif node.op == "reshape":
+            nodes.append(helper.make_node("Flatten", node.inputs, [raw], name=node.name, axis=1))
+        elif node.op == "requantize":
+            nodes.append(helper.make_node("Identity", node.inputs, [raw], name=node.name))
+        elif node.op == "softmax":
+            nodes.append(helper.make_node("Softmax", node.inputs, [raw], name=node.name, axis=-1))
+        else:
+            raise TinycError(f"{node.describe()}: cannot be exported to ONNX")
+        if fused:
+            clip(node, raw, out)
+
+    c, h, w = g.meta["input_nchw"][1:]
+    output = g.outputs[0]
+    out_shape = list(g.tensors[output].shape)
+    if len(out_shape) == 4:
+        out_shape = [out_shape[0], out_shape[3], out_shape[1], out_shape[2]]
+    graph = helper.make_graph(
+        nodes, "tinyc_export",
+        [helper.make_tensor_value_info(g.inputs[0], TensorProto.FLOAT, [1, c, h, w])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="tinyc")
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
