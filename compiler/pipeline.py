@@ -82,17 +82,31 @@ NEW_HEAD_LOGIT_RANGE = (-12.0, 12.0)
 def compile_training(path: str, calib_nchw: np.ndarray | None, scheme, num_classes: int | None,
                      opts=None, input_shape=None) -> Graph:
     """ONNX -> int8 training-step graph (forward + pruned backward + in-place updates)."""
+    g = import_float(path, input_shape)
+    calib = (synthetic_calibration(g) if calib_nchw is None
+             else check_model_input(g, calib_nchw, "calibration data", batch=True))
+    return training_graph(g, calib, scheme, num_classes, opts)
+
+
+def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | None,
+                   opts=None) -> Graph:
+    """Float IR + calibration (NHWC) -> int8 training-step graph."""
     from .passes.autodiff import TrainOptions, build_training_graph
     from .passes.sparse_update import resolve_scheme
     from .passes.train_head import classifier, drop_output_softmax, replace_head
 
-    g = import_float(path, input_shape)
     g = replace_head(g, num_classes) if num_classes else drop_output_softmax(g)
-    calib = (synthetic_calibration(g) if calib_nchw is None
-             else check_model_input(g, calib_nchw, "calibration data", batch=True))
-    fixed = {}
-    if num_classes:
-        head_out = classifier(g).outputs[0]
-        fixed = {head_out: NEW_HEAD_LOGIT_RANGE}
-    gq = quantize(g, calib, fixed)
+    fixed = {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE} if num_classes else {}
+    gq = quantize(g, calib_nhwc, fixed)
     return build_training_graph(gq, resolve_scheme(gq, scheme), opts or TrainOptions())
+
+
+def forward_graph(g: Graph) -> Graph:
+    """The inference part of a training graph (what tinyc_infer runs)."""
+    if "train" not in g.meta:
+        return g
+    f = g.copy()
+    f.nodes = [n for n in f.nodes[:f.meta["train"]["forward_nodes"]] if n.op != "select_channels"]
+    del f.meta["train"]
+    f.remove_unused_tensors()
+    return f
