@@ -34,6 +34,20 @@ class BuildOptions:
     calib_limit: int = 100
     input_shape: tuple | None = None
     export_tflite: bool = False
+    # training (issue 3): a scheme (shorthand or dict), a new head, QAS and rounding
+    train: str | dict | None = None
+    num_classes: int | None = None
+    qas: bool = True
+    rounding: str = "nearest"
+    lr: float = 0.05
+
+    def recorded(self, model: str) -> dict:
+        """What report.json keeps so that a later command (tinyc export) can redo the build."""
+        keep = dict(self.__dict__)
+        keep["model"] = str(Path(model).resolve())
+        if self.calib:
+            keep["calib"] = str(Path(self.calib).resolve())
+        return keep
 
 
 def weights_bytes(g: Graph) -> int:
@@ -95,8 +109,22 @@ def make_report(g: Graph, plan, board: Board, calibrated: bool) -> dict:
     }
 
 
+def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildOptions) -> None:
+    from .memory.planner import training_memory
+
+    mem = training_memory(g, plan)
+    mem["sram_bytes"] = mem["arena_bytes"] + mem["params_sram_bytes"] + board.stack_reserve_bytes
+    report["training"] = {
+        "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
+        "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr,
+        "trainable_layers": g.meta["train"]["trainable"],
+        **mem,
+    }
+
+
 def check_fits(report: dict) -> None:
-    sram_need = report["inference"]["sram_bytes"]
+    sram_need = max(report["inference"]["sram_bytes"],
+                    report.get("training", {}).get("sram_bytes", 0))
     problems = []
     if sram_need > report["sram_limit_bytes"]:
         problems.append(f"SRAM: needs {sram_need:,} B > {report['sram_limit_bytes']:,} B")
@@ -128,7 +156,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     from .calib import load_calibration
     from .codegen.c import generate_c
     from .memory.planner import plan_memory
-    from .pipeline import check_model_input, import_float, synthetic_calibration
+    from .pipeline import check_model_input, forward_graph, import_float, synthetic_calibration
     from .passes.quantize import quantize
 
     g = import_float(model, opts.input_shape)
@@ -141,7 +169,13 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
                       "int8 accuracy on real inputs may be poor. Pass --calib FILE.npy|FOLDER",
                       stacklevel=2)
         calib = synthetic_calibration(g)
-    gq = quantize(g, calib)
+    if opts.train is not None:
+        from .passes.autodiff import TrainOptions
+        from .pipeline import training_graph
+        gq = training_graph(g, calib, opts.train, opts.num_classes,
+                            TrainOptions(qas=opts.qas, rounding=opts.rounding))
+    else:
+        gq = quantize(g, calib)
     plan = plan_memory(gq)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +184,14 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     if opts.export_tflite:
         from .export.tflite import export_tflite
         (out / "model.tflite").write_bytes(export_tflite(gq))
-    report = make_report(gq, plan, board, calibrated=bool(opts.calib))
+    if opts.train is not None:
+        # the inference figures are those of tinyc_infer alone (an inference-only build)
+        fwd = forward_graph(gq)
+        report = make_report(fwd, plan_memory(fwd), board, calibrated=bool(opts.calib))
+        add_training_report(report, gq, plan, board, opts)
+    else:
+        report = make_report(gq, plan, board, calibrated=bool(opts.calib))
+    report["build_options"] = opts.recorded(model)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     check_fits(report)
     return report

@@ -51,17 +51,36 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib-limit", type=int, default=100, help="use at most N samples (100)")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1x3x96x96")
     b.add_argument("--export-tflite", action="store_true", help="also write OUT/model.tflite")
+    b.add_argument("--train", metavar="SCHEME",
+                   help="also generate tinyc_train_step(): full | bias-only | last:K | scheme.json")
+    b.add_argument("--num-classes", type=int, help="replace the classifier by a new N-class head")
+    b.add_argument("--lr", type=float, default=0.05, help="default learning rate (0.05)")
+    b.add_argument("--no-qas", action="store_true",
+                   help="ablation: plain integer-domain gradients, no quantization-aware scaling")
+    b.add_argument("--rounding", choices=("nearest", "stochastic"), default="nearest",
+                   help="rounding of the integer parameter updates (default nearest)")
 
     e = sub.add_parser("emulate", help="run a built model with the host C compiler")
     e.add_argument("out", help="folder written by tinyc build")
-    e.add_argument("--input", required=True, help=".npy/.npz input in the ONNX layout (NCHW); "
-                                                  "float is quantized, int8 taken as quantized")
-    e.add_argument("--output", required=True, help=".npy file for the output")
+    e.add_argument("--input", help=".npy/.npz input in the ONNX layout (NCHW); "
+                                   "float is quantized, int8 taken as quantized")
+    e.add_argument("--output", help=".npy file for the output")
     e.add_argument("--dequantize", action="store_true", help="write float output instead of int8")
+    e.add_argument("--train-data", help=".npz with x (inputs, model layout) and y (int labels): "
+                                        "train with the generated tinyc_train_step()")
+    e.add_argument("--epochs", type=int, default=1)
+    e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
+    e.add_argument("--save-params", help=".npz file for the trained parameters")
+    e.add_argument("--lr", type=float, help="learning rate (default: the build's --lr)")
 
     r = sub.add_parser("report", help="show a build's report; --plot draws arena occupancy")
     r.add_argument("out", help="folder written by tinyc build")
     r.add_argument("--plot", help="PNG file for the arena occupancy plot")
+
+    x = sub.add_parser("export", help="trained parameters -> float ONNX model")
+    x.add_argument("out", help="folder written by tinyc build --train")
+    x.add_argument("--params", required=True, help=".npz written by tinyc emulate --save-params")
+    x.add_argument("-o", "--output", required=True, help="ONNX file to write")
 
     sub.add_parser("boards", help="list the supported boards")
     return p
@@ -89,9 +108,16 @@ def cmd_build(a) -> int:
     from .targets.boards import load_board
 
     board = load_board(a.board)
+    train = None
+    if a.train:
+        from .passes.sparse_update import parse_scheme
+        train = parse_scheme(a.train)
+    elif a.num_classes or a.no_qas or a.rounding != "nearest":
+        raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
-                        export_tflite=a.export_tflite)
+                        export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
+                        qas=not a.no_qas, rounding=a.rounding, lr=a.lr)
     try:
         report = build(a.model, board, a.output, opts)
     except DoesNotFitError as err:
@@ -114,28 +140,57 @@ def load_report(out: str) -> dict:
         raise TinycError(f"{path}: corrupt report ({e}); rebuild") from e
 
 
-def cmd_emulate(a) -> int:
-    from .calib import load_array
+def model_inputs(rep: dict, x: np.ndarray, source: str) -> np.ndarray:
+    """Inputs in the ONNX layout (NCHW; float or int8) -> int8 NHWC batch for the C code."""
     from .pipeline import quantize_array
-    from .targets.host import run_host
 
-    rep = load_report(a.out)
-    x = load_array(a.input)
     c, h, w = rep["input"]["shape_nchw"][1:]
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
-        raise TinycError(f"{a.input}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
+        raise TinycError(f"{source}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
     if x.dtype.kind == "f":
-        if not np.all(np.isfinite(x)):
-            raise TinycError(f"{a.input}: contains NaN or Inf")
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        if len(bad):
+            raise TinycError(f"{source}: sample {bad[0]} contains NaN or Inf")
         xq = quantize_array(x, rep["input"]["scale"], rep["input"]["zero_point"])
     elif x.dtype == np.int8:
         xq = x
     else:
-        raise TinycError(f"{a.input}: dtype {x.dtype}; give float32 (quantized with the model's "
+        raise TinycError(f"{source}: dtype {x.dtype}; give float32 (quantized with the model's "
                          "input parameters) or int8 (already quantized)")
-    y = run_host(a.out, np.ascontiguousarray(np.moveaxis(xq, 1, -1)))
+    return np.ascontiguousarray(np.moveaxis(xq, 1, -1))
+
+
+def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """A training/eval .npz with x (inputs) and y (int labels) -> (int8 NHWC inputs, labels)."""
+    from .calib import load_array
+
+    x, y = load_array(path, "x"), load_array(path, "y")
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise TinycError(f"{path}: y must be a 1-D array of integer labels (got {y.dtype} {y.shape})")
+    if len(y) != len(x):
+        raise TinycError(f"{path}: {len(x)} inputs but {len(y)} labels")
+    classes = rep["output"]["shape"][-1]
+    bad = np.flatnonzero((y < 0) | (y >= classes))
+    if len(bad):
+        raise TinycError(f"{path}: label {y[bad[0]]} of sample {bad[0]} is out of range: the "
+                         f"model has {classes} classes (0..{classes - 1}); use --num-classes")
+    return model_inputs(rep, x, path), y.astype(np.int64)
+
+
+def cmd_emulate(a) -> int:
+    from .calib import load_array
+    from .targets.host import run_host
+
+    rep = load_report(a.out)
+    if a.train_data:
+        return emulate_training(a, rep)
+    if not a.input or not a.output:
+        raise TinycError("tinyc emulate needs --input and --output (or --train-data)")
+    x = load_array(a.input)
+    xq = model_inputs(rep, x, a.input)
+    y = run_host(a.out, xq)
     y = y.reshape((x.shape[0],) + tuple(rep["output"]["shape"][1:]))
     if a.dequantize:
         y = ((y.astype(np.float32) - rep["output"]["zero_point"])
