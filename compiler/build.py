@@ -152,11 +152,12 @@ def peak_buffers(report: dict) -> list[dict]:
     return sorted((b for b in bufs if b["first"] <= peak <= b["last"]), key=lambda b: -b["size"])
 
 
-def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
+def compile_graph(model: str, opts: BuildOptions) -> Graph:
+    """ONNX -> the int8 graph a build generates code for (inference, or a training step).
+    A function of (model, options) only: tinyc export redoes it from report.json."""
     from .calib import load_calibration
-    from .codegen.c import generate_c
-    from .memory.planner import plan_memory
-    from .pipeline import check_model_input, forward_graph, import_float, synthetic_calibration
+    from .pipeline import check_model_input, import_float, synthetic_calibration, training_graph
+    from .passes.autodiff import TrainOptions
     from .passes.quantize import quantize
 
     g = import_float(model, opts.input_shape)
@@ -169,13 +170,28 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
                       "int8 accuracy on real inputs may be poor. Pass --calib FILE.npy|FOLDER",
                       stacklevel=2)
         calib = synthetic_calibration(g)
-    if opts.train is not None:
-        from .passes.autodiff import TrainOptions
-        from .pipeline import training_graph
-        gq = training_graph(g, calib, opts.train, opts.num_classes,
-                            TrainOptions(qas=opts.qas, rounding=opts.rounding))
-    else:
-        gq = quantize(g, calib)
+    if opts.train is None:
+        return quantize(g, calib)
+    return training_graph(g, calib, opts.train, opts.num_classes,
+                          TrainOptions(qas=opts.qas, rounding=opts.rounding))
+
+
+def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
+    """(model path, options) of the build that wrote this report."""
+    recorded = dict(rep["build_options"])
+    model = recorded.pop("model")
+    for key in ("input_shape", "calib_mean", "calib_std"):
+        if recorded.get(key) is not None:
+            recorded[key] = tuple(recorded[key])
+    return model, BuildOptions(**recorded)
+
+
+def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
+    from .codegen.c import generate_c
+    from .memory.planner import plan_memory
+    from .pipeline import forward_graph
+
+    gq = compile_graph(model, opts)
     plan = plan_memory(gq)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +199,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     generate_c(gq, plan, out)
     if opts.export_tflite:
         from .export.tflite import export_tflite
-        (out / "model.tflite").write_bytes(export_tflite(gq))
+        (out / "model.tflite").write_bytes(export_tflite(forward_graph(gq)))
     if opts.train is not None:
         # the inference figures are those of tinyc_infer alone (an inference-only build)
         fwd = forward_graph(gq)

@@ -216,6 +216,29 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from .build import compile_graph, options_from_report
+    from .export.onnx_export import export_onnx
+    from .passes.autodiff import set_parameters
+    from .pipeline import forward_graph
+
+    rep = load_report(a.out)
+    if "training" not in rep:
+        raise TinycError(f"{a.out}: built without --train; there are no trained parameters")
+    try:
+        params = dict(np.load(a.params, allow_pickle=False))
+    except (OSError, ValueError, EOFError) as e:
+        raise TinycError(f"{a.params}: not a readable .npz of parameters ({e})") from e
+    model, opts = options_from_report(rep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # the build already warned about its calibration
+        g = compile_graph(model, opts)
+    set_parameters(g, params, a.params)
+    export_onnx(forward_graph(g), a.output)
+    print(f"wrote {a.output}: {model} with the parameters of {a.params}")
+    return 0
+
+
 def cmd_boards(a) -> int:
     from .targets.boards import list_boards
     print(f"{'id':<16} {'SRAM':>9} {'flash':>10}  name")
@@ -229,7 +252,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("always")
     warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {msg}\n"
     commands = {"build": cmd_build, "emulate": cmd_emulate, "report": cmd_report,
-                "boards": cmd_boards}
+                "boards": cmd_boards, "export": cmd_export}
     try:
         return commands[args.command](args)
     except TinycError as err:

@@ -211,3 +211,31 @@ def hash_name(name: str) -> int:
     for ch in name.encode():
         h = ((h ^ ch) * 0x01000193) & 0xFFFFFFFF
     return h
+
+
+def trainable_parameters(g: Graph) -> list[str]:
+    """Names of the weight and bias tensors a training step updates (they live in SRAM)."""
+    names = []
+    for n in g.nodes:
+        if n.op == "conv2d_update":
+            if n.attrs["channels"] is not None:
+                names.append(n.inputs[2])
+            if n.attrs["update_bias"]:
+                names.append(n.inputs[3])
+    return names
+
+
+def set_parameters(g: Graph, params: dict, source: str) -> None:
+    """Load trained parameters (tensor name -> int8/int32 array) into graph g."""
+    expected = trainable_parameters(g)
+    missing = [n for n in expected if n not in params]
+    if missing:
+        raise TinycError(f"{source}: lacks trained parameters {missing[:3]}"
+                         f"{' ...' if len(missing) > 3 else ''}; was it saved from this build?")
+    for name in expected:
+        t, v = g.tensors[name], np.asarray(params[name])
+        want = np.int8 if t.dtype == "int8" else np.int32
+        if v.shape != t.data.shape or v.dtype != want:
+            raise TinycError(f"{source}: parameter '{name}' is {v.dtype}{list(v.shape)}, expected "
+                             f"{np.dtype(want)}{list(t.data.shape)}")
+        t.data = v.copy()
