@@ -12,6 +12,7 @@ Layout written to out_dir (compile every .c in it with `-I out_dir`):
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node
-from ..memory.planner import MemoryPlan, plan_memory, verify_plan
+from ..memory.planner import (FOLDED_BIAS_KINDS, MemoryPlan, conv_kernel_kind, plan_memory,
+                              verify_plan)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = ROOT / "runtime_c"
@@ -35,10 +37,17 @@ KERNEL_SOURCES = {
     "clamp": "elementwise.c", "requantize": "elementwise.c", "avg_pool": "pool.c",
     "max_pool": "pool.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
     "softmax": "softmax.c",
+    # training (runtime_c/src/backward and src/optim)
+    "select_channels": "backward/elementwise_grad.c", "softmax_ce": "backward/loss.c",
+    "grad_mask": "backward/elementwise_grad.c", "grad_add": "backward/elementwise_grad.c",
+    "grad_copy": "backward/elementwise_grad.c", "grad_alias": None,
+    "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
+    "avg_pool_grad": "backward/pool_grad.c", "max_pool_grad": "backward/pool_grad.c",
+    "conv2d_grad_input": "backward/conv_grad.c", "conv2d_update": "optim/sgd.c",
 }
+# every training build also needs these (rounding helpers, exp, the folded-bias refresh)
+TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c")
 VALUES_PER_LINE = 24
-# kernels whose bias argument has the input zero point folded in (see runtime_c kernels.h)
-FOLDED_BIAS_KINDS = ("conv_im2col", "conv_1x1", "conv_1x1_inplace")
 
 
 def c_ident(text: str) -> str:
@@ -46,13 +55,34 @@ def c_ident(text: str) -> str:
     return s if s and not s[0].isdigit() else "_" + s
 
 
+def c_string(text: str) -> str:
+    """A C string literal (printable ASCII; anything else as an octal escape)."""
+    out = []
+    for ch in text.encode():
+        c = chr(ch)
+        out.append("\\" + c if c in '"\\' else c if 32 <= ch < 127 and c != "?" else f"\\{ch:03o}")
+    return '"' + "".join(out) + '"'
+
+
 def c_comment(text: str) -> str:
     return text.replace("*/", "* /").replace("\n", " ")
 
 
+def c_float(v) -> str:
+    """A float32 value as an exact C float literal (hexadecimal: no decimal rounding)."""
+    f = float(np.float32(v))
+    if not np.isfinite(f):
+        raise TinycError(f"float constant {f} is not finite")
+    return float.hex(f) + "f"
+
+
 def format_values(values: np.ndarray) -> str:
     """Flat number list, VALUES_PER_LINE per line (the template indents nothing)."""
-    flat = [str(v) for v in np.asarray(values).reshape(-1).tolist()]
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        flat = [c_float(v) for v in values.reshape(-1)]
+    else:
+        flat = [str(v) for v in values.reshape(-1).tolist()]
     lines = [", ".join(flat[i:i + VALUES_PER_LINE]) for i in range(0, len(flat), VALUES_PER_LINE)]
     return ",\n    ".join(lines)
 
@@ -76,7 +106,41 @@ class _Consts:
         return ident
 
 
-def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts) -> dict:
+class _Params:
+    """Trainable parameters (training builds): static SRAM arrays initialised from flash copies.
+    ref() names the array a kernel reads: the SRAM copy of a trained tensor, else the constant."""
+
+    def __init__(self, g: Graph):
+        from ..memory.planner import trainable_tensors
+        self.g = g
+        self.table: list[dict] = []
+        self.by_name: dict[str, dict] = {}
+        for k, (name, kind) in enumerate(trainable_tensors(g) if "train" in g.meta else []):
+            t = g.tensors[name]
+            entry = dict(index=k, name=name, c_name=c_string(name),
+                         kind=kind, ident=f"tinyc_p{k}", ctype=_CTYPES[t.dtype], count=t.size,
+                         bytes=t.nbytes, shape=list(t.shape), dtype=t.dtype, init=None)
+            self.table.append(entry)
+            self.by_name[name] = entry
+
+    def trained(self, name: str) -> bool:
+        return name in self.by_name
+
+    def ref(self, consts: "_Consts", name: str, ident: str, comment: str) -> str:
+        t = self.g.tensors[name]
+        const = consts.add(name, ident, _CTYPES[t.dtype], t.data, comment)
+        entry = self.by_name.get(name)
+        if entry is None:
+            return const
+        entry["init"] = const
+        return entry["ident"]
+
+
+_CTYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
+
+
+def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
+                params: _Params) -> dict:
     a, q = node.attrs, node.attrs["q"]
     x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
     w, b = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
@@ -85,28 +149,28 @@ def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts)
     kh, kw = w.shape[1:3]
     groups = int(a.get("groups", 1))
     strides, dil, pads = a.get("strides", (1, 1)), a.get("dilations", (1, 1)), a["pads"]
-    params = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, kernel_h=kh,
+    cparams = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, kernel_h=kh,
                   kernel_w=kw, stride_h=strides[0], stride_w=strides[1], dilation_h=dil[0],
                   dilation_w=dil[1], pad_top=pads[0], pad_left=pads[1], groups=groups,
                   in_zp=q["in_zp"], out_zp=q["out_zp"], act_min=q["act_min"],
                   act_max=q["act_max"])
-    if plan.inplace.get(i) == "depthwise":
-        kind = "depthwise_inplace"
-    elif plan.inplace.get(i) == "pointwise":
-        kind = "conv_1x1_inplace"
-    elif groups == ic and groups > 1:
-        kind = "depthwise"
-    elif (groups == 1 and kh == kw == 1 and tuple(strides) == (1, 1)
-          and tuple(pads) == (0, 0, 0, 0)):
-        kind = "conv_1x1"
-    elif i in plan.scratch:
-        kind = "conv_im2col"
-    else:
-        kind = "conv"   # the plain reference loop (a plan without the im2col scratch)
+    # "conv" is the plain reference loop (a plan without the im2col scratch)
+    kind = conv_kernel_kind(g, node, plan.inplace.get(i), i in plan.scratch)
     if w.dtype != "int8" or b.dtype != "int32":
         raise TinycError(f"{node.describe()}: weights must be int8 and bias int32; quantize "
                          "the graph first")
-    if kind in FOLDED_BIAS_KINDS:
+    fold = None
+    weights = params.ref(consts, w.name, f"tinyc_w{i}", f"{w.name} {tuple(w.shape)} OHWI")
+    if kind in FOLDED_BIAS_KINDS and i in plan.bias_scratch:
+        # a trained layer: its folded bias is recomputed from the current parameters each run
+        fold = dict(off=plan.bias_scratch[i], out_c=oc, filter_size=int(np.prod(w.shape[1:])),
+                    in_zp=int(q["in_zp"]), weights=weights,
+                    bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name))
+        bias = f"(const int32_t *)TINYC_AT({plan.bias_scratch[i]})"
+    elif kind in FOLDED_BIAS_KINDS:
+        if params.trained(w.name) or params.trained(b.name):
+            raise TinycError(f"{node.describe()}: a trained layer needs a folded-bias scratch "
+                             "in the memory plan (plan the training graph with plan_memory)")
         # sum((x - zp) * w) + b == sum(x * w) + (b - zp * sum(w)): the fast kernels' bias
         folded = (b.data.astype(np.int64)
                   - int(q["in_zp"]) * w.data.reshape(oc, -1).astype(np.int64).sum(axis=1))
@@ -116,16 +180,14 @@ def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts)
         bias = consts.add(b.name + "#folded", f"tinyc_b{i}", "int32_t", folded,
                           f"{b.name} - in_zp * sum(w)")
     else:
-        bias = consts.add(b.name, f"tinyc_b{i}", "int32_t", b.data, b.name)
-    return dict(kind=kind, ptype="tinyc_conv_params", params=params,
-                weights=consts.add(w.name, f"tinyc_w{i}", "int8_t", w.data,
-                                   f"{w.name} {tuple(w.shape)} OHWI"),
-                bias=bias,
+        bias = params.ref(consts, b.name, f"tinyc_b{i}", b.name)
+    return dict(kind=kind, ptype="tinyc_conv_params", params=cparams, fold=fold,
+                weights=weights, bias=bias,
                 mult=consts.add(f"mult{i}", f"tinyc_m{i}", "int32_t", q["mult"]),
                 shift=consts.add(f"shift{i}", f"tinyc_s{i}", "int32_t", q["shift"]))
 
 
-def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts) -> dict:
+def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts, params: _Params) -> dict:
     q = node.attrs["q"]
     w, b = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
     n_out, n_in = w.shape
@@ -134,9 +196,8 @@ def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts) -> dict:
     return dict(kind="fc", ptype="tinyc_fc_params",
                 params=dict(in_n=n_in, out_n=n_out, in_zp=q["in_zp"], out_zp=q["out_zp"],
                             act_min=q["act_min"], act_max=q["act_max"]),
-                weights=consts.add(w.name, f"tinyc_w{i}", "int8_t", w.data,
-                                   f"{w.name} {tuple(w.shape)}"),
-                bias=consts.add(b.name, f"tinyc_b{i}", "int32_t", b.data, b.name),
+                weights=params.ref(consts, w.name, f"tinyc_w{i}", f"{w.name} {tuple(w.shape)}"),
+                bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name),
                 mult=consts.add(f"mult{i}", f"tinyc_m{i}", "int32_t", mult),
                 shift=consts.add(f"shift{i}", f"tinyc_s{i}", "int32_t", shift))
 
@@ -156,7 +217,8 @@ def _pool_layer(g: Graph, node: Node) -> dict:
                             act_max=q["act_max"]))
 
 
-def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts) -> dict:
+def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
+           params: _Params) -> dict:
     q = node.attrs.get("q")
     if q is None:
         raise TinycError(f"{node.describe()}: has no integer parameters (attrs['q']); run the "
@@ -164,9 +226,9 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts) -> d
     y = g.tensors[node.outputs[0]]
     op = node.op
     if op == "conv2d":
-        layer = _conv_layer(g, node, i, plan, consts)
+        layer = _conv_layer(g, node, i, plan, consts, params)
     elif op == "fully_connected":
-        layer = _fc_layer(g, node, i, consts)
+        layer = _fc_layer(g, node, i, consts, params)
     elif op == "add":
         layer = dict(kind="add", ptype="tinyc_add_params",
                      params=dict(size=y.size, in1_zp=q["in1_zp"], in2_zp=q["in2_zp"],
@@ -223,6 +285,129 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts) -> d
     return layer
 
 
+def _float_ptr(plan: MemoryPlan, tensor: str) -> str:
+    return f"TINYC_F({plan.tensor_offsets[tensor]})"
+
+
+def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
+                 params: _Params) -> dict:
+    """A node of the training step (forward channel selection, loss, backward, update)."""
+    a, op = node.attrs, node.op
+    out = g.tensors[node.outputs[0]] if node.outputs else None
+    L: dict = dict(kind=op, params={})
+    if op == "select_channels":
+        x = g.tensors[node.inputs[0]]
+        ch = np.asarray(a["channels"], np.int64)
+        L.update(params=dict(pixels=x.size // x.shape[-1], in_c=x.shape[-1], count=len(ch)),
+                 channels=consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t", ch,
+                                     f"channels of {node.inputs[0]} kept for the update"))
+    elif op == "softmax_ce":
+        L.update(params=dict(n=out.size, scale=c_float(a["scale"]),
+                             zero_point=int(a["zero_point"])))
+    elif op == "grad_mask":
+        L.update(params=dict(size=out.size, lo=-129 if a["lo"] is None else int(a["lo"]),
+                             hi=128 if a["hi"] is None else int(a["hi"])))
+    elif op in ("conv2d_grad_input", "conv2d_update"):
+        L.update(_conv_train_params(g, node, i, plan, consts, params))
+    elif op in ("avg_pool_grad", "max_pool_grad"):
+        x, y = out, g.tensors[node.inputs[0]]
+        _, ih, iw, c = x.shape
+        _, oh, ow, _ = y.shape
+        L.update(ptype="tinyc_pool_params",
+                 params=dict(in_h=ih, in_w=iw, channels=c, out_h=oh, out_w=ow,
+                             kernel_h=a["kernel"][0], kernel_w=a["kernel"][1],
+                             stride_h=a["strides"][0], stride_w=a["strides"][1],
+                             pad_top=a["pads"][0], pad_left=a["pads"][1],
+                             count_include_pad=int(bool(a.get("count_include_pad"))),
+                             zero_point=0, act_min=-128, act_max=127))
+    elif op == "pad_grad":
+        _, h, w, c = out.shape
+        t, l, b, r = a["pads"]
+        L.update(ptype="tinyc_pad_params",
+                 params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l, pad_bottom=b,
+                             pad_right=r, value=0))
+    elif op == "slice_grad":
+        g_in = g.tensors[node.inputs[0]]
+        L.update(params=dict(pixels=out.size // out.shape[-1], in_c=out.shape[-1],
+                             out_c=g_in.shape[-1], c_offset=int(a["offset"])))
+    elif op == "grad_alias":
+        same = plan.tensor_offsets[node.inputs[0]] == plan.tensor_offsets[node.outputs[0]]
+        L.update(kind="grad_alias" if same else "grad_copy", params=dict(size=out.size))
+    elif op == "grad_add":
+        L.update(params=dict(size=out.size))
+    else:
+        raise UnsupportedError(f"{node.describe()}: no C kernel for training op '{op}'")
+    ins = [t for t in node.inputs if t and not g.tensors[t].is_const]
+    L.update(index=i, ident=f"tinyc_l{i}", op=op, name=c_comment(node.name),
+             in_offs=[plan.tensor_offsets[t] for t in ins],
+             out_off=plan.tensor_offsets[node.outputs[0]] if node.outputs else None,
+             scratch_off=plan.scratch.get(i, (None, 0))[0],
+             out_shape="x".join(map(str, out.shape)) if out is not None else "-")
+    return L
+
+
+def _conv_train_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
+                       params: _Params) -> dict:
+    a = node.attrs
+    g_y = g.tensors[node.inputs[0]]
+    w = g.tensors[node.inputs[1] if node.op == "conv2d_grad_input" else node.inputs[2]]
+    cout = g_y.shape[-1]
+    if a["fc"]:
+        kh = kw = 1
+        cin = w.shape[1]
+        ih = iw = oh = ow = 1
+    else:
+        _, kh, kw, cin_g = w.shape
+        cin = cin_g * int(a["groups"])
+        _, oh, ow, _ = g_y.shape
+        ih, iw = _conv_input_hw(g, node)
+    geometry = dict(in_h=ih, in_w=iw, in_c=cin, out_h=oh, out_w=ow, out_c=cout, kernel_h=kh,
+                    kernel_w=kw, stride_h=a["strides"][0], stride_w=a["strides"][1],
+                    dilation_h=a["dilations"][0], dilation_w=a["dilations"][1],
+                    pad_top=a["pads"][0], pad_left=a["pads"][1], groups=int(a["groups"]))
+    geometry = {k: int(v) for k, v in geometry.items()}
+    wc = f"{w.name} {tuple(w.shape)}"
+    if node.op == "conv2d_grad_input":
+        return dict(ptype="tinyc_conv_grad_params", params=geometry,
+                    weights=params.ref(consts, w.name, f"tinyc_w{i}", wc),
+                    w_scale=consts.add(f"w_scale:{w.name}", f"tinyc_ws{i}", "float",
+                                       np.asarray(a["w_scale"], np.float32),
+                                       f"scales of {w.name}"))
+    b = g.tensors[node.inputs[3]]
+    channels = a["channels"]
+    k = 0 if channels is None else len(channels)
+    full = k == cin and k > 0 and np.array_equal(np.asarray(channels), np.arange(cin))
+    f_w = np.asarray(a["f_w"], np.float32)
+    f_b = np.asarray(a["f_b"], np.float32)
+    return dict(
+        ptype="tinyc_conv_update_params",
+        params=dict(conv=geometry, num_channels=k, x_zero_point=int(a["x_zero_point"]),
+                    x_scale=c_float(a["x_scale"]), stochastic=int(a["rounding"] == "stochastic"),
+                    salt=f"{int(a['salt']) & 0xFFFFFFFF}u"),
+        x_off=plan.tensor_offsets[node.inputs[1]] if k else None,
+        channels=("NULL" if full or not k else
+                  consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t",
+                             np.asarray(channels, np.int64), f"input channels updated")),
+        weights=params.ref(consts, w.name, f"tinyc_w{i}", wc) if k else "NULL",
+        bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name) if a["update_bias"] else "NULL",
+        f_w=consts.add(f"f_w{i}", f"tinyc_fw{i}", "float", f_w, "weight step factors") if k
+        else "NULL",
+        f_b=consts.add(f"f_b{i}", f"tinyc_fb{i}", "float", f_b, "bias step factors")
+        if a["update_bias"] else "NULL")
+
+
+def _conv_input_hw(g: Graph, node: Node) -> tuple[int, int]:
+    """Spatial size of a conv's input: of the gradient it produces, the saved input, or the
+    forward conv's input."""
+    if node.op == "conv2d_grad_input":
+        return tuple(g.tensors[node.outputs[0]].shape[1:3])
+    if node.inputs[1]:
+        return tuple(g.tensors[node.inputs[1]].shape[1:3])
+    fwd = next(n for n in g.nodes if n.op in ("conv2d", "fully_connected")
+               and n.inputs[1] == node.inputs[2])
+    return tuple(g.tensors[fwd.inputs[0]].shape[1:3])
+
+
 def model_context(g: Graph, plan: MemoryPlan) -> dict:
     """Everything the templates need, as plain Python data."""
     if len(g.inputs) != 1 or len(g.outputs) != 1:
@@ -234,7 +419,11 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
             raise TinycError(f"tensor '{t.name}' is {t.dtype}; quantize the graph to int8 before "
                              "code generation")
     consts = _Consts()
-    layers = [_layer(g, n, i, plan, consts) for i, n in enumerate(g.nodes)]
+    params = _Params(g)
+    train = g.meta.get("train")
+    n_forward = train["forward_nodes"] if train else len(g.nodes)
+    layers = [_layer(g, n, i, plan, consts, params) if i < n_forward and n.op != "select_channels"
+              else _train_layer(g, n, i, plan, consts, params) for i, n in enumerate(g.nodes)]
     in_scale, in_zp = x.q.scalar()
     out_scale, out_zp = y.q.scalar()
     _, h, w, c = x.shape if len(x.shape) == 4 else (1, 1, 1, x.shape[-1])
@@ -248,7 +437,21 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
         out_shape=list(y.shape), in_shape=list(x.shape),
         peak_live=plan.peak_live_bytes, no_reuse=plan.no_reuse_bytes,
         weight_bytes=int(sum(g.tensors[t].nbytes for t in g.constants())),
-        macs=int(sum(g.macs(n) for n in g.nodes)))
+        macs=int(sum(g.macs(n) for n in g.nodes)),
+        train=_train_context(g, plan, params, layers) if train else None)
+
+
+def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dict]) -> dict:
+    train = g.meta["train"]
+    n_forward = train["forward_nodes"]
+    missing = [p["name"] for p in params.table if p["init"] is None]
+    if missing:
+        raise TinycError(f"trained parameters {missing[:3]} are read by no layer")
+    loss = next(L for L in layers if L["kind"] == "softmax_ce")
+    return dict(forward=layers[:n_forward], backward=layers[n_forward:], params=params.table,
+                param_bytes=sum(p["bytes"] for p in params.table),
+                num_classes=loss["params"]["n"], scheme=c_comment(str(train["scheme"])),
+                qas=bool(train["qas"]), rounding=train["rounding"])
 
 
 def _environment():
@@ -258,11 +461,16 @@ def _environment():
                               lstrip_blocks=True, keep_trailing_newline=True)
 
 
-def runtime_files(layers: list[dict]) -> list[Path]:
-    """Runtime headers plus the kernel sources the layers call."""
-    files = sorted((RUNTIME_DIR / "include" / "tinyc").glob("*.h"))
-    srcs = sorted({KERNEL_SOURCES[L["kind"]] for L in layers if KERNEL_SOURCES[L["kind"]]})
-    return files + [RUNTIME_DIR / "src" / "forward" / s for s in srcs]
+def runtime_files(layers: list[dict], train: bool = False) -> list[Path]:
+    """Runtime headers plus the kernel sources the layers call (paths under runtime_c/src;
+    a bare name is a forward kernel). train.h and the training sources only for training."""
+    files = sorted(f for f in (RUNTIME_DIR / "include" / "tinyc").glob("*.h")
+                   if train or f.name != "train.h")
+    srcs = {KERNEL_SOURCES[L["kind"]] for L in layers if KERNEL_SOURCES[L["kind"]]}
+    if train:
+        srcs.update(TRAIN_SOURCES)
+    return files + [RUNTIME_DIR / "src" / (s if "/" in s else "forward/" + s)
+                    for s in sorted(srcs)]
 
 
 def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
@@ -284,6 +492,13 @@ def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     if rt.exists():
         shutil.rmtree(rt)
     rt.mkdir()
-    for f in runtime_files(ctx["layers"]):
+    for f in runtime_files(ctx["layers"], train=ctx["train"] is not None):
         shutil.copy2(f, rt / f.name)
+    params_json = out / "train_params.json"
+    if ctx["train"] is not None:
+        params_json.write_text(json.dumps(
+            [{k: p[k] for k in ("name", "kind", "dtype", "shape", "bytes")}
+             for p in ctx["train"]["params"]], indent=1))
+    elif params_json.exists():
+        params_json.unlink()
     return out

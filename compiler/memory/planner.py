@@ -31,11 +31,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import TinycError
 from ..ir import Graph, Node
 
 ALIGN = 4
 ORDERS = ("size", "area", "lifetime", "first")
+# a node whose output is its input's bytes (NHWC order unchanged)
+ALIAS_OPS = ("reshape", "grad_alias")
+# nodes of a training step (passes/autodiff.py) besides the int8 forward ops
+TRAIN_OPS = ("select_channels", "softmax_ce", "grad_mask", "conv2d_grad_input", "conv2d_update",
+             "avg_pool_grad", "max_pool_grad", "pad_grad", "slice_grad", "grad_add")
 
 
 def _align(x: int, a: int = ALIGN) -> int:
@@ -77,6 +84,8 @@ class MemoryPlan:
     node_names: list[str] = field(default_factory=list)
     groups: list[list[int]] = field(default_factory=list)   # buffer ids placed at one offset
     handovers: list[tuple[int, int, int]] = field(default_factory=list)  # (node, input buf, output buf)
+    # training: node index -> arena offset of the folded bias a trained layer recomputes each step
+    bias_scratch: dict[int, int] = field(default_factory=dict)
 
     def live_bytes(self, step: int) -> int:
         return sum(b.size for b in self.buffers if b.first <= step <= b.last)
@@ -122,6 +131,28 @@ def conv_scratch_bytes(g: Graph, node: Node) -> int:
     return kh * kw * cin_g
 
 
+# forward conv kernels whose bias argument has the input zero point folded in (runtime_c kernels.h)
+FOLDED_BIAS_KINDS = ("conv_im2col", "conv_1x1", "conv_1x1_inplace")
+
+
+def conv_kernel_kind(g: Graph, node: Node, inplace_kind: str | None, has_scratch: bool) -> str:
+    """The C kernel a conv2d node runs with, given the plan's in-place decision for it and
+    whether it has a scratch buffer (the code generator calls the kernel named here)."""
+    ic = g.tensors[node.inputs[0]].shape[-1]
+    kh, kw = g.tensors[node.inputs[1]].shape[1:3]
+    groups = int(node.attrs.get("groups", 1))
+    if inplace_kind == "depthwise":
+        return "depthwise_inplace"
+    if inplace_kind == "pointwise":
+        return "conv_1x1_inplace"
+    if groups == ic and groups > 1:
+        return "depthwise"
+    if (groups == 1 and kh == kw == 1 and tuple(node.attrs.get("strides", (1, 1))) == (1, 1)
+            and tuple(node.attrs["pads"]) == (0, 0, 0, 0)):
+        return "conv_1x1"
+    return "conv_im2col" if has_scratch else "conv"
+
+
 def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
     last_index = len(g.nodes) - 1
     life: dict[str, list[int]] = {}
@@ -157,13 +188,14 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
     life = tensor_lifetimes(g)
     acts = g.activations()
+    producer = {o: n for n in g.nodes for o in n.outputs}
 
     # ---- values: a tensor and its reshapes are one value (same bytes)
     value_of: dict[str, int] = {}
     values: list[Buffer] = []
     for t in acts:
-        prod = g.producer(t) if t not in g.inputs else None
-        if prod is not None and prod.op == "reshape":
+        prod = producer.get(t)
+        if prod is not None and prod.op in ALIAS_OPS:
             b = values[value_of[prod.inputs[0]]]
             b.tensors.append(t)
             b.size = max(b.size, g.tensors[t].nbytes)
@@ -196,9 +228,12 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         inplace_nodes[i] = kind
 
     for i, node in enumerate(g.nodes):
-        out = node.outputs[0]
-        if node.op == "reshape":
+        out = node.outputs[0] if node.outputs else None
+        if node.op in ALIAS_OPS:
             inplace_nodes[i] = "alias"
+        elif node.op in TRAIN_OPS:
+            _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace)
+            continue
         elif not inplace:
             continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
@@ -218,6 +253,16 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
             scratch_sizes[i] = g.tensors[node.inputs[0]].shape[-1]
         if i not in inplace_nodes and conv_scratch_bytes(g, node):
             scratch_sizes[i] = conv_scratch_bytes(g, node)
+
+    # a trained layer whose forward kernel takes a folded bias gets it recomputed from the current
+    # (SRAM) weights and bias into its scratch, after the kernel's own scratch
+    bias_scratch: dict[int, int] = {}
+    trained = set(g.meta.get("train", {}).get("trainable", ()))
+    for i, node in enumerate(g.nodes):
+        if node.name in trained and node.op == "conv2d" and conv_kernel_kind(
+                g, node, inplace_nodes.get(i), i in scratch_sizes) in FOLDED_BIAS_KINDS:
+            bias_scratch[i] = _align(scratch_sizes.get(i, 0))
+            scratch_sizes[i] = bias_scratch[i] + 4 * g.tensors[node.outputs[0]].shape[-1]
 
     buffers = list(values)
     for i, size in scratch_sizes.items():
@@ -250,9 +295,52 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
         inplace=inplace_nodes, lifetimes=life, peak_live_bytes=_align(peak_live),
         no_reuse_bytes=no_reuse, order=order, node_names=[n.name for n in g.nodes],
-        groups=group_list, handovers=handovers)
+        groups=group_list, handovers=handovers,
+        bias_scratch={i: plan_off for i, plan_off in bias_scratch.items()})
+    for i in plan.bias_scratch:
+        plan.bias_scratch[i] += plan.scratch[i][0]
     verify_plan(g, plan)
     return plan
+
+
+def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_sizes: dict,
+                        inplace: bool) -> None:
+    """In-place sharing and scratch of the nodes of a training step (passes/autodiff.py).
+    grad_mask / grad_add are element-wise and may overwrite a dying gradient; pad_grad and
+    slice_grad only move elements towards the start of the buffer, so they may too. The
+    weight update accumulates one output channel's weight gradient in a float scratch."""
+    if node.op == "conv2d_update":
+        size = update_scratch_bytes(g, node)
+        if size:
+            scratch_sizes[i] = size
+        return
+    if not inplace:
+        return
+    out = node.outputs[0]
+    if node.op == "grad_add":
+        for src in node.inputs:
+            if dies_at(src, i):
+                join(i, src, out, "add")
+                break
+    elif node.op in ("grad_mask", "pad_grad", "slice_grad"):
+        if dies_at(node.inputs[0], i):
+            join(i, node.inputs[0], out, "elementwise" if node.op == "grad_mask" else "compact")
+
+
+def update_scratch_bytes(g: Graph, node: Node) -> int:
+    """Float scratch of a conv2d_update node: the weight gradient of one output channel,
+    kernel_h * kernel_w * (kept input channels of one group) floats; 0 for a bias-only update."""
+    channels = node.attrs.get("channels")
+    if channels is None or len(channels) == 0:
+        return 0
+    w = g.tensors[node.inputs[2]]
+    if node.attrs.get("fc"):
+        kh = kw = 1
+        cin_g = w.shape[1]
+    else:
+        _, kh, kw, cin_g = w.shape
+    per_group = max(int(np.max(np.bincount(np.asarray(channels) // cin_g))), 1)
+    return kh * kw * per_group * 4
 
 
 def _profile(members: list[Buffer]) -> dict[int, int]:
@@ -267,7 +355,7 @@ def _profile(members: list[Buffer]) -> dict[int, int]:
 def _is_alias(g: Graph, t: str) -> bool:
     """Reshape outputs never get memory of their own, even without any planning."""
     p = g.producer(t)
-    return p is not None and p.op == "reshape"
+    return p is not None and p.op in ALIAS_OPS
 
 
 def _sort_key(order: str, profiles: list[dict[int, int]]):
@@ -334,3 +422,76 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
                 if a.overlaps_in_space(b):
                     assert (i, min(a.id, b.id), max(a.id, b.id)) in handover, \
                         f"node {i}: buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"
+
+
+# ---------------------------------------------------------------- training steps
+def trainable_tensors(g: Graph) -> list[tuple[str, str]]:
+    """(tensor, "weight" | "bias") of every parameter a training graph updates, in forward
+    order of their layers (weights before biases): the arrays kept in SRAM."""
+    updates = {n.name[:-len("/update")]: n for n in g.nodes if n.op == "conv2d_update"}
+    out = []
+    for node in g.nodes:
+        upd = updates.get(node.name)
+        if upd is None:
+            continue
+        if upd.attrs.get("channels") is not None and len(upd.attrs["channels"]):
+            out.append((upd.inputs[2], "weight"))
+        if upd.attrs.get("update_bias"):
+            out.append((upd.inputs[3], "bias"))
+    return out
+
+
+def _moment(g: Graph, plan: MemoryPlan, i: int, n_forward: int) -> dict:
+    """What occupies the arena while node i runs."""
+    live = [b for b in plan.buffers if b.first <= i <= b.last and b.size]
+    cats = {"activation_bytes": 0, "saved_bytes": 0, "gradient_bytes": 0, "scratch_bytes": 0}
+    rows = []
+    for b in live:
+        if b.kind == "scratch":
+            cat = "scratch"
+        elif g.tensors[b.tensors[0]].dtype == "float32":
+            cat = "gradient"
+        elif b.last >= n_forward and i < n_forward:
+            cat = "saved"       # an int8 activation kept for the backward pass
+        else:
+            cat = "activation"
+        cats[cat + "_bytes"] += b.size
+        rows.append({"bytes": b.size, "kind": cat, "offset": b.offset,
+                     "what": ", ".join(b.tensors) if b.tensors else f"scratch of node {b.node}"})
+    node = g.nodes[i]
+    return {"node": i, "name": node.name, "op": node.op,
+            "arena_bytes": _align(max((b.offset + b.size for b in live), default=0)),
+            "live_bytes": sum(b.size for b in live), **cats,
+            "largest": sorted(rows, key=lambda r: -r["bytes"])[:6]}
+
+
+def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
+    """Memory of one training step (a graph from passes/autodiff.py planned by plan_memory):
+    the arena, the trainable parameters copied to SRAM, and the two moments that matter:
+    the fullest node of the forward pass and the fullest node of the backward pass (loss
+    included). 'arena_bytes' of a moment is the arena's high-water mark while that node runs;
+    'live_bytes' the bytes of its live buffers, split into forward activations, activations
+    saved for the backward pass (forward moment only), float32 gradients and kernel scratch."""
+    if "train" not in g.meta:
+        raise TinycError("training_memory needs a training graph (passes/autodiff.py)")
+    n_forward = g.meta["train"]["forward_nodes"]
+    params = trainable_tensors(g)
+    w_bytes = sum(g.tensors[t].nbytes for t, kind in params if kind == "weight")
+    b_bytes = sum(g.tensors[t].nbytes for t, kind in params if kind == "bias")
+    moments = [_moment(g, plan, i, n_forward) for i in range(len(g.nodes))]
+    fwd = max(moments[:n_forward], key=lambda m: (m["arena_bytes"], m["live_bytes"]))
+    bwd = max(moments[n_forward:], key=lambda m: (m["arena_bytes"], m["live_bytes"]))
+    saved = {t for b in plan.buffers if b.kind != "scratch" and b.first < n_forward <= b.last
+             for t in b.tensors[:1] if g.tensors[t].dtype == "int8"}
+    return {
+        "arena_bytes": plan.arena_bytes,
+        "params_sram_bytes": w_bytes + b_bytes,
+        "params": {"weights_bytes": w_bytes, "biases_bytes": b_bytes, "tensors": len(params)},
+        "stack_reserve_bytes": stack_reserve,
+        "sram_bytes": plan.arena_bytes + w_bytes + b_bytes + stack_reserve,
+        "saved_activation_bytes": sum(g.tensors[t].nbytes for t in saved),
+        "peak": "forward" if fwd["arena_bytes"] >= bwd["arena_bytes"] else "backward",
+        "forward_peak": fwd,
+        "backward_peak": bwd,
+        "nodes": len(g.nodes), "forward_nodes": n_forward,
+    }

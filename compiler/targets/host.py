@@ -7,9 +7,11 @@ through it.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -21,6 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "runtime_c" / "host" / "tinyc_host_main.c"
 CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic")
 EXE = "tinyc_host"
+TRAIN_HARNESS = ROOT / "runtime_c" / "host" / "tinyc_train_main.c"
+TRAIN_EXE = "tinyc_train_host"
+TRAIN_CFLAGS = ("-ffp-contract=off",)
 
 
 def _compiler() -> str:
@@ -31,15 +36,24 @@ def _compiler() -> str:
     return cc
 
 
-def build_host(out_dir, extra_flags: tuple[str, ...] = ()) -> Path:
-    """Compile the generated project in out_dir into out_dir/tinyc_host; returns its path."""
+def is_training_build(out_dir) -> bool:
+    """The generated project has tinyc_train_step() (built with --train)."""
+    return "TINYC_TRAINING" in model_defines(out_dir)
+
+
+def build_host(out_dir, extra_flags: tuple[str, ...] = (), harness: Path = HARNESS,
+               exe_name: str = EXE) -> Path:
+    """Compile the generated project in out_dir into out_dir/tinyc_host; returns its path.
+    A training build is compiled without floating-point contraction (no FMA: the backward pass
+    must round every product as the numpy reference does) and linked with libm (logf)."""
     out = Path(out_dir)
     if not (out / "model.c").is_file():
         raise TinycError(f"{out}: no model.c; generate the C code first (tinyc build)")
     sources = [str(out / "model.c")] + sorted(str(p) for p in (out / "tinyc").glob("*.c"))
-    exe = out / EXE
-    cmd = [_compiler(), *CFLAGS, *extra_flags, "-I", str(out), *sources, str(HARNESS),
-           "-o", str(exe)]
+    exe = out / exe_name
+    train = is_training_build(out)
+    cmd = [_compiler(), *CFLAGS, *(TRAIN_CFLAGS if train else ()), *extra_flags, "-I", str(out),
+           *sources, str(harness), "-o", str(exe), *(("-lm",) if train else ())]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise TinycError(f"host build failed ({' '.join(cmd)}):\n{res.stderr.strip()}")
@@ -56,12 +70,12 @@ def _int_define(defs: dict, key: str) -> int:
     return int(defs[key].strip("()"))
 
 
-def _stale(out: Path, exe: Path) -> bool:
+def _stale(out: Path, exe: Path, harness: Path = HARNESS) -> bool:
     """The executable is missing or older than a source it is built from (a rebuild into the
     same folder must never run the previous model)."""
     if not exe.is_file():
         return True
-    sources = [out / "model.c", out / "model.h", HARNESS, *(out / "tinyc").glob("*")]
+    sources = [out / "model.c", out / "model.h", harness, *(out / "tinyc").glob("*")]
     built = exe.stat().st_mtime_ns
     return any(p.is_file() and p.stat().st_mtime_ns >= built for p in sources)
 
@@ -94,3 +108,171 @@ def run_host(out_dir, x_int8_nhwc: np.ndarray, timeout: float = 600.0) -> np.nda
     if batch == 1 and x.ndim != 4 or x.ndim == 4 and x.shape[0] == 1:
         return y.reshape(shape).copy()
     return y.reshape((batch,) + shape[1:]).copy()
+
+
+# ---------------------------------------------------------------- training builds
+def build_host_training(out_dir, extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile a training build with the training harness (runtime_c/host/tinyc_train_main.c)
+    into out_dir/tinyc_train_host; returns its path."""
+    out = Path(out_dir)
+    if not (out / "model.h").is_file() or not is_training_build(out):
+        raise TinycError(f"{out}: not a training build (tinyc build ... --train SCHEME)")
+    return build_host(out, extra_flags, TRAIN_HARNESS, TRAIN_EXE)
+
+
+class HostTrainer:
+    """A running training harness: tinyc_train_step / tinyc_infer / parameter access of the
+    generated C in a child process (so a crash cannot take Python down). Use as a context
+    manager; the parameters start from their initial (flash) values and step count 0.
+
+        with HostTrainer(out) as t:
+            losses = t.train(x_int8_nhwc, labels, lr=0.01)
+            params = t.params()          # tensor name -> int8 / int32 array
+            logits = t.infer(x_int8_nhwc)
+    """
+
+    CHUNK = 1024   # commands written before their replies are read (replies < pipe buffer)
+
+    def __init__(self, out_dir, extra_flags: tuple[str, ...] = (), rebuild: bool = False):
+        self.out = Path(out_dir)
+        exe = self.out / TRAIN_EXE
+        if rebuild or extra_flags or _stale(self.out, exe, TRAIN_HARNESS):
+            build_host_training(self.out, extra_flags)
+        defs = model_defines(self.out)
+        self.n_in = _int_define(defs, "TINYC_INPUT_SIZE")
+        self.n_out = _int_define(defs, "TINYC_OUTPUT_SIZE")
+        self.classes = _int_define(defs, "TINYC_NUM_CLASSES")
+        self.out_shape = tuple(int(v) for v in defs["TINYC_OUTPUT_SHAPE"].strip("{} ").split(","))
+        self.table = json.loads((self.out / "train_params.json").read_text())
+        self.param_bytes = _int_define(defs, "TINYC_PARAM_BYTES")
+        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+
+    # -- plumbing
+    def _send(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self._died()
+
+    def _recv(self, n: int) -> bytes:
+        data = self.proc.stdout.read(n)
+        if len(data) != n:
+            self._died()
+        return data
+
+    def _died(self):
+        self.proc.kill()
+        err = self.proc.stderr.read().decode(errors="replace").strip()
+        raise TinycError(f"{self.out / TRAIN_EXE} stopped (exit code {self.proc.wait()})"
+                         + (f": {err}" if err else ""))
+
+    def _inputs(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype != np.int8:
+            raise TinycError(f"the training harness takes int8 inputs (got {x.dtype}); "
+                             "quantize them first")
+        if x.size % self.n_in:
+            raise TinycError(f"input of {x.size} values is not a whole number of model inputs "
+                             f"({self.n_in} values each)")
+        return np.ascontiguousarray(x).reshape(-1, self.n_in)
+
+    # -- commands
+    def train(self, x, labels, lr: float, progress=None) -> np.ndarray:
+        """One tinyc_train_step per sample, in order; returns the float32 losses. `progress`
+        (optional) is called with the number of steps done after each chunk."""
+        xs = self._inputs(x)
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(xs):
+            raise TinycError(f"{len(xs)} inputs but {len(labels)} labels")
+        bad = np.flatnonzero((labels < 0) | (labels >= self.classes))
+        if len(bad):
+            raise TinycError(f"label {labels[bad[0]]} of sample {bad[0]} is out of range: the "
+                             f"model has {self.classes} classes")
+        head = struct.pack("=f", float(np.float32(lr)))
+        losses = np.empty(len(xs), np.float32)
+        for start in range(0, len(xs), self.CHUNK):
+            stop = min(start + self.CHUNK, len(xs))
+            self._send(b"".join(b"T" + struct.pack("=i", int(labels[k])) + head + xs[k].tobytes()
+                                for k in range(start, stop)))
+            losses[start:stop] = np.frombuffer(self._recv(4 * (stop - start)), np.float32)
+            if progress is not None:
+                progress(stop)
+        return losses
+
+    def step(self, x, label: int, lr: float) -> float:
+        return float(self.train(np.asarray(x)[None], [label], lr)[0])
+
+    def infer(self, x) -> np.ndarray:
+        """tinyc_infer on each input (N, ...) -> int8 outputs (N,) + output shape[1:]."""
+        xs = self._inputs(x)
+        chunk = max(1, min(self.CHUNK, 65536 // max(self.n_out, 1) // 2))
+        ys = []
+        for start in range(0, len(xs), chunk):
+            part = xs[start:start + chunk]
+            self._send(b"".join(b"I" + v.tobytes() for v in part))
+            ys.append(np.frombuffer(self._recv(self.n_out * len(part)), np.int8))
+        y = np.concatenate(ys) if ys else np.zeros(0, np.int8)
+        return y.reshape((len(xs),) + self.out_shape[1:]).copy()
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The current trained parameters: tensor name -> int8 weights / int32 biases."""
+        self._send(b"P")
+        raw = self._recv(self.param_bytes)
+        out, at = {}, 0
+        for p in self.table:
+            dt = np.int8 if p["dtype"] == "int8" else np.int32
+            out[p["name"]] = np.frombuffer(raw[at:at + p["bytes"]], dt).reshape(p["shape"]).copy()
+            at += p["bytes"]
+        return out
+
+    def set_params(self, params: dict) -> None:
+        """Load trained parameters (tensor name -> array, as params() returns them)."""
+        chunks = []
+        for p in self.table:
+            if p["name"] not in params:
+                raise TinycError(f"parameter '{p['name']}' is missing")
+            dt = np.int8 if p["dtype"] == "int8" else np.int32
+            v = np.asarray(params[p["name"]])
+            if v.size * np.dtype(dt).itemsize != p["bytes"]:
+                raise TinycError(f"parameter '{p['name']}' has {v.size} values, expected "
+                                 f"{p['bytes'] // np.dtype(dt).itemsize}")
+            chunks.append(np.ascontiguousarray(v, dt).tobytes())
+        self._send(b"L" + b"".join(chunks))
+        self._recv(1)
+
+    def set_step(self, step: int) -> None:
+        self._send(b"S" + struct.pack("=I", int(step) & 0xFFFFFFFF))
+        self._recv(1)
+
+    def reset(self) -> None:
+        """Back to the initial parameters and step 0 (tinyc_train_init)."""
+        self._send(b"R")
+        self._recv(1)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_host_training(out_dir, x_int8_nhwc: np.ndarray, labels, lr: float
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Train a fresh instance of the generated C (initial parameters, step 0) on the samples
+    in order, one step each; returns (float32 losses, trained parameters name -> array)."""
+    with HostTrainer(out_dir) as t:
+        losses = t.train(x_int8_nhwc, labels, lr)
+        return losses, t.params()

@@ -1,0 +1,145 @@
+/* tinyc on-device training kernels: float32 backward pass and integer-domain SGD updates.
+ *
+ * The forward pass stays int8 (kernels.h). Gradients are float32 tensors in the same arena;
+ * parameters are updated in place right after their gradient is complete. Every kernel follows
+ * the loop-order contract of compiler/reference/train.py operation by operation, so the int8
+ * weights and int32 biases after a step are bit-identical to the numpy reference:
+ *   - no fused multiply-add: each product is rounded to float32 before it is added (this header
+ *     turns contraction off for GCC and clang; other compilers need their equivalent of
+ *     -ffp-contract=off);
+ *   - sums run in the order written next to each kernel below;
+ *   - float32 arithmetic only (FLT_EVAL_METHOD 0: SSE on x86-64, the single-precision FPU of a
+ *     Cortex-M4F/M7; not the x87 FPU).
+ * No malloc; scratch comes from the caller (the generated model's arena).
+ */
+#ifndef TINYC_TRAIN_H
+#define TINYC_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tinyc/kernels.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ float32 helpers */
+/* floor of a float32 (exact; integral values, infinities and NaN are returned unchanged). */
+float tinyc_floorf(float x);
+float tinyc_ceilf(float x);
+/* exp(x) for x <= 0 with exactly the float32 operations of reference/train.py's expf:
+ * x = max(x, -87); k = floor(x * log2e + 0.5); r = (x - k ln2_hi) - k ln2_lo;
+ * p = degree-6 Horner polynomial in r; result p * 2^k. */
+float tinyc_expf(float x);
+/* The "lowbias32" integer hash (stochastic rounding's random numbers). */
+uint32_t tinyc_lowbias32(uint32_t x);
+/* x >= 0 ? floor(x + 0.5) : ceil(x - 0.5) (ties away from zero), float32. */
+float tinyc_round_nearest(float x);
+/* floor(x + u), u = (lowbias32(counter) >> 8) * 2^-24 in [0, 1). */
+float tinyc_round_stochastic(float x, uint32_t counter);
+
+/* ------------------------------------------------------------------ loss */
+/* Softmax cross-entropy on the dequantized logits z_i = scale * (q_i - zero_point):
+ * m = max z; e_i = tinyc_expf(z_i - m); S = sum e_i (i ascending); grad_i = e_i / S - [i == label];
+ * returns the loss log(S) - (z_label - m). `grad` holds n floats. */
+float tinyc_softmax_ce(int32_t n, const int8_t *logits, float scale, int32_t zero_point,
+                       int32_t label, float *grad);
+
+/* ------------------------------------------------------------------ element-wise gradients */
+/* out_i = (lo < y_i < hi) ? g_i : 0 (use lo = -129 / hi = 128 for a missing bound).
+ * `out` may alias `g`. */
+void tinyc_grad_mask(int32_t size, const float *g, const int8_t *y, int32_t lo, int32_t hi,
+                     float *out);
+/* out = a + b. `out` may alias `a` or `b`. */
+void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out);
+/* out = g (a gradient alias that could not share its input's memory). */
+void tinyc_grad_copy(int32_t size, const float *g, float *out);
+
+/* Gradient of a constant pad: the interior (in_h x in_w) of the padded gradient g
+ * ((in_h + pads) x (in_w + pads) x channels). `out` may alias `g` (rows move forwards). */
+void tinyc_pad_grad(const tinyc_pad_params *p, const float *g, float *out);
+/* Gradient of one concat input: channels [c_offset, c_offset + in_c) of g (pixels x out_c).
+ * `out` may alias `g` (every element moves forwards). */
+void tinyc_slice_grad(int32_t pixels, int32_t in_c, int32_t out_c, int32_t c_offset,
+                      const float *g, float *out);
+
+/* The selected channels of an int8 activation (pixels x in_c -> pixels x count), kept for the
+ * weight update of a partially updated layer. */
+void tinyc_select_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
+                           const int8_t *in, int8_t *out);
+
+/* ------------------------------------------------------------------ pooling gradients */
+/* gx = 0; share = gy / (float)count (count as the forward kernel: valid positions, or
+ * kernel_h * kernel_w with count_include_pad); for ky, kx, oy, ox (valid), c: gx += share. */
+void tinyc_avg_pool_grad(const tinyc_pool_params *p, const float *gy, float *gx);
+/* gx = 0; for oy, ox, c: the first maximum of the int8 input window in (ky, kx) order
+ * receives gy (accumulated in that order). */
+void tinyc_max_pool_grad(const tinyc_pool_params *p, const float *gy, const int8_t *x,
+                         float *gx);
+
+/* ------------------------------------------------------------------ convolution */
+typedef struct {
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t kernel_h, kernel_w;
+    int32_t stride_h, stride_w;
+    int32_t dilation_h, dilation_w;
+    int32_t pad_top, pad_left;
+    int32_t groups;
+} tinyc_conv_grad_params;
+
+/* Input gradient of a conv (a fully connected layer is a 1x1 conv on a 1x1 image), weights
+ * int8 OHWI with per-output-channel scale w_scale:
+ *   gx = 0; for o, ky, kx, oy, ox (inside the input), i of o's group:
+ *       gx[iy, ix, i] += gy[oy, ox, o] * (w_scale[o] * (float)w[o, ky, kx, i_local]). */
+void tinyc_conv2d_grad_input(const tinyc_conv_grad_params *p, const float *gy,
+                             const int8_t *weights, const float *w_scale, float *gx);
+
+typedef struct {
+    tinyc_conv_grad_params conv;
+    int32_t num_channels;      /* input channels kept for the weight update (0: bias only) */
+    int32_t x_zero_point;
+    float x_scale;
+    int32_t stochastic;        /* 0: round to nearest (ties away), 1: stochastic rounding */
+    uint32_t salt;             /* per-layer constant of the stochastic rounding counters */
+} tinyc_conv_update_params;
+
+/* Scratch (bytes) tinyc_conv2d_update needs: one output channel's weight gradient. */
+#define TINYC_CONV_UPDATE_SCRATCH(kernel_h, kernel_w, group_channels) \
+    ((size_t)(kernel_h) * (size_t)(kernel_w) * (size_t)(group_channels) * sizeof(float))
+
+/* In-place SGD step of one conv / fully connected layer in the integer domain.
+ * gy: the output gradient (out_h x out_w x out_c). x: the saved int8 input, its num_channels
+ * selected channels in `channels` order (global input-channel indices, ascending; NULL = all
+ * in_c channels in order). For each output channel o:
+ *   gb = sum over (oy, ox) row-major of gy; b[o] = sat32(b[o] - round((lr * gb) * f_b[o]))
+ *   for each kept channel j of o's group and (ky, kx):
+ *     gw = sum over (oy, ox) row-major, inside the input, of
+ *          gy[oy, ox, o] * (x_scale * (float)(x[iy, ix, j] - x_zero_point))
+ *     w[o, ky, kx, j_local] = clamp(w - round((lr * gw) * f_w[o]), -128, 127)
+ * Rounding counters: step * 2654435761 + salt + flat weight index (+ 2^30 + o for biases).
+ * bias == NULL: biases frozen; num_channels == 0: weights frozen (weights, x, f_w unused).
+ * scratch: TINYC_CONV_UPDATE_SCRATCH(kernel_h, kernel_w, kept channels in one group) bytes,
+ * 4-byte aligned (unused when the weights are frozen). */
+void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
+                         const int32_t *channels, int8_t *weights, int32_t *bias,
+                         const float *f_w, const float *f_b, float lr, uint32_t step,
+                         float *scratch);
+
+/* bias_eff[o] = bias[o] - in_zp * sum(weights of o) (two's complement wrap, as the int32
+ * accumulators of the fast forward kernels): refreshes the folded bias of a trained layer. */
+void tinyc_fold_bias(int32_t out_c, int32_t filter_size, int32_t in_zp, const int8_t *weights,
+                     const int32_t *bias, int32_t *bias_eff);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYC_TRAIN_H */

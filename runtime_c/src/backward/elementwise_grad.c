@@ -1,0 +1,64 @@
+/* Element-wise and data-movement gradients (float32), and the channel selection that keeps the
+ * input of a partially updated layer. */
+#include <string.h>
+
+#include "tinyc/train.h"
+
+void tinyc_grad_mask(int32_t size, const float *g, const int8_t *y, int32_t lo, int32_t hi,
+                     float *out)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        const int32_t v = y[i];
+        out[i] = (v > lo && v < hi) ? g[i] : 0.0f;
+    }
+}
+
+void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        out[i] = a[i] + b[i];
+    }
+}
+
+void tinyc_grad_copy(int32_t size, const float *g, float *out)
+{
+    if (g != out) {
+        memmove(out, g, (size_t)size * sizeof(float));
+    }
+}
+
+void tinyc_pad_grad(const tinyc_pad_params *p, const float *g, float *out)
+{
+    const int32_t c = p->channels;
+    const int32_t padded_w = p->in_w + p->pad_left + p->pad_right;
+    const size_t row = (size_t)(p->in_w * c) * sizeof(float);
+    int32_t y;
+    /* output row y comes from padded row y + pad_top: never behind it, so in place is safe */
+    for (y = 0; y < p->in_h; ++y) {
+        memmove(out + y * p->in_w * c, g + ((y + p->pad_top) * padded_w + p->pad_left) * c, row);
+    }
+}
+
+void tinyc_slice_grad(int32_t pixels, int32_t in_c, int32_t out_c, int32_t c_offset,
+                      const float *g, float *out)
+{
+    int32_t i;
+    for (i = 0; i < pixels; ++i) {
+        memmove(out + i * in_c, g + i * out_c + c_offset, (size_t)in_c * sizeof(float));
+    }
+}
+
+void tinyc_select_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
+                           const int8_t *in, int8_t *out)
+{
+    int32_t i, j;
+    for (i = 0; i < pixels; ++i) {
+        const int8_t *src = in + i * in_c;
+        int8_t *dst = out + i * count;
+        for (j = 0; j < count; ++j) {
+            dst[j] = src[channels[j]];
+        }
+    }
+}
