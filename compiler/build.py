@@ -112,8 +112,7 @@ def make_report(g: Graph, plan, board: Board, calibrated: bool) -> dict:
 def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildOptions) -> None:
     from .memory.planner import training_memory
 
-    mem = training_memory(g, plan)
-    mem["sram_bytes"] = mem["arena_bytes"] + mem["params_sram_bytes"] + board.stack_reserve_bytes
+    mem = training_memory(g, plan, board.stack_reserve_bytes)
     report["training"] = {
         "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
         "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr,

@@ -201,6 +201,51 @@ def cmd_emulate(a) -> int:
     return 0
 
 
+def _progress(done: int, total: int, what: str) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done == total else ""
+    print(f"\r  {what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end,
+          file=sys.stderr, flush=True)
+
+
+def emulate_training(a, rep: dict) -> int:
+    """Train with the generated tinyc_train_step() (host gcc) over --train-data."""
+    from .targets.host import HostTrainer
+
+    if "training" not in rep:
+        raise TinycError(f"{a.out}: built without --train; rebuild with --train SCHEME")
+    if a.epochs < 1:
+        raise TinycError(f"--epochs {a.epochs}: must be at least 1")
+    x, y = labelled_data(rep, a.train_data)
+    evaluation = labelled_data(rep, a.eval_data) if a.eval_data else None
+    lr = a.lr if a.lr is not None else rep["training"]["lr"]
+    if not (np.isfinite(lr) and lr > 0):
+        raise TinycError(f"--lr {lr}: must be a positive number")
+    chunk = 256
+    with HostTrainer(a.out) as trainer:
+        for epoch in range(1, a.epochs + 1):
+            order = np.random.default_rng(epoch).permutation(len(x))
+            losses = []
+            for start in range(0, len(x), chunk):
+                idx = order[start:start + chunk]
+                losses.extend(trainer.train(x[idx], y[idx], lr))
+                _progress(min(start + chunk, len(x)), len(x), f"epoch {epoch}")
+            losses = np.asarray(losses)
+            if not np.all(np.isfinite(losses)):
+                raise TinycError(f"epoch {epoch}: the loss became NaN/Inf; lower --lr")
+            line = f"epoch {epoch}: loss {losses.mean():.4f}"
+            if evaluation is not None:
+                logits = trainer.infer(evaluation[0]).reshape(len(evaluation[0]), -1)
+                acc = float(np.mean(np.argmax(logits, axis=1) == evaluation[1]))
+                line += f", eval accuracy {100 * acc:.2f}% ({len(evaluation[1])} samples)"
+            print(line, flush=True)
+        if a.save_params:
+            np.savez(a.save_params, **trainer.params())
+            print(f"wrote {a.save_params} (trained parameters; tinyc export turns them into ONNX)")
+    return 0
+
+
 def cmd_report(a) -> int:
     rep = load_report(a.out)
     print(summary(rep))

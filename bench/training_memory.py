@@ -1,0 +1,96 @@
+"""Training-step memory of the shared nets with every published sparse-update scheme.
+
+For mbv2-w0.35, proxyless-w0.3 and mcunet-5fps at 96 and 128 px with a new 10-class head, plan the
+whole training step (forward, loss, pruned backward with in-place updates) and report
+training.sram_bytes (arena + trainable parameters in SRAM + the board's stack reserve) and its
+breakdown at the forward-peak and backward-peak moments, next to the published figures of the
+Tiny Training Engine (largest scheme, 128 px, STM32F746: 141 / 135 / 173 KB).
+
+Usage: python bench/training_memory.py  ->  bench/results/training_memory.md and .json
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (bench/common.py: models, calibration data, provenance)
+
+from tinyc.build import BuildOptions, compile_graph  # noqa: E402
+from tinyc.memory.planner import plan_memory, training_memory  # noqa: E402
+from tinyc.targets.boards import load_board  # noqa: E402
+
+SCHEMES = {
+    "mbv2-w0.35": {"49kb": (16, {36: 1, 39: 1, 40: 0, 41: .25, 42: .125, 45: .125, 48: .125, 49: .125}),
+                   "99kb": (25, {27: 1, 30: 1, 33: 1, 36: 1, 39: 1, 42: .125, 45: .5, 48: 1}),
+                   "138kb": (34, {i: 1 for i in (27, 30, 33, 36, 39, 42, 45, 48)})},
+    "proxyless-w0.3": {"49kb": (21, {39: .25, 42: 1, 44: 0, 45: 1, 50: 0, 51: .125, 54: .25, 57: .25}),
+                       "148kb": (45, {i: 1 for i in (36, 39, 42, 45, 48, 51, 54, 57)})},
+    "mcunet-5fps": {"49kb": (20, {23: 0, 24: .25, 27: .5, 30: .5, 33: 0, 39: 0}),
+                    "99kb": (22, {21: 1, 24: 1, 27: 1, 30: 1, 36: .125, 39: .25}),
+                    "148kb": (23, {21: 1, 24: 1, 27: 1, 30: 1, 36: 1, 39: .5})},
+}
+# published peak SRAM of one training step, 128 px, largest scheme (shared/models/README.md)
+PUBLISHED_KB = {"mbv2-w0.35": 141, "proxyless-w0.3": 135, "mcunet-5fps": 173}
+BOARD = "mps2_an386"
+
+
+def main() -> int:
+    t0 = time.time()
+    models = {p.stem: p for p in common.model_paths()}
+    board = load_board(BOARD)
+    rows, records = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="tinyc-train-mem-"))
+    for net, schemes in SCHEMES.items():
+        for px in (96, 128):
+            path = models[f"{net}_{px}"]
+            calib = common.write_calibration(tmp / f"calib_{px}.npy", (px, px))
+            largest = list(schemes)[-1]
+            for name, (k, weights) in schemes.items():
+                scheme = {"name": name, "bias_last": k,
+                          "weights": {str(i): r for i, r in weights.items()}}
+                g = compile_graph(str(path), BuildOptions(calib=str(calib), train=scheme,
+                                                          num_classes=10))
+                plan = plan_memory(g)
+                mem = training_memory(g, plan, board.stack_reserve_bytes)
+                fp, bp = mem["forward_peak"], mem["backward_peak"]
+                published = PUBLISHED_KB[net] if (px == 128 and name == largest) else None
+                rec = {"net": net, "px": px, "scheme": name, **{k2: v for k2, v in mem.items()
+                                                                if not isinstance(v, dict)},
+                       "forward_peak": fp, "backward_peak": bp, "published_kb": published}
+                records.append(rec)
+                rows.append([net, px, name, f"{mem['sram_bytes']:,}", f"{mem['sram_bytes'] / 1024:.1f}",
+                             f"{mem['arena_bytes']:,}", f"{mem['params_sram_bytes']:,}",
+                             f"{fp['arena_bytes']:,}", f"{bp['arena_bytes']:,}", mem["peak"],
+                             "yes" if mem["sram_bytes"] <= board.sram_bytes else "NO",
+                             published if published else ""])
+                print(f"  {net} {px}px {name}: {mem['sram_bytes']:,} B ({mem['peak']} peak)",
+                      flush=True)
+    header = ["net", "px", "scheme", "training.sram_bytes", "KB", "arena B", "params in SRAM B",
+              "forward-peak arena B", "backward-peak arena B", "peak", "fits 256 KB",
+              "published KB (128 px, largest)"]
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    prov = common.provenance(sys.argv)
+    md = ["# Training-step memory: tinyc vs the published Tiny Training Engine figures", "",
+          common.provenance_md(prov, time.time() - t0), "",
+          "One training step (batch 1, new 10-class head) with each published sparse-update "
+          "scheme, planned by tinyc: training.sram_bytes = arena (forward activations, activations "
+          f"saved for backward, float32 gradients, scratch) + trainable parameters copied to SRAM "
+          f"+ the stack reserve of board {BOARD} ({board.stack_reserve_bytes:,} B). The forward-"
+          "peak and backward-peak columns are the arena's high-water mark at the fullest node of "
+          "each pass. Published: peak SRAM on an STM32F746 for the largest scheme at 128 px.", "",
+          common.md_table(header, rows), ""]
+    (out / "training_memory.md").write_text("\n".join(md))
+    (out / "training_memory.json").write_text(json.dumps({"provenance": prov, "rows": records},
+                                                         indent=1, default=str))
+    print(common.text_table(header, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
