@@ -44,9 +44,10 @@ KERNEL_SOURCES = {
     "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
     "avg_pool_grad": "backward/pool_grad.c", "max_pool_grad": "backward/pool_grad.c",
     "conv2d_grad_input": "backward/conv_grad.c", "conv2d_update": "optim/sgd.c",
+    "grad_mask_bits": "backward/elementwise_grad.c",
 }
-# every training build also needs these (rounding helpers, exp, the folded-bias refresh)
-TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c")
+# every training build also needs these (rounding helpers, exp, the folded-bias refresh, masks)
+TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c", "backward/elementwise_grad.c")
 VALUES_PER_LINE = 24
 
 
@@ -307,6 +308,9 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
     elif op == "grad_mask":
         L.update(params=dict(size=out.size, lo=-129 if a["lo"] is None else int(a["lo"]),
                              hi=128 if a["hi"] is None else int(a["hi"])))
+        m = plan.masks.get(node.inputs[1])
+        if m is not None:
+            L.update(kind="grad_mask_bits", mask_off=plan.tensor_offsets[m["name"]])
     elif op in ("conv2d_grad_input", "conv2d_update"):
         L.update(_conv_train_params(g, node, i, plan, consts, params))
     elif op in ("avg_pool_grad", "max_pool_grad"):
@@ -424,6 +428,10 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
     n_forward = train["forward_nodes"] if train else len(g.nodes)
     layers = [_layer(g, n, i, plan, consts, params) if i < n_forward and n.op != "select_channels"
               else _train_layer(g, n, i, plan, consts, params) for i, n in enumerate(g.nodes)]
+    for act, m in plan.masks.items():   # training: bit masks packed after their activation
+        layers[m["after"]].setdefault("packs", []).append(
+            dict(size=m["size"], lo=m["lo"], hi=m["hi"], y_off=plan.tensor_offsets[act],
+                 mask_off=plan.tensor_offsets[m["name"]], tensor=c_comment(act)))
     in_scale, in_zp = x.q.scalar()
     out_scale, out_zp = y.q.scalar()
     _, h, w, c = x.shape if len(x.shape) == 4 else (1, 1, 1, x.shape[-1])

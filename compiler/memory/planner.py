@@ -86,6 +86,9 @@ class MemoryPlan:
     handovers: list[tuple[int, int, int]] = field(default_factory=list)  # (node, input buf, output buf)
     # training: node index -> arena offset of the folded bias a trained layer recomputes each step
     bias_scratch: dict[int, int] = field(default_factory=dict)
+    # training: activation -> its packed mask (packable_masks; the mask's offset is
+    # tensor_offsets[masks[t]["name"]])
+    masks: dict[str, dict] = field(default_factory=dict)
 
     def live_bytes(self, step: int) -> int:
         return sum(b.size for b in self.buffers if b.first <= step <= b.last)
@@ -153,7 +156,9 @@ def conv_kernel_kind(g: Graph, node: Node, inplace_kind: str | None, has_scratch
     return "conv_im2col" if has_scratch else "conv"
 
 
-def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
+def tensor_lifetimes(g: Graph, skip: frozenset = frozenset()) -> dict[str, tuple[int, int]]:
+    """(first, last) node index of every activation. Reads listed in `skip` as (node index,
+    tensor) do not extend a lifetime (a packed mask stands in for them)."""
     last_index = len(g.nodes) - 1
     life: dict[str, list[int]] = {}
     for name in g.inputs:
@@ -164,7 +169,8 @@ def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
                 if t not in life:
                     raise TinycError(f"{node.describe()}: input '{t}' is read before it is "
                                      "produced; the node order is not topological")
-                life[t][1] = max(life[t][1], i)
+                if (i, t) not in skip:
+                    life[t][1] = max(life[t][1], i)
         for t in node.outputs:
             if t in life:
                 raise TinycError(f"{node.describe()}: tensor '{t}' is produced twice")
@@ -175,18 +181,21 @@ def tensor_lifetimes(g: Graph) -> dict[str, tuple[int, int]]:
 
 
 def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS,
-                pointwise: bool | None = None) -> MemoryPlan:
+                pointwise: bool | None = None, pack_masks: bool = True) -> MemoryPlan:
     """Lifetimes, in-place sharing and greedy placement of every activation and scratch buffer.
     `inplace=False` gives the plain TFLite-Micro-like plan (aliases only, no in-place kernels, no
     scratch: the code generator then calls the plain reference conv loop).
-    `pointwise` enables in-place 1x1 convs (default: plan with and without, keep the smaller)."""
+    `pointwise` enables in-place 1x1 convs (default: plan with and without, keep the smaller).
+    Training graphs: `pack_masks` keeps an activation that the backward pass reads only through
+    grad_mask as a bit mask (see packable_masks)."""
     if pointwise is None:
         if not inplace:
-            return plan_memory(g, False, orders, False)
-        with_pw = plan_memory(g, True, orders, True)
-        without = plan_memory(g, True, orders, False)
+            return plan_memory(g, False, orders, False, pack_masks)
+        with_pw = plan_memory(g, True, orders, True, pack_masks)
+        without = plan_memory(g, True, orders, False, pack_masks)
         return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
-    life = tensor_lifetimes(g)
+    masks = packable_masks(g) if pack_masks else {}
+    life = tensor_lifetimes(g, frozenset((i, y) for y, m in masks.items() for i in m["readers"]))
     acts = g.activations()
     producer = {o: n for n in g.nodes for o in n.outputs}
 
@@ -265,6 +274,11 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
             scratch_sizes[i] = bias_scratch[i] + 4 * g.tensors[node.outputs[0]].shape[-1]
 
     buffers = list(values)
+    for y, m in masks.items():
+        b = Buffer(len(buffers), m["bytes"], m["after"], max(m["readers"]), [m["name"]], "mask")
+        buffers.append(b)
+        groups[b.id] = [b.id]
+        value_of[m["name"]] = b.id
     for i, size in scratch_sizes.items():
         b = Buffer(len(buffers), size, i, i, [], "scratch", i)
         buffers.append(b)
@@ -290,13 +304,13 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     no_reuse = sum(g.tensors[t].nbytes for t in acts if not _is_alias(g, t))
     plan = MemoryPlan(
         arena_bytes=arena, buffers=buffers,
-        tensor_offsets={t: buffers[value_of[t]].offset for t in acts},
+        tensor_offsets={t: buffers[value_of[t]].offset for t in value_of},
         tensor_buffer=dict(value_of),
         scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
         inplace=inplace_nodes, lifetimes=life, peak_live_bytes=_align(peak_live),
         no_reuse_bytes=no_reuse, order=order, node_names=[n.name for n in g.nodes],
         groups=group_list, handovers=handovers,
-        bias_scratch={i: plan_off for i, plan_off in bias_scratch.items()})
+        bias_scratch={i: plan_off for i, plan_off in bias_scratch.items()}, masks=masks)
     for i in plan.bias_scratch:
         plan.bias_scratch[i] += plan.scratch[i][0]
     verify_plan(g, plan)
@@ -325,6 +339,44 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
     elif node.op in ("grad_mask", "pad_grad", "slice_grad"):
         if dies_at(node.inputs[0], i):
             join(i, node.inputs[0], out, "elementwise" if node.op == "grad_mask" else "compact")
+
+
+def packable_masks(g: Graph) -> dict[str, dict]:
+    """Saved activations the backward pass reads only through grad_mask nodes (the output of a
+    clamped layer whose gradient is masked): one bit per element, lo < y < hi, is all it needs.
+    For each: the mask is packed right after the node producing y ('after', in training runs
+    only), y itself dies after its last forward reader, and the mask lives until its last
+    grad_mask ('readers'). Bits are little-endian within a byte: element e is bit e % 8 of
+    byte e / 8."""
+    train = g.meta.get("train")
+    if not train:
+        return {}
+    n_forward = train["forward_nodes"]
+    readers: dict[str, list[tuple[int, Node]]] = {}
+    producer: dict[str, int] = {}
+    for i, node in enumerate(g.nodes):
+        for t in node.inputs:
+            if t:
+                readers.setdefault(t, []).append((i, node))
+        for t in node.outputs:
+            producer[t] = i
+    masks = {}
+    for y, rs in readers.items():
+        t = g.tensors[y]
+        back = [(i, n) for i, n in rs if i >= n_forward]
+        if (t.is_const or t.dtype != "int8" or not back or y in g.outputs
+                or producer.get(y, n_forward) >= n_forward or t.size < 16):
+            continue
+        if not all(n.op == "grad_mask" and n.inputs[1] == y and n.inputs[0] != y for _, n in back):
+            continue
+        bounds = {(n.attrs["lo"], n.attrs["hi"]) for _, n in back}
+        if len(bounds) != 1:
+            continue
+        lo, hi = bounds.pop()
+        masks[y] = {"name": f"{y}#mask", "after": producer[y], "readers": [i for i, _ in back],
+                    "bytes": (t.size + 7) // 8, "size": t.size,
+                    "lo": -129 if lo is None else int(lo), "hi": 128 if hi is None else int(hi)}
+    return masks
 
 
 def update_scratch_bytes(g: Graph, node: Node) -> int:
@@ -413,8 +465,14 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
     for b in bs:
         assert b.offset % plan.alignment == 0, f"buffer {b.id} misaligned at {b.offset}"
         assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"buffer {b.id} outside"
+        if b.kind == "mask":
+            continue
         for t in b.tensors:
             assert g.tensors[t].nbytes <= b.size
+    for y, m in plan.masks.items():
+        b = bs[plan.tensor_buffer[m["name"]]]
+        assert b.size * 8 >= g.tensors[y].size and b.first == m["after"]
+        assert b.last >= max(m["readers"])
     for i in range(len(g.nodes)):
         live = [b for b in bs if b.first <= i <= b.last and b.size]
         for k, a in enumerate(live):
@@ -441,27 +499,39 @@ def trainable_tensors(g: Graph) -> list[tuple[str, str]]:
     return out
 
 
+def _category(g: Graph, b: Buffer, n_forward: int) -> str:
+    if b.kind == "scratch":
+        return "scratch"
+    if b.kind == "mask":
+        return "saved"          # a packed mask, kept for the backward pass
+    if g.tensors[b.tensors[0]].dtype == "float32":
+        return "gradient"
+    if b.first < n_forward <= b.last:
+        return "saved"          # an int8 forward activation kept for the backward pass
+    return "activation"
+
+
 def _moment(g: Graph, plan: MemoryPlan, i: int, n_forward: int) -> dict:
-    """What occupies the arena while node i runs."""
-    live = [b for b in plan.buffers if b.first <= i <= b.last and b.size]
+    """What occupies the arena while node i runs. A group of buffers placed at one offset
+    (in-place chains) counts once, with the bytes of its largest member live at node i."""
     cats = {"activation_bytes": 0, "saved_bytes": 0, "gradient_bytes": 0, "scratch_bytes": 0}
     rows = []
-    for b in live:
-        if b.kind == "scratch":
-            cat = "scratch"
-        elif g.tensors[b.tensors[0]].dtype == "float32":
-            cat = "gradient"
-        elif b.last >= n_forward and i < n_forward:
-            cat = "saved"       # an int8 activation kept for the backward pass
-        else:
-            cat = "activation"
-        cats[cat + "_bytes"] += b.size
-        rows.append({"bytes": b.size, "kind": cat, "offset": b.offset,
-                     "what": ", ".join(b.tensors) if b.tensors else f"scratch of node {b.node}"})
+    high = 0
+    for members in plan.groups:
+        live = [plan.buffers[v] for v in members
+                if plan.buffers[v].first <= i <= plan.buffers[v].last and plan.buffers[v].size]
+        if not live:
+            continue
+        big = max(live, key=lambda b: b.size)
+        cat = _category(g, big, n_forward)
+        cats[cat + "_bytes"] += big.size
+        high = max(high, big.offset + big.size)
+        rows.append({"bytes": big.size, "kind": cat, "offset": big.offset,
+                     "what": ", ".join(big.tensors) if big.tensors else f"scratch of node {big.node}"})
     node = g.nodes[i]
     return {"node": i, "name": node.name, "op": node.op,
-            "arena_bytes": _align(max((b.offset + b.size for b in live), default=0)),
-            "live_bytes": sum(b.size for b in live), **cats,
+            "arena_bytes": sum(cats.values()), "live_bytes": sum(cats.values()),
+            "high_water_bytes": _align(high), **cats,
             "largest": sorted(rows, key=lambda r: -r["bytes"])[:6]}
 
 
@@ -469,9 +539,10 @@ def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
     """Memory of one training step (a graph from passes/autodiff.py planned by plan_memory):
     the arena, the trainable parameters copied to SRAM, and the two moments that matter:
     the fullest node of the forward pass and the fullest node of the backward pass (loss
-    included). 'arena_bytes' of a moment is the arena's high-water mark while that node runs;
-    'live_bytes' the bytes of its live buffers, split into forward activations, activations
-    saved for the backward pass (forward moment only), float32 gradients and kernel scratch."""
+    included), each with the bytes live while it runs ('live_bytes', an in-place chain counted
+    once) split into int8 activations, int8 activations saved for the backward pass, float32
+    gradients and kernel scratch, and the arena's high-water mark at that node. The arena is at
+    least the larger of the two live figures; the placement may need a little more."""
     if "train" not in g.meta:
         raise TinycError("training_memory needs a training graph (passes/autodiff.py)")
     n_forward = g.meta["train"]["forward_nodes"]
@@ -479,10 +550,11 @@ def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
     w_bytes = sum(g.tensors[t].nbytes for t, kind in params if kind == "weight")
     b_bytes = sum(g.tensors[t].nbytes for t, kind in params if kind == "bias")
     moments = [_moment(g, plan, i, n_forward) for i in range(len(g.nodes))]
-    fwd = max(moments[:n_forward], key=lambda m: (m["arena_bytes"], m["live_bytes"]))
-    bwd = max(moments[n_forward:], key=lambda m: (m["arena_bytes"], m["live_bytes"]))
-    saved = {t for b in plan.buffers if b.kind != "scratch" and b.first < n_forward <= b.last
+    fwd = max(moments[:n_forward], key=lambda m: m["live_bytes"])
+    bwd = max(moments[n_forward:], key=lambda m: m["live_bytes"])
+    saved = {t for b in plan.buffers if b.kind == "activation" and b.first < n_forward <= b.last
              for t in b.tensors[:1] if g.tensors[t].dtype == "int8"}
+    mask_bytes = sum(b.size for b in plan.buffers if b.kind == "mask")
     return {
         "arena_bytes": plan.arena_bytes,
         "params_sram_bytes": w_bytes + b_bytes,
@@ -490,7 +562,8 @@ def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
         "stack_reserve_bytes": stack_reserve,
         "sram_bytes": plan.arena_bytes + w_bytes + b_bytes + stack_reserve,
         "saved_activation_bytes": sum(g.tensors[t].nbytes for t in saved),
-        "peak": "forward" if fwd["arena_bytes"] >= bwd["arena_bytes"] else "backward",
+        "saved_mask_bytes": mask_bytes,
+        "peak": "forward" if fwd["live_bytes"] >= bwd["live_bytes"] else "backward",
         "forward_peak": fwd,
         "backward_peak": bwd,
         "nodes": len(g.nodes), "forward_nodes": n_forward,

@@ -57,6 +57,11 @@ float tinyc_softmax_ce(int32_t n, const int8_t *logits, float scale, int32_t zer
  * `out` may alias `g`. */
 void tinyc_grad_mask(int32_t size, const float *g, const int8_t *y, int32_t lo, int32_t hi,
                      float *out);
+/* The mask of a clamped activation, one bit per element (element e -> bit e % 8 of byte e / 8):
+ * bit = (lo < y_e < hi). Saved in the forward pass instead of y when only grad_mask reads it. */
+void tinyc_pack_mask(int32_t size, const int8_t *y, int32_t lo, int32_t hi, uint8_t *bits);
+/* out_i = bit i of `bits` ? g_i : 0 (tinyc_grad_mask with a packed mask). `out` may alias `g`. */
+void tinyc_grad_mask_bits(int32_t size, const float *g, const uint8_t *bits, float *out);
 /* out = a + b. `out` may alias `a` or `b`. */
 void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out);
 /* out = g (a gradient alias that could not share its input's memory). */

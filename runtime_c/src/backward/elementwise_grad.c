@@ -14,6 +14,26 @@ void tinyc_grad_mask(int32_t size, const float *g, const int8_t *y, int32_t lo, 
     }
 }
 
+void tinyc_pack_mask(int32_t size, const int8_t *y, int32_t lo, int32_t hi, uint8_t *bits)
+{
+    int32_t i;
+    memset(bits, 0, (size_t)((size + 7) / 8));
+    for (i = 0; i < size; ++i) {
+        const int32_t v = y[i];
+        if (v > lo && v < hi) {
+            bits[i >> 3] = (uint8_t)(bits[i >> 3] | (1u << (i & 7)));
+        }
+    }
+}
+
+void tinyc_grad_mask_bits(int32_t size, const float *g, const uint8_t *bits, float *out)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        out[i] = ((bits[i >> 3] >> (i & 7)) & 1u) ? g[i] : 0.0f;
+    }
+}
+
 void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out)
 {
     int32_t i;
