@@ -1,0 +1,333 @@
+"""Generated training C (host gcc) == the numpy training-step reference, bit for bit.
+
+For small nets and shared pretrained models, several update schemes (full, bias-only, last:K,
+partial channel subsets), QAS on/off and both roundings: 20 steps of tinyc_train_step against
+tinyc.reference.train.train_step(step=0..19) must leave identical int8 weights and int32
+biases, losses equal to 1e-5 relative, and tinyc_infer afterwards must equal
+reference.train.predict. Also: the float32 helpers (exp, rounding, hash) against the reference
+one value at a time, the training memory plan, the parameter API of the harness, and
+warning-free compilation for the host and a Cortex-M4F.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from tinyc.codegen.c import generate_c
+from tinyc.memory.planner import plan_memory, trainable_tensors, training_memory
+from tinyc.passes.autodiff import TrainOptions
+from tinyc.pipeline import compile_training
+from tinyc.reference import train as ref
+from tinyc.targets.host import TRAIN_EXE, HostTrainer, run_host_training
+from conftest import shared_model
+
+# the reference's uint32 counters wrap on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = ROOT / "runtime_c"
+ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+STEPS = 20
+
+# partial-channel schemes per test net (conv indices exclude the classifier)
+PARTIAL = {
+    "gray_odd": {"bias_last": 2, "weights": {"1": 0.5}},
+    "mbv2_block": {"bias_last": 3, "weights": {"1": 0, "2": 0.5, "4": 0.25, "5": 0.5}},
+    "big_kernels": {"bias_last": 2, "weights": {"1": 0.5}},             # dilated conv
+    "groups_concat": {"bias_last": 2, "weights": {"1": 0.5, "2": 0.5}},  # grouped, depthwise x2
+    "residual_chain": {"bias_last": 2, "weights": {"0": 0.34, "3": 0.5}},  # subset of the input
+}
+SCHEMES = ["full", "bias-only", "last:1", "partial"]
+MODES = [(True, "nearest"), (True, "stochastic"), (False, "stochastic"), (False, "nearest")]
+# without QAS the integer step lr * g * s_w is tiny: a large rate makes it move the parameters
+NO_QAS_LR = 2000.0
+
+
+def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1):
+    """Train the reference (a copy of graph) and the generated C on the same samples."""
+    plan = plan_memory(graph)
+    generate_c(graph, plan, out_dir)
+    shape = graph.tensors[graph.inputs[0]].shape
+    classes = graph.tensors[graph.meta["train"]["logits"]].shape[-1]
+    rng = np.random.default_rng(seed)
+    xs = rng.integers(-128, 128, (steps,) + shape[1:]).astype(np.int8)
+    ys = rng.integers(0, classes, steps)
+    g_ref = graph.copy()
+    ref_losses = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k)
+                           for k in range(steps)])
+    with HostTrainer(out_dir) as t:
+        losses = t.train(xs, ys, lr)
+        params = t.params()
+        logits = t.infer(xs[:4])
+    return g_ref, ref_losses, losses, params, logits, xs, plan
+
+
+def assert_same_training(graph, out_dir: Path, lr: float, steps: int = STEPS,
+                         expect_change: bool = True):
+    initial = {n: graph.tensors[n].data.copy() for n, _ in trainable_tensors(graph)}
+    g_ref, ref_losses, losses, params, logits, xs, plan = run_both(graph, out_dir, lr, steps)
+    assert set(params) == set(initial)
+    changed = 0
+    for name, kind in trainable_tensors(graph):
+        want = g_ref.tensors[name].data
+        got = params[name].reshape(want.shape)
+        assert got.dtype == want.dtype, name
+        if not np.array_equal(got, want):
+            bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+            pytest.fail(f"{kind} {name}: {bad.size} of {want.size} values differ after {steps} "
+                        f"steps, first at {bad[0]}: C {got.reshape(-1)[bad[0]]} vs reference "
+                        f"{want.reshape(-1)[bad[0]]}")
+        changed += int(np.sum(want != initial[name]))
+    rel = np.abs(losses - ref_losses) / np.maximum(np.abs(ref_losses), 1e-12)
+    assert np.all(np.isfinite(losses))
+    assert rel.max() <= 1e-5, f"losses differ: C {losses} vs reference {ref_losses}"
+    want_logits = np.stack([ref.predict(g_ref, x[None]).reshape(-1) for x in xs[:4]])
+    assert np.array_equal(logits.reshape(want_logits.shape), want_logits), \
+        "tinyc_infer after training differs from reference.train.predict"
+    if expect_change:
+        assert changed > 0, "no parameter moved: the comparison would prove nothing"
+    return plan
+
+
+def _scheme(net: str, scheme: str):
+    return PARTIAL[net] if scheme == "partial" else scheme
+
+
+CASES = []
+for k, net in enumerate(["gray_odd", "mbv2_block", "big_kernels", "groups_concat",
+                         "residual_chain"]):
+    for j, scheme in enumerate(SCHEMES):
+        CASES.append((net, scheme) + MODES[(k + j) % len(MODES)])
+CASES += [("fc_only", "full", True, "nearest"), ("fc_only", "bias-only", False, "stochastic")]
+
+
+@pytest.mark.parametrize("net, scheme, qas, rounding", CASES)
+def test_train_step_matches_reference(net, scheme, qas, rounding, small_nets, tmp_path):
+    g = compile_training(str(small_nets[net]), None, _scheme(net, scheme), 10,
+                         TrainOptions(qas=qas, rounding=rounding))
+    assert_same_training(g, tmp_path, lr=0.05 if qas else NO_QAS_LR)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_saturation(rounding, small_nets, tmp_path):
+    """A huge learning rate drives weights to -128/127 and biases to the int32 limits (the
+    saturating paths of the update), and the logits to their extremes."""
+    g = compile_training(str(small_nets["groups_concat"]), None, "full", 10,
+                         TrainOptions(qas=True, rounding=rounding))
+    assert_same_training(g, tmp_path, lr=1e9, steps=6)
+    with HostTrainer(tmp_path) as t:
+        t.train(np.zeros((3,) + g.tensors[g.inputs[0]].shape[1:], np.int8), [0, 1, 2], 1e9)
+        params = t.params()
+    assert any(np.abs(v.astype(np.int64)).max() >= 2 ** 31 - 1 for v in params.values()
+               if v.dtype == np.int32)
+    assert any(np.any(v == -128) or np.any(v == 127) for v in params.values() if v.dtype == np.int8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_nets(seed, tmp_path):
+    from random_nets import random_net
+    path = tmp_path / "net.onnx"
+    onnx.save(random_net(seed), path)
+    scheme = "full" if seed % 2 == 0 else "bias-only"
+    g = compile_training(str(path), None, scheme, 6,
+                         TrainOptions(rounding="stochastic" if seed % 3 else "nearest"))
+    assert_same_training(g, tmp_path / "c", lr=0.05)
+
+
+# ---------------------------------------------------------------- shared pretrained models
+PUBLISHED = {   # ../shared/models/README.md
+    "mbv2-w0.35_96": {"name": "99kb", "bias_last": 25,
+                      "weights": {"27": 1, "30": 1, "33": 1, "36": 1, "39": 1, "42": .125,
+                                  "45": .5, "48": 1}},
+    "mcunet-5fps_96": {"name": "49kb", "bias_last": 20,
+                       "weights": {"23": 0, "24": .25, "27": .5, "30": .5, "33": 0, "39": 0}},
+}
+
+
+@pytest.mark.parametrize("name, rounding", [("mbv2-w0.35_96", "stochastic"),
+                                            ("mcunet-5fps_96", "nearest")])
+def test_shared_model_published_scheme(name, rounding, tmp_path):
+    path = shared_model(name)
+    g = compile_training(str(path), None, PUBLISHED[name], 10, TrainOptions(rounding=rounding))
+    plan = assert_same_training(g, tmp_path, lr=0.01)
+    assert plan.masks, "clamp outputs read only by masks should be saved as bits"
+    mem = training_memory(g, plan, 8192)
+    assert mem["sram_bytes"] <= 256 * 1024
+
+
+# ---------------------------------------------------------------- the float32 helpers
+HELPERS_MAIN = r"""
+#include <stdio.h>
+#include "tinyc/train.h"
+int main(void)
+{
+    float x;
+    uint32_t c;
+    while (fread(&x, 4, 1, stdin) == 1 && fread(&c, 4, 1, stdin) == 1) {
+        float r[4];
+        uint32_t h = tinyc_lowbias32(c);
+        r[0] = tinyc_expf(x > 0.0f ? -x : x);
+        r[1] = tinyc_round_nearest(x);
+        r[2] = tinyc_round_stochastic(x, c);
+        r[3] = tinyc_floorf(x);
+        fwrite(r, 4, 4, stdout);
+        fwrite(&h, 4, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_float_helpers_match_reference(tmp_path):
+    """tinyc_expf, the roundings, floor and lowbias32 on edge values and a dense sweep."""
+    main = tmp_path / "main.c"
+    main.write_text(HELPERS_MAIN)
+    exe = tmp_path / "helpers"
+    srcs = [RUNTIME / "src" / "backward" / "loss.c", RUNTIME / "src" / "optim" / "sgd.c"]
+    subprocess.run(["gcc", *STRICT, "-ffp-contract=off", "-I", str(RUNTIME / "include"),
+                    str(main), *map(str, srcs), "-o", str(exe), "-lm"], check=True)
+    rng = np.random.default_rng(0)
+    edges = [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 8388607.5,
+             -8388607.5, 8388608.0, 16777215.0, 3e9, -3e9, 1e-45, -87.0, -87.5, -200.0,
+             -103.9, -0.1, -1e-8, np.inf, -np.inf]
+    x = np.concatenate([np.array(edges, np.float32),
+                        rng.uniform(-90, 0, 20000).astype(np.float32),
+                        rng.normal(0, 3, 20000).astype(np.float32),
+                        (rng.normal(0, 1, 5000) * 10.0 ** rng.integers(-6, 10, 5000))
+                        .astype(np.float32)])
+    c = rng.integers(0, 2 ** 32, x.size, dtype=np.uint64).astype(np.uint32)
+    c[:4] = [0, 1, 0xFFFFFFFF, 0x80000000]
+    raw = np.empty(x.size * 2, np.uint32)
+    raw[0::2] = x.view(np.uint32)
+    raw[1::2] = c
+    out = subprocess.run([str(exe)], input=raw.tobytes(), capture_output=True, check=True).stdout
+    res = np.frombuffer(out, np.uint32).reshape(-1, 5)
+    got = res[:, :4].copy().view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e_in = np.where(x > 0, -x, x)
+        want = [ref.expf(e_in), ref.round_nearest(x), ref.round_stochastic(x, c), np.floor(x)]
+    for k, what in enumerate(["expf", "round_nearest", "round_stochastic", "floor"]):
+        w = np.asarray(want[k], np.float32)
+        same = (got[:, k] == w) | (np.isnan(got[:, k]) & np.isnan(w))
+        assert same.all(), f"{what}({x[~same][0]!r}) = {got[~same, k][0]!r}, reference {w[~same][0]!r}"
+    assert np.array_equal(res[:, 4], ref.lowbias32(c))
+
+
+# ---------------------------------------------------------------- plan and API
+def test_training_plan_and_memory(small_nets):
+    g = compile_training(str(small_nets["groups_concat"]), None, "bias-only", 10)
+    plan = plan_memory(g)
+    n_fwd = g.meta["train"]["forward_nodes"]
+    # float gradients are 4 bytes an element; in-place gradient nodes exist
+    grads = [t for t in plan.tensor_offsets if t in g.tensors and g.tensors[t].dtype == "float32"]
+    assert grads and all(plan.buffers[plan.tensor_buffer[t]].size >= 4 * g.tensors[t].size
+                         for t in grads)
+    assert {"elementwise", "alias"} & set(plan.inplace.values())
+    # bias-only: no activation is kept for a weight update, only bit masks
+    assert plan.masks
+    for y, m in plan.masks.items():
+        assert plan.lifetimes[y][1] < n_fwd, f"{y} should die in the forward pass"
+    mem = training_memory(g, plan, stack_reserve=1000)
+    assert mem["arena_bytes"] == plan.arena_bytes
+    assert mem["sram_bytes"] == plan.arena_bytes + mem["params_sram_bytes"] + 1000
+    assert mem["params_sram_bytes"] == sum(g.tensors[t].nbytes for t, _ in trainable_tensors(g))
+    assert mem["forward_peak"]["node"] < n_fwd <= mem["backward_peak"]["node"]
+    for moment in (mem["forward_peak"], mem["backward_peak"]):
+        assert moment["live_bytes"] == sum(moment[k] for k in (
+            "activation_bytes", "saved_bytes", "gradient_bytes", "scratch_bytes"))
+        assert moment["live_bytes"] <= plan.arena_bytes
+    assert mem["saved_mask_bytes"] == sum(m["bytes"] for m in plan.masks.values())
+
+
+def test_inference_build_unchanged(small_nets, tmp_path):
+    """A build without --train has no training code, header or parameter table."""
+    from tinyc.pipeline import compile_int8
+    g = compile_int8(str(small_nets["mbv2_block"]), None)
+    out = generate_c(g, plan_memory(g), tmp_path)
+    assert not (out / "tinyc" / "train.h").exists()
+    assert not (out / "train_params.json").exists()
+    assert "tinyc_train_step" not in (out / "model.c").read_text()
+    assert "TINYC_TRAINING" not in (out / "model.h").read_text()
+
+
+def test_harness_api(small_nets, tmp_path):
+    """Resuming from saved parameters and step count equals an uninterrupted run; bad labels
+    are refused by the C (-1) and by the Python side; run_host_training starts afresh."""
+    from tinyc.errors import TinycError
+    g = compile_training(str(small_nets["residual_chain"]), None, "last:2", 4,
+                         TrainOptions(rounding="stochastic"))
+    generate_c(g, plan_memory(g), tmp_path)
+    shape = g.tensors[g.inputs[0]].shape
+    rng = np.random.default_rng(5)
+    xs = rng.integers(-128, 128, (10,) + shape[1:]).astype(np.int8)
+    ys = rng.integers(0, 4, 10)
+    with HostTrainer(tmp_path) as t:
+        full = t.train(xs, ys, 0.05)
+        p_full = t.params()
+        t.reset()
+        first = t.train(xs[:6], ys[:6], 0.05)
+        saved = t.params()
+        t.reset()
+        t.set_params(saved)
+        t.set_step(6)
+        rest = t.train(xs[6:], ys[6:], 0.05)
+        assert all(np.array_equal(p_full[k], v) for k, v in t.params().items())
+        with pytest.raises(TinycError, match="out of range"):
+            t.train(xs[:1], [4], 0.05)
+    assert np.array_equal(np.concatenate([first, rest]), full)
+    losses, params = run_host_training(tmp_path, xs, ys, 0.05)
+    assert np.array_equal(losses, full)
+    assert all(np.array_equal(p_full[k], v) for k, v in params.items())
+    # the C refuses an out-of-range label without touching the state
+    cmd = b"T" + struct.pack("=if", 7, 0.05) + xs[0].tobytes() + b"P"
+    res = subprocess.run([str(tmp_path / TRAIN_EXE)], input=cmd, capture_output=True, check=True)
+    assert struct.unpack("=f", res.stdout[:4])[0] == -1.0
+    n = 0
+    for name, v in g_initial_params(g).items():
+        got = np.frombuffer(res.stdout[4 + n:4 + n + v.nbytes], v.dtype).reshape(v.shape)
+        assert np.array_equal(got, v), name
+        n += v.nbytes
+
+
+def g_initial_params(g):
+    return {name: g.tensors[name].data for name, _ in trainable_tensors(g)}
+
+
+# ---------------------------------------------------------------- portability of the C
+def _training_sources():
+    return sorted((RUNTIME / "src" / "backward").glob("*.c")) + sorted(
+        (RUNTIME / "src" / "optim").glob("*.c"))
+
+
+@pytest.mark.parametrize("compiler, flags", [("gcc", []), ("arm-none-eabi-gcc", ARM_FLAGS)])
+def test_training_code_compiles_warning_free(compiler, flags, small_nets, tmp_path):
+    if shutil.which(compiler) is None:
+        pytest.skip(f"{compiler} is not installed")
+    g = compile_training(str(small_nets["groups_concat"]), None, PARTIAL["groups_concat"], 10,
+                         TrainOptions(rounding="stochastic"))
+    out = generate_c(g, plan_memory(g), tmp_path / "gen")
+    for src in [out / "model.c", *_training_sources()]:
+        res = subprocess.run([compiler, *STRICT, *flags, "-I", str(out), "-c", str(src), "-o",
+                              str(tmp_path / (src.stem + ".o"))], capture_output=True, text=True)
+        assert res.returncode == 0, f"{compiler} {src.name}:\n{res.stderr}"
+
+
+def test_no_fused_multiply_add_on_cortex_m4(tmp_path):
+    """GNU C mode contracts a * b + c into vfma by default; train.h turns that off, so the
+    kernels round every product as the reference does even without -ffp-contract=off."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc is not installed")
+    for src in _training_sources():
+        res = subprocess.run(["arm-none-eabi-gcc", "-std=gnu99", "-O3", *ARM_FLAGS, "-I",
+                              str(RUNTIME / "include"), "-S", str(src), "-o", "-"],
+                             capture_output=True, text=True, check=True)
+        fused = re.findall(r"\bv(?:fma|fms|fnma|fnms|mla|mls|nmla|nmls)\.f32\b", res.stdout)
+        assert not fused, f"{src.name}: fused multiply-add instructions {fused[:3]}"
