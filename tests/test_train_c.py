@@ -51,9 +51,9 @@ MODES = [(True, "nearest"), (True, "stochastic"), (False, "stochastic"), (False,
 NO_QAS_LR = 2000.0
 
 
-def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1):
+def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1, plan=None):
     """Train the reference (a copy of graph) and the generated C on the same samples."""
-    plan = plan_memory(graph)
+    plan = plan if plan is not None else plan_memory(graph)
     generate_c(graph, plan, out_dir)
     shape = graph.tensors[graph.inputs[0]].shape
     classes = graph.tensors[graph.meta["train"]["logits"]].shape[-1]
@@ -71,9 +71,10 @@ def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1)
 
 
 def assert_same_training(graph, out_dir: Path, lr: float, steps: int = STEPS,
-                         expect_change: bool = True):
+                         expect_change: bool = True, plan=None):
     initial = {n: graph.tensors[n].data.copy() for n, _ in trainable_tensors(graph)}
-    g_ref, ref_losses, losses, params, logits, xs, plan = run_both(graph, out_dir, lr, steps)
+    g_ref, ref_losses, losses, params, logits, xs, plan = run_both(graph, out_dir, lr, steps,
+                                                                   plan=plan)
     assert set(params) == set(initial)
     changed = 0
     for name, kind in trainable_tensors(graph):
@@ -129,6 +130,16 @@ def test_saturation(rounding, small_nets, tmp_path):
     assert any(np.abs(v.astype(np.int64)).max() >= 2 ** 31 - 1 for v in params.values()
                if v.dtype == np.int32)
     assert any(np.any(v == -128) or np.any(v == 127) for v in params.values() if v.dtype == np.int8)
+
+
+@pytest.mark.parametrize("options", [dict(inplace=False), dict(pack_masks=False),
+                                     dict(pointwise=True)])
+def test_other_plans(options, small_nets, tmp_path):
+    """Plain kernels without in-place sharing, int8 masks instead of bits, in-place 1x1 convs:
+    the same training step."""
+    g = compile_training(str(small_nets["mbv2_block"]), None, PARTIAL["mbv2_block"], 10,
+                         TrainOptions(rounding="stochastic"))
+    assert_same_training(g, tmp_path, lr=0.05, plan=plan_memory(g, **options))
 
 
 @pytest.mark.parametrize("seed", range(6))

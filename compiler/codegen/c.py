@@ -9,6 +9,13 @@ Layout written to out_dir (compile every .c in it with `-I out_dir`):
     out_dir/model.c           weights (static const, flash), the arena, the layer calls
     out_dir/tinyc/*.h         runtime headers (included as "tinyc/kernels.h")
     out_dir/tinyc/*.c         the runtime kernel sources the model uses
+    out_dir/train_params.json training builds: the trained parameters (name, kind, dtype,
+                              shape, bytes) in tinyc_params[] order
+
+Training graphs (passes/autodiff.py, g.meta["train"]) also get tinyc_train_step(), the SRAM copies
+of the trained parameters (static arrays initialised from their flash constants by
+tinyc_train_init(); the forward kernels then read the SRAM copies) and the parameter table;
+templates/train.c.j2 holds that C.
 """
 from __future__ import annotations
 

@@ -26,6 +26,13 @@ Contract
   kept; with in-place disabled this is exactly TFLite Micro's greedy planner on the same buffers.
 - Alignment: every offset is a multiple of ALIGN (4 bytes) so that kernels may use word accesses;
   arena_bytes is rounded up to ALIGN as well. The arena itself is declared 8-byte aligned.
+- Training graphs (passes/autodiff.py) are planned whole, forward and backward in one arena:
+  float32 gradients take 4 bytes an element; a saved activation lives until its last backward
+  reader; grad_alias is an alias like reshape; grad_mask / grad_add / pad_grad / slice_grad
+  may run in place into a dying input; conv2d_update gets a float scratch for one output
+  channel's weight gradient; an activation read in the backward pass only by grad_mask is kept
+  as a bit mask (packable_masks); a trained layer whose forward kernel takes a folded bias gets
+  cout int32 of scratch to refold it from its SRAM parameters. training_memory() reports it.
 """
 from __future__ import annotations
 
