@@ -342,3 +342,119 @@ def test_no_fused_multiply_add_on_cortex_m4(tmp_path):
                              capture_output=True, text=True, check=True)
         fused = re.findall(r"\bv(?:fma|fms|fnma|fnms|mla|mls|nmla|nmls)\.f32\b", res.stdout)
         assert not fused, f"{src.name}: fused multiply-add instructions {fused[:3]}"
+
+
+# ---------------------------------------------------------------- on a Cortex-M4F (QEMU)
+QEMU_STARTUP = r"""
+#include <stdint.h>
+extern uint32_t __stack_top, __etext, __data_start__, __data_end__;
+extern void _start(void);
+void Reset_Handler(void);
+void Default_Handler(void);
+void Default_Handler(void) { for (;;) {} }
+void Reset_Handler(void)
+{
+    const uint32_t *src = &__etext;
+    uint32_t *dst = &__data_start__;
+    *(volatile uint32_t *)0xE000ED88 |= (0xFu << 20);   /* CPACR: enable the FPU */
+    __asm volatile("dsb\n isb");
+    while (dst < &__data_end__) {
+        *dst++ = *src++;
+    }
+    _start();   /* newlib: zero .bss, semihosting set-up, main(), exit() */
+}
+__attribute__((section(".vectors"), used)) const void *const vectors[8] = {
+    &__stack_top, (const void *)Reset_Handler, (const void *)Default_Handler,
+    (const void *)Default_Handler, (const void *)Default_Handler,
+    (const void *)Default_Handler, (const void *)Default_Handler, (const void *)Default_Handler,
+};
+"""
+QEMU_LINK = """
+MEMORY { FLASH (rx) : ORIGIN = 0x00000000, LENGTH = 4M
+         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
+ENTRY(Reset_Handler)
+SECTIONS {
+  .text : { KEEP(*(.vectors)) *(.text*) *(.rodata*) KEEP(*(.init)) KEEP(*(.fini)) . = ALIGN(4); } > FLASH
+  .ARM.exidx : { *(.ARM.exidx*) } > FLASH
+  __etext = .;
+  .data : AT(__etext) { __data_start__ = .; *(.data*) . = ALIGN(4); __data_end__ = .; } > RAM
+  .bss : { __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(4); __bss_end__ = .; } > RAM
+  __end__ = .; end = .;
+  __HeapLimit = ORIGIN(RAM) + LENGTH(RAM) - 0x10000;
+  __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+  __stack = __stack_top;
+}
+"""
+QEMU_MAIN = r"""
+#include <stdio.h>
+#include "model.h"
+#include "samples.h"
+static unsigned char params[TINYC_PARAM_BYTES];
+int main(void)
+{
+    float losses[NUM_SAMPLES];
+    size_t at = 0;
+    int k;
+    FILE *f;
+    for (k = 0; k < NUM_SAMPLES; ++k) {
+        losses[k] = tinyc_train_step(samples[k], labels[k], LR);
+    }
+    for (k = 0; k < TINYC_NUM_PARAMS; ++k) {
+        at += (size_t)tinyc_get_param(k, params + at);
+    }
+    f = fopen("result.bin", "wb");
+    fwrite(losses, 4, NUM_SAMPLES, f);
+    fwrite(params, 1, at, f);
+    return fclose(f) == 0 ? 0 : 1;
+}
+"""
+
+
+def test_cortex_m4_in_qemu(small_nets, tmp_path):
+    """The generated training step on an emulated Cortex-M4F (QEMU mps2-an386, hard-float FPU),
+    compiled in GNU C mode at -O3 where GCC would fuse multiply-adds: the same integer state
+    as the numpy reference."""
+    from tinyc.codegen.c import format_values
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    g = compile_training(str(small_nets["groups_concat"]), None, PARTIAL["groups_concat"], 10,
+                         TrainOptions(rounding="stochastic"))
+    out = generate_c(g, plan_memory(g), tmp_path / "gen")
+    steps, lr = 12, 0.05
+    shape = g.tensors[g.inputs[0]].shape
+    rng = np.random.default_rng(3)
+    xs = rng.integers(-128, 128, (steps,) + shape[1:]).astype(np.int8)
+    ys = rng.integers(0, 10, steps)
+    (out / "samples.h").write_text(
+        f"#define NUM_SAMPLES {steps}\n#define LR {float(np.float32(lr)).hex()}f\n"
+        "static const int8_t samples[NUM_SAMPLES][TINYC_INPUT_SIZE] = {\n"
+        f"    {format_values(xs)}\n}};\n"
+        f"static const int labels[NUM_SAMPLES] = {{ {format_values(ys)} }};\n")
+    for name, text in (("startup.c", QEMU_STARTUP), ("link.ld", QEMU_LINK),
+                       ("main.c", QEMU_MAIN)):
+        (tmp_path / name).write_text(text)
+    srcs = [out / "model.c", *sorted((out / "tinyc").glob("*.c")), tmp_path / "main.c",
+            tmp_path / "startup.c"]
+    res = subprocess.run(["arm-none-eabi-gcc", "-O3", *ARM_FLAGS, "-I", str(out),
+                          *map(str, srcs), "-T", str(tmp_path / "link.ld"),
+                          "--specs=rdimon.specs", "-lm", "-o", str(tmp_path / "fw.elf")],
+                         capture_output=True, text=True)
+    if res.returncode != 0 and "rdimon" in res.stderr:
+        pytest.skip(f"newlib's semihosting library is missing: {res.stderr.strip()[:200]}")
+    assert res.returncode == 0, res.stderr
+    subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
+                    "enable=on,target=native", "-kernel", str(tmp_path / "fw.elf")],
+                   cwd=tmp_path, capture_output=True, timeout=120, check=True)
+    raw = (tmp_path / "result.bin").read_bytes()
+    losses = np.frombuffer(raw[:4 * steps], np.float32)
+    g_ref = g.copy()
+    want = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k) for k in range(steps)])
+    assert np.max(np.abs(losses - want) / np.abs(want)) <= 1e-5
+    at = 4 * steps
+    for name, _ in trainable_tensors(g):
+        t = g_ref.tensors[name]
+        got = np.frombuffer(raw[at:at + t.data.nbytes], t.data.dtype).reshape(t.data.shape)
+        assert np.array_equal(got, t.data), name
+        at += t.data.nbytes
+    assert at == len(raw)
