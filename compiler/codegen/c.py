@@ -398,7 +398,7 @@ def _conv_train_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
         x_off=plan.tensor_offsets[node.inputs[1]] if k else None,
         channels=("NULL" if full or not k else
                   consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t",
-                             np.asarray(channels, np.int64), f"input channels updated")),
+                             np.asarray(channels, np.int64), "input channels updated")),
         weights=params.ref(consts, w.name, f"tinyc_w{i}", wc) if k else "NULL",
         bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name) if a["update_bias"] else "NULL",
         f_w=consts.add(f"f_w{i}", f"tinyc_fw{i}", "float", f_w, "weight step factors") if k
