@@ -65,6 +65,7 @@ def round_nearest(x: np.ndarray) -> np.ndarray:
 
 
 def round_stochastic(x: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """counters are uint32 and wrap around, as in C."""
     u = (lowbias32(counters) >> np.uint32(8)).astype(F32) * F32(2.0 ** -24)
     return np.floor(np.asarray(x, F32) + u).astype(F32)
 
@@ -150,6 +151,7 @@ def weight_grad(gy: np.ndarray, x_q: np.ndarray, attrs: dict, kernel) -> np.ndar
     return gw
 
 
+@np.errstate(over="ignore")   # the uint32 rounding counters wrap around, as in C
 def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.ndarray,
                 attrs: dict, lr: float, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the updated (w int8, b int32). x_q holds the layer input (or its selected
