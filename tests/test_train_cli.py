@@ -1,0 +1,122 @@
+"""Training through the command line: build --train, emulate --train-data, export; bad data."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from test_cli import assert_clean_failure, tinyc
+from tinyc.build import compile_graph, options_from_report
+from tinyc.pipeline import check_model_input, quantize_array
+from tinyc.reference import train as tr
+
+
+@pytest.fixture(scope="module")
+def trained(small_nets, tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (24, 3, 32, 24)).astype(np.float32)
+    y = (np.arange(24) % 4).astype(np.int64)
+    np.save(d / "calib.npy", x[:8])
+    np.savez(d / "train.npz", x=x, y=y)
+    np.savez(d / "eval.npz", x=x[:12], y=y[:12])
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", d / "o",
+                "--calib", d / "calib.npy", "--train", "last:2", "--num-classes", "4",
+                "--lr", "0.02")
+    assert "arena" in res.stdout
+    res = tinyc("emulate", d / "o", "--train-data", d / "train.npz", "--epochs", "2",
+                "--eval-data", d / "eval.npz", "--save-params", d / "params.npz")
+    return d, res
+
+
+def test_report_has_training_memory(trained):
+    d, _ = trained
+    rep = json.loads((d / "o" / "report.json").read_text())
+    t = rep["training"]
+    assert t["scheme"] == "last:2" and t["num_classes"] == 4 and rep["output"]["shape"][-1] == 4
+    assert t["sram_bytes"] == t["arena_bytes"] + t["params_sram_bytes"] + rep["stack_reserve_bytes"]
+    assert t["params_sram_bytes"] > 0 and "forward_peak" in t and "backward_peak" in t
+    assert t["arena_bytes"] >= rep["inference"]["arena_bytes"] > 0
+
+
+def test_emulate_training_matches_the_reference(trained):
+    """The CLI's epochs (seeded shuffles) run the same steps as the numpy reference."""
+    d, res = trained
+    assert res.stdout.count("epoch") >= 2 and "eval accuracy" in res.stdout
+    rep = json.loads((d / "o" / "report.json").read_text())
+    model, opts = options_from_report(rep)
+    g = compile_graph(model, opts)
+    data = np.load(d / "train.npz")
+    xq = np.moveaxis(quantize_array(data["x"], rep["input"]["scale"], rep["input"]["zero_point"]), 1, -1)
+    step = 0
+    for epoch in (1, 2):
+        for i in np.random.default_rng(epoch).permutation(len(xq)):
+            tr.train_step(g, xq[i:i + 1], int(data["y"][i]), 0.02, step)
+            step += 1
+    params = np.load(d / "params.npz")
+    assert len(params.files) > 0
+    for name in params.files:
+        assert np.array_equal(params[name], g.tensors[name].data), name
+
+
+def test_export_trained_onnx_matches_int8(trained, small_nets):
+    d, _ = trained
+    tinyc("export", d / "o", "--params", d / "params.npz", "-o", d / "trained.onnx")
+    m = onnx.load(d / "trained.onnx")
+    onnx.checker.check_model(m)
+    x = np.load(d / "eval.npz")["x"]
+    sess = ort.InferenceSession(str(d / "trained.onnx"), providers=["CPUExecutionProvider"])
+    float_logits = np.stack([sess.run(None, {sess.get_inputs()[0].name: xi[None]})[0][0] for xi in x])
+    rep = json.loads((d / "o" / "report.json").read_text())
+    model, opts = options_from_report(rep)
+    g = compile_graph(model, opts)
+    from tinyc.passes.autodiff import set_parameters
+    set_parameters(g, dict(np.load(d / "params.npz")), "params")
+    xq = np.moveaxis(quantize_array(x, rep["input"]["scale"], rep["input"]["zero_point"]), 1, -1)
+    int8 = np.stack([tr.predict(g, xq[i:i + 1]).ravel() for i in range(len(x))]).astype(np.float32)
+    deq = (int8 - rep["output"]["zero_point"]) * rep["output"]["scale"]
+    cos = np.sum(deq * float_logits, 1) / (np.linalg.norm(deq, axis=1) * np.linalg.norm(float_logits, axis=1))
+    assert cos.min() > 0.97
+    # the trained head differs from the initial one
+    assert float_logits.shape == (len(x), 4)
+
+
+@pytest.mark.parametrize("case", ["label_range", "label_count", "nan", "not_training", "bad_params",
+                                  "shape"])
+def test_bad_training_inputs_fail_cleanly(case, trained, small_nets, tmp_path):
+    d, _ = trained
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (4, 3, 32, 24)).astype(np.float32)
+    y = np.array([0, 1, 2, 3])
+    out, expect = d / "o", []
+    if case == "label_range":
+        y[2], expect = 7, ["label 7", "0..3"]
+    elif case == "label_count":
+        y, expect = y[:3], ["4 inputs but 3 labels"]
+    elif case == "nan":
+        x[1, 0, 0, 0], expect = np.nan, ["sample 1", "NaN"]
+    elif case == "shape":
+        x, expect = x[:, :, :16], ["(N, 3, 32, 24)"]
+    if case == "not_training":
+        tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "inf",
+              "--calib", d / "calib.npy")
+        out, expect = tmp_path / "inf", ["without --train"]
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    if case == "bad_params":
+        np.savez(tmp_path / "p.npz", nothing=np.zeros(3))
+        res = tinyc("export", out, "--params", tmp_path / "p.npz", "-o", tmp_path / "m.onnx", check=False)
+        assert_clean_failure(res, "lacks trained parameters")
+        return
+    res = tinyc("emulate", out, "--train-data", tmp_path / "data.npz", check=False)
+    assert_clean_failure(res, *expect)
+
+
+def test_bad_scheme_file_fails_cleanly(small_nets, tmp_path):
+    (tmp_path / "s.json").write_text('{"bias_last": 3, "weights": {"9": 1}}')
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
+                "--train", tmp_path / "s.json", check=False)
+    assert_clean_failure(res, "weights index 9", "0..5")
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
+                "--num-classes", "3", check=False)
+    assert_clean_failure(res, "--train")
