@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TinycError
+from .platformio import model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "runtime_c" / "host" / "tinyc_host_main.c"
@@ -34,11 +35,12 @@ def _compiler() -> str:
 def build_host(out_dir, extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile the generated project in out_dir into out_dir/tinyc_host; returns its path."""
     out = Path(out_dir)
-    if not (out / "model.c").is_file():
+    lib = model_dir(out)
+    if not (lib / "model.c").is_file():
         raise TinycError(f"{out}: no model.c; generate the C code first (tinyc build)")
-    sources = [str(out / "model.c")] + sorted(str(p) for p in (out / "tinyc").glob("*.c"))
+    sources = [str(lib / "model.c")] + sorted(str(p) for p in (lib / "tinyc").glob("*.c"))
     exe = out / EXE
-    cmd = [_compiler(), *CFLAGS, *extra_flags, "-I", str(out), *sources, str(HARNESS),
+    cmd = [_compiler(), *CFLAGS, *extra_flags, "-I", str(lib), *sources, str(HARNESS),
            "-o", str(exe)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -48,7 +50,7 @@ def build_host(out_dir, extra_flags: tuple[str, ...] = ()) -> Path:
 
 def model_defines(out_dir) -> dict[str, str]:
     """The #define TINYC_* values of out_dir/model.h."""
-    text = (Path(out_dir) / "model.h").read_text()
+    text = (model_dir(out_dir) / "model.h").read_text()
     return dict(re.findall(r"^#define (TINYC_\w+) (.+)$", text, flags=re.M))
 
 
@@ -61,7 +63,8 @@ def _stale(out: Path, exe: Path) -> bool:
     same folder must never run the previous model)."""
     if not exe.is_file():
         return True
-    sources = [out / "model.c", out / "model.h", HARNESS, *(out / "tinyc").glob("*")]
+    lib = model_dir(out)
+    sources = [lib / "model.c", lib / "model.h", HARNESS, *(lib / "tinyc").glob("*")]
     built = exe.stat().st_mtime_ns
     return any(p.is_file() and p.stat().st_mtime_ns >= built for p in sources)
 
