@@ -220,6 +220,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
         from .export.tflite import export_tflite
         (out / "model.tflite").write_bytes(export_tflite(gq))
     report = make_report(gq, plan, board, calibrated=bool(opts.calib))
+    report["board_file"] = board.path
     (out / "report.json").write_text(json.dumps(report, indent=1))
     check_fits(report)
     if opts.firmware:
