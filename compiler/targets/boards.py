@@ -159,8 +159,10 @@ def _parse(data: dict, path: Path) -> Board:
     if core["fpu"] not in CPUS[core["cpu"]][1]:
         raise TinycError(f"{where}: fpu '{core['fpu']}' does not go with {core['cpu']} "
                          f"(one of {', '.join(CPUS[core['cpu']][1])})")
-    if core["stack_reserve_bytes"] % 8 or core["stack_reserve_bytes"] < 512:
-        raise TinycError(f"{where}: stack_reserve_bytes must be a multiple of 8 and at least 512")
+    guard = 32 if CPUS[core["cpu"]][0] != "armv6-m" else 256
+    if core["stack_reserve_bytes"] % 8 or core["stack_reserve_bytes"] < 2 * guard:
+        raise TinycError(f"{where}: stack_reserve_bytes must be a multiple of 8 and at least "
+                         f"{2 * guard} (it includes the {guard}-byte MPU guard)")
     extra: dict = {"path": str(path)}
     for key in ("mcu",):
         if key in data:

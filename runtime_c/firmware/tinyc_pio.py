@@ -7,20 +7,22 @@
 #   boot loader is written into the ELF, and a UF2 image is made for drag-and-drop upload.
 import struct
 
-Import("env")  # noqa: F821  (SCons)
 
-cpu = env.GetProjectOption("custom_tinyc_cpu")  # noqa: F821
-fpu = env.GetProjectOption("custom_tinyc_fpu", "none")  # noqa: F821
-machine = ["-mcpu=" + cpu, "-mthumb"]
-machine += ["-mfloat-abi=soft"] if fpu == "none" else ["-mfpu=" + fpu, "-mfloat-abi=hard"]
+def configure(env):
+    cpu = env.GetProjectOption("custom_tinyc_cpu")
+    fpu = env.GetProjectOption("custom_tinyc_fpu", "none")
+    machine = ["-mcpu=" + cpu, "-mthumb"]
+    machine += ["-mfloat-abi=soft"] if fpu == "none" else ["-mfpu=" + fpu, "-mfloat-abi=hard"]
+    env.Append(
+        CCFLAGS=machine + ["-ffunction-sections", "-fdata-sections"],
+        ASFLAGS=machine,
+        LINKFLAGS=machine + ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
+                             "-Wl,-Map,${BUILD_DIR}/${PROGNAME}.map"],
+        LIBS=["c", "gcc"],
+    )
+    if env.GetProjectOption("custom_tinyc_boot2", "no") == "yes":
+        env.AddPostAction("$BUILD_DIR/${PROGNAME}.elf", rp2040_image)
 
-env.Append(  # noqa: F821
-    CCFLAGS=machine + ["-ffunction-sections", "-fdata-sections"],
-    ASFLAGS=machine,
-    LINKFLAGS=machine + ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
-                         "-Wl,-Map,${BUILD_DIR}/${PROGNAME}.map"],
-    LIBS=["c", "gcc"],
-)
 
 BOOT2_SIZE = 256
 UF2_FAMILY_RP2040 = 0xE48BFF56
@@ -94,5 +96,9 @@ def rp2040_image(target, source, env):
     print("tinyc: RP2040 boot loader CRC written, %s.uf2 made" % path[:-4])
 
 
-if env.GetProjectOption("custom_tinyc_boot2", "no") == "yes":  # noqa: F821
-    env.AddPostAction("$BUILD_DIR/${PROGNAME}.elf", rp2040_image)  # noqa: F821
+try:   # run by SCons as a PlatformIO extra script
+    Import("env")  # noqa: F821
+except NameError:   # imported as a module (tinyc's tests)
+    pass
+else:
+    configure(env)  # noqa: F821
