@@ -49,7 +49,8 @@ def weights_bytes(g: Graph) -> int:
     total = 0
     for node in g.nodes:
         for name in node.inputs[1:]:
-            total += g.tensors[name].nbytes
+            if name and g.tensors[name].is_const:   # an add's second input is an activation
+                total += g.tensors[name].nbytes
         mult = node.attrs.get("q", {}).get("mult")
         if isinstance(mult, np.ndarray):
             total += mult.size * PER_CHANNEL_CONST_BYTES
@@ -65,7 +66,8 @@ def node_rows(g: Graph, plan) -> list[dict]:
             "output_shape": list(out.shape), "output_bytes": out.nbytes,
             "output_offset": plan.tensor_offsets[node.outputs[0]],
             "macs": g.macs(node),
-            "weights_bytes": sum(g.tensors[t].nbytes for t in node.inputs[1:]),
+            "weights_bytes": sum(g.tensors[t].nbytes for t in node.inputs[1:]
+                                 if t and g.tensors[t].is_const),
             "scratch_bytes": plan.scratch.get(i, (0, 0))[1],
             "in_place": plan.inplace.get(i),
         })

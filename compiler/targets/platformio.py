@@ -240,6 +240,7 @@ class PioError(TinycError):
         super().__init__(f"`{' '.join(cmd)}` failed:\n{tail}")
 
 
+MODEL_CONST_RE = re.compile(r"^tinyc_[wbmsl]\d+$")
 OVERFLOW_RE = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")
 
 
@@ -288,6 +289,8 @@ def build_firmware(out, board: Board) -> dict:
     usage = memory_usage(elf, board.memory.ram_origin, board.memory.ram_length)
     symbols = elf.symbols()
     arena = next((s.size for s in symbols if s.name == "tinyc_arena"), 0)
+    # weights, biases, multipliers, shifts and layer parameters of model.c (codegen/c.py names)
+    consts = sum(s.size for s in symbols if MODEL_CONST_RE.match(s.name))
     fw = {
         "built": True,
         "elf": str(ELF_PATH),
@@ -298,6 +301,7 @@ def build_firmware(out, board: Board) -> dict:
         "ram_sections": usage["ram_sections"],
         "flash_sections": usage["flash_sections"],
         "arena_bytes": arena,
+        "model_const_bytes": consts,
         "stack_bytes": board.stack_reserve_bytes,
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
