@@ -34,7 +34,9 @@ def built(small_nets, tmp_path_factory):
     np.save(calib, np.random.default_rng(0).uniform(-1, 1, (6, 3, 32, 24)).astype(np.float32))
     res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", out / "o",
                 "--calib", calib, "--export-tflite")
-    assert "arena" in res.stdout and "warning" not in res.stderr
+    # no warning, except that the firmware could not be built on a machine without the toolchain
+    assert "arena" in res.stdout
+    assert "warning" not in res.stderr.replace("warning: firmware project written but not built", "")
     return out / "o"
 
 
