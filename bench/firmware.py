@@ -71,6 +71,7 @@ def main() -> None:
     if not shutil.which("qemu-system-arm"):
         common.die("qemu-system-arm not found: apt-get install --no-install-recommends qemu-system-arm")
     prov = common.provenance()
+    prov["firmware_tools"] = tool_versions()
     t_start = time.time()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="tinyc-bench-fw-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -104,6 +105,20 @@ def main() -> None:
     write_results(rows, prov, runtime, args.samples)
 
 
+def tool_versions() -> str:
+    import subprocess
+    from importlib import metadata
+
+    def first_line(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return "unknown"
+    return (f"{first_line(['arm-none-eabi-gcc', '--version'])}; "
+            f"{first_line(['qemu-system-arm', '--version'])}; "
+            f"platformio {metadata.version('platformio')}, scons {metadata.version('scons')}")
+
+
 def write_results(rows: list[dict], prov: dict, runtime: float, n: int) -> None:
     main_b, m7 = BOARDS
     table = []
@@ -130,7 +145,7 @@ def write_results(rows: list[dict], prov: dict, runtime: float, n: int) -> None:
               "stack used / size B", "M7 (mps2_an500) instructions"]
     md = "\n\n".join([
         "# Firmware: instructions per inference and memory on the emulated Cortex-M4 (mps2_an386)",
-        common.provenance_md(prov, runtime) + "\n- board: mps2_an386 (QEMU 7.2 -icount shift=0, "
+        common.provenance_md(prov, runtime) + f"\n- {prov['firmware_tools']}\n- board: mps2_an386 (QEMU 7.2 -icount shift=0, "
         "Cortex-M4F, 256 KB SRAM / 1 MB flash budget); firmware built offline with PlatformIO "
         "6.2.0 and Debian's arm-none-eabi-gcc at -O2 (tinyc's local platform); calibration: the "
         "fixed real-image set of bench/common.py",

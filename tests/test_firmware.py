@@ -399,6 +399,10 @@ def test_flash_dry_run_shows_each_boards_command(small_nets, calib, tmp_path):
         assert command.format(p=out.resolve()) in lines[2], res.stdout
     res = tinyc("flash", tmp_path / "nano33ble", "--dry-run", check=False)
     assert_clean_failure(res, "needs --port")
+    np.save(tmp_path / "x.npy", np.zeros((1, 16, 1, 1), np.float32))
+    res = tinyc("emulate", tmp_path / "nucleo_f411re", "--input", tmp_path / "x.npy", "--output",
+                tmp_path / "y.npy", "--qemu", check=False)
+    assert_clean_failure(res, "real hardware", "tinyc flash")
     res = tinyc("flash", tmp_path / "nano33ble", "--dry-run", "--protocol", "jtag", check=False)
     assert_clean_failure(res, "no upload protocol 'jtag'", "bootloader, pyocd")
 
