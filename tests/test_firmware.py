@@ -188,6 +188,15 @@ def test_elf_figures_match_arm_size(an386_build):
             assert s.size == sizes[s.name], s.name
     usage = memory_usage(elf, 0x20000000, 262144)
     assert usage["ram_sections"] == {k: sizes[k] for k in (".data", ".bss", ".stack")}
+    # and the symbol sizes against nm --size-sort (the consumers named when a firmware is refused)
+    res = subprocess.run(["arm-none-eabi-nm", "--size-sort", "-S", str(an386_build / ELF_PATH)],
+                         capture_output=True, text=True, check=True)
+    nm = {f[3]: int(f[1], 16) for f in (ln.split() for ln in res.stdout.splitlines())
+          if len(f) == 4 and f[2] in "tTbBdDrR"}
+    ours = {s.name: s.size for s in elf.symbols()}
+    assert ours["tinyc_arena"] == nm["tinyc_arena"] > 0
+    assert {k: v for k, v in ours.items() if k in nm} == {k: nm[k] for k in ours if k in nm}
+    assert len(set(ours) & set(nm)) > 20
 
 
 def test_crc32_and_uf2_helpers():
@@ -322,6 +331,27 @@ def test_instruction_count_is_deterministic(an386_build, tmp_path):
                   tmp_path / f"y{k}.npy", "--qemu").stdout for k in range(2)]
     counts = [re.findall(r"sample \d: ([\d,]+) instructions", r) for r in runs]
     assert counts[0] == counts[1] and len(counts[0]) == 2
+
+
+@needs_toolchain
+@needs_qemu
+@pytest.mark.parametrize("board_id", QEMU_BOARDS)
+def test_counter_counts_instructions(board_id, small_nets, tmp_path):
+    """The SysTick counter under -icount shift=0 is an instruction counter: a loop of 2,000,000
+    instructions (tests/firmware/counter_loop.c) reads 2,000,000 give or take one 40-instruction
+    tick and the counter's own few instructions."""
+    from tinyc.targets.platformio import run_pio
+    from tinyc.targets.qemu import qemu_command
+    out = tmp_path / "o"
+    tinyc("build", small_nets["fc_only"], "--board", board_id, "-o", out)
+    shutil.copy(ROOT / "tests" / "firmware" / "counter_loop.c", out / "src" / "main.c")
+    run_pio(out)
+    res = subprocess.run(qemu_command(load_board(board_id), out / ELF_PATH, ["loop"]),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    loop, empty = map(int, re.fullmatch(r"loop (\d+) empty (\d+)\s*", res.stdout).groups())
+    assert 2_000_000 - 40 <= loop <= 2_000_000 + 80, loop
+    assert empty <= 80
 
 
 @needs_toolchain
