@@ -231,6 +231,28 @@ def test_switching_layouts_in_one_folder_leaves_no_stale_model(small_nets, tmp_p
     assert not (out / "lib" / "tinyc_model").exists()
 
 
+@needs_toolchain
+def test_samples_option_reaches_the_firmware(small_nets, tmp_path):
+    """--samples: int8 inputs taken as they are, in samples.bin (emulated boards) or compiled
+    into flash (real boards)."""
+    x = np.random.default_rng(3).integers(-128, 128, (3, 16, 1, 1)).astype(np.int8)
+    np.save(tmp_path / "x.npy", x)
+    tinyc("build", small_nets["fc_only"], "--board", "mps2_an386", "-o", tmp_path / "e",
+          "--samples", tmp_path / "x.npy")
+    assert (tmp_path / "e" / "samples.bin").read_bytes() == np.moveaxis(x, 1, -1).tobytes()
+    tinyc("build", small_nets["fc_only"], "--board", "nucleo_f411re", "-o", tmp_path / "r",
+          "--samples", tmp_path / "x.npy")
+    assert "#define TINYC_NUM_SAMPLES 3" in (tmp_path / "r" / "src" / "samples.h").read_text()
+    values = re.findall(r"-?\d+", (tmp_path / "r" / "src" / "samples.c").read_text().split("= {", 1)[1])
+    assert [int(v) for v in values] == np.moveaxis(x, 1, -1).ravel().tolist()
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["firmware"]["samples"] == 3 and rep["firmware"]["built"]
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 4, 4), np.float32))
+    assert_clean_failure(tinyc("build", small_nets["fc_only"], "--board", "nucleo_f411re", "-o",
+                               tmp_path / "b", "--samples", tmp_path / "bad.npy", check=False),
+                         "--samples", "(N, 16, 1, 1)")
+
+
 # ------------------------------------------------------------------------ memory checks
 
 def _fc_net(path: Path, n_in_hw: int, n_out: int) -> Path:
