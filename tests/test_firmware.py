@@ -347,6 +347,23 @@ def test_shared_model_on_qemu_equals_host(tmp_path):
 
 @needs_toolchain
 @needs_qemu
+def test_rebuild_into_the_same_folder_then_qemu(small_nets, calib, tmp_path):
+    """An identical rebuild leaves the ELF untouched (SCons rebuilds by content) and still runs;
+    a firmware not built from the current model.c is refused."""
+    out = tmp_path / "o"
+    np.save(tmp_path / "x.npy", inputs(1))
+    for _ in range(2):
+        tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", out, "--calib", calib)
+        tinyc("emulate", out, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy", "--qemu")
+    model_c = out / "lib" / "tinyc_model" / "model.c"
+    model_c.write_text(model_c.read_text() + "/* edited */\n")
+    res = tinyc("emulate", out, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy",
+                "--qemu", check=False)
+    assert_clean_failure(res, "not built from the current", "rebuild")
+
+
+@needs_toolchain
+@needs_qemu
 def test_instruction_count_is_deterministic(an386_build, tmp_path):
     np.save(tmp_path / "x.npy", inputs(2, seed=7))
     runs = [tinyc("emulate", an386_build, "--input", tmp_path / "x.npy", "--output",

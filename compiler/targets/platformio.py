@@ -262,6 +262,11 @@ def _does_not_fit(board: Board, problems: list[str], consumers: dict) -> Firmwar
     return FirmwareDoesNotFitError("\n".join(lines))
 
 
+def file_sha256(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def build_firmware(out, board: Board) -> dict:
     """`pio run` offline, then RAM and flash from the ELF checked against the board's budget.
     Returns the report's "firmware" section; raises FirmwareDoesNotFitError with the biggest
@@ -294,6 +299,8 @@ def build_firmware(out, board: Board) -> dict:
     fw = {
         "built": True,
         "elf": str(ELF_PATH),
+        # what the ELF was built from (SCons rebuilds by content: the ELF's date can be older)
+        "model_c_sha256": file_sha256(out / MODEL_LIB / "model.c"),
         "ram_bytes": usage["ram_bytes"],
         "flash_bytes": usage["flash_bytes"],
         "ram_limit_bytes": board.sram_bytes,

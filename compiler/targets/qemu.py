@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import TinycError
 from .boards import Board
-from .platformio import ELF_PATH, model_dir
+from .platformio import ELF_PATH, file_sha256, model_dir
 
 EXIT_USAGE, EXIT_STACK_OVERFLOW, EXIT_FAULT = 2, 3, 4
 SAMPLE_RE = re.compile(r"^sample (\d+) (instructions|cycles) (\d+) argmax (-?\d+) output((?: -?\d+)*)$")
@@ -85,8 +85,9 @@ def firmware_elf(out, board: Board, report: dict) -> Path:
         raise TinycError(f"{out}: the firmware was not built ({fw.get('reason') or fw.get('error') or 'no ELF'}); "
                          "install the toolchain and rebuild")
     model_c = model_dir(out) / "model.c"
-    if model_c.is_file() and model_c.stat().st_mtime_ns > elf.stat().st_mtime_ns:
-        raise TinycError(f"{elf} is older than {model_c}: rebuild with tinyc build")
+    if not model_c.is_file() or fw.get("model_c_sha256") != file_sha256(model_c):
+        raise TinycError(f"{elf} was not built from the current {model_c}: rebuild with "
+                         "tinyc build")
     return elf
 
 
