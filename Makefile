@@ -4,7 +4,7 @@
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(VENV)/bin/python
-APT_PACKAGES = gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi
+APT_PACKAGES = gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-packages demo test bench clean
@@ -34,6 +34,7 @@ bench: setup
 	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; }
 	$(PY) bench/inference_memory.py
 	$(PY) bench/quant_quality.py
+	$(PY) bench/firmware.py
 
 clean:
 	rm -rf out build .pytest_cache

@@ -3,10 +3,16 @@
 Steps: import + quantize (pipeline.py), plan memory, generate C, optional .tflite export, then a
 report checked against the board. A model that does not fit is refused with a breakdown, after
 report.json is written so the user can inspect it.
+
+With `firmware` (the CLI's default), the output folder becomes a PlatformIO project around the
+model (targets/platformio.py): the model library goes to out/lib/tinyc_model, and when
+arm-none-eabi-gcc and PlatformIO are at hand the firmware is built offline and its RAM and flash,
+read from the ELF, are checked against the board too (report["firmware"]).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +21,8 @@ import numpy as np
 
 from .errors import TinycError
 from .ir import Graph
-from .targets.boards import Board
+from .targets.boards import Board, require_firmware
+from .targets.platformio import MODEL_LIB
 
 # Everything the generated model keeps in flash besides code: int8 weights, int32 biases and the
 # per-channel int32 multipliers and shifts.
@@ -34,6 +41,8 @@ class BuildOptions:
     calib_limit: int = 100
     input_shape: tuple | None = None
     export_tflite: bool = False
+    firmware: bool = False          # write (and, with a toolchain, build) the PlatformIO project
+    samples: str | None = None      # the demo's inputs (.npy/.npz, NCHW); default: 1st calibration input
     # training (issue 3): a scheme (shorthand or dict), a new head, QAS and rounding
     train: str | dict | None = None
     num_classes: int | None = None
@@ -45,8 +54,9 @@ class BuildOptions:
         """What report.json keeps so that a later command (tinyc export) can redo the build."""
         keep = dict(self.__dict__)
         keep["model"] = str(Path(model).resolve())
-        if self.calib:
-            keep["calib"] = str(Path(self.calib).resolve())
+        for key in ("calib", "samples"):
+            if keep[key]:
+                keep[key] = str(Path(keep[key]).resolve())
         return keep
 
 
@@ -54,7 +64,8 @@ def weights_bytes(g: Graph) -> int:
     total = 0
     for node in g.nodes:
         for name in node.inputs[1:]:
-            total += g.tensors[name].nbytes
+            if name and g.tensors[name].is_const:   # an add's second input is an activation
+                total += g.tensors[name].nbytes
         mult = node.attrs.get("q", {}).get("mult")
         if isinstance(mult, np.ndarray):
             total += mult.size * PER_CHANNEL_CONST_BYTES
@@ -70,7 +81,8 @@ def node_rows(g: Graph, plan) -> list[dict]:
             "output_shape": list(out.shape), "output_bytes": out.nbytes,
             "output_offset": plan.tensor_offsets[node.outputs[0]],
             "macs": g.macs(node),
-            "weights_bytes": sum(g.tensors[t].nbytes for t in node.inputs[1:]),
+            "weights_bytes": sum(g.tensors[t].nbytes for t in node.inputs[1:]
+                                 if t and g.tensors[t].is_const),
             "scratch_bytes": plan.scratch.get(i, (0, 0))[1],
             "in_place": plan.inplace.get(i),
         })
@@ -151,9 +163,71 @@ def peak_buffers(report: dict) -> list[dict]:
     return sorted((b for b in bufs if b["first"] <= peak <= b["last"]), key=lambda b: -b["size"])
 
 
+def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: str) -> np.ndarray:
+    """Model inputs in the ONNX layout (NCHW; one sample or a batch) -> int8 NHWC batch. Float is
+    quantized with the model's input parameters; int8 is taken as already quantized."""
+    from .pipeline import quantize_array
+
+    c, h, w = shape_nchw[1:]
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+        raise TinycError(f"{what}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
+    if x.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        if len(bad):
+            raise TinycError(f"{what}: sample {bad[0]} contains NaN or Inf")
+        xq = quantize_array(x, scale, zero_point)
+    elif x.dtype == np.int8:
+        xq = x
+    else:
+        raise TinycError(f"{what}: dtype {x.dtype}; give float32 (quantized with the model's "
+                         "input parameters) or int8 (already quantized)")
+    return np.ascontiguousarray(np.moveaxis(xq, 1, -1))
+
+
+def demo_samples(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray) -> tuple[np.ndarray, str]:
+    """The firmware demo's int8 NHWC inputs and where they come from."""
+    from .calib import load_array
+
+    inp = report["input"]
+    if opts.samples:
+        x = int8_inputs(load_array(opts.samples), inp["shape_nchw"], inp["scale"],
+                        inp["zero_point"], f"--samples {opts.samples}")
+        if len(x) == 0:
+            raise TinycError(f"--samples {opts.samples}: holds no sample")
+        return x, f"--samples {Path(opts.samples).name}"
+    x = int8_inputs(np.moveaxis(calib_nhwc[:1], -1, 1), inp["shape_nchw"], inp["scale"],
+                    inp["zero_point"], "calibration data")
+    return x, ("the first calibration input" if opts.calib
+               else "uniform noise in [-1, 1] (no --calib)")
+
+
+def _remove_generated(out: Path, firmware: bool) -> None:
+    """A rebuild into the same folder must not leave the other layout's generated files behind."""
+    if firmware:
+        for name in ("model.c", "model.h", "library.json"):
+            (out / name).unlink(missing_ok=True)
+        if (out / "tinyc").is_dir():
+            shutil.rmtree(out / "tinyc")
+    else:
+        ini = out / "platformio.ini"
+        if ini.is_file() and "Generated by tinyc" in ini.read_text(errors="replace")[:200]:
+            ini.unlink()
+            for d in ("lib/tinyc_model", "lib/tinyc_board", "src", ".pio"):
+                if (out / d).is_dir():
+                    shutil.rmtree(out / d)
+            (out / "samples.bin").unlink(missing_ok=True)
+
+
 def compile_graph(model: str, opts: BuildOptions) -> Graph:
     """ONNX -> the int8 graph a build generates code for (inference, or a training step).
     A function of (model, options) only: tinyc export redoes it from report.json."""
+    return compile_with_calibration(model, opts)[0]
+
+
+def compile_with_calibration(model: str, opts: BuildOptions) -> tuple[Graph, np.ndarray]:
+    """compile_graph, and the calibration inputs (NHWC) it used."""
     from .calib import load_calibration
     from .pipeline import check_model_input, import_float, synthetic_calibration, training_graph
     from .passes.autodiff import TrainOptions
@@ -170,9 +244,9 @@ def compile_graph(model: str, opts: BuildOptions) -> Graph:
                       stacklevel=2)
         calib = synthetic_calibration(g)
     if opts.train is None:
-        return quantize(g, calib)
+        return quantize(g, calib), calib
     return training_graph(g, calib, opts.train, opts.num_classes,
-                          TrainOptions(qas=opts.qas, rounding=opts.rounding))
+                          TrainOptions(qas=opts.qas, rounding=opts.rounding)), calib
 
 
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
@@ -190,12 +264,15 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     from .memory.planner import plan_memory
     from .pipeline import forward_graph
 
-    gq = compile_graph(model, opts)
+    gq, calib = compile_with_calibration(model, opts)
     plan = plan_memory(gq)
     out = Path(out_dir)
+    if opts.firmware:
+        require_firmware(board)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable
-    generate_c(gq, plan, out)
+    _remove_generated(out, opts.firmware)
+    generate_c(gq, plan, out / MODEL_LIB if opts.firmware else out)
     if opts.export_tflite:
         from .export.tflite import export_tflite
         (out / "model.tflite").write_bytes(export_tflite(forward_graph(gq)))
@@ -207,6 +284,31 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     else:
         report = make_report(gq, plan, board, calibrated=bool(opts.calib))
     report["build_options"] = opts.recorded(model)
+    report["board_file"] = board.path
     (out / "report.json").write_text(json.dumps(report, indent=1))
     check_fits(report)
+    if opts.firmware:
+        report["firmware"] = firmware_step(out, board, report, opts, calib)
+        (out / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
+                  calib_nhwc: np.ndarray) -> dict:
+    """Writes the PlatformIO project, then builds and checks it when the tools are here."""
+    from .targets.platformio import (FirmwareDoesNotFitError, build_firmware, toolchain_missing,
+                                     write_project)
+
+    samples, source = demo_samples(report, opts, calib_nhwc)
+    write_project(out, board, Path(str(report["model"])).name, samples, source)
+    info = {"project": "platformio.ini", "samples": len(samples), "samples_source": source}
+    missing = toolchain_missing()
+    if missing:
+        warnings.warn(f"firmware project written but not built: {missing}", stacklevel=2)
+        return {**info, "built": False, "reason": missing}
+    try:
+        return {**info, **build_firmware(out, board)}
+    except FirmwareDoesNotFitError as e:
+        report["firmware"] = {**info, "built": False, "error": str(e)}
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+        raise DoesNotFitError(str(e)) from None

@@ -1,4 +1,4 @@
-"""tinyc command line: build | emulate | report | boards.
+"""tinyc command line: build | emulate | flash | report | boards.
 
 User errors (TinycError) print one clear message and exit 1 without a traceback; `--debug` shows
 the traceback. Anything else is an internal error: exit 3 with a request to rerun with --debug.
@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
     b.add_argument("--rounding", choices=("nearest", "stochastic"), default="nearest",
                    help="rounding of the integer parameter updates (default nearest)")
+    b.add_argument("--no-firmware", action="store_true",
+                   help="write only the model library (model.c, model.h, tinyc/) into OUT, no "
+                        "PlatformIO project")
+    b.add_argument("--samples", help="the firmware demo's inputs: .npy/.npz in the model layout "
+                                     "(NCHW; float is quantized, int8 taken as is); default: the "
+                                     "first calibration input")
 
     e = sub.add_parser("emulate", help="run a built model with the host C compiler")
     e.add_argument("out", help="folder written by tinyc build")
@@ -72,6 +78,18 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
     e.add_argument("--save-params", help=".npz file for the trained parameters")
     e.add_argument("--lr", type=float, help="learning rate (default: the build's --lr)")
+    e.add_argument("--qemu", action="store_true",
+                   help="run the built firmware under qemu-system-arm (mps2 boards) instead of "
+                        "the host build; prints the instructions per inference")
+    e.add_argument("--timeout", type=float, default=300.0,
+                   help="with --qemu: seconds before a hung guest is killed (300)")
+
+    f = sub.add_parser("flash", help="upload the built firmware to the board (pio run -t upload); "
+                                     "mps2 boards run it in QEMU")
+    f.add_argument("out", help="folder written by tinyc build")
+    f.add_argument("--port", help="serial port or drive of the board, when its protocol needs one")
+    f.add_argument("--protocol", help="one of the board's upload protocols (see `tinyc boards -v`)")
+    f.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
     r = sub.add_parser("report", help="show a build's report; --plot draws arena occupancy")
     r.add_argument("out", help="folder written by tinyc build")
@@ -82,7 +100,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--params", required=True, help=".npz written by tinyc emulate --save-params")
     x.add_argument("-o", "--output", required=True, help="ONNX file to write")
 
-    sub.add_parser("boards", help="list the supported boards")
+    bl = sub.add_parser("boards", help="list the supported boards")
+    bl.add_argument("-v", "--verbose", action="store_true",
+                    help="also the memory map, PlatformIO ids and upload protocols")
     return p
 
 
@@ -100,6 +120,16 @@ def summary(report: dict) -> str:
         f"flash      weights {report['weights_bytes']:,} B of {report['flash_limit_bytes']:,} B"
         f" ({100 * report['weights_bytes'] / report['flash_limit_bytes']:.1f}%)",
     ]
+    fw = report.get("firmware")
+    if fw and fw.get("built"):
+        rs = fw["ram_sections"]
+        lines.append(
+            f"firmware   RAM {fw['ram_bytes']:,} B of {fw['ram_limit_bytes']:,} B (.data "
+            f"{rs.get('.data', 0):,} + .bss {rs.get('.bss', 0):,} [arena {fw['arena_bytes']:,}] + "
+            f"stack {rs.get('.stack', 0):,}), flash {fw['flash_bytes']:,} B of "
+            f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
+    elif fw:
+        lines.append(f"firmware   project written, not built: {fw.get('reason') or fw.get('error')}")
     return "\n".join(lines)
 
 
@@ -117,7 +147,8 @@ def cmd_build(a) -> int:
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
-                        qas=not a.no_qas, rounding=a.rounding, lr=a.lr)
+                        qas=not a.no_qas, rounding=a.rounding, lr=a.lr,
+                        firmware=not a.no_firmware, samples=a.samples)
     try:
         report = build(a.model, board, a.output, opts)
     except DoesNotFitError as err:
@@ -125,8 +156,13 @@ def cmd_build(a) -> int:
         print(f"(the full report is in {Path(a.output) / 'report.json'})", file=sys.stderr)
         return 1
     print(summary(report))
-    print(f"wrote      {a.output}/ (model.c, model.h, tinyc/, report.json"
-          + (", model.tflite" if a.export_tflite else "") + ")")
+    if a.no_firmware:
+        print(f"wrote      {a.output}/ (model.c, model.h, tinyc/, report.json"
+              + (", model.tflite" if a.export_tflite else "") + ")")
+    else:
+        print(f"wrote      {a.output}/ (PlatformIO project: platformio.ini, src/main.c, "
+              "lib/tinyc_model/, lib/tinyc_board/; report.json"
+              + (", model.tflite" if a.export_tflite else "") + ")")
     return 0
 
 
@@ -142,24 +178,10 @@ def load_report(out: str) -> dict:
 
 def model_inputs(rep: dict, x: np.ndarray, source: str) -> np.ndarray:
     """Inputs in the ONNX layout (NCHW; float or int8) -> int8 NHWC batch for the C code."""
-    from .pipeline import quantize_array
+    from .build import int8_inputs
 
-    c, h, w = rep["input"]["shape_nchw"][1:]
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
-        raise TinycError(f"{source}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
-    if x.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
-        if len(bad):
-            raise TinycError(f"{source}: sample {bad[0]} contains NaN or Inf")
-        xq = quantize_array(x, rep["input"]["scale"], rep["input"]["zero_point"])
-    elif x.dtype == np.int8:
-        xq = x
-    else:
-        raise TinycError(f"{source}: dtype {x.dtype}; give float32 (quantized with the model's "
-                         "input parameters) or int8 (already quantized)")
-    return np.ascontiguousarray(np.moveaxis(xq, 1, -1))
+    inp = rep["input"]
+    return int8_inputs(x, inp["shape_nchw"], inp["scale"], inp["zero_point"], source)
 
 
 def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -179,9 +201,14 @@ def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:
     return model_inputs(rep, x, path), y.astype(np.int64)
 
 
+def board_of_report(rep: dict):
+    from .targets.boards import load_board
+    path = rep.get("board_file")
+    return load_board(path if path and Path(path).is_file() else rep["board"])
+
+
 def cmd_emulate(a) -> int:
     from .calib import load_array
-    from .targets.host import run_host
 
     rep = load_report(a.out)
     if a.train_data:
@@ -190,14 +217,73 @@ def cmd_emulate(a) -> int:
         raise TinycError("tinyc emulate needs --input and --output (or --train-data)")
     x = load_array(a.input)
     xq = model_inputs(rep, x, a.input)
-    y = run_host(a.out, xq)
-    y = y.reshape((x.shape[0],) + tuple(rep["output"]["shape"][1:]))
+    n = xq.shape[0]
+    if a.qemu:
+        from .targets.qemu import run_qemu
+        board = board_of_report(rep)
+        y, demo = run_qemu(a.out, board, rep, xq, timeout=a.timeout)
+        how = f"the firmware under QEMU ({board.qemu_machine})"
+    else:
+        from .targets.host import run_host
+        y = run_host(a.out, xq)
+        how = "host gcc"
+    y = y.reshape((n,) + tuple(rep["output"]["shape"][1:]))
     if a.dequantize:
         y = ((y.astype(np.float32) - rep["output"]["zero_point"])
              * np.float32(rep["output"]["scale"]))
     np.save(a.output, y)
-    print(f"ran {x.shape[0]} input(s) through {a.out} (host gcc); wrote {a.output} "
-          f"{y.dtype} {tuple(y.shape)}")
+    print(f"ran {n} input(s) through {a.out} ({how}); wrote {a.output} {y.dtype} {tuple(y.shape)}")
+    if a.qemu:
+        macs = rep["macs"]
+        for i, c in enumerate(demo.counts):
+            print(f"sample {i}: {c:,} {demo.unit} per inference ({c / max(macs, 1):.2f} per MAC)")
+        if demo.stack_used is not None:
+            print(f"stack: {demo.stack_used:,} of {demo.stack_size:,} bytes used")
+    return 0
+
+
+def cmd_flash(a) -> int:
+    import shutil
+    import subprocess
+
+    from .targets.platformio import (pio_environ, set_upload_protocol, toolchain_missing,
+                                     upload_plan)
+
+    rep = load_report(a.out)
+    board = board_of_report(rep)
+    fw = rep.get("firmware")
+    if fw is None:
+        raise TinycError(f"{a.out} was built with --no-firmware: there is no firmware to flash; "
+                         "rebuild without --no-firmware")
+    plan = upload_plan(a.out, board, a.protocol, a.port)
+    proto = plan["protocol"]
+    core = Path(a.out).resolve() / ".pio-core"
+    if a.dry_run:
+        print(f"PLATFORMIO_CORE_DIR={core} " + " ".join(plan["pio"]))
+        print(f"# which runs ({proto.name}, board {board.id}):")
+        print(plan["tool_command"])
+        return 0
+    if not fw.get("built"):
+        raise TinycError(f"{a.out}: the firmware was not built "
+                         f"({fw.get('reason') or fw.get('error')}); fix that and rebuild")
+    missing = toolchain_missing()
+    if missing:
+        raise TinycError(f"cannot run PlatformIO: {missing}")
+    if not shutil.which(proto.tool):
+        raise TinycError(f"board '{board.id}' uploads with protocol '{proto.name}', which needs "
+                         f"'{proto.tool}': not found on PATH. Install: {proto.install}")
+    if a.protocol:
+        set_upload_protocol(a.out, board, proto.name)
+    res = subprocess.run(plan["pio"], env=pio_environ(Path(a.out)))
+    if a.protocol and a.protocol != board.upload_default:
+        set_upload_protocol(a.out, board, board.upload_default)
+    if res.returncode != 0:
+        hint = ("is the board connected and powered" + (", and is --port right" if proto.needs_port
+                                                      else "") + "?")
+        if board.emulated:
+            hint = "see the firmware's output above"
+        raise TinycError(f"upload to board '{board.id}' with '{proto.name}' ({proto.tool}) failed "
+                         f"(exit status {res.returncode}): {hint}")
     return 0
 
 
@@ -286,9 +372,27 @@ def cmd_export(a) -> int:
 
 def cmd_boards(a) -> int:
     from .targets.boards import list_boards
-    print(f"{'id':<16} {'SRAM':>9} {'flash':>10}  name")
+    print(f"{'id':<14} {'SRAM budget':>11} {'flash budget':>12} {'chip SRAM/flash':>17}  "
+          f"{'cpu':<14} {'fpu':<12} name")
     for b in list_boards():
-        print(f"{b.id:<16} {b.sram_bytes // 1024:>6} KB {b.flash_bytes // 1024:>7} KB  {b.name}")
+        chip = (f"{b.sram_total_bytes // 1024} / {b.flash_total_bytes // 1024} KB"
+                if b.sram_total_bytes else "-")
+        print(f"{b.id:<14} {b.sram_bytes // 1024:>8} KB {b.flash_bytes // 1024:>9} KB "
+              f"{chip:>17}  {b.cpu:<14} {b.fpu:<12} {b.name}")
+        if a.verbose and b.memory:
+            m = b.memory
+            print(f"{'':14} linker: FLASH 0x{m.flash_origin:08x} +{m.flash_length:,}  RAM "
+                  f"0x{m.ram_origin:08x} +{m.ram_length:,}; stack {b.stack_reserve_bytes:,} B; "
+                  f"console {b.firmware.console}; counter {b.counter_unit}")
+            if b.qemu_machine:
+                print(f"{'':14} QEMU machine {b.qemu_machine}")
+            if b.platformio.get("platform"):
+                pio = b.platformio
+                print(f"{'':14} PlatformIO (online): platform {pio['platform']}, board "
+                      f"{pio.get('board', b.id)}, upload_protocol {pio.get('upload_protocol', '-')}")
+            for p in b.protocols:
+                default = " (default)" if p.name == b.upload_default else ""
+                print(f"{'':14} upload {p.name}{default}: {p.command}")
     return 0
 
 
@@ -296,8 +400,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     warnings.simplefilter("always")
     warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {msg}\n"
-    commands = {"build": cmd_build, "emulate": cmd_emulate, "report": cmd_report,
-                "boards": cmd_boards, "export": cmd_export}
+    commands = {"build": cmd_build, "emulate": cmd_emulate, "flash": cmd_flash,
+                "report": cmd_report, "boards": cmd_boards, "export": cmd_export}
     try:
         return commands[args.command](args)
     except TinycError as err:

@@ -85,6 +85,18 @@ def main():
           f"{rep['macs']:,} MACs; memory plot: {OUT / 'memory.png'}")
     if not all_equal:
         sys.exit("the generated C differs from TFLite: this is a bug")
+    fw = rep.get("firmware", {})
+    if fw.get("built"):
+        # the same photos through the Cortex-M4 firmware under QEMU
+        tinyc("emulate", OUT / "build", "--input", OUT / "photos.npy", "--output",
+              OUT / "logits_qemu.npy", "--qemu")
+        same = np.array_equal(np.load(OUT / "logits_qemu.npy"), y_c)
+        print(f"firmware: RAM {fw['ram_bytes']:,} B, flash {fw['flash_bytes']:,} B; QEMU output "
+              f"== host C output: {same}")
+        if not same:
+            sys.exit("the firmware under QEMU differs from the host build: this is a bug")
+    else:
+        print(f"firmware not built: {fw.get('reason')}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TinycError
+from .platformio import model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "runtime_c" / "host" / "tinyc_host_main.c"
@@ -47,12 +48,13 @@ def build_host(out_dir, extra_flags: tuple[str, ...] = (), harness: Path = HARNE
     A training build is compiled without floating-point contraction (no FMA: the backward pass
     must round every product as the numpy reference does) and linked with libm (logf)."""
     out = Path(out_dir)
-    if not (out / "model.c").is_file():
+    lib = model_dir(out)
+    if not (lib / "model.c").is_file():
         raise TinycError(f"{out}: no model.c; generate the C code first (tinyc build)")
-    sources = [str(out / "model.c")] + sorted(str(p) for p in (out / "tinyc").glob("*.c"))
+    sources = [str(lib / "model.c")] + sorted(str(p) for p in (lib / "tinyc").glob("*.c"))
     exe = out / exe_name
     train = is_training_build(out)
-    cmd = [_compiler(), *CFLAGS, *(TRAIN_CFLAGS if train else ()), *extra_flags, "-I", str(out),
+    cmd = [_compiler(), *CFLAGS, *(TRAIN_CFLAGS if train else ()), *extra_flags, "-I", str(lib),
            *sources, str(harness), "-o", str(exe), *(("-lm",) if train else ())]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -62,7 +64,7 @@ def build_host(out_dir, extra_flags: tuple[str, ...] = (), harness: Path = HARNE
 
 def model_defines(out_dir) -> dict[str, str]:
     """The #define TINYC_* values of out_dir/model.h."""
-    text = (Path(out_dir) / "model.h").read_text()
+    text = (model_dir(out_dir) / "model.h").read_text()
     return dict(re.findall(r"^#define (TINYC_\w+) (.+)$", text, flags=re.M))
 
 
@@ -75,7 +77,8 @@ def _stale(out: Path, exe: Path, harness: Path = HARNESS) -> bool:
     same folder must never run the previous model)."""
     if not exe.is_file():
         return True
-    sources = [out / "model.c", out / "model.h", harness, *(out / "tinyc").glob("*")]
+    lib = model_dir(out)
+    sources = [lib / "model.c", lib / "model.h", harness, *(lib / "tinyc").glob("*")]
     built = exe.stat().st_mtime_ns
     return any(p.is_file() and p.stat().st_mtime_ns >= built for p in sources)
 
@@ -115,7 +118,7 @@ def build_host_training(out_dir, extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile a training build with the training harness (runtime_c/host/tinyc_train_main.c)
     into out_dir/tinyc_train_host; returns its path."""
     out = Path(out_dir)
-    if not (out / "model.h").is_file() or not is_training_build(out):
+    if not (model_dir(out) / "model.h").is_file() or not is_training_build(out):
         raise TinycError(f"{out}: not a training build (tinyc build ... --train SCHEME)")
     return build_host(out, extra_flags, TRAIN_HARNESS, TRAIN_EXE)
 
@@ -143,7 +146,7 @@ class HostTrainer:
         self.n_out = _int_define(defs, "TINYC_OUTPUT_SIZE")
         self.classes = _int_define(defs, "TINYC_NUM_CLASSES")
         self.out_shape = tuple(int(v) for v in defs["TINYC_OUTPUT_SHAPE"].strip("{} ").split(","))
-        self.table = json.loads((self.out / "train_params.json").read_text())
+        self.table = json.loads((model_dir(self.out) / "train_params.json").read_text())
         self.param_bytes = _int_define(defs, "TINYC_PARAM_BYTES")
         self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)

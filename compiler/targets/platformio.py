@@ -1,0 +1,358 @@
+"""The firmware: a PlatformIO project around the generated model, built offline, checked against
+the board, and uploaded (`tinyc flash`).
+
+Project written by write_project(out, ...):
+    out/platformio.ini           env:tinyc (tinyc's offline platform, boards/platformio) and, for
+                                 real boards, the official PlatformIO platform for users online
+    out/boards/tinyc_<id>.json   the PlatformIO board manifest of env:tinyc
+    out/src/main.c               the demo (templates/main.c.j2); samples.c/.h on real boards
+    out/samples.bin              the demo's samples for the emulated boards (read by semihosting)
+    out/lib/tinyc_model/         the model and the runtime kernels it uses (a PlatformIO library)
+    out/lib/tinyc_board/         start-up, linker script, console, counter (runtime_c/firmware)
+
+build_firmware(out, board) runs `pio run -e tinyc` with a core folder inside out/ (never
+~/.platformio, never the registry), then reads RAM and flash from the ELF.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TinycError
+from .boards import Board, UploadProtocol, require_firmware
+from .elf import Elf, biggest, memory_usage
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORM_DIR = ROOT / "boards" / "platformio"
+FIRMWARE_SRC = ROOT / "runtime_c" / "firmware"
+TEMPLATE_DIR = ROOT / "templates"
+ENV = "tinyc"
+CORE_DIR = ".pio-core"
+MODEL_LIB = Path("lib") / "tinyc_model"
+BOARD_LIB = Path("lib") / "tinyc_board"
+ELF_PATH = Path(".pio") / "build" / ENV / "firmware.elf"
+SAMPLES_BIN = "samples.bin"
+REPEAT_SECONDS = 2
+BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c", "tinyc_pio.py")
+# the files each console needs besides its console_<name>.c
+CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h")}
+UART_EXTRA = ("console_uart_common.h",)
+PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
+           "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",
+           "PLATFORMIO_SETTING_CHECK_PLATFORMIO_INTERVAL": "3650",
+           "PLATFORMIO_NO_ANSI": "true"}
+
+
+class FirmwareDoesNotFitError(TinycError):
+    pass
+
+
+def model_dir(out) -> Path:
+    """Where the model library of a build is: out/lib/tinyc_model for a firmware project, out/
+    itself for a --no-firmware build."""
+    out = Path(out)
+    lib = out / MODEL_LIB
+    return lib if (lib / "model.c").is_file() and not (out / "model.c").is_file() else out
+
+
+def _env():
+    import jinja2
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def official_env(board: Board) -> str | None:
+    if board.emulated or not board.platformio.get("platform"):
+        return None
+    return board.platformio.get("board") or board.id
+
+
+def board_manifest(board: Board) -> dict:
+    """PlatformIO board JSON of env:tinyc (PlatformIO prints its RAM/flash bars from it)."""
+    proto = board.protocol()
+    return {
+        "name": board.name,
+        "vendor": "tinyc",
+        "url": "",
+        "frameworks": [],
+        "build": {"cpu": board.cpu, "mcu": board.mcu or board.id, "f_cpu": f"{board.f_cpu}L"},
+        "upload": {"maximum_size": board.flash_bytes, "maximum_ram_size": board.sram_bytes,
+                   "protocol": proto.name, "protocols": [p.name for p in board.protocols]},
+    }
+
+
+def pio_command_text(command: str) -> str:
+    """A board's upload command template -> the PlatformIO upload_command form."""
+    subs = {"elf": "$BUILD_DIR/${PROGNAME}.elf", "bin": "$BUILD_DIR/${PROGNAME}.bin",
+            "hex": "$BUILD_DIR/${PROGNAME}.hex", "uf2": "$BUILD_DIR/${PROGNAME}.uf2",
+            "port": "$UPLOAD_PORT", "project": "$PROJECT_DIR"}
+    return re.sub(r"\{(\w+)\}", lambda m: subs.get(m.group(1), m.group(0)), command)
+
+
+def _copy_runtime(board: Board, dst: Path) -> None:
+    console = board.firmware.console
+    names = list(BOARD_COMMON) + [f"console_{console}.c"]
+    names += list(CONSOLE_EXTRA.get(console, UART_EXTRA))
+    if board.boot2:
+        names.append("rp2040_boot2.c")
+    for name in names:
+        src = FIRMWARE_SRC / name
+        if not src.is_file():
+            raise TinycError(f"{src} not found: tinyc reads its firmware sources from its source "
+                             "tree; install it from a checkout (pip install -e .)")
+        shutil.copy2(src, dst / name)
+
+
+def _format_samples(samples: np.ndarray) -> list[str]:
+    from ..codegen.c import format_values
+    return [format_values(s.reshape(-1)) for s in samples]
+
+
+def write_project(out, board: Board, model_name: str, samples: np.ndarray,
+                  samples_source: str, protocol: str | None = None) -> Path:
+    """Turns a build folder whose model library is in out/lib/tinyc_model into a PlatformIO
+    project for `board`. `samples` are int8 NHWC inputs (N, H, W, C) for the demo."""
+    require_firmware(board)
+    out = Path(out)
+    proto = board.protocol(protocol)
+    env = _env()
+    lib = out / BOARD_LIB
+    if lib.exists():
+        shutil.rmtree(lib)
+    lib.mkdir(parents=True)
+    _copy_runtime(board, lib)
+    ctx = dict(board=board, guard_bytes=board.guard_bytes, guard_align=board.guard_bytes,
+               vector_align=128 if board.armv7m else 256, model_name=model_name,
+               semihosting=board.firmware.console == "semihosting",
+               repeat_seconds=REPEAT_SECONDS)
+    (lib / "link.ld").write_text(env.get_template("firmware/link.ld.j2").render(**ctx))
+    (lib / "tinyc_board_config.h").write_text(
+        env.get_template("firmware/tinyc_board_config.h.j2").render(**ctx))
+    (lib / "library.json").write_text(json.dumps({
+        "name": "tinyc_board", "version": "0.1.0",
+        "description": f"tinyc start-up, linker script and console for {board.name}",
+        # linked as objects: the vector table and handlers are only reached from the linker script
+        "build": {"libArchive": False}}, indent=2) + "\n")
+    (out / MODEL_LIB / "library.json").write_text(json.dumps({
+        "name": "tinyc_model", "version": "0.1.0",
+        "description": f"int8 model {model_name} generated by tinyc, with the runtime kernels it uses"},
+        indent=2) + "\n")
+
+    src = out / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir()
+    (src / "main.c").write_text(env.get_template("main.c.j2").render(**ctx))
+    samples = np.asarray(samples, np.int8)
+    (out / SAMPLES_BIN).unlink(missing_ok=True)
+    if ctx["semihosting"]:
+        (out / SAMPLES_BIN).write_bytes(np.ascontiguousarray(samples).tobytes())
+    else:
+        (src / "samples.h").write_text(env.get_template("firmware/samples.h.j2").render(
+            count=len(samples)))
+        (src / "samples.c").write_text(env.get_template("firmware/samples.c.j2").render(
+            samples=_format_samples(samples), source=samples_source))
+
+    boards_dir = out / "boards"
+    boards_dir.mkdir(exist_ok=True)
+    for old in boards_dir.glob("tinyc_*.json"):
+        old.unlink()
+    (boards_dir / f"tinyc_{board.id}.json").write_text(
+        json.dumps(board_manifest(board), indent=2) + "\n")
+    (out / "platformio.ini").write_text(env.get_template("firmware/platformio.ini.j2").render(
+        board=board, model_name=model_name, platform_uri=PLATFORM_DIR.as_uri().replace(
+            "file://", "symlink://"), official=official_env(board) is not None,
+        official_env=official_env(board), protocol=proto,
+        upload_command=pio_command_text(proto.command)))
+    return out
+
+
+# ------------------------------------------------------------------------ running PlatformIO
+
+def toolchain_missing() -> str | None:
+    """Why the firmware cannot be built here, or None."""
+    if not shutil.which("arm-none-eabi-gcc"):
+        return ("arm-none-eabi-gcc not found (apt-get install --no-install-recommends "
+                "gcc-arm-none-eabi libnewlib-arm-none-eabi)")
+    try:
+        import platformio  # noqa: F401
+        import SCons  # noqa: F401
+    except ImportError:
+        return ("PlatformIO is not installed in this Python environment "
+                "(pip install 'platformio==6.2.0' 'scons==4.11.1', or pip install -e '.[firmware]')")
+    return None
+
+
+def prepare_core(out: Path) -> Path:
+    """A PlatformIO core folder inside the project with tool-scons linked to tinyc's local
+    package (SCons from PyPI), so PlatformIO never asks its registry."""
+    core = out / CORE_DIR
+    (core / "packages").mkdir(parents=True, exist_ok=True)
+    link = {"cwd": "/", "spec": {"owner": "platformio", "id": None, "name": "tool-scons",
+                                 "requirements": None,
+                                 "uri": (PLATFORM_DIR / "tool-scons").as_uri().replace(
+                                     "file://", "symlink://")}}
+    (core / "packages" / "tool-scons.pio-link").write_text(json.dumps(link))
+    return core
+
+
+def pio_environ(out: Path) -> dict:
+    env = dict(os.environ)
+    env.update(PIO_ENV)
+    env["PLATFORMIO_CORE_DIR"] = str(prepare_core(out).resolve())
+    # PlatformIO runs SCons with the Python that runs PlatformIO: this one
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def pio_command(out, *args) -> list[str]:
+    return [sys.executable, "-m", "platformio", "run", "-d", str(Path(out).resolve()),
+            "-e", ENV, *args]
+
+
+def run_pio(out, *args, timeout: float = 900, what: str = "firmware build") -> str:
+    out = Path(out)
+    cmd = pio_command(out, *args)
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=pio_environ(out),
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TinycError(f"{what} did not finish within {timeout:.0f} s: "
+                         f"{' '.join(cmd)}") from None
+    if res.returncode != 0:
+        raise PioError(res.stdout + res.stderr, cmd)
+    return res.stdout + res.stderr
+
+
+class PioError(TinycError):
+    def __init__(self, log: str, cmd: list[str]):
+        self.log, self.cmd = log, cmd
+        tail = "\n".join(log.strip().splitlines()[-25:])
+        super().__init__(f"`{' '.join(cmd)}` failed:\n{tail}")
+
+
+MODEL_CONST_RE = re.compile(r"^tinyc_[wbmsl]\d+$")
+OVERFLOW_RE = re.compile(r"region [`']?(\w+)'? overflowed by (\d+) bytes")
+
+
+def _consumers(symbols, region: str, stack: int) -> list[tuple[int, str]]:
+    rows = [(s.size, f"{s.name} ({s.section}, {s.file})") for s in biggest(symbols, region)]
+    if region == "ram":
+        rows.append((stack, "stack (the board's stack_reserve_bytes)"))
+    return sorted(rows, key=lambda r: -r[0])[:8]
+
+
+def _does_not_fit(board: Board, problems: list[str], consumers: dict) -> FirmwareDoesNotFitError:
+    lines = [f"the firmware does not fit board '{board.id}' ({board.name}): " + "; ".join(problems)]
+    for region, rows in consumers.items():
+        if rows:
+            lines.append(f"biggest {region} consumers:")
+            lines += [f"  {size:>10,} B  {what}" for size, what in rows]
+    lines.append("fixes: a board with more memory, a smaller --input-shape or a narrower model, "
+                 "fewer --samples (real boards keep them in flash), or --no-firmware")
+    return FirmwareDoesNotFitError("\n".join(lines))
+
+
+def file_sha256(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_firmware(out, board: Board) -> dict:
+    """`pio run` offline, then RAM and flash from the ELF checked against the board's budget.
+    Returns the report's "firmware" section; raises FirmwareDoesNotFitError with the biggest
+    consumers when the image does not fit."""
+    out = Path(out)
+    try:
+        log = run_pio(out)
+    except PioError as e:
+        overflow = OVERFLOW_RE.findall(e.log)
+        if not overflow:
+            raise
+        objects = sorted((out / ".pio" / "build" / ENV).rglob("*.o"))
+        symbols = [s for o in objects for s in Elf(o).symbols()]
+        problems, consumers = [], {}
+        for region, excess in overflow:
+            is_ram = region.upper() == "RAM"
+            limit = board.memory.ram_length if is_ram else board.memory.flash_length
+            problems.append(f"{'RAM' if is_ram else 'flash'} needs {limit + int(excess):,} B > "
+                            f"{limit:,} B (linker region {region}, overflowed by {int(excess):,} B)")
+            consumers["RAM" if is_ram else "flash"] = _consumers(
+                symbols, "ram" if is_ram else "flash", board.stack_reserve_bytes)
+        raise _does_not_fit(board, problems, consumers) from None
+    elf_path = out / ELF_PATH
+    elf = Elf(elf_path)
+    usage = memory_usage(elf, board.memory.ram_origin, board.memory.ram_length)
+    symbols = elf.symbols()
+    arena = next((s.size for s in symbols if s.name == "tinyc_arena"), 0)
+    # weights, biases, multipliers, shifts and layer parameters of model.c (codegen/c.py names)
+    consts = sum(s.size for s in symbols if MODEL_CONST_RE.match(s.name))
+    fw = {
+        "built": True,
+        "elf": str(ELF_PATH),
+        # what the ELF was built from (SCons rebuilds by content: the ELF's date can be older)
+        "model_c_sha256": file_sha256(out / MODEL_LIB / "model.c"),
+        "ram_bytes": usage["ram_bytes"],
+        "flash_bytes": usage["flash_bytes"],
+        "ram_limit_bytes": board.sram_bytes,
+        "flash_limit_bytes": board.flash_bytes,
+        "ram_sections": usage["ram_sections"],
+        "flash_sections": usage["flash_sections"],
+        "arena_bytes": arena,
+        "model_const_bytes": consts,
+        "stack_bytes": board.stack_reserve_bytes,
+        "platformio_log_tail": log.strip().splitlines()[-3:],
+    }
+    problems, consumers = [], {}
+    if fw["ram_bytes"] > board.sram_bytes:
+        problems.append(f"RAM needs {fw['ram_bytes']:,} B > {board.sram_bytes:,} B (sram_bytes)")
+        consumers["RAM"] = _consumers(symbols, "ram", board.stack_reserve_bytes)
+    if fw["flash_bytes"] > board.flash_bytes:
+        problems.append(f"flash needs {fw['flash_bytes']:,} B > {board.flash_bytes:,} B "
+                        "(flash_bytes)")
+        consumers["flash"] = _consumers(symbols, "flash", 0)
+    if problems:
+        raise _does_not_fit(board, problems, consumers)
+    return fw
+
+
+# ------------------------------------------------------------------------ upload
+
+def upload_plan(out, board: Board, protocol: str | None, port: str | None) -> dict:
+    """What `tinyc flash` runs: the pio command, and the tool command it leads to."""
+    out = Path(out).resolve()
+    proto: UploadProtocol = board.protocol(protocol)
+    if proto.needs_port and not port:
+        raise TinycError(f"board '{board.id}' uploads with '{proto.name}' ({proto.tool}), which "
+                         "needs --port (the board's serial port or drive)")
+    build = out / ".pio" / "build" / ENV
+    files = {"elf": build / "firmware.elf", "bin": build / "firmware.bin",
+             "hex": build / "firmware.hex", "uf2": build / "firmware.uf2",
+             "port": port or "", "project": out}
+    tool_cmd = re.sub(r"\{(\w+)\}", lambda m: shlex.quote(str(files.get(m.group(1), m.group(0)))),
+                      proto.command)
+    args = ["-t", "upload"]
+    if port:
+        args += ["--upload-port", port]
+    return {"protocol": proto, "pio": pio_command(out, *args), "tool_command": tool_cmd}
+
+
+def set_upload_protocol(out, board: Board, protocol: str) -> None:
+    """Points env:tinyc's upload_command at another of the board's protocols."""
+    ini = Path(out) / "platformio.ini"
+    proto = board.protocol(protocol)
+    text = ini.read_text()
+    text = re.sub(r"^; protocol '.*$", f"; protocol '{proto.name}' ({proto.tool}); tinyc flash "
+                  "--protocol NAME picks another", text, flags=re.M)
+    text = re.sub(r"^upload_command = .*$", lambda _: "upload_command = "
+                  + pio_command_text(proto.command), text, flags=re.M)
+    ini.write_text(text)

@@ -1,0 +1,130 @@
+"""Run a built firmware under QEMU (the emulated mps2 boards): `tinyc emulate OUT --qemu`.
+
+The demo firmware reads int8 NHWC samples from a host file through semihosting, writes the
+outputs to another, and prints one line per sample with the instruction count of the inference
+(QEMU -icount shift=0 makes SysTick a deterministic instruction counter; see counter.c). A
+guest that hangs is killed after `timeout` seconds; a stack overflow (the MPU guard below the
+stack) ends the firmware with status 3 and a message, reported here as an error.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TinycError
+from .boards import Board
+from .platformio import ELF_PATH, file_sha256, model_dir
+
+EXIT_USAGE, EXIT_STACK_OVERFLOW, EXIT_FAULT = 2, 3, 4
+SAMPLE_RE = re.compile(r"^sample (\d+) (instructions|cycles) (\d+) argmax (-?\d+) output((?: -?\d+)*)$")
+STACK_RE = re.compile(r"^stack (\d+) of (\d+) bytes$")
+
+
+class QemuError(TinycError):
+    pass
+
+
+@dataclass
+class DemoOutput:
+    """What the demo firmware printed."""
+    counts: list[int] = field(default_factory=list)
+    unit: str = ""
+    argmax: list[int] = field(default_factory=list)
+    outputs: list[list[int]] = field(default_factory=list)
+    stack_used: int | None = None
+    stack_size: int | None = None
+    done: int | None = None
+
+
+def parse_demo_output(text: str) -> DemoOutput:
+    """Parses the lines the demo prints (templates/main.c.j2)."""
+    d = DemoOutput()
+    for line in text.splitlines():
+        line = line.strip()
+        m = SAMPLE_RE.match(line)
+        if m:
+            if int(m.group(1)) != len(d.counts):
+                raise QemuError(f"demo output out of order: {line[:60]}")
+            d.unit = m.group(2)
+            d.counts.append(int(m.group(3)))
+            d.argmax.append(int(m.group(4)))
+            d.outputs.append([int(v) for v in m.group(5).split()])
+            continue
+        m = STACK_RE.match(line)
+        if m:
+            d.stack_used, d.stack_size = int(m.group(1)), int(m.group(2))
+        elif line.startswith("done "):
+            d.done = int(line.split()[1])
+    return d
+
+
+def qemu_command(board: Board, elf: Path, args: list[str]) -> list[str]:
+    return ["qemu-system-arm", "-M", board.qemu_machine, "-nographic", "-monitor", "none",
+            "-serial", "none", "-icount", "shift=0",
+            "-semihosting-config", "enable=on,target=native," + ",".join(f"arg={a}" for a in args),
+            "-kernel", str(elf)]
+
+
+def firmware_elf(out, board: Board, report: dict) -> Path:
+    out = Path(out)
+    if not board.qemu_machine:
+        raise TinycError(f"board '{board.id}' is real hardware, not a QEMU machine: run its "
+                         f"firmware with `tinyc flash {out}` (QEMU boards: mps2_an386, mps2_an500)")
+    elf = out / ELF_PATH
+    fw = report.get("firmware")
+    if fw is None:
+        raise TinycError(f"{out} was built with --no-firmware; rebuild without it to run it under "
+                         "QEMU")
+    if not fw.get("built") or not elf.is_file():
+        raise TinycError(f"{out}: the firmware was not built ({fw.get('reason') or fw.get('error') or 'no ELF'}); "
+                         "install the toolchain and rebuild")
+    model_c = model_dir(out) / "model.c"
+    if not model_c.is_file() or fw.get("model_c_sha256") != file_sha256(model_c):
+        raise TinycError(f"{elf} was not built from the current {model_c}: rebuild with "
+                         "tinyc build")
+    return elf
+
+
+def run_qemu(out, board: Board, report: dict, x_int8_nhwc: np.ndarray,
+             timeout: float = 300.0) -> tuple[np.ndarray, DemoOutput]:
+    """Runs the firmware of `out` on int8 NHWC inputs (N, H, W, C); returns the int8 outputs
+    (N, output size) and what the demo printed."""
+    if not shutil.which("qemu-system-arm"):
+        raise TinycError("qemu-system-arm not found: apt-get install --no-install-recommends "
+                         "qemu-system-arm")
+    elf = firmware_elf(out, board, report).resolve()
+    x = np.ascontiguousarray(np.asarray(x_int8_nhwc, np.int8))
+    n = x.shape[0]
+    out_size = int(np.prod(report["output"]["shape"]))
+    with tempfile.TemporaryDirectory(prefix="tinyc-qemu-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "in.bin").write_bytes(x.tobytes())
+        cmd = qemu_command(board, elf, ["firmware", "in.bin", "out.bin"])
+        try:
+            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            printed = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+            raise QemuError(
+                f"the firmware on {board.qemu_machine} did not finish within {timeout:.0f} s "
+                f"(hung guest, killed); last output: {printed.strip().splitlines()[-1:] or 'none'}. "
+                "Raise --timeout for a very large model") from None
+        text = res.stdout
+        if res.returncode == EXIT_STACK_OVERFLOW:
+            msg = next((ln for ln in text.splitlines() if "stack overflow" in ln), "stack overflow")
+            raise QemuError(f"board '{board.id}': {msg.replace('tinyc: error: ', '')}")
+        if res.returncode != 0:
+            last = "\n".join((text + res.stderr).strip().splitlines()[-5:])
+            raise QemuError(f"the firmware on {board.qemu_machine} exited with status "
+                            f"{res.returncode}:\n{last}")
+        y = np.fromfile(tmp / "out.bin", dtype=np.int8) if (tmp / "out.bin").is_file() else None
+    demo = parse_demo_output(text)
+    if y is None or y.size != n * out_size or len(demo.counts) != n:
+        raise QemuError(f"the firmware processed {len(demo.counts)} of {n} samples "
+                        f"(output file {0 if y is None else y.size} bytes, expected {n * out_size})")
+    return y.reshape(n, out_size), demo

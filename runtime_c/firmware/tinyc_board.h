@@ -1,0 +1,44 @@
+/* What the demo firmware needs from a board: a console, an exit, a cycle/instruction counter and
+ * the stack's high-water mark. One implementation of the console per board family
+ * (console_*.c); the rest is common to every Cortex-M (startup.c, counter.c, print.c).
+ * Board constants (TINYC_BOARD_*) come from the generated tinyc_board_config.h. */
+#ifndef TINYC_BOARD_H
+#define TINYC_BOARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tinyc_board_config.h"
+
+/* Exit statuses of the firmware (the emulated boards return them to the host). */
+#define TINYC_EXIT_OK 0
+#define TINYC_EXIT_USAGE 2          /* bad command line or sample file */
+#define TINYC_EXIT_STACK_OVERFLOW 3 /* the MPU guard below the stack was hit */
+#define TINYC_EXIT_FAULT 4          /* any other fault */
+
+/* Board bring-up: clocks where needed, console, counter. Call first in main(). */
+void tinyc_board_init(void);
+
+/* Console output (semihosting or UART, depending on the board). */
+void tinyc_console_write(const char *s, size_t n);
+void tinyc_console_flush(void);
+
+/* Ends the demo. Emulated boards return `status` to the host; real boards halt. */
+void tinyc_board_exit(int status) __attribute__((noreturn));
+
+/* SysTick-based counter: ticks since tinyc_board_init(). One tick is TINYC_BOARD_COUNTER_SCALE
+ * units of TINYC_BOARD_COUNTER_UNIT ("cycles" on hardware; "instructions" under QEMU -icount). */
+void tinyc_counter_init(void);
+uint64_t tinyc_counter_ticks(void);
+
+/* Stack: its size (guard excluded) and the most of it ever used (painted at reset). */
+uint32_t tinyc_stack_size(void);
+uint32_t tinyc_stack_high_water(void);
+
+/* Printing helpers over tinyc_console_write (no printf, no heap). */
+void tinyc_print(const char *s);
+void tinyc_print_int(int32_t v);
+void tinyc_print_u64(uint64_t v);
+void tinyc_print_hex(uint32_t v);
+
+#endif /* TINYC_BOARD_H */
