@@ -14,7 +14,10 @@ Contract
     * depthwise conv with depth multiplier 1, channel by channel through a scratch of
       in_h * in_w bytes (tinyc_depthwise_conv_inplace);
     * pointwise conv (1x1, stride 1, no padding, groups 1), pixel by pixel through a scratch of
-      in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept.
+      in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept;
+    * crop (patch schedules): row by row forwards, every row lands at or before its source.
+  A paste (patch schedules) always writes its patch into its accumulator's buffer (like a
+  reshape's alias, also without in-place kernels): the split tensor is assembled in one buffer.
   Other convs (not depthwise, not pointwise) get a scratch for their im2col window.
   Values chained by in-place nodes form a *group* placed at one offset. A group occupies, at each
   node, the bytes of its largest value live at that node (max(input, output) at the in-place
@@ -68,7 +71,7 @@ class MemoryPlan:
     tensor_offsets: dict[str, int]        # activation tensor -> arena offset
     tensor_buffer: dict[str, int]         # activation tensor -> buffer id
     scratch: dict[int, tuple[int, int]]   # node index -> (offset, size)
-    inplace: dict[int, str]               # node index -> alias|add|elementwise|depthwise|pointwise
+    inplace: dict[int, str]               # node index -> alias|paste|add|elementwise|crop|depthwise|pointwise
     lifetimes: dict[str, tuple[int, int]]  # activation tensor -> (first, last) node index
     peak_live_bytes: int                  # max over nodes of the bytes live at once (lower bound)
     no_reuse_bytes: int                   # every activation tensor in its own memory (reshape aliases free)
@@ -157,12 +160,13 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
     life = tensor_lifetimes(g)
     acts = g.activations()
+    producer = {t: n for n in g.nodes for t in n.outputs}
 
     # ---- values: a tensor and its reshapes are one value (same bytes)
     value_of: dict[str, int] = {}
     values: list[Buffer] = []
     for t in acts:
-        prod = g.producer(t) if t not in g.inputs else None
+        prod = producer.get(t)
         if prod is not None and prod.op == "reshape":
             b = values[value_of[prod.inputs[0]]]
             b.tensors.append(t)
@@ -199,6 +203,10 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         out = node.outputs[0]
         if node.op == "reshape":
             inplace_nodes[i] = "alias"
+        elif node.op == "paste" and len(node.inputs) > 1:
+            if not dies_at(node.inputs[1], i):
+                raise TinycError(f"{node.describe()}: its accumulator is read after the paste")
+            join(i, node.inputs[1], out, "paste")
         elif not inplace:
             continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
@@ -209,6 +217,9 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         elif node.op in ("clamp", "requantize"):
             if dies_at(node.inputs[0], i):
                 join(i, node.inputs[0], out, "elementwise")
+        elif node.op == "crop":
+            if dies_at(node.inputs[0], i):
+                join(i, node.inputs[0], out, "crop")
         elif depthwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
             join(i, node.inputs[0], out, "depthwise")
             _, h, w, _ = g.tensors[node.inputs[0]].shape
@@ -240,9 +251,13 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         for v in members:
             buffers[v].offset = offsets[k]
 
-    steps = range(max(len(g.nodes), 1))
-    peak_live = max(sum(p.get(s, 0) for p in profiles) for s in steps)
-    no_reuse = sum(g.tensors[t].nbytes for t in acts if not _is_alias(g, t))
+    live = [0] * max(len(g.nodes), 1)
+    for p in profiles:
+        for s, size in p.items():
+            live[s] += size
+    peak_live = max(live)
+    no_reuse = sum(g.tensors[t].nbytes for t in acts
+                   if not (t in producer and producer[t].op == "reshape"))
     plan = MemoryPlan(
         arena_bytes=arena, buffers=buffers,
         tensor_offsets={t: buffers[value_of[t]].offset for t in acts},
@@ -262,12 +277,6 @@ def _profile(members: list[Buffer]) -> dict[int, int]:
         for s in range(b.first, b.last + 1):
             prof[s] = max(prof.get(s, 0), b.size)
     return prof
-
-
-def _is_alias(g: Graph, t: str) -> bool:
-    """Reshape outputs never get memory of their own, even without any planning."""
-    p = g.producer(t)
-    return p is not None and p.op == "reshape"
 
 
 def _sort_key(order: str, profiles: list[dict[int, int]]):
@@ -296,10 +305,13 @@ def _greedy_place(profiles: list[dict[int, int]], order: str) -> dict[int, int]:
     live, its bytes overlap none of the groups already placed that are live at that node."""
     placed: list[int] = []
     offsets: dict[int, int] = {}
+    spans = [(min(p), max(p)) for p in profiles]
     for k in sorted(range(len(profiles)), key=_sort_key(order, profiles)):
         prof = profiles[k]
         forbidden = []   # offsets x in [lo, hi) would overlap a placed group
         for j in placed:
+            if spans[j][0] > spans[k][1] or spans[k][0] > spans[j][1]:
+                continue   # never live at the same time
             o, other = offsets[j], profiles[j]
             for s, size in prof.items():
                 if s in other and size and other[s]:
