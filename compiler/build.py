@@ -1,8 +1,10 @@
 """`tinyc build` as a function: (model, board, options) -> output folder + report.
 
-Steps: import + quantize (pipeline.py), plan memory, generate C, optional .tflite export, then a
-report checked against the board. A model that does not fit is refused with a breakdown, after
-report.json is written so the user can inspect it.
+Steps: import + quantize (pipeline.py), choose the schedule (layer by layer or a patch-based
+prefix, memory/schedule.py) and plan its memory, generate C, optional .tflite export (of the
+layer-by-layer int8 graph: the same numbers), then a report checked against the board. A model
+that does not fit is refused with a breakdown, after report.json is written so the user can
+inspect it.
 """
 from __future__ import annotations
 
@@ -34,13 +36,19 @@ class BuildOptions:
     calib_limit: int = 100
     input_shape: tuple | None = None
     export_tflite: bool = False
+    patch: str = "auto"          # auto | off | ROWSxCOLS@NODE (memory/schedule.py)
+    sram: int | None = None      # SRAM budget (arena + stack reserve) for --patch auto
 
 
 def weights_bytes(g: Graph) -> int:
-    total = 0
+    """Constants in flash, each counted once (the patches of a patch schedule share them)."""
+    total, seen = 0, set()
     for node in g.nodes:
-        for name in node.inputs[1:]:
-            total += g.tensors[name].nbytes
+        weights = [t for t in node.inputs[1:] if t and g.tensors[t].is_const]
+        if not weights or weights[0] in seen:
+            continue
+        seen.update(weights)
+        total += sum(g.tensors[t].nbytes for t in weights)
         mult = node.attrs.get("q", {}).get("mult")
         if isinstance(mult, np.ndarray):
             total += mult.size * PER_CHANNEL_CONST_BYTES
@@ -59,11 +67,14 @@ def node_rows(g: Graph, plan) -> list[dict]:
             "weights_bytes": sum(g.tensors[t].nbytes for t in node.inputs[1:]),
             "scratch_bytes": plan.scratch.get(i, (0, 0))[1],
             "in_place": plan.inplace.get(i),
+            "patch": list(node.attrs["patch"]) if "patch" in node.attrs else None,
         })
     return rows
 
 
-def make_report(g: Graph, plan, board: Board, calibrated: bool) -> dict:
+def make_report(g: Graph, plan, board: Board, calibrated: bool, patch: dict | None = None) -> dict:
+    """`g` is the graph as compiled (patched or not); `patch` the schedule's description
+    (memory/schedule.py), stored as inference.patch."""
     inp, out = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
     arena = plan.arena_bytes
     wbytes = weights_bytes(g)
@@ -85,6 +96,7 @@ def make_report(g: Graph, plan, board: Board, calibrated: bool) -> dict:
             "activation_peak_bytes": plan.peak_live_bytes,
             "no_reuse_bytes": plan.no_reuse_bytes,
             "sram_bytes": arena + board.stack_reserve_bytes,
+            "patch": patch,
         },
         "weights_bytes": wbytes,
         "macs": int(sum(g.macs(n) for n in g.nodes)),
@@ -127,10 +139,20 @@ def peak_buffers(report: dict) -> list[dict]:
 def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     from .calib import load_calibration
     from .codegen.c import generate_c
-    from .memory.planner import plan_memory
+    from .memory.schedule import choose_schedule
+    from .passes.patch import PatchSpec
     from .pipeline import check_model_input, import_float, synthetic_calibration
     from .passes.quantize import quantize
 
+    mode = opts.patch if opts.patch in ("auto", "off") else PatchSpec.parse(opts.patch)
+    budget = None
+    if opts.sram is not None:
+        if mode != "auto":
+            raise TinycError("--sram chooses a patch schedule: use it with --patch auto")
+        budget = opts.sram - board.stack_reserve_bytes
+        if budget <= 0:
+            raise TinycError(f"--sram {opts.sram}: not even the board's stack reserve "
+                             f"({board.stack_reserve_bytes} B) fits")
     g = import_float(model, opts.input_shape)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
@@ -142,15 +164,16 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
                       stacklevel=2)
         calib = synthetic_calibration(g)
     gq = quantize(g, calib)
-    plan = plan_memory(gq)
+    sched = choose_schedule(gq, mode, budget)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable
-    generate_c(gq, plan, out)
+    generate_c(sched.graph, sched.plan, out)
     if opts.export_tflite:
         from .export.tflite import export_tflite
         (out / "model.tflite").write_bytes(export_tflite(gq))
-    report = make_report(gq, plan, board, calibrated=bool(opts.calib))
+    report = make_report(sched.graph, sched.plan, board, calibrated=bool(opts.calib),
+                         patch=sched.info)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     check_fits(report)
     return report

@@ -158,6 +158,62 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         with_pw = plan_memory(g, True, orders, True)
         without = plan_memory(g, True, orders, False)
         return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
+    grp = _group(g, inplace, pointwise)
+    buffers, group_list, profiles = grp.buffers, grp.groups, grp.profiles
+
+    # ---- placement: keep the best of several greedy orders
+    best = None
+    for order in orders:
+        offsets = _greedy_place(profiles, order)
+        arena = _align(max((offsets[k] + max(p.values()) for k, p in enumerate(profiles)),
+                           default=0))
+        if best is None or arena < best[0]:
+            best = (arena, order, offsets)
+    arena, order, offsets = best
+    for k, members in enumerate(group_list):
+        for v in members:
+            buffers[v].offset = offsets[k]
+
+    plan = MemoryPlan(
+        arena_bytes=arena, buffers=buffers,
+        tensor_offsets={t: buffers[v].offset for t, v in grp.value_of.items()},
+        tensor_buffer=dict(grp.value_of),
+        scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
+        inplace=grp.inplace_nodes, lifetimes=grp.life, peak_live_bytes=_align(grp.peak_live()),
+        no_reuse_bytes=grp.no_reuse, order=order, node_names=[n.name for n in g.nodes],
+        groups=group_list, handovers=grp.handovers)
+    verify_plan(g, plan)
+    return plan
+
+
+def live_peak(g: Graph) -> int:
+    """The planner's lower bound (peak_live_bytes of plan_memory with in-place kernels) without
+    placing anything: cheap enough for searching many schedules."""
+    return _align(_group(g, True, True).peak_live())
+
+
+@dataclass
+class _Grouping:
+    """Values, scratch buffers and the in-place groups of a graph, before placement."""
+    buffers: list[Buffer]
+    value_of: dict[str, int]
+    groups: list[list[int]]
+    profiles: list[dict[int, int]]
+    handovers: list[tuple[int, int, int]]
+    inplace_nodes: dict[int, str]
+    life: dict[str, tuple[int, int]]
+    no_reuse: int
+    steps: int
+
+    def peak_live(self) -> int:
+        live = [0] * max(self.steps, 1)
+        for p in self.profiles:
+            for s, size in p.items():
+                live[s] += size
+        return max(live)
+
+
+def _group(g: Graph, inplace: bool, pointwise: bool) -> _Grouping:
     life = tensor_lifetimes(g)
     acts = g.activations()
     producer = {t: n for n in g.nodes for t in n.outputs}
@@ -237,37 +293,10 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         groups[b.id] = [b.id]
     group_list = [sorted(m) for m in groups.values()]
     profiles = [_profile([buffers[v] for v in m]) for m in group_list]
-
-    # ---- placement: keep the best of several greedy orders
-    best = None
-    for order in orders:
-        offsets = _greedy_place(profiles, order)
-        arena = _align(max((offsets[k] + max(p.values()) for k, p in enumerate(profiles)),
-                           default=0))
-        if best is None or arena < best[0]:
-            best = (arena, order, offsets)
-    arena, order, offsets = best
-    for k, members in enumerate(group_list):
-        for v in members:
-            buffers[v].offset = offsets[k]
-
-    live = [0] * max(len(g.nodes), 1)
-    for p in profiles:
-        for s, size in p.items():
-            live[s] += size
-    peak_live = max(live)
     no_reuse = sum(g.tensors[t].nbytes for t in acts
                    if not (t in producer and producer[t].op == "reshape"))
-    plan = MemoryPlan(
-        arena_bytes=arena, buffers=buffers,
-        tensor_offsets={t: buffers[value_of[t]].offset for t in acts},
-        tensor_buffer=dict(value_of),
-        scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
-        inplace=inplace_nodes, lifetimes=life, peak_live_bytes=_align(peak_live),
-        no_reuse_bytes=no_reuse, order=order, node_names=[n.name for n in g.nodes],
-        groups=group_list, handovers=handovers)
-    verify_plan(g, plan)
-    return plan
+    return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
+                     no_reuse, len(g.nodes))
 
 
 def _profile(members: list[Buffer]) -> dict[int, int]:

@@ -8,7 +8,8 @@ by layer, unchanged.
 
 The pass is a plain graph rewrite (`apply_patches`): the prefix is unrolled into ordinary IR
 nodes on small *local* tensors, so the memory planner, the numpy reference and the code generator
-handle the patched graph like any other. Two data-movement ops join the IR:
+handle the patched graph like any other (every unrolled node carries attrs["patch"] = (i, j)).
+Two data-movement ops join the IR:
 - `crop`  (attrs origin=(row, col)): the window of its input starting at origin, of its output's
   size. Used where an element-wise op (add, clamp, requantize, concat, pad) reads a smaller window
   of a tensor than that tensor's local region.
@@ -200,57 +201,13 @@ def apply_patches(g: Graph, spec: PatchSpec) -> Graph:
     reg = patch_regions(g, spec)
     out = g.copy()
     split_out = g.nodes[spec.split].outputs[0]
-    full = {t: g.tensors[t] for t in g.inputs}
     nodes: list[Node] = []
     acc = None
     for i in range(spec.rows):
         for j in range(spec.cols):
-            tag = f"p{i}.{j}"
-            # original tensor -> (local tensor name, its region)
-            local = {t: (t, ((0, full[t].shape[1]), (0, full[t].shape[2]))) for t in full}
-            for k, node in enumerate(g.nodes[:spec.split + 1]):
-                y = node.outputs[0]
-                if y not in reg.rows:
-                    continue   # not needed by any patch (a dead branch)
-                y_reg = reg.region(y, i, j)
-                ins = []
-                for x in node.inputs:
-                    if not x or g.tensors[x].is_const:
-                        ins.append(x)
-                        continue
-                    name, x_reg = local[x]
-                    want = tuple(input_interval(g, node, y_reg[ax], ax, g.tensors[x].shape[1 + ax])
-                                 for ax in (0, 1))
-                    if node.op not in WINDOWED_OPS and x_reg != want:
-                        name = _crop(out, nodes, g.tensors[x], name, x_reg, want, f"{tag}.{k}")
-                        x_reg = want
-                    ins.append((name, x_reg))
-                attrs = dict(node.attrs)
-                if node.op in WINDOWED_OPS:
-                    attrs["pads"] = _local_pads(g, node, y_reg, ins[0][1])
-                elif node.op == "pad":
-                    (a, b), (c, d) = y_reg
-                    (r0, r1), (c0, c1) = ins[0][1]
-                    t, l, _, _ = node.attrs["pads"]
-                    top, left = r0 - (a - t), c0 - (c - l)
-                    attrs["pads"] = (top, left, b - a - top - (r1 - r0), d - c - left - (c1 - c0))
-                name = f"{y}#{tag}"
-                _add_tensor(out, g.tensors[y], name, y_reg)
-                nodes.append(Node(f"{node.name}#{tag}", node.op,
-                                  [v[0] if isinstance(v, tuple) else v for v in ins], [name],
-                                  attrs, node.source_op))
-                local[y] = (name, y_reg)
-            # paste the patch into the full-size split tensor
             last = i == spec.rows - 1 and j == spec.cols - 1
             dst = split_out if last else f"{split_out}#asm{i}.{j}"
-            if not last:
-                out.tensors[dst] = copy.copy(g.tensors[split_out])
-                out.tensors[dst].name = dst
-            (r0, _), (c0, _) = reg.region(split_out, i, j)
-            nodes.append(Node(f"{g.nodes[spec.split].name}#paste{tag}", "paste",
-                              [local[split_out][0]] + ([acc] if acc else []), [dst],
-                              {"origin": (r0, c0), "q": {}}, "patch"))
-            acc = dst
+            acc = unroll_patch(g, reg, i, j, out.tensors, nodes, acc, dst)
     out.nodes = nodes + [copy.deepcopy(n) for n in g.nodes[spec.split + 1:]]
     out.remove_unused_tensors()
     base = sum(g.macs(n) for n in g.nodes)
@@ -267,17 +224,84 @@ def apply_patches(g: Graph, spec: PatchSpec) -> Graph:
     return out
 
 
-def _add_tensor(g: Graph, like: Tensor, name: str, region) -> None:
+def probe_graph(g: Graph, reg: PatchRegions, i: int, j: int) -> Graph:
+    """Patch (i, j) alone, for memory estimates: inputs are the image and the partly assembled
+    split tensor; outputs the paste and the image (later patches still read it, so it stays
+    alive throughout). Shares g's tensors."""
+    split_out = g.nodes[reg.spec.split].outputs[0]
+    tensors = dict(g.tensors)
+    inputs = list(g.inputs)
+    acc = f"{split_out}#acc"
+    tensors[acc] = copy.copy(g.tensors[split_out])
+    tensors[acc].name = acc
+    nodes: list[Node] = []
+    dst = f"{split_out}#probe"
+    unroll_patch(g, reg, i, j, tensors, nodes, acc, dst)
+    return Graph(tensors, nodes, inputs + [acc], [dst] + inputs, dict(g.meta))
+
+
+def unroll_patch(g: Graph, reg: PatchRegions, i: int, j: int, tensors: dict, nodes: list,
+                 acc: str | None, dst: str) -> str:
+    """Append to `nodes` (new tensors into `tensors`) the prefix computed on patch (i, j) and
+    the paste of its split-tensor window over `acc` into `dst`; returns dst."""
+    spec = reg.spec
+    split_out = g.nodes[spec.split].outputs[0]
+    tag = f"p{i}.{j}"
+    # original tensor -> (local tensor name, its region); graph inputs are read in full
+    local = {t: (t, ((0, g.tensors[t].shape[1]), (0, g.tensors[t].shape[2]))) for t in g.inputs}
+    for k, node in enumerate(g.nodes[:spec.split + 1]):
+        y = node.outputs[0]
+        if y not in reg.rows:
+            continue   # not needed by any patch (a dead branch)
+        y_reg = reg.region(y, i, j)
+        ins = []
+        for x in node.inputs:
+            if not x or g.tensors[x].is_const:
+                ins.append((x, None))
+                continue
+            name, x_reg = local[x]
+            want = tuple(input_interval(g, node, y_reg[ax], ax, g.tensors[x].shape[1 + ax])
+                         for ax in (0, 1))
+            if node.op not in WINDOWED_OPS and x_reg != want:
+                name = _crop(tensors, nodes, g.tensors[x], name, x_reg, want, (i, j), k)
+                x_reg = want
+            ins.append((name, x_reg))
+        attrs = dict(node.attrs, patch=(i, j))
+        if node.op in WINDOWED_OPS:
+            attrs["pads"] = _local_pads(g, node, y_reg, ins[0][1])
+        elif node.op == "pad":
+            (a, b), (c, d) = y_reg
+            (r0, r1), (c0, c1) = ins[0][1]
+            t, l, _, _ = node.attrs["pads"]
+            top, left = r0 - (a - t), c0 - (c - l)
+            attrs["pads"] = (top, left, b - a - top - (r1 - r0), d - c - left - (c1 - c0))
+        name = f"{y}#{tag}"
+        _add_tensor(tensors, g.tensors[y], name, y_reg)
+        nodes.append(Node(f"{node.name}#{tag}", node.op, [v for v, _ in ins], [name], attrs,
+                          node.source_op))
+        local[y] = (name, y_reg)
+    if dst not in tensors:
+        tensors[dst] = copy.copy(g.tensors[split_out])
+        tensors[dst].name = dst
+    (r0, _), (c0, _) = reg.region(split_out, i, j)
+    nodes.append(Node(f"{g.nodes[spec.split].name}#paste{tag}", "paste",
+                      [local[split_out][0]] + ([acc] if acc else []), [dst],
+                      {"origin": (r0, c0), "patch": (i, j), "q": {}}, "patch"))
+    return dst
+
+
+def _add_tensor(tensors: dict, like: Tensor, name: str, region) -> None:
     (r0, r1), (c0, c1) = region
-    g.tensors[name] = Tensor(name, (1, r1 - r0, c1 - c0, like.shape[3]), like.dtype, None, like.q)
+    tensors[name] = Tensor(name, (1, r1 - r0, c1 - c0, like.shape[3]), like.dtype, None, like.q)
 
 
-def _crop(g: Graph, nodes: list, like: Tensor, src: str, src_reg, want, tag: str) -> str:
+def _crop(tensors: dict, nodes: list, like: Tensor, src: str, src_reg, want, patch, k) -> str:
+    tag = f"p{patch[0]}.{patch[1]}.{k}"
     name = f"{like.name}#{tag}.crop"
-    _add_tensor(g, like, name, want)
+    _add_tensor(tensors, like, name, want)
     origin = (want[0][0] - src_reg[0][0], want[1][0] - src_reg[1][0])
-    nodes.append(Node(f"{like.name}#crop{tag}", "crop", [src], [name], {"origin": origin, "q": {}},
-                      "patch"))
+    nodes.append(Node(f"{like.name}#crop{tag}", "crop", [src], [name],
+                      {"origin": origin, "patch": patch, "q": {}}, "patch"))
     return name
 
 
