@@ -22,6 +22,14 @@ Contract
   Values chained by in-place nodes form a *group* placed at one offset. A group occupies, at each
   node, the bytes of its largest value live at that node (max(input, output) at the in-place
   node itself), so a long chain that shrinks frees its tail for other buffers.
+- Partly dead values (patch schedules only; ordinary graphs never have them):
+    * a value whose readers all read windows of it (a conv or pool with a negative pad skips
+      leading rows/columns, a crop starts at its origin) frees, at each node, the bytes before
+      the first byte any reader at or after that node touches: the image frees its rows as the
+      patches move down;
+    * a paste's output occupies only the bytes written so far (up to the end of its window).
+  So a buffer occupies the byte range [offset + low(step), offset + size) at each step; the
+  assembled split tensor can grow over the image rows already consumed.
 - Scratch buffers are live during their node only; they are placed in the same arena.
 - Placement: greedy first fit. Groups are taken one by one in some order and put at the lowest
   aligned offset where, at every node, they overlap no already placed group live at that node.
@@ -56,12 +64,19 @@ class Buffer:
     kind: str = "activation"  # "activation" | "scratch"
     node: int | None = None   # for scratch: the node index that uses it
     offset: int = -1
+    # step -> first byte still read at or after that step (bytes before it are dead); absent: 0
+    low: dict[int, int] = field(default_factory=dict)
+
+    def span(self, step: int) -> tuple[int, int]:
+        """Arena bytes [start, end) the buffer occupies during `step`."""
+        return self.offset + self.low.get(step, 0), self.offset + self.size
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         return self.first <= other.last and other.first <= self.last
 
-    def overlaps_in_space(self, other: "Buffer") -> bool:
-        return self.offset < other.offset + other.size and other.offset < self.offset + self.size
+    def overlaps_in_space(self, other: "Buffer", step: int) -> bool:
+        (a0, a1), (b0, b1) = self.span(step), other.span(step)
+        return a0 < b1 and b0 < a1
 
 
 @dataclass
@@ -82,7 +97,7 @@ class MemoryPlan:
     handovers: list[tuple[int, int, int]] = field(default_factory=list)  # (node, input buf, output buf)
 
     def live_bytes(self, step: int) -> int:
-        return sum(b.size for b in self.buffers if b.first <= step <= b.last)
+        return sum(b.size - b.low.get(step, 0) for b in self.buffers if b.first <= step <= b.last)
 
     def summary(self) -> str:
         lines = [f"arena {self.arena_bytes} B (lower bound {self.peak_live_bytes} B, "
@@ -165,8 +180,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     best = None
     for order in orders:
         offsets = _greedy_place(profiles, order)
-        arena = _align(max((offsets[k] + max(p.values()) for k, p in enumerate(profiles)),
-                           default=0))
+        arena = _align(max((offsets[k] + _top(p) for k, p in enumerate(profiles)), default=0))
         if best is None or arena < best[0]:
             best = (arena, order, offsets)
     arena, order, offsets = best
@@ -208,8 +222,8 @@ class _Grouping:
     def peak_live(self) -> int:
         live = [0] * max(self.steps, 1)
         for p in self.profiles:
-            for s, size in p.items():
-                live[s] += size
+            for s, (lo, hi) in p.items():
+                live[s] += hi - lo
         return max(live)
 
 
@@ -233,6 +247,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool) -> _Grouping:
             values.append(b)
         value_of[t] = b.id
     outputs = {value_of[t] for t in g.outputs}
+    _partly_dead(g, values, value_of, outputs)
 
     def dies_at(t: str, i: int) -> bool:
         """The value of t is read for the last time by node i and is no graph output."""
@@ -299,18 +314,72 @@ def _group(g: Graph, inplace: bool, pointwise: bool) -> _Grouping:
                      no_reuse, len(g.nodes))
 
 
-def _profile(members: list[Buffer]) -> dict[int, int]:
-    """Bytes a group of buffers placed at one offset occupies at each node it is live."""
-    prof: dict[int, int] = {}
+def first_byte_read(g: Graph, node: Node, t: str) -> int:
+    """The lowest byte of tensor t that node reads: 0 unless the node reads a window of it (a
+    conv/pool whose negative pads skip leading rows/columns, a crop)."""
+    shape = g.tensors[t].shape
+    if len(shape) != 4 or t != node.inputs[0]:
+        return 0
+    _, _, w, c = shape
+    if node.op in ("conv2d", "avg_pool", "max_pool"):
+        top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
+        return (max(0, -top) * w + max(0, -left)) * c
+    if node.op == "crop":
+        r0, c0 = node.attrs["origin"]
+        return (r0 * w + c0) * c
+    return 0
+
+
+def _partly_dead(g: Graph, values: list[Buffer], value_of: dict[str, int], outputs: set) -> None:
+    """Buffer.size of paste outputs = bytes written so far; Buffer.low of values read only
+    through windows. See the module docstring."""
+    readers: dict[int, list[tuple[int, int]]] = {}   # value -> [(step, first byte read)]
+    for i, node in enumerate(g.nodes):
+        for t in node.inputs:
+            if t in value_of:
+                readers.setdefault(value_of[t], []).append((i, first_byte_read(g, node, t)))
+        if node.op == "paste":
+            y = g.tensors[node.outputs[0]]
+            _, _, w, c = y.shape
+            r0, c0 = node.attrs["origin"]
+            _, ph, pw, _ = g.tensors[node.inputs[0]].shape
+            end = ((r0 + ph - 1) * w + c0 + pw) * c
+            prev = values[value_of[node.inputs[1]]].size if len(node.inputs) > 1 else 0
+            b = values[value_of[node.outputs[0]]]
+            if len(b.tensors) == 1:
+                b.size = max(prev, end)
+    for v, rs in readers.items():
+        b = values[v]
+        if v in outputs or all(fb == 0 for _, fb in rs):
+            continue
+        born = b.first if b.tensors[0] not in g.inputs else -1
+        later = 1 << 62
+        for s in range(b.last, b.first - 1, -1):
+            later = min([later] + [fb for step, fb in rs if step == s])
+            if s != born and later:
+                b.low[s] = min(later, b.size)
+
+
+def _profile(members: list[Buffer]) -> dict[int, tuple[int, int]]:
+    """Byte range [lo, hi) relative to the group's offset that a group of buffers placed at one
+    offset occupies at each node it is live."""
+    prof: dict[int, tuple[int, int]] = {}
     for b in members:
         for s in range(b.first, b.last + 1):
-            prof[s] = max(prof.get(s, 0), b.size)
+            lo, hi = b.low.get(s, 0), b.size
+            if s in prof:
+                lo, hi = min(lo, prof[s][0]), max(hi, prof[s][1])
+            prof[s] = (lo, hi)
     return prof
+
+
+def _top(profile: dict[int, tuple[int, int]]) -> int:
+    return max(hi for _, hi in profile.values())
 
 
 def _sort_key(order: str, profiles: list[dict[int, int]]):
     def size(k):
-        return max(profiles[k].values())
+        return _top(profiles[k])
 
     def first(k):
         return min(profiles[k])
@@ -321,7 +390,7 @@ def _sort_key(order: str, profiles: list[dict[int, int]]):
     if order == "size":        # TFLite Micro's GreedyMemoryPlanner: biggest first
         return lambda k: (-size(k), first(k), k)
     if order == "area":
-        return lambda k: (-sum(profiles[k].values()), -size(k), k)
+        return lambda k: (-sum(hi - lo for lo, hi in profiles[k].values()), -size(k), k)
     if order == "lifetime":
         return lambda k: (-span(k), -size(k), k)
     if order == "first":
@@ -342,9 +411,11 @@ def _greedy_place(profiles: list[dict[int, int]], order: str) -> dict[int, int]:
             if spans[j][0] > spans[k][1] or spans[k][0] > spans[j][1]:
                 continue   # never live at the same time
             o, other = offsets[j], profiles[j]
-            for s, size in prof.items():
-                if s in other and size and other[s]:
-                    forbidden.append((o - size + 1, o + other[s]))
+            for s, (lo, hi) in prof.items():
+                if s in other and hi > lo and other[s][1] > other[s][0]:
+                    # x + [lo, hi) meets o + [olo, ohi)  <=>  o + olo - hi < x < o + ohi - lo
+                    olo, ohi = other[s]
+                    forbidden.append((o + olo - hi + 1, o + ohi - lo))
         offset = 0
         for lo, hi in sorted(forbidden):
             if hi <= offset:
@@ -360,18 +431,26 @@ def _greedy_place(profiles: list[dict[int, int]], order: str) -> dict[int, int]:
 def verify_plan(g: Graph, plan: MemoryPlan) -> None:
     """Brute-force check: at every node, no two live buffers share a byte (except an in-place
     node's input and output at that node), all inside the arena and aligned, and every tensor
-    fits its buffer. Raises AssertionError on a planner bug."""
+    fits its buffer (a paste's output: the bytes written so far). Raises AssertionError on a
+    planner bug."""
     bs = plan.buffers
     handover = {(i, min(a, b), max(a, b)) for i, a, b in plan.handovers}
+    pasted = {t for n in g.nodes if n.op == "paste" for t in n.outputs}
     for b in bs:
         assert b.offset % plan.alignment == 0, f"buffer {b.id} misaligned at {b.offset}"
         assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"buffer {b.id} outside"
         for t in b.tensors:
-            assert g.tensors[t].nbytes <= b.size
-    for i in range(len(g.nodes)):
-        live = [b for b in bs if b.first <= i <= b.last and b.size]
+            assert t in pasted or g.tensors[t].nbytes <= b.size
+    live_at: list[list[Buffer]] = [[] for _ in g.nodes]
+    for b in bs:
+        if b.size:
+            for i in range(b.first, b.last + 1):
+                live_at[i].append(b)
+    for i, live in enumerate(live_at):
+        live.sort(key=lambda b: b.span(i))
         for k, a in enumerate(live):
             for b in live[k + 1:]:
-                if a.overlaps_in_space(b):
-                    assert (i, min(a.id, b.id), max(a.id, b.id)) in handover, \
-                        f"node {i}: buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"
+                if b.span(i)[0] >= a.span(i)[1]:
+                    break   # sorted by start: no later buffer reaches into a
+                assert (i, min(a.id, b.id), max(a.id, b.id)) in handover, \
+                    f"node {i}: buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"

@@ -174,12 +174,25 @@ class PatchRegions:
         return self.rows[t][i], self.cols[t][j]
 
 
-def patch_regions(g: Graph, spec: PatchSpec) -> PatchRegions:
+def patch_regions(g: Graph, spec: PatchSpec, cache: dict | None = None) -> PatchRegions:
+    """Regions of every prefix tensor for every patch. `cache` (a dict the caller keeps for one
+    graph) reuses the per-axis regions across grids that share a row or column count."""
     problem = prefix_problem(g, spec.split)
     if problem:
         raise TinycError(f"cannot patch the prefix ending at node {spec.split}: {problem}")
-    return PatchRegions(spec, axis_regions(g, spec.split, spec.rows, 0),
-                        axis_regions(g, spec.split, spec.cols, 1))
+    cache = {} if cache is None else cache
+    axes = []
+    for axis, parts in ((0, spec.rows), (1, spec.cols)):
+        key = (spec.split, parts, axis)
+        if key not in cache:
+            try:
+                cache[key] = axis_regions(g, spec.split, parts, axis)
+            except TinycError as e:
+                cache[key] = e
+        if isinstance(cache[key], TinycError):
+            raise cache[key]
+        axes.append(cache[key])
+    return PatchRegions(spec, *axes)
 
 
 def _local_pads(g: Graph, node: Node, out_reg, in_reg) -> tuple[int, int, int, int]:
@@ -224,20 +237,23 @@ def apply_patches(g: Graph, spec: PatchSpec) -> Graph:
     return out
 
 
-def probe_graph(g: Graph, reg: PatchRegions, i: int, j: int) -> Graph:
-    """Patch (i, j) alone, for memory estimates: inputs are the image and the partly assembled
-    split tensor; outputs the paste and the image (later patches still read it, so it stays
-    alive throughout). Shares g's tensors."""
+def probe_graph(g: Graph, reg: PatchRegions, i: int, j: int, with_acc: bool = True) -> Graph:
+    """Patch (i, j) alone, for memory estimates. Inputs: the image and (with_acc) the full-size
+    split tensor; outputs: the paste and the image (later patches still read all of it, so it
+    stays whole throughout). Without acc the paste only holds its own window: the estimate of a
+    plan that lays the split tensor over image rows already consumed. Shares g's tensors."""
     split_out = g.nodes[reg.spec.split].outputs[0]
     tensors = dict(g.tensors)
     inputs = list(g.inputs)
-    acc = f"{split_out}#acc"
-    tensors[acc] = copy.copy(g.tensors[split_out])
-    tensors[acc].name = acc
+    acc = None
+    if with_acc:
+        acc = f"{split_out}#acc"
+        tensors[acc] = copy.copy(g.tensors[split_out])
+        tensors[acc].name = acc
     nodes: list[Node] = []
     dst = f"{split_out}#probe"
     unroll_patch(g, reg, i, j, tensors, nodes, acc, dst)
-    return Graph(tensors, nodes, inputs + [acc], [dst] + inputs, dict(g.meta))
+    return Graph(tensors, nodes, inputs + ([acc] if acc else []), [dst] + inputs, dict(g.meta))
 
 
 def unroll_patch(g: Graph, reg: PatchRegions, i: int, j: int, tensors: dict, nodes: list,
