@@ -353,6 +353,35 @@ def test_auto_never_worse_than_layer_by_layer(name, ir_nets):
         assert sched.info["overhead_macs"] == recompute_macs(g, sched.spec)
 
 
+def test_auto_respects_max_split(ir_nets):
+    g = ir_nets["residual_prefix"]
+    free = choose_schedule(g, "auto")
+    assert free.spec is not None and free.spec.split > 0
+    limited = choose_schedule(g, "auto", max_split=free.spec.split - 1)
+    assert limited.spec is None or limited.spec.split < free.spec.split
+    assert choose_schedule(g, "auto", max_split=-1).spec is None
+
+
+def test_float_graph_patches_too():
+    """The pass is dtype-agnostic: a float graph's patched prefix gives the same float values,
+    up to the summation order of numpy's einsum (a training step's frozen prefix may run in
+    either form)."""
+    from tinyc.reference.float_exec import run_float
+
+    b = IRBuilder((1, 19, 14, 3), seed=31)
+    x = b.conv("input", 8, 3, stride=2, pads=(1, 0, 1, 2))
+    e = b.conv(x, 16, 1, pads=(0, 0, 0, 0))
+    x = b.add(x, b.conv(b.dw(e, 5), 8, 1, pads=(0, 0, 0, 0), clamp=None))
+    out = b.fc(b.flatten(b.gap(x)), 3)
+    g = Graph(b.tensors, b.nodes, ["input"], [out])
+    g.remove_unused_tensors()
+    gp = apply_patches(g, PatchSpec(4, 3, 2))
+    xin = np.random.default_rng(0).uniform(-1, 1, (1, 19, 14, 3)).astype(np.float32)
+    ref, got = run_float(g, xin), run_float(gp, xin)
+    for t in (g.nodes[4].outputs[0], out):
+        np.testing.assert_allclose(got[t], ref[t], rtol=1e-6, atol=1e-6)
+
+
 def test_auto_keeps_layer_by_layer_when_nothing_helps(small_nets):
     g = compile_int8(str(small_nets["fc_only"]), None)
     sched = choose_schedule(g, "auto")

@@ -75,21 +75,23 @@ def _heaviest(reg: PatchRegions, g: Graph, axis_regions: dict, parts: int) -> in
     return max(range(parts), key=weight)
 
 
-def split_points(g: Graph, limit: int) -> list[int]:
-    """Nodes whose prefix can run patch by patch and whose output is smaller than `limit`."""
+def split_points(g: Graph, limit: int, max_split: int | None = None) -> list[int]:
+    """Nodes (up to index max_split) whose prefix can run patch by patch and whose output is
+    smaller than `limit`."""
     out = []
-    for s, node in enumerate(g.nodes):
+    last = len(g.nodes) - 1 if max_split is None else min(max_split, len(g.nodes) - 1)
+    for s, node in enumerate(g.nodes[:last + 1]):
         if prefix_problem(g, s) is None and g.tensors[node.outputs[0]].nbytes < limit:
             out.append(s)
     return out
 
 
-def candidates(g: Graph, limit: int) -> list[Candidate]:
+def candidates(g: Graph, limit: int, max_split: int | None = None) -> list[Candidate]:
     """Estimated patch schedules that might beat an arena of `limit` bytes."""
     found = []
     cache: dict = {}
     image = sum(g.tensors[t].nbytes for t in g.inputs)
-    for s in split_points(g, limit):
+    for s in split_points(g, limit, max_split):
         suffix = _suffix_arena(g, s)
         if max(suffix, image) >= limit:
             continue
@@ -152,9 +154,12 @@ def _patched(g: Graph, spec: PatchSpec) -> Schedule:
     return Schedule(gp, plan_memory(gp), spec)
 
 
-def choose_schedule(g: Graph, mode="auto", arena_budget: int | None = None) -> Schedule:
+def choose_schedule(g: Graph, mode="auto", arena_budget: int | None = None,
+                    max_split: int | None = None) -> Schedule:
     """The schedule to compile g with; see the module docstring. `mode`: "auto", "off" or a
-    PatchSpec. `arena_budget`: bytes the arena may take (auto only)."""
+    PatchSpec. `arena_budget`: bytes the arena may take (auto only). `max_split`: auto
+    considers split nodes up to this index only (a training step can patch only its frozen
+    prefix)."""
     base = Schedule(g, plan_memory(g), None)
     if mode == "off":
         base.info = _info(g, base.plan, base, "off", 0, None)
@@ -169,7 +174,7 @@ def choose_schedule(g: Graph, mode="auto", arena_budget: int | None = None) -> S
     if arena_budget is not None and base.plan.arena_bytes <= arena_budget:
         base.info = _info(g, base.plan, base, "auto", 0, arena_budget)
         return base
-    cands = candidates(g, base.plan.arena_bytes)
+    cands = candidates(g, base.plan.arena_bytes, max_split)
     best = base
     if arena_budget is not None:
         for c in sorted((c for c in cands if c.estimate <= arena_budget),
