@@ -165,6 +165,15 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
         calib = synthetic_calibration(g)
     gq = quantize(g, calib)
     sched = choose_schedule(gq, mode, budget)
+    info = sched.info
+    if info["mode"] == "forced" and info["peak_bytes"] >= info["peak_layer_by_layer_bytes"]:
+        warnings.warn(f"--patch {opts.patch}: the arena ({info['peak_bytes']:,} B) is not smaller "
+                      f"than layer by layer ({info['peak_layer_by_layer_bytes']:,} B); "
+                      "--patch auto picks the smallest", stacklevel=2)
+    if info.get("fits_budget") is False:
+        warnings.warn(f"--sram {opts.sram}: no schedule fits; using the smallest arena "
+                      f"({info['peak_bytes']:,} B + {board.stack_reserve_bytes:,} B stack reserve)",
+                      stacklevel=2)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable

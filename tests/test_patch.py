@@ -469,5 +469,9 @@ def test_cli_sram_budget(small_nets, tmp_path):
     assert "layer by layer" in res.stdout            # plenty of room: nothing recomputed
     assert_clean_failure(tinyc("build", net, "--board", "mps2_an386", "-o", tmp_path / "o",
                                "--sram", "100", check=False), "stack reserve")
+    res = tinyc("build", net, "--board", "mps2_an386", "-o", tmp_path / "o", "--sram", "8300")
+    assert "no schedule fits" in res.stderr and "schedule   patches" in res.stdout
+    res = tinyc("build", net, "--board", "mps2_an386", "-o", tmp_path / "o", "--patch", "2x1@0")
+    assert "not smaller than layer by layer" in res.stderr
     assert_clean_failure(tinyc("build", net, "--board", "mps2_an386", "-o", tmp_path / "o",
                                "--sram", "200K", "--patch", "off", check=False), "--patch auto")
