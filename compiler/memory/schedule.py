@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from ..errors import TinycError
 from ..ir import Graph
-from ..passes.patch import (MAX_GRID, PatchRegions, PatchSpec, apply_patches, patch_regions,
+from ..passes.patch import (MAX_GRID, PatchSpec, apply_patches, patch_regions,
                             prefix_problem, probe_graph, recompute_macs)
 from .planner import MemoryPlan, live_peak, plan_memory
 
@@ -67,7 +67,7 @@ def _suffix_arena(g: Graph, split: int) -> int:
     return plan_memory(rest, orders=("size",)).arena_bytes
 
 
-def _heaviest(reg: PatchRegions, g: Graph, axis_regions: dict, parts: int) -> int:
+def _heaviest(g: Graph, axis_regions: dict, parts: int) -> int:
     """Grid row (or column) whose windows hold the most bytes summed over the prefix."""
     def weight(k):
         return sum((hi - lo) * g.tensors[t].shape[3] for t, ivs in axis_regions.items()
@@ -106,8 +106,8 @@ def candidates(g: Graph, limit: int, max_split: int | None = None) -> list[Candi
                     reg = patch_regions(g, spec, cache)
                 except TinycError:
                     continue   # a patch window would be empty (pure padding)
-                i = _heaviest(reg, g, reg.rows, rows)
-                j = _heaviest(reg, g, reg.cols, cols)
+                i = _heaviest(g, reg.rows, rows)
+                j = _heaviest(g, reg.cols, cols)
                 stage = live_peak(probe_graph(g, reg, i, j, with_acc=False))
                 if max(suffix, stage) < limit:
                     found.append(Candidate(max(suffix, stage), recompute_macs(g, spec, reg),
