@@ -80,6 +80,8 @@ def split_points(g: Graph, limit: int, max_split: int | None = None) -> list[int
     smaller than `limit`."""
     out = []
     last = len(g.nodes) - 1 if max_split is None else min(max_split, len(g.nodes) - 1)
+    if last < 0:
+        return []
     for s, node in enumerate(g.nodes[:last + 1]):
         if prefix_problem(g, s) is None and g.tensors[node.outputs[0]].nbytes < limit:
             out.append(s)
@@ -167,7 +169,7 @@ def training_max_split(g: Graph) -> int:
     for node in g.nodes[n_forward:]:
         for t in node.inputs:
             if t and not g.tensors[t].is_const and (t in g.inputs or t in produced_at):
-                limit = min(limit, produced_at.get(t, -1))
+                limit = min(limit, produced_at.get(t, 0))   # the image: before node 0
     return limit - 1
 
 
