@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 from test_cli import assert_clean_failure, tinyc
+from tinyc.build import compile_graph, options_from_report
 from tinyc.codegen.c import generate_c
 from tinyc.errors import TinycError
 from tinyc.memory.planner import trainable_tensors
 from tinyc.memory.schedule import choose_schedule, training_max_split
 from tinyc.passes.autodiff import TrainOptions
 from tinyc.passes.patch import PatchSpec, prefix_problem
-from tinyc.pipeline import compile_training, forward_graph
+from tinyc.pipeline import compile_training, forward_graph, quantize_array
 from tinyc.reference import train as ref
 from tinyc.targets.host import HostTrainer
 
@@ -147,6 +148,25 @@ def test_cli_training_build_patches_only_the_frozen_prefix(small_nets, tmp_path)
     assert rep["training"]["arena_bytes"] == patch["peak_bytes"]
     assert rep["training"]["arena_bytes"] < patch["peak_layer_by_layer_bytes"]
     assert any(r["patch"] for r in rep["ops"])
+    # training through the CLI on the patched build == the reference of the unpatched step
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (10, 3, 32, 24)).astype(np.float32)
+    y = (np.arange(10) % 4).astype(np.int64)
+    np.savez(tmp_path / "train.npz", x=x, y=y)
+    tinyc("emulate", tmp_path / "auto", "--train-data", tmp_path / "train.npz",
+          "--save-params", tmp_path / "params.npz")
+    model, opts = options_from_report(rep)
+    g = compile_graph(model, opts)
+    initial = {t: g.tensors[t].data.copy() for t, _ in trainable_tensors(g)}
+    assert opts.patch == "auto" and not any("patch" in n.attrs for n in g.nodes)
+    xq = np.moveaxis(quantize_array(x, rep["input"]["scale"], rep["input"]["zero_point"]), 1, -1)
+    for step, i in enumerate(np.random.default_rng(1).permutation(len(xq))):
+        ref.train_step(g, xq[i:i + 1], int(y[i]), rep["training"]["lr"], step)
+    params = np.load(tmp_path / "params.npz")
+    assert sorted(params.files) == sorted(t for t, _ in trainable_tensors(g))
+    for name in params.files:
+        assert np.array_equal(params[name], g.tensors[name].data), name
+    assert any(not np.array_equal(initial[t], g.tensors[t].data) for t in initial)
 
     res = tinyc("build", net, "-o", tmp_path / "full", "--train", "full", *common)
     assert "a training step can patch no layer" in res.stdout

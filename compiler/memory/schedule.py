@@ -61,7 +61,10 @@ class Candidate:
 
 def _suffix_arena(g: Graph, split: int) -> int:
     split_out = g.nodes[split].outputs[0]
-    rest = Graph(g.tensors, g.nodes[split + 1:], [split_out], list(g.outputs))
+    meta = dict(g.meta)
+    if "train" in meta:   # a training step: the rest keeps its backward pass and packed masks
+        meta["train"] = dict(meta["train"], forward_nodes=meta["train"]["forward_nodes"] - split - 1)
+    rest = Graph(g.tensors, g.nodes[split + 1:], [split_out], list(g.outputs), meta)
     if not rest.nodes:
         return g.tensors[split_out].nbytes
     return plan_memory(rest, orders=("size",)).arena_bytes
