@@ -223,15 +223,16 @@ def model_hw(onnx_path: Path) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- builds
 
-def build_model(onnx_path: Path, out_dir: Path, calib_npy: Path, export_tflite: bool = True) -> dict:
-    """tinyc build for the benchmark board. A model that exceeds the board's budget is still
-    measured (the build writes everything before refusing): returns its report either way, with
-    report['fits'] set."""
+def build_model(onnx_path: Path, out_dir: Path, calib_npy: Path, export_tflite: bool = True,
+                patch: str = "auto") -> dict:
+    """tinyc build for the benchmark board (`patch`: tinyc build --patch). A model that exceeds
+    the board's budget is still measured (the build writes everything before refusing): returns
+    its report either way, with report['fits'] set."""
     from tinyc.build import BuildOptions, DoesNotFitError, build
     from tinyc.targets.boards import load_board
 
     opts = BuildOptions(calib=str(calib_npy), export_tflite=export_tflite,
-                        calib_limit=10_000)
+                        calib_limit=10_000, patch=patch)
     try:
         report = build(str(onnx_path), load_board(BOARD), str(out_dir), opts)
         report["fits"] = True

@@ -4,7 +4,10 @@ For mbv2-w0.35, proxyless-w0.3 and mcunet-5fps at 96 and 128 px with a new 10-cl
 whole training step (forward, loss, pruned backward with in-place updates) and report
 training.sram_bytes (arena + trainable parameters in SRAM + the board's stack reserve) and its
 breakdown at the forward-peak and backward-peak moments, next to the published figures of the
-Tiny Training Engine (largest scheme, 128 px, STM32F746: 141 / 135 / 173 KB).
+Tiny Training Engine (largest scheme, 128 px, STM32F746: 141 / 135 / 173 KB). The schedule is
+the one `tinyc build --train` uses by default (`--patch auto`: the frozen prefix before the
+first trained layer may run patch by patch, memory/schedule.training_max_split); the
+layer-by-layer arena (`--patch off`) is given next to it.
 
 Usage: python bench/training_memory.py  ->  bench/results/training_memory.md and .json
 """
@@ -21,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (bench/common.py: models, calibration data, provenance)
 
 from tinyc.build import BuildOptions, compile_graph  # noqa: E402
-from tinyc.memory.planner import plan_memory, training_memory  # noqa: E402
+from tinyc.memory.planner import training_memory  # noqa: E402
+from tinyc.memory.schedule import choose_schedule, training_max_split  # noqa: E402
 from tinyc.targets.boards import load_board  # noqa: E402
 
 SCHEMES = {
@@ -55,22 +59,30 @@ def main() -> int:
                           "weights": {str(i): r for i, r in weights.items()}}
                 g = compile_graph(str(path), BuildOptions(calib=str(calib), train=scheme,
                                                           num_classes=10))
-                plan = plan_memory(g)
-                mem = training_memory(g, plan, board.stack_reserve_bytes)
+                sched = choose_schedule(g, "auto", None, training_max_split(g))
+                mem = training_memory(sched.graph, sched.plan, board.stack_reserve_bytes)
                 fp, bp = mem["forward_peak"], mem["backward_peak"]
                 published = PUBLISHED_KB[net] if (px == 128 and name == largest) else None
+                info = sched.info
+                schedule = (f"{info['grid'][0]}x{info['grid'][1]} @ node {info['split_index']} "
+                            f"(+{info['overhead_pct']:.1f}% MACs)" if info["enabled"]
+                            else "layer by layer")
                 rec = {"net": net, "px": px, "scheme": name, **{k2: v for k2, v in mem.items()
                                                                 if not isinstance(v, dict)},
-                       "forward_peak": fp, "backward_peak": bp, "published_kb": published}
+                       "forward_peak": fp, "backward_peak": bp, "published_kb": published,
+                       "patch": info, "max_split": training_max_split(g),
+                       "arena_layer_by_layer_bytes": info["peak_layer_by_layer_bytes"]}
                 records.append(rec)
                 rows.append([net, px, name, f"{mem['sram_bytes']:,}", f"{mem['sram_bytes'] / 1024:.1f}",
-                             f"{mem['arena_bytes']:,}", f"{mem['params_sram_bytes']:,}",
+                             f"{mem['arena_bytes']:,}", schedule,
+                             f"{info['peak_layer_by_layer_bytes']:,}", f"{mem['params_sram_bytes']:,}",
                              f"{fp['arena_bytes']:,}", f"{bp['arena_bytes']:,}", mem["peak"],
                              "yes" if mem["sram_bytes"] <= board.sram_bytes else "NO",
                              published if published else ""])
                 print(f"  {net} {px}px {name}: {mem['sram_bytes']:,} B ({mem['peak']} peak)",
                       flush=True)
-    header = ["net", "px", "scheme", "training.sram_bytes", "KB", "arena B", "params in SRAM B",
+    header = ["net", "px", "scheme", "training.sram_bytes", "KB", "arena B", "schedule",
+              "arena layer by layer B", "params in SRAM B",
               "forward-peak arena B", "backward-peak arena B", "peak", "fits 256 KB",
               "published KB (128 px, largest)"]
     out = Path(__file__).resolve().parent / "results"
@@ -81,9 +93,13 @@ def main() -> int:
           "One training step (batch 1, new 10-class head) with each published sparse-update "
           "scheme, planned by tinyc: training.sram_bytes = arena (forward activations, activations "
           f"saved for backward, float32 gradients, scratch) + trainable parameters copied to SRAM "
-          f"+ the stack reserve of board {BOARD} ({board.stack_reserve_bytes:,} B). The forward-"
-          "peak and backward-peak columns are the arena's high-water mark at the fullest node of "
-          "each pass. Published: peak SRAM on an STM32F746 for the largest scheme at 128 px.", "",
+          f"+ the stack reserve of board {BOARD} ({board.stack_reserve_bytes:,} B). The schedule "
+          "is the default of `tinyc build --train` (`--patch auto`): only the frozen layers "
+          "before the first trained layer and before every tensor the backward pass reads may "
+          "run patch by patch; *arena layer by layer* is the arena with `--patch off`. The "
+          "forward-peak and backward-peak columns are the arena's high-water mark at the fullest "
+          "node of each pass. Published: peak SRAM on an STM32F746 for the largest scheme at "
+          "128 px.", "",
           common.md_table(header, rows), ""]
     (out / "training_memory.md").write_text("\n".join(md))
     (out / "training_memory.json").write_text(json.dumps({"provenance": prov, "rows": records},

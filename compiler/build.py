@@ -1,8 +1,15 @@
 """`tinyc build` as a function: (model, board, options) -> output folder + report.
 
-Steps: import + quantize (pipeline.py), plan memory, generate C, optional .tflite export, then a
-report checked against the board. A model that does not fit is refused with a breakdown, after
-report.json is written so the user can inspect it.
+Steps: import + quantize (pipeline.py; a training build: the training-step graph), choose the
+schedule (layer by layer or a patch-based prefix, memory/schedule.py) and plan its memory,
+generate C, optional .tflite export (of the layer-by-layer int8 forward graph: the same numbers),
+then a report checked against the board. A model that does not fit is refused with a breakdown,
+after report.json is written so the user can inspect it.
+
+Training builds may patch only the frozen prefix of the forward pass: the split ends before the
+first trained layer and before every tensor the backward pass reads
+(memory/schedule.training_max_split), so the backward pass and the weight updates see exactly
+the tensors of the layer-by-layer graph.
 
 With `firmware` (the CLI's default), the output folder becomes a PlatformIO project around the
 model (targets/platformio.py): the model library goes to out/lib/tinyc_model, and when
@@ -49,6 +56,10 @@ class BuildOptions:
     qas: bool = True
     rounding: str = "nearest"
     lr: float = 0.05
+    # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
+    # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
+    patch: str = "auto"
+    sram: int | None = None
 
     def recorded(self, model: str) -> dict:
         """What report.json keeps so that a later command (tinyc export) can redo the build."""
@@ -61,11 +72,14 @@ class BuildOptions:
 
 
 def weights_bytes(g: Graph) -> int:
-    total = 0
+    """Constants in flash, each counted once (the patches of a patch schedule share them)."""
+    total, seen = 0, set()
     for node in g.nodes:
-        for name in node.inputs[1:]:
-            if name and g.tensors[name].is_const:   # an add's second input is an activation
-                total += g.tensors[name].nbytes
+        weights = [t for t in node.inputs[1:] if t and g.tensors[t].is_const]
+        if not weights or weights[0] in seen:
+            continue
+        seen.update(weights)
+        total += sum(g.tensors[t].nbytes for t in weights)
         mult = node.attrs.get("q", {}).get("mult")
         if isinstance(mult, np.ndarray):
             total += mult.size * PER_CHANNEL_CONST_BYTES
@@ -85,11 +99,14 @@ def node_rows(g: Graph, plan) -> list[dict]:
                                  if t and g.tensors[t].is_const),
             "scratch_bytes": plan.scratch.get(i, (0, 0))[1],
             "in_place": plan.inplace.get(i),
+            "patch": list(node.attrs["patch"]) if "patch" in node.attrs else None,
         })
     return rows
 
 
-def make_report(g: Graph, plan, board: Board, calibrated: bool) -> dict:
+def make_report(g: Graph, plan, board: Board, calibrated: bool, patch: dict | None = None) -> dict:
+    """`g` is the graph as compiled (patched or not); `patch` the schedule's description
+    (memory/schedule.py), stored as inference.patch."""
     inp, out = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
     arena = plan.arena_bytes
     wbytes = weights_bytes(g)
@@ -111,6 +128,7 @@ def make_report(g: Graph, plan, board: Board, calibrated: bool) -> dict:
             "activation_peak_bytes": plan.peak_live_bytes,
             "no_reuse_bytes": plan.no_reuse_bytes,
             "sram_bytes": arena + board.stack_reserve_bytes,
+            "patch": patch,
         },
         "weights_bytes": wbytes,
         "macs": int(sum(g.macs(n) for n in g.nodes)),
@@ -259,30 +277,80 @@ def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
     return model, BuildOptions(**recorded)
 
 
+def schedule_request(opts: BuildOptions, board: Board):
+    """(mode, --sram bytes or None) for choose_schedule, checked before any work."""
+    from .passes.patch import PatchSpec
+
+    mode = opts.patch if opts.patch in ("auto", "off") else PatchSpec.parse(opts.patch)
+    if opts.sram is not None:
+        if mode != "auto":
+            raise TinycError("--sram chooses a patch schedule: use it with --patch auto")
+        if opts.sram <= board.stack_reserve_bytes:
+            raise TinycError(f"--sram {opts.sram}: not even the board's stack reserve "
+                             f"({board.stack_reserve_bytes} B) fits")
+    return mode, opts.sram
+
+
+def choose_build_schedule(gq: Graph, opts: BuildOptions, board: Board, mode, sram):
+    """The schedule a build compiles: memory/schedule.choose_schedule on the int8 graph. A
+    training step may patch only its frozen prefix (training_max_split); its SRAM budget also
+    leaves room for the trained parameters kept in SRAM."""
+    from .memory.planner import trainable_tensors
+    from .memory.schedule import choose_schedule, training_max_split
+
+    budget = None
+    train = "train" in gq.meta
+    if sram is not None:
+        params = sum(gq.tensors[t].nbytes for t, _ in trainable_tensors(gq)) if train else 0
+        budget = sram - board.stack_reserve_bytes - params
+        if budget <= 0:
+            raise TinycError(f"--sram {sram}: not even the board's stack reserve "
+                             f"({board.stack_reserve_bytes} B) and the trained parameters "
+                             f"({params} B) fit")
+    max_split = training_max_split(gq) if train else None
+    sched = choose_schedule(gq, mode, budget, max_split)
+    info = sched.info
+    if train:   # the arenas compared are those of the whole training step
+        info.update(scope="training step", max_split=max_split)
+    if info["mode"] == "forced" and info["peak_bytes"] >= info["peak_layer_by_layer_bytes"]:
+        warnings.warn(f"--patch {opts.patch}: the arena ({info['peak_bytes']:,} B) is not smaller "
+                      f"than layer by layer ({info['peak_layer_by_layer_bytes']:,} B); "
+                      "--patch auto picks the smallest", stacklevel=3)
+    if info.get("fits_budget") is False:
+        warnings.warn(f"--sram {sram}: no schedule fits; using the smallest arena "
+                      f"({info['peak_bytes']:,} B + {board.stack_reserve_bytes:,} B stack reserve"
+                      + (" + the trained parameters" if train else "") + ")", stacklevel=3)
+    return sched
+
+
 def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     from .codegen.c import generate_c
     from .memory.planner import plan_memory
     from .pipeline import forward_graph
 
+    mode, sram = schedule_request(opts, board)
     gq, calib = compile_with_calibration(model, opts)
-    plan = plan_memory(gq)
+    sched = choose_build_schedule(gq, opts, board, mode, sram)
     out = Path(out_dir)
     if opts.firmware:
         require_firmware(board)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable
     _remove_generated(out, opts.firmware)
-    generate_c(gq, plan, out / MODEL_LIB if opts.firmware else out)
+    gs, plan = sched.graph, sched.plan
+    generate_c(gs, plan, out / MODEL_LIB if opts.firmware else out)
     if opts.export_tflite:
         from .export.tflite import export_tflite
         (out / "model.tflite").write_bytes(export_tflite(forward_graph(gq)))
     if opts.train is not None:
-        # the inference figures are those of tinyc_infer alone (an inference-only build)
-        fwd = forward_graph(gq)
-        report = make_report(fwd, plan_memory(fwd), board, calibrated=bool(opts.calib))
-        add_training_report(report, gq, plan, board, opts)
+        # the inference figures are those of tinyc_infer alone (an inference-only build of the
+        # same, possibly patched, forward pass); the schedule was chosen on the training step
+        fwd = forward_graph(gs)
+        report = make_report(fwd, plan_memory(fwd), board, calibrated=bool(opts.calib),
+                             patch=sched.info)
+        add_training_report(report, gs, plan, board, opts)
     else:
-        report = make_report(gq, plan, board, calibrated=bool(opts.calib))
+        report = make_report(gs, plan, board, calibrated=bool(opts.calib), patch=sched.info)
     report["build_options"] = opts.recorded(model)
     report["board_file"] = board.path
     (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -26,6 +26,18 @@ def _shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def _bytes(text: str) -> int:
+    t = text.strip().upper()
+    scale = 1024 if t.endswith("K") else 1024 * 1024 if t.endswith("M") else 1
+    try:
+        value = int(t.rstrip("KMB") if scale > 1 else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a byte count like 131072 or 128K") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': give a positive byte count")
+    return value
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -51,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib-limit", type=int, default=100, help="use at most N samples (100)")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1x3x96x96")
     b.add_argument("--export-tflite", action="store_true", help="also write OUT/model.tflite")
+    b.add_argument("--patch", default="auto", metavar="auto|off|RxC@NODE",
+                   help="patch-based schedule of the first layers: auto (default) picks the "
+                        "smallest arena; off runs layer by layer; e.g. 4x4@12 forces a 4x4 grid "
+                        "over the output of node 12")
+    b.add_argument("--sram", type=_bytes, metavar="BYTES",
+                   help="with --patch auto: pick the schedule with the fewest MACs whose arena "
+                        "+ stack reserve fits BYTES (e.g. 131072 or 128K; with --train also "
+                        "the trained parameters)")
     b.add_argument("--train", metavar="SCHEME",
                    help="also generate tinyc_train_step(): full | bias-only | last:K | scheme.json")
     b.add_argument("--num-classes", type=int, help="replace the classifier by a new N-class head")
@@ -120,6 +140,8 @@ def summary(report: dict) -> str:
         f"flash      weights {report['weights_bytes']:,} B of {report['flash_limit_bytes']:,} B"
         f" ({100 * report['weights_bytes'] / report['flash_limit_bytes']:.1f}%)",
     ]
+    if inf.get("patch"):
+        lines.append(f"schedule   {patch_summary(inf['patch'])}")
     fw = report.get("firmware")
     if fw and fw.get("built"):
         rs = fw["ram_sections"]
@@ -131,6 +153,23 @@ def summary(report: dict) -> str:
     elif fw:
         lines.append(f"firmware   project written, not built: {fw.get('reason') or fw.get('error')}")
     return "\n".join(lines)
+
+
+def patch_summary(p: dict) -> str:
+    if not p["enabled"]:
+        why = {"off": "--patch off", "auto": "no patch schedule is smaller"}.get(p["mode"], "")
+        if p.get("scope") == "training step":
+            if p["mode"] == "auto":
+                why += ("; a training step can patch no layer" if p["max_split"] < 0 else
+                        f"; a training step can patch nodes 0-{p['max_split']} only")
+            return f"layer by layer ({why}), training-step arena {p['peak_bytes']:,} B"
+        return f"layer by layer ({why}), arena {p['peak_bytes']:,} B"
+    rows, cols = p["grid"]
+    scope = " (training step)" if p.get("scope") == "training step" else ""
+    return (f"patches {rows}x{cols} over node {p['split_index']} ({p['split_node']}, "
+            f"{'x'.join(map(str, p['split_shape'][1:]))}), then layer by layer; "
+            f"arena{scope} {p['peak_bytes']:,} B vs {p['peak_layer_by_layer_bytes']:,} B layer by "
+            f"layer; recomputation +{p['overhead_macs']:,} MACs (+{p['overhead_pct']:.1f}%)")
 
 
 def cmd_build(a) -> int:
@@ -148,7 +187,8 @@ def cmd_build(a) -> int:
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
                         qas=not a.no_qas, rounding=a.rounding, lr=a.lr,
-                        firmware=not a.no_firmware, samples=a.samples)
+                        firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
+                        sram=a.sram)
     try:
         report = build(a.model, board, a.output, opts)
     except DoesNotFitError as err:
@@ -335,16 +375,33 @@ def emulate_training(a, rep: dict) -> int:
 def cmd_report(a) -> int:
     rep = load_report(a.out)
     print(summary(rep))
-    print(f"{'#':>3} {'op':<16} {'output':<16} {'MACs':>11} {'offset':>8} {'bytes':>8}")
+    print(f"{'#':>4} {'op':<16} {'output':<16} {'MACs':>11} {'offset':>8} {'bytes':>8}")
+    hidden = []   # ops of the patches after the first: same layers on other windows
     for r in rep["ops"]:
-        print(f"{r['index']:>3} {r['op']:<16} {'x'.join(map(str, r['output_shape'])):<16} "
+        patch = r.get("patch")
+        if patch and patch != [0, 0]:
+            hidden.append(r)
+            continue
+        if hidden:
+            _print_hidden(hidden)
+            hidden = []
+        print(f"{r['index']:>4} {r['op']:<16} {'x'.join(map(str, r['output_shape'])):<16} "
               f"{r['macs']:>11,} {r['output_offset']:>8} {r['output_bytes']:>8}"
-              + (f"  in place ({r['in_place']})" if r["in_place"] else ""))
+              + (f"  in place ({r['in_place']})" if r["in_place"] else "")
+              + ("  patch 0,0" if patch else ""))
+    if hidden:
+        _print_hidden(hidden)
     if a.plot:
         from .memory.plot import plot_arena
         plot_arena(rep, a.plot)
         print(f"wrote {a.plot}")
     return 0
+
+
+def _print_hidden(rows: list[dict]) -> None:
+    patches = len({tuple(r["patch"]) for r in rows})
+    print(f"{'':>4} ... ops {rows[0]['index']}-{rows[-1]['index']}: the same layers on "
+          f"{patches} more patches, {sum(r['macs'] for r in rows):,} MACs")
 
 
 def cmd_export(a) -> int:

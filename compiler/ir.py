@@ -5,7 +5,8 @@ Conventions (fixed for the whole compiler):
 - Conv weights are OHWI: (C_out, KH, KW, C_in / groups). A depthwise conv is a conv whose
   groups == C_in (its weight is (C_out, KH, KW, 1)).
 - Fully-connected weights are (N_out, N_in).
-- Spatial pads are (top, left, bottom, right).
+- Spatial pads are (top, left, bottom, right). Negative pads appear only in the local frames of a
+  patch-based schedule (passes/patch.py): they skip rows/columns of a larger input buffer.
 - A float graph has float32 tensors; the quantize pass turns activations and weights into int8
   (biases int32) and attaches QParams to every tensor and the integer parameters every kernel
   needs to node.attrs["q"], so the reference executor and the code generator read the same numbers.
@@ -22,6 +23,7 @@ import numpy as np
 OPS = (
     "conv2d", "fully_connected", "add", "avg_pool", "max_pool", "pad", "concat",
     "reshape", "softmax", "clamp", "requantize",
+    "crop", "paste",   # patch-based schedules only (passes/patch.py)
 )
 
 

@@ -51,7 +51,10 @@ def test_build_writes_sources_and_report(built):
     assert rep["board"] == "mps2_an386" and rep["sram_limit_bytes"] == 262144
     assert rep["inference"]["arena_bytes"] >= rep["inference"]["activation_peak_bytes"] > 0
     assert rep["macs"] == sum(r["macs"] for r in rep["ops"]) > 0
-    assert len(rep["ops"]) == 11
+    # the net has 11 layers; a patch schedule runs its first split_index + 1 once per patch
+    patch = rep["inference"]["patch"]
+    first_patch = patch["split_index"] + 1 if patch["enabled"] else 0
+    assert len([r for r in rep["ops"] if r["patch"] is None]) + first_patch == 11
     header = (built / "lib" / "tinyc_model" / "model.h").read_text()
     assert "tinyc_infer(const int8_t *in, int8_t *out)" in " ".join(header.split())
 
@@ -116,10 +119,16 @@ def test_image_folder_calibration(small_nets, tmp_path):
 
 def test_too_big_for_board_is_refused_with_breakdown(tmp_path):
     model = shared_model("mbv2-w0.35_128")
-    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "o", check=False)
+    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "o", "--patch", "off",
+                check=False)
     assert_clean_failure(res, "nucleo_f411re", "does not fit", "arena", "stack reserve")
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rep["inference"]["sram_bytes"] > rep["sram_limit_bytes"]
+    # the default patch schedule makes the same model fit the 128 KB board
+    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "auto")
+    assert "schedule   patches" in res.stdout
+    rep = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert rep["inference"]["sram_bytes"] <= rep["sram_limit_bytes"]
 
 
 @pytest.mark.parametrize("case", ["unknown_board", "missing_model", "not_onnx", "bad_calib_shape",

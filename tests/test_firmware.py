@@ -157,9 +157,12 @@ def test_every_board_builds_offline(board_id, small_nets, calib, tmp_path):
     assert fw["arena_bytes"] == rep["inference"]["arena_bytes"] <= sec[".bss"].size
     assert fw["flash_bytes"] == sum(s.size for s in elf.sections if s.alloc and not s.nobits)
     assert fw["ram_bytes"] <= board.sram_bytes and fw["flash_bytes"] <= board.flash_bytes
-    # only the kernels the model uses are in the library
+    # only the kernels the model uses are in the library (data.c: the window copies of a patch
+    # schedule, which --patch auto picks for this net)
     kernels = sorted(p.name for p in (out / "lib" / "tinyc_model" / "tinyc").glob("*.c"))
-    assert "pool.c" in kernels and "data.c" not in kernels
+    windows = any(r["op"] in ("crop", "paste") for r in rep["ops"])
+    assert windows == rep["inference"]["patch"]["enabled"]
+    assert "pool.c" in kernels and ("data.c" in kernels) == windows
     ini = (out / "platformio.ini").read_text()
     assert "[env:tinyc]" in ini and "symlink://" in ini
     if board.emulated:
@@ -303,7 +306,9 @@ def test_ram_over_budget_is_refused_from_the_elf(small_nets, calib, tmp_path):
 
 def test_model_too_big_for_nucleo_sram_is_refused_with_breakdown(tmp_path):
     model = shared_model("mcunet-5fps_128")
-    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "o", check=False)
+    # layer by layer: the default patch schedule would fit its arena into the board's SRAM
+    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "o", "--patch", "off",
+                check=False)
     assert_clean_failure(res, "nucleo_f411re", "does not fit", "131,072 B", "largest buffers")
 
 

@@ -43,6 +43,7 @@ KERNEL_SOURCES = {
     "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
     "clamp": "elementwise.c", "requantize": "elementwise.c", "avg_pool": "pool.c",
     "max_pool": "pool.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
+    "window": "data.c",
     "softmax": "softmax.c",
     # training (runtime_c/src/backward and src/optim)
     "select_channels": "backward/elementwise_grad.c", "softmax_ce": "backward/loss.c",
@@ -191,8 +192,8 @@ def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
         bias = params.ref(consts, b.name, f"tinyc_b{i}", b.name)
     return dict(kind=kind, ptype="tinyc_conv_params", params=cparams, fold=fold,
                 weights=weights, bias=bias,
-                mult=consts.add(f"mult{i}", f"tinyc_m{i}", "int32_t", q["mult"]),
-                shift=consts.add(f"shift{i}", f"tinyc_s{i}", "int32_t", q["shift"]))
+                mult=consts.add(w.name + "#mult", f"tinyc_m{i}", "int32_t", q["mult"]),
+                shift=consts.add(w.name + "#shift", f"tinyc_s{i}", "int32_t", q["shift"]))
 
 
 def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts, params: _Params) -> dict:
@@ -206,8 +207,8 @@ def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts, params: _Params) ->
                             act_min=q["act_min"], act_max=q["act_max"]),
                 weights=params.ref(consts, w.name, f"tinyc_w{i}", f"{w.name} {tuple(w.shape)}"),
                 bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name),
-                mult=consts.add(f"mult{i}", f"tinyc_m{i}", "int32_t", mult),
-                shift=consts.add(f"shift{i}", f"tinyc_s{i}", "int32_t", shift))
+                mult=consts.add(w.name + "#mult", f"tinyc_m{i}", "int32_t", mult),
+                shift=consts.add(w.name + "#shift", f"tinyc_s{i}", "int32_t", shift))
 
 
 def _pool_layer(g: Graph, node: Node) -> dict:
@@ -223,6 +224,27 @@ def _pool_layer(g: Graph, node: Node) -> dict:
                             count_include_pad=int(bool(a.get("count_include_pad", False))),
                             zero_point=int(x.q.zero_point), act_min=q["act_min"],
                             act_max=q["act_max"]))
+
+
+def _window_layer(g: Graph, node: Node, i: int, plan: MemoryPlan) -> dict:
+    """crop: a window of the input -> the whole output; paste: the whole patch -> a window of
+    the output, which the planner put over the accumulator (inputs[1]) in place."""
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    r0, c0 = node.attrs["origin"]
+    if node.op == "crop":
+        rows, cols = y.shape[1:3]
+        where = dict(src_w=x.shape[2], src_row0=r0, src_col0=c0, dst_w=cols, dst_row0=0,
+                     dst_col0=0)
+    else:
+        rows, cols = x.shape[1:3]
+        where = dict(src_w=cols, src_row0=0, src_col0=0, dst_w=y.shape[2], dst_row0=r0,
+                     dst_col0=c0)
+        if len(node.inputs) > 1 and (plan.tensor_offsets[node.inputs[1]]
+                                     != plan.tensor_offsets[node.outputs[0]]):
+            raise TinycError(f"{node.describe()}: a paste needs its output planned over its "
+                             "accumulator")
+    return dict(kind="window", ptype="tinyc_window_params",
+                params=dict(rows=rows, cols=cols, channels=y.shape[3], **where))
 
 
 def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
@@ -272,6 +294,8 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
     elif op == "reshape":
         same = plan.tensor_offsets[node.inputs[0]] == plan.tensor_offsets[node.outputs[0]]
         layer = dict(kind="alias" if same else "copy", params=dict(size=y.size))
+    elif op in ("crop", "paste"):
+        layer = _window_layer(g, node, i, plan)
     elif op == "softmax":
         layer = dict(kind="softmax", ptype="tinyc_softmax_params",
                      params=dict(rows=y.size // y.shape[-1], depth=y.shape[-1],
@@ -419,6 +443,20 @@ def _conv_input_hw(g: Graph, node: Node) -> tuple[int, int]:
     return tuple(g.tensors[fwd.inputs[0]].shape[1:3])
 
 
+def _share_parameters(layers: list[dict]) -> None:
+    """Layers with identical parameter structs (the patches of a patch schedule mostly are) use
+    the first one's: L["params_ident"] names the struct, L["own_params"] says who defines it."""
+    def frozen(params: dict) -> tuple:
+        return tuple(sorted((k, frozen(v) if isinstance(v, dict) else v)
+                            for k, v in params.items()))
+
+    seen: dict[tuple, str] = {}
+    for L in layers:
+        key = (L.get("ptype"), frozen(L["params"]))
+        L["own_params"] = "ptype" in L and key not in seen
+        L["params_ident"] = seen.setdefault(key, L["ident"])
+
+
 def model_context(g: Graph, plan: MemoryPlan) -> dict:
     """Everything the templates need, as plain Python data."""
     if len(g.inputs) != 1 or len(g.outputs) != 1:
@@ -439,6 +477,7 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
         layers[m["after"]].setdefault("packs", []).append(
             dict(size=m["size"], lo=m["lo"], hi=m["hi"], y_off=plan.tensor_offsets[act],
                  mask_off=plan.tensor_offsets[m["name"]], tensor=c_comment(act)))
+    _share_parameters(layers)
     in_scale, in_zp = x.q.scalar()
     out_scale, out_zp = y.q.scalar()
     _, h, w, c = x.shape if len(x.shape) == 4 else (1, 1, 1, x.shape[-1])

@@ -14,11 +14,22 @@ Contract
     * depthwise conv with depth multiplier 1, channel by channel through a scratch of
       in_h * in_w bytes (tinyc_depthwise_conv_inplace);
     * pointwise conv (1x1, stride 1, no padding, groups 1), pixel by pixel through a scratch of
-      in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept.
+      in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept;
+    * crop (patch schedules): row by row forwards, every row lands at or before its source.
+  A paste (patch schedules) always writes its patch into its accumulator's buffer (like a
+  reshape's alias, also without in-place kernels): the split tensor is assembled in one buffer.
   Other convs (not depthwise, not pointwise) get a scratch for their im2col window.
   Values chained by in-place nodes form a *group* placed at one offset. A group occupies, at each
   node, the bytes of its largest value live at that node (max(input, output) at the in-place
   node itself), so a long chain that shrinks frees its tail for other buffers.
+- Partly dead values (patch schedules only; ordinary graphs never have them):
+    * a value whose readers all read windows of it (a conv or pool with a negative pad skips
+      leading rows/columns, a crop starts at its origin) frees, at each node, the bytes before
+      the first byte any reader at or after that node touches: the image frees its rows as the
+      patches move down;
+    * a paste's output occupies only the bytes written so far (up to the end of its window).
+  So a buffer occupies the byte range [offset + low(step), offset + size) at each step; the
+  assembled split tensor can grow over the image rows already consumed.
 - Scratch buffers are live during their node only; they are placed in the same arena.
 - Placement: greedy first fit. Groups are taken one by one in some order and put at the lowest
   aligned offset where, at every node, they overlap no already placed group live at that node.
@@ -64,15 +75,22 @@ class Buffer:
     first: int                # first node index during which it is live
     last: int                 # last node index during which it is live (inclusive)
     tensors: list[str]        # activation tensors stored here (a tensor and its reshapes)
-    kind: str = "activation"  # "activation" | "scratch"
+    kind: str = "activation"  # "activation" | "scratch" | "mask" (training: packed bit mask)
     node: int | None = None   # for scratch: the node index that uses it
     offset: int = -1
+    # step -> first byte still read at or after that step (bytes before it are dead); absent: 0
+    low: dict[int, int] = field(default_factory=dict)
+
+    def span(self, step: int) -> tuple[int, int]:
+        """Arena bytes [start, end) the buffer occupies during `step`."""
+        return self.offset + self.low.get(step, 0), self.offset + self.size
 
     def overlaps_in_time(self, other: "Buffer") -> bool:
         return self.first <= other.last and other.first <= self.last
 
-    def overlaps_in_space(self, other: "Buffer") -> bool:
-        return self.offset < other.offset + other.size and other.offset < self.offset + self.size
+    def overlaps_in_space(self, other: "Buffer", step: int) -> bool:
+        (a0, a1), (b0, b1) = self.span(step), other.span(step)
+        return a0 < b1 and b0 < a1
 
 
 @dataclass
@@ -82,7 +100,7 @@ class MemoryPlan:
     tensor_offsets: dict[str, int]        # activation tensor -> arena offset
     tensor_buffer: dict[str, int]         # activation tensor -> buffer id
     scratch: dict[int, tuple[int, int]]   # node index -> (offset, size)
-    inplace: dict[int, str]               # node index -> alias|add|elementwise|depthwise|pointwise
+    inplace: dict[int, str]               # node index -> alias|paste|add|elementwise|crop|depthwise|pointwise
     lifetimes: dict[str, tuple[int, int]]  # activation tensor -> (first, last) node index
     peak_live_bytes: int                  # max over nodes of the bytes live at once (lower bound)
     no_reuse_bytes: int                   # every activation tensor in its own memory (reshape aliases free)
@@ -98,7 +116,7 @@ class MemoryPlan:
     masks: dict[str, dict] = field(default_factory=dict)
 
     def live_bytes(self, step: int) -> int:
-        return sum(b.size for b in self.buffers if b.first <= step <= b.last)
+        return sum(b.size - b.low.get(step, 0) for b in self.buffers if b.first <= step <= b.last)
 
     def summary(self) -> str:
         lines = [f"arena {self.arena_bytes} B (lower bound {self.peak_live_bytes} B, "
@@ -201,10 +219,71 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         with_pw = plan_memory(g, True, orders, True, pack_masks)
         without = plan_memory(g, True, orders, False, pack_masks)
         return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
+    grp = _group(g, inplace, pointwise, pack_masks)
+    buffers, group_list, profiles = grp.buffers, grp.groups, grp.profiles
+
+    # ---- placement: keep the best of several greedy orders
+    best = None
+    for order in orders:
+        offsets = _greedy_place(profiles, order)
+        arena = _align(max((offsets[k] + _top(p) for k, p in enumerate(profiles)), default=0))
+        if best is None or arena < best[0]:
+            best = (arena, order, offsets)
+    arena, order, offsets = best
+    for k, members in enumerate(group_list):
+        for v in members:
+            buffers[v].offset = offsets[k]
+
+    plan = MemoryPlan(
+        arena_bytes=arena, buffers=buffers,
+        tensor_offsets={t: buffers[v].offset for t, v in grp.value_of.items()},
+        tensor_buffer=dict(grp.value_of),
+        scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
+        inplace=grp.inplace_nodes, lifetimes=grp.life, peak_live_bytes=_align(grp.peak_live()),
+        no_reuse_bytes=grp.no_reuse, order=order, node_names=[n.name for n in g.nodes],
+        groups=group_list, handovers=grp.handovers,
+        masks=grp.masks)
+    for i, rel in grp.bias_scratch.items():
+        plan.bias_scratch[i] = plan.scratch[i][0] + rel
+    verify_plan(g, plan)
+    return plan
+
+
+def live_peak(g: Graph) -> int:
+    """The planner's lower bound (peak_live_bytes of plan_memory with in-place kernels) without
+    placing anything: cheap enough for searching many schedules."""
+    return _align(_group(g, True, True).peak_live())
+
+
+@dataclass
+class _Grouping:
+    """Values, scratch buffers and the in-place groups of a graph, before placement."""
+    buffers: list[Buffer]
+    value_of: dict[str, int]
+    groups: list[list[int]]
+    profiles: list[dict[int, int]]
+    handovers: list[tuple[int, int, int]]
+    inplace_nodes: dict[int, str]
+    life: dict[str, tuple[int, int]]
+    no_reuse: int
+    steps: int
+    # training: node index -> offset of the refolded bias inside the node's scratch
+    bias_scratch: dict[int, int] = field(default_factory=dict)
+    masks: dict[str, dict] = field(default_factory=dict)   # packable_masks
+
+    def peak_live(self) -> int:
+        live = [0] * max(self.steps, 1)
+        for p in self.profiles:
+            for s, (lo, hi) in p.items():
+                live[s] += hi - lo
+        return max(live)
+
+
+def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True) -> _Grouping:
     masks = packable_masks(g) if pack_masks else {}
     life = tensor_lifetimes(g, frozenset((i, y) for y, m in masks.items() for i in m["readers"]))
     acts = g.activations()
-    producer = {o: n for n in g.nodes for o in n.outputs}
+    producer = {t: n for n in g.nodes for t in n.outputs}
 
     # ---- values: a tensor and its reshapes are one value (same bytes)
     value_of: dict[str, int] = {}
@@ -221,6 +300,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
             values.append(b)
         value_of[t] = b.id
     outputs = {value_of[t] for t in g.outputs}
+    _partly_dead(g, values, value_of, outputs)
 
     def dies_at(t: str, i: int) -> bool:
         """The value of t is read for the last time by node i and is no graph output."""
@@ -250,6 +330,10 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         elif node.op in TRAIN_OPS:
             _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace)
             continue
+        elif node.op == "paste" and len(node.inputs) > 1:
+            if not dies_at(node.inputs[1], i):
+                raise TinycError(f"{node.describe()}: its accumulator is read after the paste")
+            join(i, node.inputs[1], out, "paste")
         elif not inplace:
             continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
@@ -260,6 +344,9 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         elif node.op in ("clamp", "requantize"):
             if dies_at(node.inputs[0], i):
                 join(i, node.inputs[0], out, "elementwise")
+        elif node.op == "crop":
+            if dies_at(node.inputs[0], i):
+                join(i, node.inputs[0], out, "crop")
         elif depthwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
             join(i, node.inputs[0], out, "depthwise")
             _, h, w, _ = g.tensors[node.inputs[0]].shape
@@ -292,36 +379,10 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         groups[b.id] = [b.id]
     group_list = [sorted(m) for m in groups.values()]
     profiles = [_profile([buffers[v] for v in m]) for m in group_list]
-
-    # ---- placement: keep the best of several greedy orders
-    best = None
-    for order in orders:
-        offsets = _greedy_place(profiles, order)
-        arena = _align(max((offsets[k] + max(p.values()) for k, p in enumerate(profiles)),
-                           default=0))
-        if best is None or arena < best[0]:
-            best = (arena, order, offsets)
-    arena, order, offsets = best
-    for k, members in enumerate(group_list):
-        for v in members:
-            buffers[v].offset = offsets[k]
-
-    steps = range(max(len(g.nodes), 1))
-    peak_live = max(sum(p.get(s, 0) for p in profiles) for s in steps)
-    no_reuse = sum(g.tensors[t].nbytes for t in acts if not _is_alias(g, t))
-    plan = MemoryPlan(
-        arena_bytes=arena, buffers=buffers,
-        tensor_offsets={t: buffers[value_of[t]].offset for t in value_of},
-        tensor_buffer=dict(value_of),
-        scratch={b.node: (b.offset, b.size) for b in buffers if b.kind == "scratch"},
-        inplace=inplace_nodes, lifetimes=life, peak_live_bytes=_align(peak_live),
-        no_reuse_bytes=no_reuse, order=order, node_names=[n.name for n in g.nodes],
-        groups=group_list, handovers=handovers,
-        bias_scratch={i: plan_off for i, plan_off in bias_scratch.items()}, masks=masks)
-    for i in plan.bias_scratch:
-        plan.bias_scratch[i] += plan.scratch[i][0]
-    verify_plan(g, plan)
-    return plan
+    no_reuse = sum(g.tensors[t].nbytes for t in acts
+                   if not (t in producer and producer[t].op in ALIAS_OPS))
+    return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
+                     no_reuse, len(g.nodes), bias_scratch, masks)
 
 
 def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_sizes: dict,
@@ -402,24 +463,72 @@ def update_scratch_bytes(g: Graph, node: Node) -> int:
     return kh * kw * per_group * 4
 
 
-def _profile(members: list[Buffer]) -> dict[int, int]:
-    """Bytes a group of buffers placed at one offset occupies at each node it is live."""
-    prof: dict[int, int] = {}
+def first_byte_read(g: Graph, node: Node, t: str) -> int:
+    """The lowest byte of tensor t that node reads: 0 unless the node reads a window of it (a
+    conv/pool whose negative pads skip leading rows/columns, a crop)."""
+    shape = g.tensors[t].shape
+    if len(shape) != 4 or t != node.inputs[0]:
+        return 0
+    _, _, w, c = shape
+    if node.op in ("conv2d", "avg_pool", "max_pool"):
+        top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
+        return (max(0, -top) * w + max(0, -left)) * c
+    if node.op == "crop":
+        r0, c0 = node.attrs["origin"]
+        return (r0 * w + c0) * c
+    return 0
+
+
+def _partly_dead(g: Graph, values: list[Buffer], value_of: dict[str, int], outputs: set) -> None:
+    """Buffer.size of paste outputs = bytes written so far; Buffer.low of values read only
+    through windows. See the module docstring."""
+    readers: dict[int, list[tuple[int, int]]] = {}   # value -> [(step, first byte read)]
+    for i, node in enumerate(g.nodes):
+        for t in node.inputs:
+            if t in value_of:
+                readers.setdefault(value_of[t], []).append((i, first_byte_read(g, node, t)))
+        if node.op == "paste":
+            y = g.tensors[node.outputs[0]]
+            _, _, w, c = y.shape
+            r0, c0 = node.attrs["origin"]
+            _, ph, pw, _ = g.tensors[node.inputs[0]].shape
+            end = ((r0 + ph - 1) * w + c0 + pw) * c
+            prev = values[value_of[node.inputs[1]]].size if len(node.inputs) > 1 else 0
+            b = values[value_of[node.outputs[0]]]
+            if len(b.tensors) == 1:
+                b.size = max(prev, end)
+    for v, rs in readers.items():
+        b = values[v]
+        if v in outputs or all(fb == 0 for _, fb in rs):
+            continue
+        born = b.first if b.tensors[0] not in g.inputs else -1
+        later = 1 << 62
+        for s in range(b.last, b.first - 1, -1):
+            later = min([later] + [fb for step, fb in rs if step == s])
+            if s != born and later:
+                b.low[s] = min(later, b.size)
+
+
+def _profile(members: list[Buffer]) -> dict[int, tuple[int, int]]:
+    """Byte range [lo, hi) relative to the group's offset that a group of buffers placed at one
+    offset occupies at each node it is live."""
+    prof: dict[int, tuple[int, int]] = {}
     for b in members:
         for s in range(b.first, b.last + 1):
-            prof[s] = max(prof.get(s, 0), b.size)
+            lo, hi = b.low.get(s, 0), b.size
+            if s in prof:
+                lo, hi = min(lo, prof[s][0]), max(hi, prof[s][1])
+            prof[s] = (lo, hi)
     return prof
 
 
-def _is_alias(g: Graph, t: str) -> bool:
-    """Reshape outputs never get memory of their own, even without any planning."""
-    p = g.producer(t)
-    return p is not None and p.op in ALIAS_OPS
+def _top(profile: dict[int, tuple[int, int]]) -> int:
+    return max(hi for _, hi in profile.values())
 
 
 def _sort_key(order: str, profiles: list[dict[int, int]]):
     def size(k):
-        return max(profiles[k].values())
+        return _top(profiles[k])
 
     def first(k):
         return min(profiles[k])
@@ -430,7 +539,7 @@ def _sort_key(order: str, profiles: list[dict[int, int]]):
     if order == "size":        # TFLite Micro's GreedyMemoryPlanner: biggest first
         return lambda k: (-size(k), first(k), k)
     if order == "area":
-        return lambda k: (-sum(profiles[k].values()), -size(k), k)
+        return lambda k: (-sum(hi - lo for lo, hi in profiles[k].values()), -size(k), k)
     if order == "lifetime":
         return lambda k: (-span(k), -size(k), k)
     if order == "first":
@@ -443,14 +552,19 @@ def _greedy_place(profiles: list[dict[int, int]], order: str) -> dict[int, int]:
     live, its bytes overlap none of the groups already placed that are live at that node."""
     placed: list[int] = []
     offsets: dict[int, int] = {}
+    spans = [(min(p), max(p)) for p in profiles]
     for k in sorted(range(len(profiles)), key=_sort_key(order, profiles)):
         prof = profiles[k]
         forbidden = []   # offsets x in [lo, hi) would overlap a placed group
         for j in placed:
+            if spans[j][0] > spans[k][1] or spans[k][0] > spans[j][1]:
+                continue   # never live at the same time
             o, other = offsets[j], profiles[j]
-            for s, size in prof.items():
-                if s in other and size and other[s]:
-                    forbidden.append((o - size + 1, o + other[s]))
+            for s, (lo, hi) in prof.items():
+                if s in other and hi > lo and other[s][1] > other[s][0]:
+                    # x + [lo, hi) meets o + [olo, ohi)  <=>  o + olo - hi < x < o + ohi - lo
+                    olo, ohi = other[s]
+                    forbidden.append((o + olo - hi + 1, o + ohi - lo))
         offset = 0
         for lo, hi in sorted(forbidden):
             if hi <= offset:
@@ -466,27 +580,35 @@ def _greedy_place(profiles: list[dict[int, int]], order: str) -> dict[int, int]:
 def verify_plan(g: Graph, plan: MemoryPlan) -> None:
     """Brute-force check: at every node, no two live buffers share a byte (except an in-place
     node's input and output at that node), all inside the arena and aligned, and every tensor
-    fits its buffer. Raises AssertionError on a planner bug."""
+    fits its buffer (a paste's output: the bytes written so far). Raises AssertionError on a
+    planner bug."""
     bs = plan.buffers
     handover = {(i, min(a, b), max(a, b)) for i, a, b in plan.handovers}
+    pasted = {t for n in g.nodes if n.op == "paste" for t in n.outputs}
     for b in bs:
         assert b.offset % plan.alignment == 0, f"buffer {b.id} misaligned at {b.offset}"
         assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"buffer {b.id} outside"
         if b.kind == "mask":
             continue
         for t in b.tensors:
-            assert g.tensors[t].nbytes <= b.size
+            assert t in pasted or g.tensors[t].nbytes <= b.size
     for y, m in plan.masks.items():
         b = bs[plan.tensor_buffer[m["name"]]]
         assert b.size * 8 >= g.tensors[y].size and b.first == m["after"]
         assert b.last >= max(m["readers"])
-    for i in range(len(g.nodes)):
-        live = [b for b in bs if b.first <= i <= b.last and b.size]
+    live_at: list[list[Buffer]] = [[] for _ in g.nodes]
+    for b in bs:
+        if b.size:
+            for i in range(b.first, b.last + 1):
+                live_at[i].append(b)
+    for i, live in enumerate(live_at):
+        live.sort(key=lambda b: b.span(i))
         for k, a in enumerate(live):
             for b in live[k + 1:]:
-                if a.overlaps_in_space(b):
-                    assert (i, min(a.id, b.id), max(a.id, b.id)) in handover, \
-                        f"node {i}: buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"
+                if b.span(i)[0] >= a.span(i)[1]:
+                    break   # sorted by start: no later buffer reaches into a
+                assert (i, min(a.id, b.id), max(a.id, b.id)) in handover, \
+                    f"node {i}: buffers {a.id} {a.tensors} and {b.id} {b.tensors} overlap"
 
 
 # ---------------------------------------------------------------- training steps
@@ -520,7 +642,8 @@ def _category(g: Graph, b: Buffer, n_forward: int) -> str:
 
 def _moment(g: Graph, plan: MemoryPlan, i: int, n_forward: int) -> dict:
     """What occupies the arena while node i runs. A group of buffers placed at one offset
-    (in-place chains) counts once, with the bytes of its largest member live at node i."""
+    (in-place chains) counts once, with the bytes of its largest member live at node i (a
+    partly dead buffer of a patch schedule: only its byte range still live)."""
     cats = {"activation_bytes": 0, "saved_bytes": 0, "gradient_bytes": 0, "scratch_bytes": 0}
     rows = []
     high = 0
@@ -529,11 +652,12 @@ def _moment(g: Graph, plan: MemoryPlan, i: int, n_forward: int) -> dict:
                 if plan.buffers[v].first <= i <= plan.buffers[v].last and plan.buffers[v].size]
         if not live:
             continue
-        big = max(live, key=lambda b: b.size)
+        big = max(live, key=lambda b: b.size - b.low.get(i, 0))
+        nbytes = big.size - big.low.get(i, 0)
         cat = _category(g, big, n_forward)
-        cats[cat + "_bytes"] += big.size
+        cats[cat + "_bytes"] += nbytes
         high = max(high, big.offset + big.size)
-        rows.append({"bytes": big.size, "kind": cat, "offset": big.offset,
+        rows.append({"bytes": nbytes, "kind": cat, "offset": big.offset + big.low.get(i, 0),
                      "what": ", ".join(big.tensors) if big.tensors else f"scratch of node {big.node}"})
     node = g.nodes[i]
     return {"node": i, "name": node.name, "op": node.op,

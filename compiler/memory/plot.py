@@ -10,7 +10,11 @@ def plot_arena(report: dict, path: str) -> None:
 
     bufs = report["buffers"]
     steps = len(report["ops"])
-    fig, ax = plt.subplots(figsize=(max(8, steps * 0.18), 5))
+    fig, ax = plt.subplots(figsize=(min(max(8, steps * 0.18), 24), 5))
+    patched = [r["index"] for r in report["ops"] if r.get("patch")]
+    if patched:
+        ax.axvspan(-0.5, max(patched) + 0.5, color="tab:green", alpha=0.08,
+                   label="patch stage")
     for b in bufs:
         colour = "tab:orange" if b["kind"] == "scratch" else "tab:blue"
         ax.add_patch(Rectangle((b["first"] - 0.45, b["offset"] / 1024), b["last"] - b["first"] + 0.9,

@@ -7,9 +7,13 @@ from ..ir import conv_out_size
 
 
 def pad_hw(x: np.ndarray, pads, value) -> np.ndarray:
-    """x (H, W, C); pads (top, left, bottom, right)."""
+    """x (H, W, C); pads (top, left, bottom, right). A negative pad removes that many rows or
+    columns instead (a patch's local frame: passes/patch.py)."""
     t, l, b, r = pads
-    return np.pad(x, ((t, b), (l, r), (0, 0)), constant_values=value)
+    x = np.pad(x, ((max(t, 0), max(b, 0)), (max(l, 0), max(r, 0)), (0, 0)),
+               constant_values=value)
+    h, w = x.shape[:2]
+    return x[max(-t, 0): h - max(-b, 0), max(-l, 0): w - max(-r, 0)]
 
 
 def conv_accumulate(x: np.ndarray, w: np.ndarray, strides, pads, dilations, groups,
@@ -50,3 +54,17 @@ def pool_windows(x: np.ndarray, kernel, strides, pads, pad_value):
             vals.append(xp[sl])
             masks.append(valid[sl])
     return np.stack(vals, axis=2), np.stack(masks, axis=2)
+
+
+def crop(x: np.ndarray, origin, shape) -> np.ndarray:
+    """The (1, h, w, C) window of x (1, H, W, C) whose top-left pixel is origin (row, col)."""
+    r0, c0 = origin
+    return x[:, r0: r0 + shape[1], c0: c0 + shape[2], :]
+
+
+def paste(acc: np.ndarray | None, patch: np.ndarray, origin, shape, dtype) -> np.ndarray:
+    """acc (or zeros of `shape`) with patch written at origin (row, col)."""
+    out = np.zeros(shape, dtype) if acc is None else acc.copy()
+    r0, c0 = origin
+    out[:, r0: r0 + patch.shape[1], c0: c0 + patch.shape[2], :] = patch
+    return out

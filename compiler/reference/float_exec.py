@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph, Node
-from .common import conv_accumulate, pool_windows
+from .common import conv_accumulate, crop, paste, pool_windows
 
 
 def _clamp(y, clamp):
@@ -54,6 +54,11 @@ def run_float_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
     if node.op == "requantize":
         return x
+    if node.op == "crop":
+        return crop(x, a["origin"], g.tensors[node.outputs[0]].shape)
+    if node.op == "paste":
+        acc = env[node.inputs[1]] if len(node.inputs) > 1 else None
+        return paste(acc, x, a["origin"], g.tensors[node.outputs[0]].shape, np.float32)
     raise NotImplementedError(node.op)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..ir import Graph, Node
 from . import softmax as softmax_ref
-from .common import conv_accumulate, pool_windows
+from .common import conv_accumulate, crop, paste, pool_windows
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 
 
@@ -67,6 +67,11 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         return _saturate(y)
     if node.op == "softmax":
         return softmax_ref.softmax_int8(x, q)
+    if node.op == "crop":
+        return crop(x, a["origin"], g.tensors[node.outputs[0]].shape)
+    if node.op == "paste":
+        acc = env[node.inputs[1]] if len(node.inputs) > 1 else None
+        return paste(acc, x, a["origin"], g.tensors[node.outputs[0]].shape, np.int8)
     raise NotImplementedError(node.op)
 
 

@@ -147,6 +147,19 @@ void tinyc_concat_channels(int32_t pixels, int32_t in_c, int32_t out_c, int32_t 
 /* memmove for the rare reshape that could not alias its input. */
 void tinyc_copy(int32_t size, const int8_t *in, int8_t *out);
 
+/* A rows x cols window of NHWC pixels (channels bytes each) copied from src (row width src_w,
+ * window at src_row0, src_col0) to dst (row width dst_w, at dst_row0, dst_col0). Patch schedules
+ * use it to crop a patch's window out of a larger local tensor and to paste a finished patch
+ * into the full-size tensor. Rows are moved in increasing order with memmove, so an in-place
+ * crop (dst == src, destination window at or before the source window) is safe. */
+typedef struct {
+    int32_t rows, cols, channels;
+    int32_t src_w, src_row0, src_col0;
+    int32_t dst_w, dst_row0, dst_col0;
+} tinyc_window_params;
+
+void tinyc_copy_window(const tinyc_window_params *p, const int8_t *src, int8_t *dst);
+
 /* ------------------------------------------------------------------ softmax */
 typedef struct {
     int32_t rows, depth;

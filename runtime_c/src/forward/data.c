@@ -1,4 +1,4 @@
-/* int8 data movement: constant pad, channel concat, copy. */
+/* int8 data movement: constant pad, channel concat, copy, window copy (patch schedules). */
 #include <string.h>
 
 #include "tinyc/kernels.h"
@@ -30,5 +30,16 @@ void tinyc_copy(int32_t size, const int8_t *in, int8_t *out)
 {
     if (in != out) {
         memmove(out, in, (size_t)size);
+    }
+}
+
+void tinyc_copy_window(const tinyc_window_params *p, const int8_t *src, int8_t *dst)
+{
+    const int32_t c = p->channels;
+    const size_t row_bytes = (size_t)(p->cols * c);
+    int32_t y;
+    for (y = 0; y < p->rows; ++y) {
+        memmove(dst + ((p->dst_row0 + y) * p->dst_w + p->dst_col0) * c,
+                src + ((p->src_row0 + y) * p->src_w + p->src_col0) * c, row_bytes);
     }
 }
