@@ -131,6 +131,14 @@ def summary(report: dict) -> str:
             f"{rs.get('.data', 0):,} + .bss {rs.get('.bss', 0):,} [arena {fw['arena_bytes']:,}] + "
             f"stack {rs.get('.stack', 0):,}), flash {fw['flash_bytes']:,} B of "
             f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
+        if fw.get("stack_worst_case_bytes") is not None:
+            train = (f"; tinyc_train_step {fw['train_step_stack_bytes']:,} B"
+                     if fw.get("train_step_stack_bytes") is not None else "")
+            lines.append(f"stack      worst case {fw['stack_worst_case_bytes']:,} B of "
+                         f"{fw['stack_bytes'] - fw.get('stack_guard_bytes', 0):,} B (GCC call "
+                         f"graph: {' -> '.join(fw['stack_worst_case_chain'][:6])}{train})")
+        elif fw.get("stack_worst_case_unknown"):
+            lines.append(f"stack      worst case unknown: {fw['stack_worst_case_unknown']}")
     elif fw:
         lines.append(f"firmware   project written, not built: {fw.get('reason') or fw.get('error')}")
     return "\n".join(lines)

@@ -328,6 +328,7 @@ def build_firmware(out, board: Board) -> dict:
         "stack_bytes": board.stack_reserve_bytes,
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
+    fw.update(stack_check(out / ".pio" / "build" / ENV, board))
     problems, consumers = [], {}
     if fw["ram_bytes"] > board.sram_bytes:
         problems.append(f"RAM needs {fw['ram_bytes']:,} B > {board.sram_bytes:,} B (sram_bytes)")
@@ -339,6 +340,34 @@ def build_firmware(out, board: Board) -> dict:
     if problems:
         raise _does_not_fit(board, problems, consumers)
     return fw
+
+
+class StackTooSmallError(FirmwareDoesNotFitError):
+    pass
+
+
+def stack_check(build_dir: Path, board: Board) -> dict:
+    """The firmware's worst-case stack (GCC's call graph, targets/stack.py) against the board's
+    stack; for a training build, that of tinyc_train_step too. Raises StackTooSmallError when
+    the known worst case does not fit."""
+    from .stack import function_stack, worst_case_stack
+    bound = worst_case_stack(build_dir, board.fpu != "none")
+    size = board.stack_reserve_bytes - board.guard_bytes
+    info = {"stack_guard_bytes": board.guard_bytes, "stack_worst_case_bytes": bound.bytes, "stack_worst_case_chain": bound.chain,
+            "stack_worst_case_interrupt_bytes": bound.interrupt_bytes,
+            "stack_worst_case_unknown": bound.unknown}
+    train = function_stack(build_dir, "tinyc_train_step")
+    if train.bytes is not None:
+        info["train_step_stack_bytes"] = train.bytes
+    if bound.bytes is not None and bound.bytes > size:
+        raise StackTooSmallError(
+            f"the firmware's worst-case stack is {bound.bytes:,} B, more than the {size:,} B "
+            f"stack of board '{board.id}' (stack_reserve_bytes {board.stack_reserve_bytes:,} "
+            f"minus the {board.guard_bytes}-byte MPU guard): deepest call chain "
+            f"{bound.chain_text()}, plus {bound.interrupt_bytes} B for an interrupt on top"
+            + (f"; tinyc_train_step alone needs {train.bytes:,} B" if train.bytes else "")
+            + f". Raise stack_reserve_bytes in {board.path or 'the board file'}")
+    return info
 
 
 # ------------------------------------------------------------------------ upload
