@@ -387,7 +387,8 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
     host = host_training(a.out, data)
     cmp = compare(demo, params, host)
     losses_text = ("identical bits" if cmp.losses_identical
-                   else f"max relative difference {cmp.loss_max_rel_diff:.2e}")
+                   else f"max relative difference {cmp.loss_max_rel_diff:.1e} (the loss's logf: "
+                        "newlib's and the host C library's may differ in the last bit)")
     if not cmp.ok:
         raise QemuError(
             f"the firmware's training differs from the host build's on the same {data.steps} "
