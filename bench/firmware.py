@@ -282,7 +282,8 @@ def write_results(rows: list[dict], prov: dict, runtime: float, n: int, steps: i
         f"After the steps the trained parameters under QEMU equal the host build's (same steps, "
         f"same lr) bit for bit on every model that fits: {train_exact}. Losses: largest "
         f"relative difference {loss_rel:.1e} (the loss's logf comes from newlib on the board "
-        "and from glibc on the host).",
+        "and from glibc on the host, which may differ in the last bit; the parameters do not "
+        "depend on the loss value).",
         "QEMU counts instructions, not cycles: on a real Cortex-M4 the cycle count is higher "
         "(multi-cycle loads, multiplies and branches, flash wait states).",
     ]) + "\n"
