@@ -5,6 +5,7 @@ stack overflow and hang detection, and `tinyc flash`.
 Tests that need arm-none-eabi-gcc, PlatformIO or qemu-system-arm skip with the reason when they
 are absent (`make test` installs them)."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -690,21 +691,21 @@ def test_real_board_training_demo_runs_from_flash(train_build, tmp_path):
     run_pio(out)
     expect = parse_train_output(tinyc("flash", train_build).stdout)
     proc = subprocess.Popen(qemu_command(board, out / ELF_PATH, ["firmware"]), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    text, deadline = "", time.time() + 60
-    try:
-        while "done " not in text and time.time() < deadline:
+                            stderr=subprocess.DEVNULL)
+    raw_out, deadline = b"", time.time() + 60
+    try:   # the demo repeats forever: read until its first run is done
+        while b"\ndone " not in raw_out and time.time() < deadline:
             if select.select([proc.stdout], [], [], 1)[0]:
-                line = proc.stdout.readline()
-                if not line:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
                     break
-                text += line
+                raw_out += chunk
     finally:
         proc.kill()
         proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
-    got = parse_train_output(text)
+    text = raw_out.decode()
+    got = parse_train_output(text.split("\ndone ")[0] + "\ndone " + text.split("\ndone ")[1].split("\n")[0])
     assert got.done == 12, text
     assert got.loss_bits == expect.loss_bits and got.samples == expect.samples
     assert got.params_hash == expect.params_hash and got.correct == expect.correct
