@@ -221,6 +221,46 @@ def demo_samples(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray) -> tu
                else "uniform noise in [-1, 1] (no --calib)")
 
 
+def demo_training_data(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray):
+    """A training build's demo data (firmware_train.TrainingData) and where it comes from:
+    --samples (x, and labels y when the .npz has them) or the first calibration inputs; labels
+    k % classes where none are given; DEMO_EPOCHS epochs at the build's --lr."""
+    from .calib import load_array
+    from .targets.firmware_train import DEMO_EPOCHS, DEMO_SAMPLES, TrainingData
+
+    inp = report["input"]
+    classes = int(report["output"]["shape"][-1])
+    y = None
+    if opts.samples:
+        x = int8_inputs(load_array(opts.samples), inp["shape_nchw"], inp["scale"],
+                        inp["zero_point"], f"--samples {opts.samples}")
+        if len(x) == 0:
+            raise TinycError(f"--samples {opts.samples}: holds no sample")
+        if opts.samples.endswith(".npz"):
+            with np.load(opts.samples, allow_pickle=False) as z:
+                if "y" in z.files:
+                    y = z["y"]
+        source = f"--samples {Path(opts.samples).name}"
+    else:
+        x = int8_inputs(np.moveaxis(calib_nhwc[:DEMO_SAMPLES], -1, 1), inp["shape_nchw"],
+                        inp["scale"], inp["zero_point"], "calibration data")
+        source = (f"the first {len(x)} calibration inputs" if opts.calib
+                  else "uniform noise in [-1, 1] (no --calib)")
+    if y is None:
+        y = np.arange(len(x)) % classes
+        source += f", labels 0..{min(len(x), classes) - 1} in turn"
+    else:
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu" or y.shape != (len(x),):
+            raise TinycError(f"--samples {opts.samples}: y must hold one integer label per input "
+                             f"({len(x)}); got {y.dtype} {y.shape}")
+        bad = np.flatnonzero((y < 0) | (y >= classes))
+        if len(bad):
+            raise TinycError(f"--samples {opts.samples}: label {y[bad[0]]} of sample {bad[0]} is "
+                             f"out of range (the model has {classes} classes)")
+    return TrainingData.make(x, y, DEMO_EPOCHS, opts.lr), source
+
+
 def _remove_generated(out: Path, firmware: bool) -> None:
     """A rebuild into the same folder must not leave the other layout's generated files behind."""
     if firmware:
@@ -367,9 +407,19 @@ def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
     from .targets.platformio import (FirmwareDoesNotFitError, build_firmware, toolchain_missing,
                                      write_project)
 
-    samples, source = demo_samples(report, opts, calib_nhwc)
-    write_project(out, board, Path(str(report["model"])).name, samples, source)
+    training = None
+    if "training" in report:
+        training, source = demo_training_data(report, opts, calib_nhwc)
+        samples = training.x
+    else:
+        samples, source = demo_samples(report, opts, calib_nhwc)
+    write_project(out, board, Path(str(report["model"])).name, samples, source,
+                  training=training, input_size=int(np.prod(report["input"]["shape_nchw"])),
+                  num_classes=int(report["output"]["shape"][-1]))
     info = {"project": "platformio.ini", "samples": len(samples), "samples_source": source}
+    if training is not None:
+        info["train_demo"] = {"steps": training.steps, "epochs": training.epochs,
+                              "lr": training.lr}
     missing = toolchain_missing()
     if missing:
         warnings.warn(f"firmware project written but not built: {missing}", stacklevel=2)

@@ -100,9 +100,12 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--lr", type=float, help="learning rate (default: the build's --lr)")
     e.add_argument("--qemu", action="store_true",
                    help="run the built firmware under qemu-system-arm (mps2 boards) instead of "
-                        "the host build; prints the instructions per inference")
-    e.add_argument("--timeout", type=float, default=300.0,
-                   help="with --qemu: seconds before a hung guest is killed (300)")
+                        "the host build; prints the instructions per inference, or with "
+                        "--train-data per training step, and checks the trained parameters "
+                        "against the host build's")
+    e.add_argument("--timeout", type=float,
+                   help="with --qemu: seconds before a hung guest is killed (300; training: "
+                        "300 + 5 per step)")
 
     f = sub.add_parser("flash", help="upload the built firmware to the board (pio run -t upload); "
                                      "mps2 boards run it in QEMU")
@@ -150,6 +153,14 @@ def summary(report: dict) -> str:
             f"{rs.get('.data', 0):,} + .bss {rs.get('.bss', 0):,} [arena {fw['arena_bytes']:,}] + "
             f"stack {rs.get('.stack', 0):,}), flash {fw['flash_bytes']:,} B of "
             f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
+        if fw.get("stack_worst_case_bytes") is not None:
+            train = (f"; tinyc_train_step {fw['train_step_stack_bytes']:,} B"
+                     if fw.get("train_step_stack_bytes") is not None else "")
+            lines.append(f"stack      worst case {fw['stack_worst_case_bytes']:,} B of "
+                         f"{fw['stack_bytes'] - fw.get('stack_guard_bytes', 0):,} B (GCC call "
+                         f"graph: {' -> '.join(fw['stack_worst_case_chain'][:6])}{train})")
+        elif fw.get("stack_worst_case_unknown"):
+            lines.append(f"stack      worst case unknown: {fw['stack_worst_case_unknown']}")
     elif fw:
         lines.append(f"firmware   project written, not built: {fw.get('reason') or fw.get('error')}")
     return "\n".join(lines)
@@ -261,7 +272,7 @@ def cmd_emulate(a) -> int:
     if a.qemu:
         from .targets.qemu import run_qemu
         board = board_of_report(rep)
-        y, demo = run_qemu(a.out, board, rep, xq, timeout=a.timeout)
+        y, demo = run_qemu(a.out, board, rep, xq, timeout=a.timeout or 300.0)
         how = f"the firmware under QEMU ({board.qemu_machine})"
     else:
         from .targets.host import run_host
@@ -336,7 +347,9 @@ def _progress(done: int, total: int, what: str) -> None:
 
 
 def emulate_training(a, rep: dict) -> int:
-    """Train with the generated tinyc_train_step() (host gcc) over --train-data."""
+    """Train with the generated tinyc_train_step() (host gcc, or the firmware under QEMU with
+    --qemu) over --train-data."""
+    from .targets.firmware_train import training_order
     from .targets.host import HostTrainer
 
     if "training" not in rep:
@@ -348,10 +361,13 @@ def emulate_training(a, rep: dict) -> int:
     lr = a.lr if a.lr is not None else rep["training"]["lr"]
     if not (np.isfinite(lr) and lr > 0):
         raise TinycError(f"--lr {lr}: must be a positive number")
+    if a.qemu:
+        return emulate_training_qemu(a, rep, x, y, evaluation, lr)
     chunk = 256
+    orders = training_order(len(x), a.epochs).reshape(a.epochs, len(x))
     with HostTrainer(a.out) as trainer:
         for epoch in range(1, a.epochs + 1):
-            order = np.random.default_rng(epoch).permutation(len(x))
+            order = orders[epoch - 1]
             losses = []
             for start in range(0, len(x), chunk):
                 idx = order[start:start + chunk]
@@ -370,6 +386,72 @@ def emulate_training(a, rep: dict) -> int:
             np.savez(a.save_params, **trainer.params())
             print(f"wrote {a.save_params} (trained parameters; tinyc export turns them into ONNX)")
     return 0
+
+
+def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
+    """The training demo firmware under QEMU over --train-data (the host's step order), then the
+    same steps on the host build: parameters bit for bit, losses and accuracy compared."""
+    from .targets.firmware_train import TrainingData, compare, host_training
+    from .targets.host import _compiler
+    from .targets.qemu import QemuError, run_qemu_training
+
+    board = board_of_report(rep)
+    data = TrainingData.make(x, y, a.epochs, lr, *(evaluation or (None, None)))
+    timeout = a.timeout or 300.0 + 5.0 * data.steps
+    demo, params = run_qemu_training(
+        a.out, board, rep, data, timeout=timeout,
+        progress=lambda k: _progress(k, data.steps, f"{board.qemu_machine} training steps"))
+    unit = demo.unit
+    per_epoch = data.steps // a.epochs
+    losses = demo.losses
+    for epoch in range(1, a.epochs + 1):
+        part = slice((epoch - 1) * per_epoch, epoch * per_epoch)
+        print(f"epoch {epoch}: loss {float(np.mean(losses[part])):.4f}, "
+              f"{np.mean(demo.counts[part]):,.0f} {unit} per training step (firmware)")
+    which = "eval" if evaluation is not None else "training"
+    print(f"accuracy after training: {100 * demo.accuracy:.2f}% ({demo.correct} of "
+          f"{demo.evaluated} {which} samples, firmware)")
+    print(f"{unit} per training step: mean {np.mean(demo.counts):,.0f}, min {min(demo.counts):,}, "
+          f"max {max(demo.counts):,} ({data.steps} steps on {board.qemu_machine})")
+    print(f"stack: {demo.train_stack_used:,} of {demo.stack_size:,} bytes used by a training step "
+          f"(main included), {demo.stack_used:,} at most overall")
+    check_train_stack(board, demo)
+    if a.save_params:
+        np.savez(a.save_params, **params)
+        print(f"wrote {a.save_params} (trained parameters; tinyc export turns them into ONNX)")
+    try:
+        _compiler()
+    except TinycError as e:
+        print(f"not compared with the host build: {e}")
+        return 0
+    host = host_training(a.out, data)
+    cmp = compare(demo, params, host)
+    losses_text = ("identical bits" if cmp.losses_identical
+                   else f"max relative difference {cmp.loss_max_rel_diff:.1e} (the loss's logf: "
+                        "newlib's and the host C library's may differ in the last bit)")
+    if not cmp.ok:
+        raise QemuError(
+            f"the firmware's training differs from the host build's on the same {data.steps} "
+            f"steps: parameters {'identical' if cmp.params_identical else 'differ: ' + ', '.join(cmp.differing[:5])}; "
+            f"losses: {losses_text}; accuracy {demo.correct}/{demo.evaluated} vs host "
+            f"{host.correct}/{host.evaluated}")
+    print(f"host check: after {data.steps} steps the {len(params)} trained parameter tensors are "
+          f"bit-identical to the host build's; losses: {losses_text}; same accuracy")
+    return 0
+
+
+def check_train_stack(board, demo) -> None:
+    """The stack reserve must cover the deepest training step measured on the painted stack."""
+    import warnings as _w
+    if demo.train_stack_used is None or demo.stack_size is None:
+        return
+    if demo.train_stack_used >= demo.stack_size:
+        raise TinycError(f"board '{board.id}': a training step used all {demo.stack_size:,} bytes "
+                         "of the stack (painted stack); raise the board's stack_reserve_bytes")
+    if demo.train_stack_used > 0.75 * demo.stack_size:
+        _w.warn(f"board '{board.id}': a training step used {demo.train_stack_used:,} of "
+                f"{demo.stack_size:,} stack bytes (over 75%); consider a larger "
+                "stack_reserve_bytes", stacklevel=2)
 
 
 def cmd_report(a) -> int:

@@ -5,6 +5,7 @@ stack overflow and hang detection, and `tinyc flash`.
 Tests that need arm-none-eabi-gcc, PlatformIO or qemu-system-arm skip with the reason when they
 are absent (`make test` installs them)."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -417,20 +418,45 @@ def test_demo_firmware_output_is_parsed(an386_build):
     assert sum(expect[0].astype(int) + 128) in range(250, 262)   # softmax: sums to ~256
 
 
+def small_stack_board(board_id: str, tmp_path: Path, reserve: int = 256) -> Path:
+    text = (ROOT / "boards" / f"{board_id}.toml").read_text()
+    text = text.replace("stack_reserve_bytes = 8192", f"stack_reserve_bytes = {reserve}")
+    path = tmp_path / "small_stack.toml"
+    path.write_text(text.replace(f'id = "{board_id}"', 'id = "small_stack"'))
+    return path
+
+
+@needs_toolchain
+def test_stack_too_small_for_the_worst_case_is_refused_at_build(small_nets, calib, tmp_path):
+    """The worst-case stack from GCC's call graph (-fcallgraph-info) does not fit a 256-byte
+    stack: refused at build time with the deepest call chain."""
+    res = tinyc("build", small_nets["mbv2_block"], "--board", small_stack_board("mps2_an386", tmp_path),
+                "-o", tmp_path / "o", "--calib", calib, check=False)
+    assert_clean_failure(res, "worst-case stack", "224 B", "'small_stack'",
+                         "tinyc_reset_handler -> main -> tinyc_run", "Raise stack_reserve_bytes")
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["firmware"]["built"] is False and "worst-case stack" in rep["firmware"]["error"]
+
+
 @needs_toolchain
 @needs_qemu
 @pytest.mark.parametrize("board_id", QEMU_BOARDS)
 def test_stack_overflow_is_detected(board_id, small_nets, calib, tmp_path):
-    text = (ROOT / "boards" / f"{board_id}.toml").read_text()
-    text = text.replace("stack_reserve_bytes = 8192", "stack_reserve_bytes = 256")
-    (tmp_path / "small_stack.toml").write_text(text.replace(f'id = "{board_id}"', 'id = "small_stack"'))
+    """At run time the MPU guard catches an overflow: the firmware relinked with a 256-byte
+    stack (past the build's static check) stops with a clear error."""
+    from tinyc.targets.platformio import run_pio
     out = tmp_path / "o"
-    tinyc("build", small_nets["mbv2_block"], "--board", tmp_path / "small_stack.toml", "-o", out,
-          "--calib", calib)
+    tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out, "--calib", calib)
+    link = out / "lib" / "tinyc_board" / "link.ld"
+    text = link.read_text()
+    assert "__tinyc_stack_bottom + 8192;" in text
+    link.write_text(text.replace("__tinyc_stack_bottom + 8192;", "__tinyc_stack_bottom + 256;"))
+    (out / ELF_PATH).unlink()   # SCons does not relink for a changed linker script
+    run_pio(out)
     np.save(tmp_path / "x.npy", inputs(1))
     res = tinyc("emulate", out, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy",
                 "--qemu", check=False)
-    assert_clean_failure(res, "'small_stack'", "stack overflow", "224 bytes", "stack_reserve_bytes")
+    assert_clean_failure(res, f"'{board_id}'", "stack overflow", "224 bytes", "stack_reserve_bytes")
 
 
 @needs_toolchain
@@ -496,3 +522,249 @@ def test_flash_without_the_tool_or_the_build_fails_cleanly(small_nets, calib, tm
         tinyc("build", small_nets["mbv2_block"], "--board", "nucleo_f411re", "-o", tmp_path / "n",
               "--calib", calib)
         assert_clean_failure(tinyc("flash", tmp_path / "n", check=False), "openocd", "not found")
+
+
+# ------------------------------------------------------------------------ training in the firmware
+
+TRAIN_SCHEME = {"bias_last": 3, "weights": {"1": 0, "2": 0.5, "4": 0.25, "5": 0.5}}   # mbv2_block
+
+
+def labelled(n, shape=(3, 32, 24), classes=4, seed=11):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-1, 1, (n, *shape)).astype(np.float32), rng.integers(0, classes, n)
+
+
+@pytest.fixture(scope="module")
+def train_build(small_nets, calib, tmp_path_factory):
+    """mbv2_block with a partial scheme and a new 4-class head, for mps2_an386."""
+    if toolchain_missing():
+        pytest.skip(toolchain_missing())
+    d = tmp_path_factory.mktemp("train")
+    (d / "scheme.json").write_text(json.dumps(TRAIN_SCHEME))
+    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", d / "o", "--calib",
+          calib, "--train", d / "scheme.json", "--num-classes", "4", "--lr", "0.05")
+    return d / "o"
+
+
+def host_reference(out, x_nchw, y, epochs, lr, eval_xy=None):
+    """The host build's training (HostTrainer) on the steps `tinyc emulate --train-data` takes."""
+    from tinyc.cli import model_inputs
+    from tinyc.targets.firmware_train import TrainingData, host_training
+    rep = json.loads((Path(out) / "report.json").read_text())
+    ex = (model_inputs(rep, eval_xy[0], "eval"), eval_xy[1]) if eval_xy else (None, None)
+    data = TrainingData.make(model_inputs(rep, x_nchw, "x"), y, epochs, lr, *ex)
+    return data, host_training(out, data)
+
+
+@needs_toolchain
+@needs_qemu
+@pytest.mark.parametrize("board_id", QEMU_BOARDS)
+def test_qemu_training_equals_host_bit_for_bit(board_id, small_nets, calib, tmp_path):
+    """`tinyc emulate --qemu --train-data`: the training demo under QEMU; after 2 epochs the
+    trained int8 weights and int32 biases equal the host build's (same steps, same lr), bit for
+    bit, and so does the accuracy. The losses agree to 1e-6 relative: the loss is logf(sum) - z,
+    and newlib's logf and the host C library's may differ in the last bit (the gradients, hence
+    the parameters, do not use the loss)."""
+    from tinyc.targets.qemu import run_qemu_training
+    (tmp_path / "scheme.json").write_text(json.dumps(TRAIN_SCHEME))
+    out = tmp_path / "o"
+    tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out, "--calib", calib,
+          "--train", tmp_path / "scheme.json", "--num-classes", "4")
+    x, y = labelled(6)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    res = tinyc("emulate", out, "--qemu", "--train-data", tmp_path / "d.npz", "--epochs", "2",
+                "--lr", "0.05", "--save-params", tmp_path / "q.npz")
+    assert "host check: after 12 steps the" in res.stdout and "bit-identical" in res.stdout, res.stdout
+    assert re.search(r"epoch 2: loss [\d.]+, [\d,]+ instructions per training step", res.stdout)
+    tinyc("emulate", out, "--train-data", tmp_path / "d.npz", "--epochs", "2", "--lr", "0.05",
+          "--save-params", tmp_path / "h.npz")
+    q, h = np.load(tmp_path / "q.npz"), np.load(tmp_path / "h.npz")
+    assert sorted(q.files) == sorted(h.files) and len(q.files) >= 8
+    for name in h.files:
+        assert q[name].dtype == h[name].dtype and np.array_equal(q[name], h[name]), name
+    # the same through the API: losses bit for bit, the parameters moved, accuracy equal
+    data, host = host_reference(out, x, y, 2, 0.05)
+    rep = json.loads((out / "report.json").read_text())
+    demo, params = run_qemu_training(out, load_board(board_id), rep, data, timeout=120)
+    assert np.max(np.abs(demo.losses - host.losses) / host.losses) <= 1e-6
+    assert demo.samples == data.order.tolist() and demo.labels == y[data.order].tolist()
+    assert (demo.correct, demo.evaluated) == (host.correct, host.evaluated)
+    for name, v in host.params.items():
+        assert np.array_equal(params[name], v), name
+    from tinyc.targets.host import HostTrainer
+    with HostTrainer(out) as t:
+        initial = t.params()
+    assert any(not np.array_equal(initial[k], params[k]) for k in params)
+    assert demo.unit == "instructions" and len(demo.counts) == 12 and min(demo.counts) > 0
+    # stack: the painted measure of the training steps, below GCC's worst case, inside the reserve
+    fw = rep["firmware"]
+    assert 0 < demo.train_stack_used <= fw["stack_worst_case_bytes"] <= demo.stack_size
+    assert demo.stack_size == rep["stack_reserve_bytes"] - 32
+    assert 0 < fw["train_step_stack_bytes"] < fw["stack_worst_case_bytes"]
+    assert f"stack: {demo.train_stack_used:,} of {demo.stack_size:,} bytes used by a training step" in res.stdout
+
+
+@needs_toolchain
+@needs_qemu
+def test_qemu_training_of_a_shared_model_equals_host(tmp_path):
+    """mbv2-w0.35 at 96 px with the published 49kb scheme and a new 10-class head: 4 training
+    steps in the firmware under QEMU == the host build, parameters and losses bit for bit."""
+    from tinyc.targets.qemu import run_qemu_training
+    model = shared_model("mbv2-w0.35_96")
+    scheme = {"bias_last": 16, "weights": {"36": 1, "39": 1, "40": 0, "41": 0.25, "42": 0.125,
+                                           "45": 0.125, "48": 0.125, "49": 0.125}}
+    (tmp_path / "49kb.json").write_text(json.dumps(scheme))
+    np.save(tmp_path / "c.npy", inputs(4, (3, 96, 96), seed=4))
+    out = tmp_path / "o"
+    tinyc("build", model, "--board", "mps2_an386", "-o", out, "--calib", tmp_path / "c.npy",
+          "--train", tmp_path / "49kb.json", "--num-classes", "10")
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["firmware"]["ram_bytes"] <= 262144
+    x, y = labelled(4, (3, 96, 96), classes=10, seed=5)
+    data, host = host_reference(out, x, y, 1, 0.02)
+    demo, params = run_qemu_training(out, load_board("mps2_an386"), rep, data, timeout=120)
+    assert np.max(np.abs(demo.losses - host.losses) / host.losses) <= 1e-6
+    assert len(params) == len(host.params) == 25
+    for name, v in host.params.items():
+        assert np.array_equal(params[name], v), name
+    assert all(50e6 < c < 500e6 for c in demo.counts), demo.counts
+    assert demo.train_stack_used <= rep["firmware"]["stack_worst_case_bytes"] <= demo.stack_size
+
+
+@needs_toolchain
+@needs_qemu
+def test_training_demo_output_is_parsed(train_build):
+    """A training build's demo (`tinyc flash` on an emulated board runs it on OUT/samples.bin:
+    the first calibration inputs, labels in turn, 3 epochs at the build's lr): one line per
+    step, the accuracy, and the checksum of the trained parameters, which is that of the host
+    build trained on the same steps."""
+    from tinyc.targets.firmware_train import (HEADER, fnv1a, host_training, params_bytes,
+                                              parse_train_output, TrainingData)
+    res = tinyc("flash", train_build)
+    demo = parse_train_output(res.stdout)
+    rep = json.loads((train_build / "report.json").read_text())
+    table = json.loads((train_build / "lib" / "tinyc_model" / "train_params.json").read_text())
+    assert ("tinyc train demo: board mps2_an386, model mbv2_block.onnx, input 32x24x3, classes 4, "
+            f"params {demo.params_bytes} bytes in {len(table)} tensors") in res.stdout
+    assert demo.steps_planned == 12 == len(demo.counts) == demo.done and demo.epochs == 3
+    assert len(demo.epoch_loss) == 3 and demo.evaluated == 4
+    assert demo.params_bytes == sum(p["bytes"] for p in table)
+    assert rep["firmware"]["train_demo"] == {"steps": 12, "epochs": 3, "lr": float(np.float32(0.05))}
+    # samples.bin: the training data file the firmware read
+    raw = (train_build / "samples.bin").read_bytes()
+    head = HEADER.unpack_from(raw)
+    assert head[:8] == (b"TCTD", 1, 32 * 24 * 3, 4, 4, 12, 4, 3)
+    n, hw = 4, 32 * 24 * 3
+    at = HEADER.size
+    y = np.frombuffer(raw[at:at + 4 * n], "<i4")
+    order = np.frombuffer(raw[at + 4 * n:at + 4 * n + 48], "<u4")
+    x = np.frombuffer(raw[-n * hw:], np.int8).reshape(n, 32, 24, 3)
+    assert y.tolist() == [0, 1, 2, 3] and demo.samples == order.tolist()
+    data = TrainingData(x, y.astype(np.int64), order.astype(np.int64), np.arange(n), 3, 0.05)
+    host = host_training(train_build, data)
+    assert demo.params_hash == fnv1a(params_bytes(host.params, table))
+    assert np.max(np.abs(demo.losses - host.losses) / host.losses) <= 1e-6
+
+
+@needs_toolchain
+@needs_qemu
+def test_real_board_training_demo_runs_from_flash(train_build, tmp_path):
+    """The real boards' variant of the training demo (data in flash, train_samples.c; repeats
+    forever) rendered for the emulated board and run under QEMU: same steps and the same
+    parameter checksum as the semihosting variant."""
+    import select
+    import time
+    from tinyc.targets.firmware_train import HEADER, TrainingData, parse_train_output
+    from tinyc.targets.platformio import _env, run_pio
+    from tinyc.targets.qemu import qemu_command
+    board = load_board("mps2_an386")
+    out = tmp_path / "o"
+    shutil.copytree(train_build, out, ignore=shutil.ignore_patterns(".pio", ".pio-core"))
+    raw = (out / "samples.bin").read_bytes()
+    _, _, size, _, n, steps, _, epochs, lr, _ = HEADER.unpack_from(raw)
+    at = HEADER.size
+    data = TrainingData(np.frombuffer(raw[-n * size:], np.int8).reshape(n, size),
+                        np.frombuffer(raw[at:at + 4 * n], "<i4").astype(np.int64),
+                        np.frombuffer(raw[at + 4 * n:at + 4 * (n + steps)], "<u4").astype(np.int64),
+                        np.arange(n), epochs, float(lr))
+    env = _env()
+    arrays = data.c_arrays(size, 4)
+    (out / "src" / "train_samples.h").write_text(env.get_template("firmware/train_samples.h.j2").render(source="test", **arrays))
+    (out / "src" / "train_samples.c").write_text(env.get_template("firmware/train_samples.c.j2").render(source="test", **arrays))
+    (out / "src" / "main.c").write_text(env.get_template("firmware/train_main.c.j2").render(
+        board=board, model_name="mbv2_block.onnx", semihosting=False, repeat_seconds=2))
+    run_pio(out)
+    expect = parse_train_output(tinyc("flash", train_build).stdout)
+    proc = subprocess.Popen(qemu_command(board, out / ELF_PATH, ["firmware"]), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    raw_out, deadline = b"", time.time() + 60
+    try:   # the demo repeats forever: read until its first run is done
+        while b"\ndone " not in raw_out and time.time() < deadline:
+            if select.select([proc.stdout], [], [], 1)[0]:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                raw_out += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    text = raw_out.decode()
+    got = parse_train_output(text.split("\ndone ")[0] + "\ndone " + text.split("\ndone ")[1].split("\n")[0])
+    assert got.done == 12, text
+    assert got.loss_bits == expect.loss_bits and got.samples == expect.samples
+    assert got.params_hash == expect.params_hash and got.correct == expect.correct
+
+
+@needs_toolchain
+@pytest.mark.parametrize("board_id", ["nucleo_f411re", "pico"])
+def test_real_boards_build_the_training_demo(board_id, small_nets, calib, tmp_path):
+    """Real boards (STM32F4; RP2040 without an FPU: soft float) build the training firmware
+    offline with the labelled samples of --samples (x and y) in flash."""
+    x, y = labelled(3, classes=4, seed=2)
+    np.savez(tmp_path / "s.npz", x=x, y=y)
+    out = tmp_path / "o"
+    res = tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out, "--calib", calib,
+                "--train", "last:2", "--num-classes", "4", "--samples", tmp_path / "s.npz")
+    assert "tinyc_train_step" in res.stdout   # the stack line names the training step's need
+    rep = json.loads((out / "report.json").read_text())
+    fw = rep["firmware"]
+    assert fw["built"] and fw["ram_bytes"] <= load_board(board_id).sram_bytes
+    assert fw["train_demo"]["steps"] == 9 and fw["samples"] == 3
+    h = (out / "src" / "train_samples.h").read_text()
+    assert "#define TINYC_TRAIN_SAMPLES 3u" in h and "#define TINYC_TRAIN_EPOCHS 3u" in h
+    c = (out / "src" / "train_samples.c").read_text()
+    labels = c.split("tinyc_train_labels[TINYC_TRAIN_SAMPLES] = {", 1)[1].split("}", 1)[0]
+    assert [int(v) for v in labels.replace(",", " ").split()] == y.tolist()
+    assert not (out / "samples.bin").exists() and not (out / "src" / "samples.c").exists()
+    assert 0 < fw["train_step_stack_bytes"] < fw["stack_worst_case_bytes"] <= rep["stack_reserve_bytes"]
+    syms = {s.name for s in Elf(out / ELF_PATH).symbols()}
+    assert {"tinyc_train_step", "tinyc_train_samples", "tinyc_train_order"} <= syms
+
+
+@needs_toolchain
+@needs_qemu
+def test_training_firmware_fails_cleanly(train_build, an386_build, tmp_path):
+    x, y = labelled(2)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.save(tmp_path / "x.npy", x)
+    # an inference build has no training demo; a training build's firmware does not do inference
+    assert_clean_failure(tinyc("emulate", an386_build, "--qemu", "--train-data", tmp_path / "d.npz",
+                               check=False), "built without --train")
+    assert_clean_failure(tinyc("emulate", train_build, "--qemu", "--input", tmp_path / "x.npy",
+                               "--output", tmp_path / "y.npy", check=False),
+                         "training build", "--train-data")
+    # labels out of range are refused before QEMU runs
+    np.savez(tmp_path / "bad.npz", x=x, y=np.array([0, 7]))
+    assert_clean_failure(tinyc("emulate", train_build, "--qemu", "--train-data", tmp_path / "bad.npz",
+                               check=False), "label 7", "out of range")
+    # the firmware checks its data file: another model's, or not one at all
+    from tinyc.targets.qemu import qemu_command
+    board = load_board("mps2_an386")
+    for name, body, expect in (("junk.bin", b"x" * 100, "not a tinyc training data file"),
+                               ("other.bin", (train_build / "samples.bin").read_bytes()[:8]
+                                + (5).to_bytes(4, "little") + b"\0" * 28, "another model")):
+        (tmp_path / name).write_bytes(body)
+        res = subprocess.run(qemu_command(board, (train_build / ELF_PATH).resolve(), ["fw", name]),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and expect in res.stdout, res.stdout

@@ -5,8 +5,11 @@ Project written by write_project(out, ...):
     out/platformio.ini           env:tinyc (tinyc's offline platform, boards/platformio) and, for
                                  real boards, the official PlatformIO platform for users online
     out/boards/tinyc_<id>.json   the PlatformIO board manifest of env:tinyc
-    out/src/main.c               the demo (templates/main.c.j2); samples.c/.h on real boards
-    out/samples.bin              the demo's samples for the emulated boards (read by semihosting)
+    out/src/main.c               the demo (templates/main.c.j2; a training build's:
+                                 templates/firmware/train_main.c.j2); samples.c/.h (training:
+                                 train_samples.c/.h) on real boards
+    out/samples.bin              the demo's samples for the emulated boards (read by semihosting;
+                                 a training build's: labelled data, firmware_train.py)
     out/lib/tinyc_model/         the model and the runtime kernels it uses (a PlatformIO library)
     out/lib/tinyc_board/         start-up, linker script, console, counter (runtime_c/firmware)
 
@@ -118,9 +121,12 @@ def _format_samples(samples: np.ndarray) -> list[str]:
 
 
 def write_project(out, board: Board, model_name: str, samples: np.ndarray,
-                  samples_source: str, protocol: str | None = None) -> Path:
+                  samples_source: str, protocol: str | None = None, training=None,
+                  input_size: int = 0, num_classes: int = 0) -> Path:
     """Turns a build folder whose model library is in out/lib/tinyc_model into a PlatformIO
-    project for `board`. `samples` are int8 NHWC inputs (N, H, W, C) for the demo."""
+    project for `board`. `samples` are int8 NHWC inputs (N, H, W, C) for the demo. A training
+    build passes `training` (a firmware_train.TrainingData, `samples` its inputs): the demo then
+    trains (templates/firmware/train_main.c.j2)."""
     require_firmware(board)
     out = Path(out)
     proto = board.protocol(protocol)
@@ -151,10 +157,20 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
     if src.exists():
         shutil.rmtree(src)
     src.mkdir()
-    (src / "main.c").write_text(env.get_template("main.c.j2").render(**ctx))
+    main = "firmware/train_main.c.j2" if training is not None else "main.c.j2"
+    (src / "main.c").write_text(env.get_template(main).render(**ctx))
     samples = np.asarray(samples, np.int8)
     (out / SAMPLES_BIN).unlink(missing_ok=True)
-    if ctx["semihosting"]:
+    if training is not None:
+        if ctx["semihosting"]:   # samples.bin: the training data file (firmware_train.py)
+            (out / SAMPLES_BIN).write_bytes(training.pack(input_size, num_classes))
+        else:
+            arrays = training.c_arrays(input_size, num_classes)
+            (src / "train_samples.h").write_text(env.get_template(
+                "firmware/train_samples.h.j2").render(source=samples_source, **arrays))
+            (src / "train_samples.c").write_text(env.get_template(
+                "firmware/train_samples.c.j2").render(source=samples_source, **arrays))
+    elif ctx["semihosting"]:
         (out / SAMPLES_BIN).write_bytes(np.ascontiguousarray(samples).tobytes())
     else:
         (src / "samples.h").write_text(env.get_template("firmware/samples.h.j2").render(
@@ -312,6 +328,7 @@ def build_firmware(out, board: Board) -> dict:
         "stack_bytes": board.stack_reserve_bytes,
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
+    fw.update(stack_check(out / ".pio" / "build" / ENV, board))
     problems, consumers = [], {}
     if fw["ram_bytes"] > board.sram_bytes:
         problems.append(f"RAM needs {fw['ram_bytes']:,} B > {board.sram_bytes:,} B (sram_bytes)")
@@ -323,6 +340,34 @@ def build_firmware(out, board: Board) -> dict:
     if problems:
         raise _does_not_fit(board, problems, consumers)
     return fw
+
+
+class StackTooSmallError(FirmwareDoesNotFitError):
+    pass
+
+
+def stack_check(build_dir: Path, board: Board) -> dict:
+    """The firmware's worst-case stack (GCC's call graph, targets/stack.py) against the board's
+    stack; for a training build, that of tinyc_train_step too. Raises StackTooSmallError when
+    the known worst case does not fit."""
+    from .stack import function_stack, worst_case_stack
+    bound = worst_case_stack(build_dir, board.fpu != "none")
+    size = board.stack_reserve_bytes - board.guard_bytes
+    info = {"stack_guard_bytes": board.guard_bytes, "stack_worst_case_bytes": bound.bytes, "stack_worst_case_chain": bound.chain,
+            "stack_worst_case_interrupt_bytes": bound.interrupt_bytes,
+            "stack_worst_case_unknown": bound.unknown}
+    train = function_stack(build_dir, "tinyc_train_step")
+    if train.bytes is not None:
+        info["train_step_stack_bytes"] = train.bytes
+    if bound.bytes is not None and bound.bytes > size:
+        raise StackTooSmallError(
+            f"the firmware's worst-case stack is {bound.bytes:,} B, more than the {size:,} B "
+            f"stack of board '{board.id}' (stack_reserve_bytes {board.stack_reserve_bytes:,} "
+            f"minus the {board.guard_bytes}-byte MPU guard): deepest call chain "
+            f"{bound.chain_text()}, plus {bound.interrupt_bytes} B for an interrupt on top"
+            + (f"; tinyc_train_step alone needs {train.bytes:,} B" if train.bytes else "")
+            + f". Raise stack_reserve_bytes in {board.path or 'the board file'}")
+    return info
 
 
 # ------------------------------------------------------------------------ upload

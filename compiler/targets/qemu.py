@@ -91,40 +91,117 @@ def firmware_elf(out, board: Board, report: dict) -> Path:
     return elf
 
 
+def _run_guest(board: Board, cmd: list[str], cwd: Path, timeout: float, on_line=None) -> str:
+    """Runs QEMU, feeding each line the firmware prints to `on_line`; returns its output. A
+    guest still running after `timeout` seconds is killed; a stack overflow or any other exit
+    status than 0 is an error."""
+    import threading
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, errors="replace")
+    lines: list[str] = []
+    err: list[str] = []
+
+    def pump_out():
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line is not None:
+                on_line(line)
+
+    readers = [threading.Thread(target=pump_out, daemon=True),
+               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]
+    for r in readers:
+        r.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        for r in readers:
+            r.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
+        printed = "".join(lines).strip().splitlines()
+        raise QemuError(
+            f"the firmware on {board.qemu_machine} did not finish within {timeout:.0f} s "
+            f"(hung guest, killed); last output: {printed[-1:] or 'none'}. "
+            "Raise --timeout for a very large model") from None
+    for r in readers:
+        r.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    text = "".join(lines)
+    if proc.returncode == EXIT_STACK_OVERFLOW:
+        msg = next((ln for ln in text.splitlines() if "stack overflow" in ln), "stack overflow")
+        raise QemuError(f"board '{board.id}': {msg.replace('tinyc: error: ', '')}")
+    if proc.returncode != 0:
+        last = "\n".join((text + "".join(err)).strip().splitlines()[-5:])
+        raise QemuError(f"the firmware on {board.qemu_machine} exited with status "
+                        f"{proc.returncode}:\n{last}")
+    return text
+
+
+def _require_qemu() -> None:
+    if not shutil.which("qemu-system-arm"):
+        raise TinycError("qemu-system-arm not found: apt-get install --no-install-recommends "
+                         "qemu-system-arm")
+
+
 def run_qemu(out, board: Board, report: dict, x_int8_nhwc: np.ndarray,
              timeout: float = 300.0) -> tuple[np.ndarray, DemoOutput]:
     """Runs the firmware of `out` on int8 NHWC inputs (N, H, W, C); returns the int8 outputs
     (N, output size) and what the demo printed."""
-    if not shutil.which("qemu-system-arm"):
-        raise TinycError("qemu-system-arm not found: apt-get install --no-install-recommends "
-                         "qemu-system-arm")
+    _require_qemu()
     elf = firmware_elf(out, board, report).resolve()
+    if "training" in report:
+        raise TinycError(f"{out} is a training build: its firmware trains (tinyc emulate "
+                         f"{out} --qemu --train-data data.npz); use tinyc emulate without --qemu "
+                         "for inference on the host, or build without --train")
     x = np.ascontiguousarray(np.asarray(x_int8_nhwc, np.int8))
     n = x.shape[0]
     out_size = int(np.prod(report["output"]["shape"]))
     with tempfile.TemporaryDirectory(prefix="tinyc-qemu-") as tmp:
         tmp = Path(tmp)
         (tmp / "in.bin").write_bytes(x.tobytes())
-        cmd = qemu_command(board, elf, ["firmware", "in.bin", "out.bin"])
-        try:
-            res = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            printed = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-            raise QemuError(
-                f"the firmware on {board.qemu_machine} did not finish within {timeout:.0f} s "
-                f"(hung guest, killed); last output: {printed.strip().splitlines()[-1:] or 'none'}. "
-                "Raise --timeout for a very large model") from None
-        text = res.stdout
-        if res.returncode == EXIT_STACK_OVERFLOW:
-            msg = next((ln for ln in text.splitlines() if "stack overflow" in ln), "stack overflow")
-            raise QemuError(f"board '{board.id}': {msg.replace('tinyc: error: ', '')}")
-        if res.returncode != 0:
-            last = "\n".join((text + res.stderr).strip().splitlines()[-5:])
-            raise QemuError(f"the firmware on {board.qemu_machine} exited with status "
-                            f"{res.returncode}:\n{last}")
+        text = _run_guest(board, qemu_command(board, elf, ["firmware", "in.bin", "out.bin"]),
+                          tmp, timeout)
         y = np.fromfile(tmp / "out.bin", dtype=np.int8) if (tmp / "out.bin").is_file() else None
     demo = parse_demo_output(text)
     if y is None or y.size != n * out_size or len(demo.counts) != n:
         raise QemuError(f"the firmware processed {len(demo.counts)} of {n} samples "
                         f"(output file {0 if y is None else y.size} bytes, expected {n * out_size})")
     return y.reshape(n, out_size), demo
+
+
+def run_qemu_training(out, board: Board, report: dict, data, timeout: float = 300.0,
+                      progress=None):
+    """Runs the training demo of a training build's firmware on `data` (a
+    firmware_train.TrainingData); returns (what the demo printed, the trained parameters
+    name -> array, read back from the file the firmware wrote). `progress(steps_done)` is
+    called as the firmware reports its steps."""
+    import json
+    from .firmware_train import parse_train_output, unpack_params
+    _require_qemu()
+    if "training" not in report:
+        raise TinycError(f"{out}: built without --train; its firmware runs inference only "
+                         "(rebuild with --train SCHEME, or drop --train-data)")
+    elf = firmware_elf(out, board, report).resolve()
+    input_size = int(np.prod(report["input"]["shape_nchw"]))
+    classes = int(report["output"]["shape"][-1])
+    table = json.loads((model_dir(out) / "train_params.json").read_text())
+    packed = data.pack(input_size, classes)
+    on_line = None
+    if progress is not None:
+        def on_line(line):
+            if line.startswith("step "):
+                progress(int(line.split()[1]) + 1)
+    with tempfile.TemporaryDirectory(prefix="tinyc-qemu-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "train.bin").write_bytes(packed)
+        text = _run_guest(board, qemu_command(board, elf, ["firmware", "train.bin", "params.bin"]),
+                          tmp, timeout, on_line)
+        raw = (tmp / "params.bin").read_bytes() if (tmp / "params.bin").is_file() else b""
+    demo = parse_train_output(text)
+    if len(demo.counts) != data.steps or demo.done != data.steps:
+        raise QemuError(f"the firmware ran {len(demo.counts)} of {data.steps} training steps; "
+                        "its last output:\n" + "\n".join(text.strip().splitlines()[-3:]))
+    return demo, unpack_params(raw, table)

@@ -40,3 +40,32 @@ void tinyc_print_hex(uint32_t v)
     }
     tinyc_console_write(buf, sizeof buf);
 }
+
+void tinyc_print_float(float v)
+{
+    uint64_t total;
+    double x = (double)v;
+    char buf[6];
+    int i;
+    if (x != x) {
+        tinyc_print("nan");
+        return;
+    }
+    if (x < 0.0) {
+        tinyc_console_write("-", 1);
+        x = -x;
+    }
+    if (x > 1e12) {
+        tinyc_print(x > 3.5e38 ? "inf" : ">1e12");
+        return;
+    }
+    total = (uint64_t)(x * 1e6 + 0.5);
+    tinyc_print_u64(total / 1000000u);
+    tinyc_console_write(".", 1);
+    total %= 1000000u;
+    for (i = 5; i >= 0; i--) {
+        buf[i] = (char)('0' + (int)(total % 10u));
+        total /= 10u;
+    }
+    tinyc_console_write(buf, sizeof buf);
+}

@@ -9,6 +9,7 @@ enum {
     SYS_CLOSE = 0x02,
     SYS_WRITE = 0x05,
     SYS_READ = 0x06,
+    SYS_SEEK = 0x0A,
     SYS_FLEN = 0x0C,
     SYS_GET_CMDLINE = 0x15,
     SYS_EXIT = 0x18,
@@ -46,6 +47,12 @@ int32_t tinyc_sh_read(int32_t handle, void *buf, size_t len)
 {
     uint32_t args[3] = {(uint32_t)handle, (uint32_t)(uintptr_t)buf, (uint32_t)len};
     return semihost_call(SYS_READ, args);
+}
+
+int32_t tinyc_sh_seek(int32_t handle, uint32_t pos)
+{
+    uint32_t args[2] = {(uint32_t)handle, pos};
+    return semihost_call(SYS_SEEK, args);
 }
 
 int32_t tinyc_sh_flen(int32_t handle)

@@ -14,6 +14,8 @@ int32_t tinyc_sh_close(int32_t handle);
 /* Both return the number of bytes NOT transferred (0 = complete), as the spec does. */
 int32_t tinyc_sh_write(int32_t handle, const void *buf, size_t len);
 int32_t tinyc_sh_read(int32_t handle, void *buf, size_t len);
+/* Moves to absolute byte position `pos` of an open file; 0 on success. */
+int32_t tinyc_sh_seek(int32_t handle, uint32_t pos);
 /* Length of an open file in bytes, or -1. */
 int32_t tinyc_sh_flen(int32_t handle);
 /* The command line given to the host (QEMU: -append "..."), NUL-terminated. 0 on success. */

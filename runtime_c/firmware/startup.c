@@ -83,16 +83,36 @@ void tinyc_reset_handler(void)
     memcpy(__tinyc_data_start, __tinyc_data_load,
            (size_t)((char *)__tinyc_data_end - (char *)__tinyc_data_start));
     memset(__tinyc_bss_start, 0, (size_t)((char *)__tinyc_bss_end - (char *)__tinyc_bss_start));
-    {
-        /* paint the stack below this frame: the high-water mark is the lowest word changed */
-        volatile uint32_t *p = __tinyc_stack_limit;
-        volatile uint32_t *end = (volatile uint32_t *)(uintptr_t)(read_sp() - 64u);
-        while (p < end) {
-            *p++ = STACK_PAINT;
-        }
-    }
+    tinyc_stack_paint();
     stack_guard_on();
     tinyc_board_exit(main());
+}
+
+static uint32_t stack_peak;   /* the high-water mark before the last repaint */
+static int stack_painted;     /* (.bss: zero until the reset handler's paint) */
+
+static uint32_t stack_used_now(void)
+{
+    const uint32_t *p = __tinyc_stack_limit;
+    while (p < __tinyc_stack_top && *p == STACK_PAINT) {
+        p++;
+    }
+    return (uint32_t)((const char *)__tinyc_stack_top - (const char *)p);
+}
+
+/* Paints the free stack below the caller's frame. Called at reset, and by the training demo
+ * before each step to measure the step's own depth (tinyc_stack_used_since_paint). */
+__attribute__((noinline)) void tinyc_stack_paint(void)
+{
+    volatile uint32_t *p = __tinyc_stack_limit;
+    volatile uint32_t *end = (volatile uint32_t *)(uintptr_t)(read_sp() - 64u);
+    if (stack_painted) {
+        stack_peak = tinyc_stack_high_water();
+    }
+    while (p < end) {
+        *p++ = STACK_PAINT;
+    }
+    stack_painted = 1;
 }
 
 uint32_t tinyc_stack_size(void)
@@ -100,13 +120,15 @@ uint32_t tinyc_stack_size(void)
     return (uint32_t)((char *)__tinyc_stack_top - (char *)__tinyc_stack_limit);
 }
 
+uint32_t tinyc_stack_used_since_paint(void)
+{
+    return stack_used_now();
+}
+
 uint32_t tinyc_stack_high_water(void)
 {
-    const uint32_t *p = __tinyc_stack_limit;
-    while (p < __tinyc_stack_top && *p == STACK_PAINT) {
-        p++;
-    }
-    return (uint32_t)((const char *)__tinyc_stack_top - (const char *)p);
+    uint32_t now = stack_used_now();
+    return now > stack_peak ? now : stack_peak;
 }
 
 /* Every fault lands here with the faulting stack possibly unusable: note the stack pointer,

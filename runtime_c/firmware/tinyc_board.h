@@ -34,11 +34,17 @@ uint64_t tinyc_counter_ticks(void);
 /* Stack: its size (guard excluded) and the most of it ever used (painted at reset). */
 uint32_t tinyc_stack_size(void);
 uint32_t tinyc_stack_high_water(void);
+/* Paints the free stack again (below the caller's frame); tinyc_stack_used_since_paint() then
+ * gives the depth reached since (the frames above the caller included). */
+void tinyc_stack_paint(void);
+uint32_t tinyc_stack_used_since_paint(void);
 
 /* Printing helpers over tinyc_console_write (no printf, no heap). */
 void tinyc_print(const char *s);
 void tinyc_print_int(int32_t v);
 void tinyc_print_u64(uint64_t v);
 void tinyc_print_hex(uint32_t v);
+/* A float with 6 decimals ("-1.234567"; "nan", "inf"): for display, not for exact values. */
+void tinyc_print_float(float v);
 
 #endif /* TINYC_BOARD_H */

@@ -18,7 +18,7 @@ def configure(env):
         ASFLAGS=machine,
         LINKFLAGS=machine + ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
                              "-Wl,-Map,${BUILD_DIR}/${PROGNAME}.map"],
-        LIBS=["c", "gcc"],
+        LIBS=["m", "c", "gcc"],   # libm: the training loss (logf)
     )
     if env.GetProjectOption("custom_tinyc_boot2", "no") == "yes":
         env.AddPostAction("$BUILD_DIR/${PROGNAME}.elf", rp2040_image)
