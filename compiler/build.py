@@ -54,7 +54,7 @@ class BuildOptions:
     train: str | dict | None = None
     num_classes: int | None = None
     qas: bool = True
-    rounding: str = "nearest"
+    rounding: str = "stochastic"
     lr: float = 0.05
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
@@ -284,8 +284,10 @@ def compile_graph(model: str, opts: BuildOptions) -> Graph:
     return compile_with_calibration(model, opts)[0]
 
 
-def compile_with_calibration(model: str, opts: BuildOptions) -> tuple[Graph, np.ndarray]:
-    """compile_graph, and the calibration inputs (NHWC) it used."""
+def compile_with_calibration(model: str, opts: BuildOptions,
+                             board: Board | None = None) -> tuple[Graph, np.ndarray]:
+    """compile_graph, and the calibration inputs (NHWC) it used. `board` gives --train auto
+    its default budget (the board's SRAM) and stack reserve."""
     from .calib import load_calibration
     from .pipeline import check_model_input, import_float, synthetic_calibration, training_graph
     from .passes.autodiff import TrainOptions
@@ -303,8 +305,10 @@ def compile_with_calibration(model: str, opts: BuildOptions) -> tuple[Graph, np.
         calib = synthetic_calibration(g)
     if opts.train is None:
         return quantize(g, calib), calib
+    budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return training_graph(g, calib, opts.train, opts.num_classes,
-                          TrainOptions(qas=opts.qas, rounding=opts.rounding)), calib
+                          TrainOptions(qas=opts.qas, rounding=opts.rounding), budget,
+                          board.stack_reserve_bytes if board else 0), calib
 
 
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
@@ -323,8 +327,9 @@ def schedule_request(opts: BuildOptions, board: Board):
 
     mode = opts.patch if opts.patch in ("auto", "off") else PatchSpec.parse(opts.patch)
     if opts.sram is not None:
-        if mode != "auto":
-            raise TinycError("--sram chooses a patch schedule: use it with --patch auto")
+        if mode != "auto" and opts.train != "auto":
+            raise TinycError("--sram is the budget of --patch auto and --train auto: use it "
+                             "with one of them")
         if opts.sram <= board.stack_reserve_bytes:
             raise TinycError(f"--sram {opts.sram}: not even the board's stack reserve "
                              f"({board.stack_reserve_bytes} B) fits")
@@ -369,7 +374,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     from .pipeline import forward_graph
 
     mode, sram = schedule_request(opts, board)
-    gq, calib = compile_with_calibration(model, opts)
+    gq, calib = compile_with_calibration(model, opts, board)
     sched = choose_build_schedule(gq, opts, board, mode, sram)
     out = Path(out_dir)
     if opts.firmware:
@@ -392,6 +397,8 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     else:
         report = make_report(gs, plan, board, calibrated=bool(opts.calib), patch=sched.info)
     report["build_options"] = opts.recorded(model)
+    if opts.train == "auto":   # what auto chose, so that tinyc export redoes exactly this build
+        report["build_options"]["train"] = gq.meta["train"]["scheme_spec"]
     report["board_file"] = board.path
     (out / "report.json").write_text(json.dumps(report, indent=1))
     check_fits(report)

@@ -72,13 +72,16 @@ def parser() -> argparse.ArgumentParser:
                         "+ stack reserve fits BYTES (e.g. 131072 or 128K; with --train also "
                         "the trained parameters)")
     b.add_argument("--train", metavar="SCHEME",
-                   help="also generate tinyc_train_step(): full | bias-only | last:K | scheme.json")
+                   help="also generate tinyc_train_step(): full | bias-only | last:K | auto | "
+                        "scheme.json (auto: the most trainable nested scheme that fits --sram or "
+                        "the board's SRAM)")
     b.add_argument("--num-classes", type=int, help="replace the classifier by a new N-class head")
     b.add_argument("--lr", type=float, default=0.05, help="default learning rate (0.05)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
-    b.add_argument("--rounding", choices=("nearest", "stochastic"), default="nearest",
-                   help="rounding of the integer parameter updates (default nearest)")
+    b.add_argument("--rounding", choices=("nearest", "stochastic"),
+                   help="rounding of the integer parameter updates (default stochastic: seeded, "
+                        "reproducible; measured better in bench/results/transfer.md)")
     b.add_argument("--no-firmware", action="store_true",
                    help="write only the model library (model.c, model.h, tinyc/) into OUT, no "
                         "PlatformIO project")
@@ -192,12 +195,12 @@ def cmd_build(a) -> int:
     if a.train:
         from .passes.sparse_update import parse_scheme
         train = parse_scheme(a.train)
-    elif a.num_classes or a.no_qas or a.rounding != "nearest":
+    elif a.num_classes or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
-                        qas=not a.no_qas, rounding=a.rounding, lr=a.lr,
+                        qas=not a.no_qas, rounding=a.rounding or "stochastic", lr=a.lr,
                         firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
                         sram=a.sram)
     try:

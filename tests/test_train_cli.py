@@ -120,3 +120,27 @@ def test_bad_scheme_file_fails_cleanly(small_nets, tmp_path):
     res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
                 "--num-classes", "3", check=False)
     assert_clean_failure(res, "--train")
+
+
+def test_train_auto_fits_the_budget_and_export_redoes_it(small_nets, tmp_path):
+    """--train auto --sram picks the most trainable scheme of the chain that fits; report.json
+    records the choice so that tinyc export rebuilds exactly that graph."""
+    from tinyc.memory.train_budget import candidate_schemes  # noqa: F401
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 3, 32, 24)).astype(np.float32)
+    np.save(tmp_path / "c.npy", x)
+    chosen = {}
+    for budget in (40_000, 2_000_000):
+        out = tmp_path / f"o{budget}"
+        tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", out, "--calib",
+              tmp_path / "c.npy", "--train", "auto", "--sram", budget, "--num-classes", "3",
+              "--no-firmware", "--patch", "off")
+        rep = json.loads((out / "report.json").read_text())
+        assert rep["training"]["sram_bytes"] <= budget
+        assert isinstance(rep["build_options"]["train"], dict)
+        chosen[budget] = rep["training"]
+    assert chosen[2_000_000]["params_sram_bytes"] > chosen[40_000]["params_sram_bytes"]
+    assert chosen[2_000_000]["scheme"].startswith("auto: bias-only + weights of the last 6")
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "x",
+                "--calib", tmp_path / "c.npy", "--train", "auto", "--sram", 12000,
+                "--num-classes", "3", "--no-firmware", "--patch", "off", check=False)
+    assert_clean_failure(res, "even training only the classifier")

@@ -57,5 +57,6 @@ def choose_update_scheme(gq: Graph, sram_budget: int, stack_reserve: int, opts) 
             hi = mid
     t, mem = cost(lo)
     t.meta["train"]["scheme"] = f"auto: {chain[lo]['name']}"
+    t.meta["train"]["scheme_spec"] = dict(chain[lo])
     mem = dict(mem, auto_candidates_planned=len(cache), auto_budget_bytes=sram_budget)
     return t, mem
