@@ -77,6 +77,8 @@ class TrainingData:
             evals = np.arange(len(x))
         else:
             eval_x = np.asarray(eval_x, np.int8)
+            if len(eval_x) == 0:
+                raise TinycError("evaluation data: holds no sample")
             evals = np.arange(len(x), len(x) + len(eval_x))
             x = np.concatenate([x, eval_x])
             y = np.concatenate([y, np.asarray(eval_y, np.int64).reshape(-1)])
@@ -237,10 +239,15 @@ class HostRun:
 def host_training(out, data: TrainingData) -> HostRun:
     """HostTrainer (host gcc) from the initial parameters over data's steps, then its accuracy."""
     from .host import HostTrainer
+    chunk = 256   # steps gathered at a time (x[order] of a whole run can be large)
     with HostTrainer(out) as t:
-        losses = t.train(data.x[data.order], data.y[data.order], data.lr)
+        losses = np.concatenate([t.train(data.x[part], data.y[part], data.lr)
+                                 for part in np.array_split(data.order,
+                                                            max(1, -(-data.steps // chunk)))])
         params = t.params()
-        logits = t.infer(data.x[data.eval]).reshape(len(data.eval), -1)
+        logits = np.concatenate([t.infer(data.x[part]).reshape(len(part), -1)
+                                 for part in np.array_split(data.eval,
+                                                            max(1, -(-len(data.eval) // chunk)))])
     correct = int(np.sum(np.argmax(logits, axis=1) == data.y[data.eval]))
     return HostRun(losses, params, correct, len(data.eval))
 
