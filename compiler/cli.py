@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
                         "scheme.json (auto: the most trainable nested scheme that fits --sram or "
                         "the board's SRAM)")
     b.add_argument("--num-classes", type=int, help="replace the classifier by a new N-class head")
-    b.add_argument("--lr", type=float, default=0.05, help="default learning rate (0.05)")
+    b.add_argument("--lr", type=float, default=0.003,
+                   help="default learning rate (0.003, from the sweep in bench/results/transfer.md)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
     b.add_argument("--rounding", choices=("nearest", "stochastic"),
