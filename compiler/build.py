@@ -55,7 +55,7 @@ class BuildOptions:
     num_classes: int | None = None
     qas: bool = True
     rounding: str = "stochastic"
-    lr: float = 0.003   # the best of the sweep in bench/results/transfer.md (mbv2; 0.001 for mcunet)
+    lr: float = 0.003   # from the learning-rate sweep in bench/results/transfer.md
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
     patch: str = "auto"
