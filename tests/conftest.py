@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,3 +25,20 @@ def small_nets(tmp_path_factory):
     """The six test networks of tests/nets.py written as .onnx files: name -> path."""
     from nets import save_all
     return save_all(tmp_path_factory.mktemp("nets"))
+
+
+def tinyc(*args, check=True, timeout=600):
+    """Run the tinyc command line in a subprocess (as users do)."""
+    res = subprocess.run([sys.executable, "-m", "tinyc.cli", *map(str, args)],
+                         capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"tinyc {' '.join(map(str, args))} failed:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def assert_clean_failure(res, *fragments):
+    """Exit status 1, no traceback, and a message that says what is wrong."""
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    for f in fragments:
+        assert f in res.stderr, res.stderr

@@ -1,29 +1,14 @@
 """The command line end to end: build, emulate, report, boards, and clean failures."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import shared_model
+from conftest import assert_clean_failure, shared_model, tinyc
 from tinyc.pipeline import check_model_input, quantize_input
 from tinyc.reference.int8 import run_int8
 
 
-def tinyc(*args, check=True):
-    res = subprocess.run([sys.executable, "-m", "tinyc.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=600)
-    if check and res.returncode != 0:
-        raise AssertionError(f"tinyc {' '.join(map(str, args))} failed:\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def assert_clean_failure(res, *fragments):
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    for f in fragments:
-        assert f in res.stderr, res.stderr
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import shared_model
+from conftest import assert_clean_failure, shared_model, tinyc
 from tinyc.targets.boards import list_boards, load_board
 from tinyc.targets.elf import Elf, memory_usage
 from tinyc.targets.host import run_host
@@ -37,19 +36,6 @@ needs_qemu = pytest.mark.skipif(
            "`make test` installs it)")
 
 
-def tinyc(*args, check=True, timeout=600):
-    res = subprocess.run([sys.executable, "-m", "tinyc.cli", *map(str, args)],
-                         capture_output=True, text=True, timeout=timeout)
-    if check and res.returncode != 0:
-        raise AssertionError(f"tinyc {' '.join(map(str, args))} failed:\n{res.stdout}\n{res.stderr}")
-    return res
-
-
-def assert_clean_failure(res, *fragments):
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr
-    for f in fragments:
-        assert f in res.stderr, res.stderr
 
 
 def tinyc_pio():

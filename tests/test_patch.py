@@ -12,7 +12,7 @@ import pytest
 from conftest import shared_model
 from random_nets import random_net
 from test_runtime_c import IRBuilder, int8_inputs
-from test_cli import assert_clean_failure, tinyc
+from conftest import assert_clean_failure, tinyc
 from tinyc.errors import TinycError
 from tinyc.ir import Graph
 from tinyc.memory.planner import plan_memory

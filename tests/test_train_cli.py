@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from test_cli import assert_clean_failure, tinyc
+from conftest import assert_clean_failure, tinyc
 from tinyc.build import compile_graph, options_from_report
 from tinyc.pipeline import check_model_input, quantize_array
 from tinyc.reference import train as tr

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from test_cli import assert_clean_failure, tinyc
+from conftest import assert_clean_failure, tinyc
 from tinyc.build import compile_graph, options_from_report
 from tinyc.codegen.c import generate_c
 from tinyc.errors import TinycError

@@ -216,14 +216,8 @@ def hash_name(name: str) -> int:
 
 def trainable_parameters(g: Graph) -> list[str]:
     """Names of the weight and bias tensors a training step updates (they live in SRAM)."""
-    names = []
-    for n in g.nodes:
-        if n.op == "conv2d_update":
-            if n.attrs["channels"] is not None:
-                names.append(n.inputs[2])
-            if n.attrs["update_bias"]:
-                names.append(n.inputs[3])
-    return names
+    from ..memory.planner import trainable_tensors
+    return [name for name, _ in trainable_tensors(g)]
 
 
 def set_parameters(g: Graph, params: dict, source: str) -> None:
