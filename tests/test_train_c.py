@@ -153,6 +153,50 @@ def test_random_nets(seed, tmp_path):
     assert_same_training(g, tmp_path / "c", lr=0.05)
 
 
+def net_depthwise_chain():
+    """Convs of every shape the in-place input gradients handle: depthwise 3x3 stride 1 (channel
+    by channel), 3x3 / 5x5 / 7x7 stride 2 (reverse raster order, the 7x7 with a saved prefix of
+    its output gradient), a dilated one, and 1x1 convs that expand and shrink the channels, on
+    an odd non-square input."""
+    from nets import NetBuilder
+    b = NetBuilder("depthwise_chain", (1, 3, 31, 27), opset=13, seed=7)
+    x = b.clip(b.conv("input", 8, 3, pads=[1, 1, 1, 1]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 8, 3, group=8, pads=[1, 1, 1, 1]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 8, 5, stride=2, group=8, pads=[2, 2, 2, 2]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 8, 3, group=8, dilation=2, pads=[2, 2, 2, 2]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 20, 1, pads=[0, 0, 0, 0]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 8, 1, pads=[0, 0, 0, 0]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 8, 7, stride=2, group=8, pads=[3, 3, 3, 3]), 0.0, 6.0)
+    x = b.clip(b.conv(x, 8, 3, stride=2, group=8, pads=[1, 0, 0, 1]), 0.0, 6.0)
+    x = b.flatten(b.reduce_mean(x))
+    return b.build(b.gemm(x, 5))
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_inplace_depthwise_input_gradients(rounding, tmp_path):
+    """Bias-only updates of depthwise convs: their bias step runs before the input gradient, so
+    the output gradient dies there and the input gradient overwrites it (planner kinds
+    depthwise_grad, depthwise_grad_backwards, pointwise_grad); the step is the same bit for bit,
+    and the arena smaller than with separate buffers."""
+    from tinyc.memory.planner import depthwise_grad_backwards_saved
+    path = tmp_path / "net.onnx"
+    onnx.save(net_depthwise_chain(), path)
+    g = compile_training(str(path), None, "bias-only", 5, TrainOptions(rounding=rounding))
+    plan = plan_memory(g)
+    kinds = {i: k for i, k in plan.inplace.items() if k.endswith(("_grad", "_grad_backwards"))}
+    assert set(kinds.values()) == {"depthwise_grad", "depthwise_grad_backwards",
+                                   "pointwise_grad"}
+    assert sum(k == "pointwise_grad" for k in kinds.values()) == 2   # expanding and shrinking
+    saved = [depthwise_grad_backwards_saved(g, g.nodes[i]) for i, k in kinds.items()
+             if k == "depthwise_grad_backwards"]
+    assert any(saved) and not all(saved), saved   # the 7x7 saves a prefix, the 3x3 none
+    for i in kinds:   # a bias-only update reads the output gradient before it is overwritten
+        assert g.nodes[i - 1].op == "conv2d_update" or g.nodes[i - 1].op == "grad_mask"
+    assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan)
+    plain = plan_memory(g, inplace=False)
+    assert plan.arena_bytes < plain.arena_bytes
+
+
 # ---------------------------------------------------------------- shared pretrained models
 PUBLISHED = {   # ../shared/models/README.md
     "mbv2-w0.35_96": {"name": "99kb", "bias_last": 25,

@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node
-from ..memory.planner import (FOLDED_BIAS_KINDS, MemoryPlan, conv_kernel_kind, plan_memory,
-                              verify_plan)
+from ..memory.planner import (FOLDED_BIAS_KINDS, MemoryPlan, conv_kernel_kind,
+                              depthwise_grad_backwards_saved, plan_memory, verify_plan)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = ROOT / "runtime_c"
@@ -51,7 +51,10 @@ KERNEL_SOURCES = {
     "grad_copy": "backward/elementwise_grad.c", "grad_alias": None,
     "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
     "avg_pool_grad": "backward/pool_grad.c", "max_pool_grad": "backward/pool_grad.c",
-    "conv2d_grad_input": "backward/conv_grad.c", "conv2d_update": "optim/sgd.c",
+    "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
+    "depthwise_grad_backwards": "backward/conv_grad.c",
+    "pointwise_grad_inplace": "backward/conv_grad.c",
+    "conv2d_update": "optim/sgd.c",
     "grad_mask_bits": "backward/elementwise_grad.c",
 }
 # every training build also needs these (rounding helpers, exp, the folded-bias refresh, masks)
@@ -344,6 +347,15 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
             L.update(kind="grad_mask_bits", mask_off=plan.tensor_offsets[m["name"]])
     elif op in ("conv2d_grad_input", "conv2d_update"):
         L.update(_conv_train_params(g, node, i, plan, consts, params))
+        inplace = plan.inplace.get(i)
+        if inplace in ("depthwise_grad", "depthwise_grad_backwards", "pointwise_grad"):
+            if plan.tensor_offsets[node.inputs[0]] != plan.tensor_offsets[node.outputs[0]]:
+                raise TinycError(f"{node.describe()}: an in-place input gradient needs its "
+                                 "output planned over its input")
+            L.update(kind={"depthwise_grad": "depthwise_grad_inplace",
+                           "depthwise_grad_backwards": "depthwise_grad_backwards",
+                           "pointwise_grad": "pointwise_grad_inplace"}[inplace],
+                     n_saved=depthwise_grad_backwards_saved(g, node) or 0)
     elif op in ("avg_pool_grad", "max_pool_grad"):
         x, y = out, g.tensors[node.inputs[0]]
         _, ih, iw, c = x.shape

@@ -40,7 +40,13 @@ Contract
 - Training graphs (passes/autodiff.py) are planned whole, forward and backward in one arena:
   float32 gradients take 4 bytes an element; a saved activation lives until its last backward
   reader; grad_alias is an alias like reshape; grad_mask / grad_add / pad_grad / slice_grad
-  may run in place into a dying input; conv2d_update gets a float scratch for one output
+  may run in place into a dying input; so may the input gradient of a depthwise conv whose
+  input and output have one shape, channel by channel through a scratch of one channel of the
+  output gradient (a bias-only update runs before it, so the output gradient dies there), or
+  without scratch in reverse raster order for a stride 2 (a prefix of the output gradient
+  copied to scratch where a large kernel needs it); and that of a pointwise conv, pixel by
+  pixel through a scratch of one pixel;
+  conv2d_update gets a float scratch for one output
   channel's weight gradient; an activation read in the backward pass only by grad_mask is kept
   as a bit mask (packable_masks); a trained layer whose forward kernel takes a folded bias gets
   cout int32 of scratch to refold it from its SRAM parameters. training_memory() reports it.
@@ -206,20 +212,26 @@ def tensor_lifetimes(g: Graph, skip: frozenset = frozenset()) -> dict[str, tuple
 
 
 def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS,
-                pointwise: bool | None = None, pack_masks: bool = True) -> MemoryPlan:
+                pointwise: bool | None = None, pack_masks: bool = True,
+                pointwise_grad: bool | None = None) -> MemoryPlan:
     """Lifetimes, in-place sharing and greedy placement of every activation and scratch buffer.
     `inplace=False` gives the plain TFLite-Micro-like plan (aliases only, no in-place kernels, no
     scratch: the code generator then calls the plain reference conv loop).
-    `pointwise` enables in-place 1x1 convs (default: plan with and without, keep the smaller).
+    `pointwise` enables in-place 1x1 convs, `pointwise_grad` in-place 1x1 input gradients
+    (default for each: plan with and without, keep the smaller: sharing one offset can make the
+    greedy placement worse).
     Training graphs: `pack_masks` keeps an activation that the backward pass reads only through
     grad_mask as a bit mask (see packable_masks)."""
-    if pointwise is None:
-        if not inplace:
-            return plan_memory(g, False, orders, False, pack_masks)
-        with_pw = plan_memory(g, True, orders, True, pack_masks)
-        without = plan_memory(g, True, orders, False, pack_masks)
-        return with_pw if with_pw.arena_bytes <= without.arena_bytes else without
-    grp = _group(g, inplace, pointwise, pack_masks)
+    if not inplace:
+        pointwise = pointwise_grad = False
+    if pointwise is None or pointwise_grad is None:
+        if pointwise_grad is None and not any(pointwise_grad_inplace_ok(g, n) for n in g.nodes):
+            pointwise_grad = False
+        plans = [plan_memory(g, inplace, orders, pw, pack_masks, pwg)
+                 for pw in ((True, False) if pointwise is None else (pointwise,))
+                 for pwg in ((True, False) if pointwise_grad is None else (pointwise_grad,))]
+        return min(plans, key=lambda p: p.arena_bytes)   # ties: the first (in place)
+    grp = _group(g, inplace, pointwise, pack_masks, pointwise_grad)
     buffers, group_list, profiles = grp.buffers, grp.groups, grp.profiles
 
     # ---- placement: keep the best of several greedy orders
@@ -279,7 +291,8 @@ class _Grouping:
         return max(live)
 
 
-def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True) -> _Grouping:
+def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
+           pointwise_grad: bool = True) -> _Grouping:
     masks = packable_masks(g) if pack_masks else {}
     life = tensor_lifetimes(g, frozenset((i, y) for y, m in masks.items() for i in m["readers"]))
     acts = g.activations()
@@ -328,7 +341,8 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True) ->
         if node.op in ALIAS_OPS:
             inplace_nodes[i] = "alias"
         elif node.op in TRAIN_OPS:
-            _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace)
+            _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace,
+                                pointwise_grad)
             continue
         elif node.op == "paste" and len(node.inputs) > 1:
             if not dies_at(node.inputs[1], i):
@@ -386,7 +400,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True) ->
 
 
 def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_sizes: dict,
-                        inplace: bool) -> None:
+                        inplace: bool, pointwise_grad: bool) -> None:
     """In-place sharing and scratch of the nodes of a training step (passes/autodiff.py).
     grad_mask / grad_add are element-wise and may overwrite a dying gradient; pad_grad and
     slice_grad only move elements towards the start of the buffer, so they may too. The
@@ -407,6 +421,71 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
     elif node.op in ("grad_mask", "pad_grad", "slice_grad"):
         if dies_at(node.inputs[0], i):
             join(i, node.inputs[0], out, "elementwise" if node.op == "grad_mask" else "compact")
+    elif depthwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
+        join(i, node.inputs[0], out, "depthwise_grad")
+        _, h, w, _ = g.tensors[node.inputs[0]].shape
+        scratch_sizes[i] = 4 * h * w     # one channel of the output gradient, float32
+    elif pointwise_grad and pointwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
+        join(i, node.inputs[0], out, "pointwise_grad")
+        scratch_sizes[i] = 4 * g.tensors[out].shape[-1]   # one pixel of the input gradient
+    elif dies_at(node.inputs[0], i):
+        saved = depthwise_grad_backwards_saved(g, node)
+        gy = g.tensors[node.inputs[0]]
+        if saved is not None and saved * gy.shape[-1] < gy.size:   # saves memory
+            join(i, node.inputs[0], out, "depthwise_grad_backwards")
+            if saved:
+                scratch_sizes[i] = 4 * saved * gy.shape[-1]
+
+
+def _is_depthwise_grad(g: Graph, node: Node) -> bool:
+    if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
+        return False
+    c = g.tensors[node.outputs[0]].shape[-1]
+    return node.attrs.get("groups", 1) == c == g.tensors[node.inputs[0]].shape[-1] and c > 1
+
+
+def depthwise_grad_backwards_saved(g: Graph, node: Node) -> int | None:
+    """Pixels of gy that tinyc_depthwise_grad_input_backwards must copy to scratch to compute a
+    depthwise conv's input gradient over its output gradient (same offset, same channel count,
+    gx at least as large), or None when that kernel does not apply. The kernel writes gx pixel
+    P over gy pixel P in reverse raster order, so a gy pixel q is safe where no gx pixel before
+    q reads it; the unsafe ones (the first rows, with large kernels) are a prefix to save."""
+    if not _is_depthwise_grad(g, node):
+        return None
+    _, oh, ow, _ = g.tensors[node.inputs[0]].shape
+    _, ih, iw, _ = g.tensors[node.outputs[0]].shape
+    if ih * iw < oh * ow:
+        return None
+    first_reader = []
+    for axis, (n_out, n_in) in enumerate(((oh, ih), (ow, iw))):
+        s, d = node.attrs["strides"][axis], node.attrs["dilations"][axis]
+        taps = np.arange(g.tensors[node.inputs[1]].shape[1 + axis])[None, :] * d
+        pos = np.arange(n_out)[:, None] * s - node.attrs["pads"][axis] + taps   # input index
+        pos = np.where((pos >= 0) & (pos < n_in), pos, n_in + n_out + 1)
+        first_reader.append(pos.min(axis=1))                   # > n_in: read by no pixel
+    fy, fx = np.meshgrid(first_reader[0], first_reader[1], indexing="ij")
+    q = np.arange(oh * ow).reshape(oh, ow)
+    unsafe = ~((fy > ih) | (fx > iw)) & (fy * iw + fx < q)
+    return int(q[unsafe].max()) + 1 if unsafe.any() else 0
+
+
+def pointwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
+    """An input gradient tinyc_pointwise_grad_input_inplace can compute over its output
+    gradient: a 1x1 conv, stride 1, no padding, groups 1 (not a fully connected layer)."""
+    if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
+        return False
+    w = g.tensors[node.inputs[1]]
+    return (w.shape[1:3] == (1, 1) and tuple(node.attrs["strides"]) == (1, 1)
+            and not any(node.attrs["pads"]) and node.attrs.get("groups", 1) == 1
+            and g.tensors[node.inputs[0]].shape[1:3] == g.tensors[node.outputs[0]].shape[1:3])
+
+
+def depthwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
+    """An input gradient tinyc_depthwise_grad_input_inplace can compute over its output
+    gradient: a depthwise conv (groups == C_in == C_out) whose input and output have the same
+    shape, so that gx[p, c] and gy[p, c] are the same bytes."""
+    return (_is_depthwise_grad(g, node)
+            and g.tensors[node.inputs[0]].shape == g.tensors[node.outputs[0]].shape)
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:

@@ -112,13 +112,22 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
         need = [i for i in node.inputs if i in dep]
         if node.op in ("conv2d", "fully_connected"):
             x = node.inputs[0]
+            update = (_update_node(t, node, g_out, scheme, opts, forward)
+                      if node.name in trainable else None)
+            # a bias-only update reads just g_out: run it first, so that g_out dies at the
+            # input gradient, which may then overwrite it (planner: depthwise_grad). A weight
+            # update runs after it: the input gradient needs the weights before their step.
+            bias_only = update is not None and (update.attrs["channels"] is None
+                                                or len(update.attrs["channels"]) == 0)
+            if bias_only:
+                backward.append(update)
             if x in dep:
                 g_x = new_grad(x)
                 backward.append(Node(node.name + "/grad_input", "conv2d_grad_input",
                                      [g_out, node.inputs[1]], [g_x], _conv_attrs(t, node)))
                 give_grad(x, g_x, node)
-            if node.name in trainable:
-                backward.append(_update_node(t, node, g_out, scheme, opts, forward))
+            if update is not None and not bias_only:
+                backward.append(update)
         elif node.op == "add":
             for i in need:
                 give_grad(i, g_out, node)

@@ -107,6 +107,30 @@ typedef struct {
 void tinyc_conv2d_grad_input(const tinyc_conv_grad_params *p, const float *gy,
                              const int8_t *weights, const float *w_scale, float *gx);
 
+/* The same input gradient, bit for bit, of a depthwise conv (groups == in_c == out_c) whose
+ * input and output have one shape, computed in place over gy (buf: gy in, gx out). Channel by
+ * channel: channel c of gy is copied to scratch (out_h * out_w floats), then each gx[iy, ix, c]
+ * is gathered from it, its terms added to 0 in the (ky, kx) order of tinyc_conv2d_grad_input. */
+void tinyc_depthwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *buf,
+                                        const int8_t *weights, const float *w_scale,
+                                        float *scratch);
+
+/* The same input gradient of a depthwise conv whose input is larger than its output (a stride
+ * 2), in place over gy: gx pixels in reverse raster order, each written over gy's pixel of the
+ * same index. The first n_saved pixels of gy (all channels) are copied to scratch first: the
+ * planner (planner.depthwise_grad_backwards) sets n_saved so that every other gy pixel is read
+ * by no gx pixel computed after it is overwritten. */
+void tinyc_depthwise_grad_input_backwards(const tinyc_conv_grad_params *p, float *buf,
+                                          const int8_t *weights, const float *w_scale,
+                                          int32_t n_saved, float *scratch);
+
+/* The same input gradient of a pointwise conv (1x1, stride 1, no padding, groups 1), in place
+ * over gy, pixel by pixel through a scratch of in_c floats (forwards when it shrinks, backwards
+ * when it expands), each gx[p, i] the terms of tinyc_conv2d_grad_input in its o order. */
+void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *buf,
+                                        const int8_t *weights, const float *w_scale,
+                                        float *scratch);
+
 typedef struct {
     tinyc_conv_grad_params conv;
     int32_t num_channels;      /* input channels kept for the weight update (0: bias only) */
