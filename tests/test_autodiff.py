@@ -145,7 +145,12 @@ def _training_graph(small_nets, name, scheme, num_classes=3):
 
 
 def _backward(g):
-    return g.nodes[g.meta["train"]["forward_nodes"]:]
+    """The backward nodes, each fused dw_pw_grad node (passes/fuse_grad.py) as its parts."""
+    out = []
+    for n in g.nodes[g.meta["train"]["forward_nodes"]:]:
+        out += ([p for p in n.attrs["parts"].values() if p is not None] if n.op == "dw_pw_grad"
+                else [n])
+    return out
 
 
 def test_bias_only_keeps_no_activation(small_nets):
@@ -235,6 +240,7 @@ PUBLISHED = {
 
 @pytest.mark.parametrize("net,scheme", [(n, s) for n in PUBLISHED for s in PUBLISHED[n]])
 def test_published_schemes_reproduce(net, scheme, tmp_path):
+    from tinyc.memory.planner import update_nodes
     from tinyc.passes.sparse_update import conv_layers, parse_scheme
     path = shared_model(f"{net}_128")
     k, weights = PUBLISHED[net][scheme]
@@ -243,7 +249,7 @@ def test_published_schemes_reproduce(net, scheme, tmp_path):
     calib = rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
     g = compile_training(str(path), calib, parse_scheme(str(f)), 10)
     convs = conv_layers(g)
-    updates = {n.name[:-len("/update")]: n for n in g.nodes if n.op == "conv2d_update"}
+    updates = {n.name[:-len("/update")]: n for n in update_nodes(g)}   # fused ones included
     n = len(convs)
     for i, conv in enumerate(convs):
         ratio = weights.get(i, 0)
@@ -256,6 +262,8 @@ def test_published_schemes_reproduce(net, scheme, tmp_path):
         assert got_w == expect_w, (i, got_w, expect_w)
     # back-propagation stops at the earliest updated layer
     first = min(i for i, c in enumerate(convs) if c.name in updates)
+    inside = [p for nd in g.nodes if nd.op == "dw_pw_grad" for p in nd.attrs["parts"].values()
+              if p is not None]
     assert not any(nd.op == "conv2d_grad_input" and nd.name == convs[first].name + "/grad_input"
-                   for nd in g.nodes)
+                   for nd in g.nodes + inside)
     assert len(updates) == sum(1 for i in range(n) if i >= n - k or np.floor(weights.get(i, 0) * 1e9) > 0) + 1

@@ -181,7 +181,8 @@ def test_inplace_depthwise_input_gradients(rounding, tmp_path):
     from tinyc.memory.planner import depthwise_grad_backwards_saved
     path = tmp_path / "net.onnx"
     onnx.save(net_depthwise_chain(), path)
-    g = compile_training(str(path), None, "bias-only", 5, TrainOptions(rounding=rounding))
+    g = compile_training(str(path), None, "bias-only", 5,
+                         TrainOptions(rounding=rounding, channelwise=False))
     plan = plan_memory(g)
     kinds = {i: k for i, k in plan.inplace.items() if k.endswith(("_grad", "_grad_backwards"))}
     assert set(kinds.values()) == {"depthwise_grad", "depthwise_grad_backwards",
@@ -195,6 +196,57 @@ def test_inplace_depthwise_input_gradients(rounding, tmp_path):
     assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan)
     plain = plan_memory(g, inplace=False)
     assert plan.arena_bytes < plain.arena_bytes
+
+
+def net_inverted_residuals():
+    """Inverted-residual blocks (1x1 expand, ReLU6, depthwise 3x3 / 5x5 stride 2 / 7x7, ReLU6,
+    1x1 project, a residual add) on an odd non-square input."""
+    from nets import NetBuilder
+    b = NetBuilder("inverted_residuals", (1, 3, 23, 19), opset=13, seed=8)
+    x = b.clip(b.conv("input", 8, 3, stride=2, pads=[1, 1, 1, 1]), 0.0, 6.0)
+    for k, stride, cout in ((3, 1, 8), (5, 2, 12), (7, 1, 12)):
+        wide = 4 * b.shape[x][1]
+        e = b.clip(b.conv(x, wide, 1, pads=[0, 0, 0, 0]), 0.0, 6.0)
+        d = b.clip(b.conv(e, wide, k, stride=stride, group=wide, pads=[k // 2] * 4), 0.0, 6.0)
+        p = b.conv(d, cout, 1, pads=[0, 0, 0, 0])
+        x = b.add(x, p) if stride == 1 and cout == b.shape[x][1] else p
+    x = b.flatten(b.reduce_mean(x))
+    return b.build(b.gemm(x, 6))
+
+
+# (scheme, planner options): every 1x1 bias updated / none (only the first conv trained, the
+# gradient passes through untrained layers); masks as bits / as int8 activations
+FUSED_CASES = [("bias-only", {}), ({"bias_last": 0, "weights": {"0": 1}}, {}),
+               ("full", {}), ({"bias_last": 7, "weights": {"9": 1}}, {"pack_masks": False})]
+
+
+@pytest.mark.parametrize("case", range(len(FUSED_CASES)))
+def test_channelwise_depthwise_pointwise_backward(case, tmp_path):
+    """passes/fuse_grad.py: the backward through each 1x1 expand + depthwise pair runs one
+    channel at a time (dw_pw_grad), from the project's output gradient where the pattern has
+    that head, with the same parameters bit for bit as the reference, and an arena no larger
+    than the unfused graph's."""
+    scheme, options = FUSED_CASES[case]
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals(), path)
+    rounding = "stochastic" if case % 2 else "nearest"
+    g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding=rounding))
+    fused = [n for n in g.nodes if n.op == "dw_pw_grad"]
+    if scheme == "full":   # weight updates need the whole expanded gradient: nothing fused
+        assert not fused
+    else:
+        assert fused
+    if case == 1:   # no bias steps inside
+        assert all(n.attrs["parts"]["update"] is None and n.attrs["parts"]["dw_update"] is None
+                   for n in fused)
+    if case == 0:   # every block: with the project's input gradient (the head), or the stride 2
+        assert len(fused) == 3 and any(n.attrs["parts"]["proj"] for n in fused)
+    plan = plan_memory(g, **options)
+    assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan)
+    if fused:
+        plain = compile_training(str(path), None, scheme, 6,
+                                 TrainOptions(rounding=rounding, channelwise=False))
+        assert plan.arena_bytes <= plan_memory(plain, **options).arena_bytes
 
 
 # ---------------------------------------------------------------- shared pretrained models

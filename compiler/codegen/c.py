@@ -53,7 +53,7 @@ KERNEL_SOURCES = {
     "avg_pool_grad": "backward/pool_grad.c", "max_pool_grad": "backward/pool_grad.c",
     "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
     "depthwise_grad_backwards": "backward/conv_grad.c",
-    "pointwise_grad_inplace": "backward/conv_grad.c",
+    "pointwise_grad_inplace": "backward/conv_grad.c", "dw_pw_grad": "backward/conv_grad.c",
     "conv2d_update": "optim/sgd.c",
     "grad_mask_bits": "backward/elementwise_grad.c",
 }
@@ -356,6 +356,8 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
                            "depthwise_grad_backwards": "depthwise_grad_backwards",
                            "pointwise_grad": "pointwise_grad_inplace"}[inplace],
                      n_saved=depthwise_grad_backwards_saved(g, node) or 0)
+    elif op == "dw_pw_grad":
+        L.update(_dw_pw_grad_params(g, node, i, plan, consts, params))
     elif op in ("avg_pool_grad", "max_pool_grad"):
         x, y = out, g.tensors[node.inputs[0]]
         _, ih, iw, c = x.shape
@@ -441,6 +443,59 @@ def _conv_train_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
         else "NULL",
         f_b=consts.add(f"f_b{i}", f"tinyc_fb{i}", "float", f_b, "bias step factors")
         if a["update_bias"] else "NULL")
+
+
+def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
+                       params: _Params) -> dict:
+    """tinyc_depthwise_pointwise_grad's parameters and arrays: its parts' (passes/fuse_grad.py)."""
+    from ..passes.fuse_grad import with_hidden_tensors
+    parts = node.attrs["parts"]
+    view = with_hidden_tensors(g, node)
+    conv = {key: _conv_train_params(view, parts[key], f"{i}_{key}", plan, consts, params)
+            for key in ("proj", "dw", "pw", "dw_update", "update") if parts[key] is not None}
+
+    def bounds(mask: Node | None) -> tuple[int, int]:
+        if mask is None:
+            return -129, 128
+        lo, hi = mask.attrs["lo"], mask.attrs["hi"]
+        return -129 if lo is None else int(lo), 128 if hi is None else int(hi)
+
+    def mask_args(act: str) -> tuple[str, str]:
+        if not act:
+            return "NULL", "NULL"
+        m = plan.masks.get(act)
+        if m is not None:
+            return f"TINYC_U8({plan.tensor_offsets[m['name']]})", "NULL"
+        return "NULL", f"TINYC_AT({plan.tensor_offsets[act]})"
+
+    def update(key: str) -> dict:   # a bias step's parameters; zeros when there is none
+        if key in conv:
+            return conv[key]["params"]
+        return dict(conv=conv["dw"]["params"], num_channels=0, x_zero_point=0,
+                    x_scale=c_float(0.0), stochastic=0, salt="0u")
+
+    dlo, dhi = bounds(parts["proj_mask"])
+    lo, hi = bounds(parts["mask"])
+    dmask, d_act = mask_args(node.inputs[2])
+    mask, act = mask_args(node.inputs[4])
+    io = dict(gy=_float_ptr(plan, node.inputs[0]),
+              proj_w=conv["proj"]["weights"] if "proj" in conv else "NULL",
+              proj_scale=conv["proj"]["w_scale"] if "proj" in conv else "NULL",
+              dmask_bits=dmask, d_act=d_act,
+              dw_bias=conv["dw_update"]["bias"] if "dw_update" in conv else "NULL",
+              dw_f_b=conv["dw_update"]["f_b"] if "dw_update" in conv else "NULL",
+              dw_w=conv["dw"]["weights"], dw_scale=conv["dw"]["w_scale"],
+              mask_bits=mask, act=act,
+              pw_w=conv["pw"]["weights"], pw_scale=conv["pw"]["w_scale"],
+              bias=conv["update"]["bias"] if "update" in conv else "NULL",
+              f_b=conv["update"]["f_b"] if "update" in conv else "NULL",
+              scratch=f"TINYC_F({plan.scratch[i][0]})",
+              gx=_float_ptr(plan, node.outputs[0]))
+    proj_c = g.tensors[node.inputs[0]].shape[-1] if parts["proj"] is not None else 0
+    return dict(ptype="tinyc_dw_pw_grad_params", io=io,
+                params=dict(dw=conv["dw"]["params"], in_c=g.tensors[node.outputs[0]].shape[-1],
+                            proj_c=proj_c, mask_lo=lo, mask_hi=hi, dmask_lo=dlo, dmask_hi=dhi,
+                            update=update("update"), dw_update=update("dw_update")))
 
 
 def _conv_input_hw(g: Graph, node: Node) -> tuple[int, int]:

@@ -66,6 +66,7 @@ ORDERS = ("size", "area", "lifetime", "first")
 ALIAS_OPS = ("reshape", "grad_alias")
 # nodes of a training step (passes/autodiff.py) besides the int8 forward ops
 TRAIN_OPS = ("select_channels", "softmax_ce", "grad_mask", "conv2d_grad_input", "conv2d_update",
+             "dw_pw_grad",
              "avg_pool_grad", "max_pool_grad", "pad_grad", "slice_grad", "grad_add")
 
 
@@ -410,6 +411,9 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
         if size:
             scratch_sizes[i] = size
         return
+    if node.op == "dw_pw_grad":    # float32 planes of one channel: of g_d (with a head), g_e
+        scratch_sizes[i] = dw_pw_grad_scratch_bytes(g, node)
+        return
     if not inplace:
         return
     out = node.outputs[0]
@@ -437,7 +441,7 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
                 scratch_sizes[i] = 4 * saved * gy.shape[-1]
 
 
-def _is_depthwise_grad(g: Graph, node: Node) -> bool:
+def is_depthwise_grad(g: Graph, node: Node) -> bool:
     if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
         return False
     c = g.tensors[node.outputs[0]].shape[-1]
@@ -450,7 +454,7 @@ def depthwise_grad_backwards_saved(g: Graph, node: Node) -> int | None:
     gx at least as large), or None when that kernel does not apply. The kernel writes gx pixel
     P over gy pixel P in reverse raster order, so a gy pixel q is safe where no gx pixel before
     q reads it; the unsafe ones (the first rows, with large kernels) are a prefix to save."""
-    if not _is_depthwise_grad(g, node):
+    if not is_depthwise_grad(g, node):
         return None
     _, oh, ow, _ = g.tensors[node.inputs[0]].shape
     _, ih, iw, _ = g.tensors[node.outputs[0]].shape
@@ -484,12 +488,13 @@ def depthwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
     """An input gradient tinyc_depthwise_grad_input_inplace can compute over its output
     gradient: a depthwise conv (groups == C_in == C_out) whose input and output have the same
     shape, so that gx[p, c] and gy[p, c] are the same bytes."""
-    return (_is_depthwise_grad(g, node)
+    return (is_depthwise_grad(g, node)
             and g.tensors[node.inputs[0]].shape == g.tensors[node.outputs[0]].shape)
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:
-    """Saved activations the backward pass reads only through grad_mask nodes (the output of a
+    """Saved activations the backward pass reads only through grad_mask nodes (or as the mask
+    of a dw_pw_grad node: passes/fuse_grad.py) (the output of a
     clamped layer whose gradient is masked): one bit per element, lo < y < hi, is all it needs.
     For each: the mask is packed right after the node producing y ('after', in training runs
     only), y itself dies after its last forward reader, and the mask lives until its last
@@ -514,9 +519,9 @@ def packable_masks(g: Graph) -> dict[str, dict]:
         if (t.is_const or t.dtype != "int8" or not back or y in g.outputs
                 or producer.get(y, n_forward) >= n_forward or t.size < 16):
             continue
-        if not all(n.op == "grad_mask" and n.inputs[1] == y and n.inputs[0] != y for _, n in back):
+        bounds = {_mask_bounds_read(n, y) for _, n in back}
+        if None in bounds:
             continue
-        bounds = {(n.attrs["lo"], n.attrs["hi"]) for _, n in back}
         if len(bounds) != 1:
             continue
         lo, hi = bounds.pop()
@@ -524,6 +529,27 @@ def packable_masks(g: Graph) -> dict[str, dict]:
                     "bytes": (t.size + 7) // 8, "size": t.size,
                     "lo": -129 if lo is None else int(lo), "hi": 128 if hi is None else int(hi)}
     return masks
+
+
+def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
+    """Scratch of a dw_pw_grad node: one channel's plane of the depthwise output gradient (when
+    the node computes it from the project's) and of its input gradient, float32."""
+    dw = node.attrs["parts"]["dw"]
+    hidden = node.attrs["hidden"]
+    _, ih, iw, _ = hidden[dw.outputs[0]].shape
+    _, oh, ow, _ = hidden[dw.inputs[0]].shape if dw.inputs[0] in hidden else \
+        g.tensors[dw.inputs[0]].shape
+    return 4 * (ih * iw + (oh * ow if node.attrs["parts"]["proj"] else 0))
+
+
+def _mask_bounds_read(n: Node, y: str) -> tuple | None:
+    """(lo, hi) when node n reads activation y only as the mask of a gradient, else None."""
+    if n.op == "grad_mask" and n.inputs[1] == y and n.inputs[0] != y:
+        return n.attrs["lo"], n.attrs["hi"]
+    if n.op == "dw_pw_grad" and y in (n.inputs[2], n.inputs[4]) and n.inputs.count(y) == 1:
+        mask = n.attrs["parts"]["proj_mask" if y == n.inputs[2] else "mask"]
+        return mask.attrs["lo"], mask.attrs["hi"]
+    return None
 
 
 def update_scratch_bytes(g: Graph, node: Node) -> int:
@@ -691,10 +717,21 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
 
 
 # ---------------------------------------------------------------- training steps
+def update_nodes(g: Graph) -> list[Node]:
+    """The conv2d_update nodes of a training graph, those inside fused nodes included."""
+    out = []
+    for n in g.nodes:
+        if n.op == "conv2d_update":
+            out.append(n)
+        elif n.op == "dw_pw_grad":
+            out += [u for u in (n.attrs["parts"]["dw_update"], n.attrs["parts"]["update"]) if u]
+    return out
+
+
 def trainable_tensors(g: Graph) -> list[tuple[str, str]]:
     """(tensor, "weight" | "bias") of every parameter a training graph updates, in forward
     order of their layers (weights before biases): the arrays kept in SRAM."""
-    updates = {n.name[:-len("/update")]: n for n in g.nodes if n.op == "conv2d_update"}
+    updates = {n.name[:-len("/update")]: n for n in update_nodes(g)}
     out = []
     for node in g.nodes:
         upd = updates.get(node.name)

@@ -8,9 +8,11 @@ generator emits it in order. Pruning happens here:
   back-propagation stops at the earliest updated layer, whose input gradient is never made;
 - a layer that only updates its bias keeps no activation; a partially updated layer keeps only
   the selected channels of its input (a `select_channels` node in the forward pass);
-- each layer's update node comes right after its input-gradient node, so a parameter is updated
-  as soon as its gradient is complete and no gradient buffer outlives its layer (in-place
-  update, the "operator reordering" of the TTE paper).
+- each layer's update node comes right after its input-gradient node (right before it when it
+  updates only the bias, so that the output gradient can die at the input gradient), so a
+  parameter is updated as soon as its gradient is complete and no gradient buffer outlives its
+  layer (in-place update, the "operator reordering" of the TTE paper);
+- then depthwise + 1x1 pairs are differentiated one channel at a time (passes/fuse_grad.py).
 Gradients are w.r.t. the dequantized (real) values; clamps pass gradient only where the int8
 forward output lies strictly inside the clamp range (straight-through elsewhere).
 """
@@ -35,6 +37,8 @@ class TrainOptions:
     qas: bool = True               # quantization-aware scaling of the gradients
     # stochastic rounding: measured better than nearest on both nets of bench/results/transfer.md
     rounding: str = "stochastic"   # "nearest" | "stochastic"
+    # backward through depthwise + 1x1 pairs one channel at a time (passes/fuse_grad.py)
+    channelwise: bool = True
 
 
 def grad_name(t: str) -> str:
@@ -167,6 +171,9 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
     t.meta["train"] = {"scheme": scheme.name, "qas": opts.qas, "rounding": opts.rounding,
                        "forward_nodes": len(forward), "logits": logits,
                        "trainable": sorted(trainable)}
+    if opts.channelwise:
+        from .fuse_grad import fuse_depthwise_pointwise_grads
+        fuse_depthwise_pointwise_grads(t)
     return t
 
 

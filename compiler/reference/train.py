@@ -22,6 +22,8 @@ sums in the order written below). The loop-order contract of each op:
 - max_pool_grad: for oy, ox, c: the first maximum of the window in (ky, kx) order receives
   g_y (accumulated in that order).
 - grad_add: g1 + g2.
+- dw_pw_grad (passes/fuse_grad.py): its unfused nodes in order; the C kernel computes them
+  channel by channel with the same float operations in the same order per element.
 """
 from __future__ import annotations
 
@@ -256,6 +258,46 @@ def pool_grad(node: Node, g_y: np.ndarray, x_q: np.ndarray | None, x_shape) -> n
     return np.ascontiguousarray(gx[t:t + h, l:l + w])[None]
 
 
+def grad_mask(g_y: np.ndarray, y_q: np.ndarray, attrs: dict) -> np.ndarray:
+    y = y_q.astype(np.int32)
+    keep = np.ones(y.shape, bool)
+    if attrs["lo"] is not None:
+        keep &= y > attrs["lo"]
+    if attrs["hi"] is not None:
+        keep &= y < attrs["hi"]
+    return np.where(keep, g_y, F32(0)).astype(F32)
+
+
+def _update(g: Graph, node: Node, env: dict, lr: float, step: int) -> None:
+    wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
+    x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
+    wt.data, bt.data = conv_update(env[node.inputs[0]], x_q_saved, wt.data, bt.data, node.attrs,
+                                   lr, step)
+
+
+def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int) -> np.ndarray:
+    """The parts of a dw_pw_grad node (passes/fuse_grad.py) one after the other."""
+    parts, hidden = node.attrs["parts"], node.attrs["hidden"]
+    local = dict(env)
+
+    def grad_input(n: Node) -> None:
+        shape = (hidden[n.outputs[0]] if n.outputs[0] in hidden else g.tensors[n.outputs[0]]).shape
+        local[n.outputs[0]] = conv_grad_input(local[n.inputs[0]], g.tensors[n.inputs[1]].data,
+                                              n.attrs, shape)
+
+    for key in ("proj", "proj_mask", "dw_update", "dw", "mask", "update", "pw"):
+        n = parts[key]
+        if n is None:
+            continue
+        if n.op == "conv2d_grad_input":
+            grad_input(n)
+        elif n.op == "grad_mask":
+            local[n.outputs[0]] = grad_mask(local[n.inputs[0]], local[n.inputs[1]], n.attrs)
+        else:
+            _update(g, n, local, lr, step)
+    return local[node.outputs[0]]
+
+
 class TrainState:
     """Mutable parameters of a training graph (int8 weights, int32 biases) and the step count."""
 
@@ -276,23 +318,16 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int) -> f
             env[node.outputs[0]], loss = softmax_ce(env[node.inputs[0]], node.attrs["scale"],
                                                     node.attrs["zero_point"], label)
         elif node.op == "grad_mask":
-            y = env[node.inputs[1]].astype(np.int32)
-            keep = np.ones(y.shape, bool)
-            if node.attrs["lo"] is not None:
-                keep &= y > node.attrs["lo"]
-            if node.attrs["hi"] is not None:
-                keep &= y < node.attrs["hi"]
-            env[node.outputs[0]] = np.where(keep, env[node.inputs[0]], F32(0)).astype(F32)
+            env[node.outputs[0]] = grad_mask(env[node.inputs[0]], env[node.inputs[1]], node.attrs)
         elif node.op == "conv2d_grad_input":
             x_shape = g.tensors[node.outputs[0]].shape
             env[node.outputs[0]] = conv_grad_input(env[node.inputs[0]],
                                                    g.tensors[node.inputs[1]].data, node.attrs,
                                                    x_shape)
         elif node.op == "conv2d_update":
-            wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
-            x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
-            wt.data, bt.data = conv_update(env[node.inputs[0]], x_q_saved, wt.data, bt.data,
-                                           node.attrs, lr, step)
+            _update(g, node, env, lr, step)
+        elif node.op == "dw_pw_grad":   # passes/fuse_grad.py: its unfused nodes, in order
+            env[node.outputs[0]] = dw_pw_grad(g, node, env, lr, step)
         elif node.op in ("avg_pool_grad", "max_pool_grad"):
             x_shape = g.tensors[node.outputs[0]].shape
             x_q_in = env[node.inputs[1]] if node.op == "max_pool_grad" else None

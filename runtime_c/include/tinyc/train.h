@@ -162,6 +162,53 @@ void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, con
                          const float *f_w, const float *f_b, float lr, uint32_t step,
                          float *scratch);
 
+/* The bias step of output channel o alone, from its gradient gb (summed as in
+ * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o]. */
+void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t *bias,
+                       const float *f_b, float lr, uint32_t step);
+
+typedef struct {
+    tinyc_conv_grad_params dw;        /* the depthwise conv (its input: the expanded tensor) */
+    int32_t in_c;                     /* channels of gx, the expand conv's input */
+    int32_t proj_c;                   /* output channels of the project conv; 0: no head */
+    int32_t mask_lo, mask_hi;         /* bounds of the expand output's int8 mask */
+    int32_t dmask_lo, dmask_hi;       /* bounds of the depthwise output's int8 mask (head) */
+    tinyc_conv_update_params update;     /* the expand layer's bias step (when io->bias) */
+    tinyc_conv_update_params dw_update;  /* the depthwise layer's bias step (io->dw_bias) */
+} tinyc_dw_pw_grad_params;
+
+/* Arrays of tinyc_depthwise_pointwise_grad. A mask is given as bits (packed) or as the int8
+ * activation compared with its bounds; NULL optional parts are skipped. */
+typedef struct {
+    const float *gy;            /* project output gradient (proj_c > 0), else depthwise's */
+    const int8_t *proj_w;       /* head: the project conv (out proj_c, in dw.in_c) */
+    const float *proj_scale;
+    const uint8_t *dmask_bits;  /* head: the depthwise output's mask */
+    const int8_t *d_act;
+    int32_t *dw_bias;           /* head: the depthwise layer's bias, or NULL */
+    const float *dw_f_b;
+    const int8_t *dw_w;         /* the depthwise conv */
+    const float *dw_scale;
+    const uint8_t *mask_bits;   /* the expand output's mask */
+    const int8_t *act;
+    const int8_t *pw_w;         /* the expand conv (out dw.in_c, in in_c) */
+    const float *pw_scale;
+    int32_t *bias;              /* the expand layer's bias, or NULL */
+    const float *f_b;
+    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + dw.in_h * dw.in_w */
+    float *gx;                  /* the expand conv's input gradient */
+} tinyc_dw_pw_grad_io;
+
+/* Backward through an inverted-residual block's project (the head, optional), depthwise and
+ * expand convs, one expanded channel c at a time (passes/fuse_grad.py): the plane of channel c
+ * of the depthwise output gradient (head: sum over o of gy[., o] * proj_scale[o] * proj_w[o, c],
+ * masked, the depthwise bias step of c), then of its input gradient, masked, the expand bias
+ * step of c, and gx[p, i] += plane[p] * (pw_scale[c] * (float)pw_w[c, i]). The same float
+ * operations, in the same order per element, as the unfused conv2d_grad_input, grad_mask and
+ * bias-only conv2d_update nodes one after the other. */
+void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
+                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step);
+
 /* bias_eff[o] = bias[o] - in_zp * sum(weights of o) (two's complement wrap, as the int32
  * accumulators of the fast forward kernels): refreshes the folded bias of a trained layer. */
 void tinyc_fold_bias(int32_t out_c, int32_t filter_size, int32_t in_zp, const int8_t *weights,

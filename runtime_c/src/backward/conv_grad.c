@@ -151,3 +151,89 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
         memcpy(buf + px * cin, scratch, (size_t)cin * sizeof(float));
     }
 }
+
+static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
+{
+    return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
+}
+
+/* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step. */
+static void plane_bias_step(const tinyc_conv_update_params *u, const float *plane, int32_t n,
+                            int32_t c, int32_t *bias, const float *f_b, float lr, uint32_t step)
+{
+    float gb = 0.0f;
+    int32_t k;
+    for (k = 0; k < n; ++k) {
+        if (plane[k] != 0.0f) {
+            gb = gb + plane[k];
+        }
+    }
+    tinyc_bias_update(u, c, gb, bias, f_b, lr, step);
+}
+
+void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
+                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step)
+{
+    const tinyc_conv_grad_params *dw = &p->dw;
+    const int32_t c_n = dw->in_c;
+    const int32_t cin = p->in_c;
+    const int32_t taps = dw->kernel_h * dw->kernel_w;
+    const int32_t in_px = dw->in_h * dw->in_w;
+    const int32_t out_px = dw->out_h * dw->out_w;
+    float *plane_d = io->scratch;                          /* head only */
+    float *plane_e = io->scratch + (p->proj_c ? out_px : 0);
+    int32_t c, px, i, o;
+    memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
+    for (c = 0; c < c_n; ++c) {
+        const int8_t *w = io->pw_w + c * cin;
+        const float s = io->pw_scale[c];
+        const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
+        int32_t gd_step = c_n;
+        if (p->proj_c) {
+            for (px = 0; px < out_px; ++px) {
+                const float *gp = io->gy + px * p->proj_c;
+                float d = 0.0f;   /* the terms tinyc_conv2d_grad_input adds, in its o order */
+                if (mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
+                               p->dmask_hi)) {
+                    for (o = 0; o < p->proj_c; ++o) {
+                        const float g = gp[o];
+                        if (g != 0.0f) {
+                            const float wr = io->proj_scale[o] * (float)io->proj_w[o * c_n + c];
+                            const float t = g * wr;
+                            d = d + t;
+                        }
+                    }
+                }
+                plane_d[px] = d;
+            }
+            if (io->dw_bias) {
+                plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
+                                step);
+            }
+            gd = plane_d;
+            gd_step = 1;
+        }
+        for (px = 0; px < in_px; ++px) {
+            plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
+                                     p->mask_hi)
+                ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
+                                    io->dw_scale[c], px / dw->in_w, px % dw->in_w)
+                : 0.0f;
+        }
+        if (io->bias) {
+            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step);
+        }
+        for (px = 0; px < in_px; ++px) {
+            const float g = plane_e[px];
+            float *d = io->gx + px * cin;
+            if (g == 0.0f) {
+                continue;
+            }
+            for (i = 0; i < cin; ++i) {
+                const float wr = s * (float)w[i];
+                const float t = g * wr;
+                d[i] = d[i] + t;
+            }
+        }
+    }
+}

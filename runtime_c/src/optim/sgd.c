@@ -44,6 +44,16 @@ static int8_t weight_step(int8_t w, float r)
     return v >= 127.0f ? 127 : (int8_t)v;
 }
 
+void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t *bias,
+                       const float *f_b, float lr, uint32_t step)
+{
+    const uint32_t base = step * TINYC_STEP_MULT + p->salt;
+    float d = lr * gb;
+    d = d * f_b[o];
+    bias[o] = bias_step(bias[o], round_step(d, p->stochastic,
+                                            base + TINYC_BIAS_COUNTER + (uint32_t)o));
+}
+
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
                          const int32_t *channels, int8_t *weights, int32_t *bias,
                          const float *f_w, const float *f_b, float lr, uint32_t step,
@@ -111,10 +121,7 @@ void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, con
             }
         }
         if (bias) {
-            float d = lr * gb;
-            d = d * f_b[o];
-            bias[o] = bias_step(bias[o], round_step(d, p->stochastic,
-                                                    base + TINYC_BIAS_COUNTER + (uint32_t)o));
+            tinyc_bias_update(p, o, gb, bias, f_b, lr, step);
         }
         for (ky = 0; ky < c->kernel_h; ++ky) {
             for (kx = 0; kx < c->kernel_w; ++kx) {

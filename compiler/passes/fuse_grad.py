@@ -1,0 +1,163 @@
+"""Channel-by-channel backward through an inverted-residual block's 1x1 project, depthwise and
+1x1 expand convs.
+
+In an inverted-residual block (1x1 expand -> ReLU6 -> depthwise -> ReLU6 -> 1x1 project) the
+backward pass materialises the gradients of the expanded tensors in float32, 4 bytes for each of
+their elements (mbv2-w0.35 at 128 px: 16x16x96 floats = 96 KB), the largest buffers of the whole
+training step. Yet, once the project's output gradient g_p is known, everything works channel by
+channel of the expanded tensors:
+
+    g_d  = 1x1 project input gradient of g_p   (channel c: sum over o of g_p[., o] * w[o, c])
+    g_dm = g_d masked by the depthwise layer's clamp, then its bias step (channel c)
+    g_e  = depthwise input gradient of g_dm    (channel c of g_e from channel c of g_dm)
+    g_em = g_e masked by the expand layer's clamp, then its bias step (channel c)
+    g_x  = 1x1 expand input gradient of g_em   (g_x[p, i] = sum over c of g_em[p, c] * w[c, i])
+
+so `dw_pw_grad` computes them one expanded channel c at a time: channel c's plane of g_d, masked,
+feeds the depthwise bias step of channel c and the plane of g_e, masked, feeds the expand bias
+step and is accumulated into g_x. Only two planes (out_h x out_w and in_h x in_w floats) of the
+expanded gradients exist at a time. The float32 operations are the very ones of the unfused nodes
+in the same order per element: g_d[p, c] gets its terms in o order and g_x[p, i] in c order (the
+o order of conv2d_grad_input), a bias gradient sums its plane row-major, skipping zeros as
+before. The numpy reference runs the unfused nodes (attrs["parts"]), so the two stay the same by
+construction; the C kernel is tinyc_depthwise_pointwise_grad.
+
+The pattern (a rewrite of the backward nodes of passes/autodiff.py), named by attrs["parts"]:
+- "dw": conv2d_grad_input of a depthwise conv (groups == C): g_dm -> g_e, read only by
+- "mask": grad_mask(g_e, E) -> g_em (E: the expand layer's clamped output), read only by
+- "pw": conv2d_grad_input of a 1x1 conv (stride 1, no padding, groups 1) -> g_x, and at most
+- "update": its conv2d_update if that updates the bias only (a weight update needs all of g_em);
+and, when g_dm comes that way (the "head", optional):
+- "proj": conv2d_grad_input of a 1x1 conv -> g_d, read only by
+- "proj_mask": grad_mask(g_d, D) -> g_dm (D: the depthwise layer's clamped output), read only by
+  "dw" and at most "dw_update", the depthwise layer's bias-only conv2d_update.
+Without the head it is fused only where it saves memory (_saves_memory: the stride-2 blocks);
+with it, g_d and g_e are never materialised, which always does. The fused node runs at the
+place of its first part: its inputs are ready there, and no node in between changes the weights
+it reads (weight updates come after the input gradients of their layer).
+"""
+from __future__ import annotations
+
+import copy
+
+from ..ir import Graph, Node
+from ..memory.planner import is_depthwise_grad, pointwise_grad_inplace_ok
+
+FUSED_OP = "dw_pw_grad"
+
+
+def _saves_memory(g: Graph, n1: Node, n4: Node, readers: dict) -> bool:
+    """Whether fusing beats the unfused nodes locally. Unfused, the expanded gradient g_e is
+    computed over g_d in place when g_d dies there (planner: depthwise_grad*), and g_x over it
+    (pointwise_grad): about max(g_d, g_e) bytes, plus g_d when something reads it later (a
+    weight update of the depthwise layer). Fused: g_d, g_x and one plane side by side. A stride
+    2 wins (g_e is 4x g_d); a stride 1 usually does not."""
+    g_d, g_e, g_x = (g.tensors[t].nbytes for t in (n1.inputs[0], n1.outputs[0], n4.outputs[0]))
+    _, h, w, _ = g.tensors[n1.outputs[0]].shape
+    at = {id(n): k for k, n in enumerate(g.nodes)}
+    g_d_later = any(at[id(r)] > at[id(n1)] for r in readers.get(n1.inputs[0], []))
+    unfused = g_e + g_d if g_d_later else max(g_d, g_e)
+    fused = g_d + g_x + 4 * h * w
+    return fused < unfused
+
+
+def bias_only(update: Node) -> bool:
+    ch = update.attrs.get("channels")
+    return ch is None or len(ch) == 0
+
+
+def with_hidden_tensors(g: Graph, node: Node) -> Graph:
+    """A view of g that also knows the tensors a dw_pw_grad node never materialises, to read
+    its parts' shapes."""
+    view = copy.copy(g)
+    view.tensors = {**g.tensors, **node.attrs["hidden"]}
+    return view
+
+
+def _sole_reader(readers: dict, t: str, op: str) -> Node | None:
+    rs = readers.get(t, [])
+    return rs[0] if len(rs) == 1 and rs[0].op == op and rs[0].inputs[0] == t else None
+
+
+def _head(g: Graph, n1: Node, readers: dict, producer: dict) -> dict | None:
+    """The project input gradient and mask that produce n1's input, and the depthwise layer's
+    bias-only update, when the pattern's head is there."""
+    mask = producer.get(n1.inputs[0])
+    if mask is None or mask.op != "grad_mask":
+        return None
+    proj = producer.get(mask.inputs[0])
+    if (proj is None or not pointwise_grad_inplace_ok(g, proj)
+            or _sole_reader(readers, proj.outputs[0], "grad_mask") is not mask):
+        return None
+    others = [r for r in readers.get(n1.inputs[0], []) if r is not n1]
+    if len(others) > 1 or (others and (others[0].op != "conv2d_update"
+                                       or not bias_only(others[0]))):
+        return None
+    if (g.tensors[mask.inputs[1]].shape[-1] != g.tensors[mask.inputs[0]].shape[-1]
+            or n1.inputs[0] in g.outputs or proj.outputs[0] in g.outputs):
+        return None
+    return {"proj": proj, "proj_mask": mask, "dw_update": others[0] if others else None}
+
+
+def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
+    """The training graph with every pattern of the module docstring replaced by one dw_pw_grad
+    node. Returns g itself (modified) for convenience."""
+    n_forward = g.meta["train"]["forward_nodes"]
+    readers: dict[str, list[Node]] = {}
+    producer: dict[str, Node] = {}
+    for n in g.nodes:
+        for t in n.inputs:
+            if t:
+                readers.setdefault(t, []).append(n)
+        for t in n.outputs:
+            producer[t] = n
+    fused: dict[int, Node] = {}     # id of the first part -> the fused node
+    dropped: set[int] = set()       # ids of the other parts
+    for n1 in g.nodes[n_forward:]:
+        if not is_depthwise_grad(g, n1):
+            continue
+        g_e = n1.outputs[0]
+        n2 = _sole_reader(readers, g_e, "grad_mask")
+        if n2 is None:
+            continue
+        g_em = n2.outputs[0]
+        r4 = readers.get(g_em, [])
+        n4 = [n for n in r4 if n.op == "conv2d_grad_input"]
+        n3 = [n for n in r4 if n.op == "conv2d_update"]
+        if (len(n4) != 1 or len(n3) > 1 or len(n4) + len(n3) != len(r4)
+                or not pointwise_grad_inplace_ok(g, n4[0]) or g_em in g.outputs
+                or (n3 and not bias_only(n3[0]))
+                or g.tensors[n2.inputs[1]].shape[-1] != g.tensors[g_e].shape[-1]):
+            continue
+        head = _head(g, n1, readers, producer)
+        if head is None and not _saves_memory(g, n1, n4[0], readers):
+            continue
+        parts = {"proj": None, "proj_mask": None, "dw_update": None, **(head or {}),
+                 "dw": n1, "mask": n2, "update": n3[0] if n3 else None, "pw": n4[0]}
+        node = _fused_node(g, parts)
+        first = parts["proj"] if head else n1
+        fused[id(first)] = node
+        dropped.update(id(n) for n in parts.values() if n is not None and n is not first)
+    if not fused:
+        return g
+    g.nodes = [fused.get(id(n), n) for n in g.nodes if id(n) not in dropped]
+    g.remove_unused_tensors()
+    return g
+
+
+def _fused_node(g: Graph, parts: dict) -> Node:
+    """inputs: [gy (g_p with a head, else g_dm), project weight | "", D | "", depthwise weight,
+    E, expand weight, depthwise bias | "", expand bias | ""]."""
+    proj, dw, pw = parts["proj"], parts["dw"], parts["pw"]
+    opt = {k: parts[k] for k in ("proj_mask", "dw_update", "update")}
+    ins = [proj.inputs[0] if proj else dw.inputs[0], proj.inputs[1] if proj else "",
+           opt["proj_mask"].inputs[1] if proj else "", dw.inputs[1], parts["mask"].inputs[1],
+           pw.inputs[1], opt["dw_update"].inputs[3] if opt["dw_update"] else "",
+           opt["update"].inputs[3] if opt["update"] else ""]
+    hidden = [dw.inputs[0], dw.outputs[0], parts["mask"].outputs[0]]
+    if proj:
+        hidden.append(proj.outputs[0])
+    return Node(pw.name.rsplit("/", 1)[0] + "/dw_pw_grad", FUSED_OP, ins, [pw.outputs[0]],
+                {"parts": parts,
+                 # the gradients it never materialises (shapes for the reference and C)
+                 "hidden": {t: g.tensors[t] for t in hidden}})
