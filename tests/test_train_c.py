@@ -215,9 +215,11 @@ def net_inverted_residuals():
 
 
 # (scheme, planner options): every 1x1 bias updated / none (only the first conv trained, the
-# gradient passes through untrained layers); masks as bits / as int8 activations
+# gradient passes through untrained layers) / every weight; masks as bits / as int8
+# activations; expand weights trained inside fused nodes
 FUSED_CASES = [("bias-only", {}), ({"bias_last": 0, "weights": {"0": 1}}, {}),
-               ("full", {}), ({"bias_last": 7, "weights": {"9": 1}}, {"pack_masks": False})]
+               ("full", {}), ({"bias_last": 7, "weights": {"9": 1}}, {"pack_masks": False}),
+               ({"bias_last": 10, "weights": {"4": 1, "7": 1}}, {})]
 
 
 @pytest.mark.parametrize("case", range(len(FUSED_CASES)))
@@ -226,21 +228,24 @@ def test_channelwise_depthwise_pointwise_backward(case, tmp_path):
     channel at a time (dw_pw_grad), from the project's output gradient where the pattern has
     that head, with the same parameters bit for bit as the reference, and an arena no larger
     than the unfused graph's."""
+    from tinyc.passes.fuse_grad import bias_only
     scheme, options = FUSED_CASES[case]
     path = tmp_path / "net.onnx"
     onnx.save(net_inverted_residuals(), path)
     rounding = "stochastic" if case % 2 else "nearest"
     g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding=rounding))
     fused = [n for n in g.nodes if n.op == "dw_pw_grad"]
-    if scheme == "full":   # weight updates need the whole expanded gradient: nothing fused
-        assert not fused
-    else:
-        assert fused
+    assert fused
+    if scheme == "full":   # a depthwise weight update needs its whole output gradient: no head
+        assert not any(n.attrs["parts"]["proj"] for n in fused)
     if case == 1:   # no bias steps inside
         assert all(n.attrs["parts"]["update"] is None and n.attrs["parts"]["dw_update"] is None
                    for n in fused)
     if case == 0:   # every block: with the project's input gradient (the head), or the stride 2
         assert len(fused) == 3 and any(n.attrs["parts"]["proj"] for n in fused)
+    if case == 4:   # expand weights trained inside, channel by channel
+        assert sum(n.attrs["parts"]["update"] is not None
+                   and not bias_only(n.attrs["parts"]["update"]) for n in fused) == 2
     plan = plan_memory(g, **options)
     assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan)
     if fused:

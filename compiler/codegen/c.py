@@ -489,6 +489,9 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
               pw_w=conv["pw"]["weights"], pw_scale=conv["pw"]["w_scale"],
               bias=conv["update"]["bias"] if "update" in conv else "NULL",
               f_b=conv["update"]["f_b"] if "update" in conv else "NULL",
+              weights=conv["update"]["weights"] if "update" in conv else "NULL",
+              f_w=conv["update"]["f_w"] if "update" in conv else "NULL",
+              x=f"TINYC_AT({plan.tensor_offsets[node.inputs[8]]})" if node.inputs[8] else "NULL",
               scratch=f"TINYC_F({plan.scratch[i][0]})",
               gx=_float_ptr(plan, node.outputs[0]))
     proj_c = g.tensors[node.inputs[0]].shape[-1] if parts["proj"] is not None else 0

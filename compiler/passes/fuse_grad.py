@@ -14,8 +14,8 @@ channel of the expanded tensors:
     g_x  = 1x1 expand input gradient of g_em   (g_x[p, i] = sum over c of g_em[p, c] * w[c, i])
 
 so `dw_pw_grad` computes them one expanded channel c at a time: channel c's plane of g_d, masked,
-feeds the depthwise bias step of channel c and the plane of g_e, masked, feeds the expand bias
-step and is accumulated into g_x. Only two planes (out_h x out_w and in_h x in_w floats) of the
+feeds the depthwise bias step of channel c and the plane of g_e, masked, is accumulated into g_x
+and feeds the expand layer's step of channel c (bias, or weights and bias). Only two planes (out_h x out_w and in_h x in_w floats) of the
 expanded gradients exist at a time. The float32 operations are the very ones of the unfused nodes
 in the same order per element: g_d[p, c] gets its terms in o order and g_x[p, i] in c order (the
 o order of conv2d_grad_input), a bias gradient sums its plane row-major, skipping zeros as
@@ -26,7 +26,9 @@ The pattern (a rewrite of the backward nodes of passes/autodiff.py), named by at
 - "dw": conv2d_grad_input of a depthwise conv (groups == C): g_dm -> g_e, read only by
 - "mask": grad_mask(g_e, E) -> g_em (E: the expand layer's clamped output), read only by
 - "pw": conv2d_grad_input of a 1x1 conv (stride 1, no padding, groups 1) -> g_x, and at most
-- "update": its conv2d_update if that updates the bias only (a weight update needs all of g_em);
+- "update": its conv2d_update, of the bias or of all weights and the bias: channel c's weight
+  gradient needs only plane c (and the saved input), and its step comes after plane c's terms
+  of g_x were added with the old weights, as the unfused update after the input gradient;
 and, when g_dm comes that way (the "head", optional):
 - "proj": conv2d_grad_input of a 1x1 conv -> g_d, read only by
 - "proj_mask": grad_mask(g_d, D) -> g_dm (D: the depthwise layer's clamped output), read only by
@@ -64,6 +66,13 @@ def _saves_memory(g: Graph, n1: Node, n4: Node, readers: dict) -> bool:
 def bias_only(update: Node) -> bool:
     ch = update.attrs.get("channels")
     return ch is None or len(ch) == 0
+
+
+def all_channels(g: Graph, update: Node) -> bool:
+    """The update trains every weight of its layer (a partial one keeps a different layout)."""
+    ch = update.attrs.get("channels")
+    return ch is not None and len(ch) == g.tensors[update.inputs[2]].shape[-1] and \
+        update.attrs.get("groups", 1) == 1
 
 
 def with_hidden_tensors(g: Graph, node: Node) -> Graph:
@@ -126,7 +135,7 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
         n3 = [n for n in r4 if n.op == "conv2d_update"]
         if (len(n4) != 1 or len(n3) > 1 or len(n4) + len(n3) != len(r4)
                 or not pointwise_grad_inplace_ok(g, n4[0]) or g_em in g.outputs
-                or (n3 and not bias_only(n3[0]))
+                or (n3 and not (bias_only(n3[0]) or all_channels(g, n3[0])))
                 or g.tensors[n2.inputs[1]].shape[-1] != g.tensors[g_e].shape[-1]):
             continue
         head = _head(g, n1, readers, producer)
@@ -153,7 +162,8 @@ def _fused_node(g: Graph, parts: dict) -> Node:
     ins = [proj.inputs[0] if proj else dw.inputs[0], proj.inputs[1] if proj else "",
            opt["proj_mask"].inputs[1] if proj else "", dw.inputs[1], parts["mask"].inputs[1],
            pw.inputs[1], opt["dw_update"].inputs[3] if opt["dw_update"] else "",
-           opt["update"].inputs[3] if opt["update"] else ""]
+           opt["update"].inputs[3] if opt["update"] else "",
+           opt["update"].inputs[1] if opt["update"] else ""]
     hidden = [dw.inputs[0], dw.outputs[0], parts["mask"].outputs[0]]
     if proj:
         hidden.append(proj.outputs[0])

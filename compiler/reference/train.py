@@ -285,7 +285,7 @@ def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int) -> np.ndar
         local[n.outputs[0]] = conv_grad_input(local[n.inputs[0]], g.tensors[n.inputs[1]].data,
                                               n.attrs, shape)
 
-    for key in ("proj", "proj_mask", "dw_update", "dw", "mask", "update", "pw"):
+    for key in ("proj", "proj_mask", "dw_update", "dw", "mask", "pw", "update"):
         n = parts[key]
         if n is None:
             continue

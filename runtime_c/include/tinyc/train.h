@@ -162,6 +162,13 @@ void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, con
                          const float *f_w, const float *f_b, float lr, uint32_t step,
                          float *scratch);
 
+/* tinyc_conv2d_update for output channel o alone; gy(oy, ox) = gy[(oy * out_w + ox) * gy_step]
+ * (gy + o and out_c for the layer's output gradient, or a plane of channel o and 1). */
+void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, const float *gy,
+                                 int32_t gy_step, const int8_t *x, const int32_t *channels,
+                                 int8_t *weights, int32_t *bias, const float *f_w,
+                                 const float *f_b, float lr, uint32_t step, float *scratch);
+
 /* The bias step of output channel o alone, from its gradient gb (summed as in
  * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o]. */
 void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t *bias,
@@ -195,17 +202,22 @@ typedef struct {
     const float *pw_scale;
     int32_t *bias;              /* the expand layer's bias, or NULL */
     const float *f_b;
-    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + dw.in_h * dw.in_w */
+    int8_t *weights;            /* the expand layer's trained weights (pw_w), or NULL */
+    const float *f_w;
+    const int8_t *x;            /* the expand layer's saved input (weights trained) */
+    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + dw.in_h * dw.in_w,
+                                 * then the weight update's scratch (weights trained) */
     float *gx;                  /* the expand conv's input gradient */
 } tinyc_dw_pw_grad_io;
 
 /* Backward through an inverted-residual block's project (the head, optional), depthwise and
  * expand convs, one expanded channel c at a time (passes/fuse_grad.py): the plane of channel c
  * of the depthwise output gradient (head: sum over o of gy[., o] * proj_scale[o] * proj_w[o, c],
- * masked, the depthwise bias step of c), then of its input gradient, masked, the expand bias
- * step of c, and gx[p, i] += plane[p] * (pw_scale[c] * (float)pw_w[c, i]). The same float
+ * masked, the depthwise bias step of c), then of its input gradient, masked;
+ * gx[p, i] += plane[p] * (pw_scale[c] * (float)pw_w[c, i]), then the expand layer's step of c
+ * (tinyc_conv2d_update_channel: weights and bias, or the bias alone). The same float
  * operations, in the same order per element, as the unfused conv2d_grad_input, grad_mask and
- * bias-only conv2d_update nodes one after the other. */
+ * conv2d_update nodes one after the other. */
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step);
 

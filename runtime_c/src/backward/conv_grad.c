@@ -220,9 +220,6 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     io->dw_scale[c], px / dw->in_w, px % dw->in_w)
                 : 0.0f;
         }
-        if (io->bias) {
-            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step);
-        }
         for (px = 0; px < in_px; ++px) {
             const float g = plane_e[px];
             float *d = io->gx + px * cin;
@@ -234,6 +231,14 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                 const float t = g * wr;
                 d[i] = d[i] + t;
             }
+        }
+        /* after its terms of gx: the unfused update runs after the input gradient */
+        if (io->weights) {
+            tinyc_conv2d_update_channel(&p->update, c, plane_e, 1, io->x, NULL, io->weights,
+                                        io->bias, io->f_w, io->f_b, lr, step,
+                                        plane_e + in_px);
+        } else if (io->bias) {
+            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step);
         }
     }
 }

@@ -59,82 +59,89 @@ void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, con
                          const float *f_w, const float *f_b, float lr, uint32_t step,
                          float *scratch)
 {
+    int32_t o;
+    for (o = 0; o < p->conv.out_c; ++o) {
+        tinyc_conv2d_update_channel(p, o, gy + o, p->conv.out_c, x, channels, weights, bias, f_w,
+                                    f_b, lr, step, scratch);
+    }
+}
+
+void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, const float *gy,
+                                 int32_t gy_step, const int8_t *x, const int32_t *channels,
+                                 int8_t *weights, int32_t *bias, const float *f_w,
+                                 const float *f_b, float lr, uint32_t step, float *scratch)
+{
     const tinyc_conv_grad_params *c = &p->conv;
     const int32_t cin_g = c->in_c / c->groups;
     const int32_t cout_g = c->out_c / c->groups;
-    const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t k = p->num_channels;
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
-    int32_t o, oy, ox, ky, kx, j;
-    int32_t j0 = 0;   /* first kept channel of the current group (kept channels ascend) */
+    const int32_t grp = o / cout_g;
+    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n;
+    float gb = 0.0f;
 
-    for (o = 0; o < c->out_c; ++o) {
-        const int32_t grp = o / cout_g;
-        int32_t j1, n;
-        float gb = 0.0f;
-        /* kept channels of o's group: [j0, j1) */
-        while (j0 < k && (channels ? channels[j0] : j0) / cin_g < grp) {
-            ++j0;
-        }
-        j1 = j0;
-        while (j1 < k && (channels ? channels[j1] : j1) / cin_g == grp) {
-            ++j1;
-        }
-        n = j1 - j0;
-        if (n > 0) {
-            memset(scratch, 0, (size_t)(kk * n) * sizeof(float));
-        }
-        for (oy = 0; oy < c->out_h; ++oy) {
-            const int32_t iy0 = oy * c->stride_h - c->pad_top;
-            for (ox = 0; ox < c->out_w; ++ox) {
-                const int32_t ix0 = ox * c->stride_w - c->pad_left;
-                const float g = gy[(oy * c->out_w + ox) * c->out_c + o];
-                /* g == 0 adds +-0 to sums that are never -0: skipping it is exact */
-                if (g == 0.0f) {
-                    continue;
+    /* kept channels of o's group: [j0, j1) (kept channels ascend) */
+    while (j0 < k && (channels ? channels[j0] : j0) / cin_g < grp) {
+        ++j0;
+    }
+    j1 = j0;
+    while (j1 < k && (channels ? channels[j1] : j1) / cin_g == grp) {
+        ++j1;
+    }
+    n = j1 - j0;
+    if (n > 0) {
+        memset(scratch, 0, (size_t)(c->kernel_h * c->kernel_w * n) * sizeof(float));
+    }
+    for (oy = 0; oy < c->out_h; ++oy) {
+        const int32_t iy0 = oy * c->stride_h - c->pad_top;
+        for (ox = 0; ox < c->out_w; ++ox) {
+            const int32_t ix0 = ox * c->stride_w - c->pad_left;
+            const float g = gy[(oy * c->out_w + ox) * gy_step];
+            /* g == 0 adds +-0 to sums that are never -0: skipping it is exact */
+            if (g == 0.0f) {
+                continue;
+            }
+            gb = gb + g;
+            if (n == 0) {
+                continue;
+            }
+            for (ky = 0; ky < c->kernel_h; ++ky) {
+                const int32_t iy = iy0 + ky * c->dilation_h;
+                if (iy < 0 || iy >= c->in_h) {
+                    continue;   /* padding contributes exactly 0 */
                 }
-                gb = gb + g;
-                if (n == 0) {
-                    continue;
-                }
-                for (ky = 0; ky < c->kernel_h; ++ky) {
-                    const int32_t iy = iy0 + ky * c->dilation_h;
-                    if (iy < 0 || iy >= c->in_h) {
-                        continue;   /* padding contributes exactly 0 */
+                for (kx = 0; kx < c->kernel_w; ++kx) {
+                    const int32_t ix = ix0 + kx * c->dilation_w;
+                    const int8_t *px;
+                    float *acc;
+                    if (ix < 0 || ix >= c->in_w) {
+                        continue;
                     }
-                    for (kx = 0; kx < c->kernel_w; ++kx) {
-                        const int32_t ix = ix0 + kx * c->dilation_w;
-                        const int8_t *px;
-                        float *acc;
-                        if (ix < 0 || ix >= c->in_w) {
-                            continue;
-                        }
-                        px = x + (iy * c->in_w + ix) * k + j0;
-                        acc = scratch + (ky * c->kernel_w + kx) * n;
-                        for (j = 0; j < n; ++j) {
-                            const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
-                            const float t = g * xr;
-                            acc[j] = acc[j] + t;
-                        }
+                    px = x + (iy * c->in_w + ix) * k + j0;
+                    acc = scratch + (ky * c->kernel_w + kx) * n;
+                    for (j = 0; j < n; ++j) {
+                        const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
+                        const float t = g * xr;
+                        acc[j] = acc[j] + t;
                     }
                 }
             }
         }
-        if (bias) {
-            tinyc_bias_update(p, o, gb, bias, f_b, lr, step);
-        }
-        for (ky = 0; ky < c->kernel_h; ++ky) {
-            for (kx = 0; kx < c->kernel_w; ++kx) {
-                const float *acc = scratch + (ky * c->kernel_w + kx) * n;
-                const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
-                for (j = 0; j < n; ++j) {
-                    const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
-                    float d = lr * acc[j];
-                    d = d * f_w[o];
-                    weights[row + local] = weight_step(
-                        weights[row + local],
-                        round_step(d, p->stochastic, base + (uint32_t)(row + local)));
-                }
+    }
+    if (bias) {
+        tinyc_bias_update(p, o, gb, bias, f_b, lr, step);
+    }
+    for (ky = 0; ky < c->kernel_h; ++ky) {
+        for (kx = 0; kx < c->kernel_w; ++kx) {
+            const float *acc = scratch + (ky * c->kernel_w + kx) * n;
+            const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
+            for (j = 0; j < n; ++j) {
+                const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
+                float d = lr * acc[j];
+                d = d * f_w[o];
+                weights[row + local] = weight_step(
+                    weights[row + local],
+                    round_step(d, p->stochastic, base + (uint32_t)(row + local)));
             }
         }
     }
