@@ -57,6 +57,7 @@ void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, con
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
     int32_t o, oy, ox, ky, kx, j;
     int32_t j0 = 0;   /* first kept channel of the current group (kept channels ascend) */
+    int32_t at = 0;   /* split weights: weights + at holds o's kept weights */
 
     for (o = 0; o < c->out_c; ++o) {
         const int32_t grp = o / cout_g;
@@ -122,14 +123,18 @@ void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, con
                 const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
                 for (j = 0; j < n; ++j) {
                     const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
+                    /* the counter is the logical (OHWI) index wherever the weight is stored */
+                    const int32_t at_w = p->split_weights
+                        ? at + (ky * c->kernel_w + kx) * n + j : row + local;
                     float d = lr * acc[j];
                     d = d * f_w[o];
-                    weights[row + local] = weight_step(
-                        weights[row + local],
+                    weights[at_w] = weight_step(
+                        weights[at_w],
                         round_step(d, p->stochastic, base + (uint32_t)(row + local)));
                 }
             }
         }
+        at += kk * n;
     }
 }
 
