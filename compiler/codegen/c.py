@@ -15,7 +15,10 @@ Layout written to out_dir (compile every .c in it with `-I out_dir`):
 Training graphs (passes/autodiff.py, g.meta["train"]) also get tinyc_train_step(), the SRAM copies
 of the trained parameters (static arrays initialised from their flash constants by
 tinyc_train_init(); the forward kernels then read the SRAM copies) and the parameter table;
-templates/train.c.j2 holds that C.
+templates/train.c.j2 holds that C. A conv trained on some input channels only (planner
+.split_weights) gets an SRAM array of just those channels' weights; its kernels read the rest
+from the unchanged flash tensor (kernels.h tinyc_split_weights). Flash holds the tensor as
+built, so no extra copy: the SRAM part is gathered from it, and tinyc_get_param merges both.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ TEMPLATE_DIR = ROOT / "templates"
 # runtime source file (runtime_c/src/forward/) of each kernel kind
 KERNEL_SOURCES = {
     "conv": "conv2d.c", "conv_1x1": "conv2d.c", "conv_1x1_inplace": "conv2d.c",
+    "conv_split": "conv2d.c",
     "conv_im2col": "conv2d.c",
     "depthwise": "depthwise_conv.c",
     "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
@@ -52,13 +56,15 @@ KERNEL_SOURCES = {
     "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
     "avg_pool_grad": "backward/pool_grad.c", "max_pool_grad": "backward/pool_grad.c",
     "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
+    "conv2d_grad_input_split": "backward/conv_grad.c",
     "depthwise_grad_backwards": "backward/conv_grad.c",
     "pointwise_grad_inplace": "backward/conv_grad.c", "dw_pw_grad": "backward/conv_grad.c",
     "conv2d_update": "optim/sgd.c",
     "grad_mask_bits": "backward/elementwise_grad.c",
 }
 # every training build also needs these (rounding helpers, exp, the folded-bias refresh, masks)
-TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c", "backward/elementwise_grad.c")
+TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c", "backward/elementwise_grad.c",
+                 "optim/split_weights.c")
 VALUES_PER_LINE = 24
 
 
@@ -120,23 +126,36 @@ class _Consts:
 
 class _Params:
     """Trainable parameters (training builds): static SRAM arrays initialised from flash copies.
-    ref() names the array a kernel reads: the SRAM copy of a trained tensor, else the constant."""
+    ref() names the array a kernel reads: the SRAM copy of a trained tensor, else the constant.
+    A split weight (planner.split_weights) has only its trained channels in SRAM: its kernels
+    take a tinyc_split_weights (split_ref()) over the flash tensor and that SRAM array."""
 
     def __init__(self, g: Graph):
-        from ..memory.planner import trainable_tensors
+        from ..memory.planner import split_sram_count, split_weights, trainable_tensors
         self.g = g
         self.table: list[dict] = []
         self.by_name: dict[str, dict] = {}
+        split = split_weights(g) if "train" in g.meta else {}
         for k, (name, kind) in enumerate(trainable_tensors(g) if "train" in g.meta else []):
             t = g.tensors[name]
+            count = split_sram_count(g, name, split[name]) if name in split else t.size
             entry = dict(index=k, name=name, c_name=c_string(name),
                          kind=kind, ident=f"tinyc_p{k}", ctype=_CTYPES[t.dtype], count=t.size,
-                         bytes=t.nbytes, shape=list(t.shape), dtype=t.dtype, init=None)
+                         bytes=t.nbytes, sram_count=count, sram_bytes=count * t.nbytes // t.size,
+                         shape=list(t.shape), dtype=t.dtype, init=None, split=None)
+            if name in split:
+                out_c, kh, kw, cin_g = t.shape
+                entry["split"] = dict(ident=f"tinyc_sw{k}", channels=split[name]["channels"],
+                                      out_c=out_c, taps=kh * kw, cin_g=cin_g,
+                                      cout_g=out_c // split[name]["groups"])
             self.table.append(entry)
             self.by_name[name] = entry
 
     def trained(self, name: str) -> bool:
         return name in self.by_name
+
+    def is_split(self, name: str) -> bool:
+        return name in self.by_name and self.by_name[name]["split"] is not None
 
     def ref(self, consts: "_Consts", name: str, ident: str, comment: str) -> str:
         t = self.g.tensors[name]
@@ -145,7 +164,21 @@ class _Params:
         if entry is None:
             return const
         entry["init"] = const
+        if entry["split"] is not None:
+            entry["split"]["kept"] = kept_channels(consts, name, entry["split"]["channels"])
         return entry["ident"]
+
+    def split_ref(self, consts: "_Consts", name: str, ident: str, comment: str) -> str:
+        """The tinyc_split_weights of a split weight (a pointer expression)."""
+        self.ref(consts, name, ident, comment)
+        return "&" + self.by_name[name]["split"]["ident"]
+
+
+def kept_channels(consts: "_Consts", weight: str, channels) -> str:
+    """The const array of the input channels trained in `weight` (shared by its update and its
+    split storage)."""
+    return consts.add(f"kept:{weight}", f"tinyc_kc{len(consts.arrays)}", "int32_t",
+                      np.asarray(channels, np.int64), f"input channels of {weight} trained")
 
 
 _CTYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
@@ -172,7 +205,14 @@ def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
         raise TinycError(f"{node.describe()}: weights must be int8 and bias int32; quantize "
                          "the graph first")
     fold = None
-    weights = params.ref(consts, w.name, f"tinyc_w{i}", f"{w.name} {tuple(w.shape)} OHWI")
+    wc = f"{w.name} {tuple(w.shape)} OHWI"
+    if kind == "conv_split":
+        weights = params.split_ref(consts, w.name, f"tinyc_w{i}", wc)
+    else:
+        weights = params.ref(consts, w.name, f"tinyc_w{i}", wc)
+    if params.is_split(w.name) != (kind == "conv_split"):
+        raise TinycError(f"{node.describe()}: split weights need tinyc_conv2d_split (planner "
+                         "conv_kernel_kind)")
     if kind in FOLDED_BIAS_KINDS and i in plan.bias_scratch:
         # a trained layer: its folded bias is recomputed from the current parameters each run
         fold = dict(off=plan.bias_scratch[i], out_c=oc, filter_size=int(np.prod(w.shape[1:])),
@@ -348,6 +388,11 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
     elif op in ("conv2d_grad_input", "conv2d_update"):
         L.update(_conv_train_params(g, node, i, plan, consts, params))
         inplace = plan.inplace.get(i)
+        if node.op == "conv2d_grad_input" and params.is_split(node.inputs[1]):
+            if inplace is not None:
+                raise TinycError(f"{node.describe()}: the input gradient over split weights "
+                                 "runs out of place")
+            L.update(kind="conv2d_grad_input_split")
         if inplace in ("depthwise_grad", "depthwise_grad_backwards", "pointwise_grad"):
             if plan.tensor_offsets[node.inputs[0]] != plan.tensor_offsets[node.outputs[0]]:
                 raise TinycError(f"{node.describe()}: an in-place input gradient needs its "
@@ -417,8 +462,9 @@ def _conv_train_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
     geometry = {k: int(v) for k, v in geometry.items()}
     wc = f"{w.name} {tuple(w.shape)}"
     if node.op == "conv2d_grad_input":
+        ref = params.split_ref if params.is_split(w.name) else params.ref
         return dict(ptype="tinyc_conv_grad_params", params=geometry,
-                    weights=params.ref(consts, w.name, f"tinyc_w{i}", wc),
+                    weights=ref(consts, w.name, f"tinyc_w{i}", wc),
                     w_scale=consts.add(f"w_scale:{w.name}", f"tinyc_ws{i}", "float",
                                        np.asarray(a["w_scale"], np.float32),
                                        f"scales of {w.name}"))
@@ -432,11 +478,10 @@ def _conv_train_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
         ptype="tinyc_conv_update_params",
         params=dict(conv=geometry, num_channels=k, x_zero_point=int(a["x_zero_point"]),
                     x_scale=c_float(a["x_scale"]), stochastic=int(a["rounding"] == "stochastic"),
-                    salt=f"{int(a['salt']) & 0xFFFFFFFF}u"),
+                    salt=f"{int(a['salt']) & 0xFFFFFFFF}u",
+                    split_weights=int(k > 0 and params.is_split(w.name))),
         x_off=plan.tensor_offsets[node.inputs[1]] if k else None,
-        channels=("NULL" if full or not k else
-                  consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t",
-                             np.asarray(channels, np.int64), "input channels updated")),
+        channels="NULL" if full or not k else kept_channels(consts, w.name, channels),
         weights=params.ref(consts, w.name, f"tinyc_w{i}", wc) if k else "NULL",
         bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name) if a["update_bias"] else "NULL",
         f_w=consts.add(f"f_w{i}", f"tinyc_fw{i}", "float", f_w, "weight step factors") if k
@@ -574,6 +619,8 @@ def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dic
     loss = next(L for L in layers if L["kind"] == "softmax_ce")
     return dict(forward=layers[:n_forward], backward=layers[n_forward:], params=params.table,
                 param_bytes=sum(p["bytes"] for p in params.table),
+                param_sram_bytes=sum(p["sram_bytes"] for p in params.table),
+                split=[p for p in params.table if p["split"] is not None],
                 num_classes=loss["params"]["n"], scheme=c_comment(str(train["scheme"])),
                 qas=bool(train["qas"]), rounding=train["rounding"])
 
@@ -621,7 +668,7 @@ def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     params_json = out / "train_params.json"
     if ctx["train"] is not None:
         params_json.write_text(json.dumps(
-            [{k: p[k] for k in ("name", "kind", "dtype", "shape", "bytes")}
+            [{k: p[k] for k in ("name", "kind", "dtype", "shape", "bytes", "sram_bytes")}
              for p in ctx["train"]["params"]], indent=1))
     elif params_json.exists():
         params_json.unlink()

@@ -50,6 +50,10 @@ Contract
   channel's weight gradient; an activation read in the backward pass only by grad_mask is kept
   as a bit mask (packable_masks); a trained layer whose forward kernel takes a folded bias gets
   cout int32 of scratch to refold it from its SRAM parameters. training_memory() reports it.
+- Split weights (training): a conv whose update changes only some of its input channels keeps
+  just those channels' weights in SRAM and reads the others from flash (split_weights). Its
+  forward conv and input gradient run the plain split kernels (tinyc_conv2d_split,
+  tinyc_conv2d_grad_input_split): out of place, no scratch, no folded bias.
 """
 from __future__ import annotations
 
@@ -170,9 +174,14 @@ def conv_scratch_bytes(g: Graph, node: Node) -> int:
 FOLDED_BIAS_KINDS = ("conv_im2col", "conv_1x1", "conv_1x1_inplace")
 
 
-def conv_kernel_kind(g: Graph, node: Node, inplace_kind: str | None, has_scratch: bool) -> str:
+def conv_kernel_kind(g: Graph, node: Node, inplace_kind: str | None, has_scratch: bool,
+                     split: dict | None = None) -> str:
     """The C kernel a conv2d node runs with, given the plan's in-place decision for it and
-    whether it has a scratch buffer (the code generator calls the kernel named here)."""
+    whether it has a scratch buffer (the code generator calls the kernel named here).
+    A conv over split weights (split_weights; `split` if already computed) always runs
+    tinyc_conv2d_split: out of place, no scratch, bias not folded."""
+    if node.inputs[1] in (split_weights(g) if split is None else split):
+        return "conv_split"
     ic = g.tensors[node.inputs[0]].shape[-1]
     kh, kw = g.tensors[node.inputs[1]].shape[1:3]
     groups = int(node.attrs.get("groups", 1))
@@ -295,6 +304,7 @@ class _Grouping:
 def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
            pointwise_grad: bool = True) -> _Grouping:
     masks = packable_masks(g) if pack_masks else {}
+    split = split_weights(g)
     life = tensor_lifetimes(g, frozenset((i, y) for y, m in masks.items() for i in m["readers"]))
     acts = g.activations()
     producer = {t: n for n in g.nodes for t in n.outputs}
@@ -343,13 +353,13 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
             inplace_nodes[i] = "alias"
         elif node.op in TRAIN_OPS:
             _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace,
-                                pointwise_grad)
+                                pointwise_grad, split)
             continue
         elif node.op == "paste" and len(node.inputs) > 1:
             if not dies_at(node.inputs[1], i):
                 raise TinycError(f"{node.describe()}: its accumulator is read after the paste")
             join(i, node.inputs[1], out, "paste")
-        elif not inplace:
+        elif not inplace or (node.op == "conv2d" and node.inputs[1] in split):
             continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
             for src in node.inputs:
@@ -378,7 +388,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
     trained = set(g.meta.get("train", {}).get("trainable", ()))
     for i, node in enumerate(g.nodes):
         if node.name in trained and node.op == "conv2d" and conv_kernel_kind(
-                g, node, inplace_nodes.get(i), i in scratch_sizes) in FOLDED_BIAS_KINDS:
+                g, node, inplace_nodes.get(i), i in scratch_sizes, split) in FOLDED_BIAS_KINDS:
             bias_scratch[i] = _align(scratch_sizes.get(i, 0))
             scratch_sizes[i] = bias_scratch[i] + 4 * g.tensors[node.outputs[0]].shape[-1]
 
@@ -401,11 +411,13 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
 
 
 def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_sizes: dict,
-                        inplace: bool, pointwise_grad: bool) -> None:
+                        inplace: bool, pointwise_grad: bool, split: dict) -> None:
     """In-place sharing and scratch of the nodes of a training step (passes/autodiff.py).
     grad_mask / grad_add are element-wise and may overwrite a dying gradient; pad_grad and
     slice_grad only move elements towards the start of the buffer, so they may too. The
-    weight update accumulates one output channel's weight gradient in a float scratch."""
+    weight update accumulates one output channel's weight gradient in a float scratch.
+    The input gradient over split weights runs out of place (tinyc_conv2d_grad_input_split;
+    its output gradient outlives it anyway: the weight update after it reads it)."""
     if node.op == "conv2d_update":
         size = update_scratch_bytes(g, node)
         if size:
@@ -414,7 +426,7 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
     if node.op == "dw_pw_grad":    # float32 planes of one channel: of g_d (with a head), g_e
         scratch_sizes[i] = dw_pw_grad_scratch_bytes(g, node)
         return
-    if not inplace:
+    if not inplace or (node.op == "conv2d_grad_input" and node.inputs[1] in split):
         return
     out = node.outputs[0]
     if node.op == "grad_add":
@@ -747,6 +759,40 @@ def trainable_tensors(g: Graph) -> list[tuple[str, str]]:
     return out
 
 
+def split_weights(g: Graph) -> dict[str, dict]:
+    """Trained conv weights stored split (runtime_c kernels.h tinyc_split_weights): only the
+    input channels their update changes are copied to SRAM, the other channels are read from
+    the flash tensor. weight tensor -> {"channels": those channels (global, ascending),
+    "groups": the conv's groups}. Weights updated on every input channel (and fully connected
+    layers) stay whole in SRAM."""
+    out = {}
+    for node in update_nodes(g):
+        channels = node.attrs.get("channels")
+        if channels is None or node.attrs.get("fc"):
+            continue
+        w = g.tensors[node.inputs[2]]
+        groups = int(node.attrs["groups"])
+        if 0 < len(channels) < w.shape[3] * groups:
+            out[node.inputs[2]] = {"channels": np.asarray(channels, np.int64), "groups": groups}
+    return out
+
+
+def split_sram_count(g: Graph, name: str, split: dict) -> int:
+    """Elements of a split weight in SRAM: kernel_h * kernel_w for each output channel and each
+    kept channel of its group, i.e. kh * kw * (out_c / groups) * kept channels."""
+    out_c, kh, kw, _ = g.tensors[name].shape
+    return kh * kw * (out_c // split["groups"]) * len(split["channels"])
+
+
+def param_sram_bytes(g: Graph, name: str, split: dict | None = None) -> int:
+    """Bytes a trained parameter takes in SRAM (the whole tensor unless stored split)."""
+    split = split_weights(g) if split is None else split
+    t = g.tensors[name]
+    if name in split:
+        return split_sram_count(g, name, split[name]) * t.nbytes // t.size
+    return t.nbytes
+
+
 def _category(g: Graph, b: Buffer, n_forward: int) -> str:
     if b.kind == "scratch":
         return "scratch"
@@ -787,7 +833,8 @@ def _moment(g: Graph, plan: MemoryPlan, i: int, n_forward: int) -> dict:
 
 def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
     """Memory of one training step (a graph from passes/autodiff.py planned by plan_memory):
-    the arena, the trainable parameters copied to SRAM, and the two moments that matter:
+    the arena, the trainable parameters copied to SRAM (of a split weight only its trained
+    channels: param_sram_bytes), and the two moments that matter:
     the fullest node of the forward pass and the fullest node of the backward pass (loss
     included), each with the bytes live while it runs ('live_bytes', an in-place chain counted
     once) split into int8 activations, int8 activations saved for the backward pass, float32
@@ -797,7 +844,8 @@ def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
         raise TinycError("training_memory needs a training graph (passes/autodiff.py)")
     n_forward = g.meta["train"]["forward_nodes"]
     params = trainable_tensors(g)
-    w_bytes = sum(g.tensors[t].nbytes for t, kind in params if kind == "weight")
+    split = split_weights(g)
+    w_bytes = sum(param_sram_bytes(g, t, split) for t, kind in params if kind == "weight")
     b_bytes = sum(g.tensors[t].nbytes for t, kind in params if kind == "bias")
     moments = [_moment(g, plan, i, n_forward) for i in range(len(g.nodes))]
     fwd = max(moments[:n_forward], key=lambda m: m["live_bytes"])
@@ -808,7 +856,12 @@ def training_memory(g: Graph, plan: MemoryPlan, stack_reserve: int = 0) -> dict:
     return {
         "arena_bytes": plan.arena_bytes,
         "params_sram_bytes": w_bytes + b_bytes,
-        "params": {"weights_bytes": w_bytes, "biases_bytes": b_bytes, "tensors": len(params)},
+        "params": {"weights_bytes": w_bytes, "biases_bytes": b_bytes, "tensors": len(params),
+                   # trained weights of which only the updated channels are in SRAM, and the
+                   # bytes of those tensors left in flash (read from there, never copied)
+                   "split_tensors": len(split),
+                   "split_flash_bytes": sum(g.tensors[t].nbytes - param_sram_bytes(g, t, split)
+                                            for t in split)},
         "stack_reserve_bytes": stack_reserve,
         "sram_bytes": plan.arena_bytes + w_bytes + b_bytes + stack_reserve,
         "saved_activation_bytes": sum(g.tensors[t].nbytes for t in saved),

@@ -29,7 +29,8 @@ The pattern (a rewrite of the backward nodes of passes/autodiff.py), named by at
 - "update": its conv2d_update, of the bias or of all weights and the bias: channel c's weight
   gradient needs only plane c (and the saved input), and its step comes after plane c's terms
   of g_x were added with the old weights, as the unfused update after the input gradient;
-and, when g_dm comes that way (the "head", optional):
+(none of their weights stored split: memory/planner.split_weights), and, when g_dm comes that
+way (the "head", optional):
 - "proj": conv2d_grad_input of a 1x1 conv -> g_d, read only by
 - "proj_mask": grad_mask(g_d, D) -> g_dm (D: the depthwise layer's clamped output), read only by
   "dw" and at most "dw_update", the depthwise layer's bias-only conv2d_update.
@@ -43,7 +44,7 @@ from __future__ import annotations
 import copy
 
 from ..ir import Graph, Node
-from ..memory.planner import is_depthwise_grad, pointwise_grad_inplace_ok
+from ..memory.planner import is_depthwise_grad, pointwise_grad_inplace_ok, split_weights
 
 FUSED_OP = "dw_pw_grad"
 
@@ -120,6 +121,7 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
                 readers.setdefault(t, []).append(n)
         for t in n.outputs:
             producer[t] = n
+    split = split_weights(g)        # weights the fused kernel cannot read (kept in two places)
     fused: dict[int, Node] = {}     # id of the first part -> the fused node
     dropped: set[int] = set()       # ids of the other parts
     for n1 in g.nodes[n_forward:]:
@@ -139,6 +141,10 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
                 or g.tensors[n2.inputs[1]].shape[-1] != g.tensors[g_e].shape[-1]):
             continue
         head = _head(g, n1, readers, producer)
+        if head is not None and head["proj"].inputs[1] in split:
+            head = None
+        if n1.inputs[1] in split or n4[0].inputs[1] in split:
+            continue
         if head is None and not _saves_memory(g, n1, n4[0], readers):
             continue
         parts = {"proj": None, "proj_mask": None, "dw_update": None, **(head or {}),

@@ -77,6 +77,42 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch);
 
+/* A conv weight tensor of which only some input channels are trained (training builds):
+ * those channels' weights live in SRAM, the others are read from the flash tensor.
+ *   flash     the whole OHWI tensor as built (the kept channels' initial values included)
+ *   sram      for each output channel o, each tap (ky, kx): the kept channels of o's group in
+ *             `channels` order; so (out_c, kh, kw, count) for groups == 1 and
+ *             (count, kh, kw) for a depthwise conv (channel c's filter is all in one place)
+ *   channels  the kept input channels, global indices, ascending
+ * The logical weight of (o, ky, kx, i) is the SRAM one when i is kept, else the flash one. */
+typedef struct {
+    const int8_t *flash;
+    int8_t *sram;
+    const int32_t *channels;
+    int32_t count;
+    int32_t out_c, taps;           /* taps = kernel_h * kernel_w */
+    int32_t cin_g, cout_g;         /* input / output channels per group */
+} tinyc_split_weights;
+
+/* The kept channels of group `grp`: returns how many (n) and advances *j0 to the first one
+ * (channels[*j0 .. *j0 + n)). Call with ascending groups, *j0 = 0 before the first. */
+static inline int32_t tinyc_split_group(const tinyc_split_weights *w, int32_t grp, int32_t *j0)
+{
+    int32_t j1;
+    while (*j0 < w->count && w->channels[*j0] / w->cin_g < grp) {
+        ++*j0;
+    }
+    for (j1 = *j0; j1 < w->count && w->channels[j1] / w->cin_g == grp; ++j1) {
+    }
+    return j1 - *j0;
+}
+
+/* tinyc_conv2d (the plain reference loop, same int32 accumulators, bias not folded, may be
+ * NULL) over split weights: each weight is read from SRAM or flash as above. */
+void tinyc_conv2d_split(const tinyc_conv_params *p, const int8_t *in,
+                        const tinyc_split_weights *w, const int32_t *bias, const int32_t *mult,
+                        const int32_t *shift, int8_t *out);
+
 /* ------------------------------------------------------------------ fully connected */
 typedef struct {
     int32_t in_n, out_n;

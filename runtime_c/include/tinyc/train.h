@@ -107,6 +107,12 @@ typedef struct {
 void tinyc_conv2d_grad_input(const tinyc_conv_grad_params *p, const float *gy,
                              const int8_t *weights, const float *w_scale, float *gx);
 
+/* The same input gradient over split weights (kernels.h tinyc_split_weights: the trained input
+ * channels' weights from SRAM, the others from flash); the same sums in the same order. */
+void tinyc_conv2d_grad_input_split(const tinyc_conv_grad_params *p, const float *gy,
+                                   const tinyc_split_weights *weights, const float *w_scale,
+                                   float *gx);
+
 /* The same input gradient, bit for bit, of a depthwise conv (groups == in_c == out_c) whose
  * input and output have one shape, computed in place over gy (buf: gy in, gx out). Channel by
  * channel: channel c of gy is copied to scratch (out_h * out_w floats), then each gx[iy, ix, c]
@@ -138,6 +144,8 @@ typedef struct {
     float x_scale;
     int32_t stochastic;        /* 0: round to nearest (ties away), 1: stochastic rounding */
     uint32_t salt;             /* per-layer constant of the stochastic rounding counters */
+    int32_t split_weights;     /* 1: `weights` is the SRAM array of a tinyc_split_weights (only
+                                  the kept channels), 0: the whole OHWI tensor */
 } tinyc_conv_update_params;
 
 /* Scratch (bytes) tinyc_conv2d_update needs: one output channel's weight gradient. */
@@ -154,6 +162,8 @@ typedef struct {
  *          gy[oy, ox, o] * (x_scale * (float)(x[iy, ix, j] - x_zero_point))
  *     w[o, ky, kx, j_local] = clamp(w - round((lr * gw) * f_w[o]), -128, 127)
  * Rounding counters: step * 2654435761 + salt + flat weight index (+ 2^30 + o for biases).
+ * With split_weights, w[o, ky, kx, j_local] is stored at the kept channel's place in the SRAM
+ * array (kernels.h tinyc_split_weights); the counters stay those of the OHWI index.
  * bias == NULL: biases frozen; num_channels == 0: weights frozen (weights, x, f_w unused).
  * scratch: TINYC_CONV_UPDATE_SCRATCH(kernel_h, kernel_w, kept channels in one group) bytes,
  * 4-byte aligned (unused when the weights are frozen). */
@@ -220,6 +230,13 @@ typedef struct {
  * conv2d_update nodes one after the other. */
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step);
+
+/* ------------------------------------------------------------------ split weights storage */
+/* w->sram = the kept channels of the OHWI tensor `full` (tinyc_train_init: full = w->flash;
+ * tinyc_set_param: the given tensor, whose other channels are ignored). */
+void tinyc_split_load(const tinyc_split_weights *w, const int8_t *full);
+/* dst = elements [lo, hi) of the logical OHWI tensor: flash, the kept channels from SRAM. */
+void tinyc_split_read(const tinyc_split_weights *w, int32_t lo, int32_t hi, int8_t *dst);
 
 /* bias_eff[o] = bias[o] - in_zp * sum(weights of o) (two's complement wrap, as the int32
  * accumulators of the fast forward kernels): refreshes the folded bias of a trained layer. */

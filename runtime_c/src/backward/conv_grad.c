@@ -4,19 +4,50 @@
 
 #include "tinyc/train.h"
 
-void tinyc_conv2d_grad_input(const tinyc_conv_grad_params *p, const float *gy,
-                             const int8_t *weights, const float *w_scale, float *gx)
+/* d[i] += g * (s * w_i) for the cin_g channels of one tap, w_i from flash except at the n
+ * kept channels (local indices kept[j] - c0), which come from sram[j]. */
+static void add_tap(float *d, float g, float s, const int8_t *flash, const int8_t *sram,
+                    const int32_t *kept, int32_t n, int32_t c0, int32_t cin_g)
+{
+    int32_t i = 0, j;
+    for (j = 0; j <= n; ++j) {
+        const int32_t stop = j < n ? kept[j] - c0 : cin_g;
+        for (; i < stop; ++i) {
+            const float wr = s * (float)flash[i];
+            const float t = g * wr;
+            d[i] = d[i] + t;
+        }
+        if (j < n) {
+            const float wr = s * (float)sram[j];
+            const float t = g * wr;
+            d[i] = d[i] + t;
+            ++i;
+        }
+    }
+}
+
+/* The input gradient over weights `flash` of which the kept channels of `split` (NULL: none)
+ * are read from its SRAM array instead: every gx element gets its terms in (o, ky, kx, oy, ox)
+ * order either way. */
+static void grad_input(const tinyc_conv_grad_params *p, const float *gy, const int8_t *flash,
+                       const tinyc_split_weights *split, const float *w_scale, float *gx)
 {
     const int32_t cin_g = p->in_c / p->groups;
     const int32_t cout_g = p->out_c / p->groups;
-    int32_t o, ky, kx, oy, ox, i;
+    const int32_t taps = p->kernel_h * p->kernel_w;
+    int32_t at = 0;   /* split->sram + at: output channel o's kept weights */
+    int32_t o, ky, kx, oy, ox, j0 = 0, n = 0;
     memset(gx, 0, (size_t)(p->in_h * p->in_w * p->in_c) * sizeof(float));
-    for (o = 0; o < p->out_c; ++o) {
+    for (o = 0; o < p->out_c; at += taps * n, ++o) {
         const int32_t c0 = (o / cout_g) * cin_g;
         const float s = w_scale[o];
+        if (split && o % cout_g == 0) {
+            n = tinyc_split_group(split, o / cout_g, &j0);
+        }
         for (ky = 0; ky < p->kernel_h; ++ky) {
             for (kx = 0; kx < p->kernel_w; ++kx) {
-                const int8_t *w = weights + ((o * p->kernel_h + ky) * p->kernel_w + kx) * cin_g;
+                const int32_t t = ky * p->kernel_w + kx;
+                const int8_t *w = flash + (o * taps + t) * cin_g;
                 for (oy = 0; oy < p->out_h; ++oy) {
                     const int32_t iy = oy * p->stride_h - p->pad_top + ky * p->dilation_h;
                     if (iy < 0 || iy >= p->in_h) {
@@ -25,22 +56,31 @@ void tinyc_conv2d_grad_input(const tinyc_conv_grad_params *p, const float *gy,
                     for (ox = 0; ox < p->out_w; ++ox) {
                         const int32_t ix = ox * p->stride_w - p->pad_left + kx * p->dilation_w;
                         const float g = gy[(oy * p->out_w + ox) * p->out_c + o];
-                        float *d;
                         /* g == 0 adds +-0 to a sum that is never -0: skipping it is exact */
                         if (ix < 0 || ix >= p->in_w || g == 0.0f) {
                             continue;
                         }
-                        d = gx + (iy * p->in_w + ix) * p->in_c + c0;
-                        for (i = 0; i < cin_g; ++i) {
-                            const float wr = s * (float)w[i];
-                            const float t = g * wr;
-                            d[i] = d[i] + t;
-                        }
+                        add_tap(gx + (iy * p->in_w + ix) * p->in_c + c0, g, s, w,
+                                split ? split->sram + at + t * n : NULL,
+                                split ? split->channels + j0 : NULL, n, c0, cin_g);
                     }
                 }
             }
         }
     }
+}
+
+void tinyc_conv2d_grad_input(const tinyc_conv_grad_params *p, const float *gy,
+                             const int8_t *weights, const float *w_scale, float *gx)
+{
+    grad_input(p, gy, weights, NULL, w_scale, gx);
+}
+
+void tinyc_conv2d_grad_input_split(const tinyc_conv_grad_params *p, const float *gy,
+                                   const tinyc_split_weights *weights, const float *w_scale,
+                                   float *gx)
+{
+    grad_input(p, gy, weights->flash, weights, w_scale, gx);
 }
 
 /* gx[iy, ix] of one channel of a depthwise conv: the terms tinyc_conv2d_grad_input adds to 0,

@@ -160,3 +160,71 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
         }
     }
 }
+
+/* sum over one tap's cin_g channels of (x + in_off) * w, w from flash except at the n kept
+ * channels (local indices kept[j] - c0), which come from sram[j]: tinyc_conv2d's order. */
+static int32_t split_tap(const int8_t *x, int32_t in_off, const int8_t *flash,
+                         const int8_t *sram, const int32_t *kept, int32_t n, int32_t c0,
+                         int32_t cin_g)
+{
+    int32_t acc = 0, i = 0, j;
+    for (j = 0; j <= n; ++j) {
+        const int32_t stop = j < n ? kept[j] - c0 : cin_g;
+        for (; i < stop; ++i) {
+            acc += ((int32_t)x[i] + in_off) * (int32_t)flash[i];
+        }
+        if (j < n) {
+            acc += ((int32_t)x[i] + in_off) * (int32_t)sram[j];
+            ++i;
+        }
+    }
+    return acc;
+}
+
+void tinyc_conv2d_split(const tinyc_conv_params *p, const int8_t *in,
+                        const tinyc_split_weights *w, const int32_t *bias, const int32_t *mult,
+                        const int32_t *shift, int8_t *out)
+{
+    const int32_t cin_g = p->in_c / p->groups;
+    const int32_t cout_g = p->out_c / p->groups;
+    const int32_t in_off = -p->in_zp;
+    const int32_t taps = p->kernel_h * p->kernel_w;
+    const int8_t *sram = w->sram;   /* output channel oc's kept weights */
+    int32_t oc, oy, ox, ky, kx, j0 = 0, n = 0;
+
+    /* output channel by output channel: the kept weights follow one another in SRAM */
+    for (oc = 0; oc < p->out_c; sram += taps * n, ++oc) {
+        const int32_t c0 = (oc / cout_g) * cin_g;
+        const int8_t *wk = w->flash + oc * taps * cin_g;
+        if (oc % cout_g == 0) {
+            n = tinyc_split_group(w, oc / cout_g, &j0);
+        }
+        for (oy = 0; oy < p->out_h; ++oy) {
+            const int32_t iy0 = oy * p->stride_h - p->pad_top;
+            for (ox = 0; ox < p->out_w; ++ox) {
+                const int32_t ix0 = ox * p->stride_w - p->pad_left;
+                int32_t acc = 0;
+                for (ky = 0; ky < p->kernel_h; ++ky) {
+                    const int32_t iy = iy0 + ky * p->dilation_h;
+                    if (iy < 0 || iy >= p->in_h) {
+                        continue;   /* padding contributes 0 */
+                    }
+                    for (kx = 0; kx < p->kernel_w; ++kx) {
+                        const int32_t ix = ix0 + kx * p->dilation_w;
+                        const int32_t t = ky * p->kernel_w + kx;
+                        if (ix < 0 || ix >= p->in_w) {
+                            continue;
+                        }
+                        acc += split_tap(in + (iy * p->in_w + ix) * p->in_c + c0, in_off,
+                                         wk + t * cin_g, sram + t * n, w->channels + j0, n, c0,
+                                         cin_g);
+                    }
+                }
+                if (bias) {
+                    acc += bias[oc];
+                }
+                out[(oy * p->out_w + ox) * p->out_c + oc] = requant(acc, mult[oc], shift[oc], p);
+            }
+        }
+    }
+}

@@ -76,8 +76,9 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
     const int32_t cout_g = c->out_c / c->groups;
     const int32_t k = p->num_channels;
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
+    const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t grp = o / cout_g;
-    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n;
+    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at;
     float gb = 0.0f;
 
     /* kept channels of o's group: [j0, j1) (kept channels ascend) */
@@ -89,8 +90,11 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
         ++j1;
     }
     n = j1 - j0;
+    /* split weights: weights + at holds o's kept weights, after those of the output channels
+     * before it (j0 kept channels in earlier groups, each for cout_g output channels) */
+    at = kk * (j0 * cout_g + n * (o - grp * cout_g));
     if (n > 0) {
-        memset(scratch, 0, (size_t)(c->kernel_h * c->kernel_w * n) * sizeof(float));
+        memset(scratch, 0, (size_t)(kk * n) * sizeof(float));
     }
     for (oy = 0; oy < c->out_h; ++oy) {
         const int32_t iy0 = oy * c->stride_h - c->pad_top;
@@ -137,10 +141,13 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
             const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
             for (j = 0; j < n; ++j) {
                 const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
+                /* the counter is the logical (OHWI) index wherever the weight is stored */
+                const int32_t at_w = p->split_weights
+                    ? at + (ky * c->kernel_w + kx) * n + j : row + local;
                 float d = lr * acc[j];
                 d = d * f_w[o];
-                weights[row + local] = weight_step(
-                    weights[row + local],
+                weights[at_w] = weight_step(
+                    weights[at_w],
                     round_step(d, p->stochastic, base + (uint32_t)(row + local)));
             }
         }
