@@ -275,9 +275,8 @@ def write_results(rows: list[dict], prov: dict, runtime: float, n: int, steps: i
         "stack, from the ELF; *training.sram_bytes*: the plan of `tinyc build` (arena + "
         "parameters + stack reserve). *stack used*: the deepest stack of a training step on the "
         "painted stack (main() and the SysTick interrupt included); *worst case*: the bound "
-        "from GCC's call graph that `tinyc build` checks against the stack's *size*. Rows that "
-        "do not fit were refused by `tinyc build` (the forward peak at 128 px; see "
-        "training_memory.md).",
+        "from GCC's call graph that `tinyc build` checks against the stack's *size*. A row that "
+        "does not fit would show `tinyc build`'s refusal (see training_memory.md).",
         common.md_table(train_header, train_table),
         f"After the steps the trained parameters under QEMU equal the host build's (same steps, "
         f"same lr) bit for bit on every model that fits: {train_exact}. Losses: largest "
