@@ -396,6 +396,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
         report = make_report(fwd, plan_memory(fwd), board, calibrated=bool(opts.calib),
                              patch=sched.info)
         add_training_report(report, gs, plan, board, opts)
+        report["training"]["patch"] = sched.info   # the step's schedule (also inference.patch)
     else:
         report = make_report(gs, plan, board, calibrated=bool(opts.calib), patch=sched.info)
     report["build_options"] = opts.recorded(model)

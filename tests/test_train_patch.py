@@ -142,7 +142,8 @@ def test_cli_training_build_patches_only_the_frozen_prefix(small_nets, tmp_path)
     res = tinyc("build", net, "-o", tmp_path / "auto", "--train", "last:1", *common)
     assert "schedule   patches" in res.stdout and "(training step)" in res.stdout
     rep = json.loads((tmp_path / "auto" / "report.json").read_text())
-    patch = rep["inference"]["patch"]
+    patch = rep["training"]["patch"]
+    assert rep["inference"]["patch"] == patch
     assert patch["enabled"] and patch["scope"] == "training step"
     assert patch["split_index"] <= patch["max_split"]
     assert rep["training"]["arena_bytes"] == patch["peak_bytes"]
