@@ -652,22 +652,22 @@ int main(void)
 """
 
 
-def test_cortex_m4_in_qemu(small_nets, tmp_path):
-    """The generated training step on an emulated Cortex-M4F (QEMU mps2-an386, hard-float FPU),
-    compiled in GNU C mode at -O3 where GCC would fuse multiply-adds: the same integer state
-    as the numpy reference."""
+def train_in_qemu(gen, plan, g, tmp_path: Path, steps: int, lr: float, seed: int) -> int:
+    """Compile the training step generated from `gen` (planned by `plan`) for an emulated
+    Cortex-M4F (QEMU mps2-an386, hard-float FPU) in GNU C mode at -O3, where GCC would fuse
+    multiply-adds, run `steps` steps and check losses and parameters against the numpy
+    reference of graph `g` (the same step, possibly unpatched or unfused). Returns how many
+    parameter values moved."""
     from tinyc.codegen.c import format_values
     for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    g = compile_training(str(small_nets["groups_concat"]), None, PARTIAL["groups_concat"], 10,
-                         TrainOptions(rounding="stochastic"))
-    out = generate_c(g, plan_memory(g), tmp_path / "gen")
-    steps, lr = 12, 0.05
+    out = generate_c(gen, plan, tmp_path / "gen")
     shape = g.tensors[g.inputs[0]].shape
-    rng = np.random.default_rng(3)
+    classes = g.tensors[g.meta["train"]["logits"]].shape[-1]
+    rng = np.random.default_rng(seed)
     xs = rng.integers(-128, 128, (steps,) + shape[1:]).astype(np.int8)
-    ys = rng.integers(0, 10, steps)
+    ys = rng.integers(0, classes, steps)
     (out / "samples.h").write_text(
         f"#define NUM_SAMPLES {steps}\n#define LR {float(np.float32(lr)).hex()}f\n"
         "static const int8_t samples[NUM_SAMPLES][TINYC_INPUT_SIZE] = {\n"
@@ -693,10 +693,31 @@ def test_cortex_m4_in_qemu(small_nets, tmp_path):
     g_ref = g.copy()
     want = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k) for k in range(steps)])
     assert np.max(np.abs(losses - want) / np.abs(want)) <= 1e-5
-    at = 4 * steps
+    at, changed = 4 * steps, 0
     for name, _ in trainable_tensors(g):
         t = g_ref.tensors[name]
         got = np.frombuffer(raw[at:at + t.data.nbytes], t.data.dtype).reshape(t.data.shape)
         assert np.array_equal(got, t.data), name
+        changed += int(np.sum(t.data != g.tensors[name].data))
         at += t.data.nbytes
     assert at == len(raw)
+    return changed
+
+
+def test_cortex_m4_in_qemu(small_nets, tmp_path):
+    """The generated training step on an emulated Cortex-M4F: the same integer state as the
+    numpy reference."""
+    g = compile_training(str(small_nets["groups_concat"]), None, PARTIAL["groups_concat"], 10,
+                         TrainOptions(rounding="stochastic"))
+    assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=12, lr=0.05, seed=3) > 0
+
+
+def test_channelwise_backward_on_cortex_m4_in_qemu(tmp_path):
+    """The in-place and channel-by-channel input gradients (dw_pw_grad, depthwise_grad*,
+    pointwise_grad) on an emulated Cortex-M4F: the same integer state as the reference."""
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals(), path)
+    g = compile_training(str(path), None, {"bias_last": 10, "weights": {"4": 1, "7": 1}}, 6,
+                         TrainOptions(rounding="stochastic"))
+    assert any(n.op == "dw_pw_grad" for n in g.nodes)
+    assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=8, lr=0.05, seed=6) > 0

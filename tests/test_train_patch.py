@@ -180,56 +180,10 @@ def test_cli_training_build_patches_only_the_frozen_prefix(small_nets, tmp_path)
 def test_patched_training_step_on_cortex_m4_in_qemu(small_nets, tmp_path):
     """The patched training step on an emulated Cortex-M4F (QEMU mps2-an386), compiled at -O3 in
     GNU C mode: the same integer state as the numpy reference of the unpatched step."""
-    import shutil
-    import subprocess
+    from test_train_c import train_in_qemu
 
-    from test_train_c import ARM_FLAGS, QEMU_LINK, QEMU_MAIN, QEMU_STARTUP
-    from tinyc.codegen.c import format_values
-
-    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
     g = _training(small_nets, "mbv2_block", {"bias_last": 2, "weights": {"5": 0.5}},
                   rounding="stochastic")
     sched = choose_schedule(g, "auto", None, training_max_split(g))
     assert sched.spec is not None
-    out = generate_c(sched.graph, sched.plan, tmp_path / "gen")
-    steps, lr = 10, 0.05
-    shape = g.tensors[g.inputs[0]].shape
-    rng = np.random.default_rng(5)
-    xs = rng.integers(-128, 128, (steps,) + shape[1:]).astype(np.int8)
-    ys = rng.integers(0, 10, steps)
-    (out / "samples.h").write_text(
-        f"#define NUM_SAMPLES {steps}\n#define LR {float(np.float32(lr)).hex()}f\n"
-        "static const int8_t samples[NUM_SAMPLES][TINYC_INPUT_SIZE] = {\n"
-        f"    {format_values(xs)}\n}};\n"
-        f"static const int labels[NUM_SAMPLES] = {{ {format_values(ys)} }};\n")
-    for name, text in (("startup.c", QEMU_STARTUP), ("link.ld", QEMU_LINK),
-                       ("main.c", QEMU_MAIN)):
-        (tmp_path / name).write_text(text)
-    srcs = [out / "model.c", *sorted((out / "tinyc").glob("*.c")), tmp_path / "main.c",
-            tmp_path / "startup.c"]
-    res = subprocess.run(["arm-none-eabi-gcc", "-O3", *ARM_FLAGS, "-I", str(out),
-                          *map(str, srcs), "-T", str(tmp_path / "link.ld"),
-                          "--specs=rdimon.specs", "-lm", "-o", str(tmp_path / "fw.elf")],
-                         capture_output=True, text=True)
-    if res.returncode != 0 and "rdimon" in res.stderr:
-        pytest.skip(f"newlib's semihosting library is missing: {res.stderr.strip()[:200]}")
-    assert res.returncode == 0, res.stderr
-    subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
-                    "enable=on,target=native", "-kernel", str(tmp_path / "fw.elf")],
-                   cwd=tmp_path, capture_output=True, timeout=120, check=True)
-    raw = (tmp_path / "result.bin").read_bytes()
-    losses = np.frombuffer(raw[:4 * steps], np.float32)
-    g_ref = g.copy()
-    want = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k) for k in range(steps)])
-    assert np.max(np.abs(losses - want) / np.abs(want)) <= 1e-5
-    at = 4 * steps
-    changed = 0
-    for name, _ in trainable_tensors(g):
-        t = g_ref.tensors[name]
-        got = np.frombuffer(raw[at:at + t.data.nbytes], t.data.dtype).reshape(t.data.shape)
-        assert np.array_equal(got, t.data), name
-        changed += int(np.sum(t.data != g.tensors[name].data))
-        at += t.data.nbytes
-    assert at == len(raw) and changed > 0
+    assert train_in_qemu(sched.graph, sched.plan, g, tmp_path, steps=10, lr=0.05, seed=5) > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import TinycError
-from ..ir import Graph, Node
+from ..ir import Graph
 
 
 def _dequantized(g: Graph, name: str) -> np.ndarray:
