@@ -166,6 +166,24 @@ typedef struct {
 void tinyc_avg_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
 void tinyc_max_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
 
+/* The input rows [y0, y1) and columns [x0, x1) of pooling window (oy, ox), clipped to the
+ * input (the padding is left out). */
+typedef struct {
+    int32_t y0, y1, x0, x1;
+} tinyc_window;
+
+static inline tinyc_window tinyc_pool_window(const tinyc_pool_params *p, int32_t oy, int32_t ox)
+{
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    const int32_t ix0 = ox * p->stride_w - p->pad_left;
+    tinyc_window w;
+    w.y0 = iy0 < 0 ? 0 : iy0;
+    w.y1 = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
+    w.x0 = ix0 < 0 ? 0 : ix0;
+    w.x1 = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+    return w;
+}
+
 /* ------------------------------------------------------------------ data movement */
 typedef struct {
     int32_t in_h, in_w, channels;

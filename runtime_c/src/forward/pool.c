@@ -7,21 +7,16 @@ void tinyc_avg_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out)
     const int32_t c = p->channels;
     int32_t oy, ox, ch, y, x;
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        const int32_t y_start = iy0 < 0 ? 0 : iy0;
-        const int32_t y_end = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
         for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            const int32_t x_start = ix0 < 0 ? 0 : ix0;
-            const int32_t x_end = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
-            const int32_t valid = (y_end - y_start) * (x_end - x_start);
+            const tinyc_window w = tinyc_pool_window(p, oy, ox);
+            const int32_t valid = (w.y1 - w.y0) * (w.x1 - w.x0);
             int8_t *o = out + (oy * p->out_w + ox) * c;
             for (ch = 0; ch < c; ++ch) {
                 int32_t sum = 0;
                 int32_t count = valid;
-                for (y = y_start; y < y_end; ++y) {
+                for (y = w.y0; y < w.y1; ++y) {
                     const int8_t *row = in + (y * p->in_w) * c + ch;
-                    for (x = x_start; x < x_end; ++x) {
+                    for (x = w.x0; x < w.x1; ++x) {
                         sum += row[x * c];
                     }
                 }
@@ -47,19 +42,14 @@ void tinyc_max_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out)
     const int32_t c = p->channels;
     int32_t oy, ox, ch, y, x;
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        const int32_t y_start = iy0 < 0 ? 0 : iy0;
-        const int32_t y_end = iy0 + p->kernel_h > p->in_h ? p->in_h : iy0 + p->kernel_h;
         for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            const int32_t x_start = ix0 < 0 ? 0 : ix0;
-            const int32_t x_end = ix0 + p->kernel_w > p->in_w ? p->in_w : ix0 + p->kernel_w;
+            const tinyc_window w = tinyc_pool_window(p, oy, ox);
             int8_t *o = out + (oy * p->out_w + ox) * c;
             for (ch = 0; ch < c; ++ch) {
                 int32_t m = TINYC_INT8_MIN;
-                for (y = y_start; y < y_end; ++y) {
+                for (y = w.y0; y < w.y1; ++y) {
                     const int8_t *row = in + (y * p->in_w) * c + ch;
-                    for (x = x_start; x < x_end; ++x) {
+                    for (x = w.x0; x < w.x1; ++x) {
                         if (row[x * c] > m) {
                             m = row[x * c];
                         }
