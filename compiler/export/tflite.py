@@ -42,6 +42,14 @@ def _schema():
     return fb
 
 
+
+def _window_options(opt, padding, strides, dilations, act):
+    """Fill the padding, strides, dilations and fused activation of a conv's options table."""
+    opt.padding, (opt.strideH, opt.strideW) = padding, strides
+    opt.dilationHFactor, opt.dilationWFactor = dilations
+    opt.fusedActivationFunction = act
+    return opt
+
 class ExportError(ValueError):
     """The quantized IR is inconsistent with what the TFLite kernels would compute."""
 
@@ -337,51 +345,29 @@ class _Exporter:
                    else np.float32(x.q.scale) * w_scale).astype(np.float32)
         b_scale = np.broadcast_to(np.atleast_1d(b_scale), (cout,))
 
-        if groups == 1:
-            wi = self.tensor(w_name) if w.q.per_channel else self._new_tensor(
-                w_name, w.shape, "int8", w_scale, np.zeros(cout, np.int32), 0, w.data)
-            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, np.zeros(cout, np.int32), 0,
-                                  bias)
-
-            def emit(out, act):
-                opt = fb.Conv2DOptionsT()
-                opt.padding, opt.strideH, opt.strideW = padding, sh, sw
-                opt.dilationHFactor, opt.dilationWFactor = dh, dw
-                opt.fusedActivationFunction = act
-                self.op("CONV_2D", [xi, wi, bi], [out], opt, "Conv2DOptions")
-            self.with_activation(node, out_name, emit)
+        zeros = np.zeros(cout, np.int32)
+        if groups == 1 or (groups != cin and self.grouped_conv == "native"):
+            # CONV_2D; grouped, it infers groups = C_in / the weight's C_in (the weight stays
+            # OHWI: C_out, KH, KW, C_in / groups)
+            wi = (self.tensor(w_name) if groups == 1 and w.q.per_channel
+                  else self._new_tensor(w_name, w.shape, "int8", w_scale, zeros, 0, w.data))
+            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, zeros, 0, bias)
+            self.with_activation(node, out_name, lambda out, act: self.op(
+                "CONV_2D", [xi, wi, bi], [out],
+                _window_options(fb.Conv2DOptionsT(), padding, (sh, sw), (dh, dw), act),
+                "Conv2DOptions"))
             return
 
         if groups == cin:
-            mult = cout // cin
             wd = np.ascontiguousarray(w.data.astype(np.int8).transpose(3, 1, 2, 0))  # (1,KH,KW,Cout)
-            wi = self._new_tensor(w_name, wd.shape, "int8", w_scale, np.zeros(cout, np.int32), 3, wd)
-            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, np.zeros(cout, np.int32), 0,
-                                  bias)
+            wi = self._new_tensor(w_name, wd.shape, "int8", w_scale, zeros, 3, wd)
+            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, zeros, 0, bias)
 
             def emit(out, act):
-                opt = fb.DepthwiseConv2DOptionsT()
-                opt.padding, opt.strideH, opt.strideW = padding, sh, sw
-                opt.dilationHFactor, opt.dilationWFactor = dh, dw
-                opt.depthMultiplier = mult
-                opt.fusedActivationFunction = act
+                opt = _window_options(fb.DepthwiseConv2DOptionsT(), padding, (sh, sw), (dh, dw),
+                                      act)
+                opt.depthMultiplier = cout // cin
                 self.op("DEPTHWISE_CONV_2D", [xi, wi, bi], [out], opt, "DepthwiseConv2DOptions")
-            self.with_activation(node, out_name, emit)
-            return
-
-        if self.grouped_conv == "native":
-            # CONV_2D infers groups = C_in / weight's C_in; weight stays OHWI (C_out, KH, KW, C_in/g).
-            wi = self._new_tensor(w_name, w.shape, "int8", w_scale, np.zeros(cout, np.int32), 0,
-                                  w.data)
-            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, np.zeros(cout, np.int32), 0,
-                                  bias)
-
-            def emit(out, act):
-                opt = fb.Conv2DOptionsT()
-                opt.padding, opt.strideH, opt.strideW = padding, sh, sw
-                opt.dilationHFactor, opt.dilationWFactor = dh, dw
-                opt.fusedActivationFunction = act
-                self.op("CONV_2D", [xi, wi, bi], [out], opt, "Conv2DOptions")
             self.with_activation(node, out_name, emit)
             return
 
@@ -407,10 +393,7 @@ class _Exporter:
                 bi = self._new_tensor(f"{b_name}_group{g}", (cout_g,), "int32", b_scale[sl],
                                       np.zeros(cout_g, np.int32), 0, bias[sl])
                 og = self.like(out_name, out_shape[:3] + (cout_g,), f"_group{g}")
-                copt = fb.Conv2DOptionsT()
-                copt.padding, copt.strideH, copt.strideW = padding, sh, sw
-                copt.dilationHFactor, copt.dilationWFactor = dh, dw
-                copt.fusedActivationFunction = act
+                copt = _window_options(fb.Conv2DOptionsT(), padding, (sh, sw), (dh, dw), act)
                 self.op("CONV_2D", [pieces[g], wi, bi], [og], copt, "Conv2DOptions")
                 outs.append(og)
             copt = fb.ConcatenationOptionsT()
