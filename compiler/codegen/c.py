@@ -496,6 +496,7 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
     from ..passes.fuse_grad import with_hidden_tensors
     parts = node.attrs["parts"]
     view = with_hidden_tensors(g, node)
+    split = params.is_split(parts["pw"].inputs[1])   # read through tinyc_split_read
     conv = {key: _conv_train_params(view, parts[key], f"{i}_{key}", plan, consts, params)
             for key in ("proj", "dw", "pw", "dw_update", "update") if parts[key] is not None}
 
@@ -531,12 +532,15 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
               dw_f_b=conv["dw_update"]["f_b"] if "dw_update" in conv else "NULL",
               dw_w=conv["dw"]["weights"], dw_scale=conv["dw"]["w_scale"],
               mask_bits=mask, act=act,
-              pw_w=conv["pw"]["weights"], pw_scale=conv["pw"]["w_scale"],
+              pw_w="NULL" if split else conv["pw"]["weights"],
+              pw_split=conv["pw"]["weights"] if split else "NULL",
+              pw_scale=conv["pw"]["w_scale"],
               bias=conv["update"]["bias"] if "update" in conv else "NULL",
               f_b=conv["update"]["f_b"] if "update" in conv else "NULL",
               weights=conv["update"]["weights"] if "update" in conv else "NULL",
               f_w=conv["update"]["f_w"] if "update" in conv else "NULL",
               x=f"TINYC_AT({plan.tensor_offsets[node.inputs[8]]})" if node.inputs[8] else "NULL",
+              channels=conv["update"]["channels"] if "update" in conv else "NULL",
               scratch=f"TINYC_F({plan.scratch[i][0]})",
               gx=_float_ptr(plan, node.outputs[0]))
     proj_c = g.tensors[node.inputs[0]].shape[-1] if parts["proj"] is not None else 0

@@ -546,15 +546,17 @@ def packable_masks(g: Graph) -> dict[str, dict]:
 def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
     """Scratch of a dw_pw_grad node: one channel's plane of the depthwise output gradient (when
     the node computes it from the project's) and of its input gradient, float32, then the
-    expand layer's weight-update scratch."""
+    expand layer's weight-update scratch, then (its weights stored split) one row of them."""
     dw = node.attrs["parts"]["dw"]
     hidden = node.attrs["hidden"]
     _, ih, iw, _ = hidden[dw.outputs[0]].shape
     _, oh, ow, _ = hidden[dw.inputs[0]].shape if dw.inputs[0] in hidden else \
         g.tensors[dw.inputs[0]].shape
-    update = node.attrs["parts"]["update"]
-    return (4 * (ih * iw + (oh * ow if node.attrs["parts"]["proj"] else 0))
-            + (update_scratch_bytes(g, update) if update is not None else 0))
+    parts = node.attrs["parts"]
+    update = parts["update"]
+    row = g.tensors[node.outputs[0]].shape[-1] if parts["pw"].inputs[1] in split_weights(g) else 0
+    return (4 * (ih * iw + (oh * ow if parts["proj"] else 0))
+            + (update_scratch_bytes(g, update) if update is not None else 0) + row)
 
 
 def _mask_bounds_read(n: Node, y: str) -> tuple | None:

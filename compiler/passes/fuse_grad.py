@@ -26,10 +26,12 @@ The pattern (a rewrite of the backward nodes of passes/autodiff.py), named by at
 - "dw": conv2d_grad_input of a depthwise conv (groups == C): g_dm -> g_e, read only by
 - "mask": grad_mask(g_e, E) -> g_em (E: the expand layer's clamped output), read only by
 - "pw": conv2d_grad_input of a 1x1 conv (stride 1, no padding, groups 1) -> g_x, and at most
-- "update": its conv2d_update, of the bias or of all weights and the bias: channel c's weight
-  gradient needs only plane c (and the saved input), and its step comes after plane c's terms
-  of g_x were added with the old weights, as the unfused update after the input gradient;
-(none of their weights stored split: memory/planner.split_weights), and, when g_dm comes that
+- "update": its conv2d_update (bias, or weights of all or some input channels and bias):
+  channel c's weight gradient needs only plane c (and the saved input), and its step comes
+  after plane c's terms of g_x were added with the old weights, as the unfused update after
+  the input gradient;
+(the depthwise and project weights not stored split, memory/planner.split_weights; the expand
+conv's may be: the kernel reads its rows through tinyc_split_read), and, when g_dm comes that
 way (the "head", optional):
 - "proj": conv2d_grad_input of a 1x1 conv -> g_d, read only by
 - "proj_mask": grad_mask(g_d, D) -> g_dm (D: the depthwise layer's clamped output), read only by
@@ -67,13 +69,6 @@ def _saves_memory(g: Graph, n1: Node, n4: Node, readers: dict) -> bool:
 def bias_only(update: Node) -> bool:
     ch = update.attrs.get("channels")
     return ch is None or len(ch) == 0
-
-
-def all_channels(g: Graph, update: Node) -> bool:
-    """The update trains every weight of its layer (a partial one keeps a different layout)."""
-    ch = update.attrs.get("channels")
-    return ch is not None and len(ch) == g.tensors[update.inputs[2]].shape[-1] and \
-        update.attrs.get("groups", 1) == 1
 
 
 def with_hidden_tensors(g: Graph, node: Node) -> Graph:
@@ -137,13 +132,13 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
         n3 = [n for n in r4 if n.op == "conv2d_update"]
         if (len(n4) != 1 or len(n3) > 1 or len(n4) + len(n3) != len(r4)
                 or not pointwise_grad_inplace_ok(g, n4[0]) or g_em in g.outputs
-                or (n3 and not (bias_only(n3[0]) or all_channels(g, n3[0])))
+                or (n3 and n3[0].attrs.get("groups", 1) != 1)
                 or g.tensors[n2.inputs[1]].shape[-1] != g.tensors[g_e].shape[-1]):
             continue
         head = _head(g, n1, readers, producer)
         if head is not None and head["proj"].inputs[1] in split:
             head = None
-        if n1.inputs[1] in split or n4[0].inputs[1] in split:
+        if n1.inputs[1] in split:   # the expand conv's may be: the kernel reads it row by row
             continue
         if head is None and not _saves_memory(g, n1, n4[0], readers):
             continue

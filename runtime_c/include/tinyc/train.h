@@ -208,15 +208,18 @@ typedef struct {
     const float *dw_scale;
     const uint8_t *mask_bits;   /* the expand output's mask */
     const int8_t *act;
-    const int8_t *pw_w;         /* the expand conv (out dw.in_c, in in_c) */
+    const int8_t *pw_w;         /* the expand conv (out dw.in_c, in in_c), or NULL when */
+    const tinyc_split_weights *pw_split;   /* its weights are stored split */
     const float *pw_scale;
     int32_t *bias;              /* the expand layer's bias, or NULL */
     const float *f_b;
-    int8_t *weights;            /* the expand layer's trained weights (pw_w), or NULL */
+    int8_t *weights;            /* the expand layer's trained weights (in SRAM), or NULL */
     const float *f_w;
-    const int8_t *x;            /* the expand layer's saved input (weights trained) */
+    const int8_t *x;            /* the expand layer's saved input (its kept channels) */
+    const int32_t *channels;    /* the kept channels (NULL: all) */
     float *scratch;             /* planes: dw.out_h * dw.out_w (head) + dw.in_h * dw.in_w,
-                                 * then the weight update's scratch (weights trained) */
+                                 * then the weight update's scratch (weights trained), then
+                                 * in_c bytes for a row of split expand weights */
     float *gx;                  /* the expand conv's input gradient */
 } tinyc_dw_pw_grad_io;
 

@@ -192,6 +192,12 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     }
 }
 
+/* Floats of the expand layer's weight-update scratch: its kept channels (1x1, groups 1). */
+static int32_t update_channels(const tinyc_dw_pw_grad_params *p)
+{
+    return p->update.num_channels;
+}
+
 static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
 {
     return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
@@ -222,10 +228,13 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     const int32_t out_px = dw->out_h * dw->out_w;
     float *plane_d = io->scratch;                          /* head only */
     float *plane_e = io->scratch + (p->proj_c ? out_px : 0);
+    float *update_scratch = plane_e + in_px;
+    /* a row of split expand weights, after the update's scratch (kh = kw = 1) */
+    int8_t *row = (int8_t *)(void *)(update_scratch + (io->weights ? update_channels(p) : 0));
     int32_t c, px, i, o;
     memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
     for (c = 0; c < c_n; ++c) {
-        const int8_t *w = io->pw_w + c * cin;
+        const int8_t *w = io->pw_w ? io->pw_w + c * cin : row;
         const float s = io->pw_scale[c];
         const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
         int32_t gd_step = c_n;
@@ -260,6 +269,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     io->dw_scale[c], px / dw->in_w, px % dw->in_w)
                 : 0.0f;
         }
+        if (io->pw_split) {
+            tinyc_split_read(io->pw_split, c * cin, (c + 1) * cin, row);
+        }
         for (px = 0; px < in_px; ++px) {
             const float g = plane_e[px];
             float *d = io->gx + px * cin;
@@ -274,9 +286,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         }
         /* after its terms of gx: the unfused update runs after the input gradient */
         if (io->weights) {
-            tinyc_conv2d_update_channel(&p->update, c, plane_e, 1, io->x, NULL, io->weights,
-                                        io->bias, io->f_w, io->f_b, lr, step,
-                                        plane_e + in_px);
+            tinyc_conv2d_update_channel(&p->update, c, plane_e, 1, io->x, io->channels,
+                                        io->weights, io->bias, io->f_w, io->f_b, lr, step,
+                                        update_scratch);
         } else if (io->bias) {
             plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step);
         }
