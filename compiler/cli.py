@@ -141,12 +141,20 @@ def summary(report: dict) -> str:
         f"input      {'x'.join(map(str, report['input']['shape_nchw']))} (NCHW) -> "
         f"int8 NHWC, scale {report['input']['scale']:.6g}, zero point {report['input']['zero_point']}",
         f"ops        {len(report['ops'])}, {report['macs']:,} MACs",
-        f"SRAM       arena {inf['arena_bytes']:,} B + stack reserve {report['stack_reserve_bytes']:,} B"
+        f"SRAM       {'inference ' if 'training' in report else ''}arena {inf['arena_bytes']:,} B"
+        f" + stack reserve {report['stack_reserve_bytes']:,} B"
         f" = {inf['sram_bytes']:,} B of {report['sram_limit_bytes']:,} B"
         f" ({100 * inf['sram_bytes'] / report['sram_limit_bytes']:.1f}%)",
         f"flash      weights {report['weights_bytes']:,} B of {report['flash_limit_bytes']:,} B"
         f" ({100 * report['weights_bytes'] / report['flash_limit_bytes']:.1f}%)",
     ]
+    tr = report.get("training")
+    if tr:   # the step's SRAM, what the board check uses (the SRAM line: tinyc_infer alone)
+        lines.append(
+            f"training   {tr['scheme']}: arena {tr['arena_bytes']:,} B + trained parameters "
+            f"{tr['params_sram_bytes']:,} B + stack reserve {tr['stack_reserve_bytes']:,} B = "
+            f"{tr['sram_bytes']:,} B of {report['sram_limit_bytes']:,} B "
+            f"({100 * tr['sram_bytes'] / report['sram_limit_bytes']:.1f}%), {tr['peak']} peak")
     if inf.get("patch"):
         lines.append(f"schedule   {patch_summary(inf['patch'])}")
     fw = report.get("firmware")

@@ -25,6 +25,9 @@ def trained(small_nets, tmp_path_factory):
                 "--calib", d / "calib.npy", "--train", "last:2", "--num-classes", "4",
                 "--lr", "0.02")
     assert "arena" in res.stdout
+    rep = json.loads((d / "o" / "report.json").read_text())
+    assert (f"training   last:2: arena {rep['training']['arena_bytes']:,} B + trained parameters "
+            f"{rep['training']['params_sram_bytes']:,} B") in res.stdout
     res = tinyc("emulate", d / "o", "--train-data", d / "train.npz", "--epochs", "2",
                 "--eval-data", d / "eval.npz", "--save-params", d / "params.npz")
     return d, res
