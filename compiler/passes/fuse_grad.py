@@ -31,7 +31,7 @@ The pattern (a rewrite of the backward nodes of passes/autodiff.py), named by at
   after plane c's terms of g_x were added with the old weights, as the unfused update after
   the input gradient;
 (the depthwise and project weights not stored split, memory/planner.split_weights; the expand
-conv's may be: the kernel reads its rows through tinyc_split_read), and, when g_dm comes that
+conv's may be: the kernel reads its rows through tinyc_split_row), and, when g_dm comes that
 way (the "head", optional):
 - "proj": conv2d_grad_input of a 1x1 conv -> g_d, read only by
 - "proj_mask": grad_mask(g_d, D) -> g_dm (D: the depthwise layer's clamped output), read only by

@@ -270,7 +270,7 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                 : 0.0f;
         }
         if (io->pw_split) {
-            tinyc_split_read(io->pw_split, c * cin, (c + 1) * cin, row);
+            tinyc_split_row(io->pw_split, c, row);
         }
         for (px = 0; px < in_px; ++px) {
             const float g = plane_e[px];

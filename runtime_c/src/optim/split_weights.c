@@ -66,3 +66,19 @@ void tinyc_split_read(const tinyc_split_weights *w, int32_t lo, int32_t hi, int8
     c.hi = hi;
     for_each_kept(w, read_one, &c);
 }
+
+void tinyc_split_row(const tinyc_split_weights *w, int32_t o, int8_t *dst)
+{
+    const int32_t grp = o / w->cout_g;
+    const int32_t c0 = grp * w->cin_g;
+    int32_t j0 = 0, t, j, at;
+    const int32_t n = tinyc_split_group(w, grp, &j0);
+    memcpy(dst, w->flash + o * w->taps * w->cin_g, (size_t)(w->taps * w->cin_g));
+    /* o's kept weights follow those of the output channels before it (as for_each_kept) */
+    at = w->taps * (j0 * w->cout_g + n * (o - grp * w->cout_g));
+    for (t = 0; t < w->taps; ++t) {
+        for (j = 0; j < n; ++j) {
+            dst[t * w->cin_g + w->channels[j0 + j] - c0] = w->sram[at + t * n + j];
+        }
+    }
+}
