@@ -308,7 +308,8 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return training_graph(g, calib, opts.train, opts.num_classes,
                           TrainOptions(qas=opts.qas, rounding=opts.rounding), budget,
-                          board.stack_reserve_bytes if board else 0), calib
+                          board.stack_reserve_bytes if board else 0,
+                          patched=opts.patch != "off"), calib
 
 
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:

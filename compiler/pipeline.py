@@ -89,9 +89,11 @@ def compile_training(path: str, calib_nchw: np.ndarray | None, scheme, num_class
 
 
 def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | None,
-                   opts=None, sram_budget: int | None = None, stack_reserve: int = 0) -> Graph:
+                   opts=None, sram_budget: int | None = None, stack_reserve: int = 0,
+                   patched: bool = False) -> Graph:
     """Float IR + calibration (NHWC) -> int8 training-step graph. scheme "auto" picks one that
-    fits sram_budget (memory/train_budget.py); the choice is in meta["train"]["scheme_spec"]."""
+    fits sram_budget (memory/train_budget.py; `patched`: with the automatic patch schedule the
+    build uses); the choice is in meta["train"]["scheme_spec"]."""
     from .passes.autodiff import TrainOptions, build_training_graph
     from .passes.sparse_update import resolve_scheme
     from .passes.train_head import classifier, drop_output_softmax, replace_head
@@ -104,7 +106,7 @@ def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | 
         from .memory.train_budget import choose_update_scheme
         if sram_budget is None:
             raise TinycError("--train auto needs an SRAM budget (--sram BYTES or the board's)")
-        return choose_update_scheme(gq, sram_budget, stack_reserve, opts)[0]
+        return choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched)[0]
     t = build_training_graph(gq, resolve_scheme(gq, scheme), opts)
     t.meta["train"]["scheme_spec"] = scheme
     return t

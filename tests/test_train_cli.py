@@ -132,15 +132,17 @@ def test_train_auto_fits_the_budget_and_export_redoes_it(small_nets, tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (8, 3, 32, 24)).astype(np.float32)
     np.save(tmp_path / "c.npy", x)
     chosen = {}
-    for budget in (40_000, 2_000_000):
-        out = tmp_path / f"o{budget}"
+    for budget, patch in ((40_000, "off"), (2_000_000, "off"), (40_000, "auto")):
+        out = tmp_path / f"o{budget}{patch}"
         tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", out, "--calib",
               tmp_path / "c.npy", "--train", "auto", "--sram", budget, "--num-classes", "3",
-              "--no-firmware", "--patch", "off")
+              "--no-firmware", "--patch", patch)
         rep = json.loads((out / "report.json").read_text())
         assert rep["training"]["sram_bytes"] <= budget
         assert isinstance(rep["build_options"]["train"], dict)
-        chosen[budget] = rep["training"]
+        chosen[budget if patch == "off" else "patched"] = rep["training"]
+    # planned with the patch schedule the build uses: at least as much trained as layer by layer
+    assert chosen["patched"]["params_sram_bytes"] >= chosen[40_000]["params_sram_bytes"]
     assert chosen[2_000_000]["params_sram_bytes"] > chosen[40_000]["params_sram_bytes"]
     assert chosen[2_000_000]["scheme"].startswith("auto: bias-only + weights of the last 6")
     res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "x",
