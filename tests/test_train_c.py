@@ -218,12 +218,13 @@ def net_inverted_residuals():
 # (scheme, planner options): every 1x1 bias updated / none (only the first conv trained, the
 # gradient passes through untrained layers) / every weight; masks as bits / as int8
 # activations; expand weights trained inside fused nodes; partially trained (split) layers
-# outside and (an expand conv) inside
+# outside and (an expand conv) inside; a tail (the earliest trained layer is a depthwise conv)
 FUSED_CASES = [("bias-only", {}), ({"bias_last": 0, "weights": {"0": 1}}, {}),
                ("full", {}), ({"bias_last": 7, "weights": {"9": 1}}, {"pack_masks": False}),
                ({"bias_last": 10, "weights": {"4": 1, "7": 1}}, {}),
                ({"bias_last": 10, "weights": {"3": 0.5, "5": 0.5}}, {}),
-               ({"bias_last": 10, "weights": {"7": 0.5}}, {})]
+               ({"bias_last": 10, "weights": {"7": 0.5}}, {}),
+               ({"bias_last": 8, "weights": {"9": 1}}, {"pack_masks": False})]
 
 
 @pytest.mark.parametrize("case", range(len(FUSED_CASES)))
@@ -252,6 +253,8 @@ def test_channelwise_depthwise_pointwise_backward(case, tmp_path):
         split = split_weights(g)
         assert split and not any(n.inputs[i] in split for n in fused for i in (1, 3))
         assert any(n.inputs[5] in split for n in fused) == (case == 6)
+    if case == 7:   # the earliest trained layer is a depthwise conv: a tail (no output)
+        assert any(not n.outputs and n.attrs["parts"]["dw"] is None for n in fused)
     if case == 4:   # expand weights trained inside, channel by channel
         assert sum(n.attrs["parts"]["update"] is not None
                    and not bias_only(n.attrs["parts"]["update"]) for n in fused) == 2
@@ -720,7 +723,8 @@ def test_channelwise_backward_on_cortex_m4_in_qemu(tmp_path):
     pointwise_grad) on an emulated Cortex-M4F: the same integer state as the reference."""
     path = tmp_path / "net.onnx"
     onnx.save(net_inverted_residuals(), path)
-    g = compile_training(str(path), None, {"bias_last": 10, "weights": {"4": 1, "7": 0.5}}, 6,
+    g = compile_training(str(path), None, {"bias_last": 8, "weights": {"4": 1, "7": 0.5}}, 6,
                          TrainOptions(rounding="stochastic"))   # layer 7: split weights
-    assert sum(n.op == "dw_pw_grad" for n in g.nodes) >= 2
+    fused = [n for n in g.nodes if n.op == "dw_pw_grad"]
+    assert len(fused) >= 3 and any(not n.outputs for n in fused)   # a tail too
     assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=8, lr=0.05, seed=6) > 0

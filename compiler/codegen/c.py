@@ -496,9 +496,12 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
     from ..passes.fuse_grad import with_hidden_tensors
     parts = node.attrs["parts"]
     view = with_hidden_tensors(g, node)
-    split = params.is_split(parts["pw"].inputs[1])   # read through tinyc_split_read
+    body = parts["dw"] is not None   # else a tail: the project's part alone
+    split = body and params.is_split(parts["pw"].inputs[1])   # read through tinyc_split_row
     conv = {key: _conv_train_params(view, parts[key], f"{i}_{key}", plan, consts, params)
             for key in ("proj", "dw", "pw", "dw_update", "update") if parts[key] is not None}
+    # the depthwise layer's geometry (a tail has only its bias step's)
+    dw_geometry = conv["dw"]["params"] if body else conv["dw_update"]["params"]["conv"]
 
     def bounds(mask: Node | None) -> tuple[int, int]:
         if mask is None:
@@ -517,7 +520,7 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
     def update(key: str) -> dict:   # a bias step's parameters; zeros when there is none
         if key in conv:
             return conv[key]["params"]
-        return dict(conv=conv["dw"]["params"], num_channels=0, x_zero_point=0,
+        return dict(conv=dw_geometry, num_channels=0, x_zero_point=0,
                     x_scale=c_float(0.0), stochastic=0, salt="0u")
 
     dlo, dhi = bounds(parts["proj_mask"])
@@ -530,11 +533,12 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
               dmask_bits=dmask, d_act=d_act,
               dw_bias=conv["dw_update"]["bias"] if "dw_update" in conv else "NULL",
               dw_f_b=conv["dw_update"]["f_b"] if "dw_update" in conv else "NULL",
-              dw_w=conv["dw"]["weights"], dw_scale=conv["dw"]["w_scale"],
+              dw_w=conv["dw"]["weights"] if body else "NULL",
+              dw_scale=conv["dw"]["w_scale"] if body else "NULL",
               mask_bits=mask, act=act,
-              pw_w="NULL" if split else conv["pw"]["weights"],
+              pw_w="NULL" if split or not body else conv["pw"]["weights"],
               pw_split=conv["pw"]["weights"] if split else "NULL",
-              pw_scale=conv["pw"]["w_scale"],
+              pw_scale=conv["pw"]["w_scale"] if body else "NULL",
               bias=conv["update"]["bias"] if "update" in conv else "NULL",
               f_b=conv["update"]["f_b"] if "update" in conv else "NULL",
               weights=conv["update"]["weights"] if "update" in conv else "NULL",
@@ -542,10 +546,11 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _
               x=f"TINYC_AT({plan.tensor_offsets[node.inputs[8]]})" if node.inputs[8] else "NULL",
               channels=conv["update"]["channels"] if "update" in conv else "NULL",
               scratch=f"TINYC_F({plan.scratch[i][0]})",
-              gx=_float_ptr(plan, node.outputs[0]))
+              gx=_float_ptr(plan, node.outputs[0]) if body else "NULL")
     proj_c = g.tensors[node.inputs[0]].shape[-1] if parts["proj"] is not None else 0
     return dict(ptype="tinyc_dw_pw_grad_params", io=io,
-                params=dict(dw=conv["dw"]["params"], in_c=g.tensors[node.outputs[0]].shape[-1],
+                params=dict(dw=dw_geometry,
+                            in_c=g.tensors[node.outputs[0]].shape[-1] if body else 0,
                             proj_c=proj_c, mask_lo=lo, mask_hi=hi, dmask_lo=dlo, dmask_hi=dhi,
                             update=update("update"), dw_update=update("dw_update")))
 

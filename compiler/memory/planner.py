@@ -549,6 +549,9 @@ def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
     expand layer's weight-update scratch, then (its weights stored split) one row of them."""
     dw = node.attrs["parts"]["dw"]
     hidden = node.attrs["hidden"]
+    if dw is None:   # a tail: one plane of the project's input gradient
+        _, oh, ow, _ = hidden[node.attrs["parts"]["proj"].outputs[0]].shape
+        return 4 * oh * ow
     _, ih, iw, _ = hidden[dw.outputs[0]].shape
     _, oh, ow, _ = hidden[dw.inputs[0]].shape if dw.inputs[0] in hidden else \
         g.tensors[dw.inputs[0]].shape

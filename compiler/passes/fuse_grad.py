@@ -13,10 +13,11 @@ channel of the expanded tensors:
     g_em = g_e masked by the expand layer's clamp, then its bias step (channel c)
     g_x  = 1x1 expand input gradient of g_em   (g_x[p, i] = sum over c of g_em[p, c] * w[c, i])
 
-so `dw_pw_grad` computes them one expanded channel c at a time: channel c's plane of g_d, masked,
-feeds the depthwise bias step of channel c and the plane of g_e, masked, is accumulated into g_x
-and feeds the expand layer's step of channel c (bias, or weights and bias). Only two planes (out_h x out_w and in_h x in_w floats) of the
-expanded gradients exist at a time. The float32 operations are the very ones of the unfused nodes
+so `dw_pw_grad` computes them one expanded channel c at a time: channel c's plane of g_d,
+masked, feeds the depthwise bias step of channel c, and the plane of g_e, masked, is
+accumulated into g_x and feeds the expand layer's step of channel c (bias, or weights and
+bias). Only two planes (out_h x out_w and in_h x in_w floats) of the expanded gradients exist
+at a time. The float32 operations are the very ones of the unfused nodes
 in the same order per element: g_d[p, c] gets its terms in o order and g_x[p, i] in c order (the
 o order of conv2d_grad_input), a bias gradient sums its plane row-major, skipping zeros as
 before. The numpy reference runs the unfused nodes (attrs["parts"]), so the two stay the same by
@@ -37,9 +38,11 @@ way (the "head", optional):
 - "proj_mask": grad_mask(g_d, D) -> g_dm (D: the depthwise layer's clamped output), read only by
   "dw" and at most "dw_update", the depthwise layer's bias-only conv2d_update.
 Without the head it is fused only where it saves memory (_saves_memory: the stride-2 blocks);
-with it, g_d and g_e are never materialised, which always does. The fused node runs at the
-place of its first part: its inputs are ready there, and no node in between changes the weights
-it reads (weight updates come after the input gradients of their layer).
+with it, g_d and g_e are never materialised, which always does. A *tail* is the head alone: the
+project's input gradient, its mask and the depthwise layer's bias step, where that layer is the
+earliest trained one (no "dw" input gradient to continue with); it has no output. The fused
+node runs at the place of its first part: its inputs are ready there, and no node in between
+changes the weights it reads (weight updates come after the input gradients of their layer).
 """
 from __future__ import annotations
 
@@ -104,6 +107,25 @@ def _head(g: Graph, n1: Node, readers: dict, producer: dict) -> dict | None:
     return {"proj": proj, "proj_mask": mask, "dw_update": others[0] if others else None}
 
 
+def _tail(g: Graph, n0: Node, readers: dict) -> dict | None:
+    """The mask and the bias-only update that alone read the output of n0, a 1x1 conv's input
+    gradient (g_d), when the layer they belong to (D) gets no input gradient (the earliest
+    trained layer): channel by channel, only g_p and one plane of g_d are needed."""
+    mask = _sole_reader(readers, n0.outputs[0], "grad_mask")
+    if mask is None or mask.inputs[1] == mask.inputs[0]:
+        return None
+    update = _sole_reader(readers, mask.outputs[0], "conv2d_update")
+    g_p, g_d = g.tensors[n0.inputs[0]], g.tensors[n0.outputs[0]]
+    if (update is None or not bias_only(update) or mask.outputs[0] in g.outputs
+            or n0.outputs[0] in g.outputs
+            or g.tensors[mask.inputs[1]].shape[-1] != g_d.shape[-1]):
+        return None
+    _, h, w, _ = g_d.shape
+    if g_p.nbytes + 4 * h * w >= g_d.nbytes:
+        return None
+    return {"proj_mask": mask, "dw_update": update}
+
+
 def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
     """The training graph with every pattern of the module docstring replaced by one dw_pw_grad
     node. Returns g itself (modified) for convenience."""
@@ -148,6 +170,16 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
         first = parts["proj"] if head else n1
         fused[id(first)] = node
         dropped.update(id(n) for n in parts.values() if n is not None and n is not first)
+    taken = dropped | set(fused)
+    for n0 in g.nodes[n_forward:]:   # tails: a project input gradient, mask and bias step only
+        if id(n0) in taken or not pointwise_grad_inplace_ok(g, n0) or n0.inputs[1] in split:
+            continue
+        tail = _tail(g, n0, readers)
+        if tail is None:
+            continue
+        parts = {"proj": n0, **tail, "dw": None, "mask": None, "update": None, "pw": None}
+        fused[id(n0)] = _fused_node(g, parts)
+        dropped.update(id(n) for n in tail.values())
     if not fused:
         return g
     g.nodes = [fused.get(id(n), n) for n in g.nodes if id(n) not in dropped]
@@ -157,8 +189,17 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
 
 def _fused_node(g: Graph, parts: dict) -> Node:
     """inputs: [gy (g_p with a head, else g_dm), project weight | "", D | "", depthwise weight,
-    E, expand weight, depthwise bias | "", expand bias | ""]."""
+    E, expand weight, depthwise bias | "", expand bias | "", the expand layer's saved input
+    when its weights are trained | ""]; a tail (no "dw") has only the first three and the
+    depthwise bias, and no output."""
     proj, dw, pw = parts["proj"], parts["dw"], parts["pw"]
+    if dw is None:
+        mask, update = parts["proj_mask"], parts["dw_update"]
+        return Node(update.name.rsplit("/", 1)[0] + "/dw_pw_grad", FUSED_OP,
+                    [proj.inputs[0], proj.inputs[1], mask.inputs[1], "", "", "",
+                     update.inputs[3], "", ""], [],
+                    {"parts": parts, "hidden": {t: g.tensors[t]
+                                                for t in (proj.outputs[0], mask.outputs[0])}})
     opt = {k: parts[k] for k in ("proj_mask", "dw_update", "update")}
     ins = [proj.inputs[0] if proj else dw.inputs[0], proj.inputs[1] if proj else "",
            opt["proj_mask"].inputs[1] if proj else "", dw.inputs[1], parts["mask"].inputs[1],

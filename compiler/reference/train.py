@@ -295,7 +295,7 @@ def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int) -> np.ndar
             local[n.outputs[0]] = grad_mask(local[n.inputs[0]], local[n.inputs[1]], n.attrs)
         else:
             _update(g, n, local, lr, step)
-    return local[node.outputs[0]]
+    return local[node.outputs[0]] if node.outputs else None
 
 
 class TrainState:
@@ -327,7 +327,9 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int) -> f
         elif node.op == "conv2d_update":
             _update(g, node, env, lr, step)
         elif node.op == "dw_pw_grad":   # passes/fuse_grad.py: its unfused nodes, in order
-            env[node.outputs[0]] = dw_pw_grad(g, node, env, lr, step)
+            out = dw_pw_grad(g, node, env, lr, step)
+            if node.outputs:   # a tail has none
+                env[node.outputs[0]] = out
         elif node.op in ("avg_pool_grad", "max_pool_grad"):
             x_shape = g.tensors[node.outputs[0]].shape
             x_q_in = env[node.inputs[1]] if node.op == "max_pool_grad" else None

@@ -204,7 +204,8 @@ typedef struct {
     const int8_t *d_act;
     int32_t *dw_bias;           /* head: the depthwise layer's bias, or NULL */
     const float *dw_f_b;
-    const int8_t *dw_w;         /* the depthwise conv */
+    const int8_t *dw_w;         /* the depthwise conv; NULL: a tail (the head alone, then
+                                 * no expand part and no gx) */
     const float *dw_scale;
     const uint8_t *mask_bits;   /* the expand output's mask */
     const int8_t *act;

@@ -221,22 +221,26 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step)
 {
     const tinyc_conv_grad_params *dw = &p->dw;
-    const int32_t c_n = dw->in_c;
+    const int32_t c_n = dw->out_c;   /* = in_c (depthwise); a tail's layer may be any conv */
     const int32_t cin = p->in_c;
     const int32_t taps = dw->kernel_h * dw->kernel_w;
     const int32_t in_px = dw->in_h * dw->in_w;
     const int32_t out_px = dw->out_h * dw->out_w;
     float *plane_d = io->scratch;                          /* head only */
-    float *plane_e = io->scratch + (p->proj_c ? out_px : 0);
-    float *update_scratch = plane_e + in_px;
-    /* a row of split expand weights, after the update's scratch (kh = kw = 1) */
-    int8_t *row = (int8_t *)(void *)(update_scratch + (io->weights ? update_channels(p) : 0));
+    float *plane_e = NULL, *update_scratch = NULL;
+    int8_t *row = NULL;
     int32_t c, px, i, o;
-    memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
+    if (io->dw_w) {   /* not a tail */
+        plane_e = io->scratch + (p->proj_c ? out_px : 0);
+        update_scratch = plane_e + in_px;
+        /* a row of split expand weights, after the update's scratch (kh = kw = 1) */
+        row = (int8_t *)(void *)(update_scratch + (io->weights ? update_channels(p) : 0));
+        memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
+    }
     for (c = 0; c < c_n; ++c) {
         const int8_t *w = io->pw_w ? io->pw_w + c * cin : row;
-        const float s = io->pw_scale[c];
         const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
+        float s;
         int32_t gd_step = c_n;
         if (p->proj_c) {
             for (px = 0; px < out_px; ++px) {
@@ -262,6 +266,10 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
             gd = plane_d;
             gd_step = 1;
         }
+        if (!io->dw_w) {
+            continue;   /* a tail: the depthwise layer is the earliest trained one */
+        }
+        s = io->pw_scale[c];
         for (px = 0; px < in_px; ++px) {
             plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
                                      p->mask_hi)
