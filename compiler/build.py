@@ -341,15 +341,13 @@ def choose_build_schedule(gq: Graph, opts: BuildOptions, board: Board, mode, sra
     """The schedule a build compiles: memory/schedule.choose_schedule on the int8 graph. A
     training step may patch only its frozen prefix (training_max_split); its SRAM budget also
     leaves room for the trained parameters kept in SRAM."""
-    from .memory.planner import param_sram_bytes, split_weights, trainable_tensors
+    from .memory.planner import params_sram_bytes
     from .memory.schedule import choose_schedule, training_max_split
 
     budget = None
     train = "train" in gq.meta
     if sram is not None:
-        split = split_weights(gq) if train else {}
-        params = sum(param_sram_bytes(gq, t, split) for t, _ in trainable_tensors(gq)) \
-            if train else 0
+        params = params_sram_bytes(gq) if train else 0
         budget = sram - board.stack_reserve_bytes - params
         if budget <= 0:
             raise TinycError(f"--sram {sram}: not even the board's stack reserve "

@@ -52,10 +52,13 @@ MODES = [(True, "nearest"), (True, "stochastic"), (False, "stochastic"), (False,
 NO_QAS_LR = 2000.0
 
 
-def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1, plan=None):
-    """Train the reference (a copy of graph) and the generated C on the same samples."""
-    plan = plan if plan is not None else plan_memory(graph)
-    generate_c(graph, plan, out_dir)
+def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1, plan=None,
+             gen=None):
+    """Train the reference (a copy of graph) and the generated C on the same samples. The C is
+    generated from `gen` with `plan` (default: graph and its plan; e.g. a patched schedule)."""
+    gen = graph if gen is None else gen
+    plan = plan if plan is not None else plan_memory(gen)
+    generate_c(gen, plan, out_dir)
     shape = graph.tensors[graph.inputs[0]].shape
     classes = graph.tensors[graph.meta["train"]["logits"]].shape[-1]
     rng = np.random.default_rng(seed)

@@ -16,7 +16,6 @@ import pytest
 
 from conftest import assert_clean_failure, tinyc
 from tinyc.build import compile_graph, options_from_report
-from tinyc.codegen.c import generate_c
 from tinyc.errors import TinycError
 from tinyc.memory.planner import trainable_tensors
 from tinyc.memory.schedule import choose_schedule, training_max_split
@@ -24,7 +23,6 @@ from tinyc.passes.autodiff import TrainOptions
 from tinyc.passes.patch import PatchSpec, prefix_problem
 from tinyc.pipeline import compile_training, forward_graph, quantize_array
 from tinyc.reference import train as ref
-from tinyc.targets.host import HostTrainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
@@ -70,19 +68,8 @@ def test_forced_schedule_beyond_the_frozen_prefix_is_refused(small_nets):
 
 def _train_both(g, sched, out_dir, lr: float, steps: int = 12, seed: int = 3):
     """The generated C of the scheduled (patched) graph and the reference of the unpatched g."""
-    generate_c(sched.graph, sched.plan, out_dir)
-    shape = g.tensors[g.inputs[0]].shape
-    rng = np.random.default_rng(seed)
-    xs = rng.integers(-128, 128, (steps,) + shape[1:]).astype(np.int8)
-    ys = rng.integers(0, 10, steps)
-    g_ref = g.copy()
-    ref_losses = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k)
-                           for k in range(steps)])
-    with HostTrainer(out_dir) as t:
-        losses = t.train(xs, ys, lr)
-        params = t.params()
-        logits = t.infer(xs[:4])
-    return g_ref, ref_losses, losses, params, logits, xs
+    from test_train_c import run_both
+    return run_both(g, out_dir, lr, steps, seed, plan=sched.plan, gen=sched.graph)[:6]
 
 
 @pytest.mark.parametrize("net, scheme, spec, qas, rounding", [

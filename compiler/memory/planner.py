@@ -789,6 +789,12 @@ def split_sram_count(g: Graph, name: str, split: dict) -> int:
     return kh * kw * (out_c // split["groups"]) * len(split["channels"])
 
 
+def params_sram_bytes(g: Graph) -> int:
+    """Bytes of all the trained parameters a training graph keeps in SRAM."""
+    split = split_weights(g)
+    return sum(param_sram_bytes(g, t, split) for t, _ in trainable_tensors(g))
+
+
 def param_sram_bytes(g: Graph, name: str, split: dict | None = None) -> int:
     """Bytes a trained parameter takes in SRAM (the whole tensor unless stored split)."""
     split = split_weights(g) if split is None else split

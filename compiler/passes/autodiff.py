@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import TinycError
 from ..ir import Graph, Node, Tensor
+from .fuse_grad import bias_only, fuse_depthwise_pointwise_grads
 from .sparse_update import UpdateScheme
 from .train_head import classifier
 
@@ -121,16 +122,15 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
             # a bias-only update reads just g_out: run it first, so that g_out dies at the
             # input gradient, which may then overwrite it (planner: depthwise_grad). A weight
             # update runs after it: the input gradient needs the weights before their step.
-            bias_only = update is not None and (update.attrs["channels"] is None
-                                                or len(update.attrs["channels"]) == 0)
-            if bias_only:
+            bias_first = update is not None and bias_only(update)
+            if bias_first:
                 backward.append(update)
             if x in dep:
                 g_x = new_grad(x)
                 backward.append(Node(node.name + "/grad_input", "conv2d_grad_input",
                                      [g_out, node.inputs[1]], [g_x], _conv_attrs(t, node)))
                 give_grad(x, g_x, node)
-            if update is not None and not bias_only:
+            if update is not None and not bias_first:
                 backward.append(update)
         elif node.op == "add":
             for i in need:
@@ -172,7 +172,6 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
                        "forward_nodes": len(forward), "logits": logits,
                        "trainable": sorted(trainable)}
     if opts.channelwise:
-        from .fuse_grad import fuse_depthwise_pointwise_grads
         fuse_depthwise_pointwise_grads(t)
     return t
 

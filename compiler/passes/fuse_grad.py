@@ -54,7 +54,7 @@ from ..memory.planner import is_depthwise_grad, pointwise_grad_inplace_ok, split
 FUSED_OP = "dw_pw_grad"
 
 
-def _saves_memory(g: Graph, n1: Node, n4: Node, readers: dict) -> bool:
+def _saves_memory(g: Graph, n1: Node, n4: Node, readers: dict, at: dict) -> bool:
     """Whether fusing beats the unfused nodes locally. Unfused, the expanded gradient g_e is
     computed over g_d in place when g_d dies there (planner: depthwise_grad*), and g_x over it
     (pointwise_grad): about max(g_d, g_e) bytes, plus g_d when something reads it later (a
@@ -62,7 +62,6 @@ def _saves_memory(g: Graph, n1: Node, n4: Node, readers: dict) -> bool:
     2 wins (g_e is 4x g_d); a stride 1 usually does not."""
     g_d, g_e, g_x = (g.tensors[t].nbytes for t in (n1.inputs[0], n1.outputs[0], n4.outputs[0]))
     _, h, w, _ = g.tensors[n1.outputs[0]].shape
-    at = {id(n): k for k, n in enumerate(g.nodes)}
     g_d_later = any(at[id(r)] > at[id(n1)] for r in readers.get(n1.inputs[0], []))
     unfused = g_e + g_d if g_d_later else max(g_d, g_e)
     fused = g_d + g_x + 4 * h * w
@@ -138,6 +137,7 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
                 readers.setdefault(t, []).append(n)
         for t in n.outputs:
             producer[t] = n
+    at = {id(n): k for k, n in enumerate(g.nodes)}   # node -> position
     split = split_weights(g)        # weights the fused kernel cannot read (kept in two places)
     fused: dict[int, Node] = {}     # id of the first part -> the fused node
     dropped: set[int] = set()       # ids of the other parts
@@ -162,7 +162,7 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
             head = None
         if n1.inputs[1] in split:   # the expand conv's may be: the kernel reads it row by row
             continue
-        if head is None and not _saves_memory(g, n1, n4[0], readers):
+        if head is None and not _saves_memory(g, n1, n4[0], readers, at):
             continue
         parts = {"proj": None, "proj_mask": None, "dw_update": None, **(head or {}),
                  "dw": n1, "mask": n2, "update": n3[0] if n3 else None, "pw": n4[0]}

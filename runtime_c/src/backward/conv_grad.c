@@ -192,12 +192,6 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     }
 }
 
-/* Floats of the expand layer's weight-update scratch: its kept channels (1x1, groups 1). */
-static int32_t update_channels(const tinyc_dw_pw_grad_params *p)
-{
-    return p->update.num_channels;
-}
-
 static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
 {
     return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
@@ -233,8 +227,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     if (io->dw_w) {   /* not a tail */
         plane_e = io->scratch + (p->proj_c ? out_px : 0);
         update_scratch = plane_e + in_px;
-        /* a row of split expand weights, after the update's scratch (kh = kw = 1) */
-        row = (int8_t *)(void *)(update_scratch + (io->weights ? update_channels(p) : 0));
+        /* a row of split expand weights, after the update's scratch: one float per kept
+         * channel (1x1, groups 1) */
+        row = (int8_t *)(void *)(update_scratch + (io->weights ? p->update.num_channels : 0));
         memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
     }
     for (c = 0; c < c_n; ++c) {
