@@ -74,16 +74,29 @@ def c_ident(text: str) -> str:
 
 
 def c_string(text: str) -> str:
-    """A C string literal (printable ASCII; anything else as an octal escape)."""
+    """A C string literal of any text: its UTF-8 bytes, printable ASCII as is except `"`, `\\`
+    (escaped) and `?` (no trigraph can form); every other byte as a three-digit octal escape
+    (three digits: a following digit cannot join it)."""
     out = []
-    for ch in text.encode():
+    for ch in text.encode("utf-8", "surrogatepass"):
         c = chr(ch)
         out.append("\\" + c if c in '"\\' else c if 32 <= ch < 127 and c != "?" else f"\\{ch:03o}")
     return '"' + "".join(out) + '"'
 
 
+# What a name may keep in a comment of generated C, linker script or platformio.ini. No `*` (so
+# neither `*/` nor `/*` can form), no `\` (line splicing), no `?` (trigraphs), no control
+# character (a new line); everything else becomes `_`.
+COMMENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                          " _-.,:;/()[]<>{}#=+!@$%&|^~'\"")
+COMMENT_MAX = 160
+
+
 def c_comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ")
+    """Any text (a model's tensor or node name, a board name) as comment text that cannot close,
+    nest, splice or end the comment's line, whatever its characters; long text is cut."""
+    text = "".join(ch if ch in COMMENT_CHARS else "_" for ch in str(text))
+    return text if len(text) <= COMMENT_MAX else text[:COMMENT_MAX - 3] + "..."
 
 
 def c_float(v) -> str:
@@ -634,11 +647,15 @@ def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dic
                 qas=bool(train["qas"]), rounding=train["rounding"])
 
 
-def _environment():
+def template_environment():
+    """The jinja2 environment of every template; text from a model or a board file goes through
+    its filters: `comment` (c_comment) in comments, `c_string` in C string literals."""
     import jinja2
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(comment=c_comment, c_string=c_string)
+    return env
 
 
 def runtime_files(layers: list[dict], train: bool = False) -> list[Path]:
@@ -665,7 +682,7 @@ def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = model_context(g, plan)
-    env = _environment()
+    env = template_environment()
     (out / "model.h").write_text(env.get_template("model.h.j2").render(**ctx))
     (out / "model.c").write_text(env.get_template("model.c.j2").render(**ctx))
     rt = out / "tinyc"

@@ -9,6 +9,8 @@ online, and the upload protocols `tinyc flash` knows.
 """
 from __future__ import annotations
 
+import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,74 +140,194 @@ def load_board(board: str) -> Board:
     return _parse(data, path)
 
 
-def _need(table: dict, key: str, kind, where: str):
-    if key not in table:
-        raise TinycError(f"{where}: missing field '{key}'")
-    value = table[key]
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise TinycError(f"{where}: '{key}' must be an integer (got {value!r})")
-    if kind is not int and not isinstance(value, kind):
-        raise TinycError(f"{where}: '{key}' must be {kind.__name__} (got {value!r})")
-    return value
+# ------------------------------------------------------------------------ schema
+# Board files come from anywhere (a forum, a colleague), and their values reach platformio.ini,
+# link.ld, C headers, SCons and a shell: every field is checked here, before anything is written.
+ADDRESS_SPACE = 1 << 32
+ID_RE = re.compile(r"[a-z0-9_]{1,40}")
+PIO_ID_RE = re.compile(r"[A-Za-z0-9_.-]{0,60}")        # PlatformIO platform/board/protocol ids
+MACHINE_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,40}")    # a QEMU -M machine
+TOOL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,40}")   # a program name, no path
+PROTOCOL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}")
+# upload commands run through a shell (PlatformIO's upload_command): one line, words of these
+# characters, double quotes to group words, {placeholders} of the build's files
+COMMAND_RE = re.compile(r'[A-Za-z0-9_.,:=/+@{}" -]{1,300}')
+PLACEHOLDERS = ("elf", "bin", "hex", "uf2", "port", "project")
+# names and chip names: no `$` (SCons substitutes it), `\`, quotes, backticks or control characters
+TEXT_PUNCT = set(" _.,:;()[]+/&'#@!-")
+
+
+def _shown(value) -> str:
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Table:
+    """One table of a board file: unknown keys are refused, each field is checked as it is read."""
+
+    def __init__(self, table, where: str, known: tuple[str, ...]):
+        if not isinstance(table, dict):
+            raise TinycError(f"{where}: must be a table (got {_shown(table)})")
+        unknown = sorted(k for k in table if k not in known)
+        if unknown:
+            raise TinycError(f"{where}: unknown field {_shown(unknown[0])} (known fields: "
+                             f"{', '.join(known)})")
+        self.table, self.where = table, where
+
+    def has(self, key: str) -> bool:
+        return key in self.table
+
+    def _get(self, key: str, default):
+        if key not in self.table:
+            if default is None:
+                raise TinycError(f"{self.where}: missing field '{key}'")
+            return default
+        return self.table[key]
+
+    def fail(self, key: str, allowed: str):
+        raise TinycError(f"{self.where}: field '{key}' must be {allowed} (got "
+                         f"{_shown(self.table.get(key))})")
+
+    def int(self, key: str, lo: int, hi: int, default: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self.fail(key, f"an integer from {lo} to {hi}")
+        return value
+
+    def bool(self, key: str, default: bool | None = None) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, "true or false")
+        return value
+
+    def choice(self, key: str, choices, default: str | None = None) -> str:
+        value = self._get(key, default)
+        if value not in choices:
+            self.fail(key, "one of " + ", ".join(choices))
+        return value
+
+    def match(self, key: str, pattern: re.Pattern, allowed: str, default: str | None = None) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            self.fail(key, allowed)
+        return value
+
+    def text(self, key: str, max_len: int, default: str | None = None) -> str:
+        """Free text (a name): letters, digits, spaces and the punctuation of TEXT_PUNCT."""
+        value = self._get(key, default)
+        if (not isinstance(value, str) or not 0 < len(value) <= max_len
+                or not all(ch.isalnum() or ch in TEXT_PUNCT for ch in value)):
+            self.fail(key, f"text of 1 to {max_len} letters, digits, spaces and "
+                      f"{''.join(sorted(TEXT_PUNCT - {' '}))}")
+        return value
+
+
+def _upload_command(t: _Table, tool: str) -> str:
+    """The upload command: one line of safe characters, balanced double quotes, known
+    placeholders, and the protocol's tool as the program it runs (after an optional
+    `timeout SECONDS`)."""
+    command = t.match("command", COMMAND_RE, "one line of letters, digits, spaces, double quotes, "
+                      "{placeholders} and _.,:=/+@- (no other shell characters)")
+    bare = re.sub(r"\{\w*\}", "", command)
+    if "{" in bare or "}" in bare or any(name not in PLACEHOLDERS
+                                         for name in re.findall(r"\{(\w*)\}", command)):
+        t.fail("command", "a command whose braces are placeholders: "
+               + " ".join("{" + p + "}" for p in PLACEHOLDERS))
+    if command.count('"') % 2:
+        t.fail("command", "a command with balanced double quotes")
+    words = shlex.split(command)
+    if words[:1] == ["timeout"] and len(words) > 2 and words[1].isdigit():
+        words = words[2:]
+    if not words or words[0] != tool:
+        t.fail("command", f"a command that runs the protocol's tool '{tool}' (its first word, "
+               "after an optional `timeout SECONDS`)")
+    return command
 
 
 def _parse(data: dict, path: Path) -> Board:
-    where = str(path)
-    core = {k: _need(data, k, t, where) for k, t in (
-        ("id", str), ("name", str), ("cpu", str), ("fpu", str), ("sram_bytes", int),
-        ("flash_bytes", int), ("stack_reserve_bytes", int), ("emulated", bool))}
-    if core["cpu"] not in CPUS:
-        raise TinycError(f"{where}: cpu '{core['cpu']}' is not one of {', '.join(CPUS)}")
-    if core["fpu"] not in CPUS[core["cpu"]][1]:
-        raise TinycError(f"{where}: fpu '{core['fpu']}' does not go with {core['cpu']} "
-                         f"(one of {', '.join(CPUS[core['cpu']][1])})")
-    guard = 32 if CPUS[core["cpu"]][0] != "armv6-m" else 256
+    where = str(path) if str(path).isprintable() else ascii(str(path))
+    top = _Table(data, where, ("id", "name", "cpu", "fpu", "mcu", "f_cpu", "sram_total_bytes",
+                               "flash_total_bytes", "sram_bytes", "flash_bytes",
+                               "stack_reserve_bytes", "emulated", "memory", "firmware",
+                               "platformio", "qemu", "upload"))
+    cpu = top.choice("cpu", tuple(CPUS))
+    core = dict(
+        id=top.match("id", ID_RE, "1 to 40 of a-z, 0-9 and _ (the file's name without .toml)"),
+        name=top.text("name", 100), cpu=cpu, fpu=top.choice("fpu", CPUS[cpu][1]),
+        sram_bytes=top.int("sram_bytes", 1, ADDRESS_SPACE),
+        flash_bytes=top.int("flash_bytes", 1, ADDRESS_SPACE),
+        stack_reserve_bytes=top.int("stack_reserve_bytes", 0, ADDRESS_SPACE),
+        emulated=top.bool("emulated"))
+    guard = 32 if CPUS[cpu][0] != "armv6-m" else 256
     if core["stack_reserve_bytes"] % 8 or core["stack_reserve_bytes"] < 2 * guard:
         raise TinycError(f"{where}: stack_reserve_bytes must be a multiple of 8 and at least "
                          f"{2 * guard} (it includes the {guard}-byte MPU guard)")
+    if core["stack_reserve_bytes"] >= core["sram_bytes"]:
+        top.fail("stack_reserve_bytes", f"less than sram_bytes ({core['sram_bytes']})")
     extra: dict = {"path": str(path)}
-    for key in ("mcu",):
-        if key in data:
-            extra[key] = _need(data, key, str, where)
-    for key in ("f_cpu", "sram_total_bytes", "flash_total_bytes"):
-        if key in data:
-            extra[key] = _need(data, key, int, where)
-    if "memory" in data:
-        m = data["memory"]
-        mem = MemoryMap(**{k: _need(m, k, int, where + " [memory]") for k in
-                           ("flash_origin", "flash_length", "ram_origin", "ram_length")})
+    if top.has("mcu"):
+        extra["mcu"] = top.text("mcu", 80)
+    if top.has("f_cpu"):
+        extra["f_cpu"] = top.int("f_cpu", 1000, 2_000_000_000)
+    for key in ("sram_total_bytes", "flash_total_bytes"):
+        if top.has(key):
+            extra[key] = top.int(key, 1, ADDRESS_SPACE)
+    if top.has("memory"):
+        m = _Table(data["memory"], where + " [memory]",
+                   ("flash_origin", "flash_length", "ram_origin", "ram_length"))
+        regions = {}
+        for region in ("flash", "ram"):
+            origin = m.int(f"{region}_origin", 0, ADDRESS_SPACE - 1)
+            length = m.int(f"{region}_length", 1, ADDRESS_SPACE)
+            if origin + length > ADDRESS_SPACE:
+                m.fail(f"{region}_length", f"at most {ADDRESS_SPACE - origin} (the region must "
+                       "end inside the 32-bit address space)")
+            regions[f"{region}_origin"], regions[f"{region}_length"] = origin, length
+        mem = MemoryMap(**regions)
         if core["sram_bytes"] > mem.ram_length or core["flash_bytes"] > mem.flash_length:
             raise TinycError(f"{where}: the budget (sram_bytes, flash_bytes) exceeds the linker "
                              "regions of [memory] (ram_length, flash_length)")
         extra["memory"] = mem
-    if "firmware" in data:
-        fw = dict(data["firmware"])
-        fw_where = where + " [firmware]"
-        console = _need(fw, "console", str, fw_where)
-        if console not in CONSOLES:
-            raise TinycError(f"{fw_where}: console '{console}' is not one of {', '.join(CONSOLES)}")
-        unit = fw.get("counter_unit", "cycles")
-        if unit not in COUNTER_UNITS:
-            raise TinycError(f"{fw_where}: counter_unit must be one of {', '.join(COUNTER_UNITS)}")
-        extra["firmware"] = Firmware(console=console, baud=int(fw.get("baud", 115200)),
-                                     counter_unit=unit,
-                                     counter_scale=int(fw.get("counter_scale", 1)),
-                                     boot2=bool(fw.get("boot2", False)))
-    if "platformio" in data:
-        extra["platformio"] = dict(data["platformio"])
-    if "qemu" in data:
-        extra["qemu_machine"] = _need(data["qemu"], "machine", str, where + " [qemu]")
-    if "upload" in data:
-        up = data["upload"]
+    if top.has("firmware"):
+        fw = _Table(data["firmware"], where + " [firmware]",
+                    ("console", "baud", "counter_unit", "counter_scale", "boot2"))
+        extra["firmware"] = Firmware(
+            console=fw.choice("console", CONSOLES),
+            baud=fw.int("baud", 300, 10_000_000, 115200),
+            counter_unit=fw.choice("counter_unit", COUNTER_UNITS, "cycles"),
+            counter_scale=fw.int("counter_scale", 1, 1_000_000, 1),
+            boot2=fw.bool("boot2", False))
+    if top.has("platformio"):
+        pio = _Table(data["platformio"], where + " [platformio]",
+                     ("platform", "board", "framework", "upload_protocol"))
+        extra["platformio"] = {k: pio.match(k, PIO_ID_RE, "a PlatformIO id: up to 60 of "
+                                            "A-Z, a-z, 0-9 and _.-")
+                               for k in ("platform", "board", "framework", "upload_protocol")
+                               if pio.has(k)}
+    if top.has("qemu"):
+        qemu = _Table(data["qemu"], where + " [qemu]", ("machine",))
+        extra["qemu_machine"] = qemu.match("machine", MACHINE_RE, "a QEMU machine name (a-z, 0-9, "
+                                           ".-)")
+    if top.has("upload"):
+        up = _Table(data["upload"], where + " [upload]", ("default", "protocols"))
+        protocols = up.table.get("protocols", {})
+        if not isinstance(protocols, dict):
+            up.fail("protocols", "a table of protocols ([upload.protocols.NAME])")
         protos = []
-        for name, p in up.get("protocols", {}).items():
-            pw = f"{where} [upload.protocols.{name}]"
+        for name, table in protocols.items():
+            if not PROTOCOL_RE.fullmatch(name):
+                raise TinycError(f"{where}: protocol name {_shown(name)} in [upload.protocols] "
+                                 "must be up to 31 of A-Z, a-z, 0-9 and _.-")
+            p = _Table(table, f"{where} [upload.protocols.{name}]",
+                       ("tool", "install", "command", "needs_port", "pio_protocol"))
+            tool = p.match("tool", TOOL_RE, "a program name (A-Z, a-z, 0-9, _.+-; no path)")
             protos.append(UploadProtocol(
-                name=name, tool=_need(p, "tool", str, pw), install=_need(p, "install", str, pw),
-                command=_need(p, "command", str, pw), needs_port=bool(p.get("needs_port", False)),
-                pio_protocol=str(p.get("pio_protocol", ""))))
+                name=name, tool=tool, install=p.text("install", 200), command=_upload_command(p, tool),
+                needs_port=p.bool("needs_port", False),
+                pio_protocol=p.match("pio_protocol", PIO_ID_RE, "a PlatformIO upload protocol "
+                                     "id (A-Z, a-z, 0-9, _.-)", "")))
         extra["protocols"] = tuple(protos)
-        extra["upload_default"] = _need(up, "default", str, where + " [upload]")
+        extra["upload_default"] = up.match("default", PROTOCOL_RE, "a protocol name")
         if protos and extra["upload_default"] not in {p.name for p in protos}:
             raise TinycError(f"{where}: [upload] default '{extra['upload_default']}' is not "
                              "among [upload.protocols]")

@@ -36,7 +36,6 @@ from .elf import Elf, biggest, memory_usage
 ROOT = Path(__file__).resolve().parents[2]
 PLATFORM_DIR = ROOT / "boards" / "platformio"
 FIRMWARE_SRC = ROOT / "runtime_c" / "firmware"
-TEMPLATE_DIR = ROOT / "templates"
 ENV = "tinyc"
 CORE_DIR = ".pio-core"
 MODEL_LIB = Path("lib") / "tinyc_model"
@@ -67,10 +66,8 @@ def model_dir(out) -> Path:
 
 
 def _env():
-    import jinja2
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True)
+    from ..codegen.c import template_environment
+    return template_environment()
 
 
 def official_env(board: Board) -> str | None:
