@@ -379,7 +379,9 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     sched = choose_build_schedule(gq, opts, board, mode, sram)
     out = Path(out_dir)
     if opts.firmware:
+        from .targets.platformio import check_project_path
         require_firmware(board)
+        check_project_path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable
     _remove_generated(out, opts.firmware)

@@ -306,6 +306,7 @@ def cmd_emulate(a) -> int:
 
 
 def cmd_flash(a) -> int:
+    import shlex
     import shutil
     import subprocess
 
@@ -322,7 +323,7 @@ def cmd_flash(a) -> int:
     proto = plan["protocol"]
     core = Path(a.out).resolve() / ".pio-core"
     if a.dry_run:
-        print(f"PLATFORMIO_CORE_DIR={core} " + " ".join(plan["pio"]))
+        print(f"PLATFORMIO_CORE_DIR={shlex.quote(str(core))} " + shlex.join(plan["pio"]))
         print(f"# which runs ({proto.name}, board {board.id}):")
         print(plan["tool_command"])
         return 0

@@ -70,6 +70,22 @@ def _env():
     return template_environment()
 
 
+def check_project_path(out) -> None:
+    """PlatformIO expands `${...}` in the project's paths (as Python expressions, through SCons),
+    so a firmware project cannot live under a path with a `$`; every other character works (the
+    build passes the project's own files to the tools by relative paths)."""
+    for what, path in (("output folder", Path(out).resolve()), ("tinyc's PlatformIO platform",
+                                                                  PLATFORM_DIR)):
+        if "$" in str(path):
+            raise TinycError(f"the {what} {ascii(str(path))} contains '$', which PlatformIO "
+                             "expands in paths: choose a folder without '$' for a firmware build "
+                             "(or build with --no-firmware)")
+
+
+# what is allowed in `tinyc flash --port`: PlatformIO passes the port unquoted to a shell
+PORT_RE = re.compile(r"[A-Za-z0-9_./:@+,=-]+")
+
+
 def official_env(board: Board) -> str | None:
     if board.emulated or not board.platformio.get("platform"):
         return None
@@ -91,10 +107,12 @@ def board_manifest(board: Board) -> dict:
 
 
 def pio_command_text(command: str) -> str:
-    """A board's upload command template -> the PlatformIO upload_command form."""
-    subs = {"elf": "$BUILD_DIR/${PROGNAME}.elf", "bin": "$BUILD_DIR/${PROGNAME}.bin",
-            "hex": "$BUILD_DIR/${PROGNAME}.hex", "uf2": "$BUILD_DIR/${PROGNAME}.uf2",
-            "port": "$UPLOAD_PORT", "project": "$PROJECT_DIR"}
+    """A board's upload command template -> the PlatformIO upload_command form. The images are
+    SCons nodes of tinyc's platform (TINYC_ELF...: boards/platformio/builder/main.py), named
+    relative to the project folder, where the command runs: the project's absolute path,
+    whatever its characters, never reaches the shell."""
+    subs = {"elf": "${TINYC_ELF}", "bin": "${TINYC_BIN}", "hex": "${TINYC_HEX}",
+            "uf2": "${TINYC_UF2}", "port": "${UPLOAD_PORT}", "project": "."}
     return re.sub(r"\{(\w+)\}", lambda m: subs.get(m.group(1), m.group(0)), command)
 
 
@@ -240,7 +258,7 @@ def run_pio(out, *args, timeout: float = 900, what: str = "firmware build") -> s
                              timeout=timeout)
     except subprocess.TimeoutExpired:
         raise TinycError(f"{what} did not finish within {timeout:.0f} s: "
-                         f"{' '.join(cmd)}") from None
+                         f"{shlex.join(cmd)}") from None
     if res.returncode != 0:
         raise PioError(res.stdout + res.stderr, cmd)
     return res.stdout + res.stderr
@@ -250,7 +268,7 @@ class PioError(TinycError):
     def __init__(self, log: str, cmd: list[str]):
         self.log, self.cmd = log, cmd
         tail = "\n".join(log.strip().splitlines()[-25:])
-        super().__init__(f"`{' '.join(cmd)}` failed:\n{tail}")
+        super().__init__(f"`{shlex.join(cmd)}` failed:\n{tail}")
 
 
 MODEL_CONST_RE = re.compile(r"^tinyc_[wbmsl]\d+$")
@@ -372,10 +390,14 @@ def stack_check(build_dir: Path, board: Board) -> dict:
 def upload_plan(out, board: Board, protocol: str | None, port: str | None) -> dict:
     """What `tinyc flash` runs: the pio command, and the tool command it leads to."""
     out = Path(out).resolve()
+    check_project_path(out)
     proto: UploadProtocol = board.protocol(protocol)
     if proto.needs_port and not port:
         raise TinycError(f"board '{board.id}' uploads with '{proto.name}' ({proto.tool}), which "
                          "needs --port (the board's serial port or drive)")
+    if port is not None and not PORT_RE.fullmatch(port):
+        raise TinycError(f"--port {ascii(port)}: a port or drive path may hold only letters, "
+                         "digits and _./:@+,=- (PlatformIO hands it to a shell unquoted)")
     build = out / ".pio" / "build" / ENV
     files = {"elf": build / "firmware.elf", "bin": build / "firmware.bin",
              "hex": build / "firmware.hex", "uf2": build / "firmware.uf2",

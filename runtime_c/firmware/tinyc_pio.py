@@ -17,7 +17,7 @@ def configure(env):
         CCFLAGS=machine + ["-ffunction-sections", "-fdata-sections"],
         ASFLAGS=machine,
         LINKFLAGS=machine + ["-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
-                             "-Wl,-Map,${BUILD_DIR}/${PROGNAME}.map"],
+                             "-Wl,-Map,${TARGET.base}.map"],
         LIBS=["m", "c", "gcc"],   # libm: the training loss (logf)
     )
     if env.GetProjectOption("custom_tinyc_boot2", "no") == "yes":

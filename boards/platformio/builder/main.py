@@ -55,6 +55,12 @@ target_buildprog = env.Alias("buildprog", [target_bin, target_hex])
 target_size = env.Alias("size", target_elf, env.VerboseAction("$SIZEPRINTCMD", "Calculating size $SOURCE"))
 AlwaysBuild(target_size)
 
+# The images as SCons nodes, for the placeholders of upload_command (tinyc's pio_command_text):
+# SCons names a node relative to the project folder, where the command runs, so the project's
+# absolute path (whatever its characters) never reaches the shell.
+env.Replace(**{"TINYC_" + ext.upper(): env.File("$BUILD_DIR/${PROGNAME}." + ext)
+               for ext in ("elf", "bin", "hex", "uf2")})
+
 if not env.subst("$UPLOADCMD"):
     env.Replace(UPLOADCMD="echo 'tinyc platform: set upload_command in platformio.ini' && false")
 upload = env.Alias("upload", [target_elf, target_bin, target_hex],
