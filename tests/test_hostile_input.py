@@ -46,7 +46,8 @@ def hostile_names(rng, count: int, canary: Path) -> list[str]:
 
 
 def rename_all(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """The same model with every tensor and node named from `names` (in order of appearance)."""
+    """The same model with its tensors, then its nodes, named from `names` in order of appearance
+    (None keeps a name)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     tensors = [t.name for t in list(g.input) + list(g.initializer)]
@@ -54,15 +55,24 @@ def rename_all(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         tensors += list(n.input) + list(n.output)
     tensors += [t.name for t in g.output]
     order = list(dict.fromkeys(t for t in tensors if t))
-    new = dict(zip(order, names))
-    assert len(new) == len(order), "not enough names"
+    assert len(names) >= len(order) + len(g.node), "not enough names"
+    new = {old: name or old for old, name in zip(order, names)}
     for t in list(g.input) + list(g.output) + list(g.value_info) + list(g.initializer):
         t.name = new.get(t.name, t.name)
     for k, n in enumerate(g.node):
         n.input[:] = [new.get(t, t) for t in n.input]
         n.output[:] = [new.get(t, t) for t in n.output]
-        n.name = names[len(order) + k]
+        n.name = names[len(order) + k] or n.name
     return model
+
+
+def exploit_names(canary: Path) -> list[str]:
+    """One name that, in a comment that only rewrote `*/` and newlines, becomes a function run
+    before main() (a backslash and CR splice `*` and `/`; CR ends the line for GCC); the first
+    weight carries it, everything else keeps its name."""
+    code = (f'__attribute__((constructor)) static void pwn(void) {{ if (system("touch {canary}")) '
+            '{} }')
+    return [None, f"w *\\\r/\r#include <stdlib.h>\r{code}\r/* "] + [None] * 400
 
 
 def strip_comments(c_text: str) -> str:
@@ -76,10 +86,12 @@ def canary(tmp_path):
     assert not path.exists(), "a name ran a command"
 
 
-@pytest.mark.parametrize("net", ["mbv2_block", "fc_only"])
-def test_hostile_names_build_and_compute_like_clean_ones(net, small_nets, tmp_path, canary):
+@pytest.mark.parametrize("net,names", [("mbv2_block", "fuzz"), ("fc_only", "fuzz"),
+                                       ("fc_only", "exploit")])
+def test_hostile_names_build_and_compute_like_clean_ones(net, names, small_nets, tmp_path, canary):
     clean = onnx.load(small_nets[net])
-    names = hostile_names(np.random.default_rng(len(net)), 400, canary)
+    names = (hostile_names(np.random.default_rng(len(net)), 400, canary) if names == "fuzz"
+             else exploit_names(canary))
     hostile = tmp_path / "m \"$(touch CANARY)\" `touch CANARY`;%'é\n\\*\r.onnx"
     onnx.save(rename_all(clean, names), hostile)
     calib = tmp_path / "calib.npy"
