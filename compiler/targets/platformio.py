@@ -70,16 +70,34 @@ def _env():
     return template_environment()
 
 
+# characters tinyc's own folder cannot hold for PlatformIO to find its platform there: the
+# platformio.ini value `platform = symlink://PATH` is read with %-interpolation, ` ;` and ` #`
+# start comments, PlatformIO expands `${...}` and cuts package specs at `@` and `?`
+PLATFORM_PATH_UNSAFE = "$%;#@?\n\r"
+
+
+def symlink_uri(path: Path) -> str:
+    """PlatformIO's symlink://PATH: the plain path (PlatformIO does not decode a file URI's
+    %-escapes)."""
+    return "symlink://" + path.as_posix()
+
+
 def check_project_path(out) -> None:
     """PlatformIO expands `${...}` in the project's paths (as Python expressions, through SCons),
     so a firmware project cannot live under a path with a `$`; every other character works (the
     build passes the project's own files to the tools by relative paths)."""
-    for what, path in (("output folder", Path(out).resolve()), ("tinyc's PlatformIO platform",
-                                                                  PLATFORM_DIR)):
-        if "$" in str(path):
-            raise TinycError(f"the {what} {ascii(str(path))} contains '$', which PlatformIO "
-                             "expands in paths: choose a folder without '$' for a firmware build "
-                             "(or build with --no-firmware)")
+    out = Path(out).resolve()
+    if "$" in str(out):
+        raise TinycError(f"the output folder {ascii(str(out))} contains '$', which PlatformIO "
+                         "expands in paths: choose a folder without '$' for a firmware build "
+                         "(or build with --no-firmware)")
+    bad = sorted(set(str(PLATFORM_DIR)) & set(PLATFORM_PATH_UNSAFE))
+    if bad:
+        raise TinycError(f"tinyc is installed in {ascii(str(ROOT))}, whose path holds "
+                         f"{ascii(''.join(bad))}: PlatformIO cannot use tinyc's platform "
+                         f"({PLATFORM_DIR.name}) from there; install tinyc in a folder without "
+                         f"{' '.join(PLATFORM_PATH_UNSAFE[:-2])} or a line break, or build with "
+                         "--no-firmware")
 
 
 # what is allowed in `tinyc flash --port`: PlatformIO passes the port unquoted to a shell
@@ -200,8 +218,8 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
     (boards_dir / f"tinyc_{board.id}.json").write_text(
         json.dumps(board_manifest(board), indent=2) + "\n")
     (out / "platformio.ini").write_text(env.get_template("firmware/platformio.ini.j2").render(
-        board=board, model_name=model_name, platform_uri=PLATFORM_DIR.as_uri().replace(
-            "file://", "symlink://"), official=official_env(board) is not None,
+        board=board, model_name=model_name, platform_uri=symlink_uri(PLATFORM_DIR),
+        official=official_env(board) is not None,
         official_env=official_env(board), protocol=proto,
         upload_command=pio_command_text(proto.command)))
     return out
@@ -230,8 +248,7 @@ def prepare_core(out: Path) -> Path:
     (core / "packages").mkdir(parents=True, exist_ok=True)
     link = {"cwd": "/", "spec": {"owner": "platformio", "id": None, "name": "tool-scons",
                                  "requirements": None,
-                                 "uri": (PLATFORM_DIR / "tool-scons").as_uri().replace(
-                                     "file://", "symlink://")}}
+                                 "uri": symlink_uri(PLATFORM_DIR / "tool-scons")}}
     (core / "packages" / "tool-scons.pio-link").write_text(json.dumps(link))
     return core
 
