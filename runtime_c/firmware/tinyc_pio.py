@@ -13,6 +13,8 @@ def configure(env):
     fpu = env.GetProjectOption("custom_tinyc_fpu", "none")
     machine = ["-mcpu=" + cpu, "-mthumb"]
     machine += ["-mfloat-abi=soft"] if fpu == "none" else ["-mfpu=" + fpu, "-mfloat-abi=hard"]
+    # the link map beside the ELF, named from the link's target: SCons writes that path relative
+    # to the project, so the project's absolute path (any characters) never reaches the shell
     env.Append(
         CCFLAGS=machine + ["-ffunction-sections", "-fdata-sections"],
         ASFLAGS=machine,
