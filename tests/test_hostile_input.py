@@ -218,7 +218,10 @@ def test_firmware_builds_and_uploads_into_a_path_of_shell_characters(small_nets,
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "tinyc.cli", *map(str, args)],
                               capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    res = cli("build", small_nets["fc_only"], "--board", "mps2_an386", "-o", out)
+    # the model's file name reaches main.c as a C string and platformio.ini as a comment
+    model = tmp_path / "m \"$(touch CANARY)\" `touch CANARY`;%'é*\\??=.onnx"
+    shutil.copy(small_nets["fc_only"], model)
+    res = cli("build", model, "--board", "mps2_an386", "-o", out)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (out / ".pio" / "build" / "tinyc" / "firmware.map").is_file()
     dry = cli("flash", out, "--dry-run").stdout.splitlines()
@@ -228,4 +231,5 @@ def test_firmware_builds_and_uploads_into_a_path_of_shell_characters(small_nets,
     if shutil.which("qemu-system-arm"):   # the board's upload runs the firmware under QEMU
         res = cli("flash", out)
         assert res.returncode == 0 and "done 1 samples" in res.stdout, res.stdout + res.stderr
+        assert f"model {model.name}, input" in res.stdout
     assert not list(tmp_path.rglob("CANARY"))
