@@ -35,8 +35,8 @@ HOSTILE = ["*\\", "\\", "\r", "\n", "\r\n", '"', "'", "$(", ")", "`", ";", "%", 
 
 
 def hostile_names(rng, count: int, canary: Path) -> list[str]:
-    """`count` distinct names from the hostile alphabet; the first ones are known exploits of a
-    comment that only rewrote `*/` and newlines (they call system() if they ever become C)."""
+    """`count` distinct names from the hostile alphabet; the first ones would put a system()
+    call into the code through a comment that only rewrote `*/` and newlines."""
     run = f'system("touch {canary}");'
     names = [f'a *\\\r/ {run} /* ', f"b *\\\n/ {run} /*", f"c */ {run} /* ", f"d\n{run}\n",
              f"e ??/\n{run}", "f \\"]
