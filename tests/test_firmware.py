@@ -497,7 +497,8 @@ def test_flash_dry_run_shows_each_boards_command(small_nets, calib, tmp_path):
 @needs_toolchain
 def test_flash_without_the_tool_or_the_build_fails_cleanly(small_nets, calib, tmp_path):
     text = (ROOT / "boards" / "nucleo_f411re.toml").read_text()
-    (tmp_path / "b.toml").write_text(text.replace('tool = "openocd"', 'tool = "tinyc-no-such-uploader"'))
+    (tmp_path / "b.toml").write_text(text.replace('tool = "openocd"', 'tool = "tinyc-no-such-uploader"')
+                                     .replace('command = "openocd', 'command = "tinyc-no-such-uploader'))
     out = tmp_path / "o"
     tinyc("build", small_nets["mbv2_block"], "--board", tmp_path / "b.toml", "-o", out, "--calib", calib)
     assert_clean_failure(tinyc("flash", out, check=False), "nucleo_f411re", "'stlink'",
