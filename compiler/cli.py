@@ -209,7 +209,7 @@ def cmd_build(a) -> int:
         train = parse_scheme(a.train)
     elif a.num_classes or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
-    if not (np.isfinite(np.float32(a.lr)) and np.float32(a.lr) > 0):
+    if not (0 < a.lr <= float(np.finfo(np.float32).max) and np.float32(a.lr) > 0):
         raise TinycError(f"--lr {a.lr}: the learning rate must be a finite number above 0 "
                          "(a float32; the default is 0.003)")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
