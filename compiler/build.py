@@ -404,12 +404,34 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     if opts.train == "auto":   # what auto chose, so that tinyc export redoes exactly this build
         report["build_options"]["train"] = gq.meta["train"]["scheme_spec"]
     report["board_file"] = board.path
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.json").write_text(report_text(report))
     check_fits(report)
     if opts.firmware:
         report["firmware"] = firmware_step(out, board, report, opts, calib)
-        (out / "report.json").write_text(json.dumps(report, indent=1))
+        (out / "report.json").write_text(report_text(report))
     return report
+
+
+def report_text(report: dict) -> str:
+    """report.json's text: strict JSON, never NaN or Infinity (which JSON readers refuse)."""
+    try:
+        return json.dumps(report, indent=1, allow_nan=False)
+    except ValueError:
+        raise TinycError(f"report.json would hold a non-finite number at "
+                         f"{_nonfinite_at(report) or 'an unknown place'}: check the build's "
+                         "options (e.g. --lr) and the model's values") from None
+
+
+def _nonfinite_at(v, at: str = "") -> str | None:
+    """The path of the first NaN or infinite float in a JSON-like value."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return at or "the top level"
+    items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+    for k, sub in items:
+        found = _nonfinite_at(sub, f"{at}.{k}" if at else str(k))
+        if found:
+            return found
+    return None
 
 
 def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
@@ -439,5 +461,5 @@ def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
         return {**info, **build_firmware(out, board)}
     except FirmwareDoesNotFitError as e:
         report["firmware"] = {**info, "built": False, "error": str(e)}
-        (out / "report.json").write_text(json.dumps(report, indent=1))
+        (out / "report.json").write_text(report_text(report))
         raise DoesNotFitError(str(e)) from None

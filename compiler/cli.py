@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
     e.add_argument("--save-params", help=".npz file for the trained parameters")
     e.add_argument("--lr", type=float, help="learning rate (default: the build's --lr)")
+    e.add_argument("--allow-divergence", action="store_true",
+                   help="with --train-data: exit 0 even when the training guard skipped steps "
+                        "or refused updates (a diverging run; otherwise exit 1)")
     e.add_argument("--qemu", action="store_true",
                    help="run the built firmware under qemu-system-arm (mps2 boards) instead of "
                         "the host build; prints the instructions per inference, or with "
@@ -206,6 +209,9 @@ def cmd_build(a) -> int:
         train = parse_scheme(a.train)
     elif a.num_classes or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
+    if not (0 < a.lr <= float(np.finfo(np.float32).max) and np.float32(a.lr) > 0):
+        raise TinycError(f"--lr {a.lr}: the learning rate must be a finite number above 0 "
+                         "(a float32; the default is 0.003)")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
@@ -387,18 +393,42 @@ def emulate_training(a, rep: dict) -> int:
                 losses.extend(trainer.train(x[idx], y[idx], lr))
                 _progress(min(start + chunk, len(x)), len(x), f"epoch {epoch}")
             losses = np.asarray(losses)
-            if not np.all(np.isfinite(losses)):
-                raise TinycError(f"epoch {epoch}: the loss became NaN/Inf; lower --lr")
-            line = f"epoch {epoch}: loss {losses.mean():.4f}"
+            finite = losses[np.isfinite(losses)]   # a skipped step's loss may be NaN
+            line = f"epoch {epoch}: loss {finite.mean() if len(finite) else float('nan'):.4f}"
             if evaluation is not None:
                 logits = trainer.infer(evaluation[0]).reshape(len(evaluation[0]), -1)
                 acc = float(np.mean(np.argmax(logits, axis=1) == evaluation[1]))
                 line += f", eval accuracy {100 * acc:.2f}% ({len(evaluation[1])} samples)"
             print(line, flush=True)
-        if a.save_params:
+            guard = trainer.guard_stats()
+            print(f"epoch {epoch}: {guard_summary(guard)}", flush=True)
+        if a.save_params:   # also after a diverging run: nothing learned is lost
             np.savez(a.save_params, **trainer.params())
             print(f"wrote {a.save_params} (trained parameters; tinyc export turns them into ONNX)")
+    check_divergence(guard, lr, a.allow_divergence)
     return 0
+
+
+def guard_summary(guard) -> str:
+    """The training guard's counters (runtime_c/include/tinyc/train.h), totals so far."""
+    return (f"guard: {guard.steps_skipped} of {guard.steps} steps skipped (lr, loss or logit "
+            f"gradient not finite), {guard.refused} of {guard.updates} channel updates refused "
+            f"({guard.refused_nonfinite} non-finite gradient, {guard.refused_saturation} "
+            f"saturation) in {guard.steps_guarded} steps")
+
+
+def check_divergence(guard, lr: float, allow: bool) -> None:
+    """A run diverged when the guard acted at all: a step skipped or an update refused (at the
+    default lr the guard stays silent on the shared models: README, On-device training)."""
+    if not (guard.steps_skipped or guard.refused):
+        return
+    what = (f"{guard.steps_skipped} steps skipped and {guard.refused} channel updates refused "
+            f"in {guard.steps_guarded} of {guard.steps} steps")
+    if allow:
+        print(f"training diverged at lr {lr:g} ({what}); --allow-divergence: exit status 0")
+        return
+    raise TinycError(f"training diverged at lr {lr:g}: the guard {what}; try a lower "
+                     f"--lr (e.g. {lr / 10:g}), or pass --allow-divergence to accept the run")
 
 
 def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
@@ -421,6 +451,11 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
         part = slice((epoch - 1) * per_epoch, epoch * per_epoch)
         print(f"epoch {epoch}: loss {float(np.mean(losses[part])):.4f}, "
               f"{np.mean(demo.counts[part]):,.0f} {unit} per training step (firmware)")
+        if epoch <= len(demo.guard):
+            print(f"epoch {epoch}: {guard_summary(demo.guard[epoch - 1])} (firmware)")
+    if len(demo.guard) != a.epochs:
+        raise QemuError(f"the training firmware printed the guard's counters for "
+                        f"{len(demo.guard)} of {a.epochs} epochs")
     which = "eval" if evaluation is not None else "training"
     print(f"accuracy after training: {100 * demo.accuracy:.2f}% ({demo.correct} of "
           f"{demo.evaluated} {which} samples, firmware)")
@@ -436,6 +471,7 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
         _compiler()
     except TinycError as e:
         print(f"not compared with the host build: {e}")
+        check_divergence(demo.guard[-1], lr, a.allow_divergence)
         return 0
     host = host_training(a.out, data)
     cmp = compare(demo, params, host)
@@ -447,9 +483,12 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
             f"the firmware's training differs from the host build's on the same {data.steps} "
             f"steps: parameters {'identical' if cmp.params_identical else 'differ: ' + ', '.join(cmp.differing[:5])}; "
             f"losses: {losses_text}; accuracy {demo.correct}/{demo.evaluated} vs host "
-            f"{host.correct}/{host.evaluated}")
+            f"{host.correct}/{host.evaluated}; guard counters "
+            f"{'identical' if cmp.guard_identical else f'{demo.guard[-1]} vs host {host.guard}'}")
     print(f"host check: after {data.steps} steps the {len(params)} trained parameter tensors are "
-          f"bit-identical to the host build's; losses: {losses_text}; same accuracy")
+          f"bit-identical to the host build's; losses: {losses_text}; same accuracy and guard "
+          "counters")
+    check_divergence(demo.guard[-1], lr, a.allow_divergence)
     return 0
 
 

@@ -65,12 +65,16 @@ def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1,
     xs = rng.integers(-128, 128, (steps,) + shape[1:]).astype(np.int8)
     ys = rng.integers(0, classes, steps)
     g_ref = graph.copy()
-    ref_losses = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k)
+    ref_guard = ref.GuardStats()
+    ref_losses = np.array([ref.train_step(g_ref, xs[k][None], int(ys[k]), lr, k, ref_guard)
                            for k in range(steps)])
     with HostTrainer(out_dir) as t:
         losses = t.train(xs, ys, lr)
         params = t.params()
         logits = t.infer(xs[:4])
+        guard = t.guard_stats()
+    # the guard's counters of the C and of the reference
+    assert guard == ref_guard and guard.steps == steps and guard.updates > 0
     return g_ref, ref_losses, losses, params, logits, xs, plan
 
 
@@ -123,17 +127,20 @@ def test_train_step_matches_reference(net, scheme, qas, rounding, small_nets, tm
 
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
 def test_saturation(rounding, small_nets, tmp_path):
-    """A huge learning rate drives weights to -128/127 and biases to the int32 limits (the
-    saturating paths of the update), and the logits to their extremes."""
+    """A huge learning rate: the guard refuses the channel updates that would pin their values
+    at a bound, the C and the reference agree on every value and counter (run_both), and what
+    is applied stays in [-127, 127] and within the quantizer's bias headroom."""
     g = compile_training(str(small_nets["groups_concat"]), None, "full", 10,
                          TrainOptions(qas=True, rounding=rounding))
-    assert_same_training(g, tmp_path, lr=1e9, steps=6)
+    assert_same_training(g, tmp_path, lr=1e9, steps=6, expect_change=False)
     with HostTrainer(tmp_path) as t:
         t.train(np.zeros((3,) + g.tensors[g.inputs[0]].shape[1:], np.int8), [0, 1, 2], 1e9)
         params = t.params()
-    assert any(np.abs(v.astype(np.int64)).max() >= 2 ** 31 - 1 for v in params.values()
-               if v.dtype == np.int32)
-    assert any(np.any(v == -128) or np.any(v == 127) for v in params.values() if v.dtype == np.int8)
+        guard = t.guard_stats()
+    assert guard.refused_saturation > 0 and guard.steps_guarded == 3
+    for name, v in params.items():
+        limit = ref.BIAS_LIMIT if v.dtype == np.int32 else ref.WEIGHT_LIMIT
+        assert np.abs(v.astype(np.int64)).max() <= limit, name
 
 
 @pytest.mark.parametrize("options", [dict(inplace=False), dict(pack_masks=False),

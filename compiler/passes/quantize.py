@@ -21,6 +21,9 @@ from ..reference.float_exec import run_float_node
 from ..reference import softmax as softmax_ref
 
 QMIN, QMAX = -128, 127
+# |int32 bias| <= 2^30: the headroom that keeps every int32 accumulator (bias plus products)
+# from overflowing; the training update holds biases there too (train.h TINYC_BIAS_LIMIT)
+BIAS_LIMIT = 2 ** 30
 PASS_THROUGH = ("avg_pool", "max_pool", "pad", "reshape", "clamp")
 REQUANTIZING = ("conv2d", "fully_connected", "add")
 
@@ -148,7 +151,7 @@ def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np
     absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else np.abs(w).max()
     scale = absmax / 127.0
     # keep the int32 bias representable even for channels with tiny weights
-    bias_floor = np.abs(b) / (float(s_in) * 2.0 ** 30)
+    bias_floor = np.abs(b) / (float(s_in) * BIAS_LIMIT)
     scale = np.maximum(scale, bias_floor if per_channel else bias_floor.max())
     scale = round_scale(np.where(scale > 0, scale, 1.0 / 127.0))
     bshape = (-1,) + (1,) * (w.ndim - 1)

@@ -12,9 +12,14 @@ sums in the order written below). The loop-order contract of each op:
 - conv2d_update, for each output channel o: bias gradient gb = sum over (oy, ox) row-major of
   g_y; weight gradient of each updated (ky, kx, i): gw = sum over (oy, ox) row-major (skipping
   padding) of g_y[oy, ox, o] * (s_x * (float)(x_q[iy, ix, i] - zp_x)). The integer step is
-  r = round((lr * gw) * f_w[o]) (f_w = 1/s_w with QAS, s_w without); w = clamp(w - r, -128, 127);
-  biases likewise with f_b (1/(s_w s_x) with QAS), saturated to int32. All weight gradients of a
-  layer are computed before any of its weights changes.
+  r = round((lr * gw) * f_w[o]) (f_w = 1/s_w with QAS, s_w without); w = clamp(w - r, -127, 127);
+  biases likewise with f_b (1/(s_w s_x) with QAS), clamped to +-BIAS_LIMIT (the quantizer's
+  headroom). All weight gradients of a layer are computed before any of its weights changes.
+- the guard (runtime_c/include/tinyc/train.h): a step whose lr is not finite or negative, or
+  whose loss or logit gradient is not finite, updates nothing (skipped). The update of one
+  output channel o of a layer (its kept weights and its bias) is refused, not written at all,
+  when one of its gradients is not finite or when more than GUARD_SATURATED_PERCENT % of its
+  values would saturate: the step carries them past their bound from inside it.
 - rounding "nearest": x >= 0 ? floorf(x + 0.5f) : ceilf(x - 0.5f); "stochastic":
   floorf(x + u), u = (lowbias32(counter) >> 8) * 2^-24 with counter = step * 2654435761 + salt
   + flat index (+ 2^30 for biases), all uint32.
@@ -27,10 +32,32 @@ sums in the order written below). The loop-order contract of each op:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..ir import Graph, Node
+from ..passes.quantize import BIAS_LIMIT
 from .int8 import run_int8_node
+
+WEIGHT_LIMIT = 127   # the quantizer's symmetric int8 range (train.h TINYC_WEIGHT_LIMIT)
+# train.h TINYC_GUARD_SATURATED_PERCENT (the reason for the value is there)
+GUARD_SATURATED_PERCENT = 25
+
+
+@dataclass
+class GuardStats:
+    """The guard's counters, as tinyc_get_train_stats (model.h) reports them."""
+    steps: int = 0
+    steps_skipped: int = 0
+    steps_guarded: int = 0
+    updates: int = 0
+    refused_nonfinite: int = 0
+    refused_saturation: int = 0
+
+    @property
+    def refused(self) -> int:
+        return self.refused_nonfinite + self.refused_saturation
 
 F32 = np.float32
 HALF = F32(0.5)
@@ -153,11 +180,18 @@ def weight_grad(gy: np.ndarray, x_q: np.ndarray, attrs: dict, kernel) -> np.ndar
     return gw
 
 
-@np.errstate(over="ignore")   # the uint32 rounding counters wrap around, as in C
+def _saturates(old: np.ndarray, new: np.ndarray, limit: int) -> np.ndarray:
+    """The step carries the value past a bound it was not already at."""
+    return ((new > limit) & (old < limit)) | ((new < -limit) & (old > -limit))
+
+
+# the uint32 rounding counters wrap around, as in C; a refused channel's steps may be NaN
+@np.errstate(over="ignore", invalid="ignore")
 def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.ndarray,
-                attrs: dict, lr: float, step: int) -> tuple[np.ndarray, np.ndarray]:
+                attrs: dict, lr: float, step: int,
+                guard: GuardStats | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return the updated (w int8, b int32). x_q holds the layer input (or its selected
-    channels, in attrs['channels'] order)."""
+    channels, in attrs['channels'] order). The guard's counters go to `guard`."""
     fc = attrs["fc"]
     w_shape = w.shape
     if fc:
@@ -178,6 +212,10 @@ def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.nd
     salt = np.uint32(attrs["salt"])
     step_base = np.uint32((step * 2654435761) & 0xFFFFFFFF)
 
+    # per output channel: values updated, a gradient not finite, values that would saturate
+    elements = np.zeros(cout, np.int64)
+    nonfinite = np.zeros(cout, bool)
+    saturated = np.zeros(cout, np.int64)
     if attrs["update_bias"]:
         gb = bias_grad(gy)
         delta = ((lr * gb).astype(F32) * attrs["f_b"]).astype(F32)
@@ -186,8 +224,13 @@ def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.nd
         else:
             ctr = step_base + salt + np.uint32(1 << 30) + np.arange(cout, dtype=np.uint32)
             rb = round_stochastic(delta, ctr)
+        elements += 1
+        nonfinite |= ~np.isfinite(gb)
+        rb = np.where(np.isfinite(gb), rb, F32(0))
         rb = np.clip(rb, F32(-(2.0 ** 31)), F32(2.0 ** 31 - 128)).astype(np.int64)
-        b_new = np.clip(b.astype(np.int64) - rb, -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+        v = b.astype(np.int64) - rb
+        saturated += _saturates(b, v, BIAS_LIMIT)
+        b_new = np.clip(v, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
 
     channels = attrs["channels"]
     if channels is not None:
@@ -207,9 +250,24 @@ def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.nd
                                                        indexing="ij")
             flat = (((o_idx * kh + ky_idx) * kw + kx_idx) * cin_g + local[j_idx]).astype(np.uint32)
             rw = round_stochastic(delta, step_base + salt + flat)
+        finite = np.isfinite(gw)
+        rw = np.where(finite, rw, F32(0))
         for j, (c_local, m) in enumerate(zip(local, mask.T)):
-            cur = w_new[m, :, :, c_local].astype(F32)
-            w_new[m, :, :, c_local] = np.clip(cur - rw[m, :, :, j], -128, 127).astype(np.int8)
+            cur = w_new[m, :, :, c_local]
+            v = (cur.astype(F32) - rw[m, :, :, j]).astype(F32)
+            elements[m] += kh * kw
+            nonfinite[m] |= ~finite[m, :, :, j].all(axis=(1, 2))
+            saturated[m] += _saturates(cur, v, WEIGHT_LIMIT).sum(axis=(1, 2))
+            w_new[m, :, :, c_local] = np.clip(v, -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(np.int8)
+
+    # the guard: a refused channel keeps all its old values
+    refused = nonfinite | (saturated * 100 > elements * GUARD_SATURATED_PERCENT)
+    w_new[refused], b_new[refused] = w[refused], b[refused]
+    if guard is not None:
+        seen = elements > 0
+        guard.updates += int(seen.sum())
+        guard.refused_nonfinite += int((seen & nonfinite).sum())
+        guard.refused_saturation += int((seen & refused & ~nonfinite).sum())
     return w_new.reshape(w_shape), b_new
 
 
@@ -268,14 +326,15 @@ def grad_mask(g_y: np.ndarray, y_q: np.ndarray, attrs: dict) -> np.ndarray:
     return np.where(keep, g_y, F32(0)).astype(F32)
 
 
-def _update(g: Graph, node: Node, env: dict, lr: float, step: int) -> None:
+def _update(g: Graph, node: Node, env: dict, lr: float, step: int, guard: GuardStats) -> None:
     wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
     x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
     wt.data, bt.data = conv_update(env[node.inputs[0]], x_q_saved, wt.data, bt.data, node.attrs,
-                                   lr, step)
+                                   lr, step, guard)
 
 
-def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int) -> np.ndarray:
+def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int,
+               guard: GuardStats) -> np.ndarray:
     """The parts of a dw_pw_grad node (passes/fuse_grad.py) one after the other."""
     parts, hidden = node.attrs["parts"], node.attrs["hidden"]
     local = dict(env)
@@ -294,7 +353,7 @@ def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int) -> np.ndar
         elif n.op == "grad_mask":
             local[n.outputs[0]] = grad_mask(local[n.inputs[0]], local[n.inputs[1]], n.attrs)
         else:
-            _update(g, n, local, lr, step)
+            _update(g, n, local, lr, step, guard)
     return local[node.outputs[0]] if node.outputs else None
 
 
@@ -306,9 +365,18 @@ class TrainState:
         self.step = 0
 
 
-def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int) -> float:
+def _step_is_finite(lr: float, loss: float, grad: np.ndarray) -> bool:
+    lr = F32(lr)
+    return bool(lr >= 0 and np.isfinite(lr) and np.isfinite(loss) and np.isfinite(grad).all())
+
+
+def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
+               guard: GuardStats | None = None) -> float:
     """One training step on graph g (from build_training_graph), updating its parameter
-    tensors in place. Returns the loss."""
+    tensors in place. Returns the loss. The guard's counters go to `guard`."""
+    guard = guard if guard is not None else GuardStats()
+    guard.steps += 1
+    refused = guard.refused
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
     loss = None
     for node in g.nodes:
@@ -317,6 +385,9 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int) -> f
         elif node.op == "softmax_ce":
             env[node.outputs[0]], loss = softmax_ce(env[node.inputs[0]], node.attrs["scale"],
                                                     node.attrs["zero_point"], label)
+            if not _step_is_finite(lr, loss, env[node.outputs[0]]):
+                guard.steps_skipped += 1   # before the first update: nothing changes
+                return loss
         elif node.op == "grad_mask":
             env[node.outputs[0]] = grad_mask(env[node.inputs[0]], env[node.inputs[1]], node.attrs)
         elif node.op == "conv2d_grad_input":
@@ -325,9 +396,9 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int) -> f
                                                    g.tensors[node.inputs[1]].data, node.attrs,
                                                    x_shape)
         elif node.op == "conv2d_update":
-            _update(g, node, env, lr, step)
+            _update(g, node, env, lr, step, guard)
         elif node.op == "dw_pw_grad":   # passes/fuse_grad.py: its unfused nodes, in order
-            out = dw_pw_grad(g, node, env, lr, step)
+            out = dw_pw_grad(g, node, env, lr, step, guard)
             if node.outputs:   # a tail has none
                 env[node.outputs[0]] = out
         elif node.op in ("avg_pool_grad", "max_pool_grad"):
@@ -348,6 +419,7 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int) -> f
             env[node.outputs[0]] = (env[node.inputs[0]] + env[node.inputs[1]]).astype(F32)
         else:
             env[node.outputs[0]] = run_int8_node(g, node, env)
+    guard.steps_guarded += guard.refused != refused
     return loss
 
 

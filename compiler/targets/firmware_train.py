@@ -39,6 +39,8 @@ STEP_RE = re.compile(r"^step (\d+) epoch (\d+) sample (\d+) label (-?\d+) loss (
                      r"0x([0-9a-f]{8}) (instructions|cycles) (\d+)$")
 PLAN_RE = re.compile(r"^plan (\d+) steps, (\d+) epochs, lr \S+ 0x([0-9a-f]{8}), eval (\d+) samples$")
 EPOCH_RE = re.compile(r"^epoch (\d+) mean loss (\S+)$")
+GUARD_RE = re.compile(r"^guard (\d+) steps (\d+) skipped (\d+) guarded (\d+) updates (\d+) "
+                      r"refused (\d+) (\d+)$")
 ACCURACY_RE = re.compile(r"^accuracy (\d+) of (\d+)$")
 PARAMS_RE = re.compile(r"^params (\d+) bytes fnv1a 0x([0-9a-f]{8})$")
 STACK_RE = re.compile(r"^(train )?stack (\d+) of (\d+) bytes$")
@@ -145,6 +147,7 @@ class TrainDemoOutput:
     loss_bits: list[int] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
     epoch_loss: list[float] = field(default_factory=list)
+    guard: list = field(default_factory=list)   # GuardStats after each epoch (totals so far)
     correct: int | None = None
     evaluated: int | None = None
     params_bytes: int | None = None
@@ -184,6 +187,9 @@ def parse_train_output(text: str) -> TrainDemoOutput:
             d.lr_bits = int(m.group(3), 16)
         elif m := EPOCH_RE.match(line):
             d.epoch_loss.append(float(m.group(2)))
+        elif m := GUARD_RE.match(line):
+            from ..reference.train import GuardStats
+            d.guard.append(GuardStats(*(int(v) for v in m.groups()[1:])))
         elif m := ACCURACY_RE.match(line):
             d.correct, d.evaluated = int(m.group(1)), int(m.group(2))
         elif m := PARAMS_RE.match(line):
@@ -234,6 +240,7 @@ class HostRun:
     params: dict
     correct: int
     evaluated: int
+    guard: object = None   # the guard's counters after the run (reference.train.GuardStats)
 
 
 def host_training(out, data: TrainingData) -> HostRun:
@@ -245,11 +252,12 @@ def host_training(out, data: TrainingData) -> HostRun:
                                  for part in np.array_split(data.order,
                                                             max(1, -(-data.steps // chunk)))])
         params = t.params()
+        guard = t.guard_stats()
         logits = np.concatenate([t.infer(data.x[part]).reshape(len(part), -1)
                                  for part in np.array_split(data.eval,
                                                             max(1, -(-len(data.eval) // chunk)))])
     correct = int(np.sum(np.argmax(logits, axis=1) == data.y[data.eval]))
-    return HostRun(losses, params, correct, len(data.eval))
+    return HostRun(losses, params, correct, len(data.eval), guard)
 
 
 @dataclass
@@ -259,10 +267,12 @@ class Comparison:
     losses_identical: bool
     loss_max_rel_diff: float
     accuracy_identical: bool
+    guard_identical: bool = True
 
     @property
     def ok(self) -> bool:
-        return self.params_identical and self.loss_max_rel_diff <= 1e-6 and self.accuracy_identical
+        return (self.params_identical and self.loss_max_rel_diff <= 1e-6
+                and self.accuracy_identical and self.guard_identical)
 
 
 def compare(demo: TrainDemoOutput, params: dict, host: HostRun) -> Comparison:
@@ -276,4 +286,5 @@ def compare(demo: TrainDemoOutput, params: dict, host: HostRun) -> Comparison:
         denom = np.maximum(np.abs(host.losses), np.float32(1e-30))
         rel = float(np.max(np.abs(fw.astype(np.float64) - host.losses) / denom)) if len(fw) else 0.0
     return Comparison(not differing, differing, same_bits, rel,
-                      (demo.correct, demo.evaluated) == (host.correct, host.evaluated))
+                      (demo.correct, demo.evaluated) == (host.correct, host.evaluated),
+                      host.guard is None or (demo.guard[-1:] or [None])[0] == host.guard)

@@ -230,6 +230,13 @@ class HostTrainer:
             at += p["bytes"]
         return out
 
+    def guard_stats(self):
+        """The training guard's counters since the start (tinyc_get_train_stats), as the
+        reference's GuardStats."""
+        from ..reference.train import GuardStats
+        self._send(b"G")
+        return GuardStats(*(int(v) for v in np.frombuffer(self._recv(24), np.uint32)))
+
     def set_params(self, params: dict) -> None:
         """Load trained parameters (tensor name -> array, as params() returns them)."""
         chunks = []

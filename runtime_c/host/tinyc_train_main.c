@@ -8,6 +8,9 @@
  *   'L' TINYC_PARAM_BYTES                               -> 'k' (parameters loaded)
  *   'S' uint32 step                                     -> 'k' (step count set)
  *   'R'                                                 -> 'k' (tinyc_train_init)
+ *   'G'                                                 -> 6 uint32: tinyc_train_stats (steps,
+ *                                                          skipped, guarded, updates, refused
+ *                                                          non-finite, refused saturation)
  * Every reply is flushed. Exit status 0 at end of input, 2 on a truncated or unknown command. */
 #include <stdio.h>
 
@@ -78,6 +81,17 @@ int main(void)
             }
             tinyc_set_train_step_count(step);
             ok = reply("k", 1);
+        } else if (cmd == 'G') {
+            tinyc_train_stats stats;
+            uint32_t counts[6];
+            tinyc_get_train_stats(&stats);
+            counts[0] = stats.steps;
+            counts[1] = stats.steps_skipped;
+            counts[2] = stats.steps_guarded;
+            counts[3] = stats.updates;
+            counts[4] = stats.refused_nonfinite;
+            counts[5] = stats.refused_saturation;
+            ok = reply(counts, sizeof counts);
         } else if (cmd == 'R') {
             tinyc_train_init();
             ok = reply("k", 1);

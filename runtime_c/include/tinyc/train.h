@@ -137,6 +137,49 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
                                         const int8_t *weights, const float *w_scale,
                                         float *scratch);
 
+/* ------------------------------------------------------------------ ranges and the guard
+ * A step keeps int8 weights in the quantizer's symmetric range [-127, 127] and int32 biases in
+ * [-2^30, 2^30] (compiler/passes/quantize.py BIAS_LIMIT, the same headroom). A forward
+ * accumulator then holds at most 2^30 + 2 * 128 * 127 * (filter size) in magnitude (bias, zero
+ * point fold, products): no int32 overflow for filters below 33,000 weights.
+ *
+ * The update guard. Updates are applied in place, layer by layer and output channel by output
+ * channel, as soon as their gradient is complete (no copy of the parameters exists to roll a
+ * step back), so the guard works at two granularities:
+ *   - the step: when lr is not finite or negative, or the loss or any logit gradient is not
+ *     finite, tinyc_train_step updates nothing (checked before the first update: atomic) and
+ *     counts the step as skipped;
+ *   - the channel update: the new values of one output channel o of one layer (its trained
+ *     weights and its bias) are all computed before any is written. They are not written at all
+ *     (the channel update is refused and counted) when one of their gradients is not finite, or
+ *     when more than TINYC_GUARD_SATURATED_PERCENT % of them would saturate: be carried past
+ *     their bound (+-127, +-2^30) from inside it. A value already at its bound and pushed
+ *     further stays there without counting (the quantizer puts each channel's largest weight at
+ *     +-127). The other channels of the step are updated as usual. */
+#define TINYC_WEIGHT_LIMIT 127
+#define TINYC_BIAS_LIMIT 1073741824   /* 2^30 */
+/* Normal training saturates few values of a channel update: at the default lr on the shared
+ * models and the test nets, no channel update ever has more than ~10% of its values carried
+ * to a bound (README, On-device training). A diverging lr carries most of them there at once. */
+#ifndef TINYC_GUARD_SATURATED_PERCENT
+#define TINYC_GUARD_SATURATED_PERCENT 25
+#endif
+
+/* Channel updates seen by the guard, and those not applied. */
+typedef struct {
+    uint32_t updates;              /* channel updates computed */
+    uint32_t refused_nonfinite;    /* not applied: a gradient element was not finite */
+    uint32_t refused_saturation;   /* not applied: too many values would saturate */
+} tinyc_update_guard;
+
+/* Counts one channel update of `elements` values (`saturated` of them would saturate) in
+ * guard; returns 1 (and counts the refusal) when it must not be applied. */
+int tinyc_guard_refuses(tinyc_update_guard *guard, int32_t nonfinite, int32_t saturated,
+                        int32_t elements);
+
+/* 1 when every v[i] is finite. */
+int tinyc_all_finite(int32_t n, const float *v);
+
 typedef struct {
     tinyc_conv_grad_params conv;
     int32_t num_channels;      /* input channels kept for the weight update (0: bias only) */
@@ -156,11 +199,12 @@ typedef struct {
  * gy: the output gradient (out_h x out_w x out_c). x: the saved int8 input, its num_channels
  * selected channels in `channels` order (global input-channel indices, ascending; NULL = all
  * in_c channels in order). For each output channel o:
- *   gb = sum over (oy, ox) row-major of gy; b[o] = sat32(b[o] - round((lr * gb) * f_b[o]))
+ *   gb = sum over (oy, ox) row-major of gy; b[o] = b[o] - round((lr * gb) * f_b[o])
  *   for each kept channel j of o's group and (ky, kx):
  *     gw = sum over (oy, ox) row-major, inside the input, of
  *          gy[oy, ox, o] * (x_scale * (float)(x[iy, ix, j] - x_zero_point))
- *     w[o, ky, kx, j_local] = clamp(w - round((lr * gw) * f_w[o]), -128, 127)
+ *     w[o, ky, kx, j_local] = clamp(w - round((lr * gw) * f_w[o]), -127, 127)
+ *   (biases clamped to +-TINYC_BIAS_LIMIT); the guard may refuse o's update (see above).
  * Rounding counters: step * 2654435761 + salt + flat weight index (+ 2^30 + o for biases).
  * With split_weights, w[o, ky, kx, j_local] is stored at the kept channel's place in the SRAM
  * array (kernels.h tinyc_split_weights); the counters stay those of the OHWI index.
@@ -170,19 +214,21 @@ typedef struct {
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
                          const int32_t *channels, int8_t *weights, int32_t *bias,
                          const float *f_w, const float *f_b, float lr, uint32_t step,
-                         float *scratch);
+                         tinyc_update_guard *guard, float *scratch);
 
 /* tinyc_conv2d_update for output channel o alone; gy(oy, ox) = gy[(oy * out_w + ox) * gy_step]
  * (gy + o and out_c for the layer's output gradient, or a plane of channel o and 1). */
 void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, const float *gy,
                                  int32_t gy_step, const int8_t *x, const int32_t *channels,
                                  int8_t *weights, int32_t *bias, const float *f_w,
-                                 const float *f_b, float lr, uint32_t step, float *scratch);
+                                 const float *f_b, float lr, uint32_t step,
+                                 tinyc_update_guard *guard, float *scratch);
 
 /* The bias step of output channel o alone, from its gradient gb (summed as in
- * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o]. */
+ * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o] (one channel update of one
+ * value for the guard). */
 void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t *bias,
-                       const float *f_b, float lr, uint32_t step);
+                       const float *f_b, float lr, uint32_t step, tinyc_update_guard *guard);
 
 typedef struct {
     tinyc_conv_grad_params dw;        /* the depthwise conv (its input: the expanded tensor) */
@@ -233,7 +279,8 @@ typedef struct {
  * operations, in the same order per element, as the unfused conv2d_grad_input, grad_mask and
  * conv2d_update nodes one after the other. */
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
-                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step);
+                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
+                                    tinyc_update_guard *guard);
 
 /* ------------------------------------------------------------------ split weights storage */
 /* w->sram = the kept channels of the OHWI tensor `full` (tinyc_train_init: full = w->flash;

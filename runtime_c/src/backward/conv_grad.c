@@ -199,7 +199,8 @@ static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t
 
 /* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step. */
 static void plane_bias_step(const tinyc_conv_update_params *u, const float *plane, int32_t n,
-                            int32_t c, int32_t *bias, const float *f_b, float lr, uint32_t step)
+                            int32_t c, int32_t *bias, const float *f_b, float lr, uint32_t step,
+                            tinyc_update_guard *guard)
 {
     float gb = 0.0f;
     int32_t k;
@@ -208,11 +209,12 @@ static void plane_bias_step(const tinyc_conv_update_params *u, const float *plan
             gb = gb + plane[k];
         }
     }
-    tinyc_bias_update(u, c, gb, bias, f_b, lr, step);
+    tinyc_bias_update(u, c, gb, bias, f_b, lr, step, guard);
 }
 
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
-                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step)
+                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
+                                    tinyc_update_guard *guard)
 {
     const tinyc_conv_grad_params *dw = &p->dw;
     const int32_t c_n = dw->out_c;   /* = in_c (depthwise); a tail's layer may be any conv */
@@ -256,7 +258,7 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
             }
             if (io->dw_bias) {
                 plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
-                                step);
+                                step, guard);
             }
             gd = plane_d;
             gd_step = 1;
@@ -291,9 +293,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         if (io->weights) {
             tinyc_conv2d_update_channel(&p->update, c, plane_e, 1, io->x, io->channels,
                                         io->weights, io->bias, io->f_w, io->f_b, lr, step,
-                                        update_scratch);
+                                        guard, update_scratch);
         } else if (io->bias) {
-            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step);
+            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step, guard);
         }
     }
 }

@@ -127,3 +127,14 @@ float tinyc_softmax_ce(int32_t n, const int8_t *logits, float scale, int32_t zer
     z_label = scale * (float)((int32_t)logits[label] - zero_point);
     return logf(s) - (z_label - m);
 }
+
+int tinyc_all_finite(int32_t n, const float *v)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        if (!isfinite(v[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}

@@ -1,6 +1,8 @@
 /* Integer-domain SGD update of a conv / fully connected layer, in place, with QAS factors
  * (f_w, f_b) and nearest or stochastic rounding; operation order of compiler/reference/train.py
- * (conv_update, weight_grad, bias_grad). */
+ * (conv_update, weight_grad, bias_grad). Steps are held to the quantizer's ranges and pass the
+ * update guard (train.h) channel by channel. */
+#include <math.h>
 #include <string.h>
 
 #include "tinyc/train.h"
@@ -13,63 +15,99 @@ static float round_step(float x, int32_t stochastic, uint32_t counter)
     return stochastic ? tinyc_round_stochastic(x, counter) : tinyc_round_nearest(x);
 }
 
-static int32_t bias_step(int32_t b, float r)
+/* b - r held in [-TINYC_BIAS_LIMIT, TINYC_BIAS_LIMIT]; *saturates: the step carries b past a
+ * bound it was not already at. r is integral (or infinite), never NaN. */
+static int32_t bias_step(int32_t b, float r, int32_t *saturates)
 {
     int64_t v;
-    if (r != r) {
-        return b;   /* NaN gradient: leave the bias */
-    }
     if (r < -2147483648.0f) {
         r = -2147483648.0f;
     } else if (r > 2147483520.0f) {
         r = 2147483520.0f;   /* the largest float32 below 2^31 */
     }
     v = (int64_t)b - (int64_t)r;
-    if (v < INT32_MIN) {
-        return INT32_MIN;
+    if (v > TINYC_BIAS_LIMIT) {
+        *saturates = b < TINYC_BIAS_LIMIT;
+        return TINYC_BIAS_LIMIT;
     }
-    return v > INT32_MAX ? INT32_MAX : (int32_t)v;
+    if (v < -TINYC_BIAS_LIMIT) {
+        *saturates = b > -TINYC_BIAS_LIMIT;
+        return -TINYC_BIAS_LIMIT;
+    }
+    *saturates = 0;
+    return (int32_t)v;
 }
 
-static int8_t weight_step(int8_t w, float r)
+/* w - r held in [-TINYC_WEIGHT_LIMIT, TINYC_WEIGHT_LIMIT]; *saturates as bias_step's. */
+static int8_t weight_step(int8_t w, float r, int32_t *saturates)
 {
-    float v;
-    if (r != r) {
-        return w;   /* NaN gradient: leave the weight */
+    const float v = (float)w - r;
+    if (v > (float)TINYC_WEIGHT_LIMIT) {
+        *saturates = w < TINYC_WEIGHT_LIMIT;
+        return TINYC_WEIGHT_LIMIT;
     }
-    v = (float)w - r;
-    if (v <= -128.0f) {
-        return -128;
+    if (v < (float)-TINYC_WEIGHT_LIMIT) {
+        *saturates = w > -TINYC_WEIGHT_LIMIT;
+        return -TINYC_WEIGHT_LIMIT;
     }
-    return v >= 127.0f ? 127 : (int8_t)v;
+    *saturates = 0;
+    return (int8_t)v;
+}
+
+int tinyc_guard_refuses(tinyc_update_guard *guard, int32_t nonfinite, int32_t saturated,
+                        int32_t elements)
+{
+    ++guard->updates;
+    if (nonfinite) {
+        ++guard->refused_nonfinite;
+        return 1;
+    }
+    if ((int64_t)saturated * 100 > (int64_t)elements * TINYC_GUARD_SATURATED_PERCENT) {
+        ++guard->refused_saturation;
+        return 1;
+    }
+    return 0;
+}
+
+/* The integer step of bias[o] (its rounding counter: TINYC_BIAS_COUNTER + o). */
+static float bias_delta(const tinyc_conv_update_params *p, int32_t o, float gb, const float *f_b,
+                        float lr, uint32_t base)
+{
+    float d = lr * gb;
+    d = d * f_b[o];
+    return round_step(d, p->stochastic, base + TINYC_BIAS_COUNTER + (uint32_t)o);
 }
 
 void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t *bias,
-                       const float *f_b, float lr, uint32_t step)
+                       const float *f_b, float lr, uint32_t step, tinyc_update_guard *guard)
 {
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
-    float d = lr * gb;
-    d = d * f_b[o];
-    bias[o] = bias_step(bias[o], round_step(d, p->stochastic,
-                                            base + TINYC_BIAS_COUNTER + (uint32_t)o));
+    int32_t saturates = 0, b = bias[o];
+    if (isfinite(gb)) {
+        b = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturates);
+    }
+    if (!tinyc_guard_refuses(guard, !isfinite(gb), saturates, 1)) {
+        bias[o] = b;
+    }
 }
 
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
                          const int32_t *channels, int8_t *weights, int32_t *bias,
                          const float *f_w, const float *f_b, float lr, uint32_t step,
-                         float *scratch)
+                         tinyc_update_guard *guard, float *scratch)
 {
     int32_t o;
     for (o = 0; o < p->conv.out_c; ++o) {
         tinyc_conv2d_update_channel(p, o, gy + o, p->conv.out_c, x, channels, weights, bias, f_w,
-                                    f_b, lr, step, scratch);
+                                    f_b, lr, step, guard, scratch);
     }
 }
 
 void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, const float *gy,
                                  int32_t gy_step, const int8_t *x, const int32_t *channels,
                                  int8_t *weights, int32_t *bias, const float *f_w,
-                                 const float *f_b, float lr, uint32_t step, float *scratch)
+                                 const float *f_b, float lr, uint32_t step,
+                                 tinyc_update_guard *guard, float *scratch)
 {
     const tinyc_conv_grad_params *c = &p->conv;
     const int32_t cin_g = c->in_c / c->groups;
@@ -78,7 +116,8 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
     const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t grp = o / cout_g;
-    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at;
+    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at, new_bias = 0;
+    int32_t nonfinite = 0, saturated = 0, saturates = 0;
     float gb = 0.0f;
 
     /* kept channels of o's group: [j0, j1) (kept channels ascend) */
@@ -90,6 +129,9 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
         ++j1;
     }
     n = j1 - j0;
+    if (n == 0 && !bias) {
+        return;   /* nothing of o is trained */
+    }
     /* split weights: weights + at holds o's kept weights, after those of the output channels
      * before it (j0 kept channels in earlier groups, each for cout_g output channels) */
     at = kk * (j0 * cout_g + n * (o - grp * cout_g));
@@ -132,8 +174,41 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
             }
         }
     }
+    /* The guard (train.h): every step of o is computed, and checked, before any is written.
+     * The weight steps replace their gradients in scratch. */
     if (bias) {
-        tinyc_bias_update(p, o, gb, bias, f_b, lr, step);
+        nonfinite = !isfinite(gb);
+        if (!nonfinite) {
+            new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
+        }
+    }
+    for (ky = 0; ky < c->kernel_h && !nonfinite; ++ky) {
+        for (kx = 0; kx < c->kernel_w && !nonfinite; ++kx) {
+            float *acc = scratch + (ky * c->kernel_w + kx) * n;
+            const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
+            for (j = 0; j < n; ++j) {
+                const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
+                const int32_t at_w = p->split_weights
+                    ? at + (ky * c->kernel_w + kx) * n + j : row + local;
+                float d;
+                if (!isfinite(acc[j])) {
+                    nonfinite = 1;
+                    break;
+                }
+                d = lr * acc[j];
+                d = d * f_w[o];
+                /* the counter is the logical (OHWI) index wherever the weight is stored */
+                acc[j] = round_step(d, p->stochastic, base + (uint32_t)(row + local));
+                (void)weight_step(weights[at_w], acc[j], &saturates);
+                saturated += saturates;
+            }
+        }
+    }
+    if (tinyc_guard_refuses(guard, nonfinite, saturated, kk * n + (bias ? 1 : 0))) {
+        return;
+    }
+    if (bias) {
+        bias[o] = new_bias;
     }
     for (ky = 0; ky < c->kernel_h; ++ky) {
         for (kx = 0; kx < c->kernel_w; ++kx) {
@@ -141,14 +216,9 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
             const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
             for (j = 0; j < n; ++j) {
                 const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
-                /* the counter is the logical (OHWI) index wherever the weight is stored */
                 const int32_t at_w = p->split_weights
                     ? at + (ky * c->kernel_w + kx) * n + j : row + local;
-                float d = lr * acc[j];
-                d = d * f_w[o];
-                weights[at_w] = weight_step(
-                    weights[at_w],
-                    round_step(d, p->stochastic, base + (uint32_t)(row + local)));
+                weights[at_w] = weight_step(weights[at_w], acc[j], &saturates);
             }
         }
     }
