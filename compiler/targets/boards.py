@@ -145,7 +145,8 @@ def load_board(board: str) -> Board:
 # link.ld, C headers, SCons and a shell: every field is checked here, before anything is written.
 ADDRESS_SPACE = 1 << 32
 ID_RE = re.compile(r"[a-z0-9_]{1,40}")
-PIO_ID_RE = re.compile(r"[A-Za-z0-9_.-]{0,60}")        # PlatformIO platform/board/protocol ids
+PIO_ID_RE = re.compile(r"[A-Za-z0-9_.-]{0,60}")        # PlatformIO platform/protocol ids
+PIO_ENV_RE = re.compile(r"[A-Za-z0-9_-]{0,60}")         # PlatformIO environment names
 MACHINE_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,40}")    # a QEMU -M machine
 TOOL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,40}")   # a program name, no path
 PROTOCOL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}")
@@ -302,8 +303,11 @@ def _parse(data: dict, path: Path) -> Board:
                      ("platform", "board", "framework", "upload_protocol"))
         extra["platformio"] = {k: pio.match(k, PIO_ID_RE, "a PlatformIO id: up to 60 of "
                                             "A-Z, a-z, 0-9 and _.-")
-                               for k in ("platform", "board", "framework", "upload_protocol")
-                               if pio.has(k)}
+                               for k in ("platform", "framework", "upload_protocol") if pio.has(k)}
+        if pio.has("board"):   # also the name of the official environment, [env:BOARD]
+            extra["platformio"]["board"] = pio.match("board", PIO_ENV_RE, "a PlatformIO board id "
+                                                     "(an environment name): up to 60 of A-Z, "
+                                                     "a-z, 0-9 and _-")
     if top.has("qemu"):
         qemu = _Table(data["qemu"], where + " [qemu]", ("machine",))
         extra["qemu_machine"] = qemu.match("machine", MACHINE_RE, "a QEMU machine name (a-z, 0-9, "
