@@ -160,7 +160,8 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
 #define TINYC_BIAS_LIMIT 1073741824   /* 2^30 */
 /* The share of a channel update's values that may saturate. Measured (README, On-device
  * training): at the default lr 0.003, 25% refuses no update on the three shared nets (400-800
- * steps) nor on the test nets, while 15% already refuses a few (mcunet) and 10% more (mbv2);
+ * steps; 2,000 in bench/transfer.py) nor on the test nets, while 15% already refuses a few
+ * (mcunet, proxyless) and 10% more (mbv2);
  * a diverging lr (100) makes thousands of channel updates exceed 25%. The numpy reference
  * (reference/train.py GUARD_SATURATED_PERCENT) uses the same value. */
 #define TINYC_GUARD_SATURATED_PERCENT 25
