@@ -422,13 +422,13 @@ def check_divergence(guard, lr: float, allow: bool) -> None:
     default lr the guard stays silent on the shared models: README, On-device training)."""
     if not (guard.steps_skipped or guard.refused):
         return
-    what = (f"{guard.steps_skipped} steps skipped and {guard.refused} channel updates refused "
-            f"in {guard.steps_guarded} of {guard.steps} steps")
+    what = (f"the guard skipped {guard.steps_skipped} steps and refused {guard.refused} "
+            f"channel updates (in {guard.steps_guarded} of {guard.steps} steps)")
     if allow:
-        print(f"training diverged at lr {lr:g} ({what}); --allow-divergence: exit status 0")
+        print(f"training diverged at lr {lr:g}: {what}; --allow-divergence: exit status 0")
         return
-    raise TinycError(f"training diverged at lr {lr:g}: the guard {what}; try a lower "
-                     f"--lr (e.g. {lr / 10:g}), or pass --allow-divergence to accept the run")
+    raise TinycError(f"training diverged at lr {lr:g}: {what}; try a lower --lr (e.g. "
+                     f"{lr / 10:g}), or pass --allow-divergence to accept the run")
 
 
 def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:

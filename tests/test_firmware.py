@@ -564,6 +564,9 @@ def test_qemu_training_equals_host_bit_for_bit(board_id, small_nets, calib, tmp_
                 "--lr", "0.05", "--save-params", tmp_path / "q.npz")
     assert "host check: after 12 steps the" in res.stdout and "bit-identical" in res.stdout, res.stdout
     assert re.search(r"epoch 2: loss [\d.]+, [\d,]+ instructions per training step", res.stdout)
+    # the training guard's counters per epoch, equal to the host build's; a normal run
+    assert re.search(r"epoch 2: guard: 0 of 12 steps skipped .*, 0 of \d+ channel updates "
+                     r"refused .*\(firmware\)", res.stdout), res.stdout
     tinyc("emulate", out, "--train-data", tmp_path / "d.npz", "--epochs", "2", "--lr", "0.05",
           "--save-params", tmp_path / "h.npz")
     q, h = np.load(tmp_path / "q.npz"), np.load(tmp_path / "h.npz")
@@ -652,6 +655,9 @@ def test_training_demo_output_is_parsed(train_build):
     host = host_training(train_build, data)
     assert demo.params_hash == fnv1a(params_bytes(host.params, table))
     assert np.max(np.abs(demo.losses - host.losses) / host.losses) <= 1e-6
+    # the guard's counters after each epoch; after the last, those of the host build
+    assert [gd.steps for gd in demo.guard] == [4, 8, 12] and demo.guard[-1] == host.guard
+    assert host.guard.updates > 0
 
 
 @needs_toolchain
