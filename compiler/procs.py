@@ -94,6 +94,9 @@ def run(cmd, *, input=None, timeout=None, capture_output=False, text=False,
         out, err = proc.communicate(input, timeout=timeout)
     except BaseException:
         kill(proc)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
         raise
     finished(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
