@@ -87,20 +87,36 @@ RECORDED_INPUTS = ("model", "calib", "samples")
 
 
 def input_sha256(path: str) -> str:
-    """sha256 of a file, or of a folder: over its files' sorted relative paths and contents."""
+    """sha256 of a file (an ONNX model: with its external-data files), or of a folder: over its
+    files' sorted relative paths and contents."""
     digest = hashlib.sha256()
     root = Path(path)
-    files = ([root] if not root.is_dir() else
-             sorted((p for p in root.rglob("*") if p.is_file()),
-                    key=lambda p: p.relative_to(root).as_posix()))
-    for f in files:
-        if root.is_dir():
-            digest.update(f.relative_to(root).as_posix().encode() + b"\0")
+    if root.is_dir():
+        files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                       if p.is_file())
+    else:
+        files = [("", root)] + _external_data_files(root)
+    for name, f in files:
+        digest.update(name.encode() + b"\0")
         with open(f, "rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _external_data_files(model: Path) -> list[tuple[str, Path]]:
+    """(location, path) of the external-data files an ONNX model's initializers name."""
+    if model.suffix.lower() != ".onnx":
+        return []
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    try:
+        m = onnx.load_model(str(model), load_external_data=False)
+    except Exception:   # not readable as ONNX: the build or export says why
+        return []
+    names = {ExternalDataInfo(t).location for t in m.graph.initializer if uses_external_data(t)}
+    return [(n, model.parent / n) for n in sorted(names) if (model.parent / n).is_file()]
 
 
 def check_recorded_inputs(rep: dict, out: str) -> None:

@@ -1,8 +1,9 @@
 """Child processes (PlatformIO, QEMU, gcc, the host harness) that die with tinyc.
 
 Each child starts in its own process group, so that the group (the child and everything it
-started: SCons, gcc, QEMU under PlatformIO) can be killed at once. tinyc kills the groups of
-its live children when it leaves: on normal exit (atexit), on an exception, and on SIGTERM,
+started: SCons, gcc, QEMU under PlatformIO) can be killed at once; processes below the child
+that made groups of their own (`timeout`) are found in /proc and killed too. tinyc kills its
+live children that way when it leaves: on normal exit (atexit), on an exception, and on SIGTERM,
 SIGHUP or SIGINT (install_signal_handlers turns these into a `Terminated` exception, so the
 `finally` blocks that clean up run too). On Linux the direct child also gets
 PR_SET_PDEATHSIG(SIGKILL), which covers a SIGKILL of tinyc itself; the grandchildren then lose
@@ -61,14 +62,45 @@ def popen(cmd, **kwargs) -> subprocess.Popen:
     return proc
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux: from /proc), also those that left its process group
+    (`timeout` in a board's upload command puts itself and QEMU in a group of their own)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def kill(proc: subprocess.Popen) -> None:
-    """Kills the child's whole process group and reaps the child. (Not once it was reaped: its
-    group id could then belong to another process.)"""
+    """Kills the child, its process group and every process below it, and reaps the child.
+    (Not once it was reaped: its pid and group id could then belong to another process.)"""
     if proc.returncode is None:
+        below = _descendants(proc.pid)   # before killing: orphans lose their parent link
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
