@@ -311,7 +311,8 @@ def emulate_inference(a, rep: dict) -> int:
             y = ((y.astype(np.float32) - rep["output"]["zero_point"])
                  * np.float32(rep["output"]["scale"]))
         np.save(tmp, y)
-    print(f"ran {n} input(s) through {a.out} ({how}); wrote {npy_name(a.output, '.npy')} {y.dtype} {tuple(y.shape)}")
+    print(f"ran {n} input(s) through {a.out} ({how}); wrote {npy_name(a.output, '.npy')} "
+          f"{y.dtype} {tuple(y.shape)}")
     if a.qemu:
         macs = rep["macs"]
         for i, c in enumerate(demo.counts):
@@ -380,6 +381,8 @@ def _progress(done: int, total: int, what: str) -> None:
 def emulate_training(a, rep: dict) -> int:
     """Train with the generated tinyc_train_step() (host gcc, or the firmware under QEMU with
     --qemu) over --train-data."""
+    from .outdir import atomic_output
+
     if "training" not in rep:
         raise TinycError(f"{a.out}: built without --train; rebuild with --train SCHEME")
     if a.epochs < 1:
@@ -389,8 +392,6 @@ def emulate_training(a, rep: dict) -> int:
     lr = a.lr if a.lr is not None else rep["training"]["lr"]
     if not (np.isfinite(lr) and lr > 0):
         raise TinycError(f"--lr {lr}: must be a positive number")
-    from .outdir import atomic_output
-
     save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz") if a.save_params
             else contextlib.nullcontext())
     with save as params_tmp:   # an unwritable --save-params fails now, not after training
@@ -424,7 +425,8 @@ def host_training_run(a, x, y, evaluation, lr: float, params_tmp: str | None) ->
             print(line, flush=True)
         if params_tmp:
             np.savez(params_tmp, **trainer.params())
-            print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export turns them into ONNX)")
+            print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export "
+                  "turns them into ONNX)")
     return 0
 
 
@@ -459,7 +461,8 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
     check_train_stack(board, demo)
     if params_tmp:
         np.savez(params_tmp, **params)
-        print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export turns them into ONNX)")
+        print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export "
+              "turns them into ONNX)")
     try:
         _compiler()
     except TinycError as e:
