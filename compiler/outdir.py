@@ -95,7 +95,10 @@ def check_output_dir(text: str) -> Path:
 
 
 def _lock(out: Path, exclusive: bool, what: str) -> int:
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise TinycError(f"{out}: cannot open the folder ({e.strerror})") from None
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except OSError as e:
@@ -153,7 +156,11 @@ class BuildFolder:
             for name in os.listdir(self.out):   # a killed build's leftovers
                 if _leftover(name):
                     shutil.rmtree(self.out / name, ignore_errors=True)
-            self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
+            try:
+                self.stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.out))
+            except OSError as e:
+                raise TinycError(f"-o {self.out}: cannot write into the folder ({e.strerror}); "
+                                 "give a folder you can write") from None
         except BaseException:
             self._cleanup()
             raise
