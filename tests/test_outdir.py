@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_clean_failure, refused_report, tinyc
+from conftest import assert_clean_failure, refused_report, shared_model, tinyc
 from tinyc.targets.platformio import toolchain_missing
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +116,31 @@ def test_a_second_build_into_a_locked_folder_fails_at_once(small_nets, tmp_path)
     finally:
         os.close(fd)
     build(small_nets["gray_odd"], out)
+
+
+def test_an_interrupted_build_leaves_the_previous_build_whole(small_nets, tmp_path):
+    """Ctrl-C (SIGINT) while a larger model compiles in the staging folder: exit status 130,
+    the previous build unchanged, the staging folder gone."""
+    model = shared_model("mbv2-w0.35_96")
+    out = tmp_path / "o"
+    build(small_nets["mbv2_block"], out)
+    before = snapshot(out)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyc.cli", "build", model, "--board",
+                             "mps2_an386", "-o", out, "--no-firmware"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(n.startswith(".tinyc-staging-") for n in os.listdir(out)):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert snapshot(out) == before
 
 
 @pytest.fixture(scope="module")
