@@ -78,7 +78,12 @@ class BuildOptions:
                 keep[key] = str(Path(keep[key]).resolve())
         for key in RECORDED_INPUTS:
             if keep[key]:
-                keep[f"{key}_sha256"] = input_sha256(keep[key])
+                try:
+                    keep[f"{key}_sha256"] = input_sha256(keep[key])
+                except OSError as e:
+                    option = "the model" if key == "model" else f"--{key}"
+                    raise TinycError(f"{keep[key]}: cannot read {option} "
+                                     f"({e.strerror})") from None
         return keep
 
 
