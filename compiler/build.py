@@ -3,8 +3,12 @@
 Steps: import + quantize (pipeline.py; a training build: the training-step graph), choose the
 schedule (layer by layer or a patch-based prefix, memory/schedule.py) and plan its memory,
 generate C, optional .tflite export (of the layer-by-layer int8 forward graph: the same numbers),
-then a report checked against the board. A model that does not fit is refused with a breakdown,
-after report.json is written so the user can inspect it.
+then a report checked against the board. A model that does not fit is refused with a breakdown;
+its full report goes to a file in the system's temporary folder (refused_report), never into the
+output folder.
+
+Everything is written into a staging folder and moved into the output folder only when the build
+succeeded (outdir.py: tinyc owns only what it made there, one build per folder at a time).
 
 Training builds may patch only the frozen prefix of the forward pass: the split ends before the
 first trained layer and before every tensor the backward pass reads
@@ -18,8 +22,10 @@ read from the ELF, are checked against the board too (report["firmware"]).
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +68,86 @@ class BuildOptions:
     sram: int | None = None
 
     def recorded(self, model: str) -> dict:
-        """What report.json keeps so that a later command (tinyc export) can redo the build."""
+        """What report.json keeps so that a later command (tinyc export) can redo the build:
+        the options, the absolute paths of the model and data, and their sha256
+        (RECORDED_INPUTS; tinyc export refuses files that changed since)."""
         keep = dict(self.__dict__)
         keep["model"] = str(Path(model).resolve())
         for key in ("calib", "samples"):
             if keep[key]:
                 keep[key] = str(Path(keep[key]).resolve())
+        for key in RECORDED_INPUTS:
+            if keep[key]:
+                try:
+                    keep[f"{key}_sha256"] = input_sha256(keep[key])
+                except OSError as e:
+                    option = "the model" if key == "model" else f"--{key}"
+                    raise TinycError(f"{keep[key]}: cannot read {option} "
+                                     f"({e.strerror})") from None
         return keep
+
+
+# the files (or image folder) a build reads, by their BuildOptions.recorded key
+RECORDED_INPUTS = ("model", "calib", "samples")
+
+
+def input_sha256(path: str) -> str:
+    """sha256 of a file (an ONNX model: with its external-data files), or of a folder: over its
+    files' sorted relative paths and contents."""
+    digest = hashlib.sha256()
+    root = Path(path)
+    if root.is_dir():
+        files = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*")
+                       if p.is_file())
+    else:
+        files = [("", root)] + _external_data_files(root)
+    for name, f in files:
+        digest.update(name.encode() + b"\0")
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _external_data_files(model: Path) -> list[tuple[str, Path]]:
+    """(location, path) of the external-data files an ONNX model's initializers name."""
+    if model.suffix.lower() != ".onnx":
+        return []
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    try:
+        m = onnx.load_model(str(model), load_external_data=False)
+    except Exception:   # not readable as ONNX: the build or export says why
+        return []
+    names = {ExternalDataInfo(t).location for t in m.graph.initializer if uses_external_data(t)}
+    return [(n, model.parent / n) for n in sorted(names) if (model.parent / n).is_file()]
+
+
+def check_recorded_inputs(rep: dict, out: str) -> None:
+    """The model and data a build read are still those files (tinyc export redoes the build
+    from them): same sha256 as recorded in report.json, else a one-line error."""
+    recorded = rep.get("build_options", {})
+    for key in RECORDED_INPUTS:
+        path = recorded.get(key)
+        if not path:
+            continue
+        what = {"model": "the model", "calib": "the calibration data (--calib)",
+                "samples": "the demo samples (--samples)"}[key]
+        fix = f"rebuild with `tinyc build ... -o {out}` first"
+        if not Path(path).exists():
+            raise TinycError(f"{path}: {what} that {out} was built from is missing; {fix}")
+        want = recorded.get(f"{key}_sha256")
+        if want is None:
+            raise TinycError(f"{out}/report.json records no hash of {what} ({path}): it was "
+                             f"built by an older tinyc; {fix}")
+        try:
+            have = input_sha256(path)
+        except OSError as e:
+            raise TinycError(f"{path}: cannot read {what} ({e.strerror}); {fix}") from None
+        if have != want:
+            raise TinycError(f"{path}: {what} changed since {out} was built (sha256 differs); "
+                             f"{fix}")
 
 
 def weights_bytes(g: Graph) -> int:
@@ -261,23 +340,6 @@ def demo_training_data(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray)
     return TrainingData.make(x, y, DEMO_EPOCHS, opts.lr), source
 
 
-def _remove_generated(out: Path, firmware: bool) -> None:
-    """A rebuild into the same folder must not leave the other layout's generated files behind."""
-    if firmware:
-        for name in ("model.c", "model.h", "library.json"):
-            (out / name).unlink(missing_ok=True)
-        if (out / "tinyc").is_dir():
-            shutil.rmtree(out / "tinyc")
-    else:
-        ini = out / "platformio.ini"
-        if ini.is_file() and "Generated by tinyc" in ini.read_text(errors="replace")[:200]:
-            ini.unlink()
-            for d in ("lib/tinyc_model", "lib/tinyc_board", "src", ".pio"):
-                if (out / d).is_dir():
-                    shutil.rmtree(out / d)
-            (out / "samples.bin").unlink(missing_ok=True)
-
-
 def compile_graph(model: str, opts: BuildOptions) -> Graph:
     """ONNX -> the int8 graph a build generates code for (inference, or a training step).
     A function of (model, options) only: tinyc export redoes it from report.json."""
@@ -316,6 +378,8 @@ def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
     """(model path, options) of the build that wrote this report."""
     recorded = dict(rep["build_options"])
     model = recorded.pop("model")
+    for key in RECORDED_INPUTS:
+        recorded.pop(f"{key}_sha256", None)
     for key in ("input_shape", "calib_mean", "calib_std"):
         if recorded.get(key) is not None:
             recorded[key] = tuple(recorded[key])
@@ -370,21 +434,30 @@ def choose_build_schedule(gq: Graph, opts: BuildOptions, board: Board, mode, sra
 
 
 def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
-    from .codegen.c import generate_c
-    from .memory.planner import plan_memory
-    from .pipeline import forward_graph
+    """Builds into `out_dir` (outdir.py: checked, locked, staged, committed on success only)."""
+    from .outdir import BuildFolder, check_output_dir
 
+    out = check_output_dir(out_dir)
     mode, sram = schedule_request(opts, board)
-    gq, calib = compile_with_calibration(model, opts, board)
-    sched = choose_build_schedule(gq, opts, board, mode, sram)
-    out = Path(out_dir)
     if opts.firmware:
         from .targets.platformio import check_project_path
         require_firmware(board)
         check_project_path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tinyc_host").unlink(missing_ok=True)   # never run a previous build's executable
-    _remove_generated(out, opts.firmware)
+    with BuildFolder(out) as folder:
+        report = build_into(folder.stage, model, board, opts, mode, sram)
+        folder.commit()
+    return report
+
+
+def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sram) -> dict:
+    """The build itself, into the (empty) staging folder `out`."""
+    from .codegen.c import generate_c
+    from .memory.planner import plan_memory
+    from .pipeline import forward_graph
+
+    gq, calib = compile_with_calibration(model, opts, board)
+    recorded = opts.recorded(model)   # with the hashes of the files just read
+    sched = choose_build_schedule(gq, opts, board, mode, sram)
     gs, plan = sched.graph, sched.plan
     generate_c(gs, plan, out / MODEL_LIB if opts.firmware else out)
     if opts.export_tflite:
@@ -400,16 +473,28 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
         report["training"]["patch"] = sched.info   # the step's schedule (also inference.patch)
     else:
         report = make_report(gs, plan, board, calibrated=bool(opts.calib), patch=sched.info)
-    report["build_options"] = opts.recorded(model)
+    report["build_options"] = recorded
     if opts.train == "auto":   # what auto chose, so that tinyc export redoes exactly this build
         report["build_options"]["train"] = gq.meta["train"]["scheme_spec"]
     report["board_file"] = board.path
+    try:
+        check_fits(report)
+        if opts.firmware:
+            report["firmware"] = firmware_step(out, board, report, opts, calib)
+    except DoesNotFitError as e:
+        e.report_path = refused_report(report)
+        raise
     (out / "report.json").write_text(report_text(report))
-    check_fits(report)
-    if opts.firmware:
-        report["firmware"] = firmware_step(out, board, report, opts, calib)
-        (out / "report.json").write_text(report_text(report))
     return report
+
+
+def refused_report(report: dict) -> str:
+    """The full report of a refused build, in a file of the system's temporary folder (the
+    output folder stays as it was); returns its path."""
+    fd, path = tempfile.mkstemp(prefix="tinyc-refused-report-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(report_text(report))
+    return path
 
 
 def report_text(report: dict) -> str:
@@ -461,5 +546,4 @@ def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
         return {**info, **build_firmware(out, board)}
     except FirmwareDoesNotFitError as e:
         report["firmware"] = {**info, "built": False, "error": str(e)}
-        (out / "report.json").write_text(report_text(report))
         raise DoesNotFitError(str(e)) from None

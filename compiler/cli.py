@@ -6,6 +6,7 @@ the traceback. Anything else is an internal error: exit 3 with a request to reru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -222,7 +223,8 @@ def cmd_build(a) -> int:
         report = build(a.model, board, a.output, opts)
     except DoesNotFitError as err:
         print(f"tinyc: error: {err}", file=sys.stderr)
-        print(f"(the full report is in {Path(a.output) / 'report.json'})", file=sys.stderr)
+        print(f"(nothing was written to {a.output}; the full report is in {err.report_path})",
+              file=sys.stderr)
         return 1
     print(summary(report))
     if a.no_firmware:
@@ -277,31 +279,46 @@ def board_of_report(rep: dict):
 
 
 def cmd_emulate(a) -> int:
-    from .calib import load_array
+    from .outdir import using
 
     rep = load_report(a.out)
-    if a.train_data:
-        return emulate_training(a, rep)
+    with using(a.out):   # it writes its executables there: no build may replace them meanwhile
+        if a.train_data:
+            return emulate_training(a, rep)
+        return emulate_inference(a, rep)
+
+
+def npy_name(path: str, ext: str) -> str:
+    """The file numpy writes for `path` (np.save / np.savez add their extension)."""
+    return path if path.endswith(ext) else path + ext
+
+
+def emulate_inference(a, rep: dict) -> int:
+    from .calib import load_array
+    from .outdir import atomic_output
+
     if not a.input or not a.output:
         raise TinycError("tinyc emulate needs --input and --output (or --train-data)")
-    x = load_array(a.input)
-    xq = model_inputs(rep, x, a.input)
-    n = xq.shape[0]
-    if a.qemu:
-        from .targets.qemu import run_qemu
-        board = board_of_report(rep)
-        y, demo = run_qemu(a.out, board, rep, xq, timeout=a.timeout or 300.0)
-        how = f"the firmware under QEMU ({board.qemu_machine})"
-    else:
-        from .targets.host import run_host
-        y = run_host(a.out, xq)
-        how = "host gcc"
-    y = y.reshape((n,) + tuple(rep["output"]["shape"][1:]))
-    if a.dequantize:
-        y = ((y.astype(np.float32) - rep["output"]["zero_point"])
-             * np.float32(rep["output"]["scale"]))
-    np.save(a.output, y)
-    print(f"ran {n} input(s) through {a.out} ({how}); wrote {a.output} {y.dtype} {tuple(y.shape)}")
+    with atomic_output(npy_name(a.output, ".npy"), ".npy") as tmp:   # a bad path fails now
+        x = load_array(a.input)
+        xq = model_inputs(rep, x, a.input)
+        n = xq.shape[0]
+        if a.qemu:
+            from .targets.qemu import run_qemu
+            board = board_of_report(rep)
+            y, demo = run_qemu(a.out, board, rep, xq, timeout=a.timeout or 300.0)
+            how = f"the firmware under QEMU ({board.qemu_machine})"
+        else:
+            from .targets.host import run_host
+            y = run_host(a.out, xq)
+            how = "host gcc"
+        y = y.reshape((n,) + tuple(rep["output"]["shape"][1:]))
+        if a.dequantize:
+            y = ((y.astype(np.float32) - rep["output"]["zero_point"])
+                 * np.float32(rep["output"]["scale"]))
+        np.save(tmp, y)
+    print(f"ran {n} input(s) through {a.out} ({how}); wrote {npy_name(a.output, '.npy')} "
+          f"{y.dtype} {tuple(y.shape)}")
     if a.qemu:
         macs = rep["macs"]
         for i, c in enumerate(demo.counts):
@@ -314,10 +331,10 @@ def cmd_emulate(a) -> int:
 def cmd_flash(a) -> int:
     import shlex
     import shutil
-    import subprocess
 
-    from .targets.platformio import (pio_environ, set_upload_protocol, toolchain_missing,
-                                     upload_plan)
+    from .outdir import using
+    from .targets.platformio import (pio_environ, run_pio_upload, set_upload_protocol,
+                                     toolchain_missing, upload_plan)
 
     rep = load_report(a.out)
     board = board_of_report(rep)
@@ -342,18 +359,21 @@ def cmd_flash(a) -> int:
     if not shutil.which(proto.tool):
         raise TinycError(f"board '{board.id}' uploads with protocol '{proto.name}', which needs "
                          f"'{proto.tool}': not found on PATH. Install: {proto.install}")
-    if a.protocol:
-        set_upload_protocol(a.out, board, proto.name)
-    res = subprocess.run(plan["pio"], env=pio_environ(Path(a.out)))
-    if a.protocol and a.protocol != board.upload_default:
-        set_upload_protocol(a.out, board, board.upload_default)
-    if res.returncode != 0:
+    with using(a.out, exclusive=True, what="flash"):   # it rewrites platformio.ini and .pio
+        if a.protocol:
+            set_upload_protocol(a.out, board, proto.name)
+        try:
+            returncode = run_pio_upload(plan["pio"], pio_environ(Path(a.out)))
+        finally:
+            if a.protocol and a.protocol != board.upload_default:
+                set_upload_protocol(a.out, board, board.upload_default)
+    if returncode != 0:
         hint = ("is the board connected and powered" + (", and is --port right" if proto.needs_port
                                                       else "") + "?")
         if board.emulated:
             hint = "see the firmware's output above"
         raise TinycError(f"upload to board '{board.id}' with '{proto.name}' ({proto.tool}) failed "
-                         f"(exit status {res.returncode}): {hint}")
+                         f"(exit status {returncode}): {hint}")
     return 0
 
 
@@ -368,8 +388,7 @@ def _progress(done: int, total: int, what: str) -> None:
 def emulate_training(a, rep: dict) -> int:
     """Train with the generated tinyc_train_step() (host gcc, or the firmware under QEMU with
     --qemu) over --train-data."""
-    from .targets.firmware_train import training_order
-    from .targets.host import HostTrainer
+    from .outdir import atomic_output
 
     if "training" not in rep:
         raise TinycError(f"{a.out}: built without --train; rebuild with --train SCHEME")
@@ -380,8 +399,20 @@ def emulate_training(a, rep: dict) -> int:
     lr = a.lr if a.lr is not None else rep["training"]["lr"]
     if not (np.isfinite(lr) and lr > 0):
         raise TinycError(f"--lr {lr}: must be a positive number")
-    if a.qemu:
-        return emulate_training_qemu(a, rep, x, y, evaluation, lr)
+    save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz") if a.save_params
+            else contextlib.nullcontext())
+    with save as params_tmp:   # an unwritable --save-params fails now, not after training
+        run = emulate_training_qemu if a.qemu else host_training_run
+        guard = run(a, rep, x, y, evaluation, lr, params_tmp)
+    check_divergence(guard, lr, a.allow_divergence)   # after --save-params is in place
+    return 0
+
+
+def host_training_run(a, rep: dict, x, y, evaluation, lr: float, params_tmp: str | None):
+    """Training on the host build; returns the guard's counters."""
+    from .targets.firmware_train import training_order
+    from .targets.host import HostTrainer
+
     chunk = 256
     orders = training_order(len(x), a.epochs).reshape(a.epochs, len(x))
     with HostTrainer(a.out) as trainer:
@@ -402,11 +433,11 @@ def emulate_training(a, rep: dict) -> int:
             print(line, flush=True)
             guard = trainer.guard_stats()
             print(f"epoch {epoch}: {guard_summary(guard)}", flush=True)
-        if a.save_params:   # also after a diverging run: nothing learned is lost
-            np.savez(a.save_params, **trainer.params())
-            print(f"wrote {a.save_params} (trained parameters; tinyc export turns them into ONNX)")
-    check_divergence(guard, lr, a.allow_divergence)
-    return 0
+        if params_tmp:   # also after a diverging run: nothing learned is lost
+            np.savez(params_tmp, **trainer.params())
+            print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export "
+                  "turns them into ONNX)")
+    return guard
 
 
 def guard_summary(guard) -> str:
@@ -431,7 +462,8 @@ def check_divergence(guard, lr: float, allow: bool) -> None:
                      f"{lr / 10:g}), or pass --allow-divergence to accept the run")
 
 
-def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
+def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
+                          params_tmp: str | None):
     """The training demo firmware under QEMU over --train-data (the host's step order), then the
     same steps on the host build: parameters bit for bit, losses and accuracy compared."""
     from .targets.firmware_train import TrainingData, compare, host_training
@@ -464,15 +496,15 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
     print(f"stack: {demo.train_stack_used:,} of {demo.stack_size:,} bytes used by a training step "
           f"(main included), {demo.stack_used:,} at most overall")
     check_train_stack(board, demo)
-    if a.save_params:
-        np.savez(a.save_params, **params)
-        print(f"wrote {a.save_params} (trained parameters; tinyc export turns them into ONNX)")
+    if params_tmp:
+        np.savez(params_tmp, **params)
+        print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export "
+              "turns them into ONNX)")
     try:
         _compiler()
     except TinycError as e:
         print(f"not compared with the host build: {e}")
-        check_divergence(demo.guard[-1], lr, a.allow_divergence)
-        return 0
+        return demo.guard[-1]
     host = host_training(a.out, data)
     cmp = compare(demo, params, host)
     losses_text = ("identical bits" if cmp.losses_identical
@@ -488,8 +520,7 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float) -> int:
     print(f"host check: after {data.steps} steps the {len(params)} trained parameter tensors are "
           f"bit-identical to the host build's; losses: {losses_text}; same accuracy and guard "
           "counters")
-    check_divergence(demo.guard[-1], lr, a.allow_divergence)
-    return 0
+    return demo.guard[-1]
 
 
 def check_train_stack(board, demo) -> None:
@@ -539,8 +570,9 @@ def _print_hidden(rows: list[dict]) -> None:
 
 
 def cmd_export(a) -> int:
-    from .build import compile_graph, options_from_report
+    from .build import check_recorded_inputs, compile_graph, options_from_report
     from .export.onnx_export import export_onnx
+    from .outdir import atomic_output
     from .passes.autodiff import set_parameters
     from .pipeline import forward_graph
 
@@ -551,12 +583,14 @@ def cmd_export(a) -> int:
         params = dict(np.load(a.params, allow_pickle=False))
     except (OSError, ValueError, EOFError) as e:
         raise TinycError(f"{a.params}: not a readable .npz of parameters ({e})") from e
+    check_recorded_inputs(rep, a.out)   # the same model and data as the build's
     model, opts = options_from_report(rep)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")      # the build already warned about its calibration
-        g = compile_graph(model, opts)
-    set_parameters(g, params, a.params)
-    export_onnx(forward_graph(g), a.output)
+    with atomic_output(a.output, ".onnx") as tmp:   # a bad -o fails before the work
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # the build already warned about its calibration
+            g = compile_graph(model, opts)
+        set_parameters(g, params, a.params)
+        export_onnx(forward_graph(g), tmp)
     print(f"wrote {a.output}: {model} with the parameters of {a.params}")
     return 0
 
@@ -587,21 +621,43 @@ def cmd_boards(a) -> int:
     return 0
 
 
+def quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`tinyc report out | head -1`): stop quietly. stdout is
+    pointed at /dev/null so that Python's flush at exit finds no closed pipe."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141   # 128 + SIGPIPE, as a tool killed by the closed pipe
+
+
 def main(argv=None) -> int:
+    from .procs import Terminated, install_signal_handlers, kill_all
+
     args = parser().parse_args(argv)
     warnings.simplefilter("always")
     warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {msg}\n"
     commands = {"build": cmd_build, "emulate": cmd_emulate, "flash": cmd_flash,
                 "report": cmd_report, "boards": cmd_boards, "export": cmd_export}
+    install_signal_handlers()
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
+        sys.stdout.flush()   # here, where a closed pipe is caught
+        return status
+    except BrokenPipeError:
+        kill_all()
+        return quiet_broken_pipe()
     except TinycError as err:
         if args.debug:
             raise
         print(f"tinyc: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        kill_all()
         return 130
+    except Terminated as sig:   # SIGTERM, SIGHUP, SIGINT: children killed, staging removed
+        kill_all()
+        return 128 + sig.signum
     except Exception as err:  # an internal error: say so plainly
         if args.debug:
             raise

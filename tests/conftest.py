@@ -1,3 +1,5 @@
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +44,15 @@ def assert_clean_failure(res, *fragments):
     assert "Traceback" not in res.stderr
     for f in fragments:
         assert f in res.stderr, res.stderr
+
+
+def refused_report(res) -> dict:
+    """The full report of a refused build: in the file its error message names (a refused build
+    writes nothing into its output folder)."""
+    m = re.search(r"the full report is in (\S+)\)", res.stderr)
+    assert m, res.stderr
+    path = Path(m.group(1))
+    try:
+        return json.loads(path.read_text())
+    finally:
+        path.unlink()

@@ -16,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import assert_clean_failure, shared_model, tinyc
+from conftest import assert_clean_failure, refused_report, shared_model, tinyc
 from tinyc.targets.boards import list_boards, load_board
 from tinyc.targets.elf import Elf, memory_usage
 from tinyc.targets.host import run_host
@@ -270,7 +270,8 @@ def test_too_big_for_nucleo_flash_is_refused_with_consumers(tmp_path):
     res = tinyc("build", model, "--board", "nucleo_f411re", "-o", out, check=False)
     assert_clean_failure(res, "nucleo_f411re", "does not fit", "flash needs", "524,288 B",
                          "biggest flash consumers", "tinyc_w")
-    rep = json.loads((out / "report.json").read_text())
+    assert not out.exists()   # a refused build writes nothing there
+    rep = refused_report(res)
     assert rep["weights_bytes"] <= rep["flash_limit_bytes"]
     assert rep["firmware"]["built"] is False and "flash" in rep["firmware"]["error"]
 
@@ -421,7 +422,8 @@ def test_stack_too_small_for_the_worst_case_is_refused_at_build(small_nets, cali
                 "-o", tmp_path / "o", "--calib", calib, check=False)
     assert_clean_failure(res, "worst-case stack", "224 B", "'small_stack'",
                          "tinyc_reset_handler -> main -> tinyc_run", "Raise stack_reserve_bytes")
-    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert not (tmp_path / "o").exists()   # a refused build writes nothing there
+    rep = refused_report(res)
     assert rep["firmware"]["built"] is False and "worst-case stack" in rep["firmware"]["error"]
 
 

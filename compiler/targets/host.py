@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import procs
 from ..errors import TinycError
 from .platformio import model_dir
 
@@ -54,11 +55,17 @@ def build_host(out_dir, extra_flags: tuple[str, ...] = (), harness: Path = HARNE
     sources = [str(lib / "model.c")] + sorted(str(p) for p in (lib / "tinyc").glob("*.c"))
     exe = out / exe_name
     train = is_training_build(out)
+    # linked under a temporary name, then renamed: another `tinyc emulate` may be running it
+    tmp = out / f".{exe_name}.{os.getpid()}.tmp"
     cmd = [_compiler(), *CFLAGS, *(TRAIN_CFLAGS if train else ()), *extra_flags, "-I", str(lib),
-           *sources, str(harness), "-o", str(exe), *(("-lm",) if train else ())]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise TinycError(f"host build failed ({' '.join(cmd)}):\n{res.stderr.strip()}")
+           *sources, str(harness), "-o", str(tmp), *(("-lm",) if train else ())]
+    try:
+        res = procs.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise TinycError(f"host build failed ({' '.join(cmd)}):\n{res.stderr.strip()}")
+        os.replace(tmp, exe)
+    finally:
+        tmp.unlink(missing_ok=True)
     return exe
 
 
@@ -99,8 +106,11 @@ def run_host(out_dir, x_int8_nhwc: np.ndarray, timeout: float = 600.0) -> np.nda
         raise TinycError(f"input of {x.size} values is not a whole number of model inputs "
                          f"({n_in} values each)")
     batch = x.size // n_in
-    res = subprocess.run([str(exe)], input=np.ascontiguousarray(x).tobytes(),
-                         capture_output=True, timeout=timeout)
+    try:
+        res = procs.run([str(exe)], input=np.ascontiguousarray(x).tobytes(),
+                        capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TinycError(f"{exe} did not finish within {timeout:.0f} s (killed)") from None
     if res.returncode != 0:
         raise TinycError(f"{exe} failed with exit code {res.returncode}: "
                          f"{res.stderr.decode(errors='replace').strip()}")
@@ -148,8 +158,8 @@ class HostTrainer:
         self.out_shape = tuple(int(v) for v in defs["TINYC_OUTPUT_SHAPE"].strip("{} ").split(","))
         self.table = json.loads((model_dir(self.out) / "train_params.json").read_text())
         self.param_bytes = _int_define(defs, "TINYC_PARAM_BYTES")
-        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        self.proc = procs.popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
 
     # -- plumbing
     def _send(self, data: bytes) -> None:
@@ -166,7 +176,7 @@ class HostTrainer:
         return data
 
     def _died(self):
-        self.proc.kill()
+        procs.kill(self.proc)
         err = self.proc.stderr.read().decode(errors="replace").strip()
         raise TinycError(f"{self.out / TRAIN_EXE} stopped (exit code {self.proc.wait()})"
                          + (f": {err}" if err else ""))
@@ -267,8 +277,8 @@ class HostTrainer:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                procs.kill(self.proc)
+        procs.finished(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             f.close()
 

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import procs
 from ..errors import TinycError
+from ..outdir import write_atomic
 from .boards import Board, UploadProtocol, require_firmware
 from .elf import Elf, biggest, memory_usage
 
@@ -271,14 +273,36 @@ def run_pio(out, *args, timeout: float = 900, what: str = "firmware build") -> s
     out = Path(out)
     cmd = pio_command(out, *args)
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, env=pio_environ(out),
-                             timeout=timeout)
+        res = procs.run(cmd, capture_output=True, text=True, env=pio_environ(out),
+                        timeout=timeout)
     except subprocess.TimeoutExpired:
         raise TinycError(f"{what} did not finish within {timeout:.0f} s: "
                          f"{shlex.join(cmd)}") from None
     if res.returncode != 0:
         raise PioError(res.stdout + res.stderr, cmd)
     return res.stdout + res.stderr
+
+
+def run_pio_upload(cmd: list[str], env: dict) -> int:
+    """Runs `pio run -t upload`, passing its output on line by line; returns its exit status.
+    PlatformIO never writes to tinyc's stdout itself: when that is a pipe whose reader is gone
+    (`tinyc flash out | head -1`), PlatformIO's output thread dies, SCons and QEMU under it
+    block on a full pipe and the upload hangs for ever. Here the closed pipe raises
+    BrokenPipeError in tinyc, which kills the whole group (procs.py) and stops quietly."""
+    proc = procs.popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    try:
+        for line in proc.stdout:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        proc.stdout.close()
+        returncode = proc.wait()
+    except BaseException:
+        procs.kill(proc)
+        proc.stdout.close()
+        raise
+    procs.finished(proc)
+    return returncode
 
 
 class PioError(TinycError):
@@ -436,4 +460,4 @@ def set_upload_protocol(out, board: Board, protocol: str) -> None:
                   "--protocol NAME picks another", text, flags=re.M)
     text = re.sub(r"^upload_command = .*$", lambda _: "upload_command = "
                   + pio_command_text(proto.command), text, flags=re.M)
-    ini.write_text(text)
+    write_atomic(ini, text)

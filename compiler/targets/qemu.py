@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import procs
 from ..errors import TinycError
 from .boards import Board
 from .platformio import ELF_PATH, file_sha256, model_dir
@@ -96,8 +97,8 @@ def _run_guest(board: Board, cmd: list[str], cwd: Path, timeout: float, on_line=
     guest still running after `timeout` seconds is killed; a stack overflow or any other exit
     status than 0 is an error."""
     import threading
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace")
+    proc = procs.popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, errors="replace")
     lines: list[str] = []
     err: list[str] = []
 
@@ -114,8 +115,7 @@ def _run_guest(board: Board, cmd: list[str], cwd: Path, timeout: float, on_line=
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        procs.kill(proc)
         for r in readers:
             r.join(5)
         proc.stdout.close()
@@ -125,6 +125,10 @@ def _run_guest(board: Board, cmd: list[str], cwd: Path, timeout: float, on_line=
             f"the firmware on {board.qemu_machine} did not finish within {timeout:.0f} s "
             f"(hung guest, killed); last output: {printed[-1:] or 'none'}. "
             "Raise --timeout for a very large model") from None
+    except BaseException:   # Ctrl-C, SIGTERM: QEMU goes too
+        procs.kill(proc)
+        raise
+    procs.finished(proc)
     for r in readers:
         r.join()
     proc.stdout.close()
