@@ -43,6 +43,7 @@ PER_CHANNEL_CONST_BYTES = 8
 
 
 class DoesNotFitError(TinycError):
+    multiline = True
     pass
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TinycError
+from .errors import TinycError, printable
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -226,7 +226,7 @@ def cmd_build(a) -> int:
         print(f"(nothing was written to {a.output}; the full report is in {err.report_path})",
               file=sys.stderr)
         return 1
-    print(summary(report))
+    print(printable(summary(report)))
     if a.no_firmware:
         print(f"wrote      {a.output}/ (model.c, model.h, tinyc/, report.json"
               + (", model.tflite" if a.export_tflite else "") + ")")
@@ -539,7 +539,7 @@ def check_train_stack(board, demo) -> None:
 
 def cmd_report(a) -> int:
     rep = load_report(a.out)
-    print(summary(rep))
+    print(printable(summary(rep)))
     print(f"{'#':>4} {'op':<16} {'output':<16} {'MACs':>11} {'offset':>8} {'bytes':>8}")
     hidden = []   # ops of the patches after the first: same layers on other windows
     for r in rep["ops"]:
@@ -636,7 +636,7 @@ def main(argv=None) -> int:
 
     args = parser().parse_args(argv)
     warnings.simplefilter("always")
-    warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {msg}\n"
+    warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {printable(str(msg))}\n"
     commands = {"build": cmd_build, "emulate": cmd_emulate, "flash": cmd_flash,
                 "report": cmd_report, "boards": cmd_boards, "export": cmd_export}
     install_signal_handlers()
@@ -650,7 +650,7 @@ def main(argv=None) -> int:
     except TinycError as err:
         if args.debug:
             raise
-        print(f"tinyc: error: {err}", file=sys.stderr)
+        print(f"tinyc: error: {printable(str(err), err.multiline)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         kill_all()
@@ -661,7 +661,7 @@ def main(argv=None) -> int:
     except Exception as err:  # an internal error: say so plainly
         if args.debug:
             raise
-        print(f"tinyc: internal error: {type(err).__name__}: {err}\n"
+        print(f"tinyc: internal error: {type(err).__name__}: {printable(str(err))}\n"
               "rerun with --debug for the traceback and report it", file=sys.stderr)
         return 3
 

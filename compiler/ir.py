@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import printable
+
 # Ops of the IR. Activation clamps (ReLU, ReLU6, Clip) are fused into the op before them where it
 # can take them ("clamp" attr = (lo, hi) floats); a standalone clamp is the "clamp" op.
 OPS = (
@@ -74,7 +76,7 @@ class Node:
 
     def describe(self) -> str:
         src = f" (ONNX {self.source_op})" if self.source_op and self.source_op != self.op else ""
-        return f"node '{self.name}' op {self.op}{src}"
+        return f"node '{printable(self.name, keep_newlines=False)}' op {self.op}{src}"
 
 
 @dataclass

@@ -233,3 +233,21 @@ def test_firmware_builds_and_uploads_into_a_path_of_shell_characters(small_nets,
         assert res.returncode == 0 and "done 1 samples" in res.stdout, res.stdout + res.stderr
         assert f"model {model.name}, input" in res.stdout
     assert not list(tmp_path.rglob("CANARY"))
+
+
+def test_hostile_names_in_errors_stay_one_line_of_text(small_nets, tmp_path):
+    """A name that reaches an error message cannot add lines or send terminal commands (ESC,
+    CR, a right-to-left override): they are printed as escapes."""
+    model = onnx.load(small_nets["fc_only"])
+    bad = onnx.helper.make_node("Frobnicate", [model.graph.node[0].output[0]], ["z"],
+                                name="evil\x1b[2J\r\nfake line\u202e")
+    model.graph.node.insert(1, bad)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--no-firmware",
+                check=False)
+    assert_clean_failure(res, "Frobnicate")
+    assert res.stderr.count("\n") == 1 and "\r" not in res.stderr, res.stderr
+    assert "\x1b" not in res.stderr and "\u202e" not in res.stderr
+    assert "\\x1b[2J\\r\\nfake line\\u202e" in res.stderr
+    assert not (tmp_path / "o").exists()

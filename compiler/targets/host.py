@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import procs
-from ..errors import TinycError
+from ..errors import TinycError, ToolFailedError
 from .platformio import model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def build_host(out_dir, extra_flags: tuple[str, ...] = (), harness: Path = HARNE
     try:
         res = procs.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise TinycError(f"host build failed ({' '.join(cmd)}):\n{res.stderr.strip()}")
+            raise ToolFailedError(f"host build failed ({' '.join(cmd)}):\n{res.stderr.strip()}")
         os.replace(tmp, exe)
     finally:
         tmp.unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import procs
-from ..errors import TinycError
+from ..errors import TinycError, ToolFailedError
 from ..outdir import write_atomic
 from .boards import Board, UploadProtocol, require_firmware
 from .elf import Elf, biggest, memory_usage
@@ -56,6 +56,7 @@ PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
 
 
 class FirmwareDoesNotFitError(TinycError):
+    multiline = True
     pass
 
 
@@ -305,7 +306,7 @@ def run_pio_upload(cmd: list[str], env: dict) -> int:
     return returncode
 
 
-class PioError(TinycError):
+class PioError(ToolFailedError):
     def __init__(self, log: str, cmd: list[str]):
         self.log, self.cmd = log, cmd
         tail = "\n".join(log.strip().splitlines()[-25:])

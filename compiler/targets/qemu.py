@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import procs
-from ..errors import TinycError
+from ..errors import TinycError, ToolFailedError
 from .boards import Board
 from .platformio import ELF_PATH, file_sha256, model_dir
 
@@ -27,7 +27,7 @@ SAMPLE_RE = re.compile(r"^sample (\d+) (instructions|cycles) (\d+) argmax (-?\d+
 STACK_RE = re.compile(r"^stack (\d+) of (\d+) bytes$")
 
 
-class QemuError(TinycError):
+class QemuError(ToolFailedError):
     pass
 
 
