@@ -133,3 +133,27 @@ def test_nan_calibration_rejected(small_nets):
     x[1, 0, 0, 3] = np.inf
     with pytest.raises(TinycError, match="NaN or Inf"):
         quantize(g, x)
+
+
+def test_a_dot_product_too_long_for_int32_is_refused(tmp_path):
+    """|bias| <= 2^30 plus K products of 127 * 255: over MAX_DOT_LENGTH terms an int32
+    accumulator could overflow, so such a layer is refused by name."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from conftest import assert_clean_failure, tinyc
+    from tinyc.passes.quantize import MAX_DOT_LENGTH
+
+    assert 127 * 255 * MAX_DOT_LENGTH + 2 ** 30 < 2 ** 31
+    assert 127 * 255 * (MAX_DOT_LENGTH + 1) + 2 ** 30 >= 2 ** 31
+    cin = MAX_DOT_LENGTH + 1
+    w = numpy_helper.from_array(rng.normal(0, 0.01, (2, cin, 1, 1)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="wide_conv")], "wide",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 1])], [w])
+    path = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--no-firmware",
+                check=False)
+    assert_clean_failure(res, "wide_conv", f"{cin:,} products")

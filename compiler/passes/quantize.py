@@ -24,6 +24,9 @@ QMIN, QMAX = -128, 127
 # |int32 bias| <= 2^30: the headroom that keeps every int32 accumulator (bias plus products)
 # from overflowing; the training update holds biases there too (train.h TINYC_BIAS_LIMIT)
 BIAS_LIMIT = 2 ** 30
+# ...and with products of at most 127 * 255 (weight times input minus its zero point), a dot
+# product of up to MAX_DOT_LENGTH terms stays inside int32 on top of such a bias
+MAX_DOT_LENGTH = (2 ** 31 - 1 - BIAS_LIMIT) // (127 * 255)
 PASS_THROUGH = ("avg_pool", "max_pool", "pad", "reshape", "clamp")
 REQUANTIZING = ("conv2d", "fully_connected", "add")
 
@@ -147,6 +150,10 @@ def _same(a: QParams, b: QParams) -> bool:
 def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np.ndarray]:
     wt, bt = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
     w, b = wt.data.astype(np.float64), bt.data.astype(np.float64)
+    if w[0].size > MAX_DOT_LENGTH:
+        raise TinycError(f"{node.describe()}: each output sums {w[0].size:,} products, more "
+                         f"than the {MAX_DOT_LENGTH:,} an int32 accumulator holds without "
+                         "overflow; split the layer (fewer input channels or a smaller kernel)")
     per_channel = node.op == "conv2d"
     absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else np.abs(w).max()
     scale = absmax / 127.0
