@@ -1,0 +1,286 @@
+"""Hostile and malformed input (issue 11, item 4): every case ends with a one-line error that
+names the problem and exit status 1, never an internal error (exit 3), a traceback or a hang.
+
+The command line runs in this process (tinyc.cli.main) to keep the many cases cheap; the cases
+build no firmware."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import assert_clean_failure
+from tinyc.cli import main
+
+BOARD = ("--board", "mps2_an386")
+
+
+def run(capsys, *args):
+    """tinyc ARGS in this process: (returncode, stdout, stderr) like a subprocess result."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:   # argparse refusals
+        code = e.code
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+# ---------------------------------------------------------------- hostile models
+def conv_net(path: Path, *, w_shape=(4, 3, 3, 3), conv=None, w_value=None, gemm_out=5,
+             in_dims=(1, 3, 8, 8), pad=None, extra_nodes=()):
+    """input -> [Pad] -> Conv (attrs `conv`) -> Relu -> GlobalAveragePool -> Flatten -> Gemm,
+    with whatever shapes and attributes the case asks for (no onnx.checker)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.3, w_shape).astype(np.float32) if w_value is None else w_value
+    cout = w.shape[0]
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.zeros(cout, np.float32), "b"),
+             numpy_helper.from_array(rng.normal(0, 0.3, (gemm_out, cout)).astype(np.float32), "fw"),
+             numpy_helper.from_array(np.zeros(gemm_out, np.float32), "fb")]
+    nodes, x = list(extra_nodes), "input"
+    if pad is not None:
+        inits.append(numpy_helper.from_array(np.array(pad, np.int64), "pads"))
+        nodes.append(helper.make_node("Pad", ["input", "pads"], ["padded"], name="pad0"))
+        x = "padded"
+    attrs = {"kernel_shape": list(w.shape[2:]), "pads": [1, 1, 1, 1], **(conv or {})}
+    nodes += [helper.make_node("Conv", [x, "w", "b"], ["c"], name="conv0", **attrs),
+              helper.make_node("Relu", ["c"], ["r"], name="relu0"),
+              helper.make_node("GlobalAveragePool", ["r"], ["p"], name="gap0"),
+              helper.make_node("Flatten", ["p"], ["f"], name="flat0"),
+              helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc0", transB=1)]
+    g = helper.make_graph(nodes, "bad", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                       list(in_dims))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def identity_only(path: Path):
+    g = helper.make_graph([helper.make_node("Identity", ["input"], ["y"], name="id0")], "id",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def external_data_missing(path: Path):
+    conv_net(path)
+    m = onnx.load(path)
+    onnx.save(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    (path.parent / "weights.bin").unlink()
+    return path
+
+
+MODEL_CASES = {
+    # name: (model writer, fragments of the message)
+    "gemm_0_outputs": (lambda p: conv_net(p, gemm_out=0), ["fc0", "Gemm", "0 outputs"]),
+    "conv_0_channels": (lambda p: conv_net(p, w_shape=(0, 3, 3, 3)), ["conv0", "Conv", "0 output channels"]),
+    "conv_0_kernel": (lambda p: conv_net(p, w_shape=(4, 3, 0, 3)), ["conv0", "Conv", "kernel"]),
+    "stride_0": (lambda p: conv_net(p, conv={"strides": [0, 1]}), ["conv0", "Conv", "strides"]),
+    "stride_negative": (lambda p: conv_net(p, conv={"strides": [-2, -2]}), ["conv0", "strides"]),
+    "stride_3_values": (lambda p: conv_net(p, conv={"strides": [1, 1, 1]}), ["conv0", "strides"]),
+    "dilation_0": (lambda p: conv_net(p, conv={"dilations": [0, 0]}), ["conv0", "dilations"]),
+    "kernel_too_large": (lambda p: conv_net(p, w_shape=(4, 3, 15, 15), conv={"pads": [1, 1, 1, 1]}),
+                         ["conv0", "empty"]),
+    "group_0": (lambda p: conv_net(p, conv={"group": 0}), ["conv0", "group"]),
+    "group_not_dividing": (lambda p: conv_net(p, w_shape=(4, 1, 3, 3), conv={"group": 2}),
+                           ["conv0", "group"]),
+    "kernel_shape_mismatch": (lambda p: conv_net(p, conv={"kernel_shape": [5, 5]}),
+                              ["conv0", "kernel_shape"]),
+    "weights_3e38": (lambda p: conv_net(p, w_value=np.full((4, 3, 3, 3), 3e38, np.float32)),
+                     ["conv0", "3e+38"]),
+    "identity_only": (identity_only, ["no layer"]),
+    "external_data_missing": (external_data_missing, ["weights.bin"]),
+    "huge_conv_pads": (lambda p: conv_net(p, conv={"pads": [30000, 30000, 30000, 30000]}),
+                       ["conv0", "MiB"]),
+    "huge_pad_op": (lambda p: conv_net(p, pad=[0, 0, 20000, 20000, 0, 0, 20000, 20000]),
+                    ["pad0", "MiB"]),
+    "huge_macs": (lambda p: conv_net(p, in_dims=(1, 3, 1000, 1000), w_shape=(16, 3, 101, 101),
+                                     conv={"pads": [0, 0, 0, 0]}),
+                  ["conv0", "multiply-accumulates"]),
+    "zero_input_dim": (lambda p: conv_net(p, in_dims=(1, 3, 0, 8)), ["input", "shape"]),
+    "negative_input_dim": (lambda p: conv_net(p, in_dims=(1, 3, -4, 8)), ["input", "shape"]),
+    "pads_3_values": (lambda p: conv_net(p, conv={"pads": [1, 1, 1]}), ["conv0", "pads"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_hostile_models(case, capsys, tmp_path):
+    write, fragments = MODEL_CASES[case]
+    model = write(tmp_path / "m.onnx")
+    start = time.monotonic()
+    res = run(capsys, "build", model, *BOARD, "-o", tmp_path / "out", "--no-firmware")
+    assert_clean_failure(res, *fragments)
+    lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("tinyc: warning: no --calib")]
+    assert len(lines) == 1 and lines[0].startswith("tinyc: error: "), res.stderr
+    assert time.monotonic() - start < 20, "refused, but not in seconds"
+
+
+# ---------------------------------------------------------------- options and arrays
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory):
+    return conv_net(tmp_path_factory.mktemp("good") / "good.onnx")
+
+
+def _npy(path: Path, arr) -> Path:
+    np.save(path, arr)
+    return path
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+BUILD_CASES = {
+    "lr_nan": (["--train", "bias-only", "--lr", "nan"], ["--lr"]),
+    "lr_inf": (["--train", "bias-only", "--lr", "inf"], ["--lr"]),
+    "lr_negative": (["--train", "bias-only", "--lr", "-1"], ["--lr"]),
+    "lr_zero": (["--train", "bias-only", "--lr", "0"], ["--lr"]),
+    "num_classes_0": (["--train", "bias-only", "--num-classes", "0"], ["--num-classes"]),
+    "num_classes_1": (["--train", "bias-only", "--num-classes", "1"], ["--num-classes"]),
+    "num_classes_negative": (["--train", "bias-only", "--num-classes", "-3"], ["--num-classes"]),
+    "calib_limit_negative": (["--calib-limit", "-1"], ["--calib-limit"]),
+    "calib_limit_zero": (["--calib-limit", "0"], ["--calib-limit"]),
+    "calib_std_zero": (["--calib-std", "0"], ["--calib-std"]),
+    "calib_mean_nan": (["--calib-mean", "nan"], ["--calib-mean"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BUILD_CASES))
+def test_bad_build_options(case, good_model, capsys, tmp_path):
+    extra, fragments = BUILD_CASES[case]
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "out", "--no-firmware", *extra)
+    # argparse refusals exit 2 (its usage error); tinyc's own exit 1
+    assert res.returncode in (1, 2), res.stderr
+    assert "Traceback" not in res.stderr and "internal error" not in res.stderr
+    for f in fragments:
+        assert f in res.stderr, res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _calib_files(tmp: Path) -> dict:
+    rng = np.random.default_rng(1)
+    return {
+        "uint8": _npy(tmp / "u8.npy", rng.integers(0, 255, (4, 3, 8, 8)).astype(np.uint8)),
+        "int32": _npy(tmp / "i32.npy", rng.integers(0, 255, (4, 3, 8, 8)).astype(np.int32)),
+        "empty": _npy(tmp / "empty.npy", np.zeros((0, 3, 8, 8), np.float32)),
+        "object": _npy(tmp / "obj.npy", np.array([{"a": 1}], dtype=object)),
+        "mean_2_values": None,
+    }
+
+
+CALIB_CASES = {
+    "uint8": ["uint8", "float"],
+    "int32": ["int32", "float"],
+    "empty": ["no sample"],
+    "object": ["obj.npy"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CALIB_CASES))
+def test_bad_calibration_arrays(case, good_model, capsys, tmp_path):
+    files = _calib_files(tmp_path)
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "out", "--no-firmware",
+              "--calib", files[case])
+    assert_clean_failure(res, *CALIB_CASES[case])
+
+
+def _png(path: Path, size=(8, 8)):
+    from PIL import Image
+    Image.new("RGB", size, (10, 200, 30)).save(path)
+    return path
+
+
+def test_calibration_images(good_model, capsys, tmp_path):
+    """A decompression bomb and a corrupt image are named; a one-value --calib-mean/--calib-std
+    applies to every channel; a wrong number of values is refused."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _png(folder / "a.png")
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o1", "--no-firmware",
+              "--calib", folder, "--calib-mean", "0.4", "--calib-std", "0.3")
+    assert res.returncode == 0, res.stderr
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o2", "--no-firmware",
+              "--calib", folder, "--calib-mean", "0.4,0.5")
+    assert_clean_failure(res, "--calib-mean", "3 channels")
+    _png(folder / "bomb.png", size=(20000, 20000))   # 400 Mpixels: over Pillow's bomb limit
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o3", "--no-firmware",
+              "--calib", folder)
+    assert_clean_failure(res, "bomb.png")
+    (folder / "bomb.png").unlink()
+    (folder / "b.png").write_bytes(_png(tmp_path / "c.png").read_bytes()[:40])
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o4", "--no-firmware",
+              "--calib", folder)
+    assert_clean_failure(res, "b.png")
+
+
+@pytest.fixture(scope="module")
+def trained_build(good_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tb") / "out"
+    assert main(["build", str(good_model), *BOARD, "-o", str(out), "--no-firmware",
+                 "--train", "bias-only"]) == 0
+    return out
+
+
+def test_bad_arrays_and_options_of_emulate(trained_build, good_model, capsys, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
+    y = np.array([0, 1, 2])
+    empty = _npz(tmp_path / "empty.npz", x=x[:0], y=y[:0])
+    good = _npz(tmp_path / "good.npz", x=x, y=y)
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, x=np.array([None, 1], dtype=object), y=y)
+    cases = [
+        (["--input", _npy(tmp_path / "e.npy", x[:0]), "--output", tmp_path / "y.npy"], ["no sample"]),
+        (["--train-data", empty], ["no sample"]),
+        (["--train-data", good, "--eval-data", empty], ["no sample"]),
+        (["--train-data", obj], ["obj.npz"]),
+        (["--train-data", good, "--epochs", "0"], ["--epochs"]),
+        (["--train-data", good, "--lr", "nan"], ["--lr"]),
+        (["--input", _npy(tmp_path / "x.npy", x), "--output", tmp_path / "y.npy", "--qemu",
+          "--timeout", "0"], ["--timeout"]),
+        (["--input", _npy(tmp_path / "x.npy", x), "--output", tmp_path / "y.npy", "--qemu",
+          "--timeout", "-5"], ["--timeout"]),
+    ]
+    for extra, fragments in cases:
+        res = run(capsys, "emulate", trained_build, *extra)
+        assert res.returncode in (1, 2), (extra, res.stderr)
+        assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.stderr
+        for f in fragments:
+            assert f in res.stderr, (extra, res.stderr)
+    res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o", "--no-firmware",
+              "--samples", _npy(tmp_path / "s.npy", x[:0]))
+    assert_clean_failure(res, "no sample")
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", '{"board": 3}', "null"])
+@pytest.mark.parametrize("command", ["report", "emulate", "flash", "export"])
+def test_not_a_report(command, content, trained_build, capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text(content)
+    extra = {"emulate": ["--input", "x.npy", "--output", "y.npy"], "flash": ["--dry-run"],
+             "export": ["--params", "p.npz", "-o", tmp_path / "m.onnx"]}.get(command, [])
+    res = run(capsys, command, out, *extra)
+    assert_clean_failure(res, "not a tinyc report", "rebuild")
+
+
+def test_report_with_wrong_types(trained_build, capsys, tmp_path):
+    rep = json.loads((trained_build / "report.json").read_text())
+    out = tmp_path / "out"
+    out.mkdir()
+    rep["inference"]["arena_bytes"] = "many"
+    (out / "report.json").write_text(json.dumps(rep))
+    assert_clean_failure(run(capsys, "report", out), "not a tinyc report")
