@@ -191,6 +191,8 @@ def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: 
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
         raise TinycError(f"{what}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
+    if len(x) == 0:
+        raise TinycError(f"{what}: holds no sample (shape {x.shape})")
     if x.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
         if len(bad):
@@ -376,6 +378,10 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
 
     mode, sram = schedule_request(opts, board)
     gq, calib = compile_with_calibration(model, opts, board)
+    if opts.samples:   # checked before anything is written (the demo reads them at the end)
+        from .calib import load_array
+        int8_inputs(load_array(opts.samples), gq.meta["input_nchw"],
+                    *gq.tensors[gq.inputs[0]].q.scalar(), f"--samples {opts.samples}")
     sched = choose_build_schedule(gq, opts, board, mode, sram)
     out = Path(out_dir)
     if opts.firmware:

@@ -40,9 +40,43 @@ def _bytes(text: str) -> int:
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"'{text}': give finite numbers")
+    return values
+
+
+def _positive_floats(text: str) -> tuple[float, ...]:
+    values = _floats(text)
+    if min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': give positive numbers")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (a learning rate, a time limit): nan, inf, 0 and negatives refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"'{text}': give a finite number > 0")
+    return value
+
+
+def _int_at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"'{text}': give an integer >= {least}")
+        return value
+    parse.__name__ = f"integer >= {least}"
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,10 +91,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib", help="calibration inputs: .npy/.npz (N,C,H,W float, model layout) "
                                    "or a folder of images")
     b.add_argument("--calib-mean", type=_floats, default=(0.5, 0.5, 0.5),
-                   help="image preprocessing: per-channel mean of pixel/255 (default 0.5,0.5,0.5)")
-    b.add_argument("--calib-std", type=_floats, default=(0.5, 0.5, 0.5),
-                   help="image preprocessing: per-channel std (default 0.5,0.5,0.5: p/127.5-1)")
-    b.add_argument("--calib-limit", type=int, default=100, help="use at most N samples (100)")
+                   help="image preprocessing: per-channel mean of pixel/255, one value per "
+                        "channel or one for all (default 0.5,0.5,0.5)")
+    b.add_argument("--calib-std", type=_positive_floats, default=(0.5, 0.5, 0.5),
+                   help="image preprocessing: per-channel std, one value per channel or one for "
+                        "all (default 0.5,0.5,0.5: p/127.5-1)")
+    b.add_argument("--calib-limit", type=_int_at_least(1), default=100,
+                   help="use at most N samples (100)")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1x3x96x96")
     b.add_argument("--export-tflite", action="store_true", help="also write OUT/model.tflite")
     b.add_argument("--patch", default="auto", metavar="auto|off|RxC@NODE",
@@ -75,8 +112,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also generate tinyc_train_step(): full | bias-only | last:K | auto | "
                         "scheme.json (auto: the most trainable nested scheme that fits --sram or "
                         "the board's SRAM)")
-    b.add_argument("--num-classes", type=int, help="replace the classifier by a new N-class head")
-    b.add_argument("--lr", type=float, default=0.003,
+    b.add_argument("--num-classes", type=_int_at_least(2),
+                   help="replace the classifier by a new N-class head (N >= 2)")
+    b.add_argument("--lr", type=_positive_float, default=0.003,
                    help="default learning rate (0.003, from the sweep in bench/results/transfer.md)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
@@ -98,16 +136,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--dequantize", action="store_true", help="write float output instead of int8")
     e.add_argument("--train-data", help=".npz with x (inputs, model layout) and y (int labels): "
                                         "train with the generated tinyc_train_step()")
-    e.add_argument("--epochs", type=int, default=1)
+    e.add_argument("--epochs", type=_int_at_least(1), default=1)
     e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
     e.add_argument("--save-params", help=".npz file for the trained parameters")
-    e.add_argument("--lr", type=float, help="learning rate (default: the build's --lr)")
+    e.add_argument("--lr", type=_positive_float, help="learning rate (default: the build's --lr)")
     e.add_argument("--qemu", action="store_true",
                    help="run the built firmware under qemu-system-arm (mps2 boards) instead of "
                         "the host build; prints the instructions per inference, or with "
                         "--train-data per training step, and checks the trained parameters "
                         "against the host build's")
-    e.add_argument("--timeout", type=float,
+    e.add_argument("--timeout", type=_positive_float,
                    help="with --qemu: seconds before a hung guest is killed (300; training: "
                         "300 + 5 per step)")
 
@@ -204,7 +242,7 @@ def cmd_build(a) -> int:
     if a.train:
         from .passes.sparse_update import parse_scheme
         train = parse_scheme(a.train)
-    elif a.num_classes or a.no_qas or a.rounding:
+    elif a.num_classes is not None or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,

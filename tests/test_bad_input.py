@@ -203,6 +203,21 @@ def _png(path: Path, size=(8, 8)):
     return path
 
 
+def _bomb_png(path: Path, side=40000):
+    """A PNG header announcing side x side pixels (1.6 G, over Pillow's bomb limit) and no data:
+    a few bytes on disk, gigabytes once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
 def test_calibration_images(good_model, capsys, tmp_path):
     """A decompression bomb and a corrupt image are named; a one-value --calib-mean/--calib-std
     applies to every channel; a wrong number of values is refused."""
@@ -215,7 +230,7 @@ def test_calibration_images(good_model, capsys, tmp_path):
     res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o2", "--no-firmware",
               "--calib", folder, "--calib-mean", "0.4,0.5")
     assert_clean_failure(res, "--calib-mean", "3 channels")
-    _png(folder / "bomb.png", size=(20000, 20000))   # 400 Mpixels: over Pillow's bomb limit
+    _bomb_png(folder / "bomb.png")
     res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "o3", "--no-firmware",
               "--calib", folder)
     assert_clean_failure(res, "bomb.png")
