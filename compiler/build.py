@@ -163,14 +163,29 @@ def check_fits(report: dict) -> None:
     if not problems:
         return
     lines = [f"the model does not fit board '{report['board']}' ({report['board_name']}): "
-             + "; ".join(problems), "SRAM breakdown:",
-             f"  arena (activations + scratch)  {report['inference']['arena_bytes']:>10,} B",
-             f"  stack reserve                  {report['stack_reserve_bytes']:>10,} B",
-             "largest buffers alive at the peak:"]
-    for b in peak_buffers(report)[:8]:
-        lines.append(f"  {b['size']:>10,} B  {b['kind']:<10} {', '.join(b['tensors']) or 'scratch of node ' + str(b['node'])}")
+             + "; ".join(problems)]
+    if sram_need > report["sram_limit_bytes"]:
+        lines += ["SRAM breakdown:",
+                  f"  arena (activations + scratch)  {report['inference']['arena_bytes']:>10,} B",
+                  f"  stack reserve                  {report['stack_reserve_bytes']:>10,} B",
+                  "largest buffers alive at the peak:"]
+        for b in peak_buffers(report)[:8]:
+            lines.append(f"  {b['size']:>10,} B  {b['kind']:<10} {', '.join(b['tensors']) or 'scratch of node ' + str(b['node'])}")
+    if report["weights_bytes"] > report["flash_limit_bytes"]:
+        lines.append("largest weights in flash (weights + biases of a layer):")
+        for r in largest_weights(report)[:8]:
+            lines.append(f"  {r['weights_bytes']:>10,} B  node {r['index']:>3} {r['op']:<16} "
+                         f"'{r['name']}' (ONNX {r['onnx_op'] or r['op']})")
     lines.append("fixes: a board with more SRAM/flash, a smaller --input-shape, or a narrower model")
     raise DoesNotFitError("\n".join(lines))
+
+
+def largest_weights(report: dict) -> list[dict]:
+    """The layers (op rows) holding constants, largest first; a patch schedule's copies of a
+    layer (same weights) once."""
+    rows = [r for r in report["ops"] if r.get("weights_bytes")
+            and (not r.get("patch") or r["patch"] == [0, 0])]
+    return sorted(rows, key=lambda r: -r["weights_bytes"])
 
 
 def peak_buffers(report: dict) -> list[dict]:

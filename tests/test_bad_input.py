@@ -299,3 +299,32 @@ def test_report_with_wrong_types(trained_build, capsys, tmp_path):
     rep["inference"]["arena_bytes"] = "many"
     (out / "report.json").write_text(json.dumps(rep))
     assert_clean_failure(run(capsys, "report", out), "not a tinyc report")
+
+
+def test_flash_refusal_lists_the_largest_weights(capsys, tmp_path):
+    """Weights over the board's flash: the refusal names the layers that hold them, largest
+    first, with their node index, op and bytes (and no SRAM breakdown: the SRAM fits)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.05, (600, 1024)).astype(np.float32), "big_w"),
+             numpy_helper.from_array(np.zeros(600, np.float32), "big_b"),
+             numpy_helper.from_array(rng.normal(0, 0.05, (10, 600)).astype(np.float32), "small_w"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "small_b")]
+    nodes = [helper.make_node("Flatten", ["input"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "big_w", "big_b"], ["h"], name="big_fc", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "small_w", "small_b"], ["y"], name="small_fc",
+                              transB=1)]
+    g = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info(
+        "input", TensorProto.FLOAT, [1, 1024, 1, 1])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 10])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(m, tmp_path / "wide.onnx")
+    res = run(capsys, "build", tmp_path / "wide.onnx", "--board", "nucleo_f411re", "-o",
+              tmp_path / "out", "--no-firmware")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "flash: weights need" in res.stderr and "SRAM breakdown" not in res.stderr
+    listed = [ln for ln in res.stderr.splitlines() if "node " in ln and "'" in ln]
+    # 600 x 1024 int8 weights + 600 int32 biases; then 10 x 600 + 10 x 4
+    assert "'big_fc'" in listed[0] and "616,800 B" in listed[0], res.stderr
+    assert "'small_fc'" in listed[1] and "6,040 B" in listed[1], res.stderr
+    assert "Gemm" in listed[0]
