@@ -176,7 +176,12 @@ def check_fits(report: dict) -> None:
         for r in largest_weights(report)[:8]:
             lines.append(f"  {r['weights_bytes']:>10,} B  node {r['index']:>3} {r['op']:<16} "
                          f"'{r['name']}' (ONNX {r['onnx_op'] or r['op']})")
-    lines.append("fixes: a board with more SRAM/flash, a smaller --input-shape, or a narrower model")
+    if sram_need > report["sram_limit_bytes"]:
+        lines.append("fixes: a board with more SRAM/flash, a smaller --input-shape, or a narrower "
+                     "model")
+    else:   # the input size does not change the weights
+        lines.append("fixes: a board with more flash, or a model with fewer or narrower layers "
+                     "(the largest are listed above)")
     raise DoesNotFitError("\n".join(lines))
 
 
