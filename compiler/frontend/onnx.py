@@ -20,6 +20,13 @@ SUPPORTED_OPS = (
     "Identity", "Dropout", "Softmax", "Constant",
 )
 MIN_OPSET, MAX_OPSET = 11, 21
+# (fewest, most) inputs of each op; the first `fewest` must be named (not optional "")
+ARITY = {
+    "Conv": (2, 3), "BatchNormalization": (5, 5), "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
+    "GlobalAveragePool": (1, 1), "ReduceMean": (1, 2), "AveragePool": (1, 1), "MaxPool": (1, 1),
+    "Gemm": (2, 3), "MatMul": (2, 2), "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
+    "Pad": (2, 4), "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
+}
 
 # Sizes no microcontroller model can have, refused before anything is allocated or run (float
 # calibration would take minutes or exhaust the host's memory first): one float32 activation
@@ -88,8 +95,34 @@ class _Importer:
 
     # ---------------------------------------------------------------- helpers
     def err(self, node, msg) -> TinycError:
-        return UnsupportedError(f"{self.source}: node '{node.name or node.output[0]}' "
+        name = node.name or (node.output[0] if node.output else "") or "(unnamed)"
+        return UnsupportedError(f"{self.source}: node '{name}' "
                                 f"({node.op_type}): {msg}")
+
+    def check_arity(self, node) -> None:
+        fewest, most = ARITY[node.op_type]
+        if not fewest <= len(node.input) <= most or not all(node.input[:fewest]):
+            raise self.err(node, f"has {len(node.input)} inputs {list(node.input)}; {node.op_type} "
+                                 f"takes {fewest}" + (f" to {most}" if most > fewest else "")
+                                 + " (the required ones named)")
+        if not node.output or not node.output[0]:
+            raise self.err(node, "has no output")
+        if node.output[0] in self.produced or node.output[0] in self.consts:
+            raise self.err(node, f"output '{node.output[0]}' is already produced by another "
+                                 "node or is an input/initializer; ONNX tensors are assigned once")
+
+    def scalar(self, name: str, node, what: str) -> float:
+        value = self.const(name, node, what)
+        if value.size != 1:
+            raise self.err(node, f"{what} must be one number, got shape {value.shape}")
+        return float(value.reshape(-1)[0])
+
+    def int_list(self, name: str, node, what: str) -> list[int]:
+        value = self.const(name, node, what)
+        if value.ndim != 1 or value.dtype.kind not in "iu":
+            raise self.err(node, f"{what} must be a 1-D integer tensor, got {value.dtype} "
+                                 f"of shape {value.shape}")
+        return [int(v) for v in value]
 
     def attrs(self, node) -> dict:
         from onnx import helper
@@ -193,6 +226,7 @@ class _Importer:
                                    "(use --input-shape 1xCxHxW)")
         n, c, h, w = dims
         self.new_act(inp.name, (1, h, w, c))
+        self.produced = {inp.name}   # tensor names assigned so far (ONNX assigns each once)
 
         for node in g.node:
             handler = getattr(self, "op_" + node.op_type, None)
@@ -202,7 +236,9 @@ class _Importer:
                     f"'{node.domain + '.' if node.domain else ''}{node.op_type}', which tinyc does "
                     f"not support. Supported ONNX ops: {', '.join(SUPPORTED_OPS)}")
             self.node = node
+            self.check_arity(node)
             handler(node)
+            self.produced.update(node.output)
         self.node = None
         if not self.nodes:
             raise UnsupportedError(f"{self.source}: the model has no layer tinyc can compile (only "
@@ -211,7 +247,7 @@ class _Importer:
         outputs = []
         for o in g.output:
             name = self.alias.get(o.name, o.name)
-            if name not in self.tensors or self.tensors[name].is_const:
+            if name not in self.tensors or self.tensors[name].is_const or name == inp.name:
                 raise UnsupportedError(f"{self.source}: output '{o.name}' is not computed from "
                                        "the input")
             outputs.append(name)
@@ -315,7 +351,12 @@ class _Importer:
         gamma, beta, mean, var = (self.const(i, node, "a BatchNormalization parameter")
                                   for i in node.input[1:5])
         eps = float(a.get("epsilon", 1e-5))
-        if np.any(var + eps <= 0):
+        channels = x.shape[-1]
+        for what, v in (("scale", gamma), ("B", beta), ("mean", mean), ("var", var)):
+            if v.shape != (channels,):
+                raise self.err(node, f"{what} has shape {v.shape}; the input has {channels} "
+                                     "channels")
+        if not np.isfinite(eps) or np.any(var + eps <= 0):
             raise self.err(node, "a variance (+ epsilon) is not positive; fix the exported "
                                  "running_var")
         with np.errstate(over="ignore", invalid="ignore"):
@@ -361,9 +402,9 @@ class _Importer:
     def op_Clip(self, node):
         lo, hi = -float("inf"), float("inf")
         if len(node.input) > 1 and node.input[1]:
-            lo = float(self.const(node.input[1], node, "Clip's min"))
+            lo = self.scalar(node.input[1], node, "Clip's min")
         if len(node.input) > 2 and node.input[2]:
-            hi = float(self.const(node.input[2], node, "Clip's max"))
+            hi = self.scalar(node.input[2], node, "Clip's max")
         if not lo <= hi:
             raise self.err(node, f"Clip min {lo} is above max {hi}")
         if lo > 0 or hi < 0:
@@ -415,7 +456,7 @@ class _Importer:
         a = self.attrs(node)
         axes = a.get("axes")
         if len(node.input) > 1 and node.input[1]:
-            axes = self.const(node.input[1], node, "ReduceMean's axes").tolist()
+            axes = self.int_list(node.input[1], node, "ReduceMean's axes")
         if axes is None or sorted(int(x) % 4 for x in axes) != [2, 3]:
             raise self.err(node, f"ReduceMean over axes {axes} is not supported; only the "
                                  "spatial mean over H,W (axes [2, 3]) is")
@@ -474,6 +515,8 @@ class _Importer:
             raise self.err(node, "transA=1 is not supported")
         x = self.act(node.input[0], node)
         b = self.const(node.input[1], node, "B (the weight)").astype(np.float32)
+        if b.ndim != 2:
+            raise self.err(node, f"B (the weight) must be 2-D, got shape {b.shape}")
         w = b if a.get("transB", 0) else b.T
         w = w * float(a.get("alpha", 1.0))
         bias = np.zeros(w.shape[0], np.float32)
@@ -506,7 +549,7 @@ class _Importer:
 
     def op_Reshape(self, node):
         x = self.act(node.input[0], node)
-        shape = [int(s) for s in self.const(node.input[1], node, "the target shape")]
+        shape = self.int_list(node.input[1], node, "the target shape")
         if len(shape) != 2 or shape[0] not in (1, -1, 0) or shape[1] not in (-1, x.size) \
                 or (shape[0] == -1 and shape[1] == -1):
             raise self.err(node, f"Reshape to {shape} is not supported; only a flatten to 2-D "
@@ -515,6 +558,8 @@ class _Importer:
 
     def op_Concat(self, node):
         xs = [self.act(i, node) for i in node.input]
+        if "axis" not in self.attrs(node):
+            raise self.err(node, "the axis attribute is missing")
         axis = int(self.attrs(node)["axis"])
         rank = len(xs[0].shape)
         if axis % rank != 1:
@@ -535,7 +580,7 @@ class _Importer:
         x = self.act(node.input[0], node)
         if len(x.shape) != 4:
             raise self.err(node, f"needs a 4-D input, got {x.shape}")
-        p = [int(v) for v in self.const(node.input[1], node, "the pads")]
+        p = self.int_list(node.input[1], node, "the pads")
         if len(node.input) > 3 and node.input[3]:
             raise self.err(node, "Pad with an 'axes' input is not supported")
         if len(p) != 8 or p[0] or p[1] or p[4] or p[5]:
@@ -544,7 +589,7 @@ class _Importer:
             raise self.err(node, f"negative pads (cropping) {p} are not supported")
         value = 0.0
         if len(node.input) > 2 and node.input[2]:
-            value = float(self.const(node.input[2], node, "the pad value"))
+            value = self.scalar(node.input[2], node, "the pad value")
         _, h, w, c = x.shape
         pads = (p[2], p[3], p[6], p[7])
         out = self.new_act(node.output[0], (1, h + p[2] + p[6], w + p[3] + p[7], c))
