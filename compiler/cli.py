@@ -408,7 +408,10 @@ def cmd_emulate(a) -> int:
     if a.dequantize:
         y = ((y.astype(np.float32) - rep["output"]["zero_point"])
              * np.float32(rep["output"]["scale"]))
-    np.save(a.output, y)
+    try:
+        np.save(a.output, y)
+    except OSError as e:
+        raise TinycError(f"--output {a.output}: cannot write it ({e.strerror or e})") from e
     print(f"ran {n} input(s) through {a.out} ({how}); wrote {a.output} {y.dtype} {tuple(y.shape)}")
     if a.qemu:
         macs = rep["macs"]
@@ -601,7 +604,10 @@ def cmd_report(a) -> int:
         _print_hidden(hidden)
     if a.plot:
         from .memory.plot import plot_arena
-        plot_arena(rep, a.plot)
+        try:
+            plot_arena(rep, a.plot)
+        except (OSError, ValueError) as e:   # an unwritable path, an unknown image suffix
+            raise TinycError(f"--plot {a.plot}: cannot write it ({e})") from e
         print(f"wrote {a.plot}")
     return 0
 

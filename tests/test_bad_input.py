@@ -82,6 +82,49 @@ def external_data_missing(path: Path):
     return path
 
 
+def edited(path: Path, edit):
+    """conv_net with `edit(model)` applied (a hand-broken graph)."""
+    conv_net(path)
+    m = onnx.load(path)
+    edit(m)
+    onnx.save(m, path)
+    return path
+
+
+def _node(m, name):
+    return next(n for n in m.graph.node if n.name == name)
+
+
+def _conv_one_input(m):
+    del _node(m, "conv0").input[1:]
+
+
+def _relu_no_output(m):
+    del _node(m, "relu0").output[:]
+
+
+def _twice_assigned(m):
+    _node(m, "relu0").output[0] = "c"
+
+
+def _output_is_input(m):
+    m.graph.output[0].name = "input"
+
+
+def _bn_wrong_shape(m):
+    c = np.ones(3, np.float32)   # the conv has 4 channels
+    m.graph.initializer.extend(numpy_helper.from_array(c, n) for n in ("g", "be", "mu", "v"))
+    m.graph.node.insert(1, helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "v"],
+                                            ["bn"], name="bn0"))
+    _node(m, "relu0").input[0] = "bn"
+
+
+def _clip_vector_min(m):
+    m.graph.initializer.extend([numpy_helper.from_array(np.zeros(2, np.float32), "lo")])
+    relu = _node(m, "relu0")
+    relu.op_type, relu.input[:] = "Clip", ["c", "lo"]
+
+
 MODEL_CASES = {
     # name: (model writer, fragments of the message)
     "gemm_0_outputs": (lambda p: conv_net(p, gemm_out=0), ["fc0", "Gemm", "0 outputs"]),
@@ -111,6 +154,12 @@ MODEL_CASES = {
                   ["conv0", "multiply-accumulates"]),
     "zero_input_dim": (lambda p: conv_net(p, in_dims=(1, 3, 0, 8)), ["input", "shape"]),
     "negative_input_dim": (lambda p: conv_net(p, in_dims=(1, 3, -4, 8)), ["input", "shape"]),
+    "conv_one_input": (lambda p: edited(p, _conv_one_input), ["conv0", "inputs"]),
+    "node_without_output": (lambda p: edited(p, _relu_no_output), ["relu0", "no output"]),
+    "tensor_assigned_twice": (lambda p: edited(p, _twice_assigned), ["relu0", "'c'"]),
+    "output_is_input": (lambda p: edited(p, _output_is_input), ["output 'input'"]),
+    "bn_parameter_shape": (lambda p: edited(p, _bn_wrong_shape), ["bn0", "4 channels"]),
+    "clip_min_not_scalar": (lambda p: edited(p, _clip_vector_min), ["relu0", "one number"]),
     "pads_3_values": (lambda p: conv_net(p, conv={"pads": [1, 1, 1]}), ["conv0", "pads"]),
 }
 
@@ -155,6 +204,8 @@ BUILD_CASES = {
     "calib_limit_zero": (["--calib-limit", "0"], ["--calib-limit"]),
     "calib_std_zero": (["--calib-std", "0"], ["--calib-std"]),
     "calib_mean_nan": (["--calib-mean", "nan"], ["--calib-mean"]),
+    "num_classes_huge": (["--train", "bias-only", "--num-classes", "100000000"],
+                         ["--num-classes", "weights"]),
 }
 
 
@@ -328,3 +379,18 @@ def test_flash_refusal_lists_the_largest_weights(capsys, tmp_path):
     assert "'big_fc'" in listed[0] and "616,800 B" in listed[0], res.stderr
     assert "'small_fc'" in listed[1] and "6,040 B" in listed[1], res.stderr
     assert "Gemm" in listed[0]
+
+
+def test_bad_scheme_files_and_unwritable_outputs(trained_build, good_model, capsys, tmp_path):
+    (tmp_path / "list.json").write_text('{"weights": [1]}')
+    (tmp_path / "binary.json").write_bytes(b"\x93NUMPY\xb5\xff")
+    for scheme in ("list.json", "binary.json"):
+        res = run(capsys, "build", good_model, *BOARD, "-o", tmp_path / "out", "--no-firmware",
+                  "--train", tmp_path / scheme)
+        assert_clean_failure(res, scheme)
+    x = _npy(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
+    res = run(capsys, "emulate", trained_build, "--input", x, "--output",
+              tmp_path / "missing" / "y.npy")
+    assert_clean_failure(res, "--output", "cannot write")
+    res = run(capsys, "report", trained_build, "--plot", tmp_path / "missing" / "p.png")
+    assert_clean_failure(res, "--plot", "cannot write")
