@@ -125,6 +125,13 @@ def _clip_vector_min(m):
     relu.op_type, relu.input[:] = "Clip", ["c", "lo"]
 
 
+def _pool_pads_over_kernel(m):
+    relu = _node(m, "relu0")
+    relu.op_type, relu.name = "AveragePool", "pool0"
+    relu.attribute.extend([helper.make_attribute("kernel_shape", [2, 2]),
+                           helper.make_attribute("pads", [3, 3, 3, 3])])
+
+
 MODEL_CASES = {
     # name: (model writer, fragments of the message)
     "gemm_0_outputs": (lambda p: conv_net(p, gemm_out=0), ["fc0", "Gemm", "0 outputs"]),
@@ -160,6 +167,7 @@ MODEL_CASES = {
     "output_is_input": (lambda p: edited(p, _output_is_input), ["output 'input'"]),
     "bn_parameter_shape": (lambda p: edited(p, _bn_wrong_shape), ["bn0", "4 channels"]),
     "clip_min_not_scalar": (lambda p: edited(p, _clip_vector_min), ["relu0", "one number"]),
+    "pool_pads_over_kernel": (lambda p: edited(p, _pool_pads_over_kernel), ["pool0", "pads"]),
     "pads_3_values": (lambda p: conv_net(p, conv={"pads": [1, 1, 1]}), ["conv0", "pads"]),
 }
 

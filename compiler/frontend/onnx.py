@@ -479,6 +479,9 @@ class _Importer:
         sh, sw = self.ints(node, a, "strides", [1, 1], 2, 1)
         _, h, w, c = x.shape
         pads = self._spatial_pads(node, a, h, w, kh, kw, sh, sw)
+        if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
+            # a window entirely in the padding has no value (max) or divides by 0 (average)
+            raise self.err(node, f"pads {list(pads)} must be smaller than the {kh}x{kw} kernel")
         oh, ow = conv_out_size(h, kh, sh, pads[0], pads[2]), conv_out_size(w, kw, sw, pads[1], pads[3])
         if oh <= 0 or ow <= 0:
             raise self.err(node, f"output would be empty for input {h}x{w}: the {kh}x{kw} "
