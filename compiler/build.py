@@ -316,6 +316,8 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     from .passes.quantize import quantize
 
     g = import_float(model, opts.input_shape)
+    if board is not None:
+        refuse_weights_over_flash(g, board, new_head=opts.num_classes is not None)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
                                opts.calib_limit)
@@ -332,6 +334,27 @@ def compile_with_calibration(model: str, opts: BuildOptions,
                           TrainOptions(qas=opts.qas, rounding=opts.rounding), budget,
                           board.stack_reserve_bytes if board else 0,
                           patched=opts.patch != "off"), calib
+
+
+def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:
+    """Before calibration (slow on big models): int8 weights over the board's flash cannot fit,
+    whatever the schedule. One byte per conv / fully-connected weight, biases and multipliers
+    not counted: a lower bound of weights_bytes (a classifier --num-classes replaces: left out)."""
+    layers = [(g.tensors[n.inputs[1]].size, i, n) for i, n in enumerate(g.nodes)
+              if n.op in ("conv2d", "fully_connected")]
+    if new_head and layers and layers[-1][2].op == "fully_connected":
+        layers = layers[:-1]
+    total = sum(size for size, _, _ in layers)
+    if total <= board.flash_bytes:
+        return
+    lines = [f"the model does not fit board '{board.id}' ({board.name}): flash: its int8 weights "
+             f"alone need {total:,} B > {board.flash_bytes:,} B",
+             "largest weights in flash (int8 weights of a layer):"]
+    for size, i, n in sorted(layers, key=lambda t: -t[0])[:8]:
+        lines.append(f"  {size:>10,} B  node {i:>3} {n.op:<16} '{n.name}' (ONNX {n.source_op or n.op})")
+    lines.append("fixes: a board with more flash, or a model with fewer or narrower layers "
+                 "(the largest are listed above)")
+    raise TinycError("\n".join(lines))
 
 
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:

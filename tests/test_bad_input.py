@@ -360,13 +360,16 @@ def test_report_with_wrong_types(trained_build, capsys, tmp_path):
     assert_clean_failure(run(capsys, "report", out), "not a tinyc report")
 
 
-def test_flash_refusal_lists_the_largest_weights(capsys, tmp_path):
-    """Weights over the board's flash: the refusal names the layers that hold them, largest
-    first, with their node index, op and bytes (and no SRAM breakdown: the SRAM fits)."""
+@pytest.mark.parametrize("wide", [600, 505])
+def test_flash_refusal_lists_the_largest_weights(wide, capsys, tmp_path):
+    """Weights over the board's flash (512 KB): the refusal names the layers that hold them,
+    largest first, with node index, op and bytes, and no SRAM breakdown (the SRAM fits). 600
+    outputs: the int8 weights alone are over, refused before calibration; 505: only with the
+    biases and multipliers, refused by the board check after compiling."""
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.05, (600, 1024)).astype(np.float32), "big_w"),
-             numpy_helper.from_array(np.zeros(600, np.float32), "big_b"),
-             numpy_helper.from_array(rng.normal(0, 0.05, (10, 600)).astype(np.float32), "small_w"),
+    inits = [numpy_helper.from_array(rng.normal(0, 0.05, (wide, 1024)).astype(np.float32), "big_w"),
+             numpy_helper.from_array(np.zeros(wide, np.float32), "big_b"),
+             numpy_helper.from_array(rng.normal(0, 0.05, (10, wide)).astype(np.float32), "small_w"),
              numpy_helper.from_array(np.zeros(10, np.float32), "small_b")]
     nodes = [helper.make_node("Flatten", ["input"], ["f"], name="flat"),
              helper.make_node("Gemm", ["f", "big_w", "big_b"], ["h"], name="big_fc", transB=1),
@@ -381,12 +384,17 @@ def test_flash_refusal_lists_the_largest_weights(capsys, tmp_path):
     res = run(capsys, "build", tmp_path / "wide.onnx", "--board", "nucleo_f411re", "-o",
               tmp_path / "out", "--no-firmware")
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
-    assert "flash: weights need" in res.stderr and "SRAM breakdown" not in res.stderr
+    assert "flash: " in res.stderr and "SRAM breakdown" not in res.stderr
     listed = [ln for ln in res.stderr.splitlines() if "node " in ln and "'" in ln]
-    # 600 x 1024 int8 weights + 600 int32 biases; then 10 x 600 + 10 x 4
-    assert "'big_fc'" in listed[0] and "616,800 B" in listed[0], res.stderr
-    assert "'small_fc'" in listed[1] and "6,040 B" in listed[1], res.stderr
-    assert "Gemm" in listed[0]
+    if wide == 600:   # int8 weights only
+        assert "weights alone need 620,400 B > 524,288 B" in res.stderr, res.stderr
+        big, small = "614,400 B", "6,000 B"
+        assert not (tmp_path / "out").exists()
+    else:             # int8 weights + int32 biases (+ multipliers in the total)
+        assert "flash: weights need" in res.stderr, res.stderr
+        big, small = f"{505 * 1024 + 505 * 4:,} B", "5,090 B"
+    assert "'big_fc'" in listed[0] and big in listed[0] and "Gemm" in listed[0], res.stderr
+    assert "'small_fc'" in listed[1] and small in listed[1], res.stderr
 
 
 def test_bad_scheme_files_and_unwritable_outputs(trained_build, good_model, capsys, tmp_path):
