@@ -357,9 +357,43 @@ def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:
     raise TinycError("\n".join(lines))
 
 
+def _recorded_problem(recorded: dict) -> str | None:
+    """What is wrong with a report's build_options (None: nothing)."""
+    def count(v, least):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    def numbers(v):
+        return isinstance(v, list) and v and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v)
+    checks = {
+        "model": lambda v: isinstance(v, str),
+        "calib": lambda v: v is None or isinstance(v, str),
+        "samples": lambda v: v is None or isinstance(v, str),
+        "calib_mean": numbers, "calib_std": lambda v: numbers(v) and min(v) > 0,
+        "calib_limit": lambda v: count(v, 1),
+        "input_shape": lambda v: v is None or (isinstance(v, list) and len(v) == 4
+                                               and all(count(d, 1) for d in v)),
+        "train": lambda v: v is None or isinstance(v, (str, dict)),
+        "num_classes": lambda v: v is None or count(v, 2),
+        "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
+        "rounding": lambda v: v in ("nearest", "stochastic"),
+        "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
+    }
+    unknown = set(recorded) - set(BuildOptions.__dataclass_fields__) - {"model"}
+    if unknown:
+        return f"unknown build option {sorted(unknown)[0]!r}"
+    for key, ok in checks.items():
+        if key in recorded and not ok(recorded[key]):
+            return f"build option {key!r} is {json.dumps(recorded[key])[:40]}"
+    return None if "model" in recorded else "build option 'model' is missing"
+
+
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
     """(model path, options) of the build that wrote this report."""
     recorded = dict(rep["build_options"])
+    problem = _recorded_problem(recorded)
+    if problem:
+        raise TinycError(f"report.json: not a tinyc report ({problem}); rebuild with tinyc build")
     model = recorded.pop("model")
     for key in ("input_shape", "calib_mean", "calib_std"):
         if recorded.get(key) is not None:

@@ -410,3 +410,16 @@ def test_bad_scheme_files_and_unwritable_outputs(trained_build, good_model, caps
     assert_clean_failure(res, "--output", "cannot write")
     res = run(capsys, "report", trained_build, "--plot", tmp_path / "missing" / "p.png")
     assert_clean_failure(res, "--plot", "cannot write")
+
+
+@pytest.mark.parametrize("edit", [{"colour": 1}, {"calib_limit": -1}, {"lr": "x"},
+                                  {"input_shape": [1, 3]}, {"model": None}])
+def test_export_of_a_report_with_bad_build_options(edit, trained_build, capsys, tmp_path):
+    rep = json.loads((trained_build / "report.json").read_text())
+    rep["build_options"].update(edit)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps(rep))
+    np.savez(tmp_path / "p.npz", nothing=np.zeros(1))
+    res = run(capsys, "export", out, "--params", tmp_path / "p.npz", "-o", tmp_path / "m.onnx")
+    assert_clean_failure(res, "not a tinyc report", list(edit)[0])
