@@ -132,6 +132,17 @@ def _pool_pads_over_kernel(m):
                            helper.make_attribute("pads", [3, 3, 3, 3])])
 
 
+def _long_chain(m):
+    """2100 pass-through MaxPool 1x1 layers between the Relu and the pooling."""
+    relu = _node(m, "relu0")
+    relu.output[0] = "chain0"
+    pools = [helper.make_node("MaxPool", [f"chain{i}"], [f"chain{i + 1}"], name=f"pool{i}",
+                              kernel_shape=[1, 1]) for i in range(2100)]
+    pools[-1].output[0] = "r"
+    for k, pool in enumerate(pools):
+        m.graph.node.insert(2 + k, pool)
+
+
 MODEL_CASES = {
     # name: (model writer, fragments of the message)
     "gemm_0_outputs": (lambda p: conv_net(p, gemm_out=0), ["fc0", "Gemm", "0 outputs"]),
@@ -168,6 +179,7 @@ MODEL_CASES = {
     "bn_parameter_shape": (lambda p: edited(p, _bn_wrong_shape), ["bn0", "4 channels"]),
     "clip_min_not_scalar": (lambda p: edited(p, _clip_vector_min), ["relu0", "one number"]),
     "pool_pads_over_kernel": (lambda p: edited(p, _pool_pads_over_kernel), ["pool0", "pads"]),
+    "too_many_layers": (lambda p: edited(p, _long_chain), ["over 2000 layers"]),
     "pads_3_values": (lambda p: conv_net(p, conv={"pads": [1, 1, 1]}), ["conv0", "pads"]),
 }
 

@@ -34,6 +34,9 @@ ARITY = {
 # per inference (seconds per inference even on a fast Cortex-M7; mcunet at 128 px: 3e7).
 MAX_ACTIVATION_BYTES = 64 << 20
 MAX_MACS = 10 ** 9
+# layers (ops other than Constant / Identity / Dropout): the shared models have under 200; the
+# passes take minutes on tens of thousands
+MAX_LAYERS = 2000
 
 
 def load_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Graph:
@@ -185,6 +188,9 @@ class _Importer:
         return name
 
     def emit(self, node, op, inputs, outputs, **attrs) -> Node:
+        if len(self.nodes) >= MAX_LAYERS:
+            raise self.err(node, f"the model has over {MAX_LAYERS} layers; far more than a "
+                                 "microcontroller model (tinyc's limit)")
         n = Node(node.name or node.output[0], op, inputs, outputs, attrs, node.op_type)
         self.nodes.append(n)
         return n
