@@ -180,6 +180,8 @@ MODEL_CASES = {
     "clip_min_not_scalar": (lambda p: edited(p, _clip_vector_min), ["relu0", "one number"]),
     "pool_pads_over_kernel": (lambda p: edited(p, _pool_pads_over_kernel), ["pool0", "pads"]),
     "too_many_layers": (lambda p: edited(p, _long_chain), ["over 2000 layers"]),
+    "attribute_of_wrong_type": (lambda p: conv_net(p, conv={"group": [1, 1]}),
+                                ["conv0", "group", "INT"]),
     "pads_3_values": (lambda p: conv_net(p, conv={"pads": [1, 1, 1]}), ["conv0", "pads"]),
 }
 

@@ -27,6 +27,14 @@ ARITY = {
     "Gemm": (2, 3), "MatMul": (2, 2), "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
     "Pad": (2, 4), "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
 }
+# ONNX types of the attributes tinyc reads (a model with another type is malformed)
+ATTRIBUTE_TYPES = {
+    "strides": "INTS", "pads": "INTS", "dilations": "INTS", "kernel_shape": "INTS",
+    "axes": "INTS", "group": "INT", "axis": "INT", "keepdims": "INT", "transA": "INT",
+    "transB": "INT", "ceil_mode": "INT", "count_include_pad": "INT", "training_mode": "INT",
+    "epsilon": "FLOAT", "alpha": "FLOAT", "beta": "FLOAT", "auto_pad": "STRING",
+    "mode": "STRING", "value": "TENSOR",
+}
 
 # Sizes no microcontroller model can have, refused before anything is allocated or run (float
 # calibration would take minutes or exhaust the host's memory first): one float32 activation
@@ -128,7 +136,12 @@ class _Importer:
         return [int(v) for v in value]
 
     def attrs(self, node) -> dict:
-        from onnx import helper
+        from onnx import AttributeProto, helper
+        for a in node.attribute:
+            want = ATTRIBUTE_TYPES.get(a.name)
+            if want is not None and a.type != getattr(AttributeProto, want):
+                raise self.err(node, f"attribute {a.name} must be of type {want}, not "
+                                     f"{AttributeProto.AttributeType.Name(a.type)}")
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
     def const(self, name: str, node, what: str) -> np.ndarray:
