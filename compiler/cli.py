@@ -313,10 +313,26 @@ def board_of_report(rep: dict):
     return load_board(path if path and Path(path).is_file() else rep["board"])
 
 
+def check_writable(option: str, path: str) -> None:
+    """A file can be written at `path`: its folder exists and is writable, it is not a folder."""
+    import os
+    target = Path(path)
+    folder = target.resolve().parent
+    if target.is_dir():
+        raise TinycError(f"{option} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise TinycError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise TinycError(f"{option} {path}: folder {folder} is not writable")
+
+
 def cmd_emulate(a) -> int:
     from .calib import load_array
 
     rep = load_report(a.out)
+    for option, path in (("--output", a.output), ("--save-params", a.save_params)):
+        if path:   # before running: a result that cannot be written is lost
+            check_writable(option, path)
     if a.train_data:
         return emulate_training(a, rep)
     if not a.input or not a.output:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,10 +24,13 @@ BOARD = ("--board", "mps2_an386")
 
 def run(capsys, *args):
     """tinyc ARGS in this process: (returncode, stdout, stderr) like a subprocess result."""
+    format_warning = warnings.formatwarning   # main() sets tinyc's own
     try:
         code = main([str(a) for a in args])
     except SystemExit as e:   # argparse refusals
         code = e.code
+    finally:
+        warnings.formatwarning = format_warning
     out, err = capsys.readouterr()
     return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
@@ -250,7 +254,6 @@ def _calib_files(tmp: Path) -> dict:
         "int32": _npy(tmp / "i32.npy", rng.integers(0, 255, (4, 3, 8, 8)).astype(np.int32)),
         "empty": _npy(tmp / "empty.npy", np.zeros((0, 3, 8, 8), np.float32)),
         "object": _npy(tmp / "obj.npy", np.array([{"a": 1}], dtype=object)),
-        "mean_2_values": None,
     }
 
 
@@ -421,7 +424,11 @@ def test_bad_scheme_files_and_unwritable_outputs(trained_build, good_model, caps
     x = _npy(tmp_path / "x.npy", np.zeros((1, 3, 8, 8), np.float32))
     res = run(capsys, "emulate", trained_build, "--input", x, "--output",
               tmp_path / "missing" / "y.npy")
-    assert_clean_failure(res, "--output", "cannot write")
+    assert_clean_failure(res, "--output", "does not exist")
+    xy = _npz(tmp_path / "xy.npz", x=np.zeros((2, 3, 8, 8), np.float32), y=np.array([0, 1]))
+    res = run(capsys, "emulate", trained_build, "--train-data", xy, "--save-params", tmp_path)
+    assert_clean_failure(res, "--save-params", "is a folder")
+    assert "epoch" not in res.stdout + res.stderr   # refused before training
     res = run(capsys, "report", trained_build, "--plot", tmp_path / "missing" / "p.png")
     assert_clean_failure(res, "--plot", "cannot write")
 
