@@ -79,8 +79,15 @@ def _int_at_least(least: int):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are like every other bad input: one line, exit status 1."""
+
+    def error(self, message):
+        self.exit(1, f"tinyc: error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinyc", description="ONNX CNN -> int8 C for microcontrollers")
+    p = _Parser(prog="tinyc", description="ONNX CNN -> int8 C for microcontrollers")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
