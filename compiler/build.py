@@ -318,6 +318,10 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     g = import_float(model, opts.input_shape)
     if board is not None:
         refuse_weights_over_flash(g, board, new_head=opts.num_classes is not None)
+        samples = opts.calib_limit if opts.calib else 8
+        if (opts.num_classes is None   # a new head changes the shapes of the last layers
+                and sum(g.macs(n) for n in g.nodes) * samples > SLOW_CALIBRATION_MACS):
+            refuse_arena_over_sram(g, board, opts.patch)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
                                opts.calib_limit)
@@ -386,6 +390,45 @@ def _recorded_problem(recorded: dict) -> str | None:
         if key in recorded and not ok(recorded[key]):
             return f"build option {key!r} is {json.dumps(recorded[key])[:40]}"
     return None if "model" in recorded else "build option 'model' is missing"
+
+
+# float calibration work (multiply-accumulates x samples) from which a build first checks that
+# the arena can fit at all (refuse_arena_over_sram): about ten seconds of numpy
+SLOW_CALIBRATION_MACS = 2 * 10 ** 9
+
+
+def refuse_arena_over_sram(g: Graph, board: Board, patch: str) -> None:
+    """Before a slow calibration (minutes on large activations): the arena of the schedule a
+    build would choose depends only on the ops and shapes, so it is estimated on the float graph
+    with int8 activations; when even that does not fit the board's SRAM, nothing will (a
+    training step needs at least the inference arena). Only when some activation alone is over
+    the limit: a model whose tensors all fit pays nothing. (A quick build is refused after
+    compiling instead, with report.json to inspect.)"""
+    from .memory.schedule import choose_schedule
+    from .passes.patch import PatchSpec
+
+    limit = board.sram_bytes - board.stack_reserve_bytes
+    if max(g.tensors[t].size for t in g.activations()) <= limit:
+        return
+    int8 = g.copy()
+    for t in int8.activations():
+        int8.tensors[t].dtype = "int8"
+    mode = patch if patch in ("auto", "off") else PatchSpec.parse(patch)
+    sched = choose_schedule(int8, mode)
+    arena = sched.plan.arena_bytes
+    if arena <= limit:
+        return
+    how = ("layer by layer" if not sched.info.get("enabled") else
+           f"patches {'x'.join(map(str, sched.info['grid']))} over node {sched.info['split_index']}")
+    largest = sorted(g.activations(), key=lambda t: -g.tensors[t].size)[:3]
+    raise TinycError(
+        f"the model does not fit board '{board.id}' ({board.name}): SRAM: its smallest arena "
+        f"({how}, --patch {patch}) is {arena:,} B + stack reserve {board.stack_reserve_bytes:,} B "
+        f"> {board.sram_bytes:,} B; largest activations (int8): "
+        + ", ".join(f"'{t}' {'x'.join(map(str, g.tensors[t].shape[1:]))} = "
+                    f"{g.tensors[t].size:,} B" for t in largest)
+        + ". Fixes: a board with more SRAM, a smaller --input-shape, or a narrower model "
+        "(check the pads and strides)")
 
 
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:

@@ -183,6 +183,10 @@ MODEL_CASES = {
     "bn_parameter_shape": (lambda p: edited(p, _bn_wrong_shape), ["bn0", "4 channels"]),
     "clip_min_not_scalar": (lambda p: edited(p, _clip_vector_min), ["relu0", "one number"]),
     "pool_pads_over_kernel": (lambda p: edited(p, _pool_pads_over_kernel), ["pool0", "pads"]),
+    # 600 M MACs: a calibration of minutes, for an arena of 1.8 MB: refused before calibrating
+    "large_pads_over_sram": (lambda p: conv_net(p, in_dims=(1, 3, 40, 36), w_shape=(8, 3, 7, 7),
+                                                conv={"pads": [700] * 4, "strides": [2, 2]}),
+                             ["does not fit", "smallest arena", "717x715x8"]),
     "too_many_layers": (lambda p: edited(p, _long_chain), ["over 2000 layers"]),
     "attribute_of_wrong_type": (lambda p: conv_net(p, conv={"group": [1, 1]}),
                                 ["conv0", "group", "INT"]),
