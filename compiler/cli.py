@@ -284,6 +284,11 @@ def load_report(out: str) -> dict:
         raise TinycError(f"{path}: corrupt report ({e}); rebuild") from e
     from .report_shape import report_problem
     problem = report_problem(rep)
+    if not problem:   # the optional parts (schedule, firmware) as the commands print them
+        try:
+            summary(rep)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            problem = f"cannot summarise it: {type(e).__name__} {e}"
     if problem:
         raise TinycError(f"{path}: not a tinyc report ({problem}); rebuild with tinyc build")
     return rep

@@ -21,8 +21,10 @@ REPORT_SHAPE = {
 TRAINING_SHAPE = {"scheme": str, "lr": _SCALE, "arena_bytes": _COUNT, "params_sram_bytes": _COUNT,
                   "stack_reserve_bytes": _COUNT, "sram_bytes": _COUNT}
 OP_ROW_SHAPE = {"index": _COUNT, "op": str, "output_shape": _SHAPE, "macs": _COUNT,
-                "output_offset": _COUNT, "output_bytes": _COUNT}
-BUFFER_SHAPE = {"size": _COUNT, "first": _COUNT, "last": _COUNT, "kind": str, "tensors": list}
+                "output_offset": _COUNT, "output_bytes": _COUNT, "in_place": object,
+                "patch": object}
+BUFFER_SHAPE = {"offset": _COUNT, "size": _COUNT, "first": _COUNT, "last": _COUNT, "kind": str,
+                "tensors": list}
 
 
 def _is_int(value) -> bool:

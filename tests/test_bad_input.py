@@ -442,3 +442,18 @@ def test_export_of_a_report_with_bad_build_options(edit, trained_build, capsys, 
     np.savez(tmp_path / "p.npz", nothing=np.zeros(1))
     res = run(capsys, "export", out, "--params", tmp_path / "p.npz", "-o", tmp_path / "m.onnx")
     assert_clean_failure(res, "not a tinyc report", list(edit)[0])
+
+
+@pytest.mark.parametrize("part", ["inference.patch", "firmware", "ops[0].in_place"])
+def test_report_with_broken_optional_parts(part, trained_build, capsys, tmp_path):
+    rep = json.loads((trained_build / "report.json").read_text())
+    if part == "inference.patch":
+        rep["inference"]["patch"] = {"enabled": True}
+    elif part == "firmware":
+        rep["firmware"] = {"built": True}
+    else:
+        del rep["ops"][0]["in_place"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps(rep))
+    assert_clean_failure(run(capsys, "report", out), "not a tinyc report")
