@@ -344,8 +344,11 @@ def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:
     """Before calibration (slow on big models): int8 weights over the board's flash cannot fit,
     whatever the schedule. One byte per conv / fully-connected weight, biases and multipliers
     not counted: a lower bound of weights_bytes (a classifier --num-classes replaces: left out)."""
-    layers = [(g.tensors[n.inputs[1]].size, i, n) for i, n in enumerate(g.nodes)
-              if n.op in ("conv2d", "fully_connected")]
+    layers, seen = [], set()   # a weight two nodes share is stored once
+    for i, n in enumerate(g.nodes):
+        if n.op in ("conv2d", "fully_connected") and n.inputs[1] not in seen:
+            seen.add(n.inputs[1])
+            layers.append((g.tensors[n.inputs[1]].size, i, n))
     if new_head and layers and layers[-1][2].op == "fully_connected":
         layers = layers[:-1]
     total = sum(size for size, _, _ in layers)
