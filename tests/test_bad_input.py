@@ -37,7 +37,7 @@ def run(capsys, *args):
 
 # ---------------------------------------------------------------- hostile models
 def conv_net(path: Path, *, w_shape=(4, 3, 3, 3), conv=None, w_value=None, gemm_out=5,
-             in_dims=(1, 3, 8, 8), pad=None, extra_nodes=()):
+             in_dims=(1, 3, 8, 8), pad=None):
     """input -> [Pad] -> Conv (attrs `conv`) -> Relu -> GlobalAveragePool -> Flatten -> Gemm,
     with whatever shapes and attributes the case asks for (no onnx.checker)."""
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def conv_net(path: Path, *, w_shape=(4, 3, 3, 3), conv=None, w_value=None, gemm_
              numpy_helper.from_array(np.zeros(cout, np.float32), "b"),
              numpy_helper.from_array(rng.normal(0, 0.3, (gemm_out, cout)).astype(np.float32), "fw"),
              numpy_helper.from_array(np.zeros(gemm_out, np.float32), "fb")]
-    nodes, x = list(extra_nodes), "input"
+    nodes, x = [], "input"
     if pad is not None:
         inits.append(numpy_helper.from_array(np.array(pad, np.int64), "pads"))
         nodes.append(helper.make_node("Pad", ["input", "pads"], ["padded"], name="pad0"))
