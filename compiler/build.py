@@ -316,11 +316,12 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     from .passes.quantize import quantize
 
     g = import_float(model, opts.input_shape)
-    if board is not None:
+    samples = opts.calib_limit if opts.calib else 8
+    if board is not None and sum(g.macs(n) for n in g.nodes) * samples > SLOW_CALIBRATION_MACS:
+        # a slow calibration ahead: first what the shapes alone show cannot fit (a quick
+        # build is refused after compiling, with the full breakdown and report.json)
         refuse_weights_over_flash(g, board, new_head=opts.num_classes is not None)
-        samples = opts.calib_limit if opts.calib else 8
-        if (opts.num_classes is None   # a new head changes the shapes of the last layers
-                and sum(g.macs(n) for n in g.nodes) * samples > SLOW_CALIBRATION_MACS):
+        if opts.num_classes is None:   # a new head changes the shapes of the last layers
             refuse_arena_over_sram(g, board, opts.patch)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
@@ -341,7 +342,7 @@ def compile_with_calibration(model: str, opts: BuildOptions,
 
 
 def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:
-    """Before calibration (slow on big models): int8 weights over the board's flash cannot fit,
+    """Before a slow calibration: int8 weights over the board's flash cannot fit,
     whatever the schedule. One byte per conv / fully-connected weight, biases and multipliers
     not counted: a lower bound of weights_bytes (a classifier --num-classes replaces: left out)."""
     layers, seen = [], set()   # a weight two nodes share is stored once
@@ -396,7 +397,8 @@ def _recorded_problem(recorded: dict) -> str | None:
 
 
 # float calibration work (multiply-accumulates x samples) from which a build first checks that
-# the arena can fit at all (refuse_arena_over_sram): about ten seconds of numpy
+# the weights and the arena can fit at all (refuse_weights_over_flash, refuse_arena_over_sram):
+# about ten seconds of numpy
 SLOW_CALIBRATION_MACS = 2 * 10 ** 9
 
 
@@ -405,8 +407,7 @@ def refuse_arena_over_sram(g: Graph, board: Board, patch: str) -> None:
     build would choose depends only on the ops and shapes, so it is estimated on the float graph
     with int8 activations; when even that does not fit the board's SRAM, nothing will (a
     training step needs at least the inference arena). Only when some activation alone is over
-    the limit: a model whose tensors all fit pays nothing. (A quick build is refused after
-    compiling instead, with report.json to inspect.)"""
+    the limit: a model whose tensors all fit pays nothing."""
     from .memory.schedule import choose_schedule
     from .passes.patch import PatchSpec
 
