@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TinycError
+from .errors import TinycError, printable
 from .ir import Graph
 from .targets.boards import Board, require_firmware
 from .targets.platformio import MODEL_LIB
@@ -243,14 +243,34 @@ def check_fits(report: dict) -> None:
     if not problems:
         return
     lines = [f"the model does not fit board '{report['board']}' ({report['board_name']}): "
-             + "; ".join(problems), "SRAM breakdown:",
-             f"  arena (activations + scratch)  {report['inference']['arena_bytes']:>10,} B",
-             f"  stack reserve                  {report['stack_reserve_bytes']:>10,} B",
-             "largest buffers alive at the peak:"]
-    for b in peak_buffers(report)[:8]:
-        lines.append(f"  {b['size']:>10,} B  {b['kind']:<10} {', '.join(b['tensors']) or 'scratch of node ' + str(b['node'])}")
-    lines.append("fixes: a board with more SRAM/flash, a smaller --input-shape, or a narrower model")
+             + "; ".join(problems)]
+    if sram_need > report["sram_limit_bytes"]:
+        lines += ["SRAM breakdown:",
+                  f"  arena (activations + scratch)  {report['inference']['arena_bytes']:>10,} B",
+                  f"  stack reserve                  {report['stack_reserve_bytes']:>10,} B",
+                  "largest buffers alive at the peak:"]
+        for b in peak_buffers(report)[:8]:
+            lines.append(f"  {b['size']:>10,} B  {b['kind']:<10} {printable(', '.join(b['tensors']), keep_newlines=False) or 'scratch of node ' + str(b['node'])}")
+    if report["weights_bytes"] > report["flash_limit_bytes"]:
+        lines.append("largest weights in flash (weights + biases of a layer):")
+        for r in largest_weights(report)[:8]:
+            lines.append(f"  {r['weights_bytes']:>10,} B  node {r['index']:>3} {r['op']:<16} "
+                         f"'{printable(r['name'], keep_newlines=False)}' (ONNX {r['onnx_op'] or r['op']})")
+    if sram_need > report["sram_limit_bytes"]:
+        lines.append("fixes: a board with more SRAM/flash, a smaller --input-shape, or a narrower "
+                     "model")
+    else:   # the input size does not change the weights
+        lines.append("fixes: a board with more flash, or a model with fewer or narrower layers "
+                     "(the largest are listed above)")
     raise DoesNotFitError("\n".join(lines))
+
+
+def largest_weights(report: dict) -> list[dict]:
+    """The layers (op rows) holding constants, largest first; a patch schedule's copies of a
+    layer (same weights) once."""
+    rows = [r for r in report["ops"] if r.get("weights_bytes")
+            and (not r.get("patch") or r["patch"] == [0, 0])]
+    return sorted(rows, key=lambda r: -r["weights_bytes"])
 
 
 def peak_buffers(report: dict) -> list[dict]:
@@ -271,6 +291,8 @@ def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: 
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
         raise TinycError(f"{what}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
+    if len(x) == 0:
+        raise TinycError(f"{what}: holds no sample (shape {x.shape})")
     if x.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
         if len(bad):
@@ -357,6 +379,13 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     from .passes.quantize import quantize
 
     g = import_float(model, opts.input_shape)
+    samples = opts.calib_limit if opts.calib else 8
+    if board is not None and sum(g.macs(n) for n in g.nodes) * samples > SLOW_CALIBRATION_MACS:
+        # a slow calibration ahead: first what the shapes alone show cannot fit (a quick
+        # build is refused after compiling, with the full breakdown and report.json)
+        refuse_weights_over_flash(g, board, new_head=opts.num_classes is not None)
+        if opts.num_classes is None:   # a new head changes the shapes of the last layers
+            refuse_arena_over_sram(g, board, opts.patch)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
                                opts.calib_limit)
@@ -375,9 +404,106 @@ def compile_with_calibration(model: str, opts: BuildOptions,
                           patched=opts.patch != "off"), calib
 
 
+def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:
+    """Before a slow calibration: int8 weights over the board's flash cannot fit,
+    whatever the schedule. One byte per conv / fully-connected weight, biases and multipliers
+    not counted: a lower bound of weights_bytes (a classifier --num-classes replaces: left out)."""
+    layers, seen = [], set()   # a weight two nodes share is stored once
+    for i, n in enumerate(g.nodes):
+        if n.op in ("conv2d", "fully_connected") and n.inputs[1] not in seen:
+            seen.add(n.inputs[1])
+            layers.append((g.tensors[n.inputs[1]].size, i, n))
+    if new_head and layers and layers[-1][2].op == "fully_connected":
+        layers = layers[:-1]
+    total = sum(size for size, _, _ in layers)
+    if total <= board.flash_bytes:
+        return
+    lines = [f"the model does not fit board '{board.id}' ({board.name}): flash: its int8 weights "
+             f"alone need {total:,} B > {board.flash_bytes:,} B",
+             "largest weights in flash (int8 weights of a layer):"]
+    for size, i, n in sorted(layers, key=lambda t: -t[0])[:8]:
+        lines.append(f"  {size:>10,} B  node {i:>3} {n.op:<16} '{printable(n.name, keep_newlines=False)}' (ONNX {n.source_op or n.op})")
+    lines.append("fixes: a board with more flash, or a model with fewer or narrower layers "
+                 "(the largest are listed above)")
+    raise TinycError("\n".join(lines))
+
+
+def _recorded_problem(recorded: dict) -> str | None:
+    """What is wrong with a report's build_options (None: nothing)."""
+    def count(v, least):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    def numbers(v):
+        return isinstance(v, list) and v and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v)
+    checks = {
+        "model": lambda v: isinstance(v, str),
+        "calib": lambda v: v is None or isinstance(v, str),
+        "samples": lambda v: v is None or isinstance(v, str),
+        "calib_mean": numbers, "calib_std": lambda v: numbers(v) and min(v) > 0,
+        "calib_limit": lambda v: count(v, 1),
+        "input_shape": lambda v: v is None or (isinstance(v, list) and len(v) == 4
+                                               and all(count(d, 1) for d in v)),
+        "train": lambda v: v is None or isinstance(v, (str, dict)),
+        "num_classes": lambda v: v is None or count(v, 2),
+        "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
+        "rounding": lambda v: v in ("nearest", "stochastic"),
+        "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
+    }
+    unknown = set(recorded) - set(BuildOptions.__dataclass_fields__) - {"model"}
+    if unknown:
+        return f"unknown build option {sorted(unknown)[0]!r}"
+    for key, ok in checks.items():
+        if key in recorded and not ok(recorded[key]):
+            return f"build option {key!r} is {json.dumps(recorded[key])[:40]}"
+    return None if "model" in recorded else "build option 'model' is missing"
+
+
+# float calibration work (multiply-accumulates x samples) from which a build first checks that
+# the weights and the arena can fit at all (refuse_weights_over_flash, refuse_arena_over_sram):
+# about ten seconds of numpy
+SLOW_CALIBRATION_MACS = 2 * 10 ** 9
+
+
+def refuse_arena_over_sram(g: Graph, board: Board, patch: str) -> None:
+    """Before a slow calibration (minutes on large activations): the arena of the schedule a
+    build would choose depends only on the ops and shapes, so it is estimated on the float graph
+    with int8 activations; when even that does not fit the board's SRAM, nothing will (a
+    training step needs at least the inference arena). Only when some activation alone is over
+    the limit: a model whose tensors all fit pays nothing."""
+    from .memory.schedule import choose_schedule
+    from .passes.patch import PatchSpec
+
+    limit = board.sram_bytes - board.stack_reserve_bytes
+    if max(g.tensors[t].size for t in g.activations()) <= limit:
+        return
+    int8 = g.copy()
+    for t in int8.activations():
+        int8.tensors[t].dtype = "int8"
+    mode = patch if patch in ("auto", "off") else PatchSpec.parse(patch)
+    sched = choose_schedule(int8, mode)
+    arena = sched.plan.arena_bytes
+    if arena <= limit:
+        return
+    how = ("layer by layer" if not sched.info.get("enabled") else
+           f"patches {'x'.join(map(str, sched.info['grid']))} over node {sched.info['split_index']}")
+    largest = sorted(g.activations(), key=lambda t: -g.tensors[t].size)[:3]
+    raise TinycError(
+        f"the model does not fit board '{board.id}' ({board.name}): SRAM: its smallest arena "
+        f"({how}, --patch {patch}) is {arena:,} B + stack reserve {board.stack_reserve_bytes:,} B "
+        f"> {board.sram_bytes:,} B; largest activations (int8): "
+        + ", ".join(f"'{t}' {'x'.join(map(str, g.tensors[t].shape[1:]))} = "
+                    f"{g.tensors[t].size:,} B" for t in largest)
+        + ". Fixes: a board with more SRAM, a smaller --input-shape, or a narrower model "
+        "(check the pads and strides)")
+
+
 def options_from_report(rep: dict) -> tuple[str, BuildOptions]:
     """(model path, options) of the build that wrote this report."""
     recorded = dict(rep["build_options"])
+    problem = _recorded_problem(recorded)
+    if problem:
+        raise TinycError(f"report.json: not a tinyc report ({problem}); rebuild with tinyc build")
     model = recorded.pop("model")
     for key in RECORDED_INPUTS:
         recorded.pop(f"{key}_sha256", None)
@@ -458,6 +584,10 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
 
     gq, calib = compile_with_calibration(model, opts, board)
     recorded = opts.recorded(model)   # with the hashes of the files just read
+    if opts.samples:   # checked before anything is written (the demo reads them at the end)
+        from .calib import load_array
+        int8_inputs(load_array(opts.samples), gq.meta["input_nchw"],
+                    *gq.tensors[gq.inputs[0]].q.scalar(), f"--samples {opts.samples}")
     sched = choose_build_schedule(gq, opts, board, mode, sram)
     gs, plan = sched.graph, sched.plan
     generate_c(gs, plan, out / MODEL_LIB if opts.firmware else out)

@@ -7,6 +7,7 @@ the [-1, 1] range of the shared ImageNet models.
 """
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -56,25 +57,53 @@ def load_images(folder: str, shape_nchw, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise TinycError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-    mean = np.asarray(mean, np.float32)[:c].reshape(c, 1, 1)
-    std = np.asarray(std, np.float32)[:c].reshape(c, 1, 1)
+    mean, std = (_per_channel(option, values, c)
+                 for option, values in (("--calib-mean", mean), ("--calib-std", std)))
     if np.any(std <= 0):
         raise TinycError("--calib-std values must be positive")
+    if limit < 1:
+        raise TinycError(f"--calib-limit {limit}: give at least 1")
     out = []
     for f in files[:limit]:
         try:
-            with Image.open(f) as im:
-                im = im.convert("RGB" if c == 3 else "L").resize((w, h), Image.BILINEAR)
-                a = np.asarray(im, np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as e:
-            raise TinycError(f"{f}: not a readable image ({e})") from e
+            with warnings.catch_warnings():
+                # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both refused
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    im = im.convert("RGB" if c == 3 else "L").resize((w, h), Image.BILINEAR)
+                    a = np.asarray(im, np.float32) / 255.0
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise TinycError(f"{f}: refused as a decompression bomb ({e}); resize it below "
+                             f"{Image.MAX_IMAGE_PIXELS:,} pixels") from e
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise TinycError(f"{f}: not a readable image ({type(e).__name__}: {e})") from e
         a = a.reshape(h, w, c).transpose(2, 0, 1)
         out.append((a - mean) / std)
     return np.stack(out).astype(np.float32)
 
 
+def _per_channel(option: str, values, c: int) -> np.ndarray:
+    """One value per channel, or one value for every channel."""
+    values = np.asarray(values, np.float32).reshape(-1)
+    if values.size not in (1, c):
+        raise TinycError(f"{option} {','.join(f'{v:g}' for v in values)}: the model input has "
+                         f"{c} channels; give {c} values or one for all")
+    return np.broadcast_to(values, (c,)).reshape(c, 1, 1)
+
+
 def load_calibration(path: str, shape_nchw, mean, std, limit: int) -> np.ndarray:
+    if limit < 1:
+        raise TinycError(f"--calib-limit {limit}: give at least 1")
     if Path(path).is_dir():
         return load_images(path, shape_nchw, mean, std, limit)
-    x = load_array(path).astype(np.float32)
+    x = load_array(path)
+    if x.dtype.kind != "f":
+        # integer data would be taken as float values (e.g. pixels 0..255 where the model
+        # expects its normalised input): the input scale and every range would be wrong
+        raise TinycError(f"{path}: calibration data of dtype {x.dtype}; give float inputs as "
+                         "the model expects them (e.g. pixels already normalised), or a folder "
+                         "of images")
+    if x.ndim == 4 and len(x) == 0 or x.size == 0:
+        raise TinycError(f"{path}: holds no sample (shape {x.shape})")
+    x = x.astype(np.float32)
     return x[:limit] if x.ndim == 4 else x

@@ -41,13 +41,54 @@ def _bytes(text: str) -> int:
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"'{text}': give finite numbers")
+    return values
+
+
+def _positive_floats(text: str) -> tuple[float, ...]:
+    values = _floats(text)
+    if min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': give positive numbers")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (a learning rate, a time limit): nan, inf, 0 and negatives refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"'{text}': give a finite number > 0")
+    return value
+
+
+def _int_at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"'{text}': give an integer >= {least}")
+        return value
+    parse.__name__ = f"integer >= {least}"
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are like every other bad input: one line, exit status 1."""
+
+    def error(self, message):
+        self.exit(1, f"tinyc: error: {message} (see `{self.prog} --help`)\n")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinyc", description="ONNX CNN -> int8 C for microcontrollers")
+    p = _Parser(prog="tinyc", description="ONNX CNN -> int8 C for microcontrollers")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -58,10 +99,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--calib", help="calibration inputs: .npy/.npz (N,C,H,W float, model layout) "
                                    "or a folder of images")
     b.add_argument("--calib-mean", type=_floats, default=(0.5, 0.5, 0.5),
-                   help="image preprocessing: per-channel mean of pixel/255 (default 0.5,0.5,0.5)")
-    b.add_argument("--calib-std", type=_floats, default=(0.5, 0.5, 0.5),
-                   help="image preprocessing: per-channel std (default 0.5,0.5,0.5: p/127.5-1)")
-    b.add_argument("--calib-limit", type=int, default=100, help="use at most N samples (100)")
+                   help="image preprocessing: per-channel mean of pixel/255, one value per "
+                        "channel or one for all (default 0.5,0.5,0.5)")
+    b.add_argument("--calib-std", type=_positive_floats, default=(0.5, 0.5, 0.5),
+                   help="image preprocessing: per-channel std, one value per channel or one for "
+                        "all (default 0.5,0.5,0.5: p/127.5-1)")
+    b.add_argument("--calib-limit", type=_int_at_least(1), default=100,
+                   help="use at most N samples (100)")
     b.add_argument("--input-shape", type=_shape, help="override the input shape, e.g. 1x3x96x96")
     b.add_argument("--export-tflite", action="store_true", help="also write OUT/model.tflite")
     b.add_argument("--patch", default="auto", metavar="auto|off|RxC@NODE",
@@ -76,8 +120,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also generate tinyc_train_step(): full | bias-only | last:K | auto | "
                         "scheme.json (auto: the most trainable nested scheme that fits --sram or "
                         "the board's SRAM)")
-    b.add_argument("--num-classes", type=int, help="replace the classifier by a new N-class head")
-    b.add_argument("--lr", type=float, default=0.003,
+    b.add_argument("--num-classes", type=_int_at_least(2),
+                   help="replace the classifier by a new N-class head (N >= 2)")
+    b.add_argument("--lr", type=_positive_float, default=0.003,
                    help="default learning rate (0.003, from the sweep in bench/results/transfer.md)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
@@ -99,10 +144,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--dequantize", action="store_true", help="write float output instead of int8")
     e.add_argument("--train-data", help=".npz with x (inputs, model layout) and y (int labels): "
                                         "train with the generated tinyc_train_step()")
-    e.add_argument("--epochs", type=int, default=1)
+    e.add_argument("--epochs", type=_int_at_least(1), default=1)
     e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
     e.add_argument("--save-params", help=".npz file for the trained parameters")
-    e.add_argument("--lr", type=float, help="learning rate (default: the build's --lr)")
+    e.add_argument("--lr", type=_positive_float, help="learning rate (default: the build's --lr)")
     e.add_argument("--allow-divergence", action="store_true",
                    help="with --train-data: exit 0 even when the training guard skipped steps "
                         "or refused updates (a diverging run; otherwise exit 1)")
@@ -111,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
                         "the host build; prints the instructions per inference, or with "
                         "--train-data per training step, and checks the trained parameters "
                         "against the host build's")
-    e.add_argument("--timeout", type=float,
+    e.add_argument("--timeout", type=_positive_float,
                    help="with --qemu: seconds before a hung guest is killed (300; training: "
                         "300 + 5 per step)")
 
@@ -208,7 +253,7 @@ def cmd_build(a) -> int:
     if a.train:
         from .passes.sparse_update import parse_scheme
         train = parse_scheme(a.train)
-    elif a.num_classes or a.no_qas or a.rounding:
+    elif a.num_classes is not None or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
     if not (0 < a.lr <= float(np.finfo(np.float32).max) and np.float32(a.lr) > 0):
         raise TinycError(f"--lr {a.lr}: the learning rate must be a finite number above 0 "
@@ -242,9 +287,19 @@ def load_report(out: str) -> dict:
     if not path.is_file():
         raise TinycError(f"{out}: no report.json; run `tinyc build ... -o {out}` first")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        rep = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TinycError(f"{path}: corrupt report ({e}); rebuild") from e
+    from .report_shape import report_problem
+    problem = report_problem(rep)
+    if not problem:   # the optional parts (schedule, firmware) as the commands print them
+        try:
+            summary(rep)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            problem = f"cannot summarise it: {type(e).__name__} {e}"
+    if problem:
+        raise TinycError(f"{path}: not a tinyc report ({problem}); rebuild with tinyc build")
+    return rep
 
 
 def model_inputs(rep: dict, x: np.ndarray, source: str) -> np.ndarray:
@@ -558,7 +613,10 @@ def cmd_report(a) -> int:
         _print_hidden(hidden)
     if a.plot:
         from .memory.plot import plot_arena
-        plot_arena(rep, a.plot)
+        try:
+            plot_arena(rep, a.plot)
+        except (OSError, ValueError) as e:   # an unwritable path, an unknown image suffix
+            raise TinycError(f"--plot {a.plot}: cannot write it ({e})") from e
         print(f"wrote {a.plot}")
     return 0
 

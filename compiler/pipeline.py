@@ -99,8 +99,9 @@ def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | 
     from .passes.train_head import classifier, drop_output_softmax, replace_head
 
     opts = opts or TrainOptions()
-    g = replace_head(g, num_classes) if num_classes else drop_output_softmax(g)
-    fixed = {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE} if num_classes else {}
+    new_head = num_classes is not None
+    g = replace_head(g, num_classes) if new_head else drop_output_softmax(g)
+    fixed = {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE} if new_head else {}
     gq = quantize(g, calib_nhwc, fixed)
     if scheme == "auto":
         from .memory.train_budget import choose_update_scheme

@@ -242,3 +242,16 @@ def save_all(folder) -> dict:
         paths[name] = folder / f"{name}.onnx"
         onnx.save(fn(), paths[name])
     return paths
+
+
+def net_ds_cnn(channels: int = 64) -> onnx.ModelProto:
+    """A DS-CNN keyword-spotting net (Hello Edge style): a 49x10 MFCC input, a (10, 4) stride-2
+    conv, four depthwise-separable blocks (depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN +
+    ReLU), global average pool, 12 classes, opset 13. Not in ALL_NETS (tests/test_train_c.py)."""
+    b = NetBuilder("ds_cnn", (1, 1, 49, 10), opset=13, seed=12)
+    x = b.relu(b.bn(b.conv("input", channels, (10, 4), stride=2, pads=[4, 1, 5, 2])))
+    for _ in range(4):
+        x = b.relu(b.bn(b.conv(x, channels, 3, group=channels)))
+        x = b.relu(b.bn(b.conv(x, channels, 1, pads=[0, 0, 0, 0])))
+    x = b.flatten(b.gap(x))
+    return b.build(b.gemm(x, 12))

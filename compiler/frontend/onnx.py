@@ -20,17 +20,46 @@ SUPPORTED_OPS = (
     "Identity", "Dropout", "Softmax", "Constant",
 )
 MIN_OPSET, MAX_OPSET = 11, 21
+# (fewest, most) inputs of each op; the first `fewest` must be named (not optional "")
+ARITY = {
+    "Conv": (2, 3), "BatchNormalization": (5, 5), "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
+    "GlobalAveragePool": (1, 1), "ReduceMean": (1, 2), "AveragePool": (1, 1), "MaxPool": (1, 1),
+    "Gemm": (2, 3), "MatMul": (2, 2), "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
+    "Pad": (2, 4), "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
+}
+# ONNX types of the attributes tinyc reads (a model with another type is malformed)
+ATTRIBUTE_TYPES = {
+    "strides": "INTS", "pads": "INTS", "dilations": "INTS", "kernel_shape": "INTS",
+    "axes": "INTS", "group": "INT", "axis": "INT", "keepdims": "INT", "transA": "INT",
+    "transB": "INT", "ceil_mode": "INT", "count_include_pad": "INT", "training_mode": "INT",
+    "epsilon": "FLOAT", "alpha": "FLOAT", "beta": "FLOAT", "auto_pad": "STRING",
+    "mode": "STRING", "value": "TENSOR",
+}
+
+# Sizes no microcontroller model can have, refused before anything is allocated or run (float
+# calibration would take minutes or exhaust the host's memory first): one float32 activation
+# over 64 MiB (16 MiB as int8, far beyond any board's SRAM), or over 1e9 multiply-accumulates
+# per inference (seconds per inference even on a fast Cortex-M7; mcunet at 128 px: 3e7).
+MAX_ACTIVATION_BYTES = 64 << 20
+MAX_MACS = 10 ** 9
+# layers (ops other than Constant / Identity / Dropout): the shared models have under 200; the
+# passes take minutes on tens of thousands
+MAX_LAYERS = 2000
 
 
 def load_onnx(path: str, input_shape: tuple[int, ...] | None = None) -> Graph:
     """Read an ONNX file into a float IR graph. `input_shape` (NCHW) overrides the input size."""
     import onnx
     from google.protobuf.message import DecodeError
+    from onnx.checker import ValidationError
 
     if not os.path.isfile(path):
         raise TinycError(f"{path}: no such file")
     try:
         model = onnx.load(path)
+    except ValidationError as e:   # external data: a missing file or a location outside
+        raise TinycError(f"{path}: its external weight data cannot be read ({e}); keep the "
+                         "data file(s) beside the model") from e
     except (DecodeError, ValueError, RuntimeError, OSError) as e:
         raise TinycError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e}); "
                          "is the file truncated or not an .onnx file?") from e
@@ -66,6 +95,8 @@ class _Importer:
         self.alias: dict[str, str] = {}           # ONNX tensor name -> IR tensor name
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
+        self.node = None                          # the ONNX node being imported
+        self.macs = 0
         self.uses: dict[str, int] = {}
         for n in model.graph.node:
             for i in n.input:
@@ -75,11 +106,42 @@ class _Importer:
 
     # ---------------------------------------------------------------- helpers
     def err(self, node, msg) -> TinycError:
-        return UnsupportedError(f"{self.source}: node '{node.name or node.output[0]}' "
+        name = node.name or (node.output[0] if node.output else "") or "(unnamed)"
+        return UnsupportedError(f"{self.source}: node '{name}' "
                                 f"({node.op_type}): {msg}")
 
+    def check_arity(self, node) -> None:
+        fewest, most = ARITY[node.op_type]
+        if not fewest <= len(node.input) <= most or not all(node.input[:fewest]):
+            raise self.err(node, f"has {len(node.input)} inputs {list(node.input)}; {node.op_type} "
+                                 f"takes {fewest}" + (f" to {most}" if most > fewest else "")
+                                 + " (the required ones named)")
+        if not node.output or not node.output[0]:
+            raise self.err(node, "has no output")
+        if node.output[0] in self.produced or node.output[0] in self.consts:
+            raise self.err(node, f"output '{node.output[0]}' is already produced by another "
+                                 "node or is an input/initializer; ONNX tensors are assigned once")
+
+    def scalar(self, name: str, node, what: str) -> float:
+        value = self.const(name, node, what)
+        if value.size != 1:
+            raise self.err(node, f"{what} must be one number, got shape {value.shape}")
+        return float(value.reshape(-1)[0])
+
+    def int_list(self, name: str, node, what: str) -> list[int]:
+        value = self.const(name, node, what)
+        if value.ndim != 1 or value.dtype.kind not in "iu":
+            raise self.err(node, f"{what} must be a 1-D integer tensor, got {value.dtype} "
+                                 f"of shape {value.shape}")
+        return [int(v) for v in value]
+
     def attrs(self, node) -> dict:
-        from onnx import helper
+        from onnx import AttributeProto, helper
+        for a in node.attribute:
+            want = ATTRIBUTE_TYPES.get(a.name)
+            if want is not None and a.type != getattr(AttributeProto, want):
+                raise self.err(node, f"attribute {a.name} must be of type {want}, not "
+                                     f"{AttributeProto.AttributeType.Name(a.type)}")
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
     def const(self, name: str, node, what: str) -> np.ndarray:
@@ -98,8 +160,32 @@ class _Importer:
         return self.tensors[name]
 
     def new_act(self, onnx_name: str, shape) -> str:
-        self.tensors[onnx_name] = Tensor(onnx_name, tuple(int(s) for s in shape))
+        shape = tuple(int(s) for s in shape)
+        nbytes = 4 * int(np.prod(shape, dtype=object))
+        if nbytes > MAX_ACTIVATION_BYTES:
+            where = (f"node '{self.node.name or self.node.output[0]}' ({self.node.op_type})"
+                     if self.node is not None else "the input")
+            raise TinycError(
+                f"{self.source}: {where}: tensor '{onnx_name}' of shape {list(shape)} (NHWC) would "
+                f"need {nbytes / 2**20:,.0f} MiB as float32 (over {MAX_ACTIVATION_BYTES >> 20} "
+                "MiB, more than any microcontroller holds); check its pads, strides and the "
+                "input shape")
+        self.tensors[onnx_name] = Tensor(onnx_name, shape)
         return onnx_name
+
+    def ints(self, node, a: dict, name: str, default, count: int, least: int) -> list[int]:
+        """An attribute of `count` integers, each at least `least`."""
+        values = [int(v) for v in a.get(name, default)]
+        if len(values) != count or min(values) < least:
+            raise self.err(node, f"{name}={values}: give {count} integers, each >= {least}")
+        return values
+
+    def count_macs(self, node, macs: int) -> None:
+        self.macs += macs
+        if self.macs > MAX_MACS:
+            raise self.err(node, f"the model needs over {self.macs:,} multiply-accumulates per "
+                                 f"inference by this node (limit {MAX_MACS:,}); far too large for "
+                                 "a microcontroller: check the input shape and the layer sizes")
 
     def new_const(self, name: str, data: np.ndarray, node) -> str:
         data = np.ascontiguousarray(data, dtype=np.float32)
@@ -115,6 +201,9 @@ class _Importer:
         return name
 
     def emit(self, node, op, inputs, outputs, **attrs) -> Node:
+        if len(self.nodes) >= MAX_LAYERS:
+            raise self.err(node, f"the model has over {MAX_LAYERS} layers; far more than a "
+                                 "microcontroller model (tinyc's limit)")
         n = Node(node.name or node.output[0], op, inputs, outputs, attrs, node.op_type)
         self.nodes.append(n)
         return n
@@ -148,13 +237,15 @@ class _Importer:
         if dims[0] is None:
             dims[0] = 1   # symbolic batch: tinyc always runs batch 1
         if any(d is None or d <= 0 for d in dims[1:]):
-            raise TinycError(f"{self.source}: input '{inp.name}' has a dynamic or missing shape "
-                             f"{dims}; give a static one with --input-shape 1xCxHxW")
+            raise TinycError(f"{self.source}: input '{inp.name}' has a dynamic, missing or "
+                             f"non-positive shape {dims}; give a static one with --input-shape "
+                             "1xCxHxW")
         if dims[0] != 1:
             raise UnsupportedError(f"{self.source}: batch size {dims[0]}: tinyc compiles batch 1 "
                                    "(use --input-shape 1xCxHxW)")
         n, c, h, w = dims
         self.new_act(inp.name, (1, h, w, c))
+        self.produced = {inp.name}   # tensor names assigned so far (ONNX assigns each once)
 
         for node in g.node:
             handler = getattr(self, "op_" + node.op_type, None)
@@ -163,12 +254,19 @@ class _Importer:
                     f"{self.source}: node '{node.name or node.output[0]}' uses op "
                     f"'{node.domain + '.' if node.domain else ''}{node.op_type}', which tinyc does "
                     f"not support. Supported ONNX ops: {', '.join(SUPPORTED_OPS)}")
+            self.node = node
+            self.check_arity(node)
             handler(node)
+            self.produced.update(node.output)
+        self.node = None
+        if not self.nodes:
+            raise UnsupportedError(f"{self.source}: the model has no layer tinyc can compile (only "
+                                   "Identity/Dropout/Constant nodes); nothing to generate")
 
         outputs = []
         for o in g.output:
             name = self.alias.get(o.name, o.name)
-            if name not in self.tensors or self.tensors[name].is_const:
+            if name not in self.tensors or self.tensors[name].is_const or name == inp.name:
                 raise UnsupportedError(f"{self.source}: output '{o.name}' is not computed from "
                                        "the input")
             outputs.append(name)
@@ -203,7 +301,7 @@ class _Importer:
         auto = a.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
         if auto in ("NOTSET", ""):
-            p = list(a.get("pads", [0, 0, 0, 0]))
+            p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
             if len(p) != 4:
                 raise self.err(node, f"pads {p} must have 4 values for a 2-D op")
             if min(p) < 0:
@@ -229,25 +327,38 @@ class _Importer:
         w = self.const(node.input[1], node, "the weight")
         if w.ndim != 4:
             raise self.err(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
+        cout, cin_g, kh, kw = w.shape
+        if cout < 1:
+            raise self.err(node, f"weight {w.shape} has 0 output channels; a Conv needs at least one")
+        if min(cin_g, kh, kw) < 1:
+            raise self.err(node, f"weight {w.shape} has an empty kernel or no input channel")
+        if list(a.get("kernel_shape", [kh, kw])) != [kh, kw]:
+            raise self.err(node, f"kernel_shape={list(a['kernel_shape'])} does not match the "
+                                 f"weight's {kh}x{kw} kernel")
         b = (self.const(node.input[2], node, "the bias") if len(node.input) > 2 and node.input[2]
              else np.zeros(w.shape[0], np.float32))
+        if b.size != cout:
+            raise self.err(node, f"bias of {b.size} values for {cout} output channels")
         groups = int(a.get("group", 1))
         _, h, wd, cin = x.shape
-        cout, cin_g, kh, kw = w.shape
-        if cin_g * groups != cin or cout % groups:
+        if groups < 1 or cin_g * groups != cin or cout % groups:
             raise self.err(node, f"weight {w.shape} with group={groups} does not match "
-                                 f"{cin} input channels")
-        sh, sw = a.get("strides", [1, 1])
-        dh, dw = a.get("dilations", [1, 1])
+                                 f"{cin} input channels (group must be >= 1 and divide the input "
+                                 "and output channels)")
+        sh, sw = self.ints(node, a, "strides", [1, 1], 2, 1)
+        dh, dw = self.ints(node, a, "dilations", [1, 1], 2, 1)
         pads = self._spatial_pads(node, a, h, wd, kh, kw, sh, sw, dh, dw)
         oh = conv_out_size(h, kh, sh, pads[0], pads[2], dh)
         ow = conv_out_size(wd, kw, sw, pads[1], pads[3], dw)
         if oh <= 0 or ow <= 0:
-            raise self.err(node, f"output would be empty ({oh}x{ow}) for input {h}x{wd}")
+            raise self.err(node, f"output would be empty ({oh}x{ow}) for input {h}x{wd}: the "
+                                 f"{kh}x{kw} kernel (dilation {dh}x{dw}) is larger than the padded "
+                                 "input")
+        out = self.new_act(node.output[0], (1, oh, ow, cout))
+        self.count_macs(node, oh * ow * cout * cin_g * kh * kw)
         wn = self.new_const(node.input[1], w.transpose(0, 2, 3, 1), node)
         bn = self.new_const(node.input[2] if len(node.input) > 2 and node.input[2]
                             else node.output[0] + "_bias", b.reshape(-1), node)
-        out = self.new_act(node.output[0], (1, oh, ow, cout))
         self.emit(node, "conv2d", [x.name, wn, bn], [out], strides=(int(sh), int(sw)),
                   pads=pads, dilations=(int(dh), int(dw)), groups=groups, clamp=None)
 
@@ -259,14 +370,28 @@ class _Importer:
         gamma, beta, mean, var = (self.const(i, node, "a BatchNormalization parameter")
                                   for i in node.input[1:5])
         eps = float(a.get("epsilon", 1e-5))
-        scale = gamma / np.sqrt(var + eps)
-        shift = beta - mean * scale
+        channels = x.shape[-1]
+        for what, v in (("scale", gamma), ("B", beta), ("mean", mean), ("var", var)):
+            if v.shape != (channels,):
+                raise self.err(node, f"{what} has shape {v.shape}; the input has {channels} "
+                                     "channels")
+        if not np.isfinite(eps) or np.any(var + eps <= 0):
+            raise self.err(node, "a variance (+ epsilon) is not positive; fix the exported "
+                                 "running_var")
+        with np.errstate(over="ignore", invalid="ignore"):
+            scale = gamma / np.sqrt(var + eps)
+            shift = beta - mean * scale
         prod = self._producer(x.name)
         if (prod is not None and prod.op == "conv2d" and prod.attrs["clamp"] is None
                 and self.uses.get(x.name, 0) == 1):
             w, b = self.tensors[prod.inputs[1]], self.tensors[prod.inputs[2]]
-            w.data = (w.data * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-            b.data = (b.data * scale + shift).astype(np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                w.data = (w.data * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
+                b.data = (b.data * scale + shift).astype(np.float32)
+            if not (np.all(np.isfinite(w.data)) and np.all(np.isfinite(b.data))):
+                raise self.err(node, "folding it into the Conv before it overflows float32 (Inf "
+                                     "or NaN weights); fix the exported BatchNormalization "
+                                     "parameters")
             self.alias[node.output[0]] = x.name
             return
         # A BatchNormalization not after a Conv is a per-channel affine map: a 1x1 depthwise conv.
@@ -296,9 +421,9 @@ class _Importer:
     def op_Clip(self, node):
         lo, hi = -float("inf"), float("inf")
         if len(node.input) > 1 and node.input[1]:
-            lo = float(self.const(node.input[1], node, "Clip's min"))
+            lo = self.scalar(node.input[1], node, "Clip's min")
         if len(node.input) > 2 and node.input[2]:
-            hi = float(self.const(node.input[2], node, "Clip's max"))
+            hi = self.scalar(node.input[2], node, "Clip's max")
         if not lo <= hi:
             raise self.err(node, f"Clip min {lo} is above max {hi}")
         if lo > 0 or hi < 0:
@@ -350,7 +475,7 @@ class _Importer:
         a = self.attrs(node)
         axes = a.get("axes")
         if len(node.input) > 1 and node.input[1]:
-            axes = self.const(node.input[1], node, "ReduceMean's axes").tolist()
+            axes = self.int_list(node.input[1], node, "ReduceMean's axes")
         if axes is None or sorted(int(x) % 4 for x in axes) != [2, 3]:
             raise self.err(node, f"ReduceMean over axes {axes} is not supported; only the "
                                  "spatial mean over H,W (axes [2, 3]) is")
@@ -367,13 +492,19 @@ class _Importer:
             raise self.err(node, "dilated pooling is not supported")
         if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
             raise self.err(node, "the MaxPool Indices output is not supported")
-        kh, kw = a["kernel_shape"]
-        sh, sw = a.get("strides", [1, 1])
+        if "kernel_shape" not in a:
+            raise self.err(node, "kernel_shape is missing")
+        kh, kw = self.ints(node, a, "kernel_shape", None, 2, 1)
+        sh, sw = self.ints(node, a, "strides", [1, 1], 2, 1)
         _, h, w, c = x.shape
         pads = self._spatial_pads(node, a, h, w, kh, kw, sh, sw)
+        if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
+            # a window entirely in the padding has no value (max) or divides by 0 (average)
+            raise self.err(node, f"pads {list(pads)} must be smaller than the {kh}x{kw} kernel")
         oh, ow = conv_out_size(h, kh, sh, pads[0], pads[2]), conv_out_size(w, kw, sw, pads[1], pads[3])
         if oh <= 0 or ow <= 0:
-            raise self.err(node, f"output would be empty for input {h}x{w}")
+            raise self.err(node, f"output would be empty for input {h}x{w}: the {kh}x{kw} "
+                                 "kernel is larger than the padded input")
         out = self.new_act(node.output[0], (1, oh, ow, c))
         extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if op == "avg_pool" else {}
         self.emit(node, op, [x.name], [out], kernel=(int(kh), int(kw)), strides=(int(sh), int(sw)),
@@ -388,10 +519,15 @@ class _Importer:
     def _fc(self, node, x, w_oi, bias):
         if len(x.shape) != 2:
             raise self.err(node, f"needs a 2-D input (1, N), got {x.shape}; insert a Flatten")
+        if w_oi.ndim != 2:
+            raise self.err(node, f"weight must be 2-D, got {w_oi.shape}")
+        if w_oi.shape[0] < 1:
+            raise self.err(node, f"weight {w_oi.shape} gives 0 outputs; a layer needs at least one")
         if w_oi.shape[1] != x.shape[1]:
             raise self.err(node, f"weight {w_oi.shape} does not match input {x.shape}")
         wn = self.new_const(node.input[1], w_oi, node)
         bn = self.new_const(node.output[0] + "_bias", bias.reshape(-1), node)
+        self.count_macs(node, w_oi.size)
         out = self.new_act(node.output[0], (1, w_oi.shape[0]))
         self.emit(node, "fully_connected", [x.name, wn, bn], [out], clamp=None)
 
@@ -401,6 +537,8 @@ class _Importer:
             raise self.err(node, "transA=1 is not supported")
         x = self.act(node.input[0], node)
         b = self.const(node.input[1], node, "B (the weight)").astype(np.float32)
+        if b.ndim != 2:
+            raise self.err(node, f"B (the weight) must be 2-D, got shape {b.shape}")
         w = b if a.get("transB", 0) else b.T
         w = w * float(a.get("alpha", 1.0))
         bias = np.zeros(w.shape[0], np.float32)
@@ -433,7 +571,7 @@ class _Importer:
 
     def op_Reshape(self, node):
         x = self.act(node.input[0], node)
-        shape = [int(s) for s in self.const(node.input[1], node, "the target shape")]
+        shape = self.int_list(node.input[1], node, "the target shape")
         if len(shape) != 2 or shape[0] not in (1, -1, 0) or shape[1] not in (-1, x.size) \
                 or (shape[0] == -1 and shape[1] == -1):
             raise self.err(node, f"Reshape to {shape} is not supported; only a flatten to 2-D "
@@ -442,6 +580,8 @@ class _Importer:
 
     def op_Concat(self, node):
         xs = [self.act(i, node) for i in node.input]
+        if "axis" not in self.attrs(node):
+            raise self.err(node, "the axis attribute is missing")
         axis = int(self.attrs(node)["axis"])
         rank = len(xs[0].shape)
         if axis % rank != 1:
@@ -462,7 +602,7 @@ class _Importer:
         x = self.act(node.input[0], node)
         if len(x.shape) != 4:
             raise self.err(node, f"needs a 4-D input, got {x.shape}")
-        p = [int(v) for v in self.const(node.input[1], node, "the pads")]
+        p = self.int_list(node.input[1], node, "the pads")
         if len(node.input) > 3 and node.input[3]:
             raise self.err(node, "Pad with an 'axes' input is not supported")
         if len(p) != 8 or p[0] or p[1] or p[4] or p[5]:
@@ -471,7 +611,7 @@ class _Importer:
             raise self.err(node, f"negative pads (cropping) {p} are not supported")
         value = 0.0
         if len(node.input) > 2 and node.input[2]:
-            value = float(self.const(node.input[2], node, "the pad value"))
+            value = self.scalar(node.input[2], node, "the pad value")
         _, h, w, c = x.shape
         pads = (p[2], p[3], p[6], p[7])
         out = self.new_act(node.output[0], (1, h + p[2] + p[6], w + p[3] + p[7], c))

@@ -125,6 +125,11 @@ def _tail(g: Graph, n0: Node, readers: dict) -> dict | None:
     return {"proj_mask": mask, "dw_update": update}
 
 
+def _overlaps(parts, dropped: set, fused: dict) -> bool:
+    """Whether any of these nodes already belongs to a fused node."""
+    return any(n is not None and (id(n) in dropped or id(n) in fused) for n in parts)
+
+
 def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
     """The training graph with every pattern of the module docstring replaced by one dw_pw_grad
     node. Returns g itself (modified) for convenience."""
@@ -158,9 +163,16 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
                 or g.tensors[n2.inputs[1]].shape[-1] != g.tensors[g_e].shape[-1]):
             continue
         head = _head(g, n1, readers, producer)
-        if head is not None and head["proj"].inputs[1] in split:
+        if head is not None and (head["proj"].inputs[1] in split
+                                 or _overlaps(head.values(), dropped, fused)):
+            # e.g. in a chain of depthwise-separable blocks (DS-CNN) the project conv of this
+            # pattern is the expand conv ("pw") of the pattern fused just before: a node runs
+            # in one fused node only, so this one starts at its depthwise layer
             head = None
         if n1.inputs[1] in split:   # the expand conv's may be: the kernel reads it row by row
+            continue
+        body = [n1, n2, n4[0]] + n3
+        if _overlaps(body, dropped, fused):
             continue
         if head is None and not _saves_memory(g, n1, n4[0], readers, at):
             continue
@@ -175,7 +187,7 @@ def fuse_depthwise_pointwise_grads(g: Graph) -> Graph:
         if id(n0) in taken or not pointwise_grad_inplace_ok(g, n0) or n0.inputs[1] in split:
             continue
         tail = _tail(g, n0, readers)
-        if tail is None:
+        if tail is None or _overlaps(tail.values(), dropped, fused):
             continue
         parts = {"proj": n0, **tail, "dw": None, "mask": None, "update": None, "pw": None}
         fused[id(n0)] = _fused_node(g, parts)

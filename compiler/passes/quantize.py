@@ -41,13 +41,25 @@ def calibrate(g: Graph, samples: np.ndarray) -> dict[str, tuple[float, float]]:
             raise TinycError(f"calibration sample {i} contains NaN or Inf")
         env = {g.inputs[0]: x}
         for node in g.nodes:
-            env[node.outputs[0]] = run_float_node(g, node, env)
+            with np.errstate(over="ignore", invalid="ignore"):
+                y = env[node.outputs[0]] = run_float_node(g, node, env)
+            if not np.all(np.isfinite(y)):
+                raise TinycError(f"{node.describe()}: its float output overflows (Inf or NaN) on "
+                                 f"calibration sample {i}; {_weights_note(g, node)}fix the "
+                                 "exported weights or the input scaling")
         for name, v in env.items():
             lo, hi = float(v.min()), float(v.max())
             if name in ranges:
                 lo, hi = min(lo, ranges[name][0]), max(hi, ranges[name][1])
             ranges[name] = (lo, hi)
     return ranges
+
+
+def _weights_note(g: Graph, node: Node) -> str:
+    consts = [g.tensors[t].data for t in node.inputs[1:] if t and g.tensors[t].is_const]
+    if not consts:
+        return ""
+    return f"its parameters reach {max(float(np.abs(c).max(initial=0)) for c in consts):.3g}; "
 
 
 SCALE_BITS = 12

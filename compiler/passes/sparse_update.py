@@ -86,9 +86,10 @@ def parse_scheme(text: str) -> dict | str:
                          "nor a scheme .json file")
     try:
         scheme = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TinycError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(scheme, dict) or set(scheme) - {"bias_last", "weights", "name"}:
+    if (not isinstance(scheme, dict) or set(scheme) - {"bias_last", "weights", "name"}
+            or not isinstance(scheme.get("weights", {}), dict)):
         raise TinycError(f'{path}: a scheme is {{"bias_last": K, "weights": {{"IDX": ratio}}}}')
     return scheme
 

@@ -42,6 +42,10 @@ def drop_output_softmax(g: Graph) -> Graph:
     return g
 
 
+# weights of a new classifier beyond any board (16 MB of int8), refused before allocating them
+MAX_HEAD_WEIGHTS = 16 << 20
+
+
 def replace_head(g: Graph, num_classes: int, seed: int = HEAD_SEED) -> Graph:
     """A new classifier with `num_classes` outputs: weights uniform in +-1/sqrt(fan_in) from a
     fixed seed (so a build is reproducible), biases zero."""
@@ -52,6 +56,10 @@ def replace_head(g: Graph, num_classes: int, seed: int = HEAD_SEED) -> Graph:
     w = g.tensors[head.inputs[1]]
     b = g.tensors[head.inputs[2]]
     fan_in = int(np.prod(w.shape[1:]))
+    if num_classes * fan_in > MAX_HEAD_WEIGHTS:
+        raise TinycError(f"--num-classes {num_classes}: the new classifier would hold "
+                         f"{num_classes * fan_in:,} weights ({fan_in} inputs each), over "
+                         f"{MAX_HEAD_WEIGHTS:,}: more than any microcontroller's flash")
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(fan_in)
     w.data = rng.uniform(-bound, bound, (num_classes,) + tuple(w.shape[1:])).astype(np.float32)
