@@ -124,12 +124,24 @@ def updates_of_build(onnx_path: str, scheme, num_classes: int, calib: str) -> di
         gq = compile_graph(onnx_path, BuildOptions(calib=calib, train=scheme,
                                                    num_classes=num_classes))
     ups = {}
+    for n in parameter_updates(gq):
+        layer = n.name[:-len("/update")]
+        ch = n.attrs["channels"]
+        ups[layer] = (None if ch is None else np.asarray(ch), bool(n.attrs["update_bias"]))
+    return ups
+
+
+def parameter_updates(gq):
+    """The training graph's conv2d_update nodes, those inside fused dw_pw_grad nodes too
+    (passes/fuse_grad.py keeps the nodes it replaced in attrs["parts"])."""
+    from tinyc.passes.fuse_grad import FUSED_OP
+
     for n in gq.nodes:
         if n.op == "conv2d_update":
-            layer = n.name[:-len("/update")]
-            ch = n.attrs["channels"]
-            ups[layer] = (None if ch is None else np.asarray(ch), bool(n.attrs["update_bias"]))
-    return ups
+            yield n
+        elif n.op == FUSED_OP:
+            yield from (n.attrs["parts"][k] for k in ("dw_update", "update")
+                        if n.attrs["parts"].get(k) is not None)
 
 
 def scheme_model(onnx_path: str, scheme, num_classes: int, calib: str):
