@@ -425,7 +425,7 @@ def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:
         lines.append(f"  {size:>10,} B  node {i:>3} {n.op:<16} '{printable(n.name, keep_newlines=False)}' (ONNX {n.source_op or n.op})")
     lines.append("fixes: a board with more flash, or a model with fewer or narrower layers "
                  "(the largest are listed above)")
-    raise TinycError("\n".join(lines))
+    raise DoesNotFitError("\n".join(lines))
 
 
 def _recorded_problem(recorded: dict) -> str | None:
@@ -450,7 +450,9 @@ def _recorded_problem(recorded: dict) -> str | None:
         "rounding": lambda v: v in ("nearest", "stochastic"),
         "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
     }
-    unknown = set(recorded) - set(BuildOptions.__dataclass_fields__) - {"model"}
+    checks.update({f"{key}_sha256": lambda v: v is None or isinstance(v, str)
+                   for key in RECORDED_INPUTS})
+    unknown = set(recorded) - set(BuildOptions.__dataclass_fields__) - set(checks)
     if unknown:
         return f"unknown build option {sorted(unknown)[0]!r}"
     for key, ok in checks.items():

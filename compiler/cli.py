@@ -267,8 +267,10 @@ def cmd_build(a) -> int:
     try:
         report = build(a.model, board, a.output, opts)
     except DoesNotFitError as err:
-        print(f"tinyc: error: {err}", file=sys.stderr)
-        print(f"(nothing was written to {a.output}; the full report is in {err.report_path})",
+        print(f"tinyc: error: {printable(str(err))}", file=sys.stderr)
+        report_path = getattr(err, "report_path", None)   # refused before compiling: none
+        print(printable(f"(nothing was written to {a.output}"
+                        + (f"; the full report is in {report_path})" if report_path else ")")),
               file=sys.stderr)
         return 1
     print(printable(summary(report)))
@@ -344,8 +346,9 @@ def cmd_emulate(a) -> int:
 
 
 def npy_name(path: str, ext: str) -> str:
-    """The file numpy writes for `path` (np.save / np.savez add their extension)."""
-    return path if path.endswith(ext) else path + ext
+    """The file numpy writes for `path` (np.save / np.savez add their extension; a folder is
+    left as it is, for atomic_output to refuse)."""
+    return path if path.endswith(ext) or Path(path).is_dir() else path + ext
 
 
 def emulate_inference(a, rep: dict) -> int:
@@ -354,7 +357,7 @@ def emulate_inference(a, rep: dict) -> int:
 
     if not a.input or not a.output:
         raise TinycError("tinyc emulate needs --input and --output (or --train-data)")
-    with atomic_output(npy_name(a.output, ".npy"), ".npy") as tmp:   # a bad path fails now
+    with atomic_output(npy_name(a.output, ".npy"), ".npy", "--output") as tmp:   # a bad path fails now
         x = load_array(a.input)
         xq = model_inputs(rep, x, a.input)
         n = xq.shape[0]
@@ -454,7 +457,8 @@ def emulate_training(a, rep: dict) -> int:
     lr = a.lr if a.lr is not None else rep["training"]["lr"]
     if not (np.isfinite(lr) and lr > 0):
         raise TinycError(f"--lr {lr}: must be a positive number")
-    save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz") if a.save_params
+    save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz",
+                          "--save-params") if a.save_params
             else contextlib.nullcontext())
     with save as params_tmp:   # an unwritable --save-params fails now, not after training
         run = emulate_training_qemu if a.qemu else host_training_run
@@ -643,7 +647,7 @@ def cmd_export(a) -> int:
         raise TinycError(f"{a.params}: not a readable .npz of parameters ({e})") from e
     check_recorded_inputs(rep, a.out)   # the same model and data as the build's
     model, opts = options_from_report(rep)
-    with atomic_output(a.output, ".onnx") as tmp:   # a bad -o fails before the work
+    with atomic_output(a.output, ".onnx", "-o") as tmp:   # a bad -o fails before the work
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")      # the build already warned about its calibration
             g = compile_graph(model, opts)

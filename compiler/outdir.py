@@ -230,18 +230,22 @@ def write_atomic(path, data: str | bytes) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path, suffix: str = ""):
+def atomic_output(path, suffix: str = "", option: str = ""):
     """Yields a temporary file name beside `path` (created now, so that an unwritable place
     fails at once) for the caller to write; renamed to `path` when the block succeeds, removed
     otherwise. `suffix`: the ending the writer needs (np.savez appends .npz to other names)."""
     path = Path(path)
+    what = f"{option} {path}" if option else str(path)
     if path.is_dir():
-        raise TinycError(f"{path}: is a folder; give a file name")
+        raise TinycError(f"{what}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise TinycError(f"{what}: folder {path.parent} does not exist; create it or give "
+                         "another place")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp",
                                    dir=path.parent)
     except OSError as e:
-        raise TinycError(f"{path}: cannot write there ({e.strerror}); give a writable "
+        raise TinycError(f"{what}: cannot write there ({e.strerror}); give a writable "
                          "place") from None
     os.close(fd)
     try:
