@@ -48,10 +48,17 @@ def build_firmware(onnx_path: Path, board_id: str, out: Path, calib: Path) -> di
     try:
         rep = build(str(onnx_path), load_board(board_id), str(out), opts)
         rep["fits"] = True
-    except DoesNotFitError as e:
-        rep = json.loads((out / "report.json").read_text())
-        rep["fits"], rep["refusal"] = False, str(e).splitlines()[0]
+    except DoesNotFitError as e:   # nothing was written: the refused report is elsewhere
+        rep = refused_report(e)
     return rep
+
+
+def refused_report(e) -> dict:
+    """The report of a refused build (in the temporary folder; none when refused before
+    compiling), with 'fits' and the refusal's first line."""
+    path = getattr(e, "report_path", None)
+    rep = json.loads(Path(path).read_text()) if path else {}
+    return {**rep, "fits": False, "refusal": str(e).splitlines()[0]}
 
 
 def build_training_firmware(onnx_path: Path, out: Path, calib: Path, scheme: dict) -> dict:
@@ -63,9 +70,8 @@ def build_training_firmware(onnx_path: Path, out: Path, calib: Path, scheme: dic
     try:
         rep = build(str(onnx_path), load_board(BOARDS[0]), str(out), opts)
         rep["fits"] = True
-    except DoesNotFitError as e:
-        rep = json.loads((out / "report.json").read_text())
-        rep["fits"], rep["refusal"] = False, str(e).splitlines()[0]
+    except DoesNotFitError as e:   # nothing was written: the refused report is elsewhere
+        rep = refused_report(e)
     return rep
 
 

@@ -153,16 +153,12 @@ def split_metrics(f, q, src, y=None) -> dict:
 
 def build_noise_calibrated(onnx_path: Path, out: Path) -> dict:
     """tinyc build without --calib (its fallback: uniform noise calibration)."""
-    from tinyc.build import BuildOptions, DoesNotFitError, build
-    from tinyc.targets.boards import load_board
+    from tinyc.build import BuildOptions
     from tinyc.targets.host import build_host
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            rep = build(str(onnx_path), load_board(common.BOARD), str(out), BuildOptions())
-        except DoesNotFitError:
-            rep = json.loads((out / "report.json").read_text())
+        rep = common.build_measured(onnx_path, common.BOARD, out, BuildOptions())
     build_host(out)   # never a stale executable from an earlier build in a kept folder
     return rep
 

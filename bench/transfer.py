@@ -40,6 +40,7 @@ torch is optional: without it the float reference is skipped (and the results sa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import math
@@ -173,20 +174,13 @@ def load_split(work: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def build_row(net: str, spec: dict, lr: float, work: Path, out: Path) -> dict:
     """tinyc build --train for one row; a build over the board's budget is still trained
-    (everything is written before the refusal) and flagged."""
-    from tinyc.build import BuildOptions, DoesNotFitError, build
-    from tinyc.targets.boards import load_board
+    (common.build_measured) and flagged."""
+    from tinyc.build import BuildOptions
 
     opts = BuildOptions(calib=str(work / "calib_x.npy"), calib_limit=N_CALIB,
                         train=spec["scheme"], num_classes=CLASSES, qas=spec["qas"],
                         rounding=spec["rounding"], lr=lr)
-    try:
-        rep = build(str(common.MODELS_DIR / f"{net}_96.onnx"), load_board(common.BOARD),
-                    str(out), opts)
-        rep["fits"] = True
-    except DoesNotFitError:
-        rep = json.loads((out / "report.json").read_text())
-        rep["fits"] = False
+    rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
     if not spec["qas"]:
         rep["noqas_lr_factors"] = noqas_lr_factors(net, opts)
     return rep
@@ -252,6 +246,7 @@ def run_c(net: str, spec: dict, lr: float, work: Path, evals: tuple[str, ...],
         res["train_seconds"] = time.time() - t1
         res["ms_per_step"] = 1000 * res["train_seconds"] / len(ytr)
         res.update(_loss_stats(losses))
+        res["guard"] = dataclasses.asdict(tr.guard_stats())   # the training guard's counters
         for split in evals:
             x, y = load_split(work, split)
             res[f"{split}_acc"] = accuracy_c(tr, rep, x, y) if res["finite"] else 1.0 / CLASSES
@@ -428,7 +423,8 @@ ROW_ORDER = ["pub-qas-nearest", "pub-qas-stochastic", "pub-noqas-nearest", "bias
 
 def write_results(nets, results, sweeps, chosen, data, torch_version, runtime, machine) -> None:
     header = ["net", "scheme", "QAS", "rounding", "lr", "lr from", "train loss",
-              "test accuracy %", "trainable params B", "training.sram_bytes"]
+              "test accuracy %", "trainable params B", "training.sram_bytes",
+              "guard: refused updates / skipped steps"]
     rows, records = [], []
     for net in nets:
         ordered = sorted(results[net], key=lambda r: (ROW_ORDER.index(r["key"]),
@@ -446,10 +442,11 @@ def write_results(nets, results, sweeps, chosen, data, torch_version, runtime, m
                 f"{res['training']['params_sram_bytes']:,}"
                 + (" (float32)" if float_row else ""),
                 "—" if float_row else f"{res['training']['sram_bytes']:,}"
-                + ("" if res["fits"] else " (over 256 KB)")])
+                + ("" if res["fits"] else " (over 256 KB)"),
+                "—" if float_row else guard_cell(res)])
         if not torch_version:
             rows.append([net, published_scheme(net)["name"] + " (float PyTorch)", "—", "—",
-                         "—", "—", "skipped: torch not installed", "—", "—", "—"])
+                         "—", "—", "skipped: torch not installed", "—", "—", "—", "—"])
     variants = ["nearest", "stochastic"] + (["float"] if torch_version else [])
     sweep_rows = []
     for net in nets:
@@ -475,7 +472,7 @@ def write_results(nets, results, sweeps, chosen, data, torch_version, runtime, m
           "runtime, never the numbers: every run is deterministic)", "",
           _method_md(data), "",
           "## Results", "",
-          common.md_table(header, rows, "llllrlrrrr"), "",
+          common.md_table(header, rows, "llllrlrrrrr"), "",
           "## Learning-rate sweep (published scheme, validation split)", "",
           "Validation accuracy % of each variant at each lr (* = that variant's best); the "
           "common lr (every row of the table) is the best of the generated C with QAS and "
@@ -494,6 +491,26 @@ def write_results(nets, results, sweeps, chosen, data, torch_version, runtime, m
          "rows": records}, indent=1, default=str))
     print(common.text_table(header, rows))
     print(f"wrote {out / 'transfer.md'} and .json ({runtime:.0f} s)")
+
+
+def guard_cell(res: dict) -> str:
+    g = res["guard"]
+    return (f"{g['refused_nonfinite'] + g['refused_saturation']:,} of {g['updates']:,} / "
+            f"{g['steps_skipped']} of {g['steps']}")
+
+
+def guard_finding(nets, results, sweeps) -> str:
+    """The training guard over every generated-C run of the bench (table rows and sweep)."""
+    runs = {(r["net"], r["key"], r["lr"]): r for net in nets
+            for r in list(results[net]) + list(sweeps[net]) if r.get("guard")}
+    acted = sorted(f"{n}/{k}@{lr:g}" for (n, k, lr), r in runs.items()
+                   if r["guard"]["steps_skipped"] or r["guard"]["refused_nonfinite"]
+                   or r["guard"]["refused_saturation"])
+    updates = sum(r["guard"]["updates"] for r in runs.values())
+    return (f"- Training guard (runtime_c/include/tinyc/train.h): over the {len(runs)} "
+            f"generated-C runs of this bench (sweep included; {updates:,} channel updates), "
+            + (f"it acted in {len(acted)}: {', '.join(acted)}." if acted else
+               "it refused no update and skipped no step."))
 
 
 def findings_md(nets, results, sweeps, chosen, torch_version) -> str:
@@ -571,6 +588,7 @@ def findings_md(nets, results, sweeps, chosen, torch_version) -> str:
                 "update rounds to 0 and the model keeps its initial random head; the factors "
                 f"span {span:.1f} orders of magnitude across the trained tensors, so no single "
                 "lr suits them all (what QAS corrects).")
+    lines.append(guard_finding(nets, results, sweeps))
     return "\n".join(lines)
 
 
