@@ -141,7 +141,8 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
  * A step keeps int8 weights in the quantizer's symmetric range [-127, 127] and int32 biases in
  * [-2^30, 2^30] (compiler/passes/quantize.py BIAS_LIMIT, the same headroom). A forward
  * accumulator then holds at most 2^30 + 2 * 128 * 127 * (filter size) in magnitude (bias, zero
- * point fold, products): no int32 overflow for filters below 33,000 weights.
+ * point fold, products): no int32 overflow up to 33,155 products per output, the longest dot
+ * product the quantizer accepts (passes/quantize.py MAX_DOT_LENGTH refuses longer ones).
  *
  * The update guard. Updates are applied in place, layer by layer and output channel by output
  * channel, as soon as their gradient is complete (no copy of the parameters exists to roll a
@@ -158,12 +159,11 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
  *     +-127). The other channels of the step are updated as usual. */
 #define TINYC_WEIGHT_LIMIT 127
 #define TINYC_BIAS_LIMIT 1073741824   /* 2^30 */
-/* The share of a channel update's values that may saturate. Measured (README, On-device
- * training): at the default lr 0.003, 25% refuses no update on the three shared nets (400-800
- * steps; 2,000 in bench/transfer.py) nor on the test nets, while 15% already refuses a few
- * (mcunet, proxyless) and 10% more (mbv2);
- * a diverging lr (100) makes thousands of channel updates exceed 25%. The numpy reference
- * (reference/train.py GUARD_SATURATED_PERCENT) uses the same value. */
+/* The share of a channel update's values that may saturate: a margin that ordinary training
+ * does not reach (tests/test_train_guard.py checks the test nets at lr 0.003 and 0.05;
+ * bench/transfer.py reports the counters of each of its runs) and a diverging lr (100) exceeds
+ * thousands of times. The numpy reference (reference/train.py GUARD_SATURATED_PERCENT) uses
+ * the same value. */
 #define TINYC_GUARD_SATURATED_PERCENT 25
 
 /* Channel updates seen by the guard, and those not applied. */
