@@ -80,6 +80,19 @@ def test_empty_folder_then_rebuild_replaces_only_tinycs_entries(small_nets, tmp_
                                               "report.json", "notes.txt", "mine"])
 
 
+def test_emulate_never_runs_an_executable_whose_model_c_is_gone(small_nets, tmp_path):
+    out = tmp_path / "o"
+    build(small_nets["fc_only"], out)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 16, 1, 1), np.float32))
+    tinyc("emulate", out, "--input", x, "--output", tmp_path / "y.npy")
+    assert (out / "tinyc_host").is_file()
+    (out / "model.c").unlink()
+    res = tinyc("emulate", out, "--input", x, "--output", tmp_path / "y2.npy", check=False)
+    assert_clean_failure(res, "no model.c")
+    assert not (tmp_path / "y2.npy").exists()
+
+
 def test_refused_build_leaves_the_previous_build_byte_identical(small_nets, tmp_path):
     out = tmp_path / "o"
     build(small_nets["mbv2_block"], out)

@@ -82,9 +82,9 @@ def _int_define(defs: dict, key: str) -> int:
 def _stale(out: Path, exe: Path, harness: Path = HARNESS) -> bool:
     """The executable is missing or older than a source it is built from (a rebuild into the
     same folder must never run the previous model)."""
-    if not exe.is_file():
-        return True
     lib = model_dir(out)
+    if not exe.is_file() or not (lib / "model.c").is_file():   # build_host says what is missing
+        return True
     sources = [lib / "model.c", lib / "model.h", harness, *(lib / "tinyc").glob("*")]
     built = exe.stat().st_mtime_ns
     return any(p.is_file() and p.stat().st_mtime_ns >= built for p in sources)
