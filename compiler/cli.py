@@ -67,6 +67,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _learning_rate(text: str) -> float:
+    """A finite number > 0 that a float32 holds (the C step takes a float lr)."""
+    value = _positive_float(text)
+    if not float(np.finfo(np.float32).tiny) <= value <= float(np.finfo(np.float32).max):
+        raise argparse.ArgumentTypeError(f"'{text}': give a learning rate a float32 holds "
+                                         "(e.g. 0.003)")
+    return value
+
+
 def _int_at_least(least: int):
     def parse(text: str) -> int:
         try:
@@ -122,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
                         "the board's SRAM)")
     b.add_argument("--num-classes", type=_int_at_least(2),
                    help="replace the classifier by a new N-class head (N >= 2)")
-    b.add_argument("--lr", type=_positive_float, default=0.003,
+    b.add_argument("--lr", type=_learning_rate, default=0.003,
                    help="default learning rate (0.003, from the sweep in bench/results/transfer.md)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
@@ -147,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=_int_at_least(1), default=1)
     e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
     e.add_argument("--save-params", help=".npz file for the trained parameters")
-    e.add_argument("--lr", type=_positive_float, help="learning rate (default: the build's --lr)")
+    e.add_argument("--lr", type=_learning_rate, help="learning rate (default: the build's --lr)")
     e.add_argument("--allow-divergence", action="store_true",
                    help="with --train-data: exit 0 even when the training guard skipped steps "
                         "or refused updates (a diverging run; otherwise exit 1)")
@@ -255,9 +264,6 @@ def cmd_build(a) -> int:
         train = parse_scheme(a.train)
     elif a.num_classes is not None or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
-    if not (0 < a.lr <= float(np.finfo(np.float32).max) and np.float32(a.lr) > 0):
-        raise TinycError(f"--lr {a.lr}: the learning rate must be a finite number above 0 "
-                         "(a float32; the default is 0.003)")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
@@ -509,7 +515,7 @@ def guard_summary(guard) -> str:
 
 def check_divergence(guard, lr: float, allow: bool) -> None:
     """A run diverged when the guard acted at all: a step skipped or an update refused (at the
-    default lr the guard stays silent on the shared models: README, On-device training)."""
+    default lr the guard stays silent: README, On-device training)."""
     if not (guard.steps_skipped or guard.refused):
         return
     what = (f"the guard skipped {guard.steps_skipped} steps and refused {guard.refused} "

@@ -192,14 +192,14 @@ def test_emulate_default_lr_passes(trained_build):
     assert "diverged" not in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("lr", ["nan", "inf", "-1", "0", "1e39"])
+@pytest.mark.parametrize("lr", ["nan", "inf", "-1", "0", "1e39", "1e-50"])
 def test_build_refuses_bad_lr(lr, small_nets, tmp_path):
     res = tinyc("build", small_nets["fc_only"], "--board", "mps2_an386", "-o", tmp_path / "o",
                 "--train", "full", "--no-firmware", f"--lr={lr}", check=False)
     assert res.returncode == 1
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tinyc: error: ") and "--lr" in err[0]
-    assert lr in err[0] or str(float(lr)) in err[0]   # the option's parser or cmd_build
+    assert lr in err[0]   # named by the option's parser
     assert not (tmp_path / "o" / "report.json").exists()
 
 
