@@ -126,6 +126,10 @@ class Graph:
 
     def macs(self, node: Node) -> int:
         """Multiply-accumulates of one node (0 for data movement)."""
+        from . import ops
+        op = ops.REGISTRY.get(node.op)
+        if op is not None:
+            return op.macs(self, node)
         if node.op == "conv2d":
             w = self.tensors[node.inputs[1]]
             out = self.tensors[node.outputs[0]]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node
 from ..memory.planner import (FOLDED_BIAS_KINDS, MemoryPlan, conv_kernel_kind,
@@ -45,8 +46,7 @@ KERNEL_SOURCES = {
     "conv_im2col": "conv2d.c",
     "depthwise": "depthwise_conv.c",
     "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
-    "clamp": "elementwise.c", "requantize": "elementwise.c", "avg_pool": "pool.c",
-    "max_pool": "pool.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
+    "clamp": "elementwise.c", "requantize": "elementwise.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
     "window": "data.c",
     "softmax": "softmax.c",
     # training (runtime_c/src/backward and src/optim)
@@ -54,7 +54,6 @@ KERNEL_SOURCES = {
     "grad_mask": "backward/elementwise_grad.c", "grad_add": "backward/elementwise_grad.c",
     "grad_copy": "backward/elementwise_grad.c", "grad_alias": None,
     "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
-    "avg_pool_grad": "backward/pool_grad.c", "max_pool_grad": "backward/pool_grad.c",
     "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
     "conv2d_grad_input_split": "backward/conv_grad.c",
     "depthwise_grad_backwards": "backward/conv_grad.c",
@@ -267,21 +266,6 @@ def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts, params: _Params) ->
                 shift=consts.add(w.name + "#shift", f"tinyc_s{i}", "int32_t", shift))
 
 
-def _pool_layer(g: Graph, node: Node) -> dict:
-    a, q = node.attrs, node.attrs["q"]
-    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
-    _, ih, iw, c = x.shape
-    _, oh, ow, _ = y.shape
-    return dict(kind=node.op, ptype="tinyc_pool_params",
-                params=dict(in_h=ih, in_w=iw, channels=c, out_h=oh, out_w=ow,
-                            kernel_h=a["kernel"][0], kernel_w=a["kernel"][1],
-                            stride_h=a["strides"][0], stride_w=a["strides"][1],
-                            pad_top=a["pads"][0], pad_left=a["pads"][1],
-                            count_include_pad=int(bool(a.get("count_include_pad", False))),
-                            zero_point=int(x.q.zero_point), act_min=q["act_min"],
-                            act_max=q["act_max"]))
-
-
 def _window_layer(g: Graph, node: Node, i: int, plan: MemoryPlan) -> dict:
     """crop: a window of the input -> the whole output; paste: the whole patch -> a window of
     the output, which the planner put over the accumulator (inputs[1]) in place."""
@@ -311,7 +295,9 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                          "quantize pass before code generation")
     y = g.tensors[node.outputs[0]]
     op = node.op
-    if op == "conv2d":
+    if op in ops.REGISTRY:
+        layer = ops.REGISTRY[op].layer(g, node, i, plan, consts, params)
+    elif op == "conv2d":
         layer = _conv_layer(g, node, i, plan, consts, params)
     elif op == "fully_connected":
         layer = _fc_layer(g, node, i, consts, params)
@@ -323,8 +309,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                                  in2_mult=q["in2_mult"], in2_shift=q["in2_shift"],
                                  out_mult=q["out_mult"], out_shift=q["out_shift"],
                                  act_min=q["act_min"], act_max=q["act_max"]))
-    elif op in ("avg_pool", "max_pool"):
-        layer = _pool_layer(g, node)
     elif op == "clamp":
         layer = dict(kind="clamp", params=dict(size=y.size, act_min=q["act_min"],
                                                act_max=q["act_max"]))
@@ -383,7 +367,9 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
     a, op = node.attrs, node.op
     out = g.tensors[node.outputs[0]] if node.outputs else None
     L: dict = dict(kind=op, params={})
-    if op == "select_channels":
+    if op in ops.REGISTRY:
+        L.update(ops.REGISTRY[op].layer(g, node, i, plan, consts, params))
+    elif op == "select_channels":
         x = g.tensors[node.inputs[0]]
         ch = np.asarray(a["channels"], np.int64)
         L.update(params=dict(pixels=x.size // x.shape[-1], in_c=x.shape[-1], count=len(ch)),
@@ -416,17 +402,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
                      n_saved=depthwise_grad_backwards_saved(g, node) or 0)
     elif op == "dw_pw_grad":
         L.update(_dw_pw_grad_params(g, node, i, plan, consts, params))
-    elif op in ("avg_pool_grad", "max_pool_grad"):
-        x, y = out, g.tensors[node.inputs[0]]
-        _, ih, iw, c = x.shape
-        _, oh, ow, _ = y.shape
-        L.update(ptype="tinyc_pool_params",
-                 params=dict(in_h=ih, in_w=iw, channels=c, out_h=oh, out_w=ow,
-                             kernel_h=a["kernel"][0], kernel_w=a["kernel"][1],
-                             stride_h=a["strides"][0], stride_w=a["strides"][1],
-                             pad_top=a["pads"][0], pad_left=a["pads"][1],
-                             count_include_pad=int(bool(a.get("count_include_pad"))),
-                             zero_point=0, act_min=-128, act_max=127))
     elif op == "pad_grad":
         _, h, w, c = out.shape
         t, l, b, r = a["pads"]
@@ -658,12 +633,20 @@ def template_environment():
     return env
 
 
+def _kernel_source(L: dict) -> str | None:
+    """The runtime source file (under runtime_c/src; a bare name is a forward kernel) of a
+    layer's kernel; None for a layer without a kernel (an alias)."""
+    if L["op"] in ops.REGISTRY:
+        return ops.REGISTRY[L["op"]].sources[L["kind"]]
+    return KERNEL_SOURCES[L["kind"]]
+
+
 def runtime_files(layers: list[dict], train: bool = False) -> list[Path]:
     """Runtime headers plus the kernel sources the layers call (paths under runtime_c/src;
     a bare name is a forward kernel). train.h and the training sources only for training."""
     files = sorted(f for f in (RUNTIME_DIR / "include" / "tinyc").glob("*.h")
                    if train or f.name != "train.h")
-    srcs = {KERNEL_SOURCES[L["kind"]] for L in layers if KERNEL_SOURCES[L["kind"]]}
+    srcs = {_kernel_source(L) for L in layers if _kernel_source(L)}
     if train:
         srcs.update(TRAIN_SOURCES)
     return files + [RUNTIME_DIR / "src" / (s if "/" in s else "forward/" + s)

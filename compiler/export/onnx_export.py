@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinycError
 from ..ir import Graph
 
@@ -23,17 +24,35 @@ def _dequantized(g: Graph, name: str) -> np.ndarray:
     return data.astype(np.float32)
 
 
+class OnnxWriter:
+    """The float ONNX graph being written, as an op's `onnx_export` hook sees it."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self.nodes, self.inits = [], []
+        self.spatial_flatten = {}   # FC node name -> (h, w, c) of the flattened input
+
+    def const(self, name, arr, dtype=np.float32) -> str:
+        from onnx import numpy_helper
+        self.inits.append(numpy_helper.from_array(np.asarray(arr, dtype), name))
+        return name
+
+    def add(self, op_type: str, inputs, outputs, **attrs) -> None:
+        from onnx import helper
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, **attrs))
+
+    def dequantized(self, name: str) -> np.ndarray:
+        return _dequantized(self.g, name)
+
+
 def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
-    nodes, inits = [], []
+    x = OnnxWriter(g)
+    nodes, inits, const = x.nodes, x.inits, x.const
     n_forward = g.meta.get("train", {}).get("forward_nodes", len(g.nodes))
-    spatial_flatten = {}   # FC node name -> (h, w, c) of the flattened input
-
-    def const(name, arr, dtype=np.float32):
-        inits.append(numpy_helper.from_array(np.asarray(arr, dtype), name))
-        return name
+    spatial_flatten = x.spatial_flatten
 
     def clip(node, src, dst):
         lo, hi = node.attrs["clamp"]
@@ -52,9 +71,11 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
         fused = node.attrs.get("clamp") is not None and node.op != "clamp"
         raw = out + "_preact" if fused else out
         a = node.attrs
-        if node.op == "select_channels":
+        if node.op in ops.REGISTRY:
+            ops.REGISTRY[node.op].onnx_export(x, node, raw)
+        elif node.op == "select_channels":
             continue
-        if node.op == "conv2d":
+        elif node.op == "conv2d":
             w = _dequantized(g, node.inputs[1]).transpose(0, 3, 1, 2)
             t, l, b, r = a["pads"]
             nodes.append(helper.make_node(
@@ -74,18 +95,6 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
             nodes.append(helper.make_node("Add", node.inputs, [raw], name=node.name))
         elif node.op == "clamp":
             clip(node, node.inputs[0], out)
-        elif node.op in ("avg_pool", "max_pool"):
-            x = g.tensors[node.inputs[0]]
-            if node.op == "avg_pool" and tuple(a["kernel"]) == x.shape[1:3] and not any(a["pads"]):
-                nodes.append(helper.make_node("GlobalAveragePool", node.inputs, [raw], name=node.name))
-            else:
-                t, l, b, r = a["pads"]
-                extra = {"count_include_pad": int(a.get("count_include_pad", False))} \
-                    if node.op == "avg_pool" else {}
-                nodes.append(helper.make_node(
-                    "AveragePool" if node.op == "avg_pool" else "MaxPool", node.inputs, [raw],
-                    name=node.name, kernel_shape=list(a["kernel"]), strides=list(a["strides"]),
-                    pads=[t, l, b, r], **extra))
         elif node.op == "pad":
             t, l, b, r = a["pads"]
             nodes.append(helper.make_node(

@@ -31,8 +31,10 @@ import math
 
 import numpy as np
 
+from .. import ops
 from ..errors import UnsupportedError
 from ..ir import Graph, Node, Tensor, conv_out_size
+from ..ops.pool import pool_groups as _pool_groups  # noqa: F401  (tests/test_tflite_export.py)
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -467,70 +469,6 @@ class _Exporter:
             self.op("ADD", [a, b], [out], opt, "AddOptions")
         self.with_activation(node, node.outputs[0], emit)
 
-    def _pool(self, node: Node, opname: str):
-        fb = self.fb
-        x_name, out_name = node.inputs[0], node.outputs[0]
-        x = self.g.tensors[x_name]
-        _same_params(node, x, self.g.tensors[out_name])
-        kh, kw = node.attrs["kernel"]
-        sh, sw = node.attrs["strides"]
-        pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0)))
-        _, zp = x.q.scalar()
-        if opname == "AVERAGE_POOL_2D":
-            include = bool(node.attrs.get("count_include_pad", False))
-            kind = classify_pads(x.shape[1:3], (kh, kw), (sh, sw), pads)
-            if not include and kind is None:
-                self.avg_pool_pieces(node, (kh, kw), (sh, sw), pads)
-                return
-            # TFLite's SAME average divides by the count of real pixels: only right for
-            # count_include_pad=False; with count_include_pad the pads become a PAD of zero points.
-            xi, padding = self.resolve_padding(node, x_name, (kh, kw), (sh, sw), (1, 1), pads,
-                                               zp, allow_same=not include)
-        else:
-            # SAME max pooling ignores padded cells, same as padding with -128.
-            xi, padding = self.resolve_padding(node, x_name, (kh, kw), (sh, sw), (1, 1), pads,
-                                               INT8_MIN)
-        opt = fb.Pool2DOptionsT()
-        opt.padding, opt.strideH, opt.strideW = padding, sh, sw
-        opt.filterHeight, opt.filterWidth = kh, kw
-        opt.fusedActivationFunction = fb.ActivationFunctionType.NONE
-        self.op(opname, [xi], [self.tensor(out_name)], opt, "Pool2DOptions")
-
-    def avg_pool_pieces(self, node: Node, kernel, strides, pads):
-        """count_include_pad=False average pooling with pads TFLite cannot express: split the
-        output into blocks whose windows are clipped the same way (the run of full windows, and
-        each border row / column on its own), compute each block as a VALID AVERAGE_POOL_2D on a
-        SLICE of the input holding exactly its clipped windows, and CONCATENATE the blocks. Each
-        output value is then the rounded mean over its in-bounds pixels, as in the IR."""
-        fb = self.fb
-        x_name, out_name = node.inputs[0], node.outputs[0]
-        x, y = self.g.tensors[x_name], self.g.tensors[out_name]
-        c = x.shape[3]
-        groups = [_pool_groups(x.shape[1 + d], kernel[d], strides[d], pads[d], y.shape[1 + d],
-                               node) for d in (0, 1)]
-        rows = []
-        for gi, (oh, h0, h1, kh, sh) in enumerate(groups[0]):
-            cols = []
-            for gj, (ow, w0, w1, kw, sw) in enumerate(groups[1]):
-                src = self.tensor(x_name)
-                if (h0, h1, w0, w1) != (0, x.shape[1], 0, x.shape[2]):
-                    src = self.like(x_name, (1, h1 - h0, w1 - w0, c), f"_{node.name}_slice{gi}_{gj}")
-                    self.op("SLICE", [self.tensor(x_name),
-                                      self.const_i32(f"{node.name}_begin{gi}_{gj}", [0, h0, w0, 0]),
-                                      self.const_i32(f"{node.name}_size{gi}_{gj}",
-                                                     [1, h1 - h0, w1 - w0, c])],
-                            [src], fb.SliceOptionsT(), "SliceOptions")
-                opt = fb.Pool2DOptionsT()
-                opt.padding, opt.strideH, opt.strideW = fb.Padding.VALID, sh, sw
-                opt.filterHeight, opt.filterWidth = kh, kw
-                opt.fusedActivationFunction = fb.ActivationFunctionType.NONE
-                dst = self.like(out_name, (1, oh, ow, c), f"_{node.name}_piece{gi}_{gj}")
-                self.op("AVERAGE_POOL_2D", [src], [dst], opt, "Pool2DOptions")
-                cols.append((dst, ow))
-            rows.append((self._concat(out_name, cols, 2, (1, oh), f"_{node.name}_row{gi}", c), oh))
-        final = self._concat(out_name, rows, 1, (1,), "", c, final=True)
-        assert final == self.tensor(out_name)
-
     def _concat(self, out_name, parts, axis, lead_shape, suffix, c, final=False):
         """Concatenate (tensor index, size) parts along `axis`; returns the result's index."""
         total = sum(n for _, n in parts)
@@ -549,12 +487,6 @@ class _Exporter:
         opt.axis = axis
         self.op("CONCATENATION", [i for i, _ in parts], [dst], opt, "ConcatenationOptions")
         return dst
-
-    def op_avg_pool(self, node: Node):
-        self._pool(node, "AVERAGE_POOL_2D")
-
-    def op_max_pool(self, node: Node):
-        self._pool(node, "MAX_POOL_2D")
 
     def op_pad(self, node: Node):
         x_name, out_name = node.inputs[0], node.outputs[0]
@@ -627,6 +559,9 @@ class _Exporter:
         for name in self.g.inputs:
             self.tensor(name)
         for node in self.g.nodes:
+            if node.op in ops.REGISTRY:
+                ops.REGISTRY[node.op].tflite(self, node)
+                continue
             handler = getattr(self, "op_" + node.op, None)
             if handler is None:
                 raise UnsupportedError(f"{node.describe()}: no TFLite export for op {node.op}")
@@ -647,33 +582,6 @@ class _Exporter:
         builder = flatbuffers.Builder(1024)
         builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
         return bytes(builder.Output())
-
-
-def _pool_groups(size, k, s, pad_before, out, node):
-    """Blocks of output indices along one dim whose windows clip alike:
-    [(n_out, in_start, in_end, kernel, stride)] in output order."""
-    groups, full = [], []
-    for i in range(out):
-        a, b = i * s - pad_before, i * s - pad_before + k
-        lo, hi = max(a, 0), min(b, size)
-        if hi <= lo:
-            raise UnsupportedError(f"{node.describe()}: a pooling window lies entirely in the "
-                                   "padding")
-        if (lo, hi) == (a, b):
-            full.append(i)
-            continue
-        if full:
-            groups.append(_full_run(full, k, s, pad_before))
-            full = []
-        groups.append((1, lo, hi, hi - lo, 1))
-    if full:
-        groups.append(_full_run(full, k, s, pad_before))
-    return groups
-
-
-def _full_run(idx, k, s, pad_before):
-    start = idx[0] * s - pad_before
-    return (len(idx), start, idx[-1] * s - pad_before + k, k, s)
 
 
 def _reshape_options(fb, shape):

@@ -7,10 +7,12 @@ Activation fusion and other clean-ups are passes on the IR (compiler/passes/).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node, Tensor, conv_out_size
 
@@ -23,7 +25,6 @@ MIN_OPSET, MAX_OPSET = 11, 21
 # (fewest, most) inputs of each op; the first `fewest` must be named (not optional "")
 ARITY = {
     "Conv": (2, 3), "BatchNormalization": (5, 5), "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
-    "GlobalAveragePool": (1, 1), "ReduceMean": (1, 2), "AveragePool": (1, 1), "MaxPool": (1, 1),
     "Gemm": (2, 3), "MatMul": (2, 2), "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
     "Pad": (2, 4), "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
 }
@@ -111,7 +112,8 @@ class _Importer:
                                 f"({node.op_type}): {msg}")
 
     def check_arity(self, node) -> None:
-        fewest, most = ARITY[node.op_type]
+        fewest, most = (ARITY[node.op_type] if node.op_type in ARITY
+                        else ops.onnx_rules()[node.op_type][1])
         if not fewest <= len(node.input) <= most or not all(node.input[:fewest]):
             raise self.err(node, f"has {len(node.input)} inputs {list(node.input)}; {node.op_type} "
                                  f"takes {fewest}" + (f" to {most}" if most > fewest else "")
@@ -249,6 +251,8 @@ class _Importer:
 
         for node in g.node:
             handler = getattr(self, "op_" + node.op_type, None)
+            if handler is None and node.op_type in ops.onnx_rules():
+                handler = functools.partial(ops.onnx_rules()[node.op_type][0], self)
             if node.domain not in ("", "ai.onnx") or handler is None:
                 raise UnsupportedError(
                     f"{self.source}: node '{node.name or node.output[0]}' uses op "
@@ -455,66 +459,6 @@ class _Importer:
                                  f"{b.shape}); broadcasting is not supported")
         out = self.new_act(node.output[0], a.shape)
         self.emit(node, "add", [a.name, b.name], [out], clamp=None)
-
-    def _global_pool(self, node, keepdims=True):
-        x = self.act(node.input[0], node)
-        if len(x.shape) != 4:
-            raise self.err(node, f"needs a 4-D input, got {x.shape}")
-        _, h, w, c = x.shape
-        out = self.new_act(node.output[0] if keepdims else node.output[0] + "_4d", (1, 1, 1, c))
-        self.emit(node, "avg_pool", [x.name], [out], kernel=(h, w), strides=(1, 1),
-                  pads=(0, 0, 0, 0), count_include_pad=False)
-        if not keepdims:
-            out2 = self.new_act(node.output[0], (1, c))
-            self.emit(node, "reshape", [out], [out2], nchw_order=False)
-
-    def op_GlobalAveragePool(self, node):
-        self._global_pool(node)
-
-    def op_ReduceMean(self, node):
-        a = self.attrs(node)
-        axes = a.get("axes")
-        if len(node.input) > 1 and node.input[1]:
-            axes = self.int_list(node.input[1], node, "ReduceMean's axes")
-        if axes is None or sorted(int(x) % 4 for x in axes) != [2, 3]:
-            raise self.err(node, f"ReduceMean over axes {axes} is not supported; only the "
-                                 "spatial mean over H,W (axes [2, 3]) is")
-        self._global_pool(node, keepdims=bool(a.get("keepdims", 1)))
-
-    def _pool(self, node, op):
-        a = self.attrs(node)
-        x = self.act(node.input[0], node)
-        if len(x.shape) != 4:
-            raise self.err(node, f"needs a 4-D input, got {x.shape}")
-        if a.get("ceil_mode", 0):
-            raise self.err(node, "ceil_mode=1 is not supported; export with ceil_mode=False")
-        if any(d != 1 for d in a.get("dilations", [1, 1])):
-            raise self.err(node, "dilated pooling is not supported")
-        if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
-            raise self.err(node, "the MaxPool Indices output is not supported")
-        if "kernel_shape" not in a:
-            raise self.err(node, "kernel_shape is missing")
-        kh, kw = self.ints(node, a, "kernel_shape", None, 2, 1)
-        sh, sw = self.ints(node, a, "strides", [1, 1], 2, 1)
-        _, h, w, c = x.shape
-        pads = self._spatial_pads(node, a, h, w, kh, kw, sh, sw)
-        if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
-            # a window entirely in the padding has no value (max) or divides by 0 (average)
-            raise self.err(node, f"pads {list(pads)} must be smaller than the {kh}x{kw} kernel")
-        oh, ow = conv_out_size(h, kh, sh, pads[0], pads[2]), conv_out_size(w, kw, sw, pads[1], pads[3])
-        if oh <= 0 or ow <= 0:
-            raise self.err(node, f"output would be empty for input {h}x{w}: the {kh}x{kw} "
-                                 "kernel is larger than the padded input")
-        out = self.new_act(node.output[0], (1, oh, ow, c))
-        extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if op == "avg_pool" else {}
-        self.emit(node, op, [x.name], [out], kernel=(int(kh), int(kw)), strides=(int(sh), int(sw)),
-                  pads=pads, **extra)
-
-    def op_AveragePool(self, node):
-        self._pool(node, "avg_pool")
-
-    def op_MaxPool(self, node):
-        self._pool(node, "max_pool")
 
     def _fc(self, node, x, w_oi, bias):
         if len(x.shape) != 2:

@@ -61,8 +61,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node
+from ..ops.base import PlanContext
 
 ALIGN = 4
 ORDERS = ("size", "area", "lifetime", "first")
@@ -72,6 +74,12 @@ ALIAS_OPS = ("reshape", "grad_alias")
 TRAIN_OPS = ("select_channels", "softmax_ce", "grad_mask", "conv2d_grad_input", "conv2d_update",
              "dw_pw_grad",
              "avg_pool_grad", "max_pool_grad", "pad_grad", "slice_grad", "grad_add")
+
+
+def _is_alias(node: Node) -> bool:
+    """The node's output is its input's bytes (a reshape, a gradient's view)."""
+    op = ops.REGISTRY.get(node.op)
+    return op.alias if op is not None else node.op in ALIAS_OPS
 
 
 def _align(x: int, a: int = ALIGN) -> int:
@@ -314,7 +322,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
     values: list[Buffer] = []
     for t in acts:
         prod = producer.get(t)
-        if prod is not None and prod.op in ALIAS_OPS:
+        if prod is not None and _is_alias(prod):
             b = values[value_of[prod.inputs[0]]]
             b.tensors.append(t)
             b.size = max(b.size, g.tensors[t].nbytes)
@@ -347,8 +355,16 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
         handovers.append((i, vs, vo))
         inplace_nodes[i] = kind
 
+    ctx = PlanContext(g, inplace, pointwise, pointwise_grad, split, dies_at, join, scratch_sizes)
     for i, node in enumerate(g.nodes):
         out = node.outputs[0] if node.outputs else None
+        op = ops.REGISTRY.get(node.op)
+        if op is not None:
+            if op.alias:
+                inplace_nodes[i] = "alias"
+            else:
+                op.plan(ctx, i, node)
+            continue
         if node.op in ALIAS_OPS:
             inplace_nodes[i] = "alias"
         elif node.op in TRAIN_OPS:
@@ -405,7 +421,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
     group_list = [sorted(m) for m in groups.values()]
     profiles = [_profile([buffers[v] for v in m]) for m in group_list]
     no_reuse = sum(g.tensors[t].nbytes for t in acts
-                   if not (t in producer and producer[t].op in ALIAS_OPS))
+                   if not (t in producer and _is_alias(producer[t])))
     return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
                      no_reuse, len(g.nodes), bias_scratch, masks)
 
@@ -591,6 +607,9 @@ def update_scratch_bytes(g: Graph, node: Node) -> int:
 def first_byte_read(g: Graph, node: Node, t: str) -> int:
     """The lowest byte of tensor t that node reads: 0 unless the node reads a window of it (a
     conv/pool whose negative pads skip leading rows/columns, a crop)."""
+    op = ops.REGISTRY.get(node.op)
+    if op is not None:
+        return op.first_byte_read(g, node, t)
     shape = g.tensors[t].shape
     if len(shape) != 4 or t != node.inputs[0]:
         return 0

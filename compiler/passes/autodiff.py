@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node, Tensor
 from .fuse_grad import bias_only, fuse_depthwise_pointwise_grads
@@ -66,6 +67,39 @@ def _mask_bounds(node: Node) -> tuple[int | None, int | None] | None:
     return (lo, hi) if (lo is not None or hi is not None) else None
 
 
+class Backward:
+    """The training graph being built, as an op's `grad` rule sees it (compiler/ops/base.py):
+    it makes gradient tensors, appends backward nodes and sums the gradients a tensor gets."""
+
+    def __init__(self, t: Graph, scheme: UpdateScheme, opts: TrainOptions, trainable: set[str],
+                 dep: set[str], forward: list[Node]):
+        self.t, self.scheme, self.opts = t, scheme, opts
+        self.trainable, self.dep, self.forward = trainable, dep, forward
+        self.backward: list[Node] = []
+        self.grads: dict[str, str] = {}
+
+    def new_grad(self, tensor: str, suffix: str = "") -> str:
+        t = self.t
+        name = grad_name(tensor) + suffix
+        k = 1
+        while name in t.tensors:
+            name, k = f"{grad_name(tensor)}{suffix}#{k}", k + 1
+        t.tensors[name] = Tensor(name, t.tensors[tensor].shape, dtype="float32")
+        return name
+
+    def give_grad(self, tensor: str, g_new: str, where: Node) -> None:
+        grads = self.grads
+        if tensor not in grads:
+            grads[tensor] = g_new
+            return
+        total = self.new_grad(tensor, ":sum")
+        self.emit(Node(where.name + "/grad_add", "grad_add", [grads[tensor], g_new], [total]))
+        grads[tensor] = total
+
+    def emit(self, node: Node) -> None:
+        self.backward.append(node)
+
+
 def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> Graph:
     t = g.copy()
     head = classifier(t)
@@ -77,24 +111,9 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
             raise TinycError(f"scheme names layer '{name}', which is not a conv/FC of this model")
     dep = _depends_on_params(t, trainable)
     forward = list(t.nodes)
-    backward: list[Node] = []
-    grads: dict[str, str] = {}
-
-    def new_grad(tensor: str, suffix: str = "") -> str:
-        name = grad_name(tensor) + suffix
-        k = 1
-        while name in t.tensors:
-            name, k = f"{grad_name(tensor)}{suffix}#{k}", k + 1
-        t.tensors[name] = Tensor(name, t.tensors[tensor].shape, dtype="float32")
-        return name
-
-    def give_grad(tensor: str, g_new: str, where: Node) -> None:
-        if tensor not in grads:
-            grads[tensor] = g_new
-            return
-        total = new_grad(tensor, ":sum")
-        backward.append(Node(where.name + "/grad_add", "grad_add", [grads[tensor], g_new], [total]))
-        grads[tensor] = total
+    ad = Backward(t, scheme, opts, trainable, dep, forward)
+    backward, grads = ad.backward, ad.grads
+    new_grad, give_grad = ad.new_grad, ad.give_grad
 
     g_logits = new_grad(logits)
     backward.append(Node("loss", "softmax_ce", [logits], [g_logits],
@@ -107,15 +126,19 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
         if out not in grads:
             continue
         g_out = grads[out]
-        bounds = _mask_bounds(node) if node.op in ("conv2d", "fully_connected", "add", "clamp") \
-            else None
+        op = ops.REGISTRY.get(node.op)
+        masks = op.masks_gradient if op is not None else node.op in (
+            "conv2d", "fully_connected", "add", "clamp")
+        bounds = _mask_bounds(node) if masks else None
         if bounds is not None:
             g_masked = new_grad(out, ":masked")
             backward.append(Node(node.name + "/mask", "grad_mask", [g_out, out], [g_masked],
                                  {"lo": bounds[0], "hi": bounds[1]}))
             g_out = g_masked
         need = [i for i in node.inputs if i in dep]
-        if node.op in ("conv2d", "fully_connected"):
+        if op is not None:
+            op.grad(ad, node, g_out, need)
+        elif node.op in ("conv2d", "fully_connected"):
             x = node.inputs[0]
             update = (_update_node(t, node, g_out, scheme, opts, forward)
                       if node.name in trainable else None)
@@ -139,14 +162,6 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
             if need:
                 g_x = new_grad(node.inputs[0])
                 backward.append(Node(node.name + "/grad", "grad_alias", [g_out], [g_x]))
-                give_grad(node.inputs[0], g_x, node)
-        elif node.op in ("avg_pool", "max_pool"):
-            if need:
-                g_x = new_grad(node.inputs[0])
-                ins = [g_out] + ([node.inputs[0]] if node.op == "max_pool" else [])
-                attrs = {k: node.attrs[k] for k in ("kernel", "strides", "pads")}
-                attrs["count_include_pad"] = bool(node.attrs.get("count_include_pad"))
-                backward.append(Node(node.name + "/grad", node.op + "_grad", ins, [g_x], attrs))
                 give_grad(node.inputs[0], g_x, node)
         elif node.op == "pad":
             if need:

@@ -38,6 +38,7 @@ import copy
 import re
 from dataclasses import dataclass
 
+from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node, Tensor
 
@@ -76,8 +77,16 @@ class PatchSpec:
 Interval = tuple[int, int]   # [lo, hi)
 
 
+def _windowed(node: Node) -> bool:
+    op = ops.REGISTRY.get(node.op)
+    return op.windowed if op is not None else node.op in WINDOWED_OPS
+
+
 def _window_params(g: Graph, node: Node, axis: int) -> tuple[int, int, int, int]:
     """(kernel, stride, pad before, dilation) of a conv or pool along axis 0 (H) or 1 (W)."""
+    op = ops.REGISTRY.get(node.op)
+    if op is not None:
+        return op.window(g, node, axis)
     a = node.attrs
     if node.op == "conv2d":
         kernel = g.tensors[node.inputs[1]].shape[1 + axis]
@@ -91,7 +100,10 @@ def input_interval(g: Graph, node: Node, out: Interval, axis: int, in_size: int)
     """The input rows (axis 0) or columns (axis 1) node needs for its outputs in `out`, clipped
     to the input tensor (positions outside it are padding)."""
     lo, hi = out
-    if node.op in WINDOWED_OPS:
+    op = ops.REGISTRY.get(node.op)
+    if op is not None:
+        a, b = op.input_interval(g, node, out, axis)
+    elif node.op in WINDOWED_OPS:
         k, s, p, d = _window_params(g, node, axis)
         a, b = lo * s - p, (hi - 1) * s - p + (k - 1) * d + 1
     elif node.op == "pad":
@@ -116,7 +128,8 @@ def prefix_problem(g: Graph, split: int) -> str | None:
     produced = {t for n in prefix for t in n.outputs}
     split_out = g.nodes[split].outputs[0]
     for i, n in enumerate(prefix):
-        if n.op not in PATCHABLE_OPS or len(n.outputs) != 1:
+        op = ops.REGISTRY.get(n.op)
+        if not (op.patchable if op is not None else n.op in PATCHABLE_OPS) or len(n.outputs) != 1:
             return f"node {i} ({n.describe()}) is not a spatially local op"
         if len(g.tensors[n.outputs[0]].shape) != 4:
             return f"node {i} ({n.describe()}) has no spatial output"
@@ -281,12 +294,15 @@ def unroll_patch(g: Graph, reg: PatchRegions, i: int, j: int, tensors: dict, nod
             name, x_reg = local[x]
             want = tuple(input_interval(g, node, y_reg[ax], ax, g.tensors[x].shape[1 + ax])
                          for ax in (0, 1))
-            if node.op not in WINDOWED_OPS and x_reg != want:
+            if not _windowed(node) and x_reg != want:
                 name = _crop(tensors, nodes, g.tensors[x], name, x_reg, want, (i, j), k)
                 x_reg = want
             ins.append((name, x_reg))
         attrs = dict(node.attrs, patch=(i, j))
-        if node.op in WINDOWED_OPS:
+        op = ops.REGISTRY.get(node.op)
+        if op is not None:
+            attrs.update(op.patch_attrs(g, node, y_reg, ins[0][1]))
+        elif node.op in WINDOWED_OPS:
             attrs["pads"] = _local_pads(g, node, y_reg, ins[0][1])
         elif node.op == "pad":
             (a, b), (c, d) = y_reg

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node, QParams, Tensor
 from ..reference.fixedpoint import quantize_multiplier, round_half_away
@@ -114,7 +115,10 @@ def quantize(graph: Graph, samples: np.ndarray | None,
 
     for node in list(g.nodes):
         out = node.outputs[0]
-        if node.op in PASS_THROUGH:
+        op = ops.REGISTRY.get(node.op)
+        if op is not None:
+            q[out] = op.out_qparams(g, node, q, ranges)
+        elif node.op in PASS_THROUGH:
             q[out] = q[node.inputs[0]]
         elif node.op == "softmax":
             q[out] = QParams(np.asarray(1.0 / 256.0, np.float32), np.asarray(-128, np.int32))
@@ -143,7 +147,7 @@ def _unify_concat_inputs(g: Graph, node: Node, q: dict) -> None:
         if _same(q[name], target):
             continue
         prod = g.producer(name)
-        if (prod is not None and prod.op in REQUANTIZING and name not in g.outputs
+        if (prod is not None and _requantizing(prod) and name not in g.outputs
                 and len(g.consumers(name)) == 1 and node.inputs.count(name) == 1):
             q[name] = target
             continue
@@ -153,6 +157,11 @@ def _unify_concat_inputs(g: Graph, node: Node, q: dict) -> None:
         g.nodes.insert(g.nodes.index(node),
                        Node(node.name + "_requant", "requantize", [name], [new], {}, "Concat"))
         node.inputs[k] = new
+
+
+def _requantizing(node: Node) -> bool:
+    op = ops.REGISTRY.get(node.op)
+    return op.requantizing if op is not None else node.op in REQUANTIZING
 
 
 def _same(a: QParams, b: QParams) -> bool:
@@ -187,6 +196,10 @@ def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np
 
 
 def _quantize_node(g: Graph, node: Node) -> None:
+    op = ops.REGISTRY.get(node.op)
+    if op is not None:
+        node.attrs["q"] = op.quantize(g, node)
+        return
     t = g.tensors
     x = t[node.inputs[0]]
     y = t[node.outputs[0]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..ir import Graph, Node
 from .common import conv_accumulate, crop, paste, pool_windows
 
@@ -15,6 +16,9 @@ def _clamp(y, clamp):
 
 
 def run_float_node(g: Graph, node: Node, env: dict) -> np.ndarray:
+    op = ops.REGISTRY.get(node.op)
+    if op is not None:
+        return op.run_float(g, node, env)
     a = node.attrs
     x = env[node.inputs[0]]
     if node.op == "conv2d":

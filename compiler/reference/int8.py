@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import ops
 from ..ir import Graph, Node
 from . import softmax as softmax_ref
 from .common import conv_accumulate, crop, paste, pool_windows
@@ -18,6 +19,9 @@ def _saturate(y, lo=-128, hi=127) -> np.ndarray:
 
 
 def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
+    op = ops.REGISTRY.get(node.op)
+    if op is not None:
+        return op.run_int8(g, node, env)
     a, q = node.attrs, node.attrs["q"]
     x = env[node.inputs[0]]
     if node.op == "conv2d":

@@ -36,7 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import ops
 from ..ir import Graph, Node
+from ..ops.base import TrainRun
+from ..ops.pool import pool_grad  # noqa: F401  (tests/test_autodiff.py)
 from ..passes.quantize import BIAS_LIMIT
 from .int8 import run_int8_node
 
@@ -271,51 +274,6 @@ def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.nd
     return w_new.reshape(w_shape), b_new
 
 
-def pool_grad(node: Node, g_y: np.ndarray, x_q: np.ndarray | None, x_shape) -> np.ndarray:
-    a = node.attrs
-    _, h, w, c = x_shape
-    kh, kw = a["kernel"]
-    sh, sw = a["strides"]
-    t, l, b, r = a["pads"]
-    oh, ow = g_y.shape[1:3]
-    gx = np.zeros((h + t + b + sh + kh, w + l + r + sw + kw, c), F32)
-    gy = g_y[0]
-    valid = np.zeros(gx.shape[:2], bool)
-    valid[t:t + h, l:l + w] = True
-    if node.op == "avg_pool_grad":
-        if a["count_include_pad"]:
-            count = np.full((oh, ow), kh * kw, np.int32)
-        else:
-            count = np.zeros((oh, ow), np.int32)
-            for ky in range(kh):
-                for kx in range(kw):
-                    count += valid[ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw]
-        share = (gy / count[:, :, None].astype(F32)).astype(F32)
-        for ky in range(kh):
-            for kx in range(kw):
-                ys = slice(ky, ky + sh * (oh - 1) + 1, sh)
-                xs = slice(kx, kx + sw * (ow - 1) + 1, sw)
-                gx[ys, xs] += share * valid[ys, xs][:, :, None]
-    else:
-        xp = np.full(gx.shape, -129, np.int32)
-        xp[t:t + h, l:l + w] = x_q[0]
-        best = np.full((oh, ow, c), -130, np.int32)
-        arg_y = np.zeros((oh, ow, c), np.int64)
-        arg_x = np.zeros((oh, ow, c), np.int64)
-        oy_idx = np.arange(oh)[:, None, None] * sh
-        ox_idx = np.arange(ow)[None, :, None] * sw
-        for ky in range(kh):
-            for kx in range(kw):
-                v = xp[ky: ky + sh * (oh - 1) + 1: sh, kx: kx + sw * (ow - 1) + 1: sw]
-                better = v > best
-                best = np.where(better, v, best)
-                arg_y = np.where(better, oy_idx + ky, arg_y)
-                arg_x = np.where(better, ox_idx + kx, arg_x)
-        cc = np.broadcast_to(np.arange(c)[None, None, :], (oh, ow, c))
-        np.add.at(gx, (arg_y.ravel(), arg_x.ravel(), cc.ravel()), gy.ravel())
-    return np.ascontiguousarray(gx[t:t + h, l:l + w])[None]
-
-
 def grad_mask(g_y: np.ndarray, y_q: np.ndarray, attrs: dict) -> np.ndarray:
     y = y_q.astype(np.int32)
     keep = np.ones(y.shape, bool)
@@ -379,7 +337,16 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
     refused = guard.refused
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
     loss = None
+    run = TrainRun(lr, step, guard, label)
     for node in g.nodes:
+        op = ops.REGISTRY.get(node.op)
+        if op is not None:
+            out = op.run_train(g, node, env, run)
+            if out is not None:
+                env[node.outputs[0]] = out
+            if run.skip:
+                return run.loss
+            continue
         if node.op == "select_channels":
             env[node.outputs[0]] = np.ascontiguousarray(env[node.inputs[0]][..., node.attrs["channels"]])
         elif node.op == "softmax_ce":
@@ -401,10 +368,6 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
             out = dw_pw_grad(g, node, env, lr, step, guard)
             if node.outputs:   # a tail has none
                 env[node.outputs[0]] = out
-        elif node.op in ("avg_pool_grad", "max_pool_grad"):
-            x_shape = g.tensors[node.outputs[0]].shape
-            x_q_in = env[node.inputs[1]] if node.op == "max_pool_grad" else None
-            env[node.outputs[0]] = pool_grad(node, env[node.inputs[0]], x_q_in, x_shape)
         elif node.op == "pad_grad":
             t_, l_, _, _ = node.attrs["pads"]
             _, h, w, _ = g.tensors[node.outputs[0]].shape
@@ -420,7 +383,7 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
         else:
             env[node.outputs[0]] = run_int8_node(g, node, env)
     guard.steps_guarded += guard.refused != refused
-    return loss
+    return loss if loss is not None else run.loss
 
 
 def predict(g: Graph, x_q: np.ndarray) -> np.ndarray:

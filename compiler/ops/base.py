@@ -1,0 +1,168 @@
+"""What every op of the IR may declare, in one interface (see CONTRIBUTING.md, "Adding an op").
+
+An op module (compiler/ops/<family>.py) subclasses Op once per IR op and fills in only the hooks
+that apply; the passes, the reference executors, the planner, the code generator and the
+exporters ask the op (`ops.get(node.op).<hook>(...)`) instead of branching on its name. A hook an
+op does not have raises UnsupportedError naming the node, the op and the hook, so a missing piece
+is a clear error, never a silent fallback.
+
+Hooks, grouped by the stage that calls them:
+- frontend/onnx.py     `onnx`: ONNX op type -> (import rule, (fewest, most) inputs)
+- reference/float_exec `run_float`        reference/int8 `run_int8`
+- reference/train      `run_train` (the nodes of a training step)
+- passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
+- passes/autodiff      `grad`; trait `masks_gradient` (a clamp on its output masks the gradient)
+- passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
+- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `first_byte_read`
+- codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
+- export/tflite        `tflite`       export/onnx_export `onnx_export`
+- ir.Graph.macs        `macs`
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import Graph, Node
+
+Interval = tuple[int, int]   # [lo, hi) rows or columns (passes/patch.py)
+
+
+@dataclass
+class PlanContext:
+    """What an op's `plan` hook may use to share memory in place and ask for scratch
+    (memory/planner.py _group)."""
+    g: Graph
+    inplace: bool                 # in-place kernels allowed at all (False: the plain plan)
+    pointwise: bool               # in-place 1x1 convs allowed
+    pointwise_grad: bool          # in-place 1x1 input gradients allowed
+    split: dict                   # planner.split_weights(g)
+    dies_at: Callable[[str, int], bool]          # (tensor, node index) -> its value dies there
+    join: Callable[[int, str, str, str], None]   # (node index, input, output, kind): in place
+    scratch: dict = field(default_factory=dict)  # node index -> scratch bytes (set by hooks)
+
+
+@dataclass
+class TrainRun:
+    """One training step of the numpy reference (reference/train.py train_step)."""
+    lr: float
+    step: int
+    guard: object                 # reference.train.GuardStats
+    label: int
+    loss: float | None = None
+    skip: bool = False            # the step's check failed: stop before any update
+
+
+class Op:
+    name: str = ""                # the IR op name (Node.op)
+    # ONNX op type -> (import rule(importer, onnx_node), (fewest, most) inputs)
+    onnx: dict = {}
+    # traits
+    backward: bool = False        # a node of a training step (passes/autodiff.py)
+    alias: bool = False           # its output is its input's bytes (no kernel, no copy)
+    pass_through_q: bool = False  # its output keeps its input's quantization parameters
+    requantizing: bool = False    # it writes any output scale (concat may retarget it)
+    masks_gradient: bool = False  # a fused clamp on its output masks the output gradient
+    patchable: bool = False       # may run patch by patch (passes/patch.py)
+    windowed: bool = False        # reads windows of its input through pads (`window`)
+    # runtime sources (runtime_c/src/...; a bare name is under forward/) of each kernel kind
+    sources: dict = {}
+
+    def unsupported(self, node: Node, hook: str) -> UnsupportedError:
+        return UnsupportedError(f"{node.describe()}: op {self.name} has no '{hook}' "
+                                "(compiler/ops); it cannot be used here")
+
+    # ---------------------------------------------------------------- numbers
+    def macs(self, g: Graph, node: Node) -> int:
+        return 0
+
+    def run_float(self, g: Graph, node: Node, env: dict) -> np.ndarray:
+        raise self.unsupported(node, "run_float")
+
+    def run_int8(self, g: Graph, node: Node, env: dict) -> np.ndarray:
+        raise self.unsupported(node, "run_int8")
+
+    def run_train(self, g: Graph, node: Node, env: dict, run: TrainRun) -> np.ndarray | None:
+        """A training step's node on the reference; forward ops run their int8 rule."""
+        return self.run_int8(g, node, env)
+
+    # ---------------------------------------------------------------- quantization
+    def out_qparams(self, g: Graph, node: Node, q: dict, ranges: dict):
+        """The QParams of the node's output, given those chosen so far (`q`) and the calibrated
+        float ranges. Default: from the output's range, or the input's with pass_through_q."""
+        from ..passes.quantize import choose_qparams
+        if self.pass_through_q:
+            return q[node.inputs[0]]
+        return choose_qparams(*ranges[node.outputs[0]])
+
+    def quantize(self, g: Graph, node: Node) -> dict:
+        """The integer parameters of the node (node.attrs['q']), its tensors already int8."""
+        raise self.unsupported(node, "quantize")
+
+    # ---------------------------------------------------------------- training
+    def grad(self, ad, node: Node, g_out: str, need: list[str]) -> None:
+        """Append the backward nodes of `node` to the training graph being built (`ad`:
+        passes/autodiff.py _Backward): gradients for the inputs in `need` from g_out."""
+        if need:
+            raise self.unsupported(node, "grad")
+
+    # ---------------------------------------------------------------- patch schedules
+    def window(self, g: Graph, node: Node, axis: int) -> tuple[int, int, int, int]:
+        """(kernel, stride, pad before, dilation) along axis 0 (H) or 1 (W) of a windowed op
+        (its patches take their input buffer as is and shift their pads into its frame)."""
+        raise self.unsupported(node, "window")
+
+    def input_interval(self, g: Graph, node: Node, out: Interval, axis: int) -> Interval:
+        """The input rows/columns (unclipped) that outputs `out` read along axis; default: a
+        windowed op's windows, else the same positions (element-wise)."""
+        if not self.windowed:
+            return out
+        k, s, p, d = self.window(g, node, axis)
+        lo, hi = out
+        return lo * s - p, (hi - 1) * s - p + (k - 1) * d + 1
+
+    def patch_attrs(self, g: Graph, node: Node, out_reg, in_reg) -> dict:
+        """Attributes of the node's copy computing region out_reg from an input buffer holding
+        in_reg (regions: ((row lo, hi), (col lo, hi)))."""
+        if not self.windowed:
+            return {}
+        pads = []
+        for axis in (0, 1):
+            (a, b), (r0, r1) = out_reg[axis], in_reg[axis]
+            k, s, p, d = self.window(g, node, axis)
+            before = p - (a * s - r0)
+            after = (b - a - 1) * s + (k - 1) * d + 1 - (r1 - r0) - before
+            pads.append((before, after))
+        return {"pads": (pads[0][0], pads[1][0], pads[0][1], pads[1][1])}
+
+    # ---------------------------------------------------------------- memory plan
+    def plan(self, ctx: PlanContext, i: int, node: Node) -> None:
+        """In-place sharing (ctx.join) and scratch (ctx.scratch[i]) of node i; default none."""
+
+    def first_byte_read(self, g: Graph, node: Node, t: str) -> int:
+        """The lowest byte of activation t that the node reads (0 unless it reads a window)."""
+        shape = g.tensors[t].shape
+        if not self.windowed or len(shape) != 4 or t != node.inputs[0]:
+            return 0
+        _, _, width, c = shape
+        top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
+        return (max(0, -top) * width + max(0, -left)) * c
+
+    # ---------------------------------------------------------------- code generation
+    def layer(self, g: Graph, node: Node, i: int, plan, consts, params) -> dict:
+        """The C call of node i: dict(kind=<kernel>, template=<templates/ops file>,
+        ptype=<params struct>, params={...}, ...) (codegen/c.py adds offsets and names)."""
+        raise UnsupportedError(f"{node.describe()}: no C kernel for op '{self.name}'")
+
+    # ---------------------------------------------------------------- export
+    def tflite(self, x, node: Node) -> None:
+        """Write the node into the .tflite being built (`x`: export/tflite.py _Exporter)."""
+        raise UnsupportedError(f"{node.describe()}: no TFLite export for op {self.name}")
+
+    def onnx_export(self, x, node: Node, raw: str) -> None:
+        """Append the node's float ONNX node(s) computing `raw` (`x`: export/onnx_export.py
+        _OnnxWriter)."""
+        raise UnsupportedError(f"{node.describe()}: cannot be exported to ONNX")
