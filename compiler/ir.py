@@ -130,13 +130,6 @@ class Graph:
         op = ops.REGISTRY.get(node.op)
         if op is not None:
             return op.macs(self, node)
-        if node.op == "conv2d":
-            w = self.tensors[node.inputs[1]]
-            out = self.tensors[node.outputs[0]]
-            return out.size * int(np.prod(w.shape[1:]))
-        if node.op == "fully_connected":
-            w = self.tensors[node.inputs[1]]
-            return int(w.shape[0] * w.shape[1])
         return 0
 
 

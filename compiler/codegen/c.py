@@ -32,8 +32,8 @@ import numpy as np
 from .. import ops
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node
-from ..memory.planner import (FOLDED_BIAS_KINDS, MemoryPlan, conv_kernel_kind,
-                              depthwise_grad_backwards_saved, plan_memory, verify_plan)
+from ..memory.planner import (MemoryPlan, depthwise_grad_backwards_saved, plan_memory,
+                              verify_plan)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = ROOT / "runtime_c"
@@ -41,11 +41,7 @@ TEMPLATE_DIR = ROOT / "templates"
 
 # runtime source file (runtime_c/src/forward/) of each kernel kind
 KERNEL_SOURCES = {
-    "conv": "conv2d.c", "conv_1x1": "conv2d.c", "conv_1x1_inplace": "conv2d.c",
-    "conv_split": "conv2d.c",
-    "conv_im2col": "conv2d.c",
-    "depthwise": "depthwise_conv.c",
-    "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
+    "add": "elementwise.c",
     "clamp": "elementwise.c", "requantize": "elementwise.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
     "window": "data.c",
     "softmax": "softmax.c",
@@ -196,76 +192,6 @@ def kept_channels(consts: "_Consts", weight: str, channels) -> str:
 _CTYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
 
 
-def _conv_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
-                params: _Params) -> dict:
-    a, q = node.attrs, node.attrs["q"]
-    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
-    w, b = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
-    _, ih, iw, ic = x.shape
-    _, oh, ow, oc = y.shape
-    kh, kw = w.shape[1:3]
-    groups = int(a.get("groups", 1))
-    strides, dil, pads = a.get("strides", (1, 1)), a.get("dilations", (1, 1)), a["pads"]
-    cparams = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, kernel_h=kh,
-                  kernel_w=kw, stride_h=strides[0], stride_w=strides[1], dilation_h=dil[0],
-                  dilation_w=dil[1], pad_top=pads[0], pad_left=pads[1], groups=groups,
-                  in_zp=q["in_zp"], out_zp=q["out_zp"], act_min=q["act_min"],
-                  act_max=q["act_max"])
-    # "conv" is the plain reference loop (a plan without the im2col scratch)
-    kind = conv_kernel_kind(g, node, plan.inplace.get(i), i in plan.scratch)
-    if w.dtype != "int8" or b.dtype != "int32":
-        raise TinycError(f"{node.describe()}: weights must be int8 and bias int32; quantize "
-                         "the graph first")
-    fold = None
-    wc = f"{w.name} {tuple(w.shape)} OHWI"
-    if kind == "conv_split":
-        weights = params.split_ref(consts, w.name, f"tinyc_w{i}", wc)
-    else:
-        weights = params.ref(consts, w.name, f"tinyc_w{i}", wc)
-    if params.is_split(w.name) != (kind == "conv_split"):
-        raise TinycError(f"{node.describe()}: split weights need tinyc_conv2d_split (planner "
-                         "conv_kernel_kind)")
-    if kind in FOLDED_BIAS_KINDS and i in plan.bias_scratch:
-        # a trained layer: its folded bias is recomputed from the current parameters each run
-        fold = dict(off=plan.bias_scratch[i], out_c=oc, filter_size=int(np.prod(w.shape[1:])),
-                    in_zp=int(q["in_zp"]), weights=weights,
-                    bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name))
-        bias = f"(const int32_t *)TINYC_AT({plan.bias_scratch[i]})"
-    elif kind in FOLDED_BIAS_KINDS:
-        if params.trained(w.name) or params.trained(b.name):
-            raise TinycError(f"{node.describe()}: a trained layer needs a folded-bias scratch "
-                             "in the memory plan (plan the training graph with plan_memory)")
-        # sum((x - zp) * w) + b == sum(x * w) + (b - zp * sum(w)): the fast kernels' bias
-        folded = (b.data.astype(np.int64)
-                  - int(q["in_zp"]) * w.data.reshape(oc, -1).astype(np.int64).sum(axis=1))
-        if folded.min() < -(1 << 31) or folded.max() >= (1 << 31):
-            raise TinycError(f"{node.describe()}: the bias with the input zero point folded in "
-                             "overflows int32; the layer's weights are out of range")
-        bias = consts.add(b.name + "#folded", f"tinyc_b{i}", "int32_t", folded,
-                          f"{b.name} - in_zp * sum(w)")
-    else:
-        bias = params.ref(consts, b.name, f"tinyc_b{i}", b.name)
-    return dict(kind=kind, ptype="tinyc_conv_params", params=cparams, fold=fold,
-                weights=weights, bias=bias,
-                mult=consts.add(w.name + "#mult", f"tinyc_m{i}", "int32_t", q["mult"]),
-                shift=consts.add(w.name + "#shift", f"tinyc_s{i}", "int32_t", q["shift"]))
-
-
-def _fc_layer(g: Graph, node: Node, i: int, consts: _Consts, params: _Params) -> dict:
-    q = node.attrs["q"]
-    w, b = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
-    n_out, n_in = w.shape
-    mult = np.broadcast_to(np.asarray(q["mult"], np.int64), (n_out,))
-    shift = np.broadcast_to(np.asarray(q["shift"], np.int64), (n_out,))
-    return dict(kind="fc", ptype="tinyc_fc_params",
-                params=dict(in_n=n_in, out_n=n_out, in_zp=q["in_zp"], out_zp=q["out_zp"],
-                            act_min=q["act_min"], act_max=q["act_max"]),
-                weights=params.ref(consts, w.name, f"tinyc_w{i}", f"{w.name} {tuple(w.shape)}"),
-                bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name),
-                mult=consts.add(w.name + "#mult", f"tinyc_m{i}", "int32_t", mult),
-                shift=consts.add(w.name + "#shift", f"tinyc_s{i}", "int32_t", shift))
-
-
 def _window_layer(g: Graph, node: Node, i: int, plan: MemoryPlan) -> dict:
     """crop: a window of the input -> the whole output; paste: the whole patch -> a window of
     the output, which the planner put over the accumulator (inputs[1]) in place."""
@@ -297,10 +223,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
     op = node.op
     if op in ops.REGISTRY:
         layer = ops.REGISTRY[op].layer(g, node, i, plan, consts, params)
-    elif op == "conv2d":
-        layer = _conv_layer(g, node, i, plan, consts, params)
-    elif op == "fully_connected":
-        layer = _fc_layer(g, node, i, consts, params)
     elif op == "add":
         layer = dict(kind="add", ptype="tinyc_add_params",
                      params=dict(size=y.size, in1_zp=q["in1_zp"], in2_zp=q["in2_zp"],
@@ -351,9 +273,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                  out_off=plan.tensor_offsets[node.outputs[0]],
                  scratch_off=plan.scratch.get(i, (None, 0))[0],
                  out_shape="x".join(map(str, y.shape)))
-    if layer["kind"] in ("depthwise_inplace", "conv_1x1_inplace") and layer["in_offs"][0] != layer["out_off"]:
-        raise TinycError(f"{node.describe()}: an in-place conv needs its output planned over "
-                         "its input")
     return layer
 
 

@@ -75,22 +75,6 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
             ops.REGISTRY[node.op].onnx_export(x, node, raw)
         elif node.op == "select_channels":
             continue
-        elif node.op == "conv2d":
-            w = _dequantized(g, node.inputs[1]).transpose(0, 3, 1, 2)
-            t, l, b, r = a["pads"]
-            nodes.append(helper.make_node(
-                "Conv", [node.inputs[0], const(node.inputs[1], w), const(node.inputs[2], _dequantized(g, node.inputs[2]))],
-                [raw], name=node.name, kernel_shape=list(w.shape[2:]), strides=list(a["strides"]),
-                pads=[t, l, b, r], dilations=list(a["dilations"]), group=a["groups"]))
-        elif node.op == "fully_connected":
-            w = _dequantized(g, node.inputs[1])
-            if node.name in spatial_flatten:
-                h, wd, c = spatial_flatten[node.name]
-                # NHWC column order (h, w, c) back to ONNX's (c, h, w)
-                w = w.reshape(w.shape[0], h, wd, c).transpose(0, 3, 1, 2).reshape(w.shape[0], -1)
-            nodes.append(helper.make_node(
-                "Gemm", [node.inputs[0], const(node.inputs[1], w), const(node.inputs[2], _dequantized(g, node.inputs[2]))],
-                [raw], name=node.name, transB=1))
         elif node.op == "add":
             nodes.append(helper.make_node("Add", node.inputs, [raw], name=node.name))
         elif node.op == "clamp":

@@ -44,14 +44,6 @@ def _schema():
     return fb
 
 
-
-def _window_options(opt, padding, strides, dilations, act):
-    """Fill the padding, strides, dilations and fused activation of a conv's options table."""
-    opt.padding, (opt.strideH, opt.strideW) = padding, strides
-    opt.dilationHFactor, opt.dilationWFactor = dilations
-    opt.fusedActivationFunction = act
-    return opt
-
 class ExportError(ValueError):
     """The quantized IR is inconsistent with what the TFLite kernels would compute."""
 
@@ -325,140 +317,6 @@ class _Exporter:
         return self.padded_input(node, x_name, pads, pad_value), fb.Padding.VALID
 
     # ---------------------------------------------------------------- ops
-    def op_conv2d(self, node: Node):
-        fb = self.fb
-        x_name, w_name, b_name = node.inputs[:3]
-        out_name = node.outputs[0]
-        x, w, b = (self.g.tensors[n] for n in (x_name, w_name, b_name))
-        _check_int8(node, x, w)
-        cin, cout = x.shape[3], w.shape[0]
-        groups = int(node.attrs.get("groups", 1))
-        kh, kw = w.shape[1], w.shape[2]
-        sh, sw = node.attrs["strides"]
-        dh, dw = node.attrs.get("dilations", (1, 1))
-        _, zp_in = x.q.scalar()
-        xi, padding = self.resolve_padding(node, x_name, (kh, kw), (sh, sw), (dh, dw),
-                                           node.attrs["pads"], zp_in)
-        w_scale = np.atleast_1d(w.q.scale).astype(np.float32)
-        if w_scale.size == 1:
-            w_scale = np.repeat(w_scale, cout)
-        bias = b.data.astype(np.int32).reshape(-1)
-        b_scale = (b.q.scale if b.q is not None
-                   else np.float32(x.q.scale) * w_scale).astype(np.float32)
-        b_scale = np.broadcast_to(np.atleast_1d(b_scale), (cout,))
-
-        zeros = np.zeros(cout, np.int32)
-        if groups == 1 or (groups != cin and self.grouped_conv == "native"):
-            # CONV_2D; grouped, it infers groups = C_in / the weight's C_in (the weight stays
-            # OHWI: C_out, KH, KW, C_in / groups)
-            wi = (self.tensor(w_name) if groups == 1 and w.q.per_channel
-                  else self._new_tensor(w_name, w.shape, "int8", w_scale, zeros, 0, w.data))
-            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, zeros, 0, bias)
-            self.with_activation(node, out_name, lambda out, act: self.op(
-                "CONV_2D", [xi, wi, bi], [out],
-                _window_options(fb.Conv2DOptionsT(), padding, (sh, sw), (dh, dw), act),
-                "Conv2DOptions"))
-            return
-
-        if groups == cin:
-            wd = np.ascontiguousarray(w.data.astype(np.int8).transpose(3, 1, 2, 0))  # (1,KH,KW,Cout)
-            wi = self._new_tensor(w_name, wd.shape, "int8", w_scale, zeros, 3, wd)
-            bi = self._new_tensor(b_name, (cout,), "int32", b_scale, zeros, 0, bias)
-
-            def emit(out, act):
-                opt = _window_options(fb.DepthwiseConv2DOptionsT(), padding, (sh, sw), (dh, dw),
-                                      act)
-                opt.depthMultiplier = cout // cin
-                self.op("DEPTHWISE_CONV_2D", [xi, wi, bi], [out], opt, "DepthwiseConv2DOptions")
-            self.with_activation(node, out_name, emit)
-            return
-
-        # Grouped conv: SPLIT -> CONV_2D per group -> CONCATENATION.
-        cin_g, cout_g = cin // groups, cout // groups
-        xshape = self.tensors[xi].shape
-        pieces = []
-        for g in range(groups):
-            xs = self.like(x_name, (1, xshape[1], xshape[2], cin_g), f"_{node.name}_group{g}")
-            pieces.append(xs)
-        axis = self.const_i32(f"{node.name}_split_axis", np.int32(3))
-        opt = fb.SplitOptionsT()
-        opt.numSplits = groups
-        self.op("SPLIT", [axis, xi], pieces, opt, "SplitOptions")
-        out_shape = self.g.tensors[out_name].shape
-
-        def emit(out, act):
-            outs = []
-            for g in range(groups):
-                sl = slice(g * cout_g, (g + 1) * cout_g)
-                wi = self._new_tensor(f"{w_name}_group{g}", (cout_g, kh, kw, cin_g), "int8",
-                                      w_scale[sl], np.zeros(cout_g, np.int32), 0, w.data[sl])
-                bi = self._new_tensor(f"{b_name}_group{g}", (cout_g,), "int32", b_scale[sl],
-                                      np.zeros(cout_g, np.int32), 0, bias[sl])
-                og = self.like(out_name, out_shape[:3] + (cout_g,), f"_group{g}")
-                copt = _window_options(fb.Conv2DOptionsT(), padding, (sh, sw), (dh, dw), act)
-                self.op("CONV_2D", [pieces[g], wi, bi], [og], copt, "Conv2DOptions")
-                outs.append(og)
-            copt = fb.ConcatenationOptionsT()
-            copt.axis = 3
-            self.op("CONCATENATION", outs, [out], copt, "ConcatenationOptions")
-        self.with_activation(node, out_name, emit)
-
-    def op_fully_connected(self, node: Node):
-        fb = self.fb
-        x_name, w_name, b_name = node.inputs[:3]
-        out_name = node.outputs[0]
-        x, w, b = (self.g.tensors[n] for n in (x_name, w_name, b_name))
-        _check_int8(node, x, w)
-        if len(x.shape) != 2:
-            raise ExportError(f"{node.describe()}: fully_connected input must be (1, N), got "
-                              f"{x.shape}")
-        xi = self.tensor(x_name)
-        cout = w.shape[0]
-        if b.q is not None:
-            b_scale = np.asarray(b.q.scale, np.float32)
-        else:
-            b_scale = np.float32(x.q.scale) * np.asarray(w.q.scale, np.float32)
-        if not w.q.per_channel:   # per-tensor weights: one bias scale too
-            b_scale = np.atleast_1d(b_scale)[:1]
-
-        if not self.fc_as_conv:
-            wi = self.tensor(w_name)
-            bi = self._new_tensor(b_name, (cout,), "int32", b_scale,
-                                  np.zeros(b_scale.shape, np.int32), 0,
-                                  b.data.astype(np.int32).reshape(-1))
-
-            def emit(out, act):
-                opt = fb.FullyConnectedOptionsT()
-                opt.fusedActivationFunction = act
-                self.op("FULLY_CONNECTED", [xi, wi, bi], [out], opt, "FullyConnectedOptions")
-            self.with_activation(node, out_name, emit)
-            return
-
-        # RESHAPE (1, N) -> (1, 1, 1, N), 1x1 CONV_2D with the scale repeated per channel,
-        # RESHAPE back to (1, O): the same multiplier (TFLite computes both in double) and the
-        # same integer arithmetic as TFLM's FULLY_CONNECTED.
-        n_in = x.shape[1]
-        x4 = self.like(x_name, (1, 1, 1, n_in), "_as_nhwc")
-        self.op("RESHAPE", [xi, self.const_i32(f"{node.name}_in_shape", [1, 1, 1, n_in])], [x4],
-                _reshape_options(fb, (1, 1, 1, n_in)), "ReshapeOptions")
-        w_scale = np.broadcast_to(np.atleast_1d(np.asarray(w.q.scale, np.float32)), (cout,))
-        wc = self._new_tensor(w_name + "_as_conv", (cout, 1, 1, n_in), "int8", w_scale,
-                              np.zeros(cout, np.int32), 0, w.data.reshape(cout, 1, 1, n_in))
-        bc = self._new_tensor(b_name + "_as_conv", (cout,), "int32",
-                              np.broadcast_to(np.atleast_1d(np.asarray(b_scale, np.float32)),
-                                              (cout,)),
-                              np.zeros(cout, np.int32), 0, b.data.astype(np.int32).reshape(-1))
-        y4 = self.like(out_name, (1, 1, 1, cout), "_as_nhwc")
-
-        def emit(out, act):
-            opt = fb.Conv2DOptionsT()
-            opt.padding, opt.strideH, opt.strideW = fb.Padding.VALID, 1, 1
-            opt.fusedActivationFunction = act
-            self.op("CONV_2D", [x4, wc, bc], [y4], opt, "Conv2DOptions")
-            self.op("RESHAPE", [y4, self.const_i32(f"{node.name}_out_shape", [1, cout])], [out],
-                    _reshape_options(fb, (1, cout)), "ReshapeOptions")
-        self.with_activation(node, out_name, emit)
-
     def op_add(self, node: Node):
         fb = self.fb
         a, b = (self.tensor(n) for n in node.inputs[:2])
@@ -588,14 +446,6 @@ def _reshape_options(fb, shape):
     opt = fb.ReshapeOptionsT()
     opt.newShape = [int(s) for s in shape]
     return opt
-
-
-def _check_int8(node: Node, x: Tensor, w: Tensor):
-    if x.dtype != "int8" or w.dtype != "int8" or x.q is None or w.q is None:
-        raise ExportError(f"{node.describe()}: expects int8 input and weight with quant params "
-                          f"(got {x.dtype}, {w.dtype}); run the quantize pass first")
-    if np.any(np.asarray(w.q.zero_point) != 0):
-        raise ExportError(f"{node.describe()}: TFLite int8 weights must have zero point 0")
 
 
 def _same_params(node: Node, a: Tensor, b: Tensor):

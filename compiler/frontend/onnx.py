@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import TinycError, UnsupportedError
-from ..ir import Graph, Node, Tensor, conv_out_size
+from ..ir import Graph, Node, Tensor
 
 SUPPORTED_OPS = (
     "Conv", "BatchNormalization", "Relu", "Clip", "Add", "GlobalAveragePool", "ReduceMean",
@@ -24,8 +24,8 @@ SUPPORTED_OPS = (
 MIN_OPSET, MAX_OPSET = 11, 21
 # (fewest, most) inputs of each op; the first `fewest` must be named (not optional "")
 ARITY = {
-    "Conv": (2, 3), "BatchNormalization": (5, 5), "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
-    "Gemm": (2, 3), "MatMul": (2, 2), "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
+    "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
+    "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
     "Pad": (2, 4), "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
 }
 # ONNX types of the attributes tinyc reads (a model with another type is malformed)
@@ -323,91 +323,6 @@ class _Importer:
             return (res[0][0], res[1][0], res[0][1], res[1][1])
         raise self.err(node, f"auto_pad={auto} is not supported")
 
-    def op_Conv(self, node):
-        a = self.attrs(node)
-        x = self.act(node.input[0], node)
-        if len(x.shape) != 4:
-            raise self.err(node, f"input must be 4-D, got shape {x.shape}")
-        w = self.const(node.input[1], node, "the weight")
-        if w.ndim != 4:
-            raise self.err(node, f"only 2-D convolutions are supported (weight shape {w.shape})")
-        cout, cin_g, kh, kw = w.shape
-        if cout < 1:
-            raise self.err(node, f"weight {w.shape} has 0 output channels; a Conv needs at least one")
-        if min(cin_g, kh, kw) < 1:
-            raise self.err(node, f"weight {w.shape} has an empty kernel or no input channel")
-        if list(a.get("kernel_shape", [kh, kw])) != [kh, kw]:
-            raise self.err(node, f"kernel_shape={list(a['kernel_shape'])} does not match the "
-                                 f"weight's {kh}x{kw} kernel")
-        b = (self.const(node.input[2], node, "the bias") if len(node.input) > 2 and node.input[2]
-             else np.zeros(w.shape[0], np.float32))
-        if b.size != cout:
-            raise self.err(node, f"bias of {b.size} values for {cout} output channels")
-        groups = int(a.get("group", 1))
-        _, h, wd, cin = x.shape
-        if groups < 1 or cin_g * groups != cin or cout % groups:
-            raise self.err(node, f"weight {w.shape} with group={groups} does not match "
-                                 f"{cin} input channels (group must be >= 1 and divide the input "
-                                 "and output channels)")
-        sh, sw = self.ints(node, a, "strides", [1, 1], 2, 1)
-        dh, dw = self.ints(node, a, "dilations", [1, 1], 2, 1)
-        pads = self._spatial_pads(node, a, h, wd, kh, kw, sh, sw, dh, dw)
-        oh = conv_out_size(h, kh, sh, pads[0], pads[2], dh)
-        ow = conv_out_size(wd, kw, sw, pads[1], pads[3], dw)
-        if oh <= 0 or ow <= 0:
-            raise self.err(node, f"output would be empty ({oh}x{ow}) for input {h}x{wd}: the "
-                                 f"{kh}x{kw} kernel (dilation {dh}x{dw}) is larger than the padded "
-                                 "input")
-        out = self.new_act(node.output[0], (1, oh, ow, cout))
-        self.count_macs(node, oh * ow * cout * cin_g * kh * kw)
-        wn = self.new_const(node.input[1], w.transpose(0, 2, 3, 1), node)
-        bn = self.new_const(node.input[2] if len(node.input) > 2 and node.input[2]
-                            else node.output[0] + "_bias", b.reshape(-1), node)
-        self.emit(node, "conv2d", [x.name, wn, bn], [out], strides=(int(sh), int(sw)),
-                  pads=pads, dilations=(int(dh), int(dw)), groups=groups, clamp=None)
-
-    def op_BatchNormalization(self, node):
-        a = self.attrs(node)
-        if a.get("training_mode", 0):
-            raise self.err(node, "training_mode=1 is not supported; export the model in eval mode")
-        x = self.act(node.input[0], node)
-        gamma, beta, mean, var = (self.const(i, node, "a BatchNormalization parameter")
-                                  for i in node.input[1:5])
-        eps = float(a.get("epsilon", 1e-5))
-        channels = x.shape[-1]
-        for what, v in (("scale", gamma), ("B", beta), ("mean", mean), ("var", var)):
-            if v.shape != (channels,):
-                raise self.err(node, f"{what} has shape {v.shape}; the input has {channels} "
-                                     "channels")
-        if not np.isfinite(eps) or np.any(var + eps <= 0):
-            raise self.err(node, "a variance (+ epsilon) is not positive; fix the exported "
-                                 "running_var")
-        with np.errstate(over="ignore", invalid="ignore"):
-            scale = gamma / np.sqrt(var + eps)
-            shift = beta - mean * scale
-        prod = self._producer(x.name)
-        if (prod is not None and prod.op == "conv2d" and prod.attrs["clamp"] is None
-                and self.uses.get(x.name, 0) == 1):
-            w, b = self.tensors[prod.inputs[1]], self.tensors[prod.inputs[2]]
-            with np.errstate(over="ignore", invalid="ignore"):
-                w.data = (w.data * scale.reshape(-1, 1, 1, 1)).astype(np.float32)
-                b.data = (b.data * scale + shift).astype(np.float32)
-            if not (np.all(np.isfinite(w.data)) and np.all(np.isfinite(b.data))):
-                raise self.err(node, "folding it into the Conv before it overflows float32 (Inf "
-                                     "or NaN weights); fix the exported BatchNormalization "
-                                     "parameters")
-            self.alias[node.output[0]] = x.name
-            return
-        # A BatchNormalization not after a Conv is a per-channel affine map: a 1x1 depthwise conv.
-        if len(x.shape) != 4:
-            raise self.err(node, f"BatchNormalization on a {len(x.shape)}-D tensor is not supported")
-        c = x.shape[3]
-        wn = self.new_const(node.output[0] + "_bn_weight", scale.reshape(c, 1, 1, 1), node)
-        bn = self.new_const(node.output[0] + "_bn_bias", shift.reshape(-1), node)
-        out = self.new_act(node.output[0], x.shape)
-        self.emit(node, "conv2d", [x.name, wn, bn], [out], strides=(1, 1), pads=(0, 0, 0, 0),
-                  dilations=(1, 1), groups=c, clamp=None)
-
     def _producer(self, name):
         for n in reversed(self.nodes):
             if name in n.outputs:
@@ -439,15 +354,12 @@ class _Importer:
         ins = [self.alias.get(i, i) for i in node.input]
         consts = [i for i in node.input if i in self.consts]
         if len(consts) == 1:
-            # MatMul + Add (bias) -> one fully-connected layer
+            # MatMul + Add (bias) -> one fully-connected layer (its fold_constant_add)
             x = self.act([i for i in node.input if i not in self.consts][0], node)
             prod = self._producer(x.name)
             c = self.consts[consts[0]]
-            if (prod is not None and prod.op == "fully_connected" and self.uses.get(x.name) == 1
-                    and prod.attrs["clamp"] is None and c.size == x.shape[-1]):
-                b = self.tensors[prod.inputs[2]]
-                b.data = (b.data + c.reshape(-1)).astype(np.float32)
-                self.alias[node.output[0]] = x.name
+            op = ops.REGISTRY.get(prod.op) if prod is not None else None
+            if op is not None and op.fold_constant_add(self, prod, node, x, c):
                 return
             raise self.err(node, "Add of a constant is supported only as the bias of a "
                                  "MatMul (MatMul + Add)")
@@ -459,46 +371,6 @@ class _Importer:
                                  f"{b.shape}); broadcasting is not supported")
         out = self.new_act(node.output[0], a.shape)
         self.emit(node, "add", [a.name, b.name], [out], clamp=None)
-
-    def _fc(self, node, x, w_oi, bias):
-        if len(x.shape) != 2:
-            raise self.err(node, f"needs a 2-D input (1, N), got {x.shape}; insert a Flatten")
-        if w_oi.ndim != 2:
-            raise self.err(node, f"weight must be 2-D, got {w_oi.shape}")
-        if w_oi.shape[0] < 1:
-            raise self.err(node, f"weight {w_oi.shape} gives 0 outputs; a layer needs at least one")
-        if w_oi.shape[1] != x.shape[1]:
-            raise self.err(node, f"weight {w_oi.shape} does not match input {x.shape}")
-        wn = self.new_const(node.input[1], w_oi, node)
-        bn = self.new_const(node.output[0] + "_bias", bias.reshape(-1), node)
-        self.count_macs(node, w_oi.size)
-        out = self.new_act(node.output[0], (1, w_oi.shape[0]))
-        self.emit(node, "fully_connected", [x.name, wn, bn], [out], clamp=None)
-
-    def op_Gemm(self, node):
-        a = self.attrs(node)
-        if a.get("transA", 0):
-            raise self.err(node, "transA=1 is not supported")
-        x = self.act(node.input[0], node)
-        b = self.const(node.input[1], node, "B (the weight)").astype(np.float32)
-        if b.ndim != 2:
-            raise self.err(node, f"B (the weight) must be 2-D, got shape {b.shape}")
-        w = b if a.get("transB", 0) else b.T
-        w = w * float(a.get("alpha", 1.0))
-        bias = np.zeros(w.shape[0], np.float32)
-        if len(node.input) > 2 and node.input[2]:
-            c = self.const(node.input[2], node, "C (the bias)").astype(np.float32)
-            if c.size not in (1, w.shape[0]):
-                raise self.err(node, f"bias C of shape {c.shape} is not per-output")
-            bias = bias + float(a.get("beta", 1.0)) * c.reshape(-1)
-        self._fc(node, x, w, bias)
-
-    def op_MatMul(self, node):
-        x = self.act(node.input[0], node)
-        b = self.const(node.input[1], node, "the second input (weight)")
-        if b.ndim != 2:
-            raise self.err(node, f"weight must be 2-D, got {b.shape}")
-        self._fc(node, x, b.T, np.zeros(b.shape[1], np.float32))
 
     def _to_2d(self, node, x):
         """Flatten (1, H, W, C) to (1, H*W*C) in ONNX's (C, H, W) order."""

@@ -65,6 +65,7 @@ from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node
 from ..ops.base import PlanContext
+from ..ops.conv import conv_kernel_kind  # noqa: F401  (tests/test_train_c.py)
 
 ALIGN = 4
 ORDERS = ("size", "area", "lifetime", "first")
@@ -145,64 +146,6 @@ class MemoryPlan:
             lines.append(f"  [{b.offset:>7}, {b.offset + b.size:>7})  nodes {b.first:>3}-{b.last:<3} "
                          f"{b.size:>7} B  {what}")
         return "\n".join(lines)
-
-
-def depthwise_inplace_ok(g: Graph, node: Node) -> bool:
-    """A conv the in-place depthwise kernel can run: groups == C_in == C_out, more than 1 channel."""
-    if node.op != "conv2d":
-        return False
-    cin = g.tensors[node.inputs[0]].shape[-1]
-    cout = g.tensors[node.outputs[0]].shape[-1]
-    return node.attrs.get("groups", 1) == cin == cout and cin > 1
-
-
-def pointwise_inplace_ok(g: Graph, node: Node) -> bool:
-    """A conv the in-place pointwise kernel can run: 1x1, stride 1, no padding, groups 1."""
-    if node.op != "conv2d" or node.attrs.get("groups", 1) != 1:
-        return False
-    w = g.tensors[node.inputs[1]]
-    return (tuple(w.shape[1:3]) == (1, 1) and tuple(node.attrs.get("strides", (1, 1))) == (1, 1)
-            and tuple(node.attrs.get("pads", (0, 0, 0, 0))) == (0, 0, 0, 0))
-
-
-def conv_scratch_bytes(g: Graph, node: Node) -> int:
-    """Scratch of a conv run out of place: the im2col window of tinyc_conv2d_im2col
-    (kh * kw * C_in / groups bytes); 0 for depthwise and pointwise convs, which need none."""
-    if node.op != "conv2d":
-        return 0
-    cin = g.tensors[node.inputs[0]].shape[-1]
-    groups = node.attrs.get("groups", 1)
-    if (groups == cin and groups > 1) or pointwise_inplace_ok(g, node):
-        return 0
-    _, kh, kw, cin_g = g.tensors[node.inputs[1]].shape
-    return kh * kw * cin_g
-
-
-# forward conv kernels whose bias argument has the input zero point folded in (runtime_c kernels.h)
-FOLDED_BIAS_KINDS = ("conv_im2col", "conv_1x1", "conv_1x1_inplace")
-
-
-def conv_kernel_kind(g: Graph, node: Node, inplace_kind: str | None, has_scratch: bool,
-                     split: dict | None = None) -> str:
-    """The C kernel a conv2d node runs with, given the plan's in-place decision for it and
-    whether it has a scratch buffer (the code generator calls the kernel named here).
-    A conv over split weights (split_weights; `split` if already computed) always runs
-    tinyc_conv2d_split: out of place, no scratch, bias not folded."""
-    if node.inputs[1] in (split_weights(g) if split is None else split):
-        return "conv_split"
-    ic = g.tensors[node.inputs[0]].shape[-1]
-    kh, kw = g.tensors[node.inputs[1]].shape[1:3]
-    groups = int(node.attrs.get("groups", 1))
-    if inplace_kind == "depthwise":
-        return "depthwise_inplace"
-    if inplace_kind == "pointwise":
-        return "conv_1x1_inplace"
-    if groups == ic and groups > 1:
-        return "depthwise"
-    if (groups == 1 and kh == kw == 1 and tuple(node.attrs.get("strides", (1, 1))) == (1, 1)
-            and tuple(node.attrs["pads"]) == (0, 0, 0, 0)):
-        return "conv_1x1"
-    return "conv_im2col" if has_scratch else "conv"
 
 
 def tensor_lifetimes(g: Graph, skip: frozenset = frozenset()) -> dict[str, tuple[int, int]]:
@@ -375,7 +318,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
             if not dies_at(node.inputs[1], i):
                 raise TinycError(f"{node.describe()}: its accumulator is read after the paste")
             join(i, node.inputs[1], out, "paste")
-        elif not inplace or (node.op == "conv2d" and node.inputs[1] in split):
+        elif not inplace:
             continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
             for src in node.inputs:
@@ -388,25 +331,16 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
         elif node.op == "crop":
             if dies_at(node.inputs[0], i):
                 join(i, node.inputs[0], out, "crop")
-        elif depthwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-            join(i, node.inputs[0], out, "depthwise")
-            _, h, w, _ = g.tensors[node.inputs[0]].shape
-            scratch_sizes[i] = h * w
-        elif pointwise and pointwise_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-            join(i, node.inputs[0], out, "pointwise")
-            scratch_sizes[i] = g.tensors[node.inputs[0]].shape[-1]
-        if i not in inplace_nodes and conv_scratch_bytes(g, node):
-            scratch_sizes[i] = conv_scratch_bytes(g, node)
 
     # a trained layer whose forward kernel takes a folded bias gets it recomputed from the current
     # (SRAM) weights and bias into its scratch, after the kernel's own scratch
     bias_scratch: dict[int, int] = {}
-    trained = set(g.meta.get("train", {}).get("trainable", ()))
     for i, node in enumerate(g.nodes):
-        if node.name in trained and node.op == "conv2d" and conv_kernel_kind(
-                g, node, inplace_nodes.get(i), i in scratch_sizes, split) in FOLDED_BIAS_KINDS:
+        op = ops.REGISTRY.get(node.op)
+        size = op.bias_scratch_bytes(ctx, i, node, inplace_nodes.get(i)) if op is not None else 0
+        if size:
             bias_scratch[i] = _align(scratch_sizes.get(i, 0))
-            scratch_sizes[i] = bias_scratch[i] + 4 * g.tensors[node.outputs[0]].shape[-1]
+            scratch_sizes[i] = bias_scratch[i] + size
 
     buffers = list(values)
     for y, m in masks.items():
@@ -614,7 +548,7 @@ def first_byte_read(g: Graph, node: Node, t: str) -> int:
     if len(shape) != 4 or t != node.inputs[0]:
         return 0
     _, _, w, c = shape
-    if node.op in ("conv2d", "avg_pool", "max_pool"):
+    if node.op in ("avg_pool", "max_pool"):
         top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
         return (max(0, -top) * w + max(0, -left)) * c
     if node.op == "crop":

@@ -7,13 +7,17 @@ op does not have raises UnsupportedError naming the node, the op and the hook, s
 is a clear error, never a silent fallback.
 
 Hooks, grouped by the stage that calls them:
-- frontend/onnx.py     `onnx`: ONNX op type -> (import rule, (fewest, most) inputs)
+- frontend/onnx.py     `onnx`: ONNX op type -> (import rule, (fewest, most) inputs);
+                       `fold_constant_add`
+- passes/fuse_activations  trait `takes_clamp`
 - reference/float_exec `run_float`        reference/int8 `run_int8`
 - reference/train      `run_train` (the nodes of a training step)
 - passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
-- passes/autodiff      `grad`; trait `masks_gradient` (a clamp on its output masks the gradient)
+- passes/autodiff      `grad`; traits `masks_gradient` (a clamp on its output masks the
+                       gradient), `trainable_params` (a layer a scheme may train)
 - passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
-- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `first_byte_read`
+- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `bias_scratch_bytes`,
+                       `first_byte_read`
 - codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
 - export/tflite        `tflite`       export/onnx_export `onnx_export`
 - ir.Graph.macs        `macs`
@@ -66,6 +70,8 @@ class Op:
     pass_through_q: bool = False  # its output keeps its input's quantization parameters
     requantizing: bool = False    # it writes any output scale (concat may retarget it)
     masks_gradient: bool = False  # a fused clamp on its output masks the output gradient
+    takes_clamp: bool = False     # a clamp after it may be fused into it (attrs["clamp"])
+    trainable_params: bool = False  # has weights and bias a training scheme may update
     patchable: bool = False       # may run patch by patch (passes/patch.py)
     windowed: bool = False        # reads windows of its input through pads (`window`)
     # runtime sources (runtime_c/src/...; a bare name is under forward/) of each kernel kind
@@ -74,6 +80,12 @@ class Op:
     def unsupported(self, node: Node, hook: str) -> UnsupportedError:
         return UnsupportedError(f"{node.describe()}: op {self.name} has no '{hook}' "
                                 "(compiler/ops); it cannot be used here")
+
+    # ---------------------------------------------------------------- import
+    def fold_constant_add(self, imp, prod: Node, node, x, c: np.ndarray) -> bool:
+        """At import, absorb the ONNX Add `node` of constant c to this op's output x (node
+        `prod` of the importer `imp`) into the op; True if it did (default: cannot)."""
+        return False
 
     # ---------------------------------------------------------------- numbers
     def macs(self, g: Graph, node: Node) -> int:
@@ -141,6 +153,12 @@ class Op:
     # ---------------------------------------------------------------- memory plan
     def plan(self, ctx: PlanContext, i: int, node: Node) -> None:
         """In-place sharing (ctx.join) and scratch (ctx.scratch[i]) of node i; default none."""
+
+    def bias_scratch_bytes(self, ctx: PlanContext, i: int, node: Node,
+                           inplace_kind: str | None) -> int:
+        """Scratch bytes for a trained layer's folded bias, placed after the kernel's own
+        scratch (plan.bias_scratch), once every node is planned; default none."""
+        return 0
 
     def first_byte_read(self, g: Graph, node: Node, t: str) -> int:
         """The lowest byte of activation t that the node reads (0 unless it reads a window)."""

@@ -25,7 +25,7 @@ import numpy as np
 from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node, Tensor
-from .fuse_grad import bias_only, fuse_depthwise_pointwise_grads
+from .fuse_grad import fuse_depthwise_pointwise_grads
 from .sparse_update import UpdateScheme
 from .train_head import classifier
 
@@ -107,7 +107,8 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
     trainable = set(scheme.layers)
     for name in trainable:
         node = next((n for n in t.nodes if n.name == name), None)
-        if node is None or node.op not in ("conv2d", "fully_connected"):
+        op = ops.REGISTRY.get(node.op) if node is not None else None
+        if op is None or not op.trainable_params:
             raise TinycError(f"scheme names layer '{name}', which is not a conv/FC of this model")
     dep = _depends_on_params(t, trainable)
     forward = list(t.nodes)
@@ -127,8 +128,7 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
             continue
         g_out = grads[out]
         op = ops.REGISTRY.get(node.op)
-        masks = op.masks_gradient if op is not None else node.op in (
-            "conv2d", "fully_connected", "add", "clamp")
+        masks = op.masks_gradient if op is not None else node.op in ("add", "clamp")
         bounds = _mask_bounds(node) if masks else None
         if bounds is not None:
             g_masked = new_grad(out, ":masked")
@@ -138,23 +138,6 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
         need = [i for i in node.inputs if i in dep]
         if op is not None:
             op.grad(ad, node, g_out, need)
-        elif node.op in ("conv2d", "fully_connected"):
-            x = node.inputs[0]
-            update = (_update_node(t, node, g_out, scheme, opts, forward)
-                      if node.name in trainable else None)
-            # a bias-only update reads just g_out: run it first, so that g_out dies at the
-            # input gradient, which may then overwrite it (planner: depthwise_grad). A weight
-            # update runs after it: the input gradient needs the weights before their step.
-            bias_first = update is not None and bias_only(update)
-            if bias_first:
-                backward.append(update)
-            if x in dep:
-                g_x = new_grad(x)
-                backward.append(Node(node.name + "/grad_input", "conv2d_grad_input",
-                                     [g_out, node.inputs[1]], [g_x], _conv_attrs(t, node)))
-                give_grad(x, g_x, node)
-            if update is not None and not bias_first:
-                backward.append(update)
         elif node.op == "add":
             for i in need:
                 give_grad(i, g_out, node)
@@ -189,59 +172,6 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
     if opts.channelwise:
         fuse_depthwise_pointwise_grads(t)
     return t
-
-
-def _conv_attrs(g: Graph, node: Node) -> dict:
-    w = g.tensors[node.inputs[1]]
-    if node.op == "fully_connected":
-        return {"strides": (1, 1), "pads": (0, 0, 0, 0), "dilations": (1, 1), "groups": 1,
-                "fc": True, "w_scale": np.broadcast_to(w.q.scale, (w.shape[0],)).astype(np.float32)}
-    return {"strides": node.attrs["strides"], "pads": node.attrs["pads"],
-            "dilations": node.attrs["dilations"], "groups": node.attrs["groups"], "fc": False,
-            "w_scale": np.asarray(w.q.scale, np.float32)}
-
-
-def _update_node(g: Graph, node: Node, g_out: str, scheme: UpdateScheme, opts: TrainOptions,
-                 forward: list[Node]) -> Node:
-    upd = scheme.layers[node.name]
-    attrs = _conv_attrs(g, node)
-    x = node.inputs[0]
-    xq = g.tensors[x].q
-    s_x = np.float32(xq.scale)
-    s_w = attrs["w_scale"]
-    # QAS: the integer-domain step equals the float SGD step of the dequantized parameter
-    if opts.qas:
-        f_w = (1.0 / s_w.astype(np.float64)).astype(np.float32)
-        f_b = (1.0 / (s_w.astype(np.float64) * np.float64(s_x))).astype(np.float32)
-    else:
-        f_w = s_w.astype(np.float32)
-        f_b = (s_w.astype(np.float64) * np.float64(s_x)).astype(np.float32)
-    ins = [g_out, "", node.inputs[1], node.inputs[2]]
-    channels = upd.channels if upd.weights else None
-    if channels is not None:
-        cin = g.tensors[x].shape[-1]
-        if len(channels) == cin:
-            ins[1] = x
-        else:
-            sel = f"{x}:selected:{node.name}"
-            g.tensors[sel] = Tensor(sel, g.tensors[x].shape[:-1] + (len(channels),), "int8",
-                                    q=xq)
-            forward.insert(forward.index(node),
-                           Node(node.name + "/keep", "select_channels", [x], [sel],
-                                {"channels": channels}))
-            ins[1] = sel
-    attrs.update(channels=channels, update_bias=upd.bias, x_scale=s_x,
-                 x_zero_point=int(xq.zero_point), f_w=f_w, f_b=f_b,
-                 rounding=opts.rounding, salt=(hash_name(node.name)))
-    return Node(node.name + "/update", "conv2d_update", ins, [], attrs)
-
-
-def hash_name(name: str) -> int:
-    """A stable 32-bit salt per layer for stochastic rounding (FNV-1a)."""
-    h = 0x811C9DC5
-    for ch in name.encode():
-        h = ((h ^ ch) * 0x01000193) & 0xFFFFFFFF
-    return h
 
 
 def trainable_parameters(g: Graph) -> list[str]:

@@ -88,11 +88,7 @@ def _window_params(g: Graph, node: Node, axis: int) -> tuple[int, int, int, int]
     if op is not None:
         return op.window(g, node, axis)
     a = node.attrs
-    if node.op == "conv2d":
-        kernel = g.tensors[node.inputs[1]].shape[1 + axis]
-        dilation = a.get("dilations", (1, 1))[axis]
-    else:
-        kernel, dilation = a["kernel"][axis], 1
+    kernel, dilation = a["kernel"][axis], 1
     return kernel, a.get("strides", (1, 1))[axis], a["pads"][axis], dilation
 
 
@@ -347,7 +343,7 @@ def recompute_macs(g: Graph, spec: PatchSpec, reg: PatchRegions | None = None) -
     extra = 0
     for node in g.nodes[:spec.split + 1]:
         y = node.outputs[0]
-        if node.op != "conv2d" or y not in reg.rows:
+        if y not in reg.rows:
             continue
         per_pixel = g.macs(node) // (g.tensors[y].shape[1] * g.tensors[y].shape[2])
         rows = sum(b - a for a, b in reg.rows[y])

@@ -29,7 +29,7 @@ BIAS_LIMIT = 2 ** 30
 # product of up to MAX_DOT_LENGTH terms stays inside int32 on top of such a bias
 MAX_DOT_LENGTH = (2 ** 31 - 1 - BIAS_LIMIT) // (127 * 255)
 PASS_THROUGH = ("avg_pool", "max_pool", "pad", "reshape", "clamp")
-REQUANTIZING = ("conv2d", "fully_connected", "add")
+REQUANTIZING = ("add",)
 
 
 def calibrate(g: Graph, samples: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -168,33 +168,6 @@ def _same(a: QParams, b: QParams) -> bool:
     return float(a.scale) == float(b.scale) and int(a.zero_point) == int(b.zero_point)
 
 
-def _quantize_weights(g: Graph, node: Node, s_in: float) -> tuple[np.ndarray, np.ndarray]:
-    wt, bt = g.tensors[node.inputs[1]], g.tensors[node.inputs[2]]
-    w, b = wt.data.astype(np.float64), bt.data.astype(np.float64)
-    if w[0].size > MAX_DOT_LENGTH:
-        raise TinycError(f"{node.describe()}: each output sums {w[0].size:,} products, more "
-                         f"than the {MAX_DOT_LENGTH:,} an int32 accumulator holds without "
-                         "overflow; split the layer (fewer input channels or a smaller kernel)")
-    per_channel = node.op == "conv2d"
-    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else np.abs(w).max()
-    scale = absmax / 127.0
-    # keep the int32 bias representable even for channels with tiny weights
-    bias_floor = np.abs(b) / (float(s_in) * BIAS_LIMIT)
-    scale = np.maximum(scale, bias_floor if per_channel else bias_floor.max())
-    scale = round_scale(np.where(scale > 0, scale, 1.0 / 127.0))
-    bshape = (-1,) + (1,) * (w.ndim - 1)
-    w_q = np.clip(round_half_away(w / (scale.reshape(bshape) if per_channel else scale)), -127, 127)
-    b_scale = np.float64(np.float32(s_in)) * scale.astype(np.float64)
-    b_q = np.clip(round_half_away(b / b_scale), -(2 ** 31), 2 ** 31 - 1)
-    wt.data, wt.dtype = w_q.astype(np.int8), "int8"
-    wt.q = QParams(scale, np.zeros(scale.shape, np.int32), axis=0 if per_channel else None)
-    bt.data, bt.dtype = b_q.astype(np.int32), "int32"
-    # a per-tensor weight scale gives a per-tensor bias scale: TFLite's FULLY_CONNECTED checks it
-    bscale = np.asarray(b_scale, np.float32)
-    bt.q = QParams(bscale, np.zeros(bscale.shape, np.int32), axis=0 if per_channel else None)
-    return scale, w_q
-
-
 def _quantize_node(g: Graph, node: Node) -> None:
     op = ops.REGISTRY.get(node.op)
     if op is not None:
@@ -206,19 +179,7 @@ def _quantize_node(g: Graph, node: Node) -> None:
     s_in, zp_in = x.q.scalar()
     s_out, zp_out = y.q.scalar()
     a = node.attrs
-    if node.op in ("conv2d", "fully_connected"):
-        if t[node.inputs[1]].dtype != "float32":
-            raise TinycError(f"{node.describe()}: its weights are shared with another layer; "
-                             "tinyc needs one weight tensor per layer")
-        scale, _ = _quantize_weights(g, node, s_in)
-        cout = t[node.inputs[1]].shape[0]
-        scales = np.broadcast_to(scale, (cout,))
-        mults, shifts = zip(*(quantize_multiplier(float(s_in) * float(s) / float(s_out))
-                              for s in scales))
-        act_min, act_max = activation_range(y.q, a.get("clamp"))
-        a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=np.array(mults, np.int32),
-                      shift=np.array(shifts, np.int32), act_min=act_min, act_max=act_max)
-    elif node.op == "add":
+    if node.op == "add":
         s2, zp2 = t[node.inputs[1]].q.scalar()
         left_shift = 20
         twice_max = 2.0 * float(max(np.float32(s_in), np.float32(s2)))

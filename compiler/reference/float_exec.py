@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops
 from ..ir import Graph, Node
-from .common import conv_accumulate, crop, paste, pool_windows
+from .common import crop, paste, pool_windows
 
 
 def _clamp(y, clamp):
@@ -21,15 +21,6 @@ def run_float_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         return op.run_float(g, node, env)
     a = node.attrs
     x = env[node.inputs[0]]
-    if node.op == "conv2d":
-        w, b = g.tensors[node.inputs[1]].data, g.tensors[node.inputs[2]].data
-        y = conv_accumulate(x[0], w, a["strides"], a["pads"], a["dilations"], a["groups"],
-                            np.float64) + b
-        return _clamp(y, a["clamp"])[None].astype(np.float32)
-    if node.op == "fully_connected":
-        w, b = g.tensors[node.inputs[1]].data, g.tensors[node.inputs[2]].data
-        y = x.astype(np.float64) @ w.T.astype(np.float64) + b
-        return _clamp(y, a["clamp"]).astype(np.float32)
     if node.op == "add":
         y = x.astype(np.float64) + env[node.inputs[1]]
         return _clamp(y, a["clamp"]).astype(np.float32)

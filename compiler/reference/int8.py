@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from ..ir import Graph, Node
 from . import softmax as softmax_ref
-from .common import conv_accumulate, crop, paste, pool_windows
+from .common import crop, paste, pool_windows
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 
 
@@ -24,18 +24,6 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         return op.run_int8(g, node, env)
     a, q = node.attrs, node.attrs["q"]
     x = env[node.inputs[0]]
-    if node.op == "conv2d":
-        w, b = g.tensors[node.inputs[1]].data, g.tensors[node.inputs[2]].data
-        xin = x[0].astype(np.int64) - q["in_zp"]
-        acc = conv_accumulate(xin, w, a["strides"], a["pads"], a["dilations"], a["groups"],
-                              np.int64) + b
-        y = mbqm(acc, q["mult"], q["shift"]) + q["out_zp"]
-        return _saturate(y, q["act_min"], q["act_max"])[None]
-    if node.op == "fully_connected":
-        w, b = g.tensors[node.inputs[1]].data, g.tensors[node.inputs[2]].data
-        acc = (x.astype(np.int64) - q["in_zp"]) @ w.T.astype(np.int64) + b
-        y = mbqm(acc, q["mult"], q["shift"]) + q["out_zp"]
-        return _saturate(y, q["act_min"], q["act_max"])
     if node.op == "add":
         x2 = env[node.inputs[1]]
         s1 = mbqm((x.astype(np.int64) - q["in1_zp"]) << q["left_shift"], q["in1_mult"], q["in1_shift"])
