@@ -61,12 +61,12 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
         nodes.append(helper.make_node("Clip", ins, [dst], name=node.name + "/clip"))
 
     for node in g.nodes[:n_forward]:
+        if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
+            continue   # no part of the inference
         out = node.outputs[0]
         fused = node.attrs.get("clamp") is not None and node.op != "clamp"
         raw = out + "_preact" if fused else out
         a = node.attrs
-        if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
-            continue
         if node.op in ops.REGISTRY:
             ops.REGISTRY[node.op].onnx_export(x, node, raw)
         elif node.op == "conv2d":
