@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import ops
 from .errors import TinycError
 from .frontend.onnx import load_onnx
 from .ir import Graph
@@ -118,7 +119,8 @@ def forward_graph(g: Graph) -> Graph:
     if "train" not in g.meta:
         return g
     f = g.copy()
-    f.nodes = [n for n in f.nodes[:f.meta["train"]["forward_nodes"]] if n.op != "select_channels"]
+    f.nodes = [n for n in f.nodes[:f.meta["train"]["forward_nodes"]]
+               if not (n.op in ops.REGISTRY and ops.REGISTRY[n.op].training_only)]
     del f.meta["train"]
     f.remove_unused_tensors()
     return f

@@ -42,14 +42,12 @@ TEMPLATE_DIR = ROOT / "templates"
 # runtime source file (runtime_c/src/forward/) of each kernel kind
 KERNEL_SOURCES = {
     "add": "elementwise.c",
-    "clamp": "elementwise.c", "requantize": "elementwise.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
-    "window": "data.c",
+    "clamp": "elementwise.c", "requantize": "elementwise.c",
     "softmax": "softmax.c",
     # training (runtime_c/src/backward and src/optim)
-    "select_channels": "backward/elementwise_grad.c", "softmax_ce": "backward/loss.c",
+    "softmax_ce": "backward/loss.c",
     "grad_mask": "backward/elementwise_grad.c", "grad_add": "backward/elementwise_grad.c",
     "grad_copy": "backward/elementwise_grad.c", "grad_alias": None,
-    "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
     "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
     "conv2d_grad_input_split": "backward/conv_grad.c",
     "depthwise_grad_backwards": "backward/conv_grad.c",
@@ -192,27 +190,6 @@ def kept_channels(consts: "_Consts", weight: str, channels) -> str:
 _CTYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
 
 
-def _window_layer(g: Graph, node: Node, i: int, plan: MemoryPlan) -> dict:
-    """crop: a window of the input -> the whole output; paste: the whole patch -> a window of
-    the output, which the planner put over the accumulator (inputs[1]) in place."""
-    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
-    r0, c0 = node.attrs["origin"]
-    if node.op == "crop":
-        rows, cols = y.shape[1:3]
-        where = dict(src_w=x.shape[2], src_row0=r0, src_col0=c0, dst_w=cols, dst_row0=0,
-                     dst_col0=0)
-    else:
-        rows, cols = x.shape[1:3]
-        where = dict(src_w=cols, src_row0=0, src_col0=0, dst_w=y.shape[2], dst_row0=r0,
-                     dst_col0=c0)
-        if len(node.inputs) > 1 and (plan.tensor_offsets[node.inputs[1]]
-                                     != plan.tensor_offsets[node.outputs[0]]):
-            raise TinycError(f"{node.describe()}: a paste needs its output planned over its "
-                             "accumulator")
-    return dict(kind="window", ptype="tinyc_window_params",
-                params=dict(rows=rows, cols=cols, channels=y.shape[3], **where))
-
-
 def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
            params: _Params) -> dict:
     q = node.attrs.get("q")
@@ -238,26 +215,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
         layer = dict(kind="requantize", ptype="tinyc_requantize_params",
                      params=dict(size=y.size, in_zp=q["in_zp"], out_zp=q["out_zp"],
                                  mult=q["mult"], shift=q["shift"]))
-    elif op == "pad":
-        x = g.tensors[node.inputs[0]]
-        _, h, w, c = x.shape
-        t, l, b, r = node.attrs["pads"]
-        layer = dict(kind="pad", ptype="tinyc_pad_params",
-                     params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l,
-                                 pad_bottom=b, pad_right=r, value=q["pad_value"]))
-    elif op == "concat":
-        pixels = y.size // y.shape[-1]
-        parts, c0 = [], 0
-        for name in node.inputs:
-            c = g.tensors[name].shape[-1]
-            parts.append(dict(in_c=c, c_offset=c0, in_off=plan.tensor_offsets[name]))
-            c0 += c
-        layer = dict(kind="concat", params=dict(pixels=pixels, out_c=y.shape[-1]), parts=parts)
-    elif op == "reshape":
-        same = plan.tensor_offsets[node.inputs[0]] == plan.tensor_offsets[node.outputs[0]]
-        layer = dict(kind="alias" if same else "copy", params=dict(size=y.size))
-    elif op in ("crop", "paste"):
-        layer = _window_layer(g, node, i, plan)
     elif op == "softmax":
         layer = dict(kind="softmax", ptype="tinyc_softmax_params",
                      params=dict(rows=y.size // y.shape[-1], depth=y.shape[-1],
@@ -288,12 +245,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
     L: dict = dict(kind=op, params={})
     if op in ops.REGISTRY:
         L.update(ops.REGISTRY[op].layer(g, node, i, plan, consts, params))
-    elif op == "select_channels":
-        x = g.tensors[node.inputs[0]]
-        ch = np.asarray(a["channels"], np.int64)
-        L.update(params=dict(pixels=x.size // x.shape[-1], in_c=x.shape[-1], count=len(ch)),
-                 channels=consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t", ch,
-                                     f"channels of {node.inputs[0]} kept for the update"))
     elif op == "softmax_ce":
         L.update(params=dict(n=out.size, scale=c_float(a["scale"]),
                              zero_point=int(a["zero_point"])))
@@ -321,16 +272,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
                      n_saved=depthwise_grad_backwards_saved(g, node) or 0)
     elif op == "dw_pw_grad":
         L.update(_dw_pw_grad_params(g, node, i, plan, consts, params))
-    elif op == "pad_grad":
-        _, h, w, c = out.shape
-        t, l, b, r = a["pads"]
-        L.update(ptype="tinyc_pad_params",
-                 params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l, pad_bottom=b,
-                             pad_right=r, value=0))
-    elif op == "slice_grad":
-        g_in = g.tensors[node.inputs[0]]
-        L.update(params=dict(pixels=out.size // out.shape[-1], in_c=out.shape[-1],
-                             out_c=g_in.shape[-1], c_offset=int(a["offset"])))
     elif op == "grad_alias":
         same = plan.tensor_offsets[node.inputs[0]] == plan.tensor_offsets[node.outputs[0]]
         L.update(kind="grad_alias" if same else "grad_copy", params=dict(size=out.size))
@@ -474,6 +415,11 @@ def _conv_input_hw(g: Graph, node: Node) -> tuple[int, int]:
     return tuple(g.tensors[fwd.inputs[0]].shape[1:3])
 
 
+def _training_only(node: Node) -> bool:
+    """A forward node that only keeps data for the backward pass: a training layer."""
+    return node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only
+
+
 def _share_parameters(layers: list[dict]) -> None:
     """Layers with identical parameter structs (the patches of a patch schedule mostly are) use
     the first one's: L["params_ident"] names the struct, L["own_params"] says who defines it."""
@@ -502,7 +448,7 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
     params = _Params(g)
     train = g.meta.get("train")
     n_forward = train["forward_nodes"] if train else len(g.nodes)
-    layers = [_layer(g, n, i, plan, consts, params) if i < n_forward and n.op != "select_channels"
+    layers = [_layer(g, n, i, plan, consts, params) if i < n_forward and not _training_only(n)
               else _train_layer(g, n, i, plan, consts, params) for i, n in enumerate(g.nodes)]
     for act, m in plan.masks.items():   # training: bit masks packed after their activation
         layers[m["after"]].setdefault("packs", []).append(

@@ -61,33 +61,18 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
         nodes.append(helper.make_node("Clip", ins, [dst], name=node.name + "/clip"))
 
     for node in g.nodes[:n_forward]:
-        if node.op == "reshape" and node.attrs.get("nchw_shape") is not None:
-            _, h, w, c = node.attrs["nchw_shape"]
-            for u in g.consumers(node.outputs[0]):
-                spatial_flatten[u.name] = (h, w, c)
-
-    for node in g.nodes[:n_forward]:
+        if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
+            continue   # no part of the inference
         out = node.outputs[0]
         fused = node.attrs.get("clamp") is not None and node.op != "clamp"
         raw = out + "_preact" if fused else out
         a = node.attrs
         if node.op in ops.REGISTRY:
             ops.REGISTRY[node.op].onnx_export(x, node, raw)
-        elif node.op == "select_channels":
-            continue
         elif node.op == "add":
             nodes.append(helper.make_node("Add", node.inputs, [raw], name=node.name))
         elif node.op == "clamp":
             clip(node, node.inputs[0], out)
-        elif node.op == "pad":
-            t, l, b, r = a["pads"]
-            nodes.append(helper.make_node(
-                "Pad", [node.inputs[0], const(out + "_pads", [0, 0, t, l, 0, 0, b, r], np.int64),
-                        const(out + "_value", a["value"])], [raw], name=node.name, mode="constant"))
-        elif node.op == "concat":
-            nodes.append(helper.make_node("Concat", node.inputs, [raw], name=node.name, axis=1))
-        elif node.op == "reshape":
-            nodes.append(helper.make_node("Flatten", node.inputs, [raw], name=node.name, axis=1))
         elif node.op == "requantize":
             nodes.append(helper.make_node("Identity", node.inputs, [raw], name=node.name))
         elif node.op == "softmax":

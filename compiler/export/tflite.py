@@ -346,41 +346,6 @@ class _Exporter:
         self.op("CONCATENATION", [i for i, _ in parts], [dst], opt, "ConcatenationOptions")
         return dst
 
-    def op_pad(self, node: Node):
-        x_name, out_name = node.inputs[0], node.outputs[0]
-        x = self.g.tensors[x_name]
-        _same_params(node, x, self.g.tensors[out_name])
-        q = node.attrs.get("q") or {}
-        pv = q.get("pad_value")
-        if pv is None:
-            raise ExportError(f"{node.describe()}: attrs['q']['pad_value'] is missing")
-        t, l, b, r = (int(p) for p in node.attrs["pads"])
-        paddings = self.const_i32(f"{node.name}_paddings", [[0, 0], [t, b], [l, r], [0, 0]])
-        out = self.tensor(out_name)
-        _, zp = x.q.scalar()
-        if int(pv) == zp:
-            self.op("PAD", [self.tensor(x_name), paddings], [out], self.fb.PadOptionsT(),
-                    "PadOptions")
-        else:
-            v = self.const_int8_like(x_name, int(pv), f"_padvalue_{node.name}")
-            self.op("PADV2", [self.tensor(x_name), paddings, v], [out], self.fb.PadV2OptionsT(),
-                    "PadV2Options")
-
-    def op_concat(self, node: Node):
-        out = self.g.tensors[node.outputs[0]]
-        for i in node.inputs:
-            _same_params(node, self.g.tensors[i], out)
-        opt = self.fb.ConcatenationOptionsT()
-        opt.axis = len(out.shape) - 1
-        self.op("CONCATENATION", [self.tensor(i) for i in node.inputs], [self.tensor(out.name)],
-                opt, "ConcatenationOptions")
-
-    def op_reshape(self, node: Node):
-        x, out = self.g.tensors[node.inputs[0]], self.g.tensors[node.outputs[0]]
-        shape = self.const_i32(f"{node.name}_shape", np.array(out.shape, np.int32))
-        self.op("RESHAPE", [self.tensor(x.name), shape], [self.tensor(out.name)],
-                _reshape_options(self.fb, out.shape), "ReshapeOptions")
-
     def op_clamp(self, node: Node):
         x_name, out_name = node.inputs[0], node.outputs[0]
         _same_params(node, self.g.tensors[x_name], self.g.tensors[out_name])

@@ -26,7 +26,8 @@ MIN_OPSET, MAX_OPSET = 11, 21
 ARITY = {
     "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
     "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
-    "Pad": (2, 4), "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
+    "Gemm": (2, 3), "MatMul": (2, 2),
+    "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
 }
 # ONNX types of the attributes tinyc reads (a model with another type is malformed)
 ATTRIBUTE_TYPES = {
@@ -371,67 +372,6 @@ class _Importer:
                                  f"{b.shape}); broadcasting is not supported")
         out = self.new_act(node.output[0], a.shape)
         self.emit(node, "add", [a.name, b.name], [out], clamp=None)
-
-    def _to_2d(self, node, x):
-        """Flatten (1, H, W, C) to (1, H*W*C) in ONNX's (C, H, W) order."""
-        out = self.new_act(node.output[0], (1, x.size))
-        nchw = len(x.shape) == 4 and x.shape[1] * x.shape[2] > 1 and x.shape[3] > 1
-        self.emit(node, "reshape", [x.name], [out], nchw_order=nchw, nchw_shape=x.shape)
-
-    def op_Flatten(self, node):
-        x = self.act(node.input[0], node)
-        axis = int(self.attrs(node).get("axis", 1))
-        if axis % len(x.shape) != 1:
-            raise self.err(node, f"Flatten axis={axis} is not supported (only axis=1)")
-        self._to_2d(node, x)
-
-    def op_Reshape(self, node):
-        x = self.act(node.input[0], node)
-        shape = self.int_list(node.input[1], node, "the target shape")
-        if len(shape) != 2 or shape[0] not in (1, -1, 0) or shape[1] not in (-1, x.size) \
-                or (shape[0] == -1 and shape[1] == -1):
-            raise self.err(node, f"Reshape to {shape} is not supported; only a flatten to 2-D "
-                                 f"(1, {x.size}) is")
-        self._to_2d(node, x)
-
-    def op_Concat(self, node):
-        xs = [self.act(i, node) for i in node.input]
-        if "axis" not in self.attrs(node):
-            raise self.err(node, "the axis attribute is missing")
-        axis = int(self.attrs(node)["axis"])
-        rank = len(xs[0].shape)
-        if axis % rank != 1:
-            raise self.err(node, f"Concat on axis {axis} is not supported (only channels, axis 1)")
-        for x in xs[1:]:
-            if len(x.shape) != rank or x.shape[:-1] != xs[0].shape[:-1]:
-                raise self.err(node, f"inputs {[x.shape for x in xs]} differ outside the channel axis")
-        shape = xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
-        out = self.new_act(node.output[0], shape)
-        self.emit(node, "concat", [x.name for x in xs], [out])
-
-    def op_Pad(self, node):
-        a = self.attrs(node)
-        mode = a.get("mode", b"constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        if mode != "constant":
-            raise self.err(node, f"Pad mode '{mode}' is not supported (only constant)")
-        x = self.act(node.input[0], node)
-        if len(x.shape) != 4:
-            raise self.err(node, f"needs a 4-D input, got {x.shape}")
-        p = self.int_list(node.input[1], node, "the pads")
-        if len(node.input) > 3 and node.input[3]:
-            raise self.err(node, "Pad with an 'axes' input is not supported")
-        if len(p) != 8 or p[0] or p[1] or p[4] or p[5]:
-            raise self.err(node, f"pads {p} are not supported: only H and W may be padded")
-        if min(p) < 0:
-            raise self.err(node, f"negative pads (cropping) {p} are not supported")
-        value = 0.0
-        if len(node.input) > 2 and node.input[2]:
-            value = self.scalar(node.input[2], node, "the pad value")
-        _, h, w, c = x.shape
-        pads = (p[2], p[3], p[6], p[7])
-        out = self.new_act(node.output[0], (1, h + p[2] + p[6], w + p[3] + p[7], c))
-        self.emit(node, "pad", [x.name], [out], pads=pads, value=value)
 
     def op_Softmax(self, node):
         x = self.act(node.input[0], node)

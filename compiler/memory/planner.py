@@ -83,6 +83,13 @@ def _is_alias(node: Node) -> bool:
     return op.alias if op is not None else node.op in ALIAS_OPS
 
 
+def _assembled(node: Node) -> bool:
+    """The node's output is assembled window by window (a paste): its buffer holds only the
+    bytes written so far."""
+    op = ops.REGISTRY.get(node.op)
+    return op is not None and op.assembled
+
+
 def _align(x: int, a: int = ALIGN) -> int:
     return (x + a - 1) // a * a
 
@@ -314,10 +321,6 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
             _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace,
                                 pointwise_grad, split)
             continue
-        elif node.op == "paste" and len(node.inputs) > 1:
-            if not dies_at(node.inputs[1], i):
-                raise TinycError(f"{node.describe()}: its accumulator is read after the paste")
-            join(i, node.inputs[1], out, "paste")
         elif not inplace:
             continue   # no in-place kernels, no scratch: the plain reference kernels
         elif node.op == "add":
@@ -328,9 +331,6 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
         elif node.op in ("clamp", "requantize"):
             if dies_at(node.inputs[0], i):
                 join(i, node.inputs[0], out, "elementwise")
-        elif node.op == "crop":
-            if dies_at(node.inputs[0], i):
-                join(i, node.inputs[0], out, "crop")
 
     # a trained layer whose forward kernel takes a folded bias gets it recomputed from the current
     # (SRAM) weights and bias into its scratch, after the kernel's own scratch
@@ -384,9 +384,9 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
             if dies_at(src, i):
                 join(i, src, out, "add")
                 break
-    elif node.op in ("grad_mask", "pad_grad", "slice_grad"):
+    elif node.op == "grad_mask":
         if dies_at(node.inputs[0], i):
-            join(i, node.inputs[0], out, "elementwise" if node.op == "grad_mask" else "compact")
+            join(i, node.inputs[0], out, "elementwise")
     elif depthwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
         join(i, node.inputs[0], out, "depthwise_grad")
         _, h, w, _ = g.tensors[node.inputs[0]].shape
@@ -551,30 +551,22 @@ def first_byte_read(g: Graph, node: Node, t: str) -> int:
     if node.op in ("avg_pool", "max_pool"):
         top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
         return (max(0, -top) * w + max(0, -left)) * c
-    if node.op == "crop":
-        r0, c0 = node.attrs["origin"]
-        return (r0 * w + c0) * c
     return 0
 
 
 def _partly_dead(g: Graph, values: list[Buffer], value_of: dict[str, int], outputs: set) -> None:
-    """Buffer.size of paste outputs = bytes written so far; Buffer.low of values read only
-    through windows. See the module docstring."""
+    """Buffer.size of assembled outputs (a paste's) = bytes written so far; Buffer.low of values
+    read only through windows. See the module docstring."""
     readers: dict[int, list[tuple[int, int]]] = {}   # value -> [(step, first byte read)]
     for i, node in enumerate(g.nodes):
         for t in node.inputs:
             if t in value_of:
                 readers.setdefault(value_of[t], []).append((i, first_byte_read(g, node, t)))
-        if node.op == "paste":
-            y = g.tensors[node.outputs[0]]
-            _, _, w, c = y.shape
-            r0, c0 = node.attrs["origin"]
-            _, ph, pw, _ = g.tensors[node.inputs[0]].shape
-            end = ((r0 + ph - 1) * w + c0 + pw) * c
-            prev = values[value_of[node.inputs[1]]].size if len(node.inputs) > 1 else 0
+        if _assembled(node):
             b = values[value_of[node.outputs[0]]]
             if len(b.tensors) == 1:
-                b.size = max(prev, end)
+                b.size = ops.REGISTRY[node.op].written_bytes(g, node,
+                                                             lambda t: values[value_of[t]].size)
     for v, rs in readers.items():
         b = values[v]
         if v in outputs or all(fb == 0 for _, fb in rs):
@@ -662,14 +654,14 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
     planner bug."""
     bs = plan.buffers
     handover = {(i, min(a, b), max(a, b)) for i, a, b in plan.handovers}
-    pasted = {t for n in g.nodes if n.op == "paste" for t in n.outputs}
+    assembled = {t for n in g.nodes if _assembled(n) for t in n.outputs}
     for b in bs:
         assert b.offset % plan.alignment == 0, f"buffer {b.id} misaligned at {b.offset}"
         assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"buffer {b.id} outside"
         if b.kind == "mask":
             continue
         for t in b.tensors:
-            assert t in pasted or g.tensors[t].nbytes <= b.size
+            assert t in assembled or g.tensors[t].nbytes <= b.size
     for y, m in plan.masks.items():
         b = bs[plan.tensor_buffer[m["name"]]]
         assert b.size * 8 >= g.tensors[y].size and b.first == m["after"]

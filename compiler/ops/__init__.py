@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import conv, pool
+from . import conv, data, pool
 from .base import Op, PlanContext, TrainRun
 
-MODULES = (conv, pool)
+MODULES = (pool, conv, data)
 
 REGISTRY: dict[str, Op] = {}
 for _module in MODULES:

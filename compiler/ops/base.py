@@ -11,13 +11,13 @@ Hooks, grouped by the stage that calls them:
                        `fold_constant_add`
 - passes/fuse_activations  trait `takes_clamp`
 - reference/float_exec `run_float`        reference/int8 `run_int8`
-- reference/train      `run_train` (the nodes of a training step)
+- reference/train      `run_train` (the nodes of a training step); trait `training_only`
 - passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
 - passes/autodiff      `grad`; traits `masks_gradient` (a clamp on its output masks the
                        gradient), `trainable_params` (a layer a scheme may train)
 - passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
 - memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `bias_scratch_bytes`,
-                       `first_byte_read`
+                       `first_byte_read`; trait `assembled` with `written_bytes`
 - codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
 - export/tflite        `tflite`       export/onnx_export `onnx_export`
 - ir.Graph.macs        `macs`
@@ -66,7 +66,11 @@ class Op:
     onnx: dict = {}
     # traits
     backward: bool = False        # a node of a training step (passes/autodiff.py)
+    # a forward node of a training step that only keeps data for the backward pass (inference,
+    # predict and the ONNX export skip it)
+    training_only: bool = False
     alias: bool = False           # its output is its input's bytes (no kernel, no copy)
+    assembled: bool = False       # its output is assembled window by window (`written_bytes`)
     pass_through_q: bool = False  # its output keeps its input's quantization parameters
     requantizing: bool = False    # it writes any output scale (concat may retarget it)
     masks_gradient: bool = False  # a fused clamp on its output masks the output gradient
@@ -168,6 +172,10 @@ class Op:
         _, _, width, c = shape
         top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
         return (max(0, -top) * width + max(0, -left)) * c
+
+    def written_bytes(self, g: Graph, node: Node, held: Callable[[str], int]) -> int:
+        """Bytes of its assembled output written so far; held(t): those of input t's buffer."""
+        raise self.unsupported(node, "written_bytes")
 
     # ---------------------------------------------------------------- code generation
     def layer(self, g: Graph, node: Node, i: int, plan, consts, params) -> dict:

@@ -141,27 +141,11 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
         elif node.op == "add":
             for i in need:
                 give_grad(i, g_out, node)
-        elif node.op in ("clamp", "requantize", "reshape"):
+        elif node.op in ("clamp", "requantize"):
             if need:
                 g_x = new_grad(node.inputs[0])
                 backward.append(Node(node.name + "/grad", "grad_alias", [g_out], [g_x]))
                 give_grad(node.inputs[0], g_x, node)
-        elif node.op == "pad":
-            if need:
-                g_x = new_grad(node.inputs[0])
-                backward.append(Node(node.name + "/grad", "pad_grad", [g_out], [g_x],
-                                     {"pads": node.attrs["pads"]}))
-                give_grad(node.inputs[0], g_x, node)
-        elif node.op == "concat":
-            offset = 0
-            for i in node.inputs:
-                c = t.tensors[i].shape[-1]
-                if i in dep:
-                    g_x = new_grad(i)
-                    backward.append(Node(node.name + "/grad", "slice_grad", [g_out], [g_x],
-                                         {"offset": offset}))
-                    give_grad(i, g_x, node)
-                offset += c
         elif need:
             raise TinycError(f"{node.describe()}: no backward rule for op {node.op}")
 

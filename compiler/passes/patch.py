@@ -102,9 +102,6 @@ def input_interval(g: Graph, node: Node, out: Interval, axis: int, in_size: int)
     elif node.op in WINDOWED_OPS:
         k, s, p, d = _window_params(g, node, axis)
         a, b = lo * s - p, (hi - 1) * s - p + (k - 1) * d + 1
-    elif node.op == "pad":
-        p = node.attrs["pads"][axis]
-        a, b = lo - p, hi - p
     else:
         a, b = lo, hi
     return max(a, 0), min(b, in_size)
@@ -300,12 +297,6 @@ def unroll_patch(g: Graph, reg: PatchRegions, i: int, j: int, tensors: dict, nod
             attrs.update(op.patch_attrs(g, node, y_reg, ins[0][1]))
         elif node.op in WINDOWED_OPS:
             attrs["pads"] = _local_pads(g, node, y_reg, ins[0][1])
-        elif node.op == "pad":
-            (a, b), (c, d) = y_reg
-            (r0, r1), (c0, c1) = ins[0][1]
-            t, l, _, _ = node.attrs["pads"]
-            top, left = r0 - (a - t), c0 - (c - l)
-            attrs["pads"] = (top, left, b - a - top - (r1 - r0), d - c - left - (c1 - c0))
         name = f"{y}#{tag}"
         _add_tensor(tensors, g.tensors[y], name, y_reg)
         nodes.append(Node(f"{node.name}#{tag}", node.op, [v for v, _ in ins], [name], attrs,

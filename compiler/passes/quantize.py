@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import TinycError
-from ..ir import Graph, Node, QParams, Tensor
+from ..ir import Graph, Node, QParams
 from ..reference.fixedpoint import quantize_multiplier, round_half_away
 from ..reference.float_exec import run_float_node
 from ..reference import softmax as softmax_ref
@@ -122,9 +122,6 @@ def quantize(graph: Graph, samples: np.ndarray | None,
             q[out] = q[node.inputs[0]]
         elif node.op == "softmax":
             q[out] = QParams(np.asarray(1.0 / 256.0, np.float32), np.asarray(-128, np.int32))
-        elif node.op == "concat":
-            q[out] = choose_qparams(*ranges[out])
-            _unify_concat_inputs(g, node, q)
         else:
             q[out] = choose_qparams(*ranges[out])
 
@@ -136,27 +133,6 @@ def quantize(graph: Graph, samples: np.ndarray | None,
     g.meta["calibration_samples"] = int(len(samples))
     g.meta["activation_ranges"] = {k: v for k, v in ranges.items()}
     return g
-
-
-def _unify_concat_inputs(g: Graph, node: Node, q: dict) -> None:
-    """TFLite's int8 concat copies bytes: every input must share the output's parameters. An input
-    made by a requantizing op with no other reader simply gets them; otherwise a requantize node
-    is inserted."""
-    target = q[node.outputs[0]]
-    for k, name in enumerate(list(node.inputs)):
-        if _same(q[name], target):
-            continue
-        prod = g.producer(name)
-        if (prod is not None and _requantizing(prod) and name not in g.outputs
-                and len(g.consumers(name)) == 1 and node.inputs.count(name) == 1):
-            q[name] = target
-            continue
-        new = f"{name}_requant_{node.name}"
-        g.tensors[new] = Tensor(new, g.tensors[name].shape)
-        q[new] = target
-        g.nodes.insert(g.nodes.index(node),
-                       Node(node.name + "_requant", "requantize", [name], [new], {}, "Concat"))
-        node.inputs[k] = new
 
 
 def _requantizing(node: Node) -> bool:
@@ -193,14 +169,10 @@ def _quantize_node(g: Graph, node: Node) -> None:
     elif node.op in ("avg_pool", "max_pool", "clamp"):
         act_min, act_max = activation_range(y.q, a.get("clamp") if node.op == "clamp" else None)
         a["q"] = dict(act_min=act_min, act_max=act_max)
-    elif node.op == "pad":
-        a["q"] = dict(pad_value=quantize_value(x.q, a["value"]))
     elif node.op == "requantize":
         m, sh = quantize_multiplier(float(s_in) / float(s_out))
         a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=m, shift=sh)
     elif node.op == "softmax":
         a["q"] = softmax_ref.softmax_params(float(s_in))
-    elif node.op in ("concat", "reshape"):
-        a["q"] = {}
     else:
         raise NotImplementedError(node.op)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import ops
 from ..ir import Graph, Node
-from .common import crop, paste, pool_windows
+from .common import pool_windows
 
 
 def _clamp(y, clamp):
@@ -36,24 +36,11 @@ def run_float_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         else:
             y = vals.sum(axis=2) / valid.sum(axis=2)
         return y[None].astype(np.float32)
-    if node.op == "pad":
-        t, l, b_, r = a["pads"]
-        return np.pad(x, ((0, 0), (t, b_), (l, r), (0, 0)),
-                      constant_values=a["value"]).astype(np.float32)
-    if node.op == "concat":
-        return np.concatenate([env[i] for i in node.inputs], axis=-1)
-    if node.op == "reshape":
-        return x.reshape(g.tensors[node.outputs[0]].shape)
     if node.op == "softmax":
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
     if node.op == "requantize":
         return x
-    if node.op == "crop":
-        return crop(x, a["origin"], g.tensors[node.outputs[0]].shape)
-    if node.op == "paste":
-        acc = env[node.inputs[1]] if len(node.inputs) > 1 else None
-        return paste(acc, x, a["origin"], g.tensors[node.outputs[0]].shape, np.float32)
     raise NotImplementedError(node.op)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from ..ir import Graph, Node
 from . import softmax as softmax_ref
-from .common import crop, paste, pool_windows
+from .common import pool_windows
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 
 
@@ -47,23 +47,11 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
     if node.op == "max_pool":
         vals, _ = pool_windows(x[0].astype(np.int64), a["kernel"], a["strides"], a["pads"], -129)
         return _saturate(vals.max(axis=2), q["act_min"], q["act_max"])[None]
-    if node.op == "pad":
-        t, l, b_, r = a["pads"]
-        return np.pad(x, ((0, 0), (t, b_), (l, r), (0, 0)), constant_values=q["pad_value"])
-    if node.op == "concat":
-        return np.concatenate([env[i] for i in node.inputs], axis=-1)
-    if node.op == "reshape":
-        return x.reshape(g.tensors[node.outputs[0]].shape)
     if node.op == "requantize":
         y = mbqm(x.astype(np.int64) - q["in_zp"], q["mult"], q["shift"]) + q["out_zp"]
         return _saturate(y)
     if node.op == "softmax":
         return softmax_ref.softmax_int8(x, q)
-    if node.op == "crop":
-        return crop(x, a["origin"], g.tensors[node.outputs[0]].shape)
-    if node.op == "paste":
-        acc = env[node.inputs[1]] if len(node.inputs) > 1 else None
-        return paste(acc, x, a["origin"], g.tensors[node.outputs[0]].shape, np.int8)
     raise NotImplementedError(node.op)
 
 

@@ -347,9 +347,7 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
             if run.skip:
                 return run.loss
             continue
-        if node.op == "select_channels":
-            env[node.outputs[0]] = np.ascontiguousarray(env[node.inputs[0]][..., node.attrs["channels"]])
-        elif node.op == "softmax_ce":
+        if node.op == "softmax_ce":
             env[node.outputs[0]], loss = softmax_ce(env[node.inputs[0]], node.attrs["scale"],
                                                     node.attrs["zero_point"], label)
             if not _step_is_finite(lr, loss, env[node.outputs[0]]):
@@ -368,14 +366,6 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
             out = dw_pw_grad(g, node, env, lr, step, guard)
             if node.outputs:   # a tail has none
                 env[node.outputs[0]] = out
-        elif node.op == "pad_grad":
-            t_, l_, _, _ = node.attrs["pads"]
-            _, h, w, _ = g.tensors[node.outputs[0]].shape
-            env[node.outputs[0]] = np.ascontiguousarray(env[node.inputs[0]][:, t_:t_ + h, l_:l_ + w])
-        elif node.op == "slice_grad":
-            c = g.tensors[node.outputs[0]].shape[-1]
-            off = node.attrs["offset"]
-            env[node.outputs[0]] = np.ascontiguousarray(env[node.inputs[0]][..., off:off + c])
         elif node.op == "grad_alias":
             env[node.outputs[0]] = env[node.inputs[0]].reshape(g.tensors[node.outputs[0]].shape)
         elif node.op == "grad_add":
@@ -391,7 +381,7 @@ def predict(g: Graph, x_q: np.ndarray) -> np.ndarray:
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
     logits = g.meta["train"]["logits"]
     for node in g.nodes[:g.meta["train"]["forward_nodes"]]:
-        if node.op == "select_channels":
+        if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
             continue
         env[node.outputs[0]] = run_int8_node(g, node, env)
         if node.outputs[0] == logits:
