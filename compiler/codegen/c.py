@@ -45,21 +45,17 @@ KERNEL_SOURCES = {
     "conv_split": "conv2d.c",
     "conv_im2col": "conv2d.c",
     "depthwise": "depthwise_conv.c",
-    "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c", "add": "elementwise.c",
-    "clamp": "elementwise.c", "requantize": "elementwise.c", "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
+    "depthwise_inplace": "depthwise_conv.c", "fc": "fully_connected.c",
+    "pad": "data.c", "concat": "data.c", "copy": "data.c", "alias": None,
     "window": "data.c",
-    "softmax": "softmax.c",
     # training (runtime_c/src/backward and src/optim)
-    "select_channels": "backward/elementwise_grad.c", "softmax_ce": "backward/loss.c",
-    "grad_mask": "backward/elementwise_grad.c", "grad_add": "backward/elementwise_grad.c",
-    "grad_copy": "backward/elementwise_grad.c", "grad_alias": None,
+    "select_channels": "backward/elementwise_grad.c",
     "pad_grad": "backward/elementwise_grad.c", "slice_grad": "backward/elementwise_grad.c",
     "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
     "conv2d_grad_input_split": "backward/conv_grad.c",
     "depthwise_grad_backwards": "backward/conv_grad.c",
     "pointwise_grad_inplace": "backward/conv_grad.c", "dw_pw_grad": "backward/conv_grad.c",
     "conv2d_update": "optim/sgd.c",
-    "grad_mask_bits": "backward/elementwise_grad.c",
 }
 # every training build also needs these (rounding helpers, exp, the folded-bias refresh, masks)
 TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c", "backward/elementwise_grad.c",
@@ -301,21 +297,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
         layer = _conv_layer(g, node, i, plan, consts, params)
     elif op == "fully_connected":
         layer = _fc_layer(g, node, i, consts, params)
-    elif op == "add":
-        layer = dict(kind="add", ptype="tinyc_add_params",
-                     params=dict(size=y.size, in1_zp=q["in1_zp"], in2_zp=q["in2_zp"],
-                                 out_zp=q["out_zp"], left_shift=q["left_shift"],
-                                 in1_mult=q["in1_mult"], in1_shift=q["in1_shift"],
-                                 in2_mult=q["in2_mult"], in2_shift=q["in2_shift"],
-                                 out_mult=q["out_mult"], out_shift=q["out_shift"],
-                                 act_min=q["act_min"], act_max=q["act_max"]))
-    elif op == "clamp":
-        layer = dict(kind="clamp", params=dict(size=y.size, act_min=q["act_min"],
-                                               act_max=q["act_max"]))
-    elif op == "requantize":
-        layer = dict(kind="requantize", ptype="tinyc_requantize_params",
-                     params=dict(size=y.size, in_zp=q["in_zp"], out_zp=q["out_zp"],
-                                 mult=q["mult"], shift=q["shift"]))
     elif op == "pad":
         x = g.tensors[node.inputs[0]]
         _, h, w, c = x.shape
@@ -336,12 +317,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
         layer = dict(kind="alias" if same else "copy", params=dict(size=y.size))
     elif op in ("crop", "paste"):
         layer = _window_layer(g, node, i, plan)
-    elif op == "softmax":
-        layer = dict(kind="softmax", ptype="tinyc_softmax_params",
-                     params=dict(rows=y.size // y.shape[-1], depth=y.shape[-1],
-                                 input_multiplier=q["input_multiplier"],
-                                 input_left_shift=q["input_left_shift"],
-                                 diff_min=q["diff_min"]))
     else:
         raise UnsupportedError(f"{node.describe()}: no C kernel for op '{op}'")
     layer["params"] = {k: int(v) for k, v in layer["params"].items()}
@@ -375,15 +350,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
         L.update(params=dict(pixels=x.size // x.shape[-1], in_c=x.shape[-1], count=len(ch)),
                  channels=consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t", ch,
                                      f"channels of {node.inputs[0]} kept for the update"))
-    elif op == "softmax_ce":
-        L.update(params=dict(n=out.size, scale=c_float(a["scale"]),
-                             zero_point=int(a["zero_point"])))
-    elif op == "grad_mask":
-        L.update(params=dict(size=out.size, lo=-129 if a["lo"] is None else int(a["lo"]),
-                             hi=128 if a["hi"] is None else int(a["hi"])))
-        m = plan.masks.get(node.inputs[1])
-        if m is not None:
-            L.update(kind="grad_mask_bits", mask_off=plan.tensor_offsets[m["name"]])
     elif op in ("conv2d_grad_input", "conv2d_update"):
         L.update(_conv_train_params(g, node, i, plan, consts, params))
         inplace = plan.inplace.get(i)
@@ -412,11 +378,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
         g_in = g.tensors[node.inputs[0]]
         L.update(params=dict(pixels=out.size // out.shape[-1], in_c=out.shape[-1],
                              out_c=g_in.shape[-1], c_offset=int(a["offset"])))
-    elif op == "grad_alias":
-        same = plan.tensor_offsets[node.inputs[0]] == plan.tensor_offsets[node.outputs[0]]
-        L.update(kind="grad_alias" if same else "grad_copy", params=dict(size=out.size))
-    elif op == "grad_add":
-        L.update(params=dict(size=out.size))
     else:
         raise UnsupportedError(f"{node.describe()}: no C kernel for training op '{op}'")
     ins = [t for t in node.inputs if t and not g.tensors[t].is_const]

@@ -12,8 +12,10 @@ Hooks, grouped by the stage that calls them:
 - reference/train      `run_train` (the nodes of a training step)
 - passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
 - passes/autodiff      `grad`; trait `masks_gradient` (a clamp on its output masks the gradient)
+- passes/fuse_activations  trait `takes_clamp` (a standalone clamp after it fuses into it)
 - passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
-- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `first_byte_read`
+- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `first_byte_read`,
+                       `mask_read` (packable_masks)
 - codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
 - export/tflite        `tflite`       export/onnx_export `onnx_export`
 - ir.Graph.macs        `macs`
@@ -66,6 +68,7 @@ class Op:
     pass_through_q: bool = False  # its output keeps its input's quantization parameters
     requantizing: bool = False    # it writes any output scale (concat may retarget it)
     masks_gradient: bool = False  # a fused clamp on its output masks the output gradient
+    takes_clamp: bool = False     # a clamp on its output fuses into it (its "clamp" attribute)
     patchable: bool = False       # may run patch by patch (passes/patch.py)
     windowed: bool = False        # reads windows of its input through pads (`window`)
     # runtime sources (runtime_c/src/...; a bare name is under forward/) of each kernel kind
@@ -150,6 +153,10 @@ class Op:
         _, _, width, c = shape
         top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
         return (max(0, -top) * width + max(0, -left)) * c
+
+    def mask_read(self, node: Node, y: str) -> tuple | None:
+        """(lo, hi) when the node reads activation y only as the mask of a gradient, else None."""
+        return None
 
     # ---------------------------------------------------------------- code generation
     def layer(self, g: Graph, node: Node, i: int, plan, consts, params) -> dict:

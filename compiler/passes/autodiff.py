@@ -155,9 +155,6 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
                 give_grad(x, g_x, node)
             if update is not None and not bias_first:
                 backward.append(update)
-        elif node.op == "add":
-            for i in need:
-                give_grad(i, g_out, node)
         elif node.op in ("clamp", "requantize", "reshape"):
             if need:
                 g_x = new_grad(node.inputs[0])

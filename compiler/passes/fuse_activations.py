@@ -6,9 +6,15 @@ clamp (pools, concat, pad, the graph input).
 """
 from __future__ import annotations
 
-from ..ir import Graph
+from .. import ops
+from ..ir import Graph, Node
 
 FUSABLE = ("conv2d", "fully_connected", "add")
+
+
+def _takes_clamp(node: Node) -> bool:
+    op = ops.REGISTRY.get(node.op)
+    return op.takes_clamp if op is not None else node.op in FUSABLE
 
 
 def fuse_activations(graph: Graph) -> Graph:
@@ -21,7 +27,7 @@ def fuse_activations(graph: Graph) -> Graph:
                 continue
             src = node.inputs[0]
             prod = g.producer(src)
-            if (prod is None or prod.op not in FUSABLE or src in g.outputs
+            if (prod is None or not _takes_clamp(prod) or src in g.outputs
                     or len(g.consumers(src)) != 1):
                 continue
             lo, hi = node.attrs["clamp"]

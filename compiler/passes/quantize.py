@@ -19,7 +19,6 @@ from ..errors import TinycError
 from ..ir import Graph, Node, QParams, Tensor
 from ..reference.fixedpoint import quantize_multiplier, round_half_away
 from ..reference.float_exec import run_float_node
-from ..reference import softmax as softmax_ref
 
 QMIN, QMAX = -128, 127
 # |int32 bias| <= 2^30: the headroom that keeps every int32 accumulator (bias plus products)
@@ -120,8 +119,6 @@ def quantize(graph: Graph, samples: np.ndarray | None,
             q[out] = op.out_qparams(g, node, q, ranges)
         elif node.op in PASS_THROUGH:
             q[out] = q[node.inputs[0]]
-        elif node.op == "softmax":
-            q[out] = QParams(np.asarray(1.0 / 256.0, np.float32), np.asarray(-128, np.int32))
         elif node.op == "concat":
             q[out] = choose_qparams(*ranges[out])
             _unify_concat_inputs(g, node, q)
@@ -218,27 +215,8 @@ def _quantize_node(g: Graph, node: Node) -> None:
         act_min, act_max = activation_range(y.q, a.get("clamp"))
         a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=np.array(mults, np.int32),
                       shift=np.array(shifts, np.int32), act_min=act_min, act_max=act_max)
-    elif node.op == "add":
-        s2, zp2 = t[node.inputs[1]].q.scalar()
-        left_shift = 20
-        twice_max = 2.0 * float(max(np.float32(s_in), np.float32(s2)))
-        m1, sh1 = quantize_multiplier(float(s_in) / twice_max)
-        m2, sh2 = quantize_multiplier(float(s2) / twice_max)
-        mo, sho = quantize_multiplier(twice_max / float(np.float32((1 << left_shift) * np.float32(s_out))))
-        act_min, act_max = activation_range(y.q, a.get("clamp"))
-        a["q"] = dict(in1_zp=zp_in, in2_zp=zp2, out_zp=zp_out, left_shift=left_shift,
-                      in1_mult=m1, in1_shift=sh1, in2_mult=m2, in2_shift=sh2,
-                      out_mult=mo, out_shift=sho, act_min=act_min, act_max=act_max)
-    elif node.op in ("avg_pool", "max_pool", "clamp"):
-        act_min, act_max = activation_range(y.q, a.get("clamp") if node.op == "clamp" else None)
-        a["q"] = dict(act_min=act_min, act_max=act_max)
     elif node.op == "pad":
         a["q"] = dict(pad_value=quantize_value(x.q, a["value"]))
-    elif node.op == "requantize":
-        m, sh = quantize_multiplier(float(s_in) / float(s_out))
-        a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=m, shift=sh)
-    elif node.op == "softmax":
-        a["q"] = softmax_ref.softmax_params(float(s_in))
     elif node.op in ("concat", "reshape"):
         a["q"] = {}
     else:

@@ -9,7 +9,6 @@ import numpy as np
 
 from .. import ops
 from ..ir import Graph, Node
-from . import softmax as softmax_ref
 from .common import conv_accumulate, crop, paste, pool_windows
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 
@@ -36,14 +35,6 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         acc = (x.astype(np.int64) - q["in_zp"]) @ w.T.astype(np.int64) + b
         y = mbqm(acc, q["mult"], q["shift"]) + q["out_zp"]
         return _saturate(y, q["act_min"], q["act_max"])
-    if node.op == "add":
-        x2 = env[node.inputs[1]]
-        s1 = mbqm((x.astype(np.int64) - q["in1_zp"]) << q["left_shift"], q["in1_mult"], q["in1_shift"])
-        s2 = mbqm((x2.astype(np.int64) - q["in2_zp"]) << q["left_shift"], q["in2_mult"], q["in2_shift"])
-        y = mbqm(s1 + s2, q["out_mult"], q["out_shift"]) + q["out_zp"]
-        return _saturate(y, q["act_min"], q["act_max"])
-    if node.op == "clamp":
-        return _saturate(x, q["act_min"], q["act_max"])
     if node.op == "avg_pool":
         zp = int(g.tensors[node.inputs[0]].q.zero_point)
         vals, valid = pool_windows(x[0].astype(np.int64), a["kernel"], a["strides"], a["pads"], zp)
@@ -66,11 +57,6 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         return np.concatenate([env[i] for i in node.inputs], axis=-1)
     if node.op == "reshape":
         return x.reshape(g.tensors[node.outputs[0]].shape)
-    if node.op == "requantize":
-        y = mbqm(x.astype(np.int64) - q["in_zp"], q["mult"], q["shift"]) + q["out_zp"]
-        return _saturate(y)
-    if node.op == "softmax":
-        return softmax_ref.softmax_int8(x, q)
     if node.op == "crop":
         return crop(x, a["origin"], g.tensors[node.outputs[0]].shape)
     if node.op == "paste":
