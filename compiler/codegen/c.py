@@ -41,19 +41,12 @@ TEMPLATE_DIR = ROOT / "templates"
 
 # runtime source file (runtime_c/src/forward/) of each kernel kind
 KERNEL_SOURCES = {
-    "add": "elementwise.c",
-    "clamp": "elementwise.c", "requantize": "elementwise.c",
-    "softmax": "softmax.c",
     # training (runtime_c/src/backward and src/optim)
-    "softmax_ce": "backward/loss.c",
-    "grad_mask": "backward/elementwise_grad.c", "grad_add": "backward/elementwise_grad.c",
-    "grad_copy": "backward/elementwise_grad.c", "grad_alias": None,
     "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
     "conv2d_grad_input_split": "backward/conv_grad.c",
     "depthwise_grad_backwards": "backward/conv_grad.c",
     "pointwise_grad_inplace": "backward/conv_grad.c", "dw_pw_grad": "backward/conv_grad.c",
     "conv2d_update": "optim/sgd.c",
-    "grad_mask_bits": "backward/elementwise_grad.c",
 }
 # every training build also needs these (rounding helpers, exp, the folded-bias refresh, masks)
 TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c", "backward/elementwise_grad.c",
@@ -200,27 +193,6 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
     op = node.op
     if op in ops.REGISTRY:
         layer = ops.REGISTRY[op].layer(g, node, i, plan, consts, params)
-    elif op == "add":
-        layer = dict(kind="add", ptype="tinyc_add_params",
-                     params=dict(size=y.size, in1_zp=q["in1_zp"], in2_zp=q["in2_zp"],
-                                 out_zp=q["out_zp"], left_shift=q["left_shift"],
-                                 in1_mult=q["in1_mult"], in1_shift=q["in1_shift"],
-                                 in2_mult=q["in2_mult"], in2_shift=q["in2_shift"],
-                                 out_mult=q["out_mult"], out_shift=q["out_shift"],
-                                 act_min=q["act_min"], act_max=q["act_max"]))
-    elif op == "clamp":
-        layer = dict(kind="clamp", params=dict(size=y.size, act_min=q["act_min"],
-                                               act_max=q["act_max"]))
-    elif op == "requantize":
-        layer = dict(kind="requantize", ptype="tinyc_requantize_params",
-                     params=dict(size=y.size, in_zp=q["in_zp"], out_zp=q["out_zp"],
-                                 mult=q["mult"], shift=q["shift"]))
-    elif op == "softmax":
-        layer = dict(kind="softmax", ptype="tinyc_softmax_params",
-                     params=dict(rows=y.size // y.shape[-1], depth=y.shape[-1],
-                                 input_multiplier=q["input_multiplier"],
-                                 input_left_shift=q["input_left_shift"],
-                                 diff_min=q["diff_min"]))
     else:
         raise UnsupportedError(f"{node.describe()}: no C kernel for op '{op}'")
     layer["params"] = {k: int(v) for k, v in layer["params"].items()}
@@ -245,15 +217,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
     L: dict = dict(kind=op, params={})
     if op in ops.REGISTRY:
         L.update(ops.REGISTRY[op].layer(g, node, i, plan, consts, params))
-    elif op == "softmax_ce":
-        L.update(params=dict(n=out.size, scale=c_float(a["scale"]),
-                             zero_point=int(a["zero_point"])))
-    elif op == "grad_mask":
-        L.update(params=dict(size=out.size, lo=-129 if a["lo"] is None else int(a["lo"]),
-                             hi=128 if a["hi"] is None else int(a["hi"])))
-        m = plan.masks.get(node.inputs[1])
-        if m is not None:
-            L.update(kind="grad_mask_bits", mask_off=plan.tensor_offsets[m["name"]])
     elif op in ("conv2d_grad_input", "conv2d_update"):
         L.update(_conv_train_params(g, node, i, plan, consts, params))
         inplace = plan.inplace.get(i)
@@ -272,11 +235,6 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
                      n_saved=depthwise_grad_backwards_saved(g, node) or 0)
     elif op == "dw_pw_grad":
         L.update(_dw_pw_grad_params(g, node, i, plan, consts, params))
-    elif op == "grad_alias":
-        same = plan.tensor_offsets[node.inputs[0]] == plan.tensor_offsets[node.outputs[0]]
-        L.update(kind="grad_alias" if same else "grad_copy", params=dict(size=out.size))
-    elif op == "grad_add":
-        L.update(params=dict(size=out.size))
     else:
         raise UnsupportedError(f"{node.describe()}: no C kernel for training op '{op}'")
     ins = [t for t in node.inputs if t and not g.tensors[t].is_const]

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import TinycError
-from ..ir import Graph
+from ..ir import Graph, Node
 
 
 def _dequantized(g: Graph, name: str) -> np.ndarray:
@@ -44,6 +44,20 @@ class OnnxWriter:
     def dequantized(self, name: str) -> np.ndarray:
         return _dequantized(self.g, name)
 
+    def clip(self, node, src: str, dst: str) -> None:
+        """dst = Clip(src) to the node's "clamp" range (bounds that are infinite left out)."""
+        lo, hi = node.attrs["clamp"]
+        ins = [src, self.const(dst + "_min", lo) if np.isfinite(lo) else "",
+               self.const(dst + "_max", hi) if np.isfinite(hi) else ""]
+        self.add("Clip", ins, [dst], name=node.name + "/clip")
+
+
+def _fused_clamp(node: Node) -> bool:
+    """A clamp is fused into the node: a Clip follows its raw output."""
+    op = ops.REGISTRY.get(node.op)
+    takes = op.takes_clamp if op is not None else node.op in ("conv2d", "fully_connected")
+    return node.attrs.get("clamp") is not None and takes
+
 
 def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
     import onnx
@@ -54,33 +68,19 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
     n_forward = g.meta.get("train", {}).get("forward_nodes", len(g.nodes))
     spatial_flatten = x.spatial_flatten
 
-    def clip(node, src, dst):
-        lo, hi = node.attrs["clamp"]
-        ins = [src, const(dst + "_min", lo) if np.isfinite(lo) else "",
-               const(dst + "_max", hi) if np.isfinite(hi) else ""]
-        nodes.append(helper.make_node("Clip", ins, [dst], name=node.name + "/clip"))
-
     for node in g.nodes[:n_forward]:
         if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
             continue   # no part of the inference
         out = node.outputs[0]
-        fused = node.attrs.get("clamp") is not None and node.op != "clamp"
+        fused = _fused_clamp(node)
         raw = out + "_preact" if fused else out
         a = node.attrs
         if node.op in ops.REGISTRY:
             ops.REGISTRY[node.op].onnx_export(x, node, raw)
-        elif node.op == "add":
-            nodes.append(helper.make_node("Add", node.inputs, [raw], name=node.name))
-        elif node.op == "clamp":
-            clip(node, node.inputs[0], out)
-        elif node.op == "requantize":
-            nodes.append(helper.make_node("Identity", node.inputs, [raw], name=node.name))
-        elif node.op == "softmax":
-            nodes.append(helper.make_node("Softmax", node.inputs, [raw], name=node.name, axis=-1))
         else:
             raise TinycError(f"{node.describe()}: cannot be exported to ONNX")
         if fused:
-            clip(node, raw, out)
+            x.clip(node, raw, out)
 
     c, h, w = g.meta["input_nchw"][1:]
     output = g.outputs[0]

@@ -317,16 +317,6 @@ class _Exporter:
         return self.padded_input(node, x_name, pads, pad_value), fb.Padding.VALID
 
     # ---------------------------------------------------------------- ops
-    def op_add(self, node: Node):
-        fb = self.fb
-        a, b = (self.tensor(n) for n in node.inputs[:2])
-
-        def emit(out, act):
-            opt = fb.AddOptionsT()
-            opt.fusedActivationFunction = act
-            self.op("ADD", [a, b], [out], opt, "AddOptions")
-        self.with_activation(node, node.outputs[0], emit)
-
     def _concat(self, out_name, parts, axis, lead_shape, suffix, c, final=False):
         """Concatenate (tensor index, size) parts along `axis`; returns the result's index."""
         total = sum(n for _, n in parts)
@@ -345,30 +335,6 @@ class _Exporter:
         opt.axis = axis
         self.op("CONCATENATION", [i for i, _ in parts], [dst], opt, "ConcatenationOptions")
         return dst
-
-    def op_clamp(self, node: Node):
-        x_name, out_name = node.inputs[0], node.outputs[0]
-        _same_params(node, self.g.tensors[x_name], self.g.tensors[out_name])
-        q = node.attrs.get("q") or {}
-        if q.get("act_min") is None or q.get("act_max") is None:
-            raise ExportError(f"{node.describe()}: attrs['q'] has no act_min/act_max")
-        self.emit_minmax(out_name, self.tensor(x_name), self.tensor(out_name),
-                         (int(q["act_min"]), int(q["act_max"])))
-
-    def op_requantize(self, node: Node):
-        self.op("QUANTIZE", [self.tensor(node.inputs[0])], [self.tensor(node.outputs[0])],
-                self.fb.QuantizeOptionsT(), "QuantizeOptions")
-
-    def op_softmax(self, node: Node):
-        out = self.g.tensors[node.outputs[0]]
-        scale, zp = out.q.scalar()
-        if zp != -128 or np.float32(scale) != np.float32(1.0 / 256):
-            raise ExportError(f"{node.describe()}: int8 softmax output must have scale 1/256 and "
-                              f"zero point -128 (got {scale!r}, {zp})")
-        opt = self.fb.SoftmaxOptionsT()
-        opt.beta = 1.0
-        self.op("SOFTMAX", [self.tensor(node.inputs[0])], [self.tensor(out.name)], opt,
-                "SoftmaxOptions")
 
     # ---------------------------------------------------------------- model
     def run(self) -> bytes:

@@ -24,10 +24,7 @@ SUPPORTED_OPS = (
 MIN_OPSET, MAX_OPSET = 11, 21
 # (fewest, most) inputs of each op; the first `fewest` must be named (not optional "")
 ARITY = {
-    "Relu": (1, 1), "Clip": (1, 3), "Add": (2, 2),
-    "Flatten": (1, 1), "Reshape": (2, 2), "Concat": (1, 1 << 16),
-    "Gemm": (2, 3), "MatMul": (2, 2),
-    "Identity": (1, 1), "Dropout": (1, 3), "Softmax": (1, 1), "Constant": (0, 0),
+    "Identity": (1, 1), "Dropout": (1, 3), "Constant": (0, 0),
 }
 # ONNX types of the attributes tinyc reads (a model with another type is malformed)
 ATTRIBUTE_TYPES = {
@@ -329,57 +326,3 @@ class _Importer:
             if name in n.outputs:
                 return n
         return None
-
-    def _clamp(self, node, lo, hi):
-        x = self.act(node.input[0], node)
-        out = self.new_act(node.output[0], x.shape)
-        self.emit(node, "clamp", [x.name], [out], clamp=(float(lo), float(hi)))
-
-    def op_Relu(self, node):
-        self._clamp(node, 0.0, float("inf"))
-
-    def op_Clip(self, node):
-        lo, hi = -float("inf"), float("inf")
-        if len(node.input) > 1 and node.input[1]:
-            lo = self.scalar(node.input[1], node, "Clip's min")
-        if len(node.input) > 2 and node.input[2]:
-            hi = self.scalar(node.input[2], node, "Clip's max")
-        if not lo <= hi:
-            raise self.err(node, f"Clip min {lo} is above max {hi}")
-        if lo > 0 or hi < 0:
-            raise self.err(node, f"Clip range [{lo}, {hi}] does not contain 0; int8 activations "
-                                 "need 0 to be representable")
-        self._clamp(node, lo, hi)
-
-    def op_Add(self, node):
-        ins = [self.alias.get(i, i) for i in node.input]
-        consts = [i for i in node.input if i in self.consts]
-        if len(consts) == 1:
-            # MatMul + Add (bias) -> one fully-connected layer (its fold_constant_add)
-            x = self.act([i for i in node.input if i not in self.consts][0], node)
-            prod = self._producer(x.name)
-            c = self.consts[consts[0]]
-            op = ops.REGISTRY.get(prod.op) if prod is not None else None
-            if op is not None and op.fold_constant_add(self, prod, node, x, c):
-                return
-            raise self.err(node, "Add of a constant is supported only as the bias of a "
-                                 "MatMul (MatMul + Add)")
-        if consts:
-            raise self.err(node, "Add of two constants is not supported")
-        a, b = (self.act(i, node) for i in ins)
-        if a.shape != b.shape:
-            raise self.err(node, f"Add needs two inputs of the same shape (got {a.shape} and "
-                                 f"{b.shape}); broadcasting is not supported")
-        out = self.new_act(node.output[0], a.shape)
-        self.emit(node, "add", [a.name, b.name], [out], clamp=None)
-
-    def op_Softmax(self, node):
-        x = self.act(node.input[0], node)
-        axis = int(self.attrs(node).get("axis", -1 if self.opset >= 13 else 1))
-        if len(x.shape) != 2 or axis % 2 != 1:
-            raise self.err(node, f"Softmax is supported on a 2-D (1, N) tensor over its last axis "
-                                 f"(input {x.shape}, axis {axis})")
-        if not any(o.name == node.output[0] for o in self.model.graph.output):
-            raise self.err(node, "Softmax is supported only as the model's output")
-        out = self.new_act(node.output[0], x.shape)
-        self.emit(node, "softmax", [x.name], [out])

@@ -323,14 +323,6 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
             continue
         elif not inplace:
             continue   # no in-place kernels, no scratch: the plain reference kernels
-        elif node.op == "add":
-            for src in node.inputs:
-                if dies_at(src, i):
-                    join(i, src, out, "add")
-                    break
-        elif node.op in ("clamp", "requantize"):
-            if dies_at(node.inputs[0], i):
-                join(i, node.inputs[0], out, "elementwise")
 
     # a trained layer whose forward kernel takes a folded bias gets it recomputed from the current
     # (SRAM) weights and bias into its scratch, after the kernel's own scratch
@@ -379,15 +371,7 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
     if not inplace or (node.op == "conv2d_grad_input" and node.inputs[1] in split):
         return
     out = node.outputs[0]
-    if node.op == "grad_add":
-        for src in node.inputs:
-            if dies_at(src, i):
-                join(i, src, out, "add")
-                break
-    elif node.op == "grad_mask":
-        if dies_at(node.inputs[0], i):
-            join(i, node.inputs[0], out, "elementwise")
-    elif depthwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
+    if depthwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
         join(i, node.inputs[0], out, "depthwise_grad")
         _, h, w, _ = g.tensors[node.inputs[0]].shape
         scratch_sizes[i] = 4 * h * w     # one channel of the output gradient, float32
@@ -514,8 +498,9 @@ def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
 
 def _mask_bounds_read(n: Node, y: str) -> tuple | None:
     """(lo, hi) when node n reads activation y only as the mask of a gradient, else None."""
-    if n.op == "grad_mask" and n.inputs[1] == y and n.inputs[0] != y:
-        return n.attrs["lo"], n.attrs["hi"]
+    op = ops.REGISTRY.get(n.op)
+    if op is not None:
+        return op.mask_read(n, y)
     if n.op == "dw_pw_grad" and y in (n.inputs[2], n.inputs[4]) and n.inputs.count(y) == 1:
         mask = n.attrs["parts"]["proj_mask" if y == n.inputs[2] else "mask"]
         return mask.attrs["lo"], mask.attrs["hi"]

@@ -15,9 +15,11 @@ Hooks, grouped by the stage that calls them:
 - passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
 - passes/autodiff      `grad`; traits `masks_gradient` (a clamp on its output masks the
                        gradient), `trainable_params` (a layer a scheme may train)
+- passes/fuse_activations  trait `takes_clamp` (a standalone clamp after it fuses into it)
 - passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
 - memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `bias_scratch_bytes`,
-                       `first_byte_read`; trait `assembled` with `written_bytes`
+                       `first_byte_read`; trait `assembled` with `written_bytes`; `mask_read`
+                       (packable_masks)
 - codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
 - export/tflite        `tflite`       export/onnx_export `onnx_export`
 - ir.Graph.macs        `macs`
@@ -74,7 +76,7 @@ class Op:
     pass_through_q: bool = False  # its output keeps its input's quantization parameters
     requantizing: bool = False    # it writes any output scale (concat may retarget it)
     masks_gradient: bool = False  # a fused clamp on its output masks the output gradient
-    takes_clamp: bool = False     # a clamp after it may be fused into it (attrs["clamp"])
+    takes_clamp: bool = False     # a clamp on its output fuses into it (its "clamp" attribute)
     trainable_params: bool = False  # has weights and bias a training scheme may update
     patchable: bool = False       # may run patch by patch (passes/patch.py)
     windowed: bool = False        # reads windows of its input through pads (`window`)
@@ -176,6 +178,10 @@ class Op:
     def written_bytes(self, g: Graph, node: Node, held: Callable[[str], int]) -> int:
         """Bytes of its assembled output written so far; held(t): those of input t's buffer."""
         raise self.unsupported(node, "written_bytes")
+
+    def mask_read(self, node: Node, y: str) -> tuple | None:
+        """(lo, hi) when the node reads activation y only as the mask of a gradient, else None."""
+        return None
 
     # ---------------------------------------------------------------- code generation
     def layer(self, g: Graph, node: Node, i: int, plan, consts, params) -> dict:

@@ -138,9 +138,6 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
         need = [i for i in node.inputs if i in dep]
         if op is not None:
             op.grad(ad, node, g_out, need)
-        elif node.op == "add":
-            for i in need:
-                give_grad(i, g_out, node)
         elif node.op in ("clamp", "requantize"):
             if need:
                 g_x = new_grad(node.inputs[0])

@@ -17,6 +17,11 @@ def _takes_clamp(node: Node) -> bool:
     return op.takes_clamp if op is not None else node.op in FUSABLE
 
 
+def _takes_clamp(node: Node) -> bool:
+    op = ops.REGISTRY.get(node.op)
+    return op.takes_clamp if op is not None else node.op in FUSABLE
+
+
 def fuse_activations(graph: Graph) -> Graph:
     g = graph.copy()
     changed = True

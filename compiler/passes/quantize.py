@@ -19,7 +19,6 @@ from ..errors import TinycError
 from ..ir import Graph, Node, QParams
 from ..reference.fixedpoint import quantize_multiplier, round_half_away
 from ..reference.float_exec import run_float_node
-from ..reference import softmax as softmax_ref
 
 QMIN, QMAX = -128, 127
 # |int32 bias| <= 2^30: the headroom that keeps every int32 accumulator (bias plus products)
@@ -120,8 +119,6 @@ def quantize(graph: Graph, samples: np.ndarray | None,
             q[out] = op.out_qparams(g, node, q, ranges)
         elif node.op in PASS_THROUGH:
             q[out] = q[node.inputs[0]]
-        elif node.op == "softmax":
-            q[out] = QParams(np.asarray(1.0 / 256.0, np.float32), np.asarray(-128, np.int32))
         else:
             q[out] = choose_qparams(*ranges[out])
 
@@ -149,30 +146,4 @@ def _quantize_node(g: Graph, node: Node) -> None:
     if op is not None:
         node.attrs["q"] = op.quantize(g, node)
         return
-    t = g.tensors
-    x = t[node.inputs[0]]
-    y = t[node.outputs[0]]
-    s_in, zp_in = x.q.scalar()
-    s_out, zp_out = y.q.scalar()
-    a = node.attrs
-    if node.op == "add":
-        s2, zp2 = t[node.inputs[1]].q.scalar()
-        left_shift = 20
-        twice_max = 2.0 * float(max(np.float32(s_in), np.float32(s2)))
-        m1, sh1 = quantize_multiplier(float(s_in) / twice_max)
-        m2, sh2 = quantize_multiplier(float(s2) / twice_max)
-        mo, sho = quantize_multiplier(twice_max / float(np.float32((1 << left_shift) * np.float32(s_out))))
-        act_min, act_max = activation_range(y.q, a.get("clamp"))
-        a["q"] = dict(in1_zp=zp_in, in2_zp=zp2, out_zp=zp_out, left_shift=left_shift,
-                      in1_mult=m1, in1_shift=sh1, in2_mult=m2, in2_shift=sh2,
-                      out_mult=mo, out_shift=sho, act_min=act_min, act_max=act_max)
-    elif node.op in ("avg_pool", "max_pool", "clamp"):
-        act_min, act_max = activation_range(y.q, a.get("clamp") if node.op == "clamp" else None)
-        a["q"] = dict(act_min=act_min, act_max=act_max)
-    elif node.op == "requantize":
-        m, sh = quantize_multiplier(float(s_in) / float(s_out))
-        a["q"] = dict(in_zp=zp_in, out_zp=zp_out, mult=m, shift=sh)
-    elif node.op == "softmax":
-        a["q"] = softmax_ref.softmax_params(float(s_in))
-    else:
-        raise NotImplementedError(node.op)
+    raise NotImplementedError(node.op)

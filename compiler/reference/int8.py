@@ -9,7 +9,6 @@ import numpy as np
 
 from .. import ops
 from ..ir import Graph, Node
-from . import softmax as softmax_ref
 from .common import pool_windows
 from .fixedpoint import multiply_by_quantized_multiplier as mbqm
 
@@ -24,14 +23,6 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
         return op.run_int8(g, node, env)
     a, q = node.attrs, node.attrs["q"]
     x = env[node.inputs[0]]
-    if node.op == "add":
-        x2 = env[node.inputs[1]]
-        s1 = mbqm((x.astype(np.int64) - q["in1_zp"]) << q["left_shift"], q["in1_mult"], q["in1_shift"])
-        s2 = mbqm((x2.astype(np.int64) - q["in2_zp"]) << q["left_shift"], q["in2_mult"], q["in2_shift"])
-        y = mbqm(s1 + s2, q["out_mult"], q["out_shift"]) + q["out_zp"]
-        return _saturate(y, q["act_min"], q["act_max"])
-    if node.op == "clamp":
-        return _saturate(x, q["act_min"], q["act_max"])
     if node.op == "avg_pool":
         zp = int(g.tensors[node.inputs[0]].q.zero_point)
         vals, valid = pool_windows(x[0].astype(np.int64), a["kernel"], a["strides"], a["pads"], zp)
@@ -47,11 +38,6 @@ def run_int8_node(g: Graph, node: Node, env: dict) -> np.ndarray:
     if node.op == "max_pool":
         vals, _ = pool_windows(x[0].astype(np.int64), a["kernel"], a["strides"], a["pads"], -129)
         return _saturate(vals.max(axis=2), q["act_min"], q["act_max"])[None]
-    if node.op == "requantize":
-        y = mbqm(x.astype(np.int64) - q["in_zp"], q["mult"], q["shift"]) + q["out_zp"]
-        return _saturate(y)
-    if node.op == "softmax":
-        return softmax_ref.softmax_int8(x, q)
     raise NotImplementedError(node.op)
 
 

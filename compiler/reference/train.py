@@ -39,7 +39,9 @@ import numpy as np
 from .. import ops
 from ..ir import Graph, Node
 from ..ops.base import TrainRun
+from ..ops.elementwise import grad_mask
 from ..ops.pool import pool_grad  # noqa: F401  (tests/test_autodiff.py)
+from ..ops.softmax import softmax_ce  # noqa: F401  (tests/test_autodiff.py)
 from ..passes.quantize import BIAS_LIMIT
 from .int8 import run_int8_node
 
@@ -100,21 +102,6 @@ def round_stochastic(x: np.ndarray, counters: np.ndarray) -> np.ndarray:
     """counters are uint32 and wrap around, as in C."""
     u = (lowbias32(counters) >> np.uint32(8)).astype(F32) * F32(2.0 ** -24)
     return np.floor(np.asarray(x, F32) + u).astype(F32)
-
-
-def softmax_ce(q: np.ndarray, scale: float, zp: int, label: int) -> tuple[np.ndarray, float]:
-    z = F32(scale) * (q.astype(np.int32) - zp).astype(F32)
-    z = z.ravel()
-    m = z.max()
-    e = expf(z - m)
-    s = F32(0.0)
-    for v in e:
-        s = F32(s + v)
-    p = (e / s).astype(F32)
-    g = p.copy()
-    g[label] = F32(g[label] - F32(1.0))
-    loss = float(np.log(np.float64(s)) - np.float64(z[label] - m))
-    return g.reshape(q.shape), loss
 
 
 def _geometry(attrs, x_shape, g_shape):
@@ -274,16 +261,6 @@ def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.nd
     return w_new.reshape(w_shape), b_new
 
 
-def grad_mask(g_y: np.ndarray, y_q: np.ndarray, attrs: dict) -> np.ndarray:
-    y = y_q.astype(np.int32)
-    keep = np.ones(y.shape, bool)
-    if attrs["lo"] is not None:
-        keep &= y > attrs["lo"]
-    if attrs["hi"] is not None:
-        keep &= y < attrs["hi"]
-    return np.where(keep, g_y, F32(0)).astype(F32)
-
-
 def _update(g: Graph, node: Node, env: dict, lr: float, step: int, guard: GuardStats) -> None:
     wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
     x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
@@ -323,11 +300,6 @@ class TrainState:
         self.step = 0
 
 
-def _step_is_finite(lr: float, loss: float, grad: np.ndarray) -> bool:
-    lr = F32(lr)
-    return bool(lr >= 0 and np.isfinite(lr) and np.isfinite(loss) and np.isfinite(grad).all())
-
-
 def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
                guard: GuardStats | None = None) -> float:
     """One training step on graph g (from build_training_graph), updating its parameter
@@ -336,7 +308,6 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
     guard.steps += 1
     refused = guard.refused
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
-    loss = None
     run = TrainRun(lr, step, guard, label)
     for node in g.nodes:
         op = ops.REGISTRY.get(node.op)
@@ -347,15 +318,7 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
             if run.skip:
                 return run.loss
             continue
-        if node.op == "softmax_ce":
-            env[node.outputs[0]], loss = softmax_ce(env[node.inputs[0]], node.attrs["scale"],
-                                                    node.attrs["zero_point"], label)
-            if not _step_is_finite(lr, loss, env[node.outputs[0]]):
-                guard.steps_skipped += 1   # before the first update: nothing changes
-                return loss
-        elif node.op == "grad_mask":
-            env[node.outputs[0]] = grad_mask(env[node.inputs[0]], env[node.inputs[1]], node.attrs)
-        elif node.op == "conv2d_grad_input":
+        if node.op == "conv2d_grad_input":
             x_shape = g.tensors[node.outputs[0]].shape
             env[node.outputs[0]] = conv_grad_input(env[node.inputs[0]],
                                                    g.tensors[node.inputs[1]].data, node.attrs,
@@ -366,14 +329,10 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
             out = dw_pw_grad(g, node, env, lr, step, guard)
             if node.outputs:   # a tail has none
                 env[node.outputs[0]] = out
-        elif node.op == "grad_alias":
-            env[node.outputs[0]] = env[node.inputs[0]].reshape(g.tensors[node.outputs[0]].shape)
-        elif node.op == "grad_add":
-            env[node.outputs[0]] = (env[node.inputs[0]] + env[node.inputs[1]]).astype(F32)
         else:
             env[node.outputs[0]] = run_int8_node(g, node, env)
     guard.steps_guarded += guard.refused != refused
-    return loss if loss is not None else run.loss
+    return run.loss
 
 
 def predict(g: Graph, x_q: np.ndarray) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""Softmax (the model's output) and softmax_ce, the loss of a training step.
+
+Import: Softmax over the last axis of a 2-D (1, N) tensor, only as the model's output. int8:
+TFLite's softmax (reference/softmax.py), output scale 1/256 and zero point -128 (TFLite's
+int8 kernel requires them). Training drops an output softmax (passes/train_head.py) and
+computes softmax_ce on the logits: the logit gradient p - onehot(label) and the loss, in
+float32 (reference/train.py's loop-order contract); the guard's step check follows it (a step
+whose lr, loss or logit gradient is not finite changes nothing). Kernels:
+runtime_c/src/forward/softmax.c, backward/loss.c.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import QParams
+from ..reference import softmax as softmax_ref
+from .base import Op, TrainRun
+
+F32 = np.float32
+TEMPLATE = "ops/softmax.c.j2"
+
+
+def _import_softmax(imp, node) -> None:
+    x = imp.act(node.input[0], node)
+    axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1))
+    if len(x.shape) != 2 or axis % 2 != 1:
+        raise imp.err(node, f"Softmax is supported on a 2-D (1, N) tensor over its last axis "
+                            f"(input {x.shape}, axis {axis})")
+    if not any(o.name == node.output[0] for o in imp.model.graph.output):
+        raise imp.err(node, "Softmax is supported only as the model's output")
+    out = imp.new_act(node.output[0], x.shape)
+    imp.emit(node, "softmax", [x.name], [out])
+
+
+class Softmax(Op):
+    name = "softmax"
+    onnx = {"Softmax": (_import_softmax, (1, 1))}
+    sources = {"softmax": "softmax.c"}
+
+    def run_float(self, g, node, env):
+        x = env[node.inputs[0]]
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+    def run_int8(self, g, node, env):
+        return softmax_ref.softmax_int8(env[node.inputs[0]], node.attrs["q"])
+
+    def out_qparams(self, g, node, q, ranges):
+        return QParams(np.asarray(1.0 / 256.0, np.float32), np.asarray(-128, np.int32))
+
+    def quantize(self, g, node):
+        s_in, _ = g.tensors[node.inputs[0]].q.scalar()
+        return softmax_ref.softmax_params(float(s_in))
+
+    def layer(self, g, node, i, plan, consts, params):
+        q = node.attrs["q"]
+        y = g.tensors[node.outputs[0]]
+        return dict(kind="softmax", template=TEMPLATE, ptype="tinyc_softmax_params",
+                    params=dict(rows=y.size // y.shape[-1], depth=y.shape[-1],
+                                input_multiplier=q["input_multiplier"],
+                                input_left_shift=q["input_left_shift"],
+                                diff_min=q["diff_min"]))
+
+    def tflite(self, x, node):
+        from ..export.tflite import ExportError
+        out = x.g.tensors[node.outputs[0]]
+        scale, zp = out.q.scalar()
+        if zp != -128 or np.float32(scale) != np.float32(1.0 / 256):
+            raise ExportError(f"{node.describe()}: int8 softmax output must have scale 1/256 and "
+                              f"zero point -128 (got {scale!r}, {zp})")
+        opt = x.fb.SoftmaxOptionsT()
+        opt.beta = 1.0
+        x.op("SOFTMAX", [x.tensor(node.inputs[0])], [x.tensor(out.name)], opt,
+             "SoftmaxOptions")
+
+    def onnx_export(self, x, node, raw):
+        x.add("Softmax", node.inputs, [raw], name=node.name, axis=-1)
+
+
+# ---------------------------------------------------------------- the loss
+def softmax_ce(q: np.ndarray, scale: float, zp: int, label: int) -> tuple[np.ndarray, float]:
+    from ..reference.train import expf
+    z = F32(scale) * (q.astype(np.int32) - zp).astype(F32)
+    z = z.ravel()
+    m = z.max()
+    e = expf(z - m)
+    s = F32(0.0)
+    for v in e:
+        s = F32(s + v)
+    p = (e / s).astype(F32)
+    g = p.copy()
+    g[label] = F32(g[label] - F32(1.0))
+    loss = float(np.log(np.float64(s)) - np.float64(z[label] - m))
+    return g.reshape(q.shape), loss
+
+
+def _step_is_finite(lr: float, loss: float, grad: np.ndarray) -> bool:
+    lr = F32(lr)
+    return bool(lr >= 0 and np.isfinite(lr) and np.isfinite(loss) and np.isfinite(grad).all())
+
+
+class SoftmaxCE(Op):
+    name = "softmax_ce"
+    backward = True
+    sources = {"softmax_ce": "backward/loss.c"}
+
+    def run_train(self, g, node, env, run: TrainRun):
+        grad, run.loss = softmax_ce(env[node.inputs[0]], node.attrs["scale"],
+                                    node.attrs["zero_point"], run.label)
+        if not _step_is_finite(run.lr, run.loss, grad):
+            run.guard.steps_skipped += 1   # before the first update: nothing changes
+            run.skip = True
+        return grad
+
+    def layer(self, g, node, i, plan, consts, params):
+        from ..codegen.c import c_float
+        a = node.attrs
+        return dict(kind="softmax_ce", template=TEMPLATE,
+                    params=dict(n=g.tensors[node.outputs[0]].size, scale=c_float(a["scale"]),
+                                zero_point=int(a["zero_point"])))
+
+
+OPS = (Softmax(), SoftmaxCE())
