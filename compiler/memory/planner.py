@@ -65,6 +65,8 @@ from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node
 from ..ops.base import PlanContext
+# the in-place rules of the training steps' convs (tests import depthwise_grad_backwards_saved)
+from ..ops.conv_train import depthwise_grad_backwards_saved, pointwise_grad_inplace_ok  # noqa: F401
 
 ALIGN = 4
 ORDERS = ("size", "area", "lifetime", "first")
@@ -430,19 +432,8 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
                         inplace: bool, pointwise_grad: bool, split: dict) -> None:
     """In-place sharing and scratch of the nodes of a training step (passes/autodiff.py).
     grad_mask / grad_add are element-wise and may overwrite a dying gradient; pad_grad and
-    slice_grad only move elements towards the start of the buffer, so they may too. The
-    weight update accumulates one output channel's weight gradient in a float scratch.
-    The input gradient over split weights runs out of place (tinyc_conv2d_grad_input_split;
-    its output gradient outlives it anyway: the weight update after it reads it)."""
-    if node.op == "conv2d_update":
-        size = update_scratch_bytes(g, node)
-        if size:
-            scratch_sizes[i] = size
-        return
-    if node.op == "dw_pw_grad":    # float32 planes of one channel: of g_d (with a head), g_e
-        scratch_sizes[i] = dw_pw_grad_scratch_bytes(g, node)
-        return
-    if not inplace or (node.op == "conv2d_grad_input" and node.inputs[1] in split):
+    slice_grad only move elements towards the start of the buffer, so they may too."""
+    if not inplace:
         return
     out = node.outputs[0]
     if node.op == "grad_add":
@@ -453,71 +444,6 @@ def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_siz
     elif node.op in ("grad_mask", "pad_grad", "slice_grad"):
         if dies_at(node.inputs[0], i):
             join(i, node.inputs[0], out, "elementwise" if node.op == "grad_mask" else "compact")
-    elif depthwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-        join(i, node.inputs[0], out, "depthwise_grad")
-        _, h, w, _ = g.tensors[node.inputs[0]].shape
-        scratch_sizes[i] = 4 * h * w     # one channel of the output gradient, float32
-    elif pointwise_grad and pointwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-        join(i, node.inputs[0], out, "pointwise_grad")
-        scratch_sizes[i] = 4 * g.tensors[out].shape[-1]   # one pixel of the input gradient
-    elif dies_at(node.inputs[0], i):
-        saved = depthwise_grad_backwards_saved(g, node)
-        gy = g.tensors[node.inputs[0]]
-        if saved is not None and saved * gy.shape[-1] < gy.size:   # saves memory
-            join(i, node.inputs[0], out, "depthwise_grad_backwards")
-            if saved:
-                scratch_sizes[i] = 4 * saved * gy.shape[-1]
-
-
-def is_depthwise_grad(g: Graph, node: Node) -> bool:
-    if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
-        return False
-    c = g.tensors[node.outputs[0]].shape[-1]
-    return node.attrs.get("groups", 1) == c == g.tensors[node.inputs[0]].shape[-1] and c > 1
-
-
-def depthwise_grad_backwards_saved(g: Graph, node: Node) -> int | None:
-    """Pixels of gy that tinyc_depthwise_grad_input_backwards must copy to scratch to compute a
-    depthwise conv's input gradient over its output gradient (same offset, same channel count,
-    gx at least as large), or None when that kernel does not apply. The kernel writes gx pixel
-    P over gy pixel P in reverse raster order, so a gy pixel q is safe where no gx pixel before
-    q reads it; the unsafe ones (the first rows, with large kernels) are a prefix to save."""
-    if not is_depthwise_grad(g, node):
-        return None
-    _, oh, ow, _ = g.tensors[node.inputs[0]].shape
-    _, ih, iw, _ = g.tensors[node.outputs[0]].shape
-    if ih * iw < oh * ow:
-        return None
-    first_reader = []
-    for axis, (n_out, n_in) in enumerate(((oh, ih), (ow, iw))):
-        s, d = node.attrs["strides"][axis], node.attrs["dilations"][axis]
-        taps = np.arange(g.tensors[node.inputs[1]].shape[1 + axis])[None, :] * d
-        pos = np.arange(n_out)[:, None] * s - node.attrs["pads"][axis] + taps   # input index
-        pos = np.where((pos >= 0) & (pos < n_in), pos, n_in + n_out + 1)
-        first_reader.append(pos.min(axis=1))                   # > n_in: read by no pixel
-    fy, fx = np.meshgrid(first_reader[0], first_reader[1], indexing="ij")
-    q = np.arange(oh * ow).reshape(oh, ow)
-    unsafe = ~((fy > ih) | (fx > iw)) & (fy * iw + fx < q)
-    return int(q[unsafe].max()) + 1 if unsafe.any() else 0
-
-
-def pointwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
-    """An input gradient tinyc_pointwise_grad_input_inplace can compute over its output
-    gradient: a 1x1 conv, stride 1, no padding, groups 1 (not a fully connected layer)."""
-    if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
-        return False
-    w = g.tensors[node.inputs[1]]
-    return (w.shape[1:3] == (1, 1) and tuple(node.attrs["strides"]) == (1, 1)
-            and not any(node.attrs["pads"]) and node.attrs.get("groups", 1) == 1
-            and g.tensors[node.inputs[0]].shape[1:3] == g.tensors[node.outputs[0]].shape[1:3])
-
-
-def depthwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
-    """An input gradient tinyc_depthwise_grad_input_inplace can compute over its output
-    gradient: a depthwise conv (groups == C_in == C_out) whose input and output have the same
-    shape, so that gx[p, c] and gy[p, c] are the same bytes."""
-    return (is_depthwise_grad(g, node)
-            and g.tensors[node.inputs[0]].shape == g.tensors[node.outputs[0]].shape)
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:
@@ -559,49 +485,14 @@ def packable_masks(g: Graph) -> dict[str, dict]:
     return masks
 
 
-def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
-    """Scratch of a dw_pw_grad node: one channel's plane of the depthwise output gradient (when
-    the node computes it from the project's) and of its input gradient, float32, then the
-    expand layer's weight-update scratch, then (its weights stored split) one row of them."""
-    dw = node.attrs["parts"]["dw"]
-    hidden = node.attrs["hidden"]
-    if dw is None:   # a tail: one plane of the project's input gradient
-        _, oh, ow, _ = hidden[node.attrs["parts"]["proj"].outputs[0]].shape
-        return 4 * oh * ow
-    _, ih, iw, _ = hidden[dw.outputs[0]].shape
-    _, oh, ow, _ = hidden[dw.inputs[0]].shape if dw.inputs[0] in hidden else \
-        g.tensors[dw.inputs[0]].shape
-    parts = node.attrs["parts"]
-    update = parts["update"]
-    row = g.tensors[node.outputs[0]].shape[-1] if parts["pw"].inputs[1] in split_weights(g) else 0
-    return (4 * (ih * iw + (oh * ow if parts["proj"] else 0))
-            + (update_scratch_bytes(g, update) if update is not None else 0) + row)
-
-
 def _mask_bounds_read(n: Node, y: str) -> tuple | None:
     """(lo, hi) when node n reads activation y only as the mask of a gradient, else None."""
+    op = ops.REGISTRY.get(n.op)
+    if op is not None:
+        return op.mask_read(n, y)
     if n.op == "grad_mask" and n.inputs[1] == y and n.inputs[0] != y:
         return n.attrs["lo"], n.attrs["hi"]
-    if n.op == "dw_pw_grad" and y in (n.inputs[2], n.inputs[4]) and n.inputs.count(y) == 1:
-        mask = n.attrs["parts"]["proj_mask" if y == n.inputs[2] else "mask"]
-        return mask.attrs["lo"], mask.attrs["hi"]
     return None
-
-
-def update_scratch_bytes(g: Graph, node: Node) -> int:
-    """Float scratch of a conv2d_update node: the weight gradient of one output channel,
-    kernel_h * kernel_w * (kept input channels of one group) floats; 0 for a bias-only update."""
-    channels = node.attrs.get("channels")
-    if channels is None or len(channels) == 0:
-        return 0
-    w = g.tensors[node.inputs[2]]
-    if node.attrs.get("fc"):
-        kh = kw = 1
-        cin_g = w.shape[1]
-    else:
-        _, kh, kw, cin_g = w.shape
-    per_group = max(int(np.max(np.bincount(np.asarray(channels) // cin_g))), 1)
-    return kh * kw * per_group * 4
 
 
 def first_byte_read(g: Graph, node: Node, t: str) -> int:
@@ -758,13 +649,7 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
 # ---------------------------------------------------------------- training steps
 def update_nodes(g: Graph) -> list[Node]:
     """The conv2d_update nodes of a training graph, those inside fused nodes included."""
-    out = []
-    for n in g.nodes:
-        if n.op == "conv2d_update":
-            out.append(n)
-        elif n.op == "dw_pw_grad":
-            out += [u for u in (n.attrs["parts"]["dw_update"], n.attrs["parts"]["update"]) if u]
-    return out
+    return [u for n in g.nodes if n.op in ops.REGISTRY for u in ops.REGISTRY[n.op].updates(n)]
 
 
 def trainable_tensors(g: Graph) -> list[tuple[str, str]]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import pool
+from . import conv_train, pool
 from .base import Op, PlanContext, TrainRun
 
-MODULES = (pool,)
+MODULES = (pool, conv_train)
 
 REGISTRY: dict[str, Op] = {}
 for _module in MODULES:

@@ -13,7 +13,8 @@ Hooks, grouped by the stage that calls them:
 - passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
 - passes/autodiff      `grad`; trait `masks_gradient` (a clamp on its output masks the gradient)
 - passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
-- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `first_byte_read`
+- memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `first_byte_read`,
+                       `mask_read` (packable_masks), `updates` (update_nodes)
 - codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
 - export/tflite        `tflite`       export/onnx_export `onnx_export`
 - ir.Graph.macs        `macs`
@@ -150,6 +151,15 @@ class Op:
         _, _, width, c = shape
         top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
         return (max(0, -top) * width + max(0, -left)) * c
+
+    def mask_read(self, node: Node, y: str) -> tuple | None:
+        """(lo, hi) when the node reads activation y only as the mask of a gradient (so y may be
+        kept as a bit mask: planner.packable_masks), else None."""
+        return None
+
+    def updates(self, node: Node) -> list[Node]:
+        """The conv2d_update nodes the node runs (itself, or those fused into it)."""
+        return []
 
     # ---------------------------------------------------------------- code generation
     def layer(self, g: Graph, node: Node, i: int, plan, consts, params) -> dict:

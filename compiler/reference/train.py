@@ -284,37 +284,6 @@ def grad_mask(g_y: np.ndarray, y_q: np.ndarray, attrs: dict) -> np.ndarray:
     return np.where(keep, g_y, F32(0)).astype(F32)
 
 
-def _update(g: Graph, node: Node, env: dict, lr: float, step: int, guard: GuardStats) -> None:
-    wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
-    x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
-    wt.data, bt.data = conv_update(env[node.inputs[0]], x_q_saved, wt.data, bt.data, node.attrs,
-                                   lr, step, guard)
-
-
-def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int,
-               guard: GuardStats) -> np.ndarray:
-    """The parts of a dw_pw_grad node (passes/fuse_grad.py) one after the other."""
-    parts, hidden = node.attrs["parts"], node.attrs["hidden"]
-    local = dict(env)
-
-    def grad_input(n: Node) -> None:
-        shape = (hidden[n.outputs[0]] if n.outputs[0] in hidden else g.tensors[n.outputs[0]]).shape
-        local[n.outputs[0]] = conv_grad_input(local[n.inputs[0]], g.tensors[n.inputs[1]].data,
-                                              n.attrs, shape)
-
-    for key in ("proj", "proj_mask", "dw_update", "dw", "mask", "pw", "update"):
-        n = parts[key]
-        if n is None:
-            continue
-        if n.op == "conv2d_grad_input":
-            grad_input(n)
-        elif n.op == "grad_mask":
-            local[n.outputs[0]] = grad_mask(local[n.inputs[0]], local[n.inputs[1]], n.attrs)
-        else:
-            _update(g, n, local, lr, step, guard)
-    return local[node.outputs[0]] if node.outputs else None
-
-
 class TrainState:
     """Mutable parameters of a training graph (int8 weights, int32 biases) and the step count."""
 
@@ -357,17 +326,6 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
                 return loss
         elif node.op == "grad_mask":
             env[node.outputs[0]] = grad_mask(env[node.inputs[0]], env[node.inputs[1]], node.attrs)
-        elif node.op == "conv2d_grad_input":
-            x_shape = g.tensors[node.outputs[0]].shape
-            env[node.outputs[0]] = conv_grad_input(env[node.inputs[0]],
-                                                   g.tensors[node.inputs[1]].data, node.attrs,
-                                                   x_shape)
-        elif node.op == "conv2d_update":
-            _update(g, node, env, lr, step, guard)
-        elif node.op == "dw_pw_grad":   # passes/fuse_grad.py: its unfused nodes, in order
-            out = dw_pw_grad(g, node, env, lr, step, guard)
-            if node.outputs:   # a tail has none
-                env[node.outputs[0]] = out
         elif node.op == "pad_grad":
             t_, l_, _, _ = node.attrs["pads"]
             _, h, w, _ = g.tensors[node.outputs[0]].shape
