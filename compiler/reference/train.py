@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ops
-from ..ir import Graph, Node
+from ..ir import Graph
 from ..ops.base import TrainRun
 from ..ops.pool import pool_grad  # noqa: F401  (tests/test_autodiff.py)
 from ..passes.quantize import BIAS_LIMIT
