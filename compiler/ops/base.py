@@ -153,8 +153,7 @@ class Op:
         return (max(0, -top) * width + max(0, -left)) * c
 
     def mask_read(self, node: Node, y: str) -> tuple | None:
-        """(lo, hi) when the node reads activation y only as the mask of a gradient (so y may be
-        kept as a bit mask: planner.packable_masks), else None."""
+        """(lo, hi) if it reads activation y only as a gradient's mask (packable_masks); or None."""
         return None
 
     def updates(self, node: Node) -> list[Node]:
