@@ -112,9 +112,11 @@ def fingerprint(case: dict) -> tuple[str, dict]:
 
 
 def _anonymous(data: bytes, case: dict, tmp: str) -> bytes:
-    """The bytes without the temporary folders' names (they change from run to run)."""
+    """The bytes without the temporary folders' names (they change from run to run) and the
+    checkout's (a report names the board file: a worktree must compare with the main tree)."""
     models = str(Path(case["model"]).parent).encode()
-    return data.replace(tmp.encode(), b"<TMP>").replace(models, b"<MODELS>")
+    return (data.replace(tmp.encode(), b"<TMP>").replace(models, b"<MODELS>")
+            .replace(str(ROOT).encode(), b"<ROOT>"))
 
 
 def _onnx_export_hash(case: dict, tmp: Path) -> str:

@@ -20,13 +20,9 @@ import numpy as np
 
 from .errors import printable
 
-# Ops of the IR. Activation clamps (ReLU, ReLU6, Clip) are fused into the op before them where it
-# can take them ("clamp" attr = (lo, hi) floats); a standalone clamp is the "clamp" op.
-OPS = (
-    "conv2d", "fully_connected", "add", "avg_pool", "max_pool", "pad", "concat",
-    "reshape", "softmax", "clamp", "requantize",
-    "crop", "paste",   # patch-based schedules only (passes/patch.py)
-)
+# The ops of the IR and everything about each: compiler/ops (one module per family). Activation
+# clamps (ReLU, ReLU6, Clip) are fused into the op before them where it can take them ("clamp"
+# attr = (lo, hi) floats); a standalone clamp is the "clamp" op.
 
 
 @dataclass
@@ -126,11 +122,8 @@ class Graph:
 
     def macs(self, node: Node) -> int:
         """Multiply-accumulates of one node (0 for data movement)."""
-        from . import ops
-        op = ops.REGISTRY.get(node.op)
-        if op is not None:
-            return op.macs(self, node)
-        return 0
+        from . import ops   # compiler/ops imports this module
+        return ops.get(node).macs(self, node)
 
 
 def conv_out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,

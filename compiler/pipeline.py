@@ -120,7 +120,7 @@ def forward_graph(g: Graph) -> Graph:
         return g
     f = g.copy()
     f.nodes = [n for n in f.nodes[:f.meta["train"]["forward_nodes"]]
-               if not (n.op in ops.REGISTRY and ops.REGISTRY[n.op].training_only)]
+               if not ops.get(n).training_only]
     del f.meta["train"]
     f.remove_unused_tensors()
     return f

@@ -32,22 +32,12 @@ import numpy as np
 from .. import ops
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node
-from ..memory.planner import (MemoryPlan, depthwise_grad_backwards_saved, plan_memory,
-                              verify_plan)
+from ..memory.planner import MemoryPlan, plan_memory, verify_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = ROOT / "runtime_c"
 TEMPLATE_DIR = ROOT / "templates"
 
-# runtime source file (runtime_c/src/forward/) of each kernel kind
-KERNEL_SOURCES = {
-    # training (runtime_c/src/backward and src/optim)
-    "conv2d_grad_input": "backward/conv_grad.c", "depthwise_grad_inplace": "backward/conv_grad.c",
-    "conv2d_grad_input_split": "backward/conv_grad.c",
-    "depthwise_grad_backwards": "backward/conv_grad.c",
-    "pointwise_grad_inplace": "backward/conv_grad.c", "dw_pw_grad": "backward/conv_grad.c",
-    "conv2d_update": "optim/sgd.c",
-}
 # every training build also needs these (rounding helpers, exp, the folded-bias refresh, masks)
 TRAIN_SOURCES = ("backward/loss.c", "optim/sgd.c", "backward/elementwise_grad.c",
                  "optim/split_weights.c")
@@ -191,10 +181,7 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                          "quantize pass before code generation")
     y = g.tensors[node.outputs[0]]
     op = node.op
-    if op in ops.REGISTRY:
-        layer = ops.REGISTRY[op].layer(g, node, i, plan, consts, params)
-    else:
-        raise UnsupportedError(f"{node.describe()}: no C kernel for op '{op}'")
+    layer = ops.get(node).layer(g, node, i, plan, consts, params)
     layer["params"] = {k: int(v) for k, v in layer["params"].items()}
     layer.update(index=i, ident=f"tinyc_l{i}", op=op, name=c_comment(node.name),
                  in_offs=[plan.tensor_offsets[t] for t in node.inputs
@@ -205,38 +192,13 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
     return layer
 
 
-def _float_ptr(plan: MemoryPlan, tensor: str) -> str:
-    return f"TINYC_F({plan.tensor_offsets[tensor]})"
-
-
 def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                  params: _Params) -> dict:
     """A node of the training step (forward channel selection, loss, backward, update)."""
-    a, op = node.attrs, node.op
+    op = node.op
     out = g.tensors[node.outputs[0]] if node.outputs else None
     L: dict = dict(kind=op, params={})
-    if op in ops.REGISTRY:
-        L.update(ops.REGISTRY[op].layer(g, node, i, plan, consts, params))
-    elif op in ("conv2d_grad_input", "conv2d_update"):
-        L.update(_conv_train_params(g, node, i, plan, consts, params))
-        inplace = plan.inplace.get(i)
-        if node.op == "conv2d_grad_input" and params.is_split(node.inputs[1]):
-            if inplace is not None:
-                raise TinycError(f"{node.describe()}: the input gradient over split weights "
-                                 "runs out of place")
-            L.update(kind="conv2d_grad_input_split")
-        if inplace in ("depthwise_grad", "depthwise_grad_backwards", "pointwise_grad"):
-            if plan.tensor_offsets[node.inputs[0]] != plan.tensor_offsets[node.outputs[0]]:
-                raise TinycError(f"{node.describe()}: an in-place input gradient needs its "
-                                 "output planned over its input")
-            L.update(kind={"depthwise_grad": "depthwise_grad_inplace",
-                           "depthwise_grad_backwards": "depthwise_grad_backwards",
-                           "pointwise_grad": "pointwise_grad_inplace"}[inplace],
-                     n_saved=depthwise_grad_backwards_saved(g, node) or 0)
-    elif op == "dw_pw_grad":
-        L.update(_dw_pw_grad_params(g, node, i, plan, consts, params))
-    else:
-        raise UnsupportedError(f"{node.describe()}: no C kernel for training op '{op}'")
+    L.update(ops.get(node).layer(g, node, i, plan, consts, params))
     ins = [t for t in node.inputs if t and not g.tensors[t].is_const]
     L.update(index=i, ident=f"tinyc_l{i}", op=op, name=c_comment(node.name),
              in_offs=[plan.tensor_offsets[t] for t in ins],
@@ -246,136 +208,9 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
     return L
 
 
-def _conv_train_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
-                       params: _Params) -> dict:
-    a = node.attrs
-    g_y = g.tensors[node.inputs[0]]
-    w = g.tensors[node.inputs[1] if node.op == "conv2d_grad_input" else node.inputs[2]]
-    cout = g_y.shape[-1]
-    if a["fc"]:
-        kh = kw = 1
-        cin = w.shape[1]
-        ih = iw = oh = ow = 1
-    else:
-        _, kh, kw, cin_g = w.shape
-        cin = cin_g * int(a["groups"])
-        _, oh, ow, _ = g_y.shape
-        ih, iw = _conv_input_hw(g, node)
-    geometry = dict(in_h=ih, in_w=iw, in_c=cin, out_h=oh, out_w=ow, out_c=cout, kernel_h=kh,
-                    kernel_w=kw, stride_h=a["strides"][0], stride_w=a["strides"][1],
-                    dilation_h=a["dilations"][0], dilation_w=a["dilations"][1],
-                    pad_top=a["pads"][0], pad_left=a["pads"][1], groups=int(a["groups"]))
-    geometry = {k: int(v) for k, v in geometry.items()}
-    wc = f"{w.name} {tuple(w.shape)}"
-    if node.op == "conv2d_grad_input":
-        ref = params.split_ref if params.is_split(w.name) else params.ref
-        return dict(ptype="tinyc_conv_grad_params", params=geometry,
-                    weights=ref(consts, w.name, f"tinyc_w{i}", wc),
-                    w_scale=consts.add(f"w_scale:{w.name}", f"tinyc_ws{i}", "float",
-                                       np.asarray(a["w_scale"], np.float32),
-                                       f"scales of {w.name}"))
-    b = g.tensors[node.inputs[3]]
-    channels = a["channels"]
-    k = 0 if channels is None else len(channels)
-    full = k == cin and k > 0 and np.array_equal(np.asarray(channels), np.arange(cin))
-    f_w = np.asarray(a["f_w"], np.float32)
-    f_b = np.asarray(a["f_b"], np.float32)
-    return dict(
-        ptype="tinyc_conv_update_params",
-        params=dict(conv=geometry, num_channels=k, x_zero_point=int(a["x_zero_point"]),
-                    x_scale=c_float(a["x_scale"]), stochastic=int(a["rounding"] == "stochastic"),
-                    salt=f"{int(a['salt']) & 0xFFFFFFFF}u",
-                    split_weights=int(k > 0 and params.is_split(w.name))),
-        x_off=plan.tensor_offsets[node.inputs[1]] if k else None,
-        channels="NULL" if full or not k else kept_channels(consts, w.name, channels),
-        weights=params.ref(consts, w.name, f"tinyc_w{i}", wc) if k else "NULL",
-        bias=params.ref(consts, b.name, f"tinyc_b{i}", b.name) if a["update_bias"] else "NULL",
-        f_w=consts.add(f"f_w{i}", f"tinyc_fw{i}", "float", f_w, "weight step factors") if k
-        else "NULL",
-        f_b=consts.add(f"f_b{i}", f"tinyc_fb{i}", "float", f_b, "bias step factors")
-        if a["update_bias"] else "NULL")
-
-
-def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
-                       params: _Params) -> dict:
-    """tinyc_depthwise_pointwise_grad's parameters and arrays: its parts' (passes/fuse_grad.py)."""
-    from ..passes.fuse_grad import with_hidden_tensors
-    parts = node.attrs["parts"]
-    view = with_hidden_tensors(g, node)
-    body = parts["dw"] is not None   # else a tail: the project's part alone
-    split = body and params.is_split(parts["pw"].inputs[1])   # read through tinyc_split_row
-    conv = {key: _conv_train_params(view, parts[key], f"{i}_{key}", plan, consts, params)
-            for key in ("proj", "dw", "pw", "dw_update", "update") if parts[key] is not None}
-    # the depthwise layer's geometry (a tail has only its bias step's)
-    dw_geometry = conv["dw"]["params"] if body else conv["dw_update"]["params"]["conv"]
-
-    def bounds(mask: Node | None) -> tuple[int, int]:
-        if mask is None:
-            return -129, 128
-        lo, hi = mask.attrs["lo"], mask.attrs["hi"]
-        return -129 if lo is None else int(lo), 128 if hi is None else int(hi)
-
-    def mask_args(act: str) -> tuple[str, str]:
-        if not act:
-            return "NULL", "NULL"
-        m = plan.masks.get(act)
-        if m is not None:
-            return f"TINYC_U8({plan.tensor_offsets[m['name']]})", "NULL"
-        return "NULL", f"TINYC_AT({plan.tensor_offsets[act]})"
-
-    def update(key: str) -> dict:   # a bias step's parameters; zeros when there is none
-        if key in conv:
-            return conv[key]["params"]
-        return dict(conv=dw_geometry, num_channels=0, x_zero_point=0,
-                    x_scale=c_float(0.0), stochastic=0, salt="0u")
-
-    dlo, dhi = bounds(parts["proj_mask"])
-    lo, hi = bounds(parts["mask"])
-    dmask, d_act = mask_args(node.inputs[2])
-    mask, act = mask_args(node.inputs[4])
-    io = dict(gy=_float_ptr(plan, node.inputs[0]),
-              proj_w=conv["proj"]["weights"] if "proj" in conv else "NULL",
-              proj_scale=conv["proj"]["w_scale"] if "proj" in conv else "NULL",
-              dmask_bits=dmask, d_act=d_act,
-              dw_bias=conv["dw_update"]["bias"] if "dw_update" in conv else "NULL",
-              dw_f_b=conv["dw_update"]["f_b"] if "dw_update" in conv else "NULL",
-              dw_w=conv["dw"]["weights"] if body else "NULL",
-              dw_scale=conv["dw"]["w_scale"] if body else "NULL",
-              mask_bits=mask, act=act,
-              pw_w="NULL" if split or not body else conv["pw"]["weights"],
-              pw_split=conv["pw"]["weights"] if split else "NULL",
-              pw_scale=conv["pw"]["w_scale"] if body else "NULL",
-              bias=conv["update"]["bias"] if "update" in conv else "NULL",
-              f_b=conv["update"]["f_b"] if "update" in conv else "NULL",
-              weights=conv["update"]["weights"] if "update" in conv else "NULL",
-              f_w=conv["update"]["f_w"] if "update" in conv else "NULL",
-              x=f"TINYC_AT({plan.tensor_offsets[node.inputs[8]]})" if node.inputs[8] else "NULL",
-              channels=conv["update"]["channels"] if "update" in conv else "NULL",
-              scratch=f"TINYC_F({plan.scratch[i][0]})",
-              gx=_float_ptr(plan, node.outputs[0]) if body else "NULL")
-    proj_c = g.tensors[node.inputs[0]].shape[-1] if parts["proj"] is not None else 0
-    return dict(ptype="tinyc_dw_pw_grad_params", io=io,
-                params=dict(dw=dw_geometry,
-                            in_c=g.tensors[node.outputs[0]].shape[-1] if body else 0,
-                            proj_c=proj_c, mask_lo=lo, mask_hi=hi, dmask_lo=dlo, dmask_hi=dhi,
-                            update=update("update"), dw_update=update("dw_update")))
-
-
-def _conv_input_hw(g: Graph, node: Node) -> tuple[int, int]:
-    """Spatial size of a conv's input: of the gradient it produces, the saved input, or the
-    forward conv's input."""
-    if node.op == "conv2d_grad_input":
-        return tuple(g.tensors[node.outputs[0]].shape[1:3])
-    if node.inputs[1]:
-        return tuple(g.tensors[node.inputs[1]].shape[1:3])
-    fwd = next(n for n in g.nodes if n.op in ("conv2d", "fully_connected")
-               and n.inputs[1] == node.inputs[2])
-    return tuple(g.tensors[fwd.inputs[0]].shape[1:3])
-
-
 def _training_only(node: Node) -> bool:
     """A forward node that only keeps data for the backward pass: a training layer."""
-    return node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only
+    return ops.get(node).training_only
 
 
 def _share_parameters(layers: list[dict]) -> None:
@@ -459,9 +294,7 @@ def template_environment():
 def _kernel_source(L: dict) -> str | None:
     """The runtime source file (under runtime_c/src; a bare name is a forward kernel) of a
     layer's kernel; None for a layer without a kernel (an alias)."""
-    if L["op"] in ops.REGISTRY:
-        return ops.REGISTRY[L["op"]].sources[L["kind"]]
-    return KERNEL_SOURCES[L["kind"]]
+    return ops.get(L["op"]).sources[L["kind"]]
 
 
 def runtime_files(layers: list[dict], train: bool = False) -> list[Path]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..errors import TinycError
 from ..ir import Graph, Node
 
 
@@ -54,9 +53,7 @@ class OnnxWriter:
 
 def _fused_clamp(node: Node) -> bool:
     """A clamp is fused into the node: a Clip follows its raw output."""
-    op = ops.REGISTRY.get(node.op)
-    takes = op.takes_clamp if op is not None else node.op in ("conv2d", "fully_connected")
-    return node.attrs.get("clamp") is not None and takes
+    return node.attrs.get("clamp") is not None and ops.get(node).takes_clamp
 
 
 def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
@@ -64,21 +61,15 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
     from onnx import TensorProto, helper
 
     x = OnnxWriter(g)
-    nodes, inits, const = x.nodes, x.inits, x.const
     n_forward = g.meta.get("train", {}).get("forward_nodes", len(g.nodes))
-    spatial_flatten = x.spatial_flatten
-
     for node in g.nodes[:n_forward]:
-        if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
+        op = ops.get(node)
+        if op.training_only:
             continue   # no part of the inference
         out = node.outputs[0]
         fused = _fused_clamp(node)
         raw = out + "_preact" if fused else out
-        a = node.attrs
-        if node.op in ops.REGISTRY:
-            ops.REGISTRY[node.op].onnx_export(x, node, raw)
-        else:
-            raise TinycError(f"{node.describe()}: cannot be exported to ONNX")
+        op.onnx_export(x, node, raw)
         if fused:
             x.clip(node, raw, out)
 
@@ -88,9 +79,9 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
     if len(out_shape) == 4:
         out_shape = [out_shape[0], out_shape[3], out_shape[1], out_shape[2]]
     graph = helper.make_graph(
-        nodes, "tinyc_export",
+        x.nodes, "tinyc_export",
         [helper.make_tensor_value_info(g.inputs[0], TensorProto.FLOAT, [1, c, h, w])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)], inits)
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)], x.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tinyc")
     onnx.checker.check_model(model)

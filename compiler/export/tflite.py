@@ -32,7 +32,6 @@ import math
 import numpy as np
 
 from .. import ops
-from ..errors import UnsupportedError
 from ..ir import Graph, Node, Tensor, conv_out_size
 from ..ops.pool import pool_groups as _pool_groups  # noqa: F401  (tests/test_tflite_export.py)
 
@@ -348,13 +347,7 @@ class _Exporter:
         for name in self.g.inputs:
             self.tensor(name)
         for node in self.g.nodes:
-            if node.op in ops.REGISTRY:
-                ops.REGISTRY[node.op].tflite(self, node)
-                continue
-            handler = getattr(self, "op_" + node.op, None)
-            if handler is None:
-                raise UnsupportedError(f"{node.describe()}: no TFLite export for op {node.op}")
-            handler(node)
+            ops.get(node).tflite(self, node)
 
         sub = fb.SubGraphT()
         sub.tensors = self.tensors

@@ -1,9 +1,11 @@
 """ONNX file -> float IR (NHWC), with clear errors for everything that is not supported.
 
-The importer does the layout change (NCHW -> NHWC, OIHW -> OHWI) and the foldings that need the
-ONNX view of the graph: BatchNormalization into the Conv before it, MatMul + Add into one
-fully-connected layer, Identity/Dropout removed, Constant nodes turned into constants.
-Activation fusion and other clean-ups are passes on the IR (compiler/passes/).
+The importer checks the model, does the graph plumbing (Constant nodes become constants,
+Identity/Dropout are removed) and the layout change of the input (NCHW -> NHWC); each other
+ONNX op is imported by the rule of the IR op it becomes (compiler/ops, `onnx`), which gets this
+importer (act, attrs, new_act, emit, err ...) and also does the foldings that need the ONNX view
+of the graph (BatchNormalization into the Conv before it, MatMul + Add into one fully-connected
+layer). Activation fusion and other clean-ups are passes on the IR (compiler/passes/).
 """
 from __future__ import annotations
 
@@ -16,16 +18,13 @@ from .. import ops
 from ..errors import TinycError, UnsupportedError
 from ..ir import Graph, Node, Tensor
 
-SUPPORTED_OPS = (
-    "Conv", "BatchNormalization", "Relu", "Clip", "Add", "GlobalAveragePool", "ReduceMean",
-    "AveragePool", "MaxPool", "Gemm", "MatMul", "Flatten", "Reshape", "Concat", "Pad",
-    "Identity", "Dropout", "Softmax", "Constant",
-)
+# Graph plumbing the importer does itself (constants; no-ops at inference), with the (fewest,
+# most) inputs of each; every other ONNX op is imported by the rule an IR op declares
+# (compiler/ops: `onnx`, with its arity). The first `fewest` inputs must be named (not "").
+PLUMBING = {"Constant": (0, 0), "Identity": (1, 1), "Dropout": (1, 3)}
+RULES = ops.onnx_rules()
+SUPPORTED_OPS = tuple(sorted(set(PLUMBING) | set(RULES)))
 MIN_OPSET, MAX_OPSET = 11, 21
-# (fewest, most) inputs of each op; the first `fewest` must be named (not optional "")
-ARITY = {
-    "Identity": (1, 1), "Dropout": (1, 3), "Constant": (0, 0),
-}
 # ONNX types of the attributes tinyc reads (a model with another type is malformed)
 ATTRIBUTE_TYPES = {
     "strides": "INTS", "pads": "INTS", "dilations": "INTS", "kernel_shape": "INTS",
@@ -110,8 +109,7 @@ class _Importer:
                                 f"({node.op_type}): {msg}")
 
     def check_arity(self, node) -> None:
-        fewest, most = (ARITY[node.op_type] if node.op_type in ARITY
-                        else ops.onnx_rules()[node.op_type][1])
+        fewest, most = PLUMBING.get(node.op_type) or RULES[node.op_type][1]
         if not fewest <= len(node.input) <= most or not all(node.input[:fewest]):
             raise self.err(node, f"has {len(node.input)} inputs {list(node.input)}; {node.op_type} "
                                  f"takes {fewest}" + (f" to {most}" if most > fewest else "")
@@ -248,9 +246,11 @@ class _Importer:
         self.produced = {inp.name}   # tensor names assigned so far (ONNX assigns each once)
 
         for node in g.node:
-            handler = getattr(self, "op_" + node.op_type, None)
-            if handler is None and node.op_type in ops.onnx_rules():
-                handler = functools.partial(ops.onnx_rules()[node.op_type][0], self)
+            handler = None
+            if node.op_type in PLUMBING:
+                handler = getattr(self, "op_" + node.op_type)
+            elif node.op_type in RULES:
+                handler = functools.partial(RULES[node.op_type][0], self)
             if node.domain not in ("", "ai.onnx") or handler is None:
                 raise UnsupportedError(
                     f"{self.source}: node '{node.name or node.output[0]}' uses op "
@@ -299,7 +299,7 @@ class _Importer:
                                  "(removed) is supported")
         self.op_Identity(node)
 
-    def _spatial_pads(self, node, a, h, w, kh, kw, sh, sw, dh=1, dw=1):
+    def spatial_pads(self, node, a, h, w, kh, kw, sh, sw, dh=1, dw=1):
         auto = a.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
         if auto in ("NOTSET", ""):
@@ -321,7 +321,7 @@ class _Importer:
             return (res[0][0], res[1][0], res[0][1], res[1][1])
         raise self.err(node, f"auto_pad={auto} is not supported")
 
-    def _producer(self, name):
+    def producer(self, name):
         for n in reversed(self.nodes):
             if name in n.outputs:
                 return n

@@ -66,28 +66,16 @@ from ..errors import TinycError
 from ..ir import Graph, Node
 from ..ops.base import PlanContext
 from ..ops.conv import conv_kernel_kind  # noqa: F401  (tests/test_train_c.py)
+# the in-place rules of the training steps' convs (tests import depthwise_grad_backwards_saved)
+from ..ops.conv_train import depthwise_grad_backwards_saved, pointwise_grad_inplace_ok  # noqa: F401
 
 ALIGN = 4
 ORDERS = ("size", "area", "lifetime", "first")
-# a node whose output is its input's bytes (NHWC order unchanged)
-ALIAS_OPS = ("reshape", "grad_alias")
-# nodes of a training step (passes/autodiff.py) besides the int8 forward ops
-TRAIN_OPS = ("select_channels", "softmax_ce", "grad_mask", "conv2d_grad_input", "conv2d_update",
-             "dw_pw_grad",
-             "avg_pool_grad", "max_pool_grad", "pad_grad", "slice_grad", "grad_add")
 
 
 def _is_alias(node: Node) -> bool:
     """The node's output is its input's bytes (a reshape, a gradient's view)."""
-    op = ops.REGISTRY.get(node.op)
-    return op.alias if op is not None else node.op in ALIAS_OPS
-
-
-def _assembled(node: Node) -> bool:
-    """The node's output is assembled window by window (a paste): its buffer holds only the
-    bytes written so far."""
-    op = ops.REGISTRY.get(node.op)
-    return op is not None and op.assembled
+    return ops.get(node).alias
 
 
 def _align(x: int, a: int = ALIGN) -> int:
@@ -307,29 +295,17 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
 
     ctx = PlanContext(g, inplace, pointwise, pointwise_grad, split, dies_at, join, scratch_sizes)
     for i, node in enumerate(g.nodes):
-        out = node.outputs[0] if node.outputs else None
-        op = ops.REGISTRY.get(node.op)
-        if op is not None:
-            if op.alias:
-                inplace_nodes[i] = "alias"
-            else:
-                op.plan(ctx, i, node)
-            continue
-        if node.op in ALIAS_OPS:
+        op = ops.get(node)
+        if op.alias:
             inplace_nodes[i] = "alias"
-        elif node.op in TRAIN_OPS:
-            _plan_training_node(g, i, node, dies_at, join, scratch_sizes, inplace,
-                                pointwise_grad, split)
-            continue
-        elif not inplace:
-            continue   # no in-place kernels, no scratch: the plain reference kernels
+        else:
+            op.plan(ctx, i, node)   # in-place sharing (join) and scratch, if its kernel has any
 
     # a trained layer whose forward kernel takes a folded bias gets it recomputed from the current
     # (SRAM) weights and bias into its scratch, after the kernel's own scratch
     bias_scratch: dict[int, int] = {}
     for i, node in enumerate(g.nodes):
-        op = ops.REGISTRY.get(node.op)
-        size = op.bias_scratch_bytes(ctx, i, node, inplace_nodes.get(i)) if op is not None else 0
+        size = ops.get(node).bias_scratch_bytes(ctx, i, node, inplace_nodes.get(i))
         if size:
             bias_scratch[i] = _align(scratch_sizes.get(i, 0))
             scratch_sizes[i] = bias_scratch[i] + size
@@ -350,92 +326,6 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
                    if not (t in producer and _is_alias(producer[t])))
     return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
                      no_reuse, len(g.nodes), bias_scratch, masks)
-
-
-def _plan_training_node(g: Graph, i: int, node: Node, dies_at, join, scratch_sizes: dict,
-                        inplace: bool, pointwise_grad: bool, split: dict) -> None:
-    """In-place sharing and scratch of the nodes of a training step (passes/autodiff.py).
-    grad_mask / grad_add are element-wise and may overwrite a dying gradient; pad_grad and
-    slice_grad only move elements towards the start of the buffer, so they may too. The
-    weight update accumulates one output channel's weight gradient in a float scratch.
-    The input gradient over split weights runs out of place (tinyc_conv2d_grad_input_split;
-    its output gradient outlives it anyway: the weight update after it reads it)."""
-    if node.op == "conv2d_update":
-        size = update_scratch_bytes(g, node)
-        if size:
-            scratch_sizes[i] = size
-        return
-    if node.op == "dw_pw_grad":    # float32 planes of one channel: of g_d (with a head), g_e
-        scratch_sizes[i] = dw_pw_grad_scratch_bytes(g, node)
-        return
-    if not inplace or (node.op == "conv2d_grad_input" and node.inputs[1] in split):
-        return
-    out = node.outputs[0]
-    if depthwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-        join(i, node.inputs[0], out, "depthwise_grad")
-        _, h, w, _ = g.tensors[node.inputs[0]].shape
-        scratch_sizes[i] = 4 * h * w     # one channel of the output gradient, float32
-    elif pointwise_grad and pointwise_grad_inplace_ok(g, node) and dies_at(node.inputs[0], i):
-        join(i, node.inputs[0], out, "pointwise_grad")
-        scratch_sizes[i] = 4 * g.tensors[out].shape[-1]   # one pixel of the input gradient
-    elif dies_at(node.inputs[0], i):
-        saved = depthwise_grad_backwards_saved(g, node)
-        gy = g.tensors[node.inputs[0]]
-        if saved is not None and saved * gy.shape[-1] < gy.size:   # saves memory
-            join(i, node.inputs[0], out, "depthwise_grad_backwards")
-            if saved:
-                scratch_sizes[i] = 4 * saved * gy.shape[-1]
-
-
-def is_depthwise_grad(g: Graph, node: Node) -> bool:
-    if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
-        return False
-    c = g.tensors[node.outputs[0]].shape[-1]
-    return node.attrs.get("groups", 1) == c == g.tensors[node.inputs[0]].shape[-1] and c > 1
-
-
-def depthwise_grad_backwards_saved(g: Graph, node: Node) -> int | None:
-    """Pixels of gy that tinyc_depthwise_grad_input_backwards must copy to scratch to compute a
-    depthwise conv's input gradient over its output gradient (same offset, same channel count,
-    gx at least as large), or None when that kernel does not apply. The kernel writes gx pixel
-    P over gy pixel P in reverse raster order, so a gy pixel q is safe where no gx pixel before
-    q reads it; the unsafe ones (the first rows, with large kernels) are a prefix to save."""
-    if not is_depthwise_grad(g, node):
-        return None
-    _, oh, ow, _ = g.tensors[node.inputs[0]].shape
-    _, ih, iw, _ = g.tensors[node.outputs[0]].shape
-    if ih * iw < oh * ow:
-        return None
-    first_reader = []
-    for axis, (n_out, n_in) in enumerate(((oh, ih), (ow, iw))):
-        s, d = node.attrs["strides"][axis], node.attrs["dilations"][axis]
-        taps = np.arange(g.tensors[node.inputs[1]].shape[1 + axis])[None, :] * d
-        pos = np.arange(n_out)[:, None] * s - node.attrs["pads"][axis] + taps   # input index
-        pos = np.where((pos >= 0) & (pos < n_in), pos, n_in + n_out + 1)
-        first_reader.append(pos.min(axis=1))                   # > n_in: read by no pixel
-    fy, fx = np.meshgrid(first_reader[0], first_reader[1], indexing="ij")
-    q = np.arange(oh * ow).reshape(oh, ow)
-    unsafe = ~((fy > ih) | (fx > iw)) & (fy * iw + fx < q)
-    return int(q[unsafe].max()) + 1 if unsafe.any() else 0
-
-
-def pointwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
-    """An input gradient tinyc_pointwise_grad_input_inplace can compute over its output
-    gradient: a 1x1 conv, stride 1, no padding, groups 1 (not a fully connected layer)."""
-    if node.op != "conv2d_grad_input" or node.attrs.get("fc"):
-        return False
-    w = g.tensors[node.inputs[1]]
-    return (w.shape[1:3] == (1, 1) and tuple(node.attrs["strides"]) == (1, 1)
-            and not any(node.attrs["pads"]) and node.attrs.get("groups", 1) == 1
-            and g.tensors[node.inputs[0]].shape[1:3] == g.tensors[node.outputs[0]].shape[1:3])
-
-
-def depthwise_grad_inplace_ok(g: Graph, node: Node) -> bool:
-    """An input gradient tinyc_depthwise_grad_input_inplace can compute over its output
-    gradient: a depthwise conv (groups == C_in == C_out) whose input and output have the same
-    shape, so that gx[p, c] and gy[p, c] are the same bytes."""
-    return (is_depthwise_grad(g, node)
-            and g.tensors[node.inputs[0]].shape == g.tensors[node.outputs[0]].shape)
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:
@@ -465,7 +355,7 @@ def packable_masks(g: Graph) -> dict[str, dict]:
         if (t.is_const or t.dtype != "int8" or not back or y in g.outputs
                 or producer.get(y, n_forward) >= n_forward or t.size < 16):
             continue
-        bounds = {_mask_bounds_read(n, y) for _, n in back}
+        bounds = {ops.get(n).mask_read(n, y) for _, n in back}
         if None in bounds:
             continue
         if len(bounds) != 1:
@@ -477,66 +367,10 @@ def packable_masks(g: Graph) -> dict[str, dict]:
     return masks
 
 
-def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
-    """Scratch of a dw_pw_grad node: one channel's plane of the depthwise output gradient (when
-    the node computes it from the project's) and of its input gradient, float32, then the
-    expand layer's weight-update scratch, then (its weights stored split) one row of them."""
-    dw = node.attrs["parts"]["dw"]
-    hidden = node.attrs["hidden"]
-    if dw is None:   # a tail: one plane of the project's input gradient
-        _, oh, ow, _ = hidden[node.attrs["parts"]["proj"].outputs[0]].shape
-        return 4 * oh * ow
-    _, ih, iw, _ = hidden[dw.outputs[0]].shape
-    _, oh, ow, _ = hidden[dw.inputs[0]].shape if dw.inputs[0] in hidden else \
-        g.tensors[dw.inputs[0]].shape
-    parts = node.attrs["parts"]
-    update = parts["update"]
-    row = g.tensors[node.outputs[0]].shape[-1] if parts["pw"].inputs[1] in split_weights(g) else 0
-    return (4 * (ih * iw + (oh * ow if parts["proj"] else 0))
-            + (update_scratch_bytes(g, update) if update is not None else 0) + row)
-
-
-def _mask_bounds_read(n: Node, y: str) -> tuple | None:
-    """(lo, hi) when node n reads activation y only as the mask of a gradient, else None."""
-    op = ops.REGISTRY.get(n.op)
-    if op is not None:
-        return op.mask_read(n, y)
-    if n.op == "dw_pw_grad" and y in (n.inputs[2], n.inputs[4]) and n.inputs.count(y) == 1:
-        mask = n.attrs["parts"]["proj_mask" if y == n.inputs[2] else "mask"]
-        return mask.attrs["lo"], mask.attrs["hi"]
-    return None
-
-
-def update_scratch_bytes(g: Graph, node: Node) -> int:
-    """Float scratch of a conv2d_update node: the weight gradient of one output channel,
-    kernel_h * kernel_w * (kept input channels of one group) floats; 0 for a bias-only update."""
-    channels = node.attrs.get("channels")
-    if channels is None or len(channels) == 0:
-        return 0
-    w = g.tensors[node.inputs[2]]
-    if node.attrs.get("fc"):
-        kh = kw = 1
-        cin_g = w.shape[1]
-    else:
-        _, kh, kw, cin_g = w.shape
-    per_group = max(int(np.max(np.bincount(np.asarray(channels) // cin_g))), 1)
-    return kh * kw * per_group * 4
-
-
 def first_byte_read(g: Graph, node: Node, t: str) -> int:
     """The lowest byte of tensor t that node reads: 0 unless the node reads a window of it (a
     conv/pool whose negative pads skip leading rows/columns, a crop)."""
-    op = ops.REGISTRY.get(node.op)
-    if op is not None:
-        return op.first_byte_read(g, node, t)
-    shape = g.tensors[t].shape
-    if len(shape) != 4 or t != node.inputs[0]:
-        return 0
-    _, _, w, c = shape
-    if node.op in ("avg_pool", "max_pool"):
-        top, left = node.attrs.get("pads", (0, 0, 0, 0))[:2]
-        return (max(0, -top) * w + max(0, -left)) * c
-    return 0
+    return ops.get(node).first_byte_read(g, node, t)
 
 
 def _partly_dead(g: Graph, values: list[Buffer], value_of: dict[str, int], outputs: set) -> None:
@@ -547,11 +381,10 @@ def _partly_dead(g: Graph, values: list[Buffer], value_of: dict[str, int], outpu
         for t in node.inputs:
             if t in value_of:
                 readers.setdefault(value_of[t], []).append((i, first_byte_read(g, node, t)))
-        if _assembled(node):
+        if ops.get(node).assembled:   # a paste: its buffer holds the bytes written so far
             b = values[value_of[node.outputs[0]]]
             if len(b.tensors) == 1:
-                b.size = ops.REGISTRY[node.op].written_bytes(g, node,
-                                                             lambda t: values[value_of[t]].size)
+                b.size = ops.get(node).written_bytes(g, node, lambda t: values[value_of[t]].size)
     for v, rs in readers.items():
         b = values[v]
         if v in outputs or all(fb == 0 for _, fb in rs):
@@ -639,7 +472,7 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
     planner bug."""
     bs = plan.buffers
     handover = {(i, min(a, b), max(a, b)) for i, a, b in plan.handovers}
-    assembled = {t for n in g.nodes if _assembled(n) for t in n.outputs}
+    assembled = {t for n in g.nodes if ops.get(n).assembled for t in n.outputs}
     for b in bs:
         assert b.offset % plan.alignment == 0, f"buffer {b.id} misaligned at {b.offset}"
         assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"buffer {b.id} outside"
@@ -669,13 +502,7 @@ def verify_plan(g: Graph, plan: MemoryPlan) -> None:
 # ---------------------------------------------------------------- training steps
 def update_nodes(g: Graph) -> list[Node]:
     """The conv2d_update nodes of a training graph, those inside fused nodes included."""
-    out = []
-    for n in g.nodes:
-        if n.op == "conv2d_update":
-            out.append(n)
-        elif n.op == "dw_pw_grad":
-            out += [u for u in (n.attrs["parts"]["dw_update"], n.attrs["parts"]["update"]) if u]
-    return out
+    return [u for n in g.nodes for u in ops.get(n).updates(n)]
 
 
 def trainable_tensors(g: Graph) -> list[tuple[str, str]]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import conv, data, elementwise, pool, softmax
+from . import conv, conv_train, data, elementwise, pool, softmax
 from .base import Op, PlanContext, TrainRun
 
-MODULES = (pool, conv, data, elementwise, softmax)
+MODULES = (pool, conv, conv_train, data, elementwise, softmax)
 
 REGISTRY: dict[str, Op] = {}
 for _module in MODULES:

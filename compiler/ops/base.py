@@ -19,7 +19,7 @@ Hooks, grouped by the stage that calls them:
 - passes/patch         `patchable`, `window`, `input_interval`, `patch_attrs`
 - memory/planner       trait `alias`; `plan` (in-place sharing, scratch), `bias_scratch_bytes`,
                        `first_byte_read`; trait `assembled` with `written_bytes`; `mask_read`
-                       (packable_masks)
+                       (packable_masks), `updates` (update_nodes)
 - codegen/c            `layer` (the C call's parameters, kernel kind, template file), `sources`
 - export/tflite        `tflite`       export/onnx_export `onnx_export`
 - ir.Graph.macs        `macs`
@@ -182,6 +182,10 @@ class Op:
     def mask_read(self, node: Node, y: str) -> tuple | None:
         """(lo, hi) when the node reads activation y only as the mask of a gradient, else None."""
         return None
+
+    def updates(self, node: Node) -> list[Node]:
+        """The conv2d_update nodes the node runs (itself, or those fused into it)."""
+        return []
 
     # ---------------------------------------------------------------- code generation
     def layer(self, g: Graph, node: Node, i: int, plan, consts, params) -> dict:

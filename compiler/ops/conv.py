@@ -55,7 +55,7 @@ def _import_conv(imp, node) -> None:
                             "and output channels)")
     sh, sw = imp.ints(node, a, "strides", [1, 1], 2, 1)
     dh, dw = imp.ints(node, a, "dilations", [1, 1], 2, 1)
-    pads = imp._spatial_pads(node, a, h, wd, kh, kw, sh, sw, dh, dw)
+    pads = imp.spatial_pads(node, a, h, wd, kh, kw, sh, sw, dh, dw)
     oh = conv_out_size(h, kh, sh, pads[0], pads[2], dh)
     ow = conv_out_size(wd, kw, sw, pads[1], pads[3], dw)
     if oh <= 0 or ow <= 0:
@@ -90,7 +90,7 @@ def _import_batch_norm(imp, node) -> None:
     with np.errstate(over="ignore", invalid="ignore"):
         scale = gamma / np.sqrt(var + eps)
         shift = beta - mean * scale
-    prod = imp._producer(x.name)
+    prod = imp.producer(x.name)
     if (prod is not None and prod.op == "conv2d" and prod.attrs["clamp"] is None
             and imp.uses.get(x.name, 0) == 1):
         w, b = imp.tensors[prod.inputs[1]], imp.tensors[prod.inputs[2]]

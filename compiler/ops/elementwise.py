@@ -54,7 +54,7 @@ def _import_add(imp, node) -> None:
     if len(consts) == 1:
         # MatMul + Add (bias) -> one fully-connected layer (its fold_constant_add)
         x = imp.act([i for i in node.input if i not in imp.consts][0], node)
-        prod = imp._producer(x.name)
+        prod = imp.producer(x.name)
         c = imp.consts[consts[0]]
         from . import get
         if prod is not None and get(prod).fold_constant_add(imp, prod, node, x, c):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..ir import Graph, Node, conv_out_size
+from ..ir import Node, conv_out_size
 from ..reference.common import pool_windows
 from .base import Op, TrainRun
 
@@ -36,7 +36,7 @@ def _import_pool(imp, node, op: str) -> None:
     kh, kw = imp.ints(node, a, "kernel_shape", None, 2, 1)
     sh, sw = imp.ints(node, a, "strides", [1, 1], 2, 1)
     _, h, w, c = x.shape
-    pads = imp._spatial_pads(node, a, h, w, kh, kw, sh, sw)
+    pads = imp.spatial_pads(node, a, h, w, kh, kw, sh, sw)
     if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
         # a window entirely in the padding has no value (max) or divides by 0 (average)
         raise imp.err(node, f"pads {list(pads)} must be smaller than the {kh}x{kw} kernel")

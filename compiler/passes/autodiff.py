@@ -29,10 +29,6 @@ from .fuse_grad import fuse_depthwise_pointwise_grads
 from .sparse_update import UpdateScheme
 from .train_head import classifier
 
-BACKWARD_OPS = ("softmax_ce", "grad_mask", "conv2d_grad_input", "conv2d_update",
-                "avg_pool_grad", "max_pool_grad", "pad_grad", "slice_grad", "grad_alias",
-                "grad_add")
-
 
 @dataclass
 class TrainOptions:
@@ -107,14 +103,13 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
     trainable = set(scheme.layers)
     for name in trainable:
         node = next((n for n in t.nodes if n.name == name), None)
-        op = ops.REGISTRY.get(node.op) if node is not None else None
-        if op is None or not op.trainable_params:
+        if node is None or not ops.get(node).trainable_params:
             raise TinycError(f"scheme names layer '{name}', which is not a conv/FC of this model")
     dep = _depends_on_params(t, trainable)
     forward = list(t.nodes)
     ad = Backward(t, scheme, opts, trainable, dep, forward)
     backward, grads = ad.backward, ad.grads
-    new_grad, give_grad = ad.new_grad, ad.give_grad
+    new_grad = ad.new_grad
 
     g_logits = new_grad(logits)
     backward.append(Node("loss", "softmax_ce", [logits], [g_logits],
@@ -127,24 +122,15 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
         if out not in grads:
             continue
         g_out = grads[out]
-        op = ops.REGISTRY.get(node.op)
-        masks = op.masks_gradient if op is not None else node.op in ("add", "clamp")
-        bounds = _mask_bounds(node) if masks else None
+        op = ops.get(node)
+        bounds = _mask_bounds(node) if op.masks_gradient else None
         if bounds is not None:
             g_masked = new_grad(out, ":masked")
             backward.append(Node(node.name + "/mask", "grad_mask", [g_out, out], [g_masked],
                                  {"lo": bounds[0], "hi": bounds[1]}))
             g_out = g_masked
         need = [i for i in node.inputs if i in dep]
-        if op is not None:
-            op.grad(ad, node, g_out, need)
-        elif node.op in ("clamp", "requantize"):
-            if need:
-                g_x = new_grad(node.inputs[0])
-                backward.append(Node(node.name + "/grad", "grad_alias", [g_out], [g_x]))
-                give_grad(node.inputs[0], g_x, node)
-        elif need:
-            raise TinycError(f"{node.describe()}: no backward rule for op {node.op}")
+        op.grad(ad, node, g_out, need)   # raises naming the node if it has no rule
 
     t.nodes = forward + backward
     t.meta["train"] = {"scheme": scheme.name, "qas": opts.qas, "rounding": opts.rounding,

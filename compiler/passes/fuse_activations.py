@@ -9,17 +9,9 @@ from __future__ import annotations
 from .. import ops
 from ..ir import Graph, Node
 
-FUSABLE = ("add",)
-
 
 def _takes_clamp(node: Node) -> bool:
-    op = ops.REGISTRY.get(node.op)
-    return op.takes_clamp if op is not None else node.op in FUSABLE
-
-
-def _takes_clamp(node: Node) -> bool:
-    op = ops.REGISTRY.get(node.op)
-    return op.takes_clamp if op is not None else node.op in FUSABLE
+    return ops.get(node).takes_clamp
 
 
 def fuse_activations(graph: Graph) -> Graph:

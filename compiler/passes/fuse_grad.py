@@ -49,7 +49,8 @@ from __future__ import annotations
 import copy
 
 from ..ir import Graph, Node
-from ..memory.planner import is_depthwise_grad, pointwise_grad_inplace_ok, split_weights
+from ..memory.planner import split_weights
+from ..ops.conv_train import is_depthwise_grad, pointwise_grad_inplace_ok
 
 FUSED_OP = "dw_pw_grad"
 

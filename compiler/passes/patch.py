@@ -42,10 +42,10 @@ from .. import ops
 from ..errors import TinycError
 from ..ir import Graph, Node, Tensor
 
-# ops a prefix may contain: spatially local, one output
-PATCHABLE_OPS = ("conv2d", "avg_pool", "max_pool", "add", "clamp", "requantize", "pad", "concat")
-# ops that read any window of their input buffer through (possibly negative) pads
-WINDOWED_OPS = ("conv2d", "avg_pool", "max_pool")
+# ops a prefix may contain (spatially local, one output), and those among them that read any
+# window of their input buffer through (possibly negative) pads: the ops' traits
+PATCHABLE_OPS = tuple(name for name, op in ops.REGISTRY.items() if op.patchable)
+WINDOWED_OPS = tuple(name for name, op in ops.REGISTRY.items() if op.windowed)
 MAX_GRID = 8
 
 
@@ -77,33 +77,15 @@ class PatchSpec:
 Interval = tuple[int, int]   # [lo, hi)
 
 
-def _windowed(node: Node) -> bool:
-    op = ops.REGISTRY.get(node.op)
-    return op.windowed if op is not None else node.op in WINDOWED_OPS
-
-
 def _window_params(g: Graph, node: Node, axis: int) -> tuple[int, int, int, int]:
     """(kernel, stride, pad before, dilation) of a conv or pool along axis 0 (H) or 1 (W)."""
-    op = ops.REGISTRY.get(node.op)
-    if op is not None:
-        return op.window(g, node, axis)
-    a = node.attrs
-    kernel, dilation = a["kernel"][axis], 1
-    return kernel, a.get("strides", (1, 1))[axis], a["pads"][axis], dilation
+    return ops.get(node).window(g, node, axis)
 
 
 def input_interval(g: Graph, node: Node, out: Interval, axis: int, in_size: int) -> Interval:
     """The input rows (axis 0) or columns (axis 1) node needs for its outputs in `out`, clipped
     to the input tensor (positions outside it are padding)."""
-    lo, hi = out
-    op = ops.REGISTRY.get(node.op)
-    if op is not None:
-        a, b = op.input_interval(g, node, out, axis)
-    elif node.op in WINDOWED_OPS:
-        k, s, p, d = _window_params(g, node, axis)
-        a, b = lo * s - p, (hi - 1) * s - p + (k - 1) * d + 1
-    else:
-        a, b = lo, hi
+    a, b = ops.get(node).input_interval(g, node, out, axis)
     return max(a, 0), min(b, in_size)
 
 
@@ -121,8 +103,7 @@ def prefix_problem(g: Graph, split: int) -> str | None:
     produced = {t for n in prefix for t in n.outputs}
     split_out = g.nodes[split].outputs[0]
     for i, n in enumerate(prefix):
-        op = ops.REGISTRY.get(n.op)
-        if not (op.patchable if op is not None else n.op in PATCHABLE_OPS) or len(n.outputs) != 1:
+        if not ops.get(n).patchable or len(n.outputs) != 1:
             return f"node {i} ({n.describe()}) is not a spatially local op"
         if len(g.tensors[n.outputs[0]].shape) != 4:
             return f"node {i} ({n.describe()}) has no spatial output"
@@ -201,19 +182,6 @@ def patch_regions(g: Graph, spec: PatchSpec, cache: dict | None = None) -> Patch
     return PatchRegions(spec, *axes)
 
 
-def _local_pads(g: Graph, node: Node, out_reg, in_reg) -> tuple[int, int, int, int]:
-    """Pads of a conv/pool computing outputs out_reg from an input buffer holding in_reg, in the
-    buffer's frame: (top, left, bottom, right); bottom/right make the output size exact."""
-    pads = []
-    for axis in (0, 1):
-        (a, b), (r0, r1) = out_reg[axis], in_reg[axis]
-        k, s, p, d = _window_params(g, node, axis)
-        before = p - (a * s - r0)
-        after = (b - a - 1) * s + (k - 1) * d + 1 - (r1 - r0) - before
-        pads.append((before, after))
-    return pads[0][0], pads[1][0], pads[0][1], pads[1][1]
-
-
 def apply_patches(g: Graph, spec: PatchSpec) -> Graph:
     """The graph with nodes[0..split] unrolled patch by patch (row-major over the grid), followed
     by the rest of the nodes unchanged. g.meta["patch"] describes the schedule."""
@@ -287,16 +255,12 @@ def unroll_patch(g: Graph, reg: PatchRegions, i: int, j: int, tensors: dict, nod
             name, x_reg = local[x]
             want = tuple(input_interval(g, node, y_reg[ax], ax, g.tensors[x].shape[1 + ax])
                          for ax in (0, 1))
-            if not _windowed(node) and x_reg != want:
+            if not ops.get(node).windowed and x_reg != want:   # windowed ops shift their pads
                 name = _crop(tensors, nodes, g.tensors[x], name, x_reg, want, (i, j), k)
                 x_reg = want
             ins.append((name, x_reg))
         attrs = dict(node.attrs, patch=(i, j))
-        op = ops.REGISTRY.get(node.op)
-        if op is not None:
-            attrs.update(op.patch_attrs(g, node, y_reg, ins[0][1]))
-        elif node.op in WINDOWED_OPS:
-            attrs["pads"] = _local_pads(g, node, y_reg, ins[0][1])
+        attrs.update(ops.get(node).patch_attrs(g, node, y_reg, ins[0][1]))
         name = f"{y}#{tag}"
         _add_tensor(tensors, g.tensors[y], name, y_reg)
         nodes.append(Node(f"{node.name}#{tag}", node.op, [v for v, _ in ins], [name], attrs,

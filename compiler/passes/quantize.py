@@ -27,8 +27,6 @@ BIAS_LIMIT = 2 ** 30
 # ...and with products of at most 127 * 255 (weight times input minus its zero point), a dot
 # product of up to MAX_DOT_LENGTH terms stays inside int32 on top of such a bias
 MAX_DOT_LENGTH = (2 ** 31 - 1 - BIAS_LIMIT) // (127 * 255)
-PASS_THROUGH = ("avg_pool", "max_pool", "pad", "reshape", "clamp")
-REQUANTIZING = ("add",)
 
 
 def calibrate(g: Graph, samples: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -113,14 +111,7 @@ def quantize(graph: Graph, samples: np.ndarray | None,
     q: dict[str, QParams] = {g.inputs[0]: choose_qparams(*ranges[g.inputs[0]])}
 
     for node in list(g.nodes):
-        out = node.outputs[0]
-        op = ops.REGISTRY.get(node.op)
-        if op is not None:
-            q[out] = op.out_qparams(g, node, q, ranges)
-        elif node.op in PASS_THROUGH:
-            q[out] = q[node.inputs[0]]
-        else:
-            q[out] = choose_qparams(*ranges[out])
+        q[node.outputs[0]] = ops.get(node).out_qparams(g, node, q, ranges)
 
     for name in g.activations():
         t = g.tensors[name]
@@ -133,8 +124,7 @@ def quantize(graph: Graph, samples: np.ndarray | None,
 
 
 def _requantizing(node: Node) -> bool:
-    op = ops.REGISTRY.get(node.op)
-    return op.requantizing if op is not None else node.op in REQUANTIZING
+    return ops.get(node).requantizing
 
 
 def _same(a: QParams, b: QParams) -> bool:
@@ -142,8 +132,4 @@ def _same(a: QParams, b: QParams) -> bool:
 
 
 def _quantize_node(g: Graph, node: Node) -> None:
-    op = ops.REGISTRY.get(node.op)
-    if op is not None:
-        node.attrs["q"] = op.quantize(g, node)
-        return
-    raise NotImplementedError(node.op)
+    node.attrs["q"] = ops.get(node).quantize(g, node)

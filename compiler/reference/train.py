@@ -37,9 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ops
-from ..ir import Graph, Node
+from ..ir import Graph
 from ..ops.base import TrainRun
-from ..ops.elementwise import grad_mask
 from ..ops.pool import pool_grad  # noqa: F401  (tests/test_autodiff.py)
 from ..ops.softmax import softmax_ce  # noqa: F401  (tests/test_autodiff.py)
 from ..passes.quantize import BIAS_LIMIT
@@ -261,37 +260,6 @@ def conv_update(g_y: np.ndarray, x_q: np.ndarray | None, w: np.ndarray, b: np.nd
     return w_new.reshape(w_shape), b_new
 
 
-def _update(g: Graph, node: Node, env: dict, lr: float, step: int, guard: GuardStats) -> None:
-    wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
-    x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
-    wt.data, bt.data = conv_update(env[node.inputs[0]], x_q_saved, wt.data, bt.data, node.attrs,
-                                   lr, step, guard)
-
-
-def dw_pw_grad(g: Graph, node: Node, env: dict, lr: float, step: int,
-               guard: GuardStats) -> np.ndarray:
-    """The parts of a dw_pw_grad node (passes/fuse_grad.py) one after the other."""
-    parts, hidden = node.attrs["parts"], node.attrs["hidden"]
-    local = dict(env)
-
-    def grad_input(n: Node) -> None:
-        shape = (hidden[n.outputs[0]] if n.outputs[0] in hidden else g.tensors[n.outputs[0]]).shape
-        local[n.outputs[0]] = conv_grad_input(local[n.inputs[0]], g.tensors[n.inputs[1]].data,
-                                              n.attrs, shape)
-
-    for key in ("proj", "proj_mask", "dw_update", "dw", "mask", "pw", "update"):
-        n = parts[key]
-        if n is None:
-            continue
-        if n.op == "conv2d_grad_input":
-            grad_input(n)
-        elif n.op == "grad_mask":
-            local[n.outputs[0]] = grad_mask(local[n.inputs[0]], local[n.inputs[1]], n.attrs)
-        else:
-            _update(g, n, local, lr, step, guard)
-    return local[node.outputs[0]] if node.outputs else None
-
-
 class TrainState:
     """Mutable parameters of a training graph (int8 weights, int32 biases) and the step count."""
 
@@ -310,27 +278,11 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
     run = TrainRun(lr, step, guard, label)
     for node in g.nodes:
-        op = ops.REGISTRY.get(node.op)
-        if op is not None:
-            out = op.run_train(g, node, env, run)
-            if out is not None:
-                env[node.outputs[0]] = out
-            if run.skip:
-                return run.loss
-            continue
-        if node.op == "conv2d_grad_input":
-            x_shape = g.tensors[node.outputs[0]].shape
-            env[node.outputs[0]] = conv_grad_input(env[node.inputs[0]],
-                                                   g.tensors[node.inputs[1]].data, node.attrs,
-                                                   x_shape)
-        elif node.op == "conv2d_update":
-            _update(g, node, env, lr, step, guard)
-        elif node.op == "dw_pw_grad":   # passes/fuse_grad.py: its unfused nodes, in order
-            out = dw_pw_grad(g, node, env, lr, step, guard)
-            if node.outputs:   # a tail has none
-                env[node.outputs[0]] = out
-        else:
-            env[node.outputs[0]] = run_int8_node(g, node, env)
+        out = ops.get(node).run_train(g, node, env, run)
+        if out is not None:
+            env[node.outputs[0]] = out
+        if run.skip:   # the loss's check failed: nothing was updated
+            return run.loss
     guard.steps_guarded += guard.refused != refused
     return run.loss
 
@@ -340,7 +292,7 @@ def predict(g: Graph, x_q: np.ndarray) -> np.ndarray:
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
     logits = g.meta["train"]["logits"]
     for node in g.nodes[:g.meta["train"]["forward_nodes"]]:
-        if node.op in ops.REGISTRY and ops.REGISTRY[node.op].training_only:
+        if ops.get(node).training_only:
             continue
         env[node.outputs[0]] = run_int8_node(g, node, env)
         if node.outputs[0] == logits:
