@@ -271,12 +271,11 @@ def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dic
     missing = [p["name"] for p in params.table if p["init"] is None]
     if missing:
         raise TinycError(f"trained parameters {missing[:3]} are read by no layer")
-    loss = next(L for L in layers if L["kind"] == "softmax_ce")
     return dict(forward=layers[:n_forward], backward=layers[n_forward:], params=params.table,
                 param_bytes=sum(p["bytes"] for p in params.table),
                 param_sram_bytes=sum(p["sram_bytes"] for p in params.table),
                 split=[p for p in params.table if p["split"] is not None],
-                num_classes=loss["params"]["n"], scheme=c_comment(str(train["scheme"])),
+                num_classes=g.tensors[train["logits"]].size, scheme=c_comment(str(train["scheme"])),
                 qas=bool(train["qas"]), rounding=train["rounding"])
 
 
