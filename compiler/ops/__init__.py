@@ -6,6 +6,7 @@
     elementwise.py  add, clamp, requantize, grad_mask, grad_add, grad_alias
     data.py         pad, concat, reshape, crop, paste, select_channels, pad_grad, slice_grad
     softmax.py      softmax, softmax_ce
+    mul.py          mul
 
 REGISTRY (IR op name -> Op) is the one list; base.py says what an op declares. The passes,
 planner, code generator and exporters look ops up here (`get`) instead of naming them.
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import conv, conv_train, data, elementwise, pool, softmax
+from . import conv, conv_train, data, elementwise, mul, pool, softmax
 from .base import Op, PlanContext, TrainRun
 
-MODULES = (pool, conv, conv_train, data, elementwise, softmax)
+MODULES = (pool, conv, conv_train, data, elementwise, softmax, mul)
 
 REGISTRY: dict[str, Op] = {}
 for _module in MODULES:

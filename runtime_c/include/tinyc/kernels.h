@@ -139,6 +139,18 @@ typedef struct {
 /* TFLite int8 ADD of two same-shape tensors. `out` may alias in1 or in2 (in place). */
 void tinyc_add(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
+typedef struct {
+    int32_t size;                  /* elements of in1 and out */
+    int32_t in2_size;              /* elements of in2: size, or the channels of a gate */
+    int32_t in1_zp, in2_zp, out_zp;
+    int32_t mult, shift;
+    int32_t act_min, act_max;
+} tinyc_mul_params;
+
+/* TFLite int8 MUL: out[i] = in1[i] * in2[i % in2_size] (per-channel gate when in2_size is the
+ * channel count, NHWC). `out` may alias in1 (in place). */
+void tinyc_mul(const tinyc_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+
 /* out = clamp(in, act_min, act_max). `out` may alias `in`. */
 void tinyc_clamp(int32_t size, int32_t act_min, int32_t act_max, const int8_t *in, int8_t *out);
 
