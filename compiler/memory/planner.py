@@ -8,26 +8,23 @@ Contract
 - A *buffer* is one value: a tensor together with its reshapes (a reshape's output is its input's
   bytes; NHWC order is unchanged since passes/flatten_order.py removed every NCHW flatten). It is
   live from its first tensor's birth to its last tensor's death.
-- In place: a node may write its output over an input value that dies at that node (is read by
-  no later node and is no graph output):
-    * add, clamp, requantize (element-wise kernels read element i before writing element i);
-    * depthwise conv with depth multiplier 1, channel by channel through a scratch of
-      in_h * in_w bytes (tinyc_depthwise_conv_inplace);
-    * pointwise conv (1x1, stride 1, no padding, groups 1), pixel by pixel through a scratch of
-      in_c bytes (tinyc_conv2d_1x1_inplace); tried with and without, the smaller arena is kept;
-    * crop (patch schedules): row by row forwards, every row lands at or before its source.
-  A paste (patch schedules) always writes its patch into its accumulator's buffer (like a
-  reshape's alias, also without in-place kernels): the split tensor is assembled in one buffer.
-  Other convs (not depthwise, not pointwise) get a scratch for their im2col window.
+- In place and scratch: which node may write its output over an input value that dies at that
+  node (is read by no later node and is no graph output), and which scratch its kernel needs,
+  is the op's own knowledge: its `plan` hook (compiler/ops) calls `PlanContext.join` and sets
+  `PlanContext.scratch` (e.g. element-wise ops over a dying input; depthwise and pointwise convs
+  through a channel or pixel of scratch; other convs' im2col window; a paste always over its
+  accumulator). In-place 1x1 convs (`pointwise`) and 1x1 input gradients (`pointwise_grad`) are
+  tried with and without: sharing one offset can make the greedy placement worse.
   Values chained by in-place nodes form a *group* placed at one offset. A group occupies, at each
   node, the bytes of its largest value live at that node (max(input, output) at the in-place
   node itself), so a long chain that shrinks frees its tail for other buffers.
 - Partly dead values (patch schedules only; ordinary graphs never have them):
-    * a value whose readers all read windows of it (a conv or pool with a negative pad skips
-      leading rows/columns, a crop starts at its origin) frees, at each node, the bytes before
-      the first byte any reader at or after that node touches: the image frees its rows as the
-      patches move down;
-    * a paste's output occupies only the bytes written so far (up to the end of its window).
+    * a value whose readers all read windows of it (the op's `first_byte_read`: a conv or pool
+      with a negative pad skips leading rows/columns, a crop starts at its origin) frees, at
+      each node, the bytes before the first byte any reader at or after that node touches: the
+      image frees its rows as the patches move down;
+    * an assembled output (a paste's: trait `assembled`) occupies only the bytes written so far
+      (`written_bytes`: up to the end of its window).
   So a buffer occupies the byte range [offset + low(step), offset + size) at each step; the
   assembled split tensor can grow over the image rows already consumed.
 - Scratch buffers are live during their node only; they are placed in the same arena.
@@ -39,17 +36,11 @@ Contract
   arena_bytes is rounded up to ALIGN as well. The arena itself is declared 8-byte aligned.
 - Training graphs (passes/autodiff.py) are planned whole, forward and backward in one arena:
   float32 gradients take 4 bytes an element; a saved activation lives until its last backward
-  reader; grad_alias is an alias like reshape; grad_mask / grad_add / pad_grad / slice_grad
-  may run in place into a dying input; so may the input gradient of a depthwise conv whose
-  input and output have one shape, channel by channel through a scratch of one channel of the
-  output gradient (a bias-only update runs before it, so the output gradient dies there), or
-  without scratch in reverse raster order for a stride 2 (a prefix of the output gradient
-  copied to scratch where a large kernel needs it); and that of a pointwise conv, pixel by
-  pixel through a scratch of one pixel;
-  conv2d_update gets a float scratch for one output
-  channel's weight gradient; an activation read in the backward pass only by grad_mask is kept
-  as a bit mask (packable_masks); a trained layer whose forward kernel takes a folded bias gets
-  cout int32 of scratch to refold it from its SRAM parameters. training_memory() reports it.
+  reader; the backward ops' in-place rules and scratch are their `plan` hooks (compiler/ops/
+  elementwise.py, data.py, conv_train.py); an activation the backward pass reads only as a
+  gradient's mask (the op's `mask_read`) is kept as a bit mask (packable_masks); a trained layer
+  whose forward kernel takes a folded bias gets the scratch its `bias_scratch_bytes` asks for, to
+  refold it from its SRAM parameters. training_memory() reports it.
 - Split weights (training): a conv whose update changes only some of its input channels keeps
   just those channels' weights in SRAM and reads the others from flash (split_weights). Its
   forward conv and input gradient run the plain split kernels (tinyc_conv2d_split,
@@ -181,6 +172,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     if not inplace:
         pointwise = pointwise_grad = False
     if pointwise is None or pointwise_grad is None:
+        # no 1x1 input gradient could run in place: one plan fewer to try
         if pointwise_grad is None and not any(pointwise_grad_inplace_ok(g, n) for n in g.nodes):
             pointwise_grad = False
         plans = [plan_memory(g, inplace, orders, pw, pack_masks, pwg)
