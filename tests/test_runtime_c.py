@@ -29,6 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
 ARM_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+# The two kernel variants (runtime_c/include/tinyc/simd.h): the plain C99 loops, and the Arm DSP
+# ones (SMLAD/SXTB16) compiled for the host with those instructions written in C. QEMU runs the
+# DSP ones natively (tests/test_firmware.py).
+VARIANTS = {"portable": (), "dsp": ("-DTINYC_SIMD_EMULATE",)}
 
 
 def int8_inputs(g: Graph, n_random: int = 3, seed: int = 0) -> np.ndarray:
@@ -42,10 +46,11 @@ def int8_inputs(g: Graph, n_random: int = 3, seed: int = 0) -> np.ndarray:
     return np.concatenate(xs)
 
 
-def assert_c_matches_reference(g: Graph, out_dir: Path, plan=None, n_random: int = 3):
+def assert_c_matches_reference(g: Graph, out_dir: Path, plan=None, n_random: int = 3,
+                               variant: str = "portable"):
     plan = plan if plan is not None else plan_memory(g)
     generate_c(g, plan, out_dir)
-    build_host(out_dir)
+    build_host(out_dir, extra_flags=VARIANTS[variant])
     xs = int8_inputs(g, n_random)
     ys = run_host(out_dir, xs)
     assert ys.shape[0] == xs.shape[0]
@@ -227,10 +232,11 @@ IR_NETS = {f.__name__[4:]: f for f in (net_dw_inplace_grow, net_gray_strides, ne
                                         net_residuals, net_pointwise_chain)}
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", sorted(IR_NETS))
-def test_ir_net_matches_reference(name, tmp_path):
+def test_ir_net_matches_reference(name, variant, tmp_path):
     g = IR_NETS[name]()
-    plan = assert_c_matches_reference(g, tmp_path)
+    plan = assert_c_matches_reference(g, tmp_path, variant=variant)
     if name in ("dw_inplace_grow", "residuals"):
         assert "depthwise" in plan.inplace.values()
     if name == "residuals":
@@ -249,7 +255,8 @@ def test_dw_inplace_output_larger_than_input():
     assert plan.tensor_offsets[x] == plan.tensor_offsets[y]
     buf = plan.buffers[plan.tensor_buffer[y]]
     assert buf.size >= g.tensors[y].nbytes
-    assert plan.scratch[1][1] == 9 * 7
+    # one input plane with its pads (2 on each side of 9x7), and the DSP kernel's 3 bytes of slack
+    assert plan.scratch[1][1] == (2 + 9 + 2) * (2 + 7 + 2) + 3
 
 
 def test_without_inplace_same_output(tmp_path):
@@ -263,10 +270,11 @@ def test_without_inplace_same_output(tmp_path):
 NET_NAMES = ["gray_odd", "mbv2_block", "big_kernels", "groups_concat", "residual_chain", "fc_only"]
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", NET_NAMES)
-def test_onnx_net_matches_reference(name, small_nets, tmp_path):
+def test_onnx_net_matches_reference(name, variant, small_nets, tmp_path):
     g = compile_int8(str(small_nets[name]), None)
-    assert_c_matches_reference(g, tmp_path)
+    assert_c_matches_reference(g, tmp_path, variant=variant)
 
 
 # ---------------------------------------------------------------- hand-made int8 graphs
@@ -318,19 +326,21 @@ INT8_CONVS = {
 }
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", sorted(INT8_CONVS))
-def test_int8_conv_random_params(name, tmp_path):
+def test_int8_conv_random_params(name, variant, tmp_path):
     """Integer parameters the quantizer rarely produces (left shifts, extreme zero points,
     narrow clamps) against the reference arithmetic."""
     g = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
-    plan = assert_c_matches_reference(g, tmp_path, n_random=4)
+    plan = assert_c_matches_reference(g, tmp_path, n_random=4, variant=variant)
     if name == "depthwise_inplace":
         assert plan.inplace.get(0) == "depthwise"
     if name == "pointwise":
         assert plan.inplace.get(0) == "pointwise"
 
 
-def test_int8_fc_and_add_random_params(tmp_path):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_int8_fc_and_add_random_params(variant, tmp_path):
     rng = np.random.default_rng(7)
     n_in, n_out = 37, 11
     t = {"input": _int8_tensor("input", (1, n_in), 0.05, 17),
@@ -355,7 +365,7 @@ def test_int8_fc_and_add_random_params(tmp_path):
         in1_zp=-20, in2_zp=5, out_zp=3, left_shift=20, in1_mult=im1, in1_shift=is1,
         in2_mult=im2, in2_shift=is2, out_mult=om, out_shift=os_, act_min=-128, act_max=127)))
     g = Graph(t, [fc1, fc2, add], ["input"], ["y"])
-    plan = assert_c_matches_reference(g, tmp_path, n_random=6)
+    plan = assert_c_matches_reference(g, tmp_path, n_random=6, variant=variant)
     assert plan.inplace.get(2) == "add"
 
 
@@ -399,11 +409,12 @@ def test_softmax_sum_over_512_does_not_crash(tmp_path):
 
 
 # ---------------------------------------------------------------- a shared pretrained model
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", ["mbv2-w0.35_96", "mcunet-5fps_96"])
-def test_shared_model_matches_reference(name, tmp_path):
+def test_shared_model_matches_reference(name, variant, tmp_path):
     path = shared_model(name)
     g = compile_int8(str(path), None)
-    plan = assert_c_matches_reference(g, tmp_path, n_random=1)
+    plan = assert_c_matches_reference(g, tmp_path, n_random=1, variant=variant)
     assert "depthwise" in plan.inplace.values()
     assert plan.arena_bytes <= plan_memory(g, inplace=False).arena_bytes
 

@@ -101,14 +101,19 @@ class _Consts:
         self.arrays: list[dict] = []
         self.by_key: dict[str, str] = {}
 
-    def add(self, key: str, ident: str, ctype: str, values, comment: str = "") -> str:
+    def add(self, key: str, ident: str, ctype: str, values, comment: str = "",
+            note: str = "") -> str:
+        """`comment` (a model's name) is escaped; `note` is tinyc's own text, kept as written
+        (it never holds a '*/')."""
+        assert "*/" not in note and "\n" not in note
         if key in self.by_key:
             return self.by_key[key]
         values = np.asarray(values)
         if values.size == 0:
             raise TinycError(f"constant '{key}' is empty")
         self.arrays.append(dict(ident=ident, ctype=ctype, count=int(values.size),
-                                data=format_values(values), comment=c_comment(comment)))
+                                data=format_values(values),
+                                comment=c_comment(comment) + note))
         self.by_key[key] = ident
         return ident
 

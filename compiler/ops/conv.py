@@ -338,8 +338,7 @@ class Conv2d(_Layer):
         g, x, out = ctx.g, node.inputs[0], node.outputs[0]
         if depthwise_inplace_ok(g, node) and ctx.dies_at(x, i):
             ctx.join(i, x, out, "depthwise")
-            _, h, w, _ = g.tensors[x].shape
-            ctx.scratch[i] = h * w
+            ctx.scratch[i] = depthwise_plane_bytes(g, node)
         elif ctx.pointwise and pointwise_inplace_ok(g, node) and ctx.dies_at(x, i):
             ctx.join(i, x, out, "pointwise")
             ctx.scratch[i] = g.tensors[x].shape[-1]
@@ -397,8 +396,8 @@ class Conv2d(_Layer):
             if folded.min() < -(1 << 31) or folded.max() >= (1 << 31):
                 raise TinycError(f"{node.describe()}: the bias with the input zero point folded in "
                                  "overflows int32; the layer's weights are out of range")
-            bias = consts.add(b.name + "#folded", f"tinyc_b{i}", "int32_t", folded,
-                              f"{b.name} - in_zp * sum(w)")
+            bias = consts.add(b.name + "#folded", f"tinyc_b{i}", "int32_t", folded, b.name,
+                              note=" - in_zp * sum(w)")
         else:
             bias = params.ref(consts, b.name, f"tinyc_b{i}", b.name)
         if kind in INPLACE_KINDS and (plan.tensor_offsets[node.inputs[0]]
@@ -512,6 +511,26 @@ def depthwise_inplace_ok(g: Graph, node: Node) -> bool:
     cin = g.tensors[node.inputs[0]].shape[-1]
     cout = g.tensors[node.outputs[0]].shape[-1]
     return node.attrs.get("groups", 1) == cin == cout and cin > 1
+
+
+DW_PLANE_SLACK = 3   # TINYC_DW_PLANE_SLACK of kernels.h: the DSP kernel's 4-byte row reads
+
+
+def depthwise_plane_bytes(g: Graph, node: Node) -> int:
+    """The scratch of tinyc_depthwise_conv_inplace: one input channel with the conv's padding
+    around it (every window an interior one), as far as the windows reach, plus the slack."""
+    _, h, w, _ = g.tensors[node.inputs[0]].shape
+    _, oh, ow, _ = g.tensors[node.outputs[0]].shape
+    _, kh, kw, _ = g.tensors[node.inputs[1]].shape
+    a = node.attrs
+    (sh, sw), (dh, dw) = a.get("strides", (1, 1)), a.get("dilations", (1, 1))
+    pads = a.get("pads", (0, 0, 0, 0))
+
+    def extent(out, size, k, stride, pad, dilation):
+        return max(pad + size, (out - 1) * stride + (k - 1) * dilation + 1)
+
+    return (extent(oh, h, kh, sh, pads[0], dh) * extent(ow, w, kw, sw, pads[1], dw)
+            + DW_PLANE_SLACK)
 
 
 def pointwise_inplace_ok(g: Graph, node: Node) -> bool:

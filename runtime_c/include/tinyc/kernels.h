@@ -70,9 +70,13 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
                           int8_t *out);
 
 /* Depthwise with depth multiplier 1 computed in place: `buf` holds the input on entry and the
- * output on return. Channel c of the input is first gathered into `scratch` (in_h * in_w bytes);
- * output channel c then only overwrites bytes of input channel c (same channel count, NHWC), so
- * the other channels are intact until their turn. `buf` must hold max(input, output) bytes. */
+ * output on return. Channel c of the input is first gathered into `scratch`, a plane with the
+ * conv's padding around it (filled with in_zp, so that every window is an interior one; bytes:
+ * padded_h * padded_w + TINYC_DW_PLANE_SLACK, padded_h = max(pad_top + in_h, (out_h - 1) *
+ * stride_h + (kernel_h - 1) * dilation_h + 1), the same for w); output channel c then only
+ * overwrites bytes of input channel c (same channel count, NHWC), so the other channels are
+ * intact until their turn. `buf` must hold max(input, output) bytes. */
+#define TINYC_DW_PLANE_SLACK 3   /* the DSP kernel reads filter rows four bytes at a time */
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch);

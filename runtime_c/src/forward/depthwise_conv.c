@@ -5,8 +5,11 @@
  * One output channel is computed at a time from one input plane. Windows fully inside the input
  * use sum((x - zp) * w) = sum(x * w) - zp * sum(w) and no bounds checks; border windows skip the
  * padded taps (they contribute 0). Both give TFLite's int32 accumulator exactly. */
+#include <string.h>
+
 #include "tinyc/fixedpoint.h"
 #include "tinyc/kernels.h"
+#include "tinyc/simd.h"
 
 /* first output index whose window starts inside (>= 0), and one past the last whose window ends
  * inside (< size), clamped to [0, out] */
@@ -24,11 +27,80 @@ static void interior_range(int32_t out, int32_t size, int32_t kernel, int32_t st
     }
 }
 
+#if TINYC_USE_DSP
+/* The DSP variant of an interior window on a contiguous plane (in_stride 1, dilation 1): each
+ * filter row is read four input bytes at a time and multiplied by its taps packed as int16
+ * pairs (taps 0/2 and 1/3 of each group of four, zero past the row's end), two MACs per SMLAD.
+ * The zero taps add 0: the accumulator is the portable loop's. */
+#define TINYC_DW_MAX_GROUPS 32   /* kernel_h * ceil(kernel_w / 4): 7x7 needs 14 */
+
+static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *packed)
+{
+    const int32_t groups = (kw + 3) / 4;
+    int32_t ky, gi, j;
+    for (ky = 0; ky < kh; ++ky) {
+        for (gi = 0; gi < groups; ++gi) {
+            int32_t t[4];
+            for (j = 0; j < 4; ++j) {
+                const int32_t kx = gi * 4 + j;
+                t[j] = kx < kw ? wk[ky * kw + kx] : 0;
+            }
+            packed[2 * (ky * groups + gi)] = ((uint32_t)t[0] & 0xFFFFu) | ((uint32_t)t[2] << 16);
+            packed[2 * (ky * groups + gi) + 1] = ((uint32_t)t[1] & 0xFFFFu) | ((uint32_t)t[3] << 16);
+        }
+    }
+    return groups;
+}
+
+/* Outputs [0, n) of one row of interior windows, the first window's top-left input at `row`,
+ * the next ones `step` bytes further; output k to out[k * out_stride]. */
+static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t step, int32_t n,
+                        int32_t kh, int32_t groups, const uint32_t *packed, int32_t acc0,
+                        int32_t mult, int32_t shift, int8_t *out, int32_t out_stride)
+{
+    const int32_t in_w = p->in_w;
+    const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
+    int32_t k, ky, gi;
+    if (groups == 1 && kh == 3) {   /* 3x3: the taps in registers, the rows unrolled */
+        const uint32_t w0a = packed[0], w0b = packed[1], w1a = packed[2], w1b = packed[3];
+        const uint32_t w2a = packed[4], w2b = packed[5];
+        for (k = 0; k < n; ++k, row += step, out += out_stride) {
+            const uint32_t v0 = tinyc_read4(row);
+            const uint32_t v1 = tinyc_read4(row + in_w);
+            const uint32_t v2 = tinyc_read4(row + 2 * in_w);
+            int32_t acc = tinyc_smlad(tinyc_sxtb16(v0), w0a, acc0);
+            acc = tinyc_smlad(tinyc_sxtb16_ror8(v0), w0b, acc);
+            acc = tinyc_smlad(tinyc_sxtb16(v1), w1a, acc);
+            acc = tinyc_smlad(tinyc_sxtb16_ror8(v1), w1b, acc);
+            acc = tinyc_smlad(tinyc_sxtb16(v2), w2a, acc);
+            acc = tinyc_smlad(tinyc_sxtb16_ror8(v2), w2b, acc);
+            *out = (int8_t)tinyc_clamp_i32(tinyc_mbqm(acc, mult, shift) + out_zp, act_min,
+                                           act_max);
+        }
+        return;
+    }
+    for (k = 0; k < n; ++k, row += step, out += out_stride) {
+        const uint32_t *w = packed;
+        const int8_t *r = row;
+        int32_t acc = acc0;
+        for (ky = 0; ky < kh; ++ky, r += in_w) {
+            for (gi = 0; gi < groups; ++gi, w += 2) {
+                const uint32_t v = tinyc_read4(r + 4 * gi);
+                acc = tinyc_smlad(tinyc_sxtb16(v), w[0], acc);
+                acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[1], acc);
+            }
+        }
+        *out = (int8_t)tinyc_clamp_i32(tinyc_mbqm(acc, mult, shift) + out_zp, act_min, act_max);
+    }
+}
+#endif
+
 /* One output channel from input plane `plane` (element (y, x) at plane[(y * in_w + x) *
- * in_stride]), written to out[(oy * out_w + ox) * out_stride]. */
+ * in_stride]), written to out[(oy * out_w + ox) * out_stride]. `gathered`: the plane is a
+ * scratch copy (in_stride 1) followed by TINYC_DW_PLANE_SLACK bytes. */
 static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in_stride,
-                     const int8_t *wk, int32_t bias, int32_t mult, int32_t shift, int8_t *out,
-                     int32_t out_stride)
+                     int gathered, const int8_t *wk, int32_t bias, int32_t mult, int32_t shift,
+                     int8_t *out, int32_t out_stride)
 {
     const int32_t in_off = -p->in_zp;
     const int32_t kh = p->kernel_h, kw = p->kernel_w;
@@ -42,12 +114,35 @@ static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in
     interior_range(p->out_h, p->in_h, kh, p->stride_h, p->pad_top, p->dilation_h, &y_lo, &y_hi);
     interior_range(p->out_w, p->in_w, kw, p->stride_w, p->pad_left, p->dilation_w, &x_lo, &x_hi);
 
+#if !TINYC_USE_DSP
+    (void)gathered;   /* the portable loop treats every plane alike */
+#else
+    /* on a gathered plane (in_stride 1, TINYC_DW_PLANE_SLACK bytes after it: the 4-byte reads
+     * of the last window row stay inside), the interior windows of each row in one go */
+    uint32_t packed[2 * TINYC_DW_MAX_GROUPS];
+    const int dsp = gathered && p->dilation_h == 1 && p->dilation_w == 1 &&
+                    kh * ((kw + 3) / 4) <= TINYC_DW_MAX_GROUPS;
+    const int32_t groups = dsp ? dw_pack_taps(wk, kh, kw, packed) : 0;
+#endif
+
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
         const int y_inside = oy >= y_lo && oy < y_hi;
+#if TINYC_USE_DSP
+        const int32_t x_end = dsp && y_inside ? x_hi : x_lo;
+#endif
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t ix0 = ox * p->stride_w - p->pad_left;
             int32_t acc = bias;
+#if TINYC_USE_DSP
+            if (ox == x_lo && x_end > x_lo) {
+                dw_span_dsp(p, plane + iy0 * p->in_w + ix0, p->stride_w, x_end - x_lo, kh,
+                            groups, packed, bias + in_off * wsum, mult, shift,
+                            out + (oy * p->out_w + ox) * out_stride, out_stride);
+                ox = x_end - 1;
+                continue;
+            }
+#endif
             if (y_inside && ox >= x_lo && ox < x_hi) {
                 const int8_t *row = plane + (iy0 * p->in_w + ix0) * in_stride;
                 const int8_t *w = wk;
@@ -89,9 +184,18 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
     const int32_t ksize = p->kernel_h * p->kernel_w;
     int32_t oc;
     for (oc = 0; oc < p->out_c; ++oc) {
-        dw_plane(p, in + oc / depth_mult, p->in_c, weights + oc * ksize, bias ? bias[oc] : 0,
+        dw_plane(p, in + oc / depth_mult, p->in_c, 0, weights + oc * ksize, bias ? bias[oc] : 0,
                  mult[oc], shift[oc], out + oc, p->out_c);
     }
+}
+
+/* The padded plane's rows or columns: the padding before, the input, and the padding after
+ * that the last window reaches (none when the stride skips the input's last rows). */
+static int32_t padded_extent(int32_t out, int32_t in, int32_t kernel, int32_t stride,
+                             int32_t pad, int32_t dilation)
+{
+    const int32_t reach = (out - 1) * stride + (kernel - 1) * dilation + 1;
+    return reach > pad + in ? reach : pad + in;
 }
 
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
@@ -99,15 +203,28 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch)
 {
     const int32_t channels = p->in_c;   /* == out_c */
-    const int32_t plane = p->in_h * p->in_w;
     const int32_t ksize = p->kernel_h * p->kernel_w;
-    int32_t c, i;
+    tinyc_conv_params q = *p;   /* the same conv over the padded plane: no padding left */
+    int32_t c, y, x;
 
+    q.in_h = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top,
+                           p->dilation_h);
+    q.in_w = padded_extent(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left,
+                           p->dilation_w);
+    q.pad_top = 0;
+    q.pad_left = 0;
+    /* the padding holds the input zero point (it contributes exactly 0) and stays: only the
+     * input positions are rewritten for each channel */
+    memset(scratch, (int8_t)p->in_zp, (size_t)(q.in_h * q.in_w + TINYC_DW_PLANE_SLACK));
     for (c = 0; c < channels; ++c) {
-        for (i = 0; i < plane; ++i) {
-            scratch[i] = buf[i * channels + c];
+        const int8_t *src = buf + c;
+        for (y = 0; y < p->in_h; ++y) {
+            int8_t *dst = scratch + (y + p->pad_top) * q.in_w + p->pad_left;
+            for (x = 0; x < p->in_w; ++x, src += channels) {
+                dst[x] = *src;
+            }
         }
-        dw_plane(p, scratch, 1, weights + c * ksize, bias ? bias[c] : 0, mult[c], shift[c],
+        dw_plane(&q, scratch, 1, 1, weights + c * ksize, bias ? bias[c] : 0, mult[c], shift[c],
                  buf + c, channels);
     }
 }

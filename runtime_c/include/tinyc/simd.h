@@ -1,0 +1,76 @@
+/* Which kernel variant is compiled, and the few SIMD operations the DSP variants use.
+ *
+ * TINYC_USE_DSP is 1 on a core with the Arm DSP extension (Cortex-M4, M7, M33, M55...:
+ * __ARM_FEATURE_DSP), unless TINYC_PORTABLE is defined; the kernels then use SMLAD (two 16x16
+ * multiply-accumulates per instruction) on bytes widened with SXTB16. Elsewhere (Cortex-M0+, the
+ * host) the plain C99 kernels are compiled. Both variants give the same bytes: same int32
+ * accumulators, same requantization.
+ *
+ * TINYC_SIMD_EMULATE compiles the DSP variants on any host, with the instructions written in C
+ * below, so that the host tests check the DSP kernels' arithmetic on every test net.
+ */
+#ifndef TINYC_SIMD_H
+#define TINYC_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if (defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP == 1 && !defined(TINYC_PORTABLE)) || \
+    defined(TINYC_SIMD_EMULATE)
+#define TINYC_USE_DSP 1
+#else
+#define TINYC_USE_DSP 0
+#endif
+
+#if TINYC_USE_DSP
+
+/* four int8 from any address (Cortex-M3 and later load unaligned words in one LDR) */
+static inline uint32_t tinyc_read4(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+#if defined(__ARM_FEATURE_DSP) && !defined(TINYC_SIMD_EMULATE)
+#include <arm_acle.h>
+
+/* bytes 0 and 2 of x sign-extended into the two halfwords */
+static inline uint32_t tinyc_sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int8x4_t)x); }
+/* bytes 1 and 3: one SXTB16 with its ROR #8 operand (gcc does not fold a rotation into the
+ * intrinsic's operand by itself) */
+static inline uint32_t tinyc_sxtb16_ror8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+/* acc + lo(a) * lo(b) + hi(a) * hi(b), signed halfwords */
+static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlad((int16x2_t)a, (int16x2_t)b, acc);
+}
+
+#else /* TINYC_SIMD_EMULATE: the same operations in C */
+
+static inline uint32_t tinyc_sxtb16(uint32_t x)
+{
+    const uint32_t lo = (uint32_t)(int32_t)(int8_t)(x & 0xFF) & 0xFFFFu;
+    const uint32_t hi = (uint32_t)(int32_t)(int8_t)((x >> 16) & 0xFF) & 0xFFFFu;
+    return lo | (hi << 16);
+}
+static inline uint32_t tinyc_sxtb16_ror8(uint32_t x)
+{
+    return tinyc_sxtb16((x >> 8) | (x << 24));
+}
+static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    const int32_t a_lo = (int16_t)(a & 0xFFFF), a_hi = (int16_t)(a >> 16);
+    const int32_t b_lo = (int16_t)(b & 0xFFFF), b_hi = (int16_t)(b >> 16);
+    /* the accumulation wraps like the instruction (the int32 accumulators never overflow) */
+    return (int32_t)((uint32_t)acc + (uint32_t)(a_lo * b_lo) + (uint32_t)(a_hi * b_hi));
+}
+
+#endif
+#endif /* TINYC_USE_DSP */
+#endif /* TINYC_SIMD_H */
