@@ -5,7 +5,7 @@ models with every published sparse-update scheme) for inference (--patch auto an
 .tflite export) and for training, and records the sha256 of every file each build writes
 (model.c, model.h, the runtime kernels, model.tflite, train_params.json, report.json with the
 temporary paths removed), or the error a build refuses with, plus the int8 ONNX export of the
-inference graph.
+inference graph, and the arena bytes of each build (a change that grows one prints by how much).
 
     python bench/same_c.py --record before.json     # on the old code
     python bench/same_c.py --check before.json      # on the new code: exit 1 on any difference
@@ -108,6 +108,9 @@ def fingerprint(case: dict) -> tuple[str, dict]:
                 files[str(f.relative_to(out))] = hashlib.sha256(data).hexdigest()
         if case.get("onnx"):
             files["export.onnx"] = _onnx_export_hash(case, Path(tmp))
+        report = json.loads((out / "report.json").read_text())
+        files["arena"] = {part: report[part]["arena_bytes"] for part in ("inference", "training")
+                          if part in report}
         return case["case"], files
 
 
@@ -159,7 +162,11 @@ def main() -> int:
             bad += 1
             diff = sorted(k for k in set(files) | set(want[case])
                           if files.get(k) != want[case].get(k))
-            print(f"{case}: DIFFERS in {', '.join(diff)}")
+            print(f"{case}: DIFFERS in {', '.join(d for d in diff if d != 'arena')}")
+            for part, n in files.get("arena", {}).items():
+                was = want[case].get("arena", {}).get(part)
+                if was is not None and was != n:
+                    print(f"    {part} arena {was} -> {n} bytes ({n - was:+d})")
     print(f"{len(got) - bad} of {len(got)} builds identical" + ("" if bad else " (all)"))
     return 1 if bad else 0
 

@@ -255,8 +255,31 @@ def test_dw_inplace_output_larger_than_input():
     assert plan.tensor_offsets[x] == plan.tensor_offsets[y]
     buf = plan.buffers[plan.tensor_buffer[y]]
     assert buf.size >= g.tensors[y].nbytes
-    # one input plane with its pads (2 on each side of 9x7), and the DSP kernel's 3 bytes of slack
-    assert plan.scratch[1][1] == (2 + 9 + 2) * (2 + 7 + 2) + 3
+    assert plan.scratch[1][1] == 9 * 7   # one input plane: no free bytes for the padded one here
+
+
+def test_depthwise_scratch_grows_only_into_free_bytes(monkeypatch):
+    """The in-place depthwise kernel is faster with its plane padded (every window interior);
+    the planner gives it that scratch only where the bytes are free: same arena as without."""
+    import tinyc.memory.planner as planner
+    g = net_dw_inplace_grow()
+    plan = plan_memory(g)
+    sizes = {}
+    for i, kind in plan.inplace.items():
+        if kind == "depthwise":
+            node = g.nodes[i]
+            _, h, w, _ = g.tensors[node.inputs[0]].shape
+            _, oh, ow, _ = g.tensors[node.outputs[0]].shape
+            kh, kw = g.tensors[node.inputs[1]].shape[1:3]
+            (sh, sw), (dh, dw) = node.attrs["strides"], node.attrs["dilations"]
+            pt, pl = node.attrs["pads"][:2]
+            padded = (max(pt + h, (oh - 1) * sh + (kh - 1) * dh + 1)
+                      * max(pl + w, (ow - 1) * sw + (kw - 1) * dw + 1) + 3)
+            assert plan.scratch[i][1] in (h * w, padded)
+            sizes[i] = "padded" if plan.scratch[i][1] == padded else "one plane"
+    assert set(sizes.values()) == {"padded", "one plane"}   # the net has both cases
+    monkeypatch.setattr(planner, "_grow_scratch", lambda *a: None)
+    assert plan_memory(g).arena_bytes == plan.arena_bytes
 
 
 def test_without_inplace_same_output(tmp_path):

@@ -193,6 +193,7 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                           if t and not g.tensors[t].is_const],
                  out_off=plan.tensor_offsets[node.outputs[0]],
                  scratch_off=plan.scratch.get(i, (None, 0))[0],
+                 scratch_bytes=plan.scratch.get(i, (None, 0))[1],
                  out_shape="x".join(map(str, y.shape)))
     return layer
 
@@ -209,6 +210,7 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
              in_offs=[plan.tensor_offsets[t] for t in ins],
              out_off=plan.tensor_offsets[node.outputs[0]] if node.outputs else None,
              scratch_off=plan.scratch.get(i, (None, 0))[0],
+             scratch_bytes=plan.scratch.get(i, (None, 0))[1],
              out_shape="x".join(map(str, out.shape)) if out is not None else "-")
     return L
 

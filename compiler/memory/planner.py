@@ -193,6 +193,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     for k, members in enumerate(group_list):
         for v in members:
             buffers[v].offset = offsets[k]
+    _grow_scratch(buffers, arena, grp.roomy)
 
     plan = MemoryPlan(
         arena_bytes=arena, buffers=buffers,
@@ -207,6 +208,20 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
         plan.bias_scratch[i] = plan.scratch[i][0] + rel
     verify_plan(g, plan)
     return plan
+
+
+def _grow_scratch(buffers: list[Buffer], arena: int, roomy: dict[int, int]) -> None:
+    """Give a node's scratch the larger size its kernel's faster variant asks for (roomy) where
+    the bytes after it are free in the placed arena at that node: the arena never grows."""
+    scratch_of = {b.node: b for b in buffers if b.kind == "scratch"}
+    for i, size in sorted(roomy.items()):
+        b = scratch_of.get(i)
+        if b is None or size <= b.size or b.offset + size > arena:
+            continue
+        lo, hi = b.offset, b.offset + size
+        if all(c is b or not c.size or not c.first <= i <= c.last
+               or c.span(i)[1] <= lo or c.span(i)[0] >= hi for c in buffers):
+            b.size = size
 
 
 def live_peak(g: Graph) -> int:
@@ -230,6 +245,7 @@ class _Grouping:
     # training: node index -> offset of the refolded bias inside the node's scratch
     bias_scratch: dict[int, int] = field(default_factory=dict)
     masks: dict[str, dict] = field(default_factory=dict)   # packable_masks
+    roomy: dict[int, int] = field(default_factory=dict)   # PlanContext.roomy
 
     def peak_live(self) -> int:
         live = [0] * max(self.steps, 1)
@@ -317,7 +333,8 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
     no_reuse = sum(g.tensors[t].nbytes for t in acts
                    if not (t in producer and _is_alias(producer[t])))
     return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
-                     no_reuse, len(g.nodes), bias_scratch, masks)
+                     no_reuse, len(g.nodes), bias_scratch, masks,
+                     {i: n for i, n in ctx.roomy.items() if i not in bias_scratch})
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:

@@ -49,6 +49,10 @@ class PlanContext:
     dies_at: Callable[[str, int], bool]          # (tensor, node index) -> its value dies there
     join: Callable[[int, str, str, str], None]   # (node index, input, output, kind): in place
     scratch: dict = field(default_factory=dict)  # node index -> scratch bytes (set by hooks)
+    # node index -> the larger scratch a faster variant of the node's kernel can use: given only
+    # where it fits in the arena's free bytes after placement (never growing the arena); the
+    # kernel is told the size it got and picks its variant
+    roomy: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -338,7 +338,9 @@ class Conv2d(_Layer):
         g, x, out = ctx.g, node.inputs[0], node.outputs[0]
         if depthwise_inplace_ok(g, node) and ctx.dies_at(x, i):
             ctx.join(i, x, out, "depthwise")
-            ctx.scratch[i] = depthwise_plane_bytes(g, node)
+            _, h, w, _ = g.tensors[x].shape
+            ctx.scratch[i] = h * w   # one input plane
+            ctx.roomy[i] = depthwise_plane_bytes(g, node)   # the plane with its padding: faster
         elif ctx.pointwise and pointwise_inplace_ok(g, node) and ctx.dies_at(x, i):
             ctx.join(i, x, out, "pointwise")
             ctx.scratch[i] = g.tensors[x].shape[-1]

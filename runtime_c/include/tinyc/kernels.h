@@ -70,16 +70,23 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
                           int8_t *out);
 
 /* Depthwise with depth multiplier 1 computed in place: `buf` holds the input on entry and the
- * output on return. Channel c of the input is first gathered into `scratch`, a plane with the
- * conv's padding around it (filled with in_zp, so that every window is an interior one; bytes:
- * padded_h * padded_w + TINYC_DW_PLANE_SLACK, padded_h = max(pad_top + in_h, (out_h - 1) *
- * stride_h + (kernel_h - 1) * dilation_h + 1), the same for w); output channel c then only
- * overwrites bytes of input channel c (same channel count, NHWC), so the other channels are
- * intact until their turn. `buf` must hold max(input, output) bytes. */
-#define TINYC_DW_PLANE_SLACK 3   /* the DSP kernel reads filter rows four bytes at a time */
+ * output on return. Channel c of the input is first gathered into `scratch`; output channel c
+ * then only overwrites bytes of input channel c (same channel count, NHWC), so the other
+ * channels are intact until their turn. `buf` must hold max(input, output) bytes.
+ * `scratch_bytes` is at least in_h * in_w (one plane). From tinyc_dw_padded_plane_bytes(p) on,
+ * the plane is gathered with the conv's padding around it (filled with in_zp): every window is
+ * then an interior one, which is faster; the planner gives that size where it is free. */
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
-                                  const int32_t *mult, const int32_t *shift, int8_t *scratch);
+                                  const int32_t *mult, const int32_t *shift, int8_t *scratch,
+                                  int32_t scratch_bytes);
+
+/* The padded plane: padded_h * padded_w + TINYC_DW_PLANE_SLACK bytes, padded_h =
+ * max(pad_top + in_h, (out_h - 1) * stride_h + (kernel_h - 1) * dilation_h + 1) (as far as the
+ * windows reach), the same for w. The slack: the DSP kernel reads filter rows four bytes at a
+ * time. (compiler/ops/conv.py depthwise_plane_bytes computes the same.) */
+#define TINYC_DW_PLANE_SLACK 3
+int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p);
 
 /* A conv weight tensor of which only some input channels are trained (training builds):
  * those channels' weights live in SRAM, the others are read from the flash tensor.

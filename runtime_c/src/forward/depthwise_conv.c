@@ -96,11 +96,11 @@ static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t s
 #endif
 
 /* One output channel from input plane `plane` (element (y, x) at plane[(y * in_w + x) *
- * in_stride]), written to out[(oy * out_w + ox) * out_stride]. `gathered`: the plane is a
- * scratch copy (in_stride 1) followed by TINYC_DW_PLANE_SLACK bytes. */
+ * in_stride]), written to out[(oy * out_w + ox) * out_stride]. `readable`: for a plane
+ * gathered into scratch (in_stride 1), the bytes that may be read from `plane` on; else 0. */
 static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in_stride,
-                     int gathered, const int8_t *wk, int32_t bias, int32_t mult, int32_t shift,
-                     int8_t *out, int32_t out_stride)
+                     int32_t readable, const int8_t *wk, int32_t bias, int32_t mult,
+                     int32_t shift, int8_t *out, int32_t out_stride)
 {
     const int32_t in_off = -p->in_zp;
     const int32_t kh = p->kernel_h, kw = p->kernel_w;
@@ -115,12 +115,11 @@ static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in
     interior_range(p->out_w, p->in_w, kw, p->stride_w, p->pad_left, p->dilation_w, &x_lo, &x_hi);
 
 #if !TINYC_USE_DSP
-    (void)gathered;   /* the portable loop treats every plane alike */
+    (void)readable;   /* the portable loop treats every plane alike */
 #else
-    /* on a gathered plane (in_stride 1, TINYC_DW_PLANE_SLACK bytes after it: the 4-byte reads
-     * of the last window row stay inside), the interior windows of each row in one go */
+    /* on a gathered plane, the interior windows of each row in one go */
     uint32_t packed[2 * TINYC_DW_MAX_GROUPS];
-    const int dsp = gathered && p->dilation_h == 1 && p->dilation_w == 1 &&
+    const int dsp = readable > 0 && p->dilation_h == 1 && p->dilation_w == 1 &&
                     kh * ((kw + 3) / 4) <= TINYC_DW_MAX_GROUPS;
     const int32_t groups = dsp ? dw_pack_taps(wk, kh, kw, packed) : 0;
 #endif
@@ -129,7 +128,14 @@ static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
         const int y_inside = oy >= y_lo && oy < y_hi;
 #if TINYC_USE_DSP
-        const int32_t x_end = dsp && y_inside ? x_hi : x_lo;
+        /* the 4-byte reads may run past a row's end (onto zero taps), never past the readable
+         * bytes: from ix0 in the window's last row, 4 * groups bytes must be left */
+        int32_t x_end = x_lo;
+        if (dsp && y_inside) {
+            const int32_t room = readable - (iy0 + kh - 1) * p->in_w - 4 * groups;
+            x_end = room < -p->pad_left ? x_lo : (room + p->pad_left) / p->stride_w + 1;
+            x_end = x_end > x_hi ? x_hi : (x_end < x_lo ? x_lo : x_end);
+        }
 #endif
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t ix0 = ox * p->stride_w - p->pad_left;
@@ -198,33 +204,47 @@ static int32_t padded_extent(int32_t out, int32_t in, int32_t kernel, int32_t st
     return reach > pad + in ? reach : pad + in;
 }
 
+int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p)
+{
+    return padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top,
+                         p->dilation_h) *
+               padded_extent(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left,
+                             p->dilation_w) +
+           TINYC_DW_PLANE_SLACK;
+}
+
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
-                                  const int32_t *mult, const int32_t *shift, int8_t *scratch)
+                                  const int32_t *mult, const int32_t *shift, int8_t *scratch,
+                                  int32_t scratch_bytes)
 {
     const int32_t channels = p->in_c;   /* == out_c */
     const int32_t ksize = p->kernel_h * p->kernel_w;
-    tinyc_conv_params q = *p;   /* the same conv over the padded plane: no padding left */
+    const int padded = scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
+    tinyc_conv_params q = *p;   /* padded: the same conv over the padded plane, no padding */
     int32_t c, y, x;
 
-    q.in_h = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top,
-                           p->dilation_h);
-    q.in_w = padded_extent(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left,
-                           p->dilation_w);
-    q.pad_top = 0;
-    q.pad_left = 0;
-    /* the padding holds the input zero point (it contributes exactly 0) and stays: only the
-     * input positions are rewritten for each channel */
-    memset(scratch, (int8_t)p->in_zp, (size_t)(q.in_h * q.in_w + TINYC_DW_PLANE_SLACK));
+    if (padded) {
+        q.in_h = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top,
+                               p->dilation_h);
+        q.in_w = padded_extent(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left,
+                               p->dilation_w);
+        q.pad_top = 0;
+        q.pad_left = 0;
+        /* the padding holds the input zero point (it contributes exactly 0) and stays: only the
+         * input positions are rewritten for each channel */
+        memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
+    }
     for (c = 0; c < channels; ++c) {
         const int8_t *src = buf + c;
         for (y = 0; y < p->in_h; ++y) {
-            int8_t *dst = scratch + (y + p->pad_top) * q.in_w + p->pad_left;
+            int8_t *dst = scratch + (y + (padded ? p->pad_top : 0)) * q.in_w +
+                          (padded ? p->pad_left : 0);
             for (x = 0; x < p->in_w; ++x, src += channels) {
                 dst[x] = *src;
             }
         }
-        dw_plane(&q, scratch, 1, 1, weights + c * ksize, bias ? bias[c] : 0, mult[c], shift[c],
-                 buf + c, channels);
+        dw_plane(&q, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
+                 mult[c], shift[c], buf + c, channels);
     }
 }
