@@ -343,7 +343,8 @@ class Conv2d(_Layer):
             ctx.roomy[i] = depthwise_plane_bytes(g, node)   # the plane with its padding: faster
         elif ctx.pointwise and pointwise_inplace_ok(g, node) and ctx.dies_at(x, i):
             ctx.join(i, x, out, "pointwise")
-            ctx.scratch[i] = g.tensors[x].shape[-1]
+            ctx.scratch[i] = g.tensors[x].shape[-1]        # one input pixel
+            ctx.roomy[i] = 2 * g.tensors[x].shape[-1]      # two: faster
         elif conv_scratch_bytes(g, node):
             ctx.scratch[i] = conv_scratch_bytes(g, node)
 

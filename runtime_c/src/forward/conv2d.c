@@ -124,6 +124,56 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
         o[oc] = requant(a0, mult[oc], shift[oc], p);
     }
 }
+
+/* The outputs of two pixels (inputs x0, x1 of k bytes; outputs o0, o1): each weight word is
+ * widened once for both pixels, two output channels at a time. */
+static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x0, const int8_t *x1,
+                            int32_t k, const int8_t *weights, const int32_t *bias_eff,
+                            const int32_t *mult, const int32_t *shift, int32_t n_out, int8_t *o0,
+                            int8_t *o1)
+{
+    const int32_t k4 = k & ~3;
+    int32_t oc = 0, i;
+    for (; oc + 1 < n_out; oc += 2) {
+        const int8_t *w0 = weights + oc * k;
+        const int8_t *w1 = w0 + k;
+        int32_t a00 = bias_eff[oc], a01 = bias_eff[oc + 1];
+        int32_t a10 = a00, a11 = a01;
+        for (i = 0; i < k4; i += 4) {
+            const uint32_t wv0 = tinyc_read4(w0 + i), wv1 = tinyc_read4(w1 + i);
+            const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
+            const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
+            uint32_t xv = tinyc_read4(x0 + i);
+            uint32_t xa = tinyc_sxtb16(xv), xb = tinyc_sxtb16_ror8(xv);
+            a00 = tinyc_smlad(xa, w0a, a00);
+            a00 = tinyc_smlad(xb, w0b, a00);
+            a01 = tinyc_smlad(xa, w1a, a01);
+            a01 = tinyc_smlad(xb, w1b, a01);
+            xv = tinyc_read4(x1 + i);
+            xa = tinyc_sxtb16(xv);
+            xb = tinyc_sxtb16_ror8(xv);
+            a10 = tinyc_smlad(xa, w0a, a10);
+            a10 = tinyc_smlad(xb, w0b, a10);
+            a11 = tinyc_smlad(xa, w1a, a11);
+            a11 = tinyc_smlad(xb, w1b, a11);
+        }
+        for (; i < k; ++i) {
+            const int32_t v0 = x0[i], v1 = x1[i];
+            a00 += v0 * w0[i];
+            a01 += v0 * w1[i];
+            a10 += v1 * w0[i];
+            a11 += v1 * w1[i];
+        }
+        o0[oc] = requant(a00, mult[oc], shift[oc], p);
+        o0[oc + 1] = requant(a01, mult[oc + 1], shift[oc + 1], p);
+        o1[oc] = requant(a10, mult[oc], shift[oc], p);
+        o1[oc + 1] = requant(a11, mult[oc + 1], shift[oc + 1], p);
+    }
+    if (oc < n_out) {
+        dot_outputs(p, x0, k, weights + oc * k, bias_eff + oc, mult + oc, shift + oc, 1, o0 + oc);
+        dot_outputs(p, x1, k, weights + oc * k, bias_eff + oc, mult + oc, shift + oc, 1, o1 + oc);
+    }
+}
 #else
 /* out[oc] for oc in [0, n_out): dot(x, weights[oc], k) + bias_eff[oc], requantized. */
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
@@ -154,6 +204,23 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
     }
 }
 #endif
+
+/* The outputs of n (1 or 2) adjacent pixels, inputs at x (n * k bytes), outputs at o. */
+static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, int32_t n,
+                       const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
+                       const int32_t *shift, int32_t n_out, int8_t *o)
+{
+    int32_t j;
+#if TINYC_USE_DSP
+    if (n == 2) {
+        dot_outputs_2px(p, x, x + k, k, weights, bias_eff, mult, shift, n_out, o, o + n_out);
+        return;
+    }
+#endif
+    for (j = 0; j < n; ++j) {
+        dot_outputs(p, x + j * k, k, weights, bias_eff, mult, shift, n_out, o + j * n_out);
+    }
+}
 
 void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
                          const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
@@ -195,32 +262,37 @@ void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t
                       int8_t *out)
 {
     const int32_t pixels = p->out_h * p->out_w;
-    int32_t i;
-    for (i = 0; i < pixels; ++i) {
-        dot_outputs(p, in + i * p->in_c, p->in_c, weights, bias_eff, mult, shift, p->out_c,
-                    out + i * p->out_c);
+    int32_t i, n;
+    for (i = 0; i < pixels; i += n) {
+        n = pixels - i < 2 ? 1 : 2;
+        dot_pixels(p, in + i * p->in_c, p->in_c, n, weights, bias_eff, mult, shift, p->out_c,
+                   out + i * p->out_c);
     }
 }
 
 void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int8_t *weights,
                               const int32_t *bias_eff, const int32_t *mult,
-                              const int32_t *shift, int8_t *scratch)
+                              const int32_t *shift, int8_t *scratch, int32_t scratch_bytes)
 {
     const int32_t pixels = p->out_h * p->out_w;
     const int32_t cin = p->in_c;
     const int32_t cout = p->out_c;
-    int32_t i;
+    const int32_t step = scratch_bytes >= 2 * cin ? 2 : 1;   /* pixels copied and computed */
+    int32_t i, n;
     if (cout > cin) {
         /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards */
-        for (i = pixels - 1; i >= 0; --i) {
-            memcpy(scratch, buf + i * cin, (size_t)cin);
-            dot_outputs(p, scratch, cin, weights, bias_eff, mult, shift, cout, buf + i * cout);
+        for (i = pixels; i > 0;) {
+            n = i < step ? i : step;
+            i -= n;
+            memcpy(scratch, buf + i * cin, (size_t)(n * cin));
+            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout);
         }
     } else {
         /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards */
-        for (i = 0; i < pixels; ++i) {
-            memcpy(scratch, buf + i * cin, (size_t)cin);
-            dot_outputs(p, scratch, cin, weights, bias_eff, mult, shift, cout, buf + i * cout);
+        for (i = 0; i < pixels; i += n) {
+            n = pixels - i < step ? pixels - i : step;
+            memcpy(scratch, buf + i * cin, (size_t)(n * cin));
+            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout);
         }
     }
 }

@@ -45,8 +45,9 @@ static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *
                 const int32_t kx = gi * 4 + j;
                 t[j] = kx < kw ? wk[ky * kw + kx] : 0;
             }
-            packed[2 * (ky * groups + gi)] = ((uint32_t)t[0] & 0xFFFFu) | ((uint32_t)t[2] << 16);
-            packed[2 * (ky * groups + gi) + 1] = ((uint32_t)t[1] & 0xFFFFu) | ((uint32_t)t[3] << 16);
+            uint32_t *pair = packed + 2 * (ky * groups + gi);
+            pair[0] = ((uint32_t)t[0] & 0xFFFFu) | ((uint32_t)t[2] << 16);
+            pair[1] = ((uint32_t)t[1] & 0xFFFFu) | ((uint32_t)t[3] << 16);
         }
     }
     return groups;
