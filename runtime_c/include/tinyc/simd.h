@@ -50,6 +50,18 @@ static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlad((int16x2_t)a, (int16x2_t)b, acc);
 }
+/* the halfwords of a plus bytes 0 and 2 of x, sign-extended (SXTAB16) */
+static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
+{
+    return (uint32_t)__sxtab16((int16x2_t)a, (int8x4_t)x);
+}
+/* the same with bytes 1 and 3 */
+static inline uint32_t tinyc_sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
 
 #else /* TINYC_SIMD_EMULATE: the same operations in C */
 
@@ -62,6 +74,15 @@ static inline uint32_t tinyc_sxtb16(uint32_t x)
 static inline uint32_t tinyc_sxtb16_ror8(uint32_t x)
 {
     return tinyc_sxtb16((x >> 8) | (x << 24));
+}
+static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
+{
+    const uint32_t e = tinyc_sxtb16(x);
+    return ((a + e) & 0xFFFFu) | (((a >> 16) + (e >> 16)) << 16);
+}
+static inline uint32_t tinyc_sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    return tinyc_sxtab16(a, (x >> 8) | (x << 24));
 }
 static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
