@@ -145,6 +145,10 @@ def test_every_board_builds_offline(board_id, small_nets, calib, tmp_path):
     assert fw["arena_bytes"] == rep["inference"]["arena_bytes"] <= sec[".bss"].size
     assert fw["flash_bytes"] == sum(s.size for s in elf.sections if s.alloc and not s.nobits)
     assert fw["ram_bytes"] <= board.sram_bytes and fw["flash_bytes"] <= board.flash_bytes
+    # the DSP kernel variant (SMLAD) is compiled in exactly where the core has the extension
+    disasm = subprocess.run(["arm-none-eabi-objdump", "-d", str(out / ELF_PATH)],
+                            capture_output=True, text=True, check=True).stdout
+    assert ("smlad" in disasm) == (board.cpu in ("cortex-m4", "cortex-m7")), board.cpu
     # only the kernels the model uses are in the library (data.c: the window copies of a patch
     # schedule, which --patch auto picks for this net)
     kernels = sorted(p.name for p in (out / "lib" / "tinyc_model" / "tinyc").glob("*.c"))
