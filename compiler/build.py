@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ops
 from .errors import TinycError, printable
 from .ir import Graph
 from .targets.boards import Board, require_firmware
@@ -67,6 +68,18 @@ class BuildOptions:
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
     patch: str = "auto"
     sram: int | None = None
+    # the firmware (issue 9): per-layer profile in the demo; kernel variant (auto: the Arm DSP
+    # ones on a core with the extension, runtime_c/include/tinyc/simd.h; portable: plain C99)
+    profile: bool = False
+    kernels: str = "auto"
+
+    def firmware_cflags(self) -> list[str]:
+        """The firmware's extra compiler flags these options ask for."""
+        if self.kernels not in KERNEL_VARIANTS:
+            raise TinycError(f"unknown kernel variant '{self.kernels}'; choose from "
+                             f"{', '.join(KERNEL_VARIANTS)}")
+        return ((["-DTINYC_PROFILE"] if self.profile else [])
+                + (["-DTINYC_PORTABLE"] if self.kernels == "portable" else []))
 
     def recorded(self, model: str) -> dict:
         """What report.json keeps so that a later command (tinyc export) can redo the build:
@@ -87,6 +100,8 @@ class BuildOptions:
                                      f"({e.strerror})") from None
         return keep
 
+
+KERNEL_VARIANTS = ("auto", "portable")
 
 # the files (or image folder) a build reads, by their BuildOptions.recorded key
 RECORDED_INPUTS = ("model", "calib", "samples")
@@ -172,6 +187,7 @@ def node_rows(g: Graph, plan) -> list[dict]:
         out = g.tensors[node.outputs[0]]
         rows.append({
             "index": i, "name": node.name, "op": node.op, "onnx_op": node.source_op,
+            "layer_type": ops.get(node).layer_type(g, node),
             "output_shape": list(out.shape), "output_bytes": out.nbytes,
             "output_offset": plan.tensor_offsets[node.outputs[0]],
             "macs": g.macs(node),
@@ -219,6 +235,21 @@ def make_report(g: Graph, plan, board: Board, calibrated: bool, patch: dict | No
     }
 
 
+def training_node_rows(g: Graph) -> list[dict]:
+    """Every node of the training step with its phase: forward, backward, update, or
+    backward+update (a fused block that also updates: passes/fuse_grad.py)."""
+    n_forward = g.meta["train"]["forward_nodes"]
+    rows = []
+    for i, node in enumerate(g.nodes):
+        updates = ops.get(node).updates(node)
+        phase = ("forward" if i < n_forward else "update" if updates == [node]
+                 else "backward+update" if updates else "backward")
+        rows.append({"index": i, "name": node.name, "op": node.op, "phase": phase,
+                     "layer_type": ops.get(node).layer_type(g, node),
+                     "macs": g.macs(node) if i < n_forward else 0})
+    return rows
+
+
 def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildOptions) -> None:
     from .memory.planner import training_memory
 
@@ -228,6 +259,7 @@ def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildO
         "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr,
         "trainable_layers": g.meta["train"]["trainable"],
         **mem,
+        "nodes": training_node_rows(g),
     }
 
 
@@ -449,6 +481,7 @@ def _recorded_problem(recorded: dict) -> str | None:
         "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
         "rounding": lambda v: v in ("nearest", "stochastic"),
         "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
+        "profile": lambda v: isinstance(v, bool), "kernels": lambda v: v in KERNEL_VARIANTS,
     }
     checks.update({f"{key}_sha256": lambda v: v is None or isinstance(v, str)
                    for key in RECORDED_INPUTS})
@@ -666,7 +699,8 @@ def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
         samples, source = demo_samples(report, opts, calib_nhwc)
     write_project(out, board, Path(str(report["model"])).name, samples, source,
                   training=training, input_size=int(np.prod(report["input"]["shape_nchw"])),
-                  num_classes=int(report["output"]["shape"][-1]))
+                  num_classes=int(report["output"]["shape"][-1]),
+                  cflags=opts.firmware_cflags())
     info = {"project": "platformio.ini", "samples": len(samples), "samples_source": source}
     if training is not None:
         info["train_demo"] = {"steps": training.steps, "epochs": training.epochs,

@@ -125,6 +125,12 @@ def parser() -> argparse.ArgumentParser:
                    help="with --patch auto: pick the schedule with the fewest MACs whose arena "
                         "+ stack reserve fits BYTES (e.g. 131072 or 128K; with --train also "
                         "the trained parameters)")
+    b.add_argument("--profile", action="store_true",
+                   help="the demo firmware also times each layer of the first sample (training: "
+                        "of the first step); `tinyc emulate --qemu --profile` prints them")
+    b.add_argument("--kernels", choices=("auto", "portable"), default="auto",
+                   help="auto (default): the Arm DSP kernels (SMLAD) on cores with the DSP "
+                        "extension (Cortex-M4/M7/M33), plain C99 elsewhere; portable: plain C99")
     b.add_argument("--train", metavar="SCHEME",
                    help="also generate tinyc_train_step(): full | bias-only | last:K | auto | "
                         "scheme.json (auto: the most trainable nested scheme that fits --sram or "
@@ -168,6 +174,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--timeout", type=_positive_float,
                    help="with --qemu: seconds before a hung guest is killed (300; training: "
                         "300 + 5 per step)")
+    e.add_argument("--profile", action="store_true",
+                   help="with --qemu, for a build made with --profile: instructions per layer, "
+                        "per op and (training) per phase of the first sample or step; also "
+                        "written to OUT/profile.json")
 
     f = sub.add_parser("flash", help="upload the built firmware to the board (pio run -t upload); "
                                      "mps2 boards run it in QEMU")
@@ -269,7 +279,7 @@ def cmd_build(a) -> int:
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
                         qas=not a.no_qas, rounding=a.rounding or "stochastic", lr=a.lr,
                         firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
-                        sram=a.sram)
+                        sram=a.sram, profile=a.profile, kernels=a.kernels)
     try:
         report = build(a.model, board, a.output, opts)
     except DoesNotFitError as err:
@@ -345,6 +355,11 @@ def cmd_emulate(a) -> int:
     from .outdir import using
 
     rep = load_report(a.out)
+    if a.profile and not a.qemu:
+        raise TinycError("--profile times the firmware's layers: add --qemu")
+    if a.profile and not rep.get("build_options", {}).get("profile"):
+        raise TinycError(f"{a.out} was built without --profile: rebuild it with `tinyc build "
+                         f"... --profile` (the firmware then times each layer)")
     with using(a.out):   # it writes its executables there: no build may replace them meanwhile
         if a.train_data:
             return emulate_training(a, rep)
@@ -389,7 +404,19 @@ def emulate_inference(a, rep: dict) -> int:
             print(f"sample {i}: {c:,} {demo.unit} per inference ({c / max(macs, 1):.2f} per MAC)")
         if demo.stack_used is not None:
             print(f"stack: {demo.stack_used:,} of {demo.stack_size:,} bytes used")
+        if a.profile:
+            print_profile(a.out, rep, demo.profile, demo.unit, False, demo.counts[0])
     return 0
+
+
+def print_profile(out, rep: dict, counts: dict, unit: str, training: bool, whole: int) -> None:
+    from .profile import format_summary, summary, write_summary
+
+    if not counts:
+        raise TinycError(f"the firmware of {out} printed no profile: rebuild it with --profile")
+    s = summary(rep, counts, unit, training, whole)
+    print(format_summary(s))
+    print(f"wrote {write_summary(out, s)}")
 
 
 def cmd_flash(a) -> int:
@@ -561,6 +588,8 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
     print(f"stack: {demo.train_stack_used:,} of {demo.stack_size:,} bytes used by a training step "
           f"(main included), {demo.stack_used:,} at most overall")
     check_train_stack(board, demo)
+    if a.profile:
+        print_profile(a.out, rep, demo.profile, unit, True, demo.counts[0])
     if params_tmp:
         np.savez(params_tmp, **params)
         print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters; tinyc export "

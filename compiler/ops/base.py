@@ -101,6 +101,10 @@ class Op:
     def macs(self, g: Graph, node: Node) -> int:
         return 0
 
+    def layer_type(self, g: Graph, node: Node) -> str:
+        """What a profile or a benchmark groups the node's cost by (e.g. 'depthwise 3x3 s2')."""
+        return self.name
+
     def run_float(self, g: Graph, node: Node, env: dict) -> np.ndarray:
         raise self.unsupported(node, "run_float")
 

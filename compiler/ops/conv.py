@@ -308,6 +308,18 @@ class Conv2d(_Layer):
         out = g.tensors[node.outputs[0]]
         return out.size * int(np.prod(w.shape[1:]))
 
+    def layer_type(self, g, node):
+        _, kh, kw, cin_g = g.tensors[node.inputs[1]].shape
+        cin = g.tensors[node.inputs[0]].shape[-1]
+        groups = node.attrs.get("groups", 1)
+        stride = node.attrs.get("strides", (1, 1))
+        s = f"s{stride[0]}" if stride[0] == stride[1] else f"s{stride[0]}x{stride[1]}"
+        if groups == cin and groups > 1:
+            return f"depthwise {kh}x{kw} {s}"
+        if (kh, kw) == (1, 1) and groups == 1 and s == "s1":
+            return "pointwise"
+        return f"conv {kh}x{kw} {s}" + (f" groups {groups}" if groups > 1 else "")
+
     def run_float(self, g, node, env):
         a = node.attrs
         x = env[node.inputs[0]]

@@ -156,6 +156,7 @@ class TrainDemoOutput:
     stack_used: int | None = None
     stack_size: int | None = None
     done: int | None = None
+    profile: dict[int, int] = field(default_factory=dict)   # layer -> count (--profile)
 
     @property
     def losses(self) -> np.ndarray:
@@ -168,7 +169,7 @@ class TrainDemoOutput:
 
 def parse_train_output(text: str) -> TrainDemoOutput:
     """Parses the lines the training demo prints (templates/firmware/train_main.c.j2)."""
-    from .qemu import QemuError
+    from .qemu import PROFILE_RE, QemuError
     d = TrainDemoOutput()
     for line in text.splitlines():
         line = line.strip()
@@ -182,7 +183,9 @@ def parse_train_output(text: str) -> TrainDemoOutput:
             d.unit = m.group(7)
             d.counts.append(int(m.group(8)))
             continue
-        if m := PLAN_RE.match(line):
+        if m := PROFILE_RE.match(line):
+            d.profile[int(m.group(1))] = int(m.group(2))
+        elif m := PLAN_RE.match(line):
             d.steps_planned, d.epochs = int(m.group(1)), int(m.group(2))
             d.lr_bits = int(m.group(3), 16)
         elif m := EPOCH_RE.match(line):

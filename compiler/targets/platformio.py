@@ -158,11 +158,13 @@ def _format_samples(samples: np.ndarray) -> list[str]:
 
 def write_project(out, board: Board, model_name: str, samples: np.ndarray,
                   samples_source: str, protocol: str | None = None, training=None,
-                  input_size: int = 0, num_classes: int = 0) -> Path:
+                  input_size: int = 0, num_classes: int = 0,
+                  cflags: list[str] | tuple = ()) -> Path:
     """Turns a build folder whose model library is in out/lib/tinyc_model into a PlatformIO
     project for `board`. `samples` are int8 NHWC inputs (N, H, W, C) for the demo. A training
     build passes `training` (a firmware_train.TrainingData, `samples` its inputs): the demo then
-    trains (templates/firmware/train_main.c.j2)."""
+    trains (templates/firmware/train_main.c.j2). `cflags`: extra compiler flags of the build
+    (BuildOptions.firmware_cflags: tinyc's own -D options, never from a model or board file)."""
     require_firmware(board)
     out = Path(out)
     proto = board.protocol(protocol)
@@ -224,7 +226,7 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
         board=board, model_name=model_name, platform_uri=symlink_uri(PLATFORM_DIR),
         official=official_env(board) is not None,
         official_env=official_env(board), protocol=proto,
-        upload_command=pio_command_text(proto.command)))
+        upload_command=pio_command_text(proto.command), cflags=list(cflags)))
     return out
 
 

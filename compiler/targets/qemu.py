@@ -25,6 +25,7 @@ from .platformio import ELF_PATH, file_sha256, model_dir
 EXIT_USAGE, EXIT_STACK_OVERFLOW, EXIT_FAULT = 2, 3, 4
 SAMPLE_RE = re.compile(r"^sample (\d+) (instructions|cycles) (\d+) argmax (-?\d+) output((?: -?\d+)*)$")
 STACK_RE = re.compile(r"^stack (\d+) of (\d+) bytes$")
+PROFILE_RE = re.compile(r"^profile (\d+) (\d+)$")
 
 
 class QemuError(ToolFailedError):
@@ -41,6 +42,7 @@ class DemoOutput:
     stack_used: int | None = None
     stack_size: int | None = None
     done: int | None = None
+    profile: dict[int, int] = field(default_factory=dict)   # layer -> count (--profile)
 
 
 def parse_demo_output(text: str) -> DemoOutput:
@@ -56,6 +58,10 @@ def parse_demo_output(text: str) -> DemoOutput:
             d.counts.append(int(m.group(3)))
             d.argmax.append(int(m.group(4)))
             d.outputs.append([int(v) for v in m.group(5).split()])
+            continue
+        m = PROFILE_RE.match(line)
+        if m:
+            d.profile[int(m.group(1))] = int(m.group(2))
             continue
         m = STACK_RE.match(line)
         if m:
