@@ -193,9 +193,17 @@ def _layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
                           if t and not g.tensors[t].is_const],
                  out_off=plan.tensor_offsets[node.outputs[0]],
                  scratch_off=plan.scratch.get(i, (None, 0))[0],
-                 scratch_bytes=plan.scratch.get(i, (None, 0))[1],
+                 scratch_bytes=kernel_scratch_bytes(plan, i),
                  out_shape="x".join(map(str, y.shape)))
     return layer
+
+
+def kernel_scratch_bytes(plan: MemoryPlan, i: int) -> int:
+    """The bytes of node i's scratch that its kernel may use: a trained layer's refolded bias
+    follows them in the same buffer (plan.bias_scratch), and a kernel told the whole size would
+    write over it."""
+    off, size = plan.scratch.get(i, (None, 0))
+    return plan.bias_scratch[i] - off if i in plan.bias_scratch else size
 
 
 def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts,
@@ -210,7 +218,7 @@ def _train_layer(g: Graph, node: Node, i: int, plan: MemoryPlan, consts: _Consts
              in_offs=[plan.tensor_offsets[t] for t in ins],
              out_off=plan.tensor_offsets[node.outputs[0]] if node.outputs else None,
              scratch_off=plan.scratch.get(i, (None, 0))[0],
-             scratch_bytes=plan.scratch.get(i, (None, 0))[1],
+             scratch_bytes=kernel_scratch_bytes(plan, i),
              out_shape="x".join(map(str, out.shape)) if out is not None else "-")
     return L
 

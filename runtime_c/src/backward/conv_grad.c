@@ -83,12 +83,29 @@ void tinyc_conv2d_grad_input_split(const tinyc_conv_grad_params *p, const float 
     grad_input(p, gy, weights->flash, weights, w_scale, gx);
 }
 
+/* The products s * w of a depthwise channel's taps, computed once per channel instead of once
+ * per pixel and tap (the same float products, hence the same sums). */
+#define DW_MAX_TAPS 81   /* up to 9x9 on the stack; larger kernels multiply as they go */
+
+static const float *dw_tap_products(const int8_t *w, float s, int32_t taps, float *wr)
+{
+    int32_t t;
+    if (taps > DW_MAX_TAPS) {
+        return NULL;
+    }
+    for (t = 0; t < taps; ++t) {
+        wr[t] = s * (float)w[t];
+    }
+    return wr;
+}
+
 /* gx[iy, ix] of one channel of a depthwise conv: the terms tinyc_conv2d_grad_input adds to 0,
  * in its (ky, kx) order; gy(oy, ox) is src[q * step] with q = oy * out_w + ox, and src is
- * `saved` for the first n_saved pixels (a copy made before they were overwritten), else gy. */
+ * `saved` for the first n_saved pixels (a copy made before they were overwritten), else gy.
+ * wr: the taps' products s * w (dw_tap_products), or NULL to multiply here. */
 static float depthwise_grad_at(const tinyc_conv_grad_params *p, const float *gy,
                                const float *saved, int32_t n_saved, int32_t step,
-                               const int8_t *w, float s, int32_t iy, int32_t ix)
+                               const int8_t *w, float s, const float *wr, int32_t iy, int32_t ix)
 {
     float d = 0.0f;
     int32_t ky, kx;
@@ -108,8 +125,9 @@ static float depthwise_grad_at(const tinyc_conv_grad_params *p, const float *gy,
             q = oy * p->out_w + ox;
             g = q < n_saved ? saved[q * step] : gy[q * step];
             if (g != 0.0f) {
-                const float wr = s * (float)w[ky * p->kernel_w + kx];
-                const float t = g * wr;
+                const int32_t tap = ky * p->kernel_w + kx;
+                const float r = wr ? wr[tap] : s * (float)w[tap];
+                const float t = g * r;
                 d = d + t;
             }
         }
@@ -125,14 +143,16 @@ void tinyc_depthwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     const int32_t taps = p->kernel_h * p->kernel_w;
     const int32_t plane = p->out_h * p->out_w;
     int32_t c, i, iy, ix;
+    float products[DW_MAX_TAPS];
     for (c = 0; c < c_n; ++c) {
+        const float *wr = dw_tap_products(weights + c * taps, w_scale[c], taps, products);
         for (i = 0; i < plane; ++i) {
             scratch[i] = buf[i * c_n + c];   /* gy's channel c: gx[., c] overwrites it */
         }
         for (iy = 0; iy < p->in_h; ++iy) {
             for (ix = 0; ix < p->in_w; ++ix) {
-                buf[(iy * p->in_w + ix) * c_n + c] =
-                    depthwise_grad_at(p, scratch, NULL, 0, 1, weights + c * taps, w_scale[c], iy, ix);
+                buf[(iy * p->in_w + ix) * c_n + c] = depthwise_grad_at(
+                    p, scratch, NULL, 0, 1, weights + c * taps, w_scale[c], wr, iy, ix);
             }
         }
     }
@@ -155,7 +175,7 @@ void tinyc_depthwise_grad_input_backwards(const tinyc_conv_grad_params *p, float
             /* gy[px, c], overwritten here, is read by no pixel still to come (lower px) unless
              * px < n_saved, and those are read from the copy */
             const float d = depthwise_grad_at(p, buf + c, scratch + c, n_saved, c_n,
-                                              weights + c * taps, w_scale[c], iy, ix);
+                                              weights + c * taps, w_scale[c], NULL, iy, ix);
             buf[px * c_n + c] = d;
         }
     }
@@ -192,6 +212,8 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     }
 }
 
+#define ROW_CHUNK 96   /* weight products kept on the stack at a time (floats) */
+
 static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
 {
     return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
@@ -225,7 +247,8 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     float *plane_d = io->scratch;                          /* head only */
     float *plane_e = NULL, *update_scratch = NULL;
     int8_t *row = NULL;
-    int32_t c, px, i, o;
+    float products[ROW_CHUNK > DW_MAX_TAPS ? ROW_CHUNK : DW_MAX_TAPS];
+    int32_t c, px, i, i0, o;
     if (io->dw_w) {   /* not a tail */
         plane_e = io->scratch + (p->proj_c ? out_px : 0);
         update_scratch = plane_e + in_px;
@@ -240,21 +263,33 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         float s;
         int32_t gd_step = c_n;
         if (p->proj_c) {
+            /* the terms tinyc_conv2d_grad_input adds to each pixel, in its o order; the
+             * products of the project weights' column c computed once per chunk of o */
+            int32_t o0;
             for (px = 0; px < out_px; ++px) {
-                const float *gp = io->gy + px * p->proj_c;
-                float d = 0.0f;   /* the terms tinyc_conv2d_grad_input adds, in its o order */
-                if (mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
-                               p->dmask_hi)) {
-                    for (o = 0; o < p->proj_c; ++o) {
+                plane_d[px] = 0.0f;
+            }
+            for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
+                const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
+                for (o = 0; o < n; ++o) {
+                    products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
+                }
+                for (px = 0; px < out_px; ++px) {
+                    const float *gp = io->gy + px * p->proj_c + o0;
+                    float d = plane_d[px];
+                    if (!mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
+                                    p->dmask_hi)) {
+                        continue;
+                    }
+                    for (o = 0; o < n; ++o) {
                         const float g = gp[o];
                         if (g != 0.0f) {
-                            const float wr = io->proj_scale[o] * (float)io->proj_w[o * c_n + c];
-                            const float t = g * wr;
+                            const float t = g * products[o];
                             d = d + t;
                         }
                     }
+                    plane_d[px] = d;
                 }
-                plane_d[px] = d;
             }
             if (io->dw_bias) {
                 plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
@@ -267,26 +302,37 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
             continue;   /* a tail: the depthwise layer is the earliest trained one */
         }
         s = io->pw_scale[c];
-        for (px = 0; px < in_px; ++px) {
-            plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
-                                     p->mask_hi)
-                ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
-                                    io->dw_scale[c], px / dw->in_w, px % dw->in_w)
-                : 0.0f;
+        {
+            const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps,
+                                              products);
+            for (px = 0; px < in_px; ++px) {
+                plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
+                                         p->mask_hi)
+                    ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
+                                        io->dw_scale[c], wr, px / dw->in_w, px % dw->in_w)
+                    : 0.0f;
+            }
         }
         if (io->pw_split) {
             tinyc_split_row(io->pw_split, c, row);
         }
-        for (px = 0; px < in_px; ++px) {
-            const float g = plane_e[px];
-            float *d = io->gx + px * cin;
-            if (g == 0.0f) {
-                continue;
+        /* gx[px, i] += g * (s * w[i]): the products of the expand weights' row c computed
+         * once per chunk of i (each gx element still gets one term per channel c, in c order) */
+        for (i0 = 0; i0 < cin; i0 += ROW_CHUNK) {
+            const int32_t n = cin - i0 < ROW_CHUNK ? cin - i0 : ROW_CHUNK;
+            for (i = 0; i < n; ++i) {
+                products[i] = s * (float)w[i0 + i];
             }
-            for (i = 0; i < cin; ++i) {
-                const float wr = s * (float)w[i];
-                const float t = g * wr;
-                d[i] = d[i] + t;
+            for (px = 0; px < in_px; ++px) {
+                const float g = plane_e[px];
+                float *d = io->gx + px * cin + i0;
+                if (g == 0.0f) {
+                    continue;
+                }
+                for (i = 0; i < n; ++i) {
+                    const float t = g * products[i];
+                    d[i] = d[i] + t;
+                }
             }
         }
         /* after its terms of gx: the unfused update runs after the input gradient */
