@@ -27,6 +27,22 @@ static void interior_range(int32_t out, int32_t size, int32_t kernel, int32_t st
     }
 }
 
+/* The output rows [y_lo, y_hi) and columns [x_lo, x_hi) whose windows lie inside the input:
+ * the same for every channel, computed once per layer. */
+typedef struct {
+    int32_t y_lo, y_hi, x_lo, x_hi;
+} dw_interior;
+
+static dw_interior interior_of(const tinyc_conv_params *p)
+{
+    dw_interior b;
+    interior_range(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top, p->dilation_h,
+                   &b.y_lo, &b.y_hi);
+    interior_range(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left, p->dilation_w,
+                   &b.x_lo, &b.x_hi);
+    return b;
+}
+
 #if TINYC_USE_DSP
 /* The DSP variant of an interior window on a contiguous plane (in_stride 1, dilation 1): each
  * filter row is read four input bytes at a time and multiplied by its taps packed as int16
@@ -34,10 +50,22 @@ static void interior_range(int32_t out, int32_t size, int32_t kernel, int32_t st
  * The zero taps add 0: the accumulator is the portable loop's. */
 #define TINYC_DW_MAX_GROUPS 32   /* kernel_h * ceil(kernel_w / 4): 7x7 needs 14 */
 
+static uint32_t pair16(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
+}
+
 static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *packed)
 {
     const int32_t groups = (kw + 3) / 4;
     int32_t ky, gi, j;
+    if (kw == 3) {   /* the common case, without the general loop's bookkeeping */
+        for (ky = 0; ky < kh; ++ky, wk += 3) {
+            packed[2 * ky] = pair16(wk[0], wk[2]);
+            packed[2 * ky + 1] = pair16(wk[1], 0);
+        }
+        return 1;
+    }
     for (ky = 0; ky < kh; ++ky) {
         for (gi = 0; gi < groups; ++gi) {
             int32_t t[4];
@@ -45,9 +73,8 @@ static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *
                 const int32_t kx = gi * 4 + j;
                 t[j] = kx < kw ? wk[ky * kw + kx] : 0;
             }
-            uint32_t *pair = packed + 2 * (ky * groups + gi);
-            pair[0] = ((uint32_t)t[0] & 0xFFFFu) | ((uint32_t)t[2] << 16);
-            pair[1] = ((uint32_t)t[1] & 0xFFFFu) | ((uint32_t)t[3] << 16);
+            packed[2 * (ky * groups + gi)] = pair16(t[0], t[2]);
+            packed[2 * (ky * groups + gi) + 1] = pair16(t[1], t[3]);
         }
     }
     return groups;
@@ -99,21 +126,20 @@ static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t s
 /* One output channel from input plane `plane` (element (y, x) at plane[(y * in_w + x) *
  * in_stride]), written to out[(oy * out_w + ox) * out_stride]. `readable`: for a plane
  * gathered into scratch (in_stride 1), the bytes that may be read from `plane` on; else 0. */
-static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in_stride,
-                     int32_t readable, const int8_t *wk, int32_t bias, int32_t mult,
-                     int32_t shift, int8_t *out, int32_t out_stride)
+static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int8_t *plane,
+                     int32_t in_stride, int32_t readable, const int8_t *wk, int32_t bias,
+                     int32_t mult, int32_t shift, int8_t *out, int32_t out_stride)
 {
     const int32_t in_off = -p->in_zp;
     const int32_t kh = p->kernel_h, kw = p->kernel_w;
     const int32_t dy = p->dilation_h * p->in_w * in_stride;
     const int32_t dx = p->dilation_w * in_stride;
-    int32_t wsum = 0, y_lo, y_hi, x_lo, x_hi, oy, ox, ky, kx, i;
+    const int32_t y_lo = b->y_lo, y_hi = b->y_hi, x_lo = b->x_lo, x_hi = b->x_hi;
+    int32_t wsum = 0, oy, ox, ky, kx, i;
 
     for (i = 0; i < kh * kw; ++i) {
         wsum += wk[i];
     }
-    interior_range(p->out_h, p->in_h, kh, p->stride_h, p->pad_top, p->dilation_h, &y_lo, &y_hi);
-    interior_range(p->out_w, p->in_w, kw, p->stride_w, p->pad_left, p->dilation_w, &x_lo, &x_hi);
 
 #if !TINYC_USE_DSP
     (void)readable;   /* the portable loop treats every plane alike */
@@ -134,7 +160,8 @@ static void dw_plane(const tinyc_conv_params *p, const int8_t *plane, int32_t in
         int32_t x_end = x_lo;
         if (dsp && y_inside) {
             const int32_t room = readable - (iy0 + kh - 1) * p->in_w - 4 * groups;
-            x_end = room < -p->pad_left ? x_lo : (room + p->pad_left) / p->stride_w + 1;
+            x_end = room >= (x_hi - 1) * p->stride_w - p->pad_left ? x_hi   /* all of them */
+                    : room < -p->pad_left ? x_lo : (room + p->pad_left) / p->stride_w + 1;
             x_end = x_end > x_hi ? x_hi : (x_end < x_lo ? x_lo : x_end);
         }
 #endif
@@ -189,9 +216,10 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
 {
     const int32_t depth_mult = p->out_c / p->in_c;
     const int32_t ksize = p->kernel_h * p->kernel_w;
+    const dw_interior b = interior_of(p);
     int32_t oc;
     for (oc = 0; oc < p->out_c; ++oc) {
-        dw_plane(p, in + oc / depth_mult, p->in_c, 0, weights + oc * ksize, bias ? bias[oc] : 0,
+        dw_plane(p, &b, in + oc / depth_mult, p->in_c, 0, weights + oc * ksize, bias ? bias[oc] : 0,
                  mult[oc], shift[oc], out + oc, p->out_c);
     }
 }
@@ -223,6 +251,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     const int32_t ksize = p->kernel_h * p->kernel_w;
     const int padded = scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
     tinyc_conv_params q = *p;   /* padded: the same conv over the padded plane, no padding */
+    dw_interior b;
     int32_t c, y, x;
 
     if (padded) {
@@ -236,16 +265,23 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
          * input positions are rewritten for each channel */
         memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
     }
+    b = interior_of(&q);
     for (c = 0; c < channels; ++c) {
         const int8_t *src = buf + c;
         for (y = 0; y < p->in_h; ++y) {
             int8_t *dst = scratch + (y + (padded ? p->pad_top : 0)) * q.in_w +
                           (padded ? p->pad_left : 0);
-            for (x = 0; x < p->in_w; ++x, src += channels) {
+            for (x = 0; x + 3 < p->in_w; x += 4, src += 4 * channels) {   /* unrolled */
+                dst[x] = src[0];
+                dst[x + 1] = src[channels];
+                dst[x + 2] = src[2 * channels];
+                dst[x + 3] = src[3 * channels];
+            }
+            for (; x < p->in_w; ++x, src += channels) {
                 dst[x] = *src;
             }
         }
-        dw_plane(&q, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
+        dw_plane(&q, &b, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
                  mult[c], shift[c], buf + c, channels);
     }
 }
