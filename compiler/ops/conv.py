@@ -358,7 +358,9 @@ class Conv2d(_Layer):
             ctx.scratch[i] = g.tensors[x].shape[-1]        # one input pixel
             ctx.roomy[i] = 2 * g.tensors[x].shape[-1]      # two: faster
         elif conv_scratch_bytes(g, node):
-            ctx.scratch[i] = conv_scratch_bytes(g, node)
+            ctx.scratch[i] = conv_scratch_bytes(g, node)   # one window
+            if node.attrs.get("groups", 1) == 1:
+                ctx.roomy[i] = 2 * ctx.scratch[i]          # two: faster
 
     def bias_scratch_bytes(self, ctx, i, node, inplace_kind):
         # a trained layer whose kernel takes a folded bias refolds it from its SRAM parameters

@@ -46,10 +46,12 @@ void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *we
  * exactly the same int32 accumulators as tinyc_conv2d. */
 
 /* Any 2-D convolution: each output pixel's window (per group) is gathered into `scratch`
- * (kernel_h * kernel_w * in_c / groups bytes), padded positions filled with in_zp. */
+ * (scratch_bytes >= k = kernel_h * kernel_w * in_c / groups), padded positions filled with
+ * in_zp. With groups 1 and scratch_bytes >= 2 k, two neighbouring windows are gathered and
+ * computed at once (faster: each weight is loaded once for both). */
 void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
                          const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
-                         int8_t *out, int8_t *scratch);
+                         int8_t *out, int8_t *scratch, int32_t scratch_bytes);
 
 /* 1x1, stride 1, no padding, groups 1 (pointwise). */
 void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,

@@ -222,34 +222,63 @@ static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, i
     }
 }
 
+/* n bytes (a tap's channels: often 3 in a first conv, where a memcpy call costs more than
+ * the copy) */
+static TINYC_ALWAYS_INLINE void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
+{
+    int32_t i;
+    if (n >= 16) {
+        memcpy(dst, src, (size_t)n);
+        return;
+    }
+    for (i = 0; i < n; ++i) {
+        dst[i] = src[i];
+    }
+}
+
+/* The window of output pixel (oy, ox) for group g into dst (k bytes). */
+static void gather_window(const tinyc_conv_params *p, const int8_t *in, int32_t oy, int32_t ox,
+                          int32_t g, int32_t cin_g, int8_t *dst)
+{
+    const int32_t iy0 = oy * p->stride_h - p->pad_top;
+    const int32_t ix0 = ox * p->stride_w - p->pad_left;
+    int32_t ky, kx;
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        for (kx = 0; kx < p->kernel_w; ++kx, dst += cin_g) {
+            const int32_t ix = ix0 + kx * p->dilation_w;
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
+                memset(dst, (int8_t)p->in_zp, (size_t)cin_g);
+            } else {
+                copy_bytes(dst, in + (iy * p->in_w + ix) * p->in_c + g * cin_g, cin_g);
+            }
+        }
+    }
+}
+
 void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
                          const int32_t *bias_eff, const int32_t *mult, const int32_t *shift,
-                         int8_t *out, int8_t *scratch)
+                         int8_t *out, int8_t *scratch, int32_t scratch_bytes)
 {
     const int32_t cin_g = p->in_c / p->groups;
     const int32_t cout_g = p->out_c / p->groups;
     const int32_t k = p->kernel_h * p->kernel_w * cin_g;
-    int32_t oy, ox, g, ky, kx;
+    /* two windows side by side (groups 1, room for both): computed at once */
+    const int32_t pair = p->groups == 1 && scratch_bytes >= 2 * k ? 2 : 1;
+    int32_t oy, ox, g, n;
 
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
+        for (ox = 0; ox < p->out_w; ox += n) {
             int8_t *o = out + (oy * p->out_w + ox) * p->out_c;
+            n = p->out_w - ox < pair ? p->out_w - ox : pair;
+            if (n == 2) {
+                gather_window(p, in, oy, ox, 0, cin_g, scratch);
+                gather_window(p, in, oy, ox + 1, 0, cin_g, scratch + k);
+                dot_pixels(p, scratch, k, 2, weights, bias_eff, mult, shift, p->out_c, o);
+                continue;
+            }
             for (g = 0; g < p->groups; ++g) {
-                int8_t *dst = scratch;
-                for (ky = 0; ky < p->kernel_h; ++ky) {
-                    const int32_t iy = iy0 + ky * p->dilation_h;
-                    for (kx = 0; kx < p->kernel_w; ++kx, dst += cin_g) {
-                        const int32_t ix = ix0 + kx * p->dilation_w;
-                        if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                            memset(dst, (int8_t)p->in_zp, (size_t)cin_g);
-                        } else {
-                            memcpy(dst, in + (iy * p->in_w + ix) * p->in_c + g * cin_g,
-                                   (size_t)cin_g);
-                        }
-                    }
-                }
+                gather_window(p, in, oy, ox, g, cin_g, scratch);
                 dot_outputs(p, scratch, k, weights + g * cout_g * k, bias_eff + g * cout_g,
                             mult + g * cout_g, shift + g * cout_g, cout_g, o + g * cout_g);
             }
