@@ -109,6 +109,30 @@ static float depthwise_grad_at(const tinyc_conv_grad_params *p, const float *gy,
 {
     float d = 0.0f;
     int32_t ky, kx;
+    if (p->stride_h == 1 && p->stride_w == 1 && wr) {
+        /* stride 1: output (oy, ox) = (ty, tx), no division; the same terms in the same order */
+        for (ky = 0; ky < p->kernel_h; ++ky) {
+            const int32_t oy = iy + p->pad_top - ky * p->dilation_h;
+            if (oy < 0 || oy >= p->out_h) {
+                continue;
+            }
+            for (kx = 0; kx < p->kernel_w; ++kx) {
+                const int32_t ox = ix + p->pad_left - kx * p->dilation_w;
+                int32_t q;
+                float g;
+                if (ox < 0 || ox >= p->out_w) {
+                    continue;
+                }
+                q = oy * p->out_w + ox;
+                g = q < n_saved ? saved[q * step] : gy[q * step];
+                if (g != 0.0f) {
+                    const float t = g * wr[ky * p->kernel_w + kx];
+                    d = d + t;
+                }
+            }
+        }
+        return d;
+    }
     for (ky = 0; ky < p->kernel_h; ++ky) {
         const int32_t ty = iy + p->pad_top - ky * p->dilation_h;
         int32_t oy;
