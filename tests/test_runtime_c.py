@@ -344,6 +344,10 @@ INT8_CONVS = {
                             pads=(2, 2, 2, 2), groups=2, dilation=2),
     "depthwise_inplace": dict(in_shape=(1, 8, 7, 6), cout=6, k=(3, 3), stride=(2, 2),
                               pads=(1, 1, 1, 1), groups=6),
+    # negative pads crop (a patch schedule's tiles): the in-place kernel's padded plane would be
+    # smaller than the input plane here, and must not be used
+    "depthwise_inplace_crop": dict(in_shape=(1, 17, 17, 3), cout=3, k=(5, 5), stride=(1, 1),
+                                   pads=(-4, -12, 2, 2), groups=3),
     "depthwise_mult2": dict(in_shape=(1, 7, 7, 3), cout=6, k=(5, 5), stride=(1, 1),
                             pads=(2, 2, 2, 2), groups=3),
 }
@@ -356,7 +360,7 @@ def test_int8_conv_random_params(name, variant, tmp_path):
     narrow clamps) against the reference arithmetic."""
     g = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
     plan = assert_c_matches_reference(g, tmp_path, n_random=4, variant=variant)
-    if name == "depthwise_inplace":
+    if name.startswith("depthwise_inplace"):
         assert plan.inplace.get(0) == "depthwise"
     if name == "pointwise":
         assert plan.inplace.get(0) == "pointwise"

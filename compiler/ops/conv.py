@@ -542,6 +542,8 @@ def depthwise_plane_bytes(g: Graph, node: Node) -> int:
     a = node.attrs
     (sh, sw), (dh, dw) = a.get("strides", (1, 1)), a.get("dilations", (1, 1))
     pads = a.get("pads", (0, 0, 0, 0))
+    if pads[0] < 0 or pads[1] < 0:
+        return h * w   # a patch tile's crop: the kernel gathers the plane as it is
 
     def extent(out, size, k, stride, pad, dilation):
         return max(pad + size, (out - 1) * stride + (k - 1) * dilation + 1)

@@ -77,8 +77,9 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
  * then only overwrites bytes of input channel c (same channel count, NHWC), so the other
  * channels are intact until their turn. `buf` must hold max(input, output) bytes.
  * `scratch_bytes` is at least in_h * in_w (one plane). From tinyc_dw_padded_plane_bytes(p) on,
- * the plane is gathered with the conv's padding around it (filled with in_zp): every window is
- * then an interior one, which is faster; the planner gives that size where it is free. */
+ * and with pad_top, pad_left >= 0 (a negative pad crops), the plane is gathered with the conv's
+ * padding around it (filled with in_zp): every window is then an interior one, which is faster;
+ * the planner gives that size where it is free. */
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,

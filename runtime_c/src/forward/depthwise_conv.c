@@ -249,7 +249,9 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
 {
     const int32_t channels = p->in_c;   /* == out_c */
     const int32_t ksize = p->kernel_h * p->kernel_w;
-    const int padded = scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
+    /* (negative pads crop the input, as a patch schedule's tiles do: the plane as it is) */
+    const int padded = p->pad_top >= 0 && p->pad_left >= 0 &&
+                       scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
     tinyc_conv_params q = *p;   /* padded: the same conv over the padded plane, no padding */
     dw_interior b;
     int32_t c, y, x;
