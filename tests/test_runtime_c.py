@@ -435,6 +435,17 @@ def test_softmax_sum_over_512_does_not_crash(tmp_path):
     assert np.array_equal(ys.reshape(ref.shape), ref)
 
 
+def test_dsp_requantization_is_tflite_exact(tmp_path):
+    """The DSP kernels' requantization (one saturating add for the second rounding) against
+    TFLite's double rounding, clamped, on 7.2 million edge and pseudo-random cases
+    (tests/c/requant_exact.c; the DSP instructions written in C)."""
+    exe = tmp_path / "requant_exact"
+    subprocess.run(["gcc", *STRICT, "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
+                    str(ROOT / "tests" / "c" / "requant_exact.c"), "-o", str(exe)], check=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0 and "7200000 cases equal" in res.stdout, res.stdout
+
+
 # ---------------------------------------------------------------- a shared pretrained model
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", ["mbv2-w0.35_96", "mcunet-5fps_96"])

@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "tinyc/fixedpoint.h"
+
 #if (defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP == 1 && !defined(TINYC_PORTABLE)) || \
     defined(TINYC_SIMD_EMULATE)
 #define TINYC_USE_DSP 1
@@ -50,6 +52,8 @@ static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlad((int16x2_t)a, (int16x2_t)b, acc);
 }
+/* a + b saturated to int32 (QADD) */
+static inline int32_t tinyc_qadd(int32_t a, int32_t b) { return __qadd(a, b); }
 /* the halfwords of a plus bytes 0 and 2 of x, sign-extended (SXTAB16) */
 static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
 {
@@ -75,6 +79,11 @@ static inline uint32_t tinyc_sxtb16_ror8(uint32_t x)
 {
     return tinyc_sxtb16((x >> 8) | (x << 24));
 }
+static inline int32_t tinyc_qadd(int32_t a, int32_t b)
+{
+    const int64_t s = (int64_t)a + b;
+    return s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
+}
 static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
 {
     const uint32_t e = tinyc_sxtb16(x);
@@ -93,5 +102,25 @@ static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 }
 
 #endif
+
+/* clamp(MultiplyByQuantizedMultiplier(acc, mult, shift) + zp, lo, hi): TFLite's int8 output of
+ * an accumulator, for mult >= 0, zp in [-128, 127], -128 <= lo <= hi <= 127. For the common
+ * right shifts e = -shift in [1, 23] the second rounding is one saturating add and a shift:
+ * floor((h + 2^(e-1) - [h < 0]) / 2^e) equals gemmlowp's RoundingDivideByPOT(h, e); only when
+ * h + 2^(e-1) exceeds INT32_MAX does QADD saturate, making the quotient 2^(31-e) - 1 instead of
+ * 2^(31-e) >= 256, which the clamp (zp >= -128, hi <= 127) turns into hi either way. */
+static inline int32_t tinyc_requant_dsp(int32_t acc, int32_t mult, int32_t shift, int32_t zp,
+                                        int32_t lo, int32_t hi)
+{
+    int32_t v;
+    if ((uint32_t)(-shift - 1) < 23u) {
+        const int32_t e = -shift;
+        const int32_t h = tinyc_srdhm_pos(acc, mult);
+        v = (tinyc_qadd(h, (int32_t)(1u << (e - 1))) - (int32_t)((uint32_t)h >> 31)) >> e;
+    } else {
+        v = tinyc_mbqm(acc, mult, shift);
+    }
+    return tinyc_clamp_i32(v + zp, lo, hi);
+}
 #endif /* TINYC_USE_DSP */
 #endif /* TINYC_SIMD_H */

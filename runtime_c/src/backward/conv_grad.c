@@ -305,6 +305,7 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     p->dmask_hi)) {
                         continue;
                     }
+                    TINYC_UNROLL4
                     for (o = 0; o < n; ++o) {
                         const float g = gp[o];
                         if (g != 0.0f) {
@@ -353,6 +354,7 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                 if (g == 0.0f) {
                     continue;
                 }
+                TINYC_UNROLL4
                 for (i = 0; i < n; ++i) {
                     const float t = g * products[i];
                     d[i] = d[i] + t;

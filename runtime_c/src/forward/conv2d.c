@@ -60,8 +60,12 @@ void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *we
 static TINYC_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t mult, int32_t shift,
                                           const tinyc_conv_params *p)
 {
+#if TINYC_USE_DSP
+    return (int8_t)tinyc_requant_dsp(acc, mult, shift, p->out_zp, p->act_min, p->act_max);
+#else
     acc = tinyc_mbqm(acc, mult, shift) + p->out_zp;
     return (int8_t)tinyc_clamp_i32(acc, p->act_min, p->act_max);
+#endif
 }
 
 #if TINYC_USE_DSP
@@ -70,7 +74,7 @@ static TINYC_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t mult, int32_t shi
  * instruction. Every product and sum is the portable loop's, so the int32 results are equal. */
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *o)
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
 {
     const int32_t k4 = k & ~3;
     int32_t oc = 0, i;
@@ -129,8 +133,8 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
  * widened once for both pixels, two output channels at a time. */
 static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x0, const int8_t *x1,
                             int32_t k, const int8_t *weights, const int32_t *bias_eff,
-                            const int32_t *mult, const int32_t *shift, int32_t n_out, int8_t *o0,
-                            int8_t *o1)
+                            const int32_t *mult, const int32_t *shift, int32_t n_out,
+                            int8_t *restrict o0, int8_t *restrict o1)
 {
     const int32_t k4 = k & ~3;
     int32_t oc = 0, i;
@@ -178,7 +182,7 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x0, const 
 /* out[oc] for oc in [0, n_out): dot(x, weights[oc], k) + bias_eff[oc], requantized. */
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *o)
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
 {
     int32_t oc = 0, i;
     for (; oc + 1 < n_out; oc += 2) {
@@ -208,7 +212,7 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
 /* The outputs of n (1 or 2) adjacent pixels, inputs at x (n * k bytes), outputs at o. */
 static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, int32_t n,
                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                       const int32_t *shift, int32_t n_out, int8_t *o)
+                       const int32_t *shift, int32_t n_out, int8_t *restrict o)
 {
     int32_t j;
 #if TINYC_USE_DSP

@@ -84,7 +84,7 @@ static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *
  * the next ones `step` bytes further; output k to out[k * out_stride]. */
 static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t step, int32_t n,
                         int32_t kh, int32_t groups, const uint32_t *packed, int32_t acc0,
-                        int32_t mult, int32_t shift, int8_t *out, int32_t out_stride)
+                        int32_t mult, int32_t shift, int8_t *restrict out, int32_t out_stride)
 {
     const int32_t in_w = p->in_w;
     const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
@@ -102,8 +102,7 @@ static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t s
             acc = tinyc_smlad(tinyc_sxtb16_ror8(v1), w1b, acc);
             acc = tinyc_smlad(tinyc_sxtb16(v2), w2a, acc);
             acc = tinyc_smlad(tinyc_sxtb16_ror8(v2), w2b, acc);
-            *out = (int8_t)tinyc_clamp_i32(tinyc_mbqm(acc, mult, shift) + out_zp, act_min,
-                                           act_max);
+            *out = (int8_t)tinyc_requant_dsp(acc, mult, shift, out_zp, act_min, act_max);
         }
         return;
     }
@@ -118,7 +117,7 @@ static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t s
                 acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[1], acc);
             }
         }
-        *out = (int8_t)tinyc_clamp_i32(tinyc_mbqm(acc, mult, shift) + out_zp, act_min, act_max);
+        *out = (int8_t)tinyc_requant_dsp(acc, mult, shift, out_zp, act_min, act_max);
     }
 }
 #endif

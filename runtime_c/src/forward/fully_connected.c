@@ -14,8 +14,12 @@ static TINYC_ALWAYS_INLINE int8_t fc_out(const tinyc_fc_params *p, int32_t acc,
     if (bias) {
         acc += bias[o];
     }
+#if TINYC_USE_DSP
+    return (int8_t)tinyc_requant_dsp(acc, mult[o], shift[o], p->out_zp, p->act_min, p->act_max);
+#else
     acc = tinyc_mbqm(acc, mult[o], shift[o]) + p->out_zp;
     return (int8_t)tinyc_clamp_i32(acc, p->act_min, p->act_max);
+#endif
 }
 
 void tinyc_fully_connected(const tinyc_fc_params *p, const int8_t *in, const int8_t *weights,

@@ -165,6 +165,7 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
                     }
                     px = x + (iy * c->in_w + ix) * k + j0;
                     acc = scratch + (ky * c->kernel_w + kx) * n;
+                    TINYC_UNROLL4
                     for (j = 0; j < n; ++j) {
                         const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
                         const float t = g * xr;
