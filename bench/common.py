@@ -53,6 +53,16 @@ def die(msg: str) -> None:
     sys.exit(2)
 
 
+def require_firmware_tools() -> None:
+    """Exit with a one-line error when the firmware toolchain or QEMU is missing."""
+    import shutil
+    from tinyc.targets.platformio import toolchain_missing
+    if toolchain_missing():
+        die(toolchain_missing())
+    if not shutil.which("qemu-system-arm"):
+        die("qemu-system-arm not found: apt-get install --no-install-recommends qemu-system-arm")
+
+
 def model_paths() -> list[Path]:
     if not MODELS_DIR.is_dir():
         die(f"the shared reference models are not here: {MODELS_DIR} does not exist. These "

@@ -119,12 +119,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=4,
                     help="training steps per model (4; one per evaluation photo)")
     args = ap.parse_args()
-    from tinyc.targets.platformio import toolchain_missing
-    import shutil
-    if toolchain_missing():
-        common.die(toolchain_missing())
-    if not shutil.which("qemu-system-arm"):
-        common.die("qemu-system-arm not found: apt-get install --no-install-recommends qemu-system-arm")
+    common.require_firmware_tools()
     prov = common.provenance()
     prov["firmware_tools"] = tool_versions()
     t_start = time.time()
@@ -133,7 +128,7 @@ def main() -> None:
     all_evals = common.eval_samples()
     evals = all_evals[:args.samples]
     train_evals = all_evals[:args.train_steps]
-    from training_memory import SCHEMES
+    from training_memory import largest_scheme
     rows = []
     for onnx_path in common.model_paths():
         name = onnx_path.stem
@@ -159,10 +154,8 @@ def main() -> None:
             print(f"{name} {board_id}: " + (f"{np.mean(entry['instructions']):,.0f} instructions"
                                             if rep["fits"] else entry["refusal"]), flush=True)
         net = name.rsplit("_", 1)[0]
-        scheme_name = list(SCHEMES[net])[-1]
-        k, weights = SCHEMES[net][scheme_name]
-        scheme = {"name": scheme_name, "bias_last": k,
-                  "weights": {str(i): r for i, r in weights.items()}}
+        scheme = largest_scheme(net)
+        scheme_name = scheme["name"]
         out = work / name / "train"
         rep = build_training_firmware(onnx_path, out, calib, scheme)
         entry = {"scheme": scheme_name, "fits": rep["fits"],

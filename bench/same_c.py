@@ -31,17 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SHARED = ROOT.parent / "shared" / "models"
 BOARD = "mps2_an386"
-# the published schemes (../shared/models/README.md), as tinyc scheme dicts
-SCHEMES = {
-    "mbv2-w0.35": {"49kb": (16, {36: 1, 39: 1, 40: 0, 41: .25, 42: .125, 45: .125, 48: .125, 49: .125}),
-                   "99kb": (25, {27: 1, 30: 1, 33: 1, 36: 1, 39: 1, 42: .125, 45: .5, 48: 1}),
-                   "138kb": (34, {i: 1 for i in (27, 30, 33, 36, 39, 42, 45, 48)})},
-    "proxyless-w0.3": {"49kb": (21, {39: .25, 42: 1, 44: 0, 45: 1, 50: 0, 51: .125, 54: .25, 57: .25}),
-                       "148kb": (45, {i: 1 for i in (36, 39, 42, 45, 48, 51, 54, 57)})},
-    "mcunet-5fps": {"49kb": (20, {23: 0, 24: .25, 27: .5, 30: .5, 33: 0, 39: 0}),
-                    "99kb": (22, {21: 1, 24: 1, 27: 1, 30: 1, 36: .125, 39: .25}),
-                    "148kb": (23, {21: 1, 24: 1, 27: 1, 30: 1, 36: 1, 39: .5})},
-}
 SMALL_TRAIN = ("full", "bias-only", "last:2")
 RANDOM_SEEDS = range(12)
 
@@ -71,6 +60,7 @@ def cases(quick: bool, folder: Path) -> list[dict]:
                             opts=dict(train=scheme, num_classes=5)))
     if quick or not SHARED.is_dir():
         return out
+    from training_memory import SCHEMES, scheme_dict   # the published schemes
     for net, schemes in SCHEMES.items():
         for px in (96, 128):
             path = SHARED / f"{net}_{px}.onnx"
@@ -78,11 +68,9 @@ def cases(quick: bool, folder: Path) -> list[dict]:
                 out.append(dict(case=f"{net}_{px} infer patch={patch}", model=str(path),
                                 opts=dict(patch=patch, export_tflite=px == 96),
                                 onnx=px == 96 and patch == "off"))
-            for sname, (k, weights) in schemes.items():
-                scheme = {"name": sname, "bias_last": k,
-                          "weights": {str(i): r for i, r in weights.items()}}
+            for sname in schemes:
                 out.append(dict(case=f"{net}_{px} train {sname}", model=str(path),
-                                opts=dict(train=scheme, num_classes=10)))
+                                opts=dict(train=scheme_dict(net, sname), num_classes=10)))
     return out
 
 

@@ -117,13 +117,8 @@ def main() -> None:
                          "columns (e.g. 8c5059c)")
     ap.add_argument("--no-train", action="store_true", help="inference only")
     args = ap.parse_args()
-    from tinyc.targets.platformio import toolchain_missing
-    import shutil
-    if toolchain_missing():
-        common.die(toolchain_missing())
-    if not shutil.which("qemu-system-arm"):
-        common.die("qemu-system-arm not found: apt-get install --no-install-recommends qemu-system-arm")
-    from training_memory import SCHEMES
+    common.require_firmware_tools()
+    from training_memory import largest_scheme
     prov = common.provenance()
     before = before_figures(args.before)
     t_start = time.time()
@@ -152,10 +147,8 @@ def main() -> None:
             row[f"{board_id}_patch_auto"]["arena_bytes"] = rep["inference"]["arena_bytes"]
         if not args.no_train:
             net = name.rsplit("_", 1)[0]
-            scheme_name = list(SCHEMES[net])[-1]
-            k, weights = SCHEMES[net][scheme_name]
-            scheme = {"name": scheme_name, "bias_last": k,
-                      "weights": {str(i): r for i, r in weights.items()}}
+            scheme = largest_scheme(net)
+            scheme_name = scheme["name"]
             for kernels in ("auto", "portable"):
                 out = work / name / f"train_{kernels}"
                 rep = build(onnx_path, out, M4, calib, train=scheme, num_classes=CLASSES,

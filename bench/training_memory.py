@@ -44,6 +44,16 @@ PUBLISHED_KB = {"mbv2-w0.35": 141, "proxyless-w0.3": 135, "mcunet-5fps": 173}
 BOARD = "mps2_an386"
 
 
+def scheme_dict(net: str, name: str) -> dict:
+    """A published scheme of SCHEMES as tinyc's scheme dict (--train scheme.json)."""
+    k, weights = SCHEMES[net][name]
+    return {"name": name, "bias_last": k, "weights": {str(i): r for i, r in weights.items()}}
+
+
+def largest_scheme(net: str) -> dict:
+    return scheme_dict(net, list(SCHEMES[net])[-1])
+
+
 def main() -> int:
     t0 = time.time()
     models = {p.stem: p for p in common.model_paths()}
@@ -55,9 +65,8 @@ def main() -> int:
             path = models[f"{net}_{px}"]
             calib = common.write_calibration(tmp / f"calib_{px}.npy", (px, px))
             largest = list(schemes)[-1]
-            for name, (k, weights) in schemes.items():
-                scheme = {"name": name, "bias_last": k,
-                          "weights": {str(i): r for i, r in weights.items()}}
+            for name in schemes:
+                scheme = scheme_dict(net, name)
                 g = compile_graph(str(path), BuildOptions(calib=str(calib), train=scheme,
                                                           num_classes=10))
                 sched = choose_schedule(g, "auto", None, training_max_split(g))

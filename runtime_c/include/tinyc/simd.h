@@ -103,6 +103,14 @@ static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 
 #endif
 
+/* acc plus the four products of an input word, already widened (x02: bytes 0 and 2, x13: bytes
+ * 1 and 3), and the weight word w: two SMLADs */
+static inline int32_t tinyc_dot4(uint32_t x02, uint32_t x13, uint32_t w, int32_t acc)
+{
+    acc = tinyc_smlad(x02, tinyc_sxtb16(w), acc);
+    return tinyc_smlad(x13, tinyc_sxtb16_ror8(w), acc);
+}
+
 /* clamp(MultiplyByQuantizedMultiplier(acc, mult, shift) + zp, lo, hi): TFLite's int8 output of
  * an accumulator, for mult >= 0, zp in [-128, 127], -128 <= lo <= hi <= 127. For the common
  * right shifts e = -shift in [1, 23] the second rounding is one saturating add and a shift:

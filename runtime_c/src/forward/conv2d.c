@@ -88,18 +88,10 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
         for (i = 0; i < k4; i += 4) {
             const uint32_t xv = tinyc_read4(x + i);
             const uint32_t x02 = tinyc_sxtb16(xv), x13 = tinyc_sxtb16_ror8(xv);
-            uint32_t wv = tinyc_read4(w0 + i);
-            a0 = tinyc_smlad(x02, tinyc_sxtb16(wv), a0);
-            a0 = tinyc_smlad(x13, tinyc_sxtb16_ror8(wv), a0);
-            wv = tinyc_read4(w1 + i);
-            a1 = tinyc_smlad(x02, tinyc_sxtb16(wv), a1);
-            a1 = tinyc_smlad(x13, tinyc_sxtb16_ror8(wv), a1);
-            wv = tinyc_read4(w2 + i);
-            a2 = tinyc_smlad(x02, tinyc_sxtb16(wv), a2);
-            a2 = tinyc_smlad(x13, tinyc_sxtb16_ror8(wv), a2);
-            wv = tinyc_read4(w3 + i);
-            a3 = tinyc_smlad(x02, tinyc_sxtb16(wv), a3);
-            a3 = tinyc_smlad(x13, tinyc_sxtb16_ror8(wv), a3);
+            a0 = tinyc_dot4(x02, x13, tinyc_read4(w0 + i), a0);
+            a1 = tinyc_dot4(x02, x13, tinyc_read4(w1 + i), a1);
+            a2 = tinyc_dot4(x02, x13, tinyc_read4(w2 + i), a2);
+            a3 = tinyc_dot4(x02, x13, tinyc_read4(w3 + i), a3);
         }
         for (; i < k; ++i) {
             const int32_t v = x[i];
@@ -118,9 +110,7 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
         int32_t a0 = bias_eff[oc];
         for (i = 0; i < k4; i += 4) {
             const uint32_t xv = tinyc_read4(x + i);
-            const uint32_t wv = tinyc_read4(w0 + i);
-            a0 = tinyc_smlad(tinyc_sxtb16(xv), tinyc_sxtb16(wv), a0);
-            a0 = tinyc_smlad(tinyc_sxtb16_ror8(xv), tinyc_sxtb16_ror8(wv), a0);
+            a0 = tinyc_dot4(tinyc_sxtb16(xv), tinyc_sxtb16_ror8(xv), tinyc_read4(w0 + i), a0);
         }
         for (; i < k; ++i) {
             a0 += (int32_t)x[i] * w0[i];

@@ -38,12 +38,8 @@ void tinyc_fully_connected(const tinyc_fc_params *p, const int8_t *in, const int
         for (i = 0; i < n4; i += 4) {
             const uint32_t xv = tinyc_read4(in + i);
             const uint32_t xa = tinyc_sxtab16(off2, xv), xb = tinyc_sxtab16_ror8(off2, xv);
-            uint32_t wv = tinyc_read4(w0 + i);
-            a0 = tinyc_smlad(xa, tinyc_sxtb16(wv), a0);
-            a0 = tinyc_smlad(xb, tinyc_sxtb16_ror8(wv), a0);
-            wv = tinyc_read4(w1 + i);
-            a1 = tinyc_smlad(xa, tinyc_sxtb16(wv), a1);
-            a1 = tinyc_smlad(xb, tinyc_sxtb16_ror8(wv), a1);
+            a0 = tinyc_dot4(xa, xb, tinyc_read4(w0 + i), a0);
+            a1 = tinyc_dot4(xa, xb, tinyc_read4(w1 + i), a1);
         }
         for (; i < p->in_n; ++i) {
             const int32_t v = (int32_t)in[i] + in_off;
