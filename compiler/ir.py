@@ -116,8 +116,9 @@ class Graph:
     def remove_unused_tensors(self) -> None:
         used = set(self.inputs) | set(self.outputs)
         for n in self.nodes:
-            used.update(i for i in n.inputs if i)
-            used.update(n.outputs)
+            for m in [n] + list(n.attrs.get("region", ())):   # a lut node's fused chain
+                used.update(i for i in m.inputs if i)
+                used.update(m.outputs)
         self.tensors = {k: v for k, v in self.tensors.items() if k in used}
 
     def macs(self, node: Node) -> int:

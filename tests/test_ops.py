@@ -22,7 +22,7 @@ def test_op_declares_what_each_stage_needs(name):
     assert op.name == name
     if op.backward:
         assert overrides(op, "run_train"), f"{name}: a backward op needs run_train"
-    elif name not in ("crop", "paste", "select_channels"):   # made by passes, never imported
+    elif name not in ("crop", "paste", "select_channels", "lut"):   # made by passes, never imported
         missing = [h for h in FORWARD_HOOKS if not overrides(op, h)]
         assert not missing, f"{name}: missing {missing}"
     if op.windowed:

@@ -29,6 +29,7 @@ class OnnxWriter:
     def __init__(self, g: Graph):
         self.g = g
         self.nodes, self.inits = [], []
+        self.node_names: set[str] = set()
         self.spatial_flatten = {}   # FC node name -> (h, w, c) of the flattened input
 
     def const(self, name, arr, dtype=np.float32) -> str:
@@ -37,8 +38,15 @@ class OnnxWriter:
         return name
 
     def add(self, op_type: str, inputs, outputs, **attrs) -> None:
+        """One ONNX node; its name made unique (one IR node may become several, e.g. a mean
+        over H and W -> GlobalAveragePool + Flatten: onnxruntime refuses repeated names)."""
         from onnx import helper
-        self.nodes.append(helper.make_node(op_type, inputs, outputs, **attrs))
+        name = attrs.pop("name", None) or outputs[0]
+        base, k = name, 1
+        while name in self.node_names:
+            name, k = f"{base}_{k}", k + 1
+        self.node_names.add(name)
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=name, **attrs))
 
     def dequantized(self, name: str) -> np.ndarray:
         return _dequantized(self.g, name)

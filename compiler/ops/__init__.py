@@ -7,6 +7,7 @@
     data.py         pad, concat, reshape, crop, paste, select_channels, pad_grad, slice_grad
     softmax.py      softmax, softmax_ce
     mul.py          mul
+    activation.py   sigmoid, hard_swish, lut (a fused element-wise chain), grad_lut
 
 REGISTRY (IR op name -> Op) is the one list; base.py says what an op declares. The passes,
 planner, code generator and exporters look ops up here (`get`) instead of naming them.
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import conv, conv_train, data, elementwise, mul, pool, softmax
+from . import activation, conv, conv_train, data, elementwise, mul, pool, softmax
 from .base import Op, PlanContext, TrainRun
 
-MODULES = (pool, conv, conv_train, data, elementwise, softmax, mul)
+MODULES = (pool, conv, conv_train, data, elementwise, softmax, mul, activation)
 
 REGISTRY: dict[str, Op] = {}
 for _module in MODULES:

@@ -10,6 +10,7 @@ Hooks, grouped by the stage that calls them:
 - frontend/onnx.py     `onnx`: ONNX op type -> (import rule, (fewest, most) inputs);
                        `fold_constant_add`
 - passes/fuse_activations  trait `takes_clamp`
+- passes/fuse_lut      `elementwise_int8` (element-wise ops that become one table lookup)
 - reference/float_exec `run_float`        reference/int8 `run_int8`
 - reference/train      `run_train` (the nodes of a training step); trait `training_only`
 - passes/quantize      `out_qparams`, `quantize`; traits `pass_through_q`, `requantizing`
@@ -35,6 +36,39 @@ from ..errors import UnsupportedError
 from ..ir import Graph, Node
 
 Interval = tuple[int, int]   # [lo, hi) rows or columns (passes/patch.py)
+
+
+def operand(g: Graph, env: dict, name: str) -> np.ndarray:
+    """An input's value in a reference executor: the activation from env, or the constant."""
+    t = g.tensors[name]
+    return env[name] if not t.is_const else t.data
+
+
+def operand_float(g: Graph, env: dict, name: str) -> np.ndarray:
+    """The same in a float executor: a quantized constant is dequantized."""
+    t = g.tensors[name]
+    if not t.is_const:
+        return env[name]
+    if t.dtype == "int8" and t.q is not None:
+        scale, zp = t.q.scalar()
+        return ((t.data.astype(np.float64) - zp) * scale).astype(np.float32)
+    return t.data
+
+
+def quantize_scalar_constant(g: Graph, name: str) -> None:
+    """A scalar constant operand (MUL / ADD) as int8 with one symmetric scale: its value is
+    127 steps (what TFLite's converter does with a constant input)."""
+    from ..passes.quantize import round_scale
+    from ..reference.fixedpoint import round_half_away
+    from ..ir import QParams
+    t = g.tensors[name]
+    if t.dtype == "int8":
+        return
+    c = float(np.asarray(t.data, np.float64).reshape(-1)[0])
+    scale = round_scale(abs(c) / 127.0 if c != 0 else 1.0 / 127.0)
+    q = np.clip(round_half_away(c / float(scale)), -127, 127)
+    t.data, t.dtype = np.full(t.shape, q, np.int8), "int8"
+    t.q = QParams(np.asarray(scale, np.float32), np.asarray(0, np.int32))
 
 
 @dataclass
@@ -100,6 +134,13 @@ class Op:
     # ---------------------------------------------------------------- numbers
     def macs(self, g: Graph, node: Node) -> int:
         return 0
+
+    def elementwise_int8(self, g: Graph, node: Node) -> str | None:
+        """'plain' or 'table' if int8 output element i depends only on element i of the node's
+        activation inputs (and on constants), else None. 'table': the op is only ever run as a
+        table (passes/fuse_lut.py fuses a chain holding one); 'plain': it has its own kernel and
+        joins a chain that needs a table anyway."""
+        return None
 
     def layer_type(self, g: Graph, node: Node) -> str:
         """What a profile or a benchmark groups the node's cost by (e.g. 'depthwise 3x3 s2')."""

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..ir import Node
 from ..reference.fixedpoint import multiply_by_quantized_multiplier as mbqm
-from .base import Op, TrainRun
+from ..errors import TinycError
+from .base import Op, TrainRun, operand, operand_float, quantize_scalar_constant
 
 F32 = np.float32
 TEMPLATE = "ops/elementwise.c.j2"
@@ -59,8 +60,8 @@ def _import_add(imp, node) -> None:
         from . import get
         if prod is not None and get(prod).fold_constant_add(imp, prod, node, x, c):
             return
-        raise imp.err(node, "Add of a constant is supported only as the bias of a "
-                            "MatMul (MatMul + Add)")
+        _import_add_constant(imp, node, x, c, "Add")
+        return
     if consts:
         raise imp.err(node, "Add of two constants is not supported")
     a, b = (imp.act(i, node) for i in ins)
@@ -69,6 +70,24 @@ def _import_add(imp, node) -> None:
                             f"{b.shape}); broadcasting is not supported")
     out = imp.new_act(node.output[0], a.shape)
     imp.emit(node, "add", [a.name, b.name], [out], clamp=None)
+
+
+def _import_add_constant(imp, node, x, c, what: str, sign: float = 1.0) -> None:
+    """x + c (x - c: sign -1) for one number c: an ADD of a scalar constant."""
+    c = np.asarray(c, np.float64)
+    if c.size != 1:
+        raise imp.err(node, f"{what} of a constant of shape {list(c.shape)} is not supported; only "
+                            "of one number (a scalar constant), or as the bias of a MatMul")
+    k = imp.new_const(f"{node.name or node.output[0]}/term",
+                      np.full((1,), sign * float(c.reshape(-1)[0]), np.float32), node)
+    imp.emit(node, "add", [x.name, k], [imp.new_act(node.output[0], x.shape)], clamp=None)
+
+
+def _import_sub(imp, node) -> None:
+    names = [imp.alias.get(i, i) for i in node.input]
+    if names[1] not in imp.consts or names[0] in imp.consts:
+        raise imp.err(node, "Sub is supported only as an activation minus a constant number")
+    _import_add_constant(imp, node, imp.act(names[0], node), imp.consts[names[1]], "Sub", -1.0)
 
 
 # ---------------------------------------------------------------- shared rules
@@ -109,20 +128,24 @@ def _alias_grad(ad, node, g_out, need) -> None:
 # ---------------------------------------------------------------- forward ops
 class Add(Op):
     name = "add"
-    onnx = {"Add": (_import_add, (2, 2))}
+    onnx = {"Add": (_import_add, (2, 2)), "Sub": (_import_sub, (2, 2))}
     requantizing = True
     masks_gradient = True
     takes_clamp = True
     patchable = True
     sources = {"add": "elementwise.c"}
 
+    def elementwise_int8(self, g, node):
+        # with a constant number: only ever part of a table (passes/fuse_lut.py)
+        return "table" if g.tensors[node.inputs[1]].is_const else "plain"
+
     def run_float(self, g, node, env):
-        y = env[node.inputs[0]].astype(np.float64) + env[node.inputs[1]]
+        y = env[node.inputs[0]].astype(np.float64) + operand_float(g, env, node.inputs[1])
         return _clamp_float(y, node.attrs["clamp"]).astype(np.float32)
 
     def run_int8(self, g, node, env):
         q = node.attrs["q"]
-        x, x2 = env[node.inputs[0]], env[node.inputs[1]]
+        x, x2 = env[node.inputs[0]], operand(g, env, node.inputs[1])
         s1 = mbqm((x.astype(np.int64) - q["in1_zp"]) << q["left_shift"], q["in1_mult"], q["in1_shift"])
         s2 = mbqm((x2.astype(np.int64) - q["in2_zp"]) << q["left_shift"], q["in2_mult"], q["in2_shift"])
         y = mbqm(s1 + s2, q["out_mult"], q["out_shift"]) + q["out_zp"]
@@ -132,6 +155,8 @@ class Add(Op):
         from ..passes.quantize import activation_range
         from ..reference.fixedpoint import quantize_multiplier
         t = g.tensors
+        if t[node.inputs[1]].is_const:
+            quantize_scalar_constant(g, node.inputs[1])
         y = t[node.outputs[0]]
         s_in, zp_in = t[node.inputs[0]].q.scalar()
         s_out, zp_out = y.q.scalar()
@@ -154,6 +179,9 @@ class Add(Op):
         _plan_over_any_input(ctx, i, node)
 
     def layer(self, g, node, i, plan, consts, params):
+        if g.tensors[node.inputs[1]].is_const:
+            raise TinycError(f"{node.describe()}: an Add of a constant runs only inside a table "
+                             "(passes/fuse_lut.py), which did not take it")
         q = node.attrs["q"]
         y = g.tensors[node.outputs[0]]
         return dict(kind="add", template=TEMPLATE, ptype="tinyc_add_params",
@@ -175,6 +203,9 @@ class Add(Op):
         x.with_activation(node, node.outputs[0], emit)
 
     def onnx_export(self, x, node, raw):
+        k = node.inputs[1]
+        if x.g.tensors[k].is_const:   # a number: its int8 value, dequantized
+            x.const(k, x.dequantized(k))
         x.add("Add", node.inputs, [raw], name=node.name)
 
 
@@ -185,6 +216,9 @@ class Clamp(Op):
     masks_gradient = True
     patchable = True
     sources = {"clamp": "elementwise.c"}
+
+    def elementwise_int8(self, g, node):
+        return "plain"
 
     def run_float(self, g, node, env):
         return _clamp_float(env[node.inputs[0]], node.attrs["clamp"]).astype(np.float32)
@@ -228,6 +262,9 @@ class Requantize(Op):
     name = "requantize"
     patchable = True
     sources = {"requantize": "elementwise.c"}
+
+    def elementwise_int8(self, g, node):
+        return "plain"
 
     def run_float(self, g, node, env):
         return env[node.inputs[0]]

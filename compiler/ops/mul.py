@@ -5,7 +5,9 @@ Shapes: the same shape, or a per-channel gate (a squeeze-excite block's (1, C, 1
 int8: out = out_zp + MultiplyByQuantizedMultiplier((x1 - zp1) * (x2 - zp2), M, shift), M from
 s1 * s2 / s_out in double precision (TFLite Micro's CalculateOpDataMul), clamped to the fused
 activation's range. Kernel: runtime_c/src/forward/mul.c (tinyc_mul).
-Not yet: a constant operand, other broadcasts, a backward rule (training through a Mul is
+By a constant: x * c and x / c for one number c (ONNX Mul, Div) are a MUL by a scalar int8
+constant (127 steps of |c|); such a node is only ever run inside a table (passes/fuse_lut.py).
+Not yet: per-channel or tensor constants, other broadcasts, a backward rule (training through a Mul is
 refused naming the node), patch-based execution (a prefix holding a Mul runs layer by layer).
 """
 from __future__ import annotations
@@ -15,14 +17,19 @@ import numpy as np
 from ..ir import Graph, Node
 from ..reference.fixedpoint import multiply_by_quantized_multiplier as mbqm
 from ..reference.fixedpoint import quantize_multiplier
-from .base import Op, PlanContext
+from ..errors import TinycError
+from .base import Op, PlanContext, operand, operand_float, quantize_scalar_constant
 
 
-def _import_mul(imp, node) -> None:
+def _import_mul(imp, node, divide: bool = False) -> None:
     names = [imp.alias.get(i, i) for i in node.input]
-    if any(n in imp.consts for n in names):
-        raise imp.err(node, "Mul by a constant is not supported yet; only the product of two "
-                            "activations is (the same shape, or a per-channel gate)")
+    consts = [n for n in names if n in imp.consts]
+    if consts:
+        _import_by_constant(imp, node, names, consts, divide)
+        return
+    if divide:
+        raise imp.err(node, "Div of two activations is not supported; only Div by a constant "
+                            "number is")
     a, b = (imp.act(n, node) for n in names)
     if a.size < b.size:
         a, b = b, a   # the full tensor first, the gate second
@@ -34,23 +41,55 @@ def _import_mul(imp, node) -> None:
     imp.emit(node, "mul", [a.name, b.name], [out], clamp=None)
 
 
+def _import_by_constant(imp, node, names, consts, divide: bool) -> None:
+    """x * c or x / c for one number c: a MUL by a scalar constant (x / c: by 1 / c)."""
+    what = "Div" if divide else "Mul"
+    if len(consts) == 2:
+        raise imp.err(node, f"{what} of two constants is not supported (fold it before export)")
+    if divide and names[1] not in imp.consts:
+        raise imp.err(node, "Div of a constant by an activation is not supported; only Div of "
+                            "an activation by a constant number is")
+    c = np.asarray(imp.consts[consts[0]], np.float64)
+    if c.size != 1:
+        raise imp.err(node, f"{what} by a constant of shape {list(c.shape)} is not supported; "
+                            "only by one number (a scalar constant) is")
+    value = float(c.reshape(-1)[0])
+    if divide:
+        if value == 0.0:
+            raise imp.err(node, "Div by the constant 0")
+        value = 1.0 / value
+    x = imp.act([n for n in names if n not in imp.consts][0], node)
+    k = imp.new_const(f"{node.name or node.output[0]}/factor", np.full((1,), value, np.float32),
+                      node)
+    imp.emit(node, "mul", [x.name, k], [imp.new_act(node.output[0], x.shape)], clamp=None)
+
+
 def _clamp(y, clamp):
     return y if clamp is None else np.clip(y, clamp[0], clamp[1])
 
 
 class Mul(Op):
     name = "mul"
-    onnx = {"Mul": (_import_mul, (2, 2))}
+    onnx = {"Mul": (_import_mul, (2, 2)),
+            "Div": (lambda imp, node: _import_mul(imp, node, divide=True), (2, 2))}
     requantizing = True   # its output scale is its own (a concat may retarget it)
     takes_clamp = True    # a ReLU/Clip after it fuses into its requantization
     sources = {"mul": "mul.c"}
 
+    def elementwise_int8(self, g, node):
+        a, b = (g.tensors[t] for t in node.inputs)
+        if b.is_const:
+            return "table"   # by a number: only ever part of a table (passes/fuse_lut.py)
+        return "plain" if a.shape == b.shape else None
+
     def run_float(self, g, node, env):
-        y = env[node.inputs[0]].astype(np.float64) * env[node.inputs[1]]
+        y = env[node.inputs[0]].astype(np.float64) * operand_float(g, env, node.inputs[1])
         return _clamp(y, node.attrs.get("clamp")).astype(np.float32)
 
     def quantize(self, g, node):
         from ..passes.quantize import activation_range
+        if g.tensors[node.inputs[1]].is_const:
+            quantize_scalar_constant(g, node.inputs[1])
         (s1, zp1), (s2, zp2) = (g.tensors[t].q.scalar() for t in node.inputs)
         y = g.tensors[node.outputs[0]]
         s_out, zp_out = y.q.scalar()
@@ -62,7 +101,7 @@ class Mul(Op):
     def run_int8(self, g, node, env):
         q = node.attrs["q"]
         x1 = env[node.inputs[0]].astype(np.int64) - q["in1_zp"]
-        x2 = env[node.inputs[1]].astype(np.int64) - q["in2_zp"]
+        x2 = operand(g, env, node.inputs[1]).astype(np.int64) - q["in2_zp"]
         y = mbqm(x1 * x2, q["mult"], q["shift"]) + q["out_zp"]
         return np.clip(y, q["act_min"], q["act_max"]).astype(np.int8)
 
@@ -73,6 +112,9 @@ class Mul(Op):
             ctx.join(i, x, node.outputs[0], "elementwise")
 
     def layer(self, g, node, i, plan, consts, params):
+        if g.tensors[node.inputs[1]].is_const:
+            raise TinycError(f"{node.describe()}: a Mul by a constant runs only inside a table "
+                             "(passes/fuse_lut.py), which did not take it")
         q = node.attrs["q"]
         y, gate = g.tensors[node.outputs[0]], g.tensors[node.inputs[1]]
         return dict(kind="mul", template="ops/mul.c.j2", ptype="tinyc_mul_params",
@@ -91,6 +133,9 @@ class Mul(Op):
         x.with_activation(node, node.outputs[0], emit)
 
     def onnx_export(self, x, node, raw):
+        k = node.inputs[1]
+        if x.g.tensors[k].is_const:   # a number: its int8 value, dequantized
+            x.const(k, x.dequantized(k))
         x.add("Mul", node.inputs, [raw], name=node.name)
 
 

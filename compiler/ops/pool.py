@@ -25,8 +25,6 @@ def _import_pool(imp, node, op: str) -> None:
     x = imp.act(node.input[0], node)
     if len(x.shape) != 4:
         raise imp.err(node, f"needs a 4-D input, got {x.shape}")
-    if a.get("ceil_mode", 0):
-        raise imp.err(node, "ceil_mode=1 is not supported; export with ceil_mode=False")
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         raise imp.err(node, "dilated pooling is not supported")
     if len(node.output) > 1 and node.output[1] and imp.uses.get(node.output[1]):
@@ -40,6 +38,8 @@ def _import_pool(imp, node, op: str) -> None:
     if max(pads[0], pads[2]) >= kh or max(pads[1], pads[3]) >= kw:
         # a window entirely in the padding has no value (max) or divides by 0 (average)
         raise imp.err(node, f"pads {list(pads)} must be smaller than the {kh}x{kw} kernel")
+    if a.get("ceil_mode", 0):
+        pads = _ceil_mode_pads(imp, node, op, a, (h, w), (kh, kw), (sh, sw), pads)
     oh, ow = conv_out_size(h, kh, sh, pads[0], pads[2]), conv_out_size(w, kw, sw, pads[1], pads[3])
     if oh <= 0 or ow <= 0:
         raise imp.err(node, f"output would be empty for input {h}x{w}: the {kh}x{kw} "
@@ -48,6 +48,29 @@ def _import_pool(imp, node, op: str) -> None:
     extra = {"count_include_pad": bool(a.get("count_include_pad", 0))} if op == "avg_pool" else {}
     imp.emit(node, op, [x.name], [out], kernel=(int(kh), int(kw)), strides=(int(sh), int(sw)),
              pads=pads, **extra)
+
+
+def _ceil_mode_pads(imp, node, op, a, size, kernel, strides, pads):
+    """ceil_mode=1: the output size rounds up (onnxruntime's and PyTorch's rule: a last window
+    must start inside the input or its leading pad). The extra windows are the same pooling with
+    more padding after: exact for max (padding never wins) and for an average over the in-bounds
+    pixels only (count_include_pad=0)."""
+    before, after = [pads[0], pads[1]], [pads[2], pads[3]]
+    for axis in (0, 1):
+        n, k, s = size[axis], kernel[axis], strides[axis]
+        span = n + before[axis] + after[axis] - k
+        out = -(-span // s) + 1
+        if (out - 1) * s >= n + before[axis]:
+            out -= 1
+        extra = (out - 1) * s + k - (n + before[axis] + after[axis])
+        if extra <= 0:
+            continue   # rounding up changes nothing on this axis
+        if op == "avg_pool" and a.get("count_include_pad", 0):
+            raise imp.err(node, "ceil_mode=1 with count_include_pad=1 is not supported where "
+                                "it adds windows; export with ceil_mode=False or "
+                                "count_include_pad=False")
+        after[axis] += extra
+    return (before[0], before[1], after[0], after[1])
 
 
 def _import_global_pool(imp, node, keepdims=True) -> None:

@@ -120,7 +120,8 @@ def quantize(graph: Graph, samples: np.ndarray | None,
         _quantize_node(g, node)
     g.meta["calibration_samples"] = int(len(samples))
     g.meta["activation_ranges"] = {k: v for k, v in ranges.items()}
-    return g
+    from .fuse_lut import fuse_lut
+    return fuse_lut(g)
 
 
 def _requantizing(node: Node) -> bool:

@@ -166,6 +166,10 @@ typedef struct {
  * channel count, NHWC). `out` may alias in1 (in place). */
 void tinyc_mul(const tinyc_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
+/* out[i] = table[in[i] + 128]: an int8 function of one activation, tabulated by the compiler
+ * (LOGISTIC, HARD_SWISH, a fused element-wise chain). `out` may alias `in`. */
+void tinyc_lut(int32_t size, const int8_t *table, const int8_t *in, int8_t *out);
+
 /* out = clamp(in, act_min, act_max). `out` may alias `in`. */
 void tinyc_clamp(int32_t size, int32_t act_min, int32_t act_max, const int8_t *in, int8_t *out);
 

@@ -70,6 +70,9 @@ void tinyc_grad_mask(int32_t size, const float *g, const int8_t *y, int32_t lo, 
 void tinyc_pack_mask(int32_t size, const int8_t *y, int32_t lo, int32_t hi, uint8_t *bits);
 /* out_i = bit i of `bits` ? g_i : 0 (tinyc_grad_mask with a packed mask). `out` may alias `g`. */
 void tinyc_grad_mask_bits(int32_t size, const float *g, const uint8_t *bits, float *out);
+/* out_i = g_i * slope[x_i + 128]: the gradient through a table (tinyc_lut) of input x, slope
+ * holding the derivative at each int8 input. `out` may alias `g`. */
+void tinyc_grad_lut(int32_t size, const float *g, const int8_t *x, const float *slope, float *out);
 /* out = a + b. `out` may alias `a` or `b`. */
 void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out);
 /* out = g (a gradient alias that could not share its input's memory). */

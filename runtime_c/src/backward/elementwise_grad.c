@@ -14,6 +14,14 @@ void tinyc_grad_mask(int32_t size, const float *g, const int8_t *y, int32_t lo, 
     }
 }
 
+void tinyc_grad_lut(int32_t size, const float *g, const int8_t *x, const float *slope, float *out)
+{
+    int32_t i;
+    for (i = 0; i < size; ++i) {
+        out[i] = g[i] * slope[(int32_t)x[i] + 128];
+    }
+}
+
 void tinyc_pack_mask(int32_t size, const int8_t *y, int32_t lo, int32_t hi, uint8_t *bits)
 {
     int32_t i;
