@@ -1,5 +1,7 @@
 """What ordinary architectures need beyond the basic CNN ops (issue 10): pooling with ceil_mode
-(SqueezeNet), ... Each: the float import against onnxruntime and bit-exact four ways (generated C
+(SqueezeNet), Split / Slice on channels and the channel shuffle (ShuffleNetV2, GhostNet, MixNet),
+constant subgraphs and Shape folded at import, views (Squeeze, Unsqueeze, a Keras-style
+Transpose before Flatten). Each: the float import against onnxruntime and bit-exact four ways (generated C
 == numpy reference == LiteRT == TFLite Micro)."""
 import numpy as np
 import onnx
@@ -43,4 +45,90 @@ def test_ceil_mode_average_with_padding_counted_is_refused(tmp_path):
     path = tmp_path / "ceil.onnx"
     onnx.save(net_ceil_pool((31, 36), "AveragePool", count_include_pad=1), path)
     with pytest.raises(TinycError, match=r"\(AveragePool\).*ceil_mode=1 with count_include_pad"):
+        import_float(str(path))
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+def test_split_slice_shuffle_views_four_ways(tmp_path, opset):
+    from onnx import helper
+    b = NetBuilder("shuffle", (1, 3, 12, 10), opset=opset, seed=6)
+    x = b.relu(b.conv("input", 16, 3))
+    left, right = "split_left", "split_right"
+    if opset >= 13:
+        b.nodes.append(helper.make_node("Split", [x, b.const_node("sizes", np.array([8, 8], np.int64), np.int64)],
+                                        [left, right], axis=1))
+    else:
+        b.nodes.append(helper.make_node("Split", [x], [left, right], axis=1, split=[8, 8]))
+    b.shape[left] = b.shape[right] = (1, 8, 12, 10)
+    right = b.relu(b.conv(right, 8, 1, pads=[0, 0, 0, 0]))
+    y = b.node("Concat", [left, right], (1, 16, 12, 10), axis=1)
+    # the shuffle's shape from the tensor's own Shape (PyTorch's x.view(n, g, c // g, h, w))
+    shape = b.node("Shape", [y], (4,))
+    dims = [b.node("Gather", [shape, b.const_node(f"i{k}", np.array(k, np.int64), np.int64)], ()) for k in range(4)]
+    g2 = b.const_node("two", np.array([2], np.int64), np.int64)
+    cg = b.node("Div", [b.node("Unsqueeze", [dims[1], b.const_node("ax0", np.array([0], np.int64), np.int64)]
+                               if opset >= 13 else [dims[1]], (1,), **({} if opset >= 13 else
+                                                                      {"axes": [0]})), g2], (1,))
+    unsq = []
+    for k in (0, 2, 3):
+        unsq.append(b.node("Unsqueeze", [dims[k], b.const_node(f"ax{k}x", np.array([0], np.int64), np.int64)]
+                           if opset >= 13 else [dims[k]], (1,), **({} if opset >= 13 else
+                                                                   {"axes": [0]})))
+    five = b.node("Concat", [unsq[0], g2, cg, unsq[1], unsq[2]], (5,), axis=0)
+    y = b.node("Reshape", [y, five], (1, 2, 8, 12, 10))
+    y = b.node("Transpose", [y], (1, 8, 2, 12, 10), perm=[0, 2, 1, 3, 4])
+    y = b.node("Reshape", [y, b.const_node("back", np.array([1, -1, 12, 10], np.int64), np.int64)], (1, 16, 12, 10))
+    # GhostNet: keep the first 12 channels (Slice on axis 1)
+    if opset >= 11:
+        y = b.node("Slice", [y, b.const_node("st", np.array([0], np.int64), np.int64),
+                             b.const_node("en", np.array([12], np.int64), np.int64),
+                             b.const_node("axs", np.array([1], np.int64), np.int64)], (1, 12, 12, 10))
+    y = b.relu(b.conv(y, 8, 3))
+    v = b.node("Squeeze", [b.gap(y), b.const_node("sq", np.array([2, 3], np.int64), np.int64)]
+               if opset >= 13 else [b.gap(y)], (1, 8), **({} if opset >= 13 else {"axes": [2, 3]}))
+    path = tmp_path / "shuffle.onnx"
+    onnx.save(b.build(b.gemm(v, 4)), path)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 12, 10)).astype(np.float32)
+    ours, ref = float_ir_output(path, x), onnxruntime_output(path, x)
+    assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=2)
+    code = (tmp_path / "out" / "model.c").read_text()
+    assert code.count("tinyc_gather_channels(") >= 4   # two halves, the shuffle, the slice (each
+    # patch of a patch-based prefix has its own)
+
+
+def test_keras_style_transpose_before_flatten(tmp_path):
+    """A Keras model converted to ONNX flattens in H, W, C order: Transpose (0, 2, 3, 1) ->
+    Flatten reads the IR's own bytes (the Gemm keeps its columns)."""
+    b = NetBuilder("keras", (1, 3, 8, 6), opset=13, seed=9)
+    x = b.relu(b.conv("input", 4, 3))
+    t = b.node("Transpose", [x], (1, 8, 6, 4), perm=[0, 2, 3, 1])
+    path = tmp_path / "keras.onnx"
+    onnx.save(b.build(b.gemm(b.flatten(t), 5)), path)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 6)).astype(np.float32)
+    ours, ref = float_ir_output(path, x), onnxruntime_output(path, x)
+    assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=2)
+
+
+def test_view_refusals_and_folding_limits(tmp_path):
+    from onnx import helper
+    from tinyc.pipeline import import_float
+    b = NetBuilder("bad", (1, 3, 8, 6), opset=13)
+    x = b.conv("input", 4, 3)
+    t = b.node("Transpose", [x], (1, 8, 6, 4), perm=[0, 2, 3, 1])
+    path = tmp_path / "bad.onnx"
+    onnx.save(b.build(b.gemm(b.flatten(b.relu(t)), 3)), path)
+    with pytest.raises(TinycError, match=r"\(Relu\).*an N,H,W,C view \(made by node 'transpose_\d+'"
+                                         r"\), which only Flatten"):
+        import_float(str(path))
+    # a constant subgraph that would allocate without bound is refused before it runs
+    b = NetBuilder("bomb", (1, 3, 8, 6), opset=13)
+    x = b.conv("input", 4, 3)
+    big = b.node("ConstantOfShape", [b.const_node("s", [1 << 20, 1 << 20], np.int64)], (1,))
+    b.nodes[-1].attribute.append(helper.make_attribute(
+        "value", helper.make_tensor("v", 1, [1], [0.0])))
+    b.node("Mul", [big, big], (1 << 20, 1 << 20))   # read by nothing the output needs
+    onnx.save(b.build(b.gemm(b.flatten(b.gap(x)), 3)), path)
+    with pytest.raises(TinycError, match=r"\(ConstantOfShape\).*1,099,511,627,776-element tensor"):
         import_float(str(path))

@@ -121,10 +121,14 @@ def test_opset_out_of_range(tmp_path):
         import_float(_save(tmp_path, m))
 
 
-def test_computed_reshape_shape_is_rejected(tmp_path):
-    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Reshape", ["x", "s"], ["y"])]
-    with pytest.raises(UnsupportedError, match="Shape"):
-        import_float(_save(tmp_path, _model(nodes, [])))
+def test_computed_reshape_shape_is_folded(tmp_path):
+    """Shape of an activation is a constant (static shapes), so a view computed from it is one."""
+    b = NetBuilder("computed", (1, 3, 6, 6), opset=13)
+    x = b.conv("input", 4, 3)
+    x = b.node("Reshape", [x, b.node("Shape", [x], (4,))], b.shape[x])
+    path = _save(tmp_path, b.build(b.gemm(b.flatten(b.gap(x)), 3)))
+    assert [n.op for n in import_float(path).nodes] == ["conv2d", "avg_pool", "reshape",
+                                                        "fully_connected"]
 
 
 def test_spatial_flatten_must_feed_a_gemm(tmp_path):

@@ -21,16 +21,27 @@ from ..ir import Graph, Node, Tensor
 # Graph plumbing the importer does itself (constants; no-ops at inference), with the (fewest,
 # most) inputs of each; every other ONNX op is imported by the rule an IR op declares
 # (compiler/ops: `onnx`, with its arity). The first `fewest` inputs must be named (not "").
-PLUMBING = {"Constant": (0, 0), "Identity": (1, 1), "Dropout": (1, 3)}
+PLUMBING = {"Constant": (0, 0), "Identity": (1, 1), "Dropout": (1, 3), "Shape": (1, 1)}
+# Ops computed at import when every input is a constant (e.g. PyTorch's ZeroPad2d pads, a view's
+# target shape from Shape -> Gather -> Concat), by onnx's own reference evaluator: numpy
+# arithmetic on the node's inputs, nothing from the model is run as code. Each result's size is
+# bounded before it is computed (_folded_size).
+FOLDABLE = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Floor", "Ceil", "Sqrt", "Pow", "Min",
+            "Max", "Equal", "Less", "Greater", "Where", "Not", "And", "Or", "Cast", "Identity",
+            "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Flatten",
+            "Transpose", "ConstantOfShape", "Range", "Expand", "Tile", "ReduceProd", "Clip",
+            "Shape"}
+MAX_FOLDED_ELEMENTS = 1 << 24
 RULES = ops.onnx_rules()
-SUPPORTED_OPS = tuple(sorted(set(PLUMBING) | set(RULES)))
+SUPPORTED_OPS = tuple(sorted(set(PLUMBING) | set(RULES) | FOLDABLE))
 MIN_OPSET, MAX_OPSET = 11, 21
 # ONNX types of the attributes tinyc reads (a model with another type is malformed)
 ATTRIBUTE_TYPES = {
     "strides": "INTS", "pads": "INTS", "dilations": "INTS", "kernel_shape": "INTS",
     "axes": "INTS", "group": "INT", "axis": "INT", "keepdims": "INT", "transA": "INT",
     "transB": "INT", "ceil_mode": "INT", "count_include_pad": "INT", "training_mode": "INT",
-    "epsilon": "FLOAT", "alpha": "FLOAT", "beta": "FLOAT", "auto_pad": "STRING",
+    "epsilon": "FLOAT", "alpha": "FLOAT", "beta": "FLOAT", "auto_pad": "STRING", "perm": "INTS",
+    "split": "INTS", "num_outputs": "INT", "starts": "INTS", "ends": "INTS",
     "mode": "STRING", "value": "TENSOR",
 }
 
@@ -91,6 +102,10 @@ class _Importer:
                 f"{MIN_OPSET}-{MAX_OPSET}); convert it with onnx.version_converter.convert_version")
         self.consts: dict[str, np.ndarray] = {}   # ONNX constant name -> value (ONNX layout)
         self.alias: dict[str, str] = {}           # ONNX tensor name -> IR tensor name
+        # ONNX tensors that are another layout of an IR tensor (a Transpose to N,H,W,C; a
+        # channel shuffle's 5-D reshape): dict(source=IR tensor, what=..., readers=..., node=...)
+        # and what the rules that read them need (compiler/ops/data.py)
+        self.views: dict[str, dict] = {}
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.node = None                          # the ONNX node being imported
@@ -109,6 +124,8 @@ class _Importer:
                                 f"({node.op_type}): {msg}")
 
     def check_arity(self, node) -> None:
+        if node.op_type not in PLUMBING and node.op_type not in RULES:
+            return   # folded: the reference evaluator checks its inputs
         fewest, most = PLUMBING.get(node.op_type) or RULES[node.op_type][1]
         if not fewest <= len(node.input) <= most or not all(node.input[:fewest]):
             raise self.err(node, f"has {len(node.input)} inputs {list(node.input)}; {node.op_type} "
@@ -150,6 +167,10 @@ class _Importer:
 
     def act(self, name: str, node) -> Tensor:
         name = self.alias.get(name, name)
+        if name in self.views:
+            v = self.views[name]
+            raise self.err(node, f"input '{name}' is {v['what']} (made by node '{v['node']}'), "
+                                 f"which only {v['readers']} may read here")
         if name not in self.tensors:
             if name in self.consts:
                 raise self.err(node, f"input '{name}' is a constant where tinyc expects an "
@@ -247,7 +268,11 @@ class _Importer:
 
         for node in g.node:
             handler = None
-            if node.op_type in PLUMBING:
+            if (node.op_type in FOLDABLE and node.domain in ("", "ai.onnx")
+                    and all(not i or self.alias.get(i, i) in self.consts for i in node.input)
+                    and node.input):
+                handler = self.fold
+            elif node.op_type in PLUMBING:
                 handler = getattr(self, "op_" + node.op_type)
             elif node.op_type in RULES:
                 handler = functools.partial(RULES[node.op_type][0], self)
@@ -293,6 +318,45 @@ class _Importer:
         else:
             self.alias[node.output[0]] = self.alias.get(src, src)
 
+    def op_Shape(self, node):
+        """The shape of an activation is known: a constant (ONNX's N,C,H,W view)."""
+        from ..ops.data import onnx_shape
+        name = self.alias.get(node.input[0], node.input[0])
+        shape = (self.views[name]["shape"] if name in self.views
+                 else onnx_shape(self.act(node.input[0], node).shape))
+        a = self.attrs(node)
+        start, end = int(a.get("start", 0)), a.get("end")
+        self.consts[node.output[0]] = np.asarray(
+            shape[start:None if end is None else int(end)], np.int64)
+
+    def fold(self, node):
+        """A node of constants only: computed now (onnx.reference), its outputs constants."""
+        from onnx.reference import ReferenceEvaluator
+        values = [self.consts[self.alias.get(i, i)] if i else None for i in node.input]
+        size = _folded_size(node, [v for v in values if v is not None], self.attrs(node))
+        if size is None or size > MAX_FOLDED_ELEMENTS:
+            raise self.err(node, f"folding this node of constants would make "
+                                 f"{'an unbounded' if size is None else f'{size:,}-element'} "
+                                 f"tensor (limit {MAX_FOLDED_ELEMENTS:,})")
+        feeds = {i: v for i, v in zip(node.input, values) if i}
+        try:
+            outs = ReferenceEvaluator(self.one_node_model(node)).run(None, feeds)
+        except Exception as e:   # a malformed node: the evaluator's own message
+            raise self.err(node, f"cannot compute this node of constants ({type(e).__name__}: "
+                                 f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+        for name, value in zip(node.output, outs):
+            if name:
+                self.consts[name] = np.asarray(value)
+
+    def one_node_model(self, node):
+        """The node alone in a model of this model's opset (what the reference evaluator runs)."""
+        from onnx import TypeProto, helper
+        names = [i for i in node.input if i]
+        graph = helper.make_graph([node], "fold", [helper.make_value_info(i, TypeProto())
+                                                   for i in dict.fromkeys(names)],
+                                  [helper.make_value_info(o, TypeProto()) for o in node.output if o])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+
     def op_Dropout(self, node):
         if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1]):
             raise self.err(node, "the Dropout mask output is used; only inference Dropout "
@@ -325,4 +389,34 @@ class _Importer:
         for n in reversed(self.nodes):
             if name in n.outputs:
                 return n
+        return None
+
+
+def _folded_size(node, values: list[np.ndarray], attrs: dict) -> int | None:
+    """An upper bound of the elements a folded node makes, before computing it (a model must
+    not make the importer allocate without bound); None when it cannot be bounded."""
+    sizes = [int(v.size) for v in values]
+    op = node.op_type
+    try:
+        if op == "ConstantOfShape":
+            return int(np.prod(values[0].astype(np.int64))) if values[0].size else 1
+        if op == "Range":
+            start, limit, delta = (float(v.reshape(-1)[0]) for v in values)
+            return int(max(0, np.ceil((limit - start) / delta))) if delta else None
+        if op == "Expand":
+            return int(np.prod(np.broadcast_shapes(values[0].shape,
+                                                   tuple(int(d) for d in values[1]))))
+        if op == "Tile":
+            return sizes[0] * int(np.prod(values[1].astype(np.int64)))
+        if op == "Gather":
+            axis = int(attrs.get("axis", 0)) % max(values[0].ndim, 1)
+            return sizes[1] * sizes[0] // max(int(values[0].shape[axis]), 1)
+        if op in ("Concat", "Where"):
+            return sum(sizes) if op == "Concat" else int(np.prod(np.broadcast_shapes(
+                *(v.shape for v in values))))
+        if len(values) > 1 and op not in ("Gather", "Slice", "Reshape", "Unsqueeze", "Squeeze",
+                                          "Clip"):
+            return int(np.prod(np.broadcast_shapes(*(v.shape for v in values))))
+        return max(sizes, default=1)
+    except (ValueError, TypeError, OverflowError, IndexError):
         return None

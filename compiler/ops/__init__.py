@@ -8,6 +8,7 @@
     softmax.py      softmax, softmax_ce
     mul.py          mul
     activation.py   sigmoid, hard_swish, lut (a fused element-wise chain), grad_lut
+    channels.py     gather_channels (Split, Slice, channel shuffle), its gradient
 
 REGISTRY (IR op name -> Op) is the one list; base.py says what an op declares. The passes,
 planner, code generator and exporters look ops up here (`get`) instead of naming them.
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..ir import Node
-from . import activation, conv, conv_train, data, elementwise, mul, pool, softmax
+from . import activation, channels, conv, conv_train, data, elementwise, mul, pool, softmax
 from .base import Op, PlanContext, TrainRun
 
-MODULES = (pool, conv, conv_train, data, elementwise, softmax, mul, activation)
+MODULES = (pool, conv, conv_train, data, elementwise, softmax, mul, activation, channels)
 
 REGISTRY: dict[str, Op] = {}
 for _module in MODULES:

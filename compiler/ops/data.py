@@ -1,7 +1,13 @@
 """Data movement: pad, concat (channels), reshape (a flatten: an alias), the crop and paste of
 patch schedules, and the training step's select_channels, pad_grad and slice_grad.
 
-Import: Pad (constant, H and W only), Concat (channels), Flatten and Reshape (to 2-D). int8: pad
+Import: Pad (constant, H and W only), Concat (channels), Flatten, Reshape, Squeeze, Unsqueeze and
+Transpose where they keep the bytes in place: a flatten to 2-D (an N,C,H,W flatten's reader takes
+its weights in the IR's H,W,C order: passes/flatten_order.py), (1, C, 1, 1) <-> (1, C), a Transpose
+to N,H,W,C read by a flatten (Keras-origin models) or by the inverse Transpose; the 5-D Reshape and
+Transpose of a channel shuffle become one gather_channels (compiler/ops/channels.py). A
+Transpose / 5-D Reshape is held as a view (the importer's `views`) until its reader says which
+of these it is. int8: pad
 writes the quantized pad value; concat copies bytes, so its inputs share its output parameters
 (the quantizer retargets or requantizes them); reshape and pad keep their input's parameters.
 Patch schedules (passes/patch.py) create crop and paste themselves. Kernels:
@@ -27,22 +33,151 @@ def _to_2d(imp, node, x) -> None:
     imp.emit(node, "reshape", [x.name], [out], nchw_order=nchw, nchw_shape=x.shape)
 
 
+def onnx_shape(shape) -> tuple[int, ...]:
+    """The ONNX view of an IR shape: (1, H, W, C) -> (1, C, H, W); other ranks as they are."""
+    shape = tuple(shape)
+    return (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else shape
+
+
+def _same_bytes(shape) -> bool:
+    """The tensor's ONNX (N, C, H, W) order is its IR (N, H, W, C) order: a reshape is a view."""
+    return len(shape) != 4 or shape[1] == 1 or shape[2] * shape[3] == 1
+
+
+def _target(imp, node, src, spec) -> tuple[int, ...]:
+    """Reshape's target (0: the input's dimension, -1: the rest) for an input of ONNX shape src."""
+    shape = [src[k] if d == 0 and k < len(src) else d for k, d in enumerate(spec)]
+    size = int(np.prod(src))
+    if shape.count(-1) == 1:
+        rest = int(np.prod([d for d in shape if d != -1]))
+        shape[shape.index(-1)] = size // rest if rest and size % rest == 0 else -2
+    if min(shape, default=0) < 1 or int(np.prod(shape)) != size:
+        raise imp.err(node, f"cannot reshape {list(src)} to {list(spec)}")
+    return tuple(shape)
+
+
+def _reshape_to(imp, node, x, shape) -> None:
+    """x (IR) as the ONNX shape `shape`: a flatten to 2-D, or a view that keeps its bytes."""
+    src = onnx_shape(x.shape)
+    if tuple(shape) == tuple(src):
+        imp.alias[node.output[0]] = x.name   # the same shape: nothing to do
+    elif len(shape) == 2 and shape[0] == 1:
+        _to_2d(imp, node, x)
+    elif shape[0] == 1 and len(shape) in (2, 4) and _same_bytes(src) and _same_bytes(shape):
+        ir = (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
+        imp.emit(node, "reshape", [x.name], [imp.new_act(node.output[0], ir)], nchw_order=False)
+    else:
+        raise imp.err(node, f"{node.op_type} of {list(src)} to {list(shape)} is not supported; "
+                            "only a flatten to 2-D, a view that keeps the bytes in place (e.g. "
+                            "(1, C, 1, 1) <-> (1, C)) or a channel shuffle")
+
+
+def _nhwc_view_to_2d(imp, node, view) -> None:
+    """A Transpose to N,H,W,C then a flatten (Keras-origin models): the IR's own byte order."""
+    x = imp.tensors[view["source"]]
+    imp.emit(node, "reshape", [x.name], [imp.new_act(node.output[0], (1, x.size))],
+             nchw_order=False)
+
+
 def _import_flatten(imp, node) -> None:
-    x = imp.act(node.input[0], node)
+    name = imp.alias.get(node.input[0], node.input[0])
     axis = int(imp.attrs(node).get("axis", 1))
+    if name in imp.views and imp.views[name]["kind"] == "nhwc" and axis == 1:
+        _nhwc_view_to_2d(imp, node, imp.views[name])
+        return
+    x = imp.act(node.input[0], node)
     if axis % len(x.shape) != 1:
         raise imp.err(node, f"Flatten axis={axis} is not supported (only axis=1)")
     _to_2d(imp, node, x)
 
 
 def _import_reshape(imp, node) -> None:
+    from .channels import emit_gather
+    name = imp.alias.get(node.input[0], node.input[0])
+    spec = imp.int_list(node.input[1], node, "the target shape")
+    view = imp.views.get(name)
+    if view is not None:
+        shape = _target(imp, node, view["shape"], spec)
+        if view["kind"] == "nhwc" and len(shape) == 2 and shape[0] == 1:
+            _nhwc_view_to_2d(imp, node, view)
+            return
+        x = imp.tensors[view["source"]]
+        if view["kind"] == "shuffled" and shape == onnx_shape(x.shape):
+            g, c = view["groups"], x.shape[-1]
+            # output channel b * g + a is input channel a * (C / g) + b
+            emit_gather(imp, node, x, [(o % g) * (c // g) + o // g for o in range(c)],
+                        node.output[0])
+            return
+        imp.act(node.input[0], node)   # the view's error
     x = imp.act(node.input[0], node)
-    shape = imp.int_list(node.input[1], node, "the target shape")
-    if len(shape) != 2 or shape[0] not in (1, -1, 0) or shape[1] not in (-1, x.size) \
-            or (shape[0] == -1 and shape[1] == -1):
-        raise imp.err(node, f"Reshape to {shape} is not supported; only a flatten to 2-D "
-                            f"(1, {x.size}) is")
-    _to_2d(imp, node, x)
+    src = onnx_shape(x.shape)
+    shape = _target(imp, node, src, spec)
+    if len(shape) == 5 and len(src) == 4 and shape[0] == 1 and shape[1] * shape[2] == src[1] \
+            and shape[3:] == src[2:]:
+        imp.views[node.output[0]] = dict(
+            kind="grouped", source=x.name, groups=shape[1], shape=shape, node=node.name,
+            what="a (1, groups, C / groups, H, W) view", readers="a Transpose (0, 2, 1, 3, 4)")
+        return
+    _reshape_to(imp, node, x, shape)
+
+
+def _axes(imp, node, what: str) -> list[int]:
+    if len(node.input) > 1 and node.input[1]:
+        return imp.int_list(node.input[1], node, f"{what}'s axes")
+    return [int(a) for a in imp.attrs(node).get("axes", [])]
+
+
+def _import_squeeze(imp, node) -> None:
+    x = imp.act(node.input[0], node)
+    src = onnx_shape(x.shape)
+    axes = {a % len(src) for a in _axes(imp, node, "Squeeze")} or \
+        {k for k, d in enumerate(src) if d == 1 and k > 0}
+    if 0 in axes or any(src[a] != 1 for a in axes):
+        raise imp.err(node, f"Squeeze of axes {sorted(axes)} of {list(src)}: only size-1 axes "
+                            "other than the batch can go")
+    _reshape_to(imp, node, x, tuple(d for k, d in enumerate(src) if k not in axes))
+
+
+def _import_unsqueeze(imp, node) -> None:
+    x = imp.act(node.input[0], node)
+    shape = list(onnx_shape(x.shape))
+    rank = len(shape) + len(_axes(imp, node, "Unsqueeze"))
+    for a in sorted(a % rank for a in _axes(imp, node, "Unsqueeze")):
+        shape.insert(a, 1)
+    _reshape_to(imp, node, x, tuple(shape))
+
+
+def _import_transpose(imp, node) -> None:
+    name = imp.alias.get(node.input[0], node.input[0])
+    view = imp.views.get(name)
+    perm = [int(p) for p in imp.attrs(node).get("perm", [])]
+    if view is not None:
+        if view["kind"] == "grouped" and perm == [0, 2, 1, 3, 4]:
+            imp.views[node.output[0]] = dict(
+                view, kind="shuffled", node=node.name, shape=tuple(view["shape"][k] for k in perm),
+                what="a channel shuffle's transposed 5-D view", readers="a Reshape back to 4-D")
+            return
+        if view["kind"] == "nhwc" and perm == [0, 3, 1, 2]:
+            imp.alias[node.output[0]] = view["source"]   # back to N,C,H,W: the IR tensor
+            return
+        imp.act(node.input[0], node)   # the view's error
+    x = imp.act(node.input[0], node)
+    src = onnx_shape(x.shape)
+    perm = perm or list(range(len(src)))[::-1]
+    if sorted(perm) != list(range(len(src))):
+        raise imp.err(node, f"perm {perm} is not a permutation of the {len(src)} axes")
+    moved = [p for p in perm if src[p] != 1]
+    if moved == sorted(moved):
+        _reshape_to(imp, node, x, tuple(src[p] for p in perm))   # only size-1 axes move
+        return
+    if len(src) == 4 and perm == [0, 2, 3, 1]:
+        imp.views[node.output[0]] = dict(
+            kind="nhwc", source=x.name, shape=tuple(src[p] for p in perm), node=node.name,
+            what="an N,H,W,C view", readers="Flatten, a Reshape to 2-D or the Transpose back")
+        return
+    raise imp.err(node, f"Transpose {perm} of {list(src)} is not supported; only a change of "
+                        "layout that a flatten or the inverse Transpose reads, or a channel "
+                        "shuffle")
 
 
 def _import_concat(imp, node) -> None:
@@ -245,7 +380,9 @@ class Reshape(Op):
     """A flatten to (1, N): NHWC bytes unchanged once passes/flatten_order.py reordered the
     weights of an NCHW flatten's reader, so its output is its input's memory."""
     name = "reshape"
-    onnx = {"Flatten": (_import_flatten, (1, 1)), "Reshape": (_import_reshape, (2, 2))}
+    onnx = {"Flatten": (_import_flatten, (1, 1)), "Reshape": (_import_reshape, (2, 2)),
+            "Squeeze": (_import_squeeze, (1, 2)), "Unsqueeze": (_import_unsqueeze, (1, 2)),
+            "Transpose": (_import_transpose, (1, 1))}
     alias = True
     pass_through_q = True
     sources = {"alias": None, "copy": "data.c"}
@@ -283,6 +420,12 @@ class Reshape(Op):
             _, h, w, c = node.attrs["nchw_shape"]
             for u in x.g.consumers(node.outputs[0]):
                 x.spatial_flatten[u.name] = (h, w, c)
+        shape = g_shape = x.g.tensors[node.outputs[0]].shape
+        if len(g_shape) != 2:   # a view to 4-D: in ONNX's N,C,H,W
+            shape = onnx_shape(g_shape)
+            x.add("Reshape", [node.inputs[0], x.const(raw + "_shape", shape, np.int64)], [raw],
+                  name=node.name)
+            return
         x.add("Flatten", node.inputs, [raw], name=node.name, axis=1)
 
 
@@ -378,7 +521,7 @@ class SelectChannels(Op):
     update reads, kept by the forward pass of a training step (passes/autodiff.py)."""
     name = "select_channels"
     training_only = True
-    sources = {"select_channels": "backward/elementwise_grad.c"}
+    sources = {"select_channels": "data.c"}   # tinyc_gather_channels
 
     def run_train(self, g, node, env, run: TrainRun):
         return np.ascontiguousarray(env[node.inputs[0]][..., node.attrs["channels"]])

@@ -166,6 +166,12 @@ typedef struct {
  * channel count, NHWC). `out` may alias in1 (in place). */
 void tinyc_mul(const tinyc_mul_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
 
+/* out[p, j] = in[p, channels[j]] for p < pixels, j < count (in: pixels x in_c): Split, Slice,
+ * channel shuffle; a training step's kept channels. `out` may alias `in` when channels[j] >= j
+ * rise (every byte moves towards the start). */
+void tinyc_gather_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
+                           const int8_t *in, int8_t *out);
+
 /* out[i] = table[in[i] + 128]: an int8 function of one activation, tabulated by the compiler
  * (LOGISTIC, HARD_SWISH, a fused element-wise chain). `out` may alias `in`. */
 void tinyc_lut(int32_t size, const int8_t *table, const int8_t *in, int8_t *out);

@@ -86,10 +86,10 @@ void tinyc_pad_grad(const tinyc_pad_params *p, const float *g, float *out);
 void tinyc_slice_grad(int32_t pixels, int32_t in_c, int32_t out_c, int32_t c_offset,
                       const float *g, float *out);
 
-/* The selected channels of an int8 activation (pixels x in_c -> pixels x count), kept for the
- * weight update of a partially updated layer. */
-void tinyc_select_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
-                           const int8_t *in, int8_t *out);
+/* The gradient of tinyc_gather_channels: out (pixels x in_c) = 0, then out[p, channels[j]] +=
+ * g[p, j] for j in [0, count), in that order. */
+void tinyc_grad_gather_channels(int32_t pixels, int32_t in_c, int32_t count,
+                                const int32_t *channels, const float *g, float *out);
 
 /* ------------------------------------------------------------------ pooling gradients */
 /* gx = 0; share = gy / (float)count (count as the forward kernel: valid positions, or

@@ -78,15 +78,16 @@ void tinyc_slice_grad(int32_t pixels, int32_t in_c, int32_t out_c, int32_t c_off
     }
 }
 
-void tinyc_select_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
-                           const int8_t *in, int8_t *out)
+void tinyc_grad_gather_channels(int32_t pixels, int32_t in_c, int32_t count,
+                                const int32_t *channels, const float *g, float *out)
 {
     int32_t i, j;
+    memset(out, 0, (size_t)(pixels * in_c) * sizeof(float));
     for (i = 0; i < pixels; ++i) {
-        const int8_t *src = in + i * in_c;
-        int8_t *dst = out + i * count;
+        const float *src = g + i * count;
+        float *dst = out + i * in_c;
         for (j = 0; j < count; ++j) {
-            dst[j] = src[channels[j]];
+            dst[channels[j]] += src[j];
         }
     }
 }

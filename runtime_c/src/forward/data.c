@@ -43,3 +43,16 @@ void tinyc_copy_window(const tinyc_window_params *p, const int8_t *src, int8_t *
                 src + ((p->src_row0 + y) * p->src_w + p->src_col0) * c, row_bytes);
     }
 }
+
+void tinyc_gather_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
+                           const int8_t *in, int8_t *out)
+{
+    int32_t i, j;
+    for (i = 0; i < pixels; ++i) {
+        const int8_t *src = in + i * in_c;
+        int8_t *dst = out + i * count;
+        for (j = 0; j < count; ++j) {
+            dst[j] = src[channels[j]];
+        }
+    }
+}
