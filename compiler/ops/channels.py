@@ -1,7 +1,7 @@
 """gather_channels: output channel k is input channel channels[k], at every pixel (NHWC).
 
 Import: Split and Slice on the channel axis (ShuffleNetV2's and GhostNet's halves, MixNet's
-groups), and the channel shuffle ONNX exporters write as Reshape (1, g, C/g, H, W) -> Transpose
+groups; a Slice of rows / columns is a crop, compiler/ops/data.py), and the channel shuffle ONNX exporters write as Reshape (1, g, C/g, H, W) -> Transpose
 (0, 2, 1, 3, 4) -> Reshape (1, C, H, W) (compiler/ops/data.py's Reshape and Transpose rules see
 the pattern through the importer's views). int8: bytes copied, the output keeps the input's
 parameters; TFLite GATHER on axis 3. In place when the channels only move towards the start
@@ -69,24 +69,31 @@ def _import_slice(imp, node) -> None:
                  if len(node.input) > 4 and node.input[4] else None)
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
-    onnx_shape = (1, x.shape[-1]) + tuple(x.shape[1:-1]) if len(x.shape) == 4 else x.shape
-    channels = None
+    if len(x.shape) != 4:
+        raise imp.err(node, f"Slice of a {len(x.shape)}-D tensor is not supported (only N,C,H,W)")
+    _, h, w, c = x.shape
+    picked = {1: range(c), 2: range(h), 3: range(w)}
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        axis %= len(onnx_shape)
-        full = range(onnx_shape[axis])
-        picked = full[slice(start, end, step)]
-        if len(picked) == len(full) and step == 1:
-            continue   # the whole axis
-        if axis != 1 or len(x.shape) != 4:
-            raise imp.err(node, f"Slice on axis {axis} is not supported; only on the channels "
-                                "(axis 1) of an N,C,H,W tensor")
-        if not len(picked):
-            raise imp.err(node, f"Slice [{start}:{end}:{step}] of {len(full)} channels is empty")
-        channels = list(picked)
-    if channels is None:
-        imp.alias[node.output[0]] = x.name   # takes everything
-        return
-    emit_gather(imp, node, x, channels, node.output[0])
+        axis %= 4
+        if axis == 0 and len(range(1)[slice(start, end, step)]) == 1:
+            continue   # the whole batch
+        if axis == 0 or (axis != 1 and step != 1):
+            raise imp.err(node, f"Slice on axis {axis} with step {step} is not supported; only "
+                                "on channels (any step) or rows / columns (step 1)")
+        picked[axis] = picked[axis][slice(start, end, step)]
+        if not len(picked[axis]):
+            raise imp.err(node, f"Slice [{start}:{end}:{step}] of axis {axis} is empty")
+    out = node.output[0]
+    rows, cols = picked[2], picked[3]
+    if (len(rows), len(cols)) != (h, w):   # a window of rows and columns: a crop
+        win = out if len(picked[1]) == c else out + "/window"
+        imp.emit(node, "crop", [x.name], [imp.new_act(win, (1, len(rows), len(cols), c))],
+                 origin=(rows.start, cols.start))
+        x = imp.tensors[win]
+    if list(picked[1]) != list(range(c)):
+        emit_gather(imp, node, x, list(picked[1]), out)
+    elif x.name != out and out not in imp.tensors:
+        imp.alias[out] = x.name   # takes everything
 
 
 class GatherChannels(Op):

@@ -174,10 +174,13 @@ class _Layer(Op):
         y = t[node.outputs[0]]
         s_in, zp_in = x.q.scalar()
         s_out, zp_out = y.q.scalar()
-        if t[node.inputs[1]].dtype != "float32":
+        if g.meta.get("prequantized"):   # an int8 .tflite file: its own weight scales
+            scale = t[node.inputs[1]].q.scale
+        elif t[node.inputs[1]].dtype != "float32":
             raise TinycError(f"{node.describe()}: its weights are shared with another layer; "
                              "tinyc needs one weight tensor per layer")
-        scale, _ = quantize_weights(g, node, s_in, self.per_channel)
+        else:
+            scale, _ = quantize_weights(g, node, s_in, self.per_channel)
         cout = t[node.inputs[1]].shape[0]
         scales = np.broadcast_to(scale, (cout,))
         mults, shifts = zip(*(quantize_multiplier(float(s_in) * float(s) / float(s_out))

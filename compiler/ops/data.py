@@ -452,9 +452,28 @@ def _window_params(g, node: Node, plan) -> dict:
 
 
 class Crop(Op):
-    """The window of its input starting at attrs origin=(row, col), of its output's size."""
+    """The window of its input starting at attrs origin=(row, col), of its output's size (a
+    patch schedule's, or a Slice of rows and columns: TFLite SLICE)."""
     name = "crop"
+    pass_through_q = True
     sources = {"window": "data.c"}
+
+    def quantize(self, g, node):
+        return {}
+
+    def tflite(self, x, node):
+        y = x.g.tensors[node.outputs[0]]
+        r0, c0 = node.attrs["origin"]
+        begin = x.const_i32(f"{node.name}_begin", np.array([0, r0, c0, 0], np.int32))
+        size = x.const_i32(f"{node.name}_size", np.array(y.shape, np.int32))
+        x.op("SLICE", [x.tensor(node.inputs[0]), begin, size], [x.tensor(y.name)],
+             x.fb.SliceOptionsT(), "SliceOptions")
+
+    def onnx_export(self, x, node, raw):
+        (_, h, w, _), (r0, c0) = x.g.tensors[node.outputs[0]].shape, node.attrs["origin"]
+        x.add("Slice", [node.inputs[0], x.const(raw + "_starts", [r0, c0], np.int64),
+                        x.const(raw + "_ends", [r0 + h, c0 + w], np.int64),
+                        x.const(raw + "_axes", [2, 3], np.int64)], [raw], name=node.name)
 
     def run_float(self, g, node, env):
         return crop(env[node.inputs[0]], node.attrs["origin"], g.tensors[node.outputs[0]].shape)

@@ -229,6 +229,8 @@ class Clamp(Op):
 
     def quantize(self, g, node):
         from ..passes.quantize import activation_range
+        if node.attrs.get("bounds") is not None:   # integer bounds (a .tflite MAXIMUM/MINIMUM)
+            return dict(act_min=int(node.attrs["bounds"][0]), act_max=int(node.attrs["bounds"][1]))
         act_min, act_max = activation_range(g.tensors[node.outputs[0]].q, node.attrs.get("clamp"))
         return dict(act_min=act_min, act_max=act_max)
 

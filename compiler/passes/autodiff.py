@@ -28,6 +28,7 @@ from ..ir import Graph, Node, Tensor
 from .fuse_grad import fuse_depthwise_pointwise_grads
 from .sparse_update import UpdateScheme
 from .train_head import classifier
+from .train_head import logits as logits_tensor
 
 
 @dataclass
@@ -98,8 +99,8 @@ class Backward:
 
 def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> Graph:
     t = g.copy()
-    head = classifier(t)
-    logits = head.outputs[0]
+    classifier(t)   # checks there is one
+    logits = logits_tensor(t)
     trainable = set(scheme.layers)
     for name in trainable:
         node = next((n for n in t.nodes if n.name == name), None)

@@ -2,8 +2,8 @@
 
 Scheme JSON: {"bias_last": K, "weights": {"IDX": ratio, ...}} (semantics of
 ../shared/models/README.md):
-- conv layers are numbered 0.. in topological order over the model's Conv nodes, EXCLUDING the
-  classifier, which is always trained fully (weights and bias);
+- layers are numbered 0.. in topological order over the model's Conv and Gemm/MatMul nodes,
+  EXCLUDING the classifier, which is always trained fully (weights and bias);
 - "bias_last": K updates the biases of the last K conv layers;
 - "weights": {IDX: r} updates floor(r * C_in) input channels of conv IDX (for a depthwise conv,
   its channels), chosen at compile time as those with the largest weight L2 norm; a layer whose
@@ -48,9 +48,11 @@ class UpdateScheme:
 
 
 def conv_layers(g: Graph) -> list[Node]:
-    """The model's Conv layers in topological order, classifier excluded (the scheme indices)."""
+    """The model's Conv and Gemm/MatMul layers in topological order, classifier excluded (the
+    scheme indices; the shared models' schemes count their convs, as they have no other)."""
     head = classifier(g)
-    return [n for n in g.nodes if n.op == "conv2d" and n.source_op == "Conv" and n is not head]
+    return [n for n in g.nodes if n is not head and
+            ((n.op == "conv2d" and n.source_op == "Conv") or n.op == "fully_connected")]
 
 
 def input_channel_norms(g: Graph, node: Node) -> np.ndarray:
@@ -59,6 +61,8 @@ def input_channel_norms(g: Graph, node: Node) -> np.ndarray:
     data = w.data.astype(np.float64)
     if w.q is not None:
         data = data * np.asarray(w.q.scale, np.float64).reshape((-1,) + (1,) * (data.ndim - 1))
+    if node.op == "fully_connected":   # (N_out, N_in): each input feature is a channel
+        return np.sqrt((data ** 2).sum(axis=0))
     cout, _, _, cin_g = data.shape
     groups = node.attrs["groups"]
     cout_g = cout // groups

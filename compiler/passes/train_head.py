@@ -1,7 +1,7 @@
 """Find the classifier of a float graph and, for transfer learning, replace it by a new N-class head.
 
 The classifier is the last conv2d / fully_connected layer: only reshapes (and an output softmax)
-may follow it. Training computes the loss on its output (the logits), so an output softmax is
+may follow it, or for a conv classifier a global average pooling (SqueezeNet). Training computes the loss on its output (the logits), so an output softmax is
 dropped from a training graph.
 """
 from __future__ import annotations
@@ -14,22 +14,39 @@ from ..ir import Graph, Node
 HEAD_SEED = 20221128
 
 
+def _global_pool(g: Graph, node: Node) -> bool:
+    return node.op == "avg_pool" and g.tensors[node.outputs[0]].shape[1:3] == (1, 1)
+
+
 def classifier(g: Graph) -> Node:
-    """The classifier node: its output reaches the graph output through reshapes/softmax only."""
-    name = g.outputs[0]
+    """The classifier node: its output reaches the graph output through reshapes/softmax only,
+    or, for a conv classifier (SqueezeNet), through a global average pooling too."""
+    name, pooled = g.outputs[0], False
     while True:
         node = g.producer(name)
         if node is None:
             break
         if node.op in ("conv2d", "fully_connected"):
-            if node.op == "conv2d" and g.tensors[node.outputs[0]].shape[1:3] != (1, 1):
+            if node.op == "conv2d" and not pooled and \
+                    g.tensors[node.outputs[0]].shape[1:3] != (1, 1):
                 break
             return node
-        if node.op not in ("reshape", "softmax"):
+        if _global_pool(g, node) and not pooled:
+            pooled = True
+        elif node.op not in ("reshape", "softmax"):
             break
         name = node.inputs[0]
-    raise TinycError("training needs a classifier: a Conv 1x1 / Gemm / MatMul whose output "
-                     "is the model output (possibly through Flatten/Reshape/Softmax)")
+    raise TinycError("training needs a classifier: a Conv / Gemm / MatMul whose output is the "
+                     "model output (possibly through Flatten/Reshape/Softmax, or a conv's through "
+                     "a global average pooling)")
+
+
+def logits(g: Graph) -> str:
+    """The tensor the loss reads: the classifier's output, or its global pooling's."""
+    name = g.outputs[0]
+    while g.producer(name) is not None and g.producer(name).op == "reshape":
+        name = g.producer(name).inputs[0]
+    return name
 
 
 def drop_output_softmax(g: Graph) -> Graph:
