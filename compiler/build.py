@@ -314,15 +314,17 @@ def peak_buffers(report: dict) -> list[dict]:
 
 
 def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: str) -> np.ndarray:
-    """Model inputs in the ONNX layout (NCHW; one sample or a batch) -> int8 NHWC batch. Float is
-    quantized with the model's input parameters; int8 is taken as already quantized."""
-    from .pipeline import quantize_array
+    """Model inputs in the ONNX layout (N,C,H,W; N,C,L; N,F; one sample or a batch) -> int8
+    batch in the IR's layout. Float is quantized with the model's input parameters; int8 is
+    taken as already quantized."""
+    from .pipeline import layout_name, model_batch_to_ir, quantize_array
 
-    c, h, w = shape_nchw[1:]
-    if x.ndim == 3:
+    shape = tuple(shape_nchw)
+    if x.ndim == len(shape) - 1:
         x = x[None]
-    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
-        raise TinycError(f"{what}: shape {x.shape}; the model expects (N, {c}, {h}, {w}) NCHW")
+    if x.ndim != len(shape) or tuple(x.shape[1:]) != shape[1:]:
+        raise TinycError(f"{what}: shape {x.shape}; the model expects "
+                         f"(N, {', '.join(map(str, shape[1:]))}) {layout_name(shape)}")
     if len(x) == 0:
         raise TinycError(f"{what}: holds no sample (shape {x.shape})")
     if x.dtype.kind == "f":
@@ -335,7 +337,7 @@ def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: 
     else:
         raise TinycError(f"{what}: dtype {x.dtype}; give float32 (quantized with the model's "
                          "input parameters) or int8 (already quantized)")
-    return np.ascontiguousarray(np.moveaxis(xq, 1, -1))
+    return model_batch_to_ir(xq, shape)
 
 
 def demo_samples(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray) -> tuple[np.ndarray, str]:

@@ -95,6 +95,9 @@ def load_calibration(path: str, shape_nchw, mean, std, limit: int) -> np.ndarray
     if limit < 1:
         raise TinycError(f"--calib-limit {limit}: give at least 1")
     if Path(path).is_dir():
+        if len(shape_nchw) != 4:
+            raise TinycError(f"{path}: a folder of images calibrates image models; this one "
+                             f"takes {list(shape_nchw)}: give a .npy/.npz of inputs")
         return load_images(path, shape_nchw, mean, std, limit)
     x = load_array(path)
     if x.dtype.kind != "f":
@@ -103,7 +106,7 @@ def load_calibration(path: str, shape_nchw, mean, std, limit: int) -> np.ndarray
         raise TinycError(f"{path}: calibration data of dtype {x.dtype}; give float inputs as "
                          "the model expects them (e.g. pixels already normalised), or a folder "
                          "of images")
-    if x.ndim == 4 and len(x) == 0 or x.size == 0:
+    if x.ndim == len(shape_nchw) and len(x) == 0 or x.size == 0:
         raise TinycError(f"{path}: holds no sample (shape {x.shape})")
     x = x.astype(np.float32)
-    return x[:limit] if x.ndim == 4 else x
+    return x[:limit] if x.ndim == len(shape_nchw) else x

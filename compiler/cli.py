@@ -202,12 +202,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def summary(report: dict) -> str:
+    from .pipeline import layout_name
     inf = report["inference"]
     lines = [
         f"board      {report['board']}: {report['board_name']}",
         f"model      {report['model']}",
-        f"input      {'x'.join(map(str, report['input']['shape_nchw']))} (NCHW) -> "
-        f"int8 NHWC, scale {report['input']['scale']:.6g}, zero point {report['input']['zero_point']}",
+        f"input      {'x'.join(map(str, report['input']['shape_nchw']))} "
+        f"({layout_name(report['input']['shape_nchw'])}) -> int8, scale {report['input']['scale']:.6g}, zero point {report['input']['zero_point']}",
         f"ops        {len(report['ops'])}, {report['macs']:,} MACs",
         f"SRAM       {'inference ' if 'training' in report else ''}arena {inf['arena_bytes']:,} B"
         f" + stack reserve {report['stack_reserve_bytes']:,} B"

@@ -25,6 +25,20 @@ def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -3, -1))
 
 
+def model_batch_to_ir(x: np.ndarray, model_shape) -> np.ndarray:
+    """A batch in the model input's own layout -> the IR's: N,C,H,W -> N,H,W,C; N,C,L (a 1-D
+    signal) -> N,1,L,C; N,F as it is."""
+    if len(model_shape) == 4:
+        return nchw_to_nhwc(x)
+    if len(model_shape) == 3:
+        return np.ascontiguousarray(np.moveaxis(x, 1, -1)[:, None])
+    return np.ascontiguousarray(x)
+
+
+def layout_name(model_shape) -> str:
+    return {4: "N, C, H, W", 3: "N, C, L", 2: "N, F"}[len(model_shape)]
+
+
 def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
@@ -44,19 +58,20 @@ def compile_int8(path: str, calib_nchw: np.ndarray | None, input_shape=None) -> 
 
 
 def check_model_input(g: Graph, x: np.ndarray, what: str, batch: bool) -> np.ndarray:
-    """x in the ONNX model's layout (NCHW), one sample or a batch -> float NHWC batch."""
-    c, h, w = g.meta["input_nchw"][1:]
+    """x in the ONNX model's layout (N,C,H,W; N,C,L; N,F), one sample or a batch -> float batch
+    in the IR's layout."""
+    shape = tuple(g.meta["input_nchw"])
     x = np.asarray(x)
-    if x.ndim == 3:
+    if x.ndim == len(shape) - 1:
         x = x[None]
-    if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+    if x.ndim != len(shape) or tuple(x.shape[1:]) != shape[1:]:
         raise TinycError(f"{what} has shape {tuple(x.shape)}; the model expects "
-                         f"(N, {c}, {h}, {w}) in NCHW layout")
+                         f"(N, {', '.join(map(str, shape[1:]))}) in {layout_name(shape)} layout")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise TinycError(f"{what} contains NaN or Inf values")
     if not batch and x.shape[0] != 1:
         raise TinycError(f"{what} must hold one sample, got {x.shape[0]}")
-    return nchw_to_nhwc(x)
+    return model_batch_to_ir(x, shape)
 
 
 def quantize_array(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -67,8 +67,8 @@ def report_problem(rep) -> str | None:
     problem = _shape_problem(rep, REPORT_SHAPE, "")
     if problem:
         return problem
-    if len(rep["input"]["shape_nchw"]) != 4:
-        return "'input.shape_nchw' is not N, C, H, W"
+    if len(rep["input"]["shape_nchw"]) not in (2, 3, 4):
+        return "'input.shape_nchw' is not N, C, H, W / N, C, L / N, F"
     if "training" in rep and (problem := _shape_problem(rep["training"], TRAINING_SHAPE,
                                                         "training")):
         return problem

@@ -1,7 +1,8 @@
 """What ordinary architectures need beyond the basic CNN ops (issue 10): pooling with ceil_mode
 (SqueezeNet), Split / Slice on channels and the channel shuffle (ShuffleNetV2, GhostNet, MixNet),
 constant subgraphs and Shape folded at import, views (Squeeze, Unsqueeze, a Keras-style
-Transpose before Flatten). Each: the float import against onnxruntime and bit-exact four ways (generated C
+Transpose before Flatten), 1-D signal inputs (N, C, L: Conv1d, pooling) and feature-vector inputs
+(N, F: MLPs), classifiers that are convs before a global pooling. Each: the float import against onnxruntime and bit-exact four ways (generated C
 == numpy reference == LiteRT == TFLite Micro)."""
 import numpy as np
 import onnx
@@ -132,3 +133,109 @@ def test_view_refusals_and_folding_limits(tmp_path):
     onnx.save(b.build(b.gemm(b.flatten(b.gap(x)), 3)), path)
     with pytest.raises(TinycError, match=r"\(ConstantOfShape\).*1,099,511,627,776-element tensor"):
         import_float(str(path))
+
+
+def net_squeeze_head() -> onnx.ModelProto:
+    """SqueezeNet's head: a conv classifier (+ ReLU) followed by global pooling and a flatten."""
+    b = NetBuilder("squeeze_head", (1, 3, 12, 12), opset=13, seed=3)
+    x = b.relu(b.conv("input", 8, 3, stride=2))
+    x = b.relu(b.conv(x, 6, 1, pads=[0, 0, 0, 0]))
+    return b.build(b.flatten(b.gap(x)))
+
+
+@pytest.mark.parametrize("scheme,classes", [("last:1", 4), ("full", None)])
+def test_conv_classifier_before_pooling_trains_like_the_reference(tmp_path, scheme, classes):
+    from test_train_c import assert_same_training
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    path = tmp_path / "sq.onnx"
+    onnx.save(net_squeeze_head(), path)
+    g = compile_training(str(path), None, scheme, classes, TrainOptions())
+    assert g.meta["train"]["logits"] == g.outputs[0] or \
+        g.producer(g.outputs[0]).op == "reshape"   # the loss reads the pooled logits
+    assert "avg_pool_grad" in [n.op for n in g.nodes]
+    assert_same_training(g, tmp_path, lr=0.05)
+
+
+def test_hidden_fully_connected_layers_count_in_schemes(small_nets):
+    """last:K and bias-only reach Gemm/MatMul layers besides the classifier (an MLP's)."""
+    from tinyc.passes.sparse_update import conv_layers, resolve_scheme
+    from tinyc.pipeline import compile_int8
+    g = compile_int8(str(small_nets["fc_only"]), None)
+    layers = conv_layers(g)
+    assert [n.op for n in layers] == ["fully_connected"]
+    s = resolve_scheme(g, "last:1")
+    assert s.layers[layers[0].name].weights and s.layers[layers[0].name].bias
+
+
+def net_conv1d() -> onnx.ModelProto:
+    """A 1-D conv net on sensor data (N, C, L): strided Conv1d, MaxPool1d, a depthwise and a
+    pointwise Conv1d, global pooling, a Gemm."""
+    b = NetBuilder("seq1d", (1, 6, 64), opset=13, seed=2)
+    rng = np.random.default_rng(0)
+
+    def conv1d(x, cin, cout, k, stride=1, pad=None, group=1):
+        w = b.init("w", rng.normal(0, 0.3, (cout, cin // group, k)))
+        bias = b.init("b", rng.normal(0, 0.1, (cout,)))
+        p = k // 2 if pad is None else pad
+        length = (b.shape[x][2] + 2 * p - k) // stride + 1
+        return b.node("Conv", [x, w, bias], (1, cout, length), kernel_shape=[k],
+                      strides=[stride], pads=[p, p], group=group)
+
+    x = b.relu(conv1d("input", 6, 16, 5, stride=2))
+    x = b.node("MaxPool", [x], (1, 16, 16), kernel_shape=[2], strides=[2])
+    x = b.relu(conv1d(x, 16, 16, 3, group=16))
+    x = b.relu(conv1d(x, 16, 24, 1, pad=0))
+    x = b.flatten(b.node("GlobalAveragePool", [x], (1, 24, 1)))
+    return b.build(b.gemm(x, 5))
+
+
+def net_mlp() -> onnx.ModelProto:
+    """An MLP on a feature vector (N, F): an anomaly-detection autoencoder's shape."""
+    b = NetBuilder("mlp", (1, 40), opset=13, seed=3)
+    x = b.relu(b.gemm("input", 16))
+    x = b.relu(b.gemm(x, 8))
+    x = b.relu(b.gemm(x, 16))
+    return b.build(b.gemm(x, 40))
+
+
+@pytest.mark.parametrize("net", [net_conv1d, net_mlp])
+def test_1d_and_vector_inputs_four_ways(tmp_path, net):
+    path = tmp_path / "m.onnx"
+    onnx.save(net(), path)
+    shape = [d.dim_value for d in onnx.load(path).graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    ours, ref = float_ir_output(path, x), onnxruntime_output(path, x)
+    assert np.allclose(ours.reshape(ref.shape), ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=3)
+
+
+@pytest.mark.parametrize("net,scheme,classes", [(net_conv1d, "last:2", 4), (net_mlp, "last:2", None),
+                                                (net_mlp, "full", 3)])
+def test_1d_and_vector_nets_train_like_the_reference(tmp_path, net, scheme, classes):
+    from test_train_c import assert_same_training
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    path = tmp_path / "m.onnx"
+    onnx.save(net(), path)
+    g = compile_training(str(path), None, scheme, classes, TrainOptions())
+    assert_same_training(g, tmp_path, lr=0.05)
+
+
+def test_vector_model_through_the_cli(tmp_path):
+    """--calib and emulate --input take the model's own layout (here N, F)."""
+    from conftest import tinyc
+    path = tmp_path / "mlp.onnx"
+    onnx.save(net_mlp(), path)
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "c.npy", rng.uniform(-1, 1, (16, 40)).astype(np.float32))
+    np.save(tmp_path / "x.npy", rng.uniform(-1, 1, (3, 40)).astype(np.float32))
+    res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--calib",
+                tmp_path / "c.npy", "--no-firmware")
+    assert "(N, F)" in res.stdout
+    tinyc("emulate", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert np.load(tmp_path / "y.npy").shape == (3, 40)
+    np.save(tmp_path / "bad.npy", rng.uniform(-1, 1, (3, 41)).astype(np.float32))
+    res = tinyc("emulate", tmp_path / "o", "--input", tmp_path / "bad.npy", "--output",
+                tmp_path / "y.npy", check=False)
+    assert res.returncode == 1 and "(N, 40) N, F" in res.stderr, res.stderr

@@ -18,16 +18,16 @@ def four_way(model_path, tmp_path, n_inputs, seed=0):
     from tinyc.export.oracles import run_litert_ref, run_tflm
 
     g = import_float(str(model_path))
-    c, h, w = g.meta["input_nchw"][1:]
+    shape = tuple(g.meta["input_nchw"][1:])
     rng = np.random.default_rng(seed)
-    calib = rng.uniform(-1, 1, (8, c, h, w)).astype(np.float32)
+    calib = rng.uniform(-1, 1, (8,) + shape).astype(np.float32)
     np.save(tmp_path / "calib.npy", calib)
     build(str(model_path), load_board("mps2_an386"), str(tmp_path / "out"),
           BuildOptions(calib=str(tmp_path / "calib.npy"), export_tflite=True))
     gq = quantize(g, check_model_input(g, calib, "calib", batch=True))
     tfl = (tmp_path / "out" / "model.tflite").read_bytes()
     # inputs a little outside the calibration range exercise saturation too
-    x = rng.uniform(-1.3, 1.3, (n_inputs, c, h, w)).astype(np.float32)
+    x = rng.uniform(-1.3, 1.3, (n_inputs,) + shape).astype(np.float32)
     xq = quantize_input(gq, check_model_input(gq, x, "x", batch=True))
     c_out = run_host(tmp_path / "out", xq).reshape(n_inputs, -1)
     for i in range(n_inputs):

@@ -32,6 +32,11 @@ FOLDABLE = {"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Floor", "Ceil", "Sqrt", "
             "Transpose", "ConstantOfShape", "Range", "Expand", "Tile", "ReduceProd", "Clip",
             "Shape"}
 MAX_FOLDED_ELEMENTS = 1 << 24
+# ops whose rules set their output's rank themselves (the others keep a 1-D input's 1-D)
+REASSIGN_RANK = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Shape", "Gemm",
+                 "MatMul", "GlobalAveragePool", "ReduceMean"}
+# 1-D ops lifted to 2-D (N,C,L -> N,C,1,L): their spatial attributes gain a leading 1 / 0
+LIFTED_ATTRS = {"kernel_shape": 1, "strides": 1, "dilations": 1}
 RULES = ops.onnx_rules()
 SUPPORTED_OPS = tuple(sorted(set(PLUMBING) | set(RULES) | FOLDABLE))
 MIN_OPSET, MAX_OPSET = 11, 21
@@ -106,6 +111,9 @@ class _Importer:
         # channel shuffle's 5-D reshape): dict(source=IR tensor, what=..., readers=..., node=...)
         # and what the rules that read them need (compiler/ops/data.py)
         self.views: dict[str, dict] = {}
+        # 1-D tensors (ONNX N,C,L), held in the IR as (1, 1, L, C): an N,C,1,L image whose 1-D
+        # convs and pools are lifted to 2-D (lift_1d)
+        self.lifted: set[str] = set()
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.node = None                          # the ONNX node being imported
@@ -250,9 +258,10 @@ class _Importer:
                 raise TinycError(f"--input-shape {'x'.join(map(str, self.input_shape))} has "
                                  f"{len(self.input_shape)} dims but input '{inp.name}' has {len(dims)}")
             dims = list(self.input_shape)
-        if len(dims) != 4:
-            raise UnsupportedError(f"{self.source}: input '{inp.name}' must be 4-D NCHW "
-                                   f"(shape {dims}); tinyc compiles image CNNs")
+        if len(dims) not in (2, 3, 4):
+            raise UnsupportedError(f"{self.source}: input '{inp.name}' of shape {dims}: tinyc "
+                                   "compiles inputs N,C,H,W (images), N,C,L (1-D signals) and "
+                                   "N,F (feature vectors)")
         if dims[0] is None:
             dims[0] = 1   # symbolic batch: tinyc always runs batch 1
         if any(d is None or d <= 0 for d in dims[1:]):
@@ -262,8 +271,13 @@ class _Importer:
         if dims[0] != 1:
             raise UnsupportedError(f"{self.source}: batch size {dims[0]}: tinyc compiles batch 1 "
                                    "(use --input-shape 1xCxHxW)")
-        n, c, h, w = dims
-        self.new_act(inp.name, (1, h, w, c))
+        if len(dims) == 4:
+            self.new_act(inp.name, (1, dims[2], dims[3], dims[1]))
+        elif len(dims) == 3:
+            self.new_act(inp.name, (1, 1, dims[2], dims[1]))
+            self.lifted.add(inp.name)
+        else:
+            self.new_act(inp.name, (1, dims[1]))
         self.produced = {inp.name}   # tensor names assigned so far (ONNX assigns each once)
 
         for node in g.node:
@@ -283,7 +297,15 @@ class _Importer:
                     f"not support. Supported ONNX ops: {', '.join(SUPPORTED_OPS)}")
             self.node = node
             self.check_arity(node)
+            lifted_in = any(self.alias.get(i, i) in self.lifted for i in node.input if i)
+            if lifted_in and handler != self.fold:
+                node = self.lift_1d(node)
             handler(node)
+            if lifted_in and node.op_type not in REASSIGN_RANK:
+                for o in node.output:   # a 1-D op's output is 1-D
+                    t = self.tensors.get(self.alias.get(o, o))
+                    if t is not None and len(t.shape) == 4 and t.shape[1] == 1:
+                        self.lifted.add(t.name)
             self.produced.update(node.output)
         self.node = None
         if not self.nodes:
@@ -299,7 +321,7 @@ class _Importer:
             outputs.append(name)
         graph = Graph(self.tensors, self.nodes, [inp.name], outputs,
                       meta={"source": self.source, "opset": self.opset,
-                            "input_nchw": (1, c, h, w), "input_name": inp.name,
+                            "input_nchw": tuple(dims), "input_name": inp.name,
                             "output_names": [o.name for o in g.output]})
         graph.remove_unused_tensors()
         return graph
@@ -320,10 +342,9 @@ class _Importer:
 
     def op_Shape(self, node):
         """The shape of an activation is known: a constant (ONNX's N,C,H,W view)."""
-        from ..ops.data import onnx_shape
         name = self.alias.get(node.input[0], node.input[0])
         shape = (self.views[name]["shape"] if name in self.views
-                 else onnx_shape(self.act(node.input[0], node).shape))
+                 else self.onnx_shape(self.act(node.input[0], node)))
         a = self.attrs(node)
         start, end = int(a.get("start", 0)), a.get("end")
         self.consts[node.output[0]] = np.asarray(
@@ -347,6 +368,49 @@ class _Importer:
         for name, value in zip(node.output, outs):
             if name:
                 self.consts[name] = np.asarray(value)
+
+    def onnx_shape(self, t: Tensor) -> tuple[int, ...]:
+        """The shape ONNX sees for IR tensor t: N,C,H,W, N,C,L (a 1-D tensor) or as it is."""
+        shape = tuple(t.shape)
+        if t.name in self.lifted:
+            return (shape[0], shape[3], shape[2])
+        return (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else shape
+
+    def lift_1d(self, node):
+        """A node reading a 1-D (N,C,L) tensor, as the same node on the N,C,1,L image: 1-D
+        kernel attributes and Conv weights gain a height of 1, axes after C move by one."""
+        from onnx import helper
+        if node.op_type not in ("Conv", "MaxPool", "AveragePool", "ReduceMean", "Slice"):
+            return node
+        a = self.attrs(node)
+        attrs = {}
+        for k, v in a.items():
+            if k in LIFTED_ATTRS and len(v) == 1:
+                v = [1] + list(v)
+            elif k == "pads" and len(v) == 2:
+                v = [0, v[0], 0, v[1]]
+            elif k == "axes" and node.op_type == "ReduceMean":
+                v = [3 if int(x) % 3 == 2 else int(x) for x in v]
+            attrs[k] = v
+        inputs = list(node.input)
+        if node.op_type == "Conv":
+            w = self.const(node.input[1], node, "the weight")
+            if w.ndim != 3:
+                raise self.err(node, f"a 1-D convolution needs a 3-D weight (got {w.shape})")
+            inputs[1] = node.input[1] + "/2d"
+            self.consts[inputs[1]] = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
+        if node.op_type in ("ReduceMean", "Slice") and len(inputs) > (1 if node.op_type ==
+                                                                      "ReduceMean" else 3):
+            k = 1 if node.op_type == "ReduceMean" else 3
+            if inputs[k]:
+                axes = self.int_list(inputs[k], node, "the axes")
+                inputs[k] = inputs[k] + "/2d"
+                self.consts[inputs[k]] = np.asarray(
+                    [3 if int(x) % 3 == 2 else int(x) % 3 for x in axes], np.int64)
+        if node.op_type == "Slice" and len(inputs) < 4 and "axes" not in attrs:
+            raise self.err(node, "a Slice of a 1-D tensor needs its axes")
+        return helper.make_node(node.op_type, inputs, list(node.output), name=node.name,
+                                domain=node.domain, **attrs)
 
     def one_node_model(self, node):
         """The node alone in a model of this model's opset (what the reference evaluator runs)."""

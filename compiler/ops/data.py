@@ -40,7 +40,10 @@ def onnx_shape(shape) -> tuple[int, ...]:
 
 
 def _same_bytes(shape) -> bool:
-    """The tensor's ONNX (N, C, H, W) order is its IR (N, H, W, C) order: a reshape is a view."""
+    """The tensor's ONNX order (N, C, H, W or N, C, L) is its IR order (N, H, W, C): a reshape
+    is a view."""
+    if len(shape) == 3:
+        return shape[1] == 1 or shape[2] == 1
     return len(shape) != 4 or shape[1] == 1 or shape[2] * shape[3] == 1
 
 
@@ -58,14 +61,18 @@ def _target(imp, node, src, spec) -> tuple[int, ...]:
 
 def _reshape_to(imp, node, x, shape) -> None:
     """x (IR) as the ONNX shape `shape`: a flatten to 2-D, or a view that keeps its bytes."""
-    src = onnx_shape(x.shape)
+    src = imp.onnx_shape(x)
     if tuple(shape) == tuple(src):
         imp.alias[node.output[0]] = x.name   # the same shape: nothing to do
     elif len(shape) == 2 and shape[0] == 1:
         _to_2d(imp, node, x)
-    elif shape[0] == 1 and len(shape) in (2, 4) and _same_bytes(src) and _same_bytes(shape):
-        ir = (1, shape[2], shape[3], shape[1]) if len(shape) == 4 else shape
-        imp.emit(node, "reshape", [x.name], [imp.new_act(node.output[0], ir)], nchw_order=False)
+    elif shape[0] == 1 and len(shape) in (2, 3, 4) and _same_bytes(src) and _same_bytes(shape):
+        ir = {4: lambda: (1, shape[2], shape[3], shape[1]), 3: lambda: (1, 1, shape[2], shape[1]),
+              2: lambda: tuple(shape)}[len(shape)]()
+        out = imp.new_act(node.output[0], ir)
+        imp.emit(node, "reshape", [x.name], [out], nchw_order=False)
+        if len(shape) == 3:
+            imp.lifted.add(out)
     else:
         raise imp.err(node, f"{node.op_type} of {list(src)} to {list(shape)} is not supported; "
                             "only a flatten to 2-D, a view that keeps the bytes in place (e.g. "
@@ -102,7 +109,7 @@ def _import_reshape(imp, node) -> None:
             _nhwc_view_to_2d(imp, node, view)
             return
         x = imp.tensors[view["source"]]
-        if view["kind"] == "shuffled" and shape == onnx_shape(x.shape):
+        if view["kind"] == "shuffled" and shape == imp.onnx_shape(x):
             g, c = view["groups"], x.shape[-1]
             # output channel b * g + a is input channel a * (C / g) + b
             emit_gather(imp, node, x, [(o % g) * (c // g) + o // g for o in range(c)],
@@ -110,7 +117,7 @@ def _import_reshape(imp, node) -> None:
             return
         imp.act(node.input[0], node)   # the view's error
     x = imp.act(node.input[0], node)
-    src = onnx_shape(x.shape)
+    src = imp.onnx_shape(x)
     shape = _target(imp, node, src, spec)
     if len(shape) == 5 and len(src) == 4 and shape[0] == 1 and shape[1] * shape[2] == src[1] \
             and shape[3:] == src[2:]:
@@ -129,7 +136,7 @@ def _axes(imp, node, what: str) -> list[int]:
 
 def _import_squeeze(imp, node) -> None:
     x = imp.act(node.input[0], node)
-    src = onnx_shape(x.shape)
+    src = imp.onnx_shape(x)
     axes = {a % len(src) for a in _axes(imp, node, "Squeeze")} or \
         {k for k, d in enumerate(src) if d == 1 and k > 0}
     if 0 in axes or any(src[a] != 1 for a in axes):
@@ -140,7 +147,7 @@ def _import_squeeze(imp, node) -> None:
 
 def _import_unsqueeze(imp, node) -> None:
     x = imp.act(node.input[0], node)
-    shape = list(onnx_shape(x.shape))
+    shape = list(imp.onnx_shape(x))
     rank = len(shape) + len(_axes(imp, node, "Unsqueeze"))
     for a in sorted(a % rank for a in _axes(imp, node, "Unsqueeze")):
         shape.insert(a, 1)
@@ -162,7 +169,7 @@ def _import_transpose(imp, node) -> None:
             return
         imp.act(node.input[0], node)   # the view's error
     x = imp.act(node.input[0], node)
-    src = onnx_shape(x.shape)
+    src = imp.onnx_shape(x)
     perm = perm or list(range(len(src)))[::-1]
     if sorted(perm) != list(range(len(src))):
         raise imp.err(node, f"perm {perm} is not a permutation of the {len(src)} axes")
