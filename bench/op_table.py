@@ -21,7 +21,8 @@ NOTES = {   # what the table's columns cannot say
     "Split": "channels", "Slice": "channels (trains, patch-based); rows / columns (neither)",
     "Conv": "2-D and 1-D, groups, dilation, any pads",
     "AveragePool": "pads, count_include_pad, ceil_mode", "MaxPool": "pads, ceil_mode",
-    "Softmax": "at the output (training computes its loss there instead)", "Concat": "channels", "Pad": "constant, H and W",
+    "Softmax": "over the last axis of (1, N) or the channels, anywhere (at the output, "
+               "training computes its loss there instead)", "Concat": "channels", "Pad": "constant, H and W",
     "ReduceMean": "over H, W", "BatchNormalization": "folded into the conv before it",
 }
 

@@ -239,3 +239,19 @@ def test_vector_model_through_the_cli(tmp_path):
     res = tinyc("emulate", tmp_path / "o", "--input", tmp_path / "bad.npy", "--output",
                 tmp_path / "y.npy", check=False)
     assert res.returncode == 1 and "(N, 40) N, F" in res.stderr, res.stderr
+
+
+def test_softmax_inside_the_network(tmp_path):
+    """Softmax over the channels of a feature map (an attention-like gate), and over a vector
+    that a Gemm then reads: not only at the output."""
+    b = NetBuilder("softmax_mid", (1, 3, 8, 8), opset=13, seed=12)
+    x = b.relu(b.conv("input", 8, 3))
+    att = b.node("Softmax", [b.conv(x, 8, 1, pads=[0, 0, 0, 0])], b.shape[x], axis=1)
+    y = b.node("Mul", [x, att], b.shape[x])
+    v = b.node("Softmax", [b.gemm(b.flatten(b.gap(y)), 6)], (1, 6), axis=-1)
+    path = tmp_path / "sm.onnx"
+    onnx.save(b.build(b.gemm(v, 4)), path)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    ours, ref = float_ir_output(path, x), onnxruntime_output(path, x)
+    assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=2)

@@ -22,12 +22,14 @@ TEMPLATE = "ops/softmax.c.j2"
 
 def _import_softmax(imp, node) -> None:
     x = imp.act(node.input[0], node)
-    axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1))
-    if len(x.shape) != 2 or axis % 2 != 1:
-        raise imp.err(node, f"Softmax is supported on a 2-D (1, N) tensor over its last axis "
-                            f"(input {x.shape}, axis {axis})")
-    if not any(o.name == node.output[0] for o in imp.model.graph.output):
-        raise imp.err(node, "Softmax is supported only as the model's output")
+    rank = len(imp.onnx_shape(x))
+    axis = int(imp.attrs(node).get("axis", -1 if imp.opset >= 13 else 1)) % rank
+    if imp.opset < 13 and rank == 4 and axis == 1 and x.shape[1] * x.shape[2] > 1:
+        raise imp.err(node, "Softmax (opset < 13) of a spatial tensor coerces C, H, W into one "
+                            "axis; only over the channels (opset >= 13, axis 1) is supported")
+    if not ((rank == 2 and axis == 1) or (rank in (3, 4) and axis == 1)):
+        raise imp.err(node, f"Softmax over axis {axis} of a rank-{rank} tensor is not "
+                            "supported; over the last axis of (1, N) or the channels is")
     out = imp.new_act(node.output[0], x.shape)
     imp.emit(node, "softmax", [x.name], [out])
 
