@@ -413,7 +413,7 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     from .passes.quantize import quantize
 
     if is_tflite(model):
-        return compile_tflite(model, opts)
+        return compile_tflite(model, opts, board)
     g = import_float(model, opts.input_shape)
     samples = opts.calib_limit if opts.calib else 8
     if board is not None and sum(g.macs(n) for n in g.nodes) * samples > SLOW_CALIBRATION_MACS:
@@ -444,27 +444,35 @@ def is_tflite(model: str) -> bool:
     return str(model).lower().endswith(".tflite")
 
 
-def compile_tflite(model: str, opts: BuildOptions) -> tuple[Graph, np.ndarray]:
+def compile_tflite(model: str, opts: BuildOptions,
+                   board: Board | None = None) -> tuple[Graph, np.ndarray]:
     """An int8 .tflite file keeps its own quantization (frontend/tflite.py): no calibration.
     The float inputs returned (for the firmware demo's samples) are --calib's, or noise over
     the input's int8 range."""
     from .calib import load_calibration
     from .frontend.tflite import load_tflite
     from .pipeline import check_model_input
-    if opts.train is not None:
-        raise TinycError(f"{model}: training a .tflite model is not supported yet; build the "
-                         "ONNX model for training")
     if opts.input_shape is not None:
         raise TinycError("--input-shape: a .tflite model has a fixed input shape")
     g = load_tflite(model)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
                                opts.calib_limit)
-        return g, check_model_input(g, raw, f"input data {opts.calib}", batch=True)
-    scale, zp = g.tensors[g.inputs[0]].q.scalar()
-    shape = (8,) + g.tensors[g.inputs[0]].shape[1:]
-    q = np.random.default_rng(0).integers(-128, 128, shape)
-    return g, ((q - zp) * scale).astype(np.float32)
+        x = check_model_input(g, raw, f"input data {opts.calib}", batch=True)
+    else:
+        scale, zp = g.tensors[g.inputs[0]].q.scalar()
+        shape = (8,) + g.tensors[g.inputs[0]].shape[1:]
+        q = np.random.default_rng(0).integers(-128, 128, shape)
+        x = ((q - zp) * scale).astype(np.float32)
+    if opts.train is None:
+        return g, x
+    from .passes.autodiff import TrainOptions
+    from .pipeline import tflite_training_graph
+    budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
+    return tflite_training_graph(g, opts.train, opts.num_classes,
+                                 TrainOptions(qas=opts.qas, rounding=opts.rounding), budget,
+                                 board.stack_reserve_bytes if board else 0,
+                                 patched=opts.patch != "off"), x
 
 
 def refuse_weights_over_flash(g: Graph, board: Board, new_head: bool) -> None:

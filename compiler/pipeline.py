@@ -110,15 +110,22 @@ def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | 
     """Float IR + calibration (NHWC) -> int8 training-step graph. scheme "auto" picks one that
     fits sram_budget (memory/train_budget.py; `patched`: with the automatic patch schedule the
     build uses); the choice is in meta["train"]["scheme_spec"]."""
-    from .passes.autodiff import TrainOptions, build_training_graph
-    from .passes.sparse_update import resolve_scheme
+    from .passes.autodiff import TrainOptions
     from .passes.train_head import classifier, drop_output_softmax, replace_head
 
     opts = opts or TrainOptions()
     new_head = num_classes is not None
     g = replace_head(g, num_classes) if new_head else drop_output_softmax(g)
     fixed = {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE} if new_head else {}
-    gq = quantize(g, calib_nhwc, fixed)
+    return int8_training_graph(quantize(g, calib_nhwc, fixed), scheme, opts, sram_budget,
+                               stack_reserve, patched)
+
+
+def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
+                        stack_reserve: int = 0, patched: bool = False) -> Graph:
+    """An int8 graph (its head in place) -> its training-step graph (see training_graph)."""
+    from .passes.autodiff import build_training_graph
+    from .passes.sparse_update import resolve_scheme
     if scheme == "auto":
         from .memory.train_budget import choose_update_scheme
         if sram_budget is None:
@@ -127,6 +134,20 @@ def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | 
     t = build_training_graph(gq, resolve_scheme(gq, scheme), opts)
     t.meta["train"]["scheme_spec"] = scheme
     return t
+
+
+def tflite_training_graph(gq: Graph, scheme, num_classes: int | None, opts=None,
+                          sram_budget: int | None = None, stack_reserve: int = 0,
+                          patched: bool = False) -> Graph:
+    """An int8 .tflite model's graph (frontend/tflite.py) -> its training-step graph. Its own
+    quantization stays; a new head (--num-classes) gets int8 weights as the quantizer makes
+    them and the fixed logit range of a new head."""
+    from .passes.autodiff import TrainOptions
+    from .passes.train_head import drop_output_softmax, replace_head_int8
+    opts = opts or TrainOptions()
+    g = (replace_head_int8(gq, num_classes, NEW_HEAD_LOGIT_RANGE) if num_classes is not None
+         else drop_output_softmax(gq))
+    return int8_training_graph(g, scheme, opts, sram_budget, stack_reserve, patched)
 
 
 def forward_graph(g: Graph) -> Graph:

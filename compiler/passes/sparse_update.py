@@ -52,7 +52,8 @@ def conv_layers(g: Graph) -> list[Node]:
     scheme indices; the shared models' schemes count their convs, as they have no other)."""
     head = classifier(g)
     return [n for n in g.nodes if n is not head and
-            ((n.op == "conv2d" and n.source_op == "Conv") or n.op == "fully_connected")]
+            ((n.op == "conv2d" and n.source_op in ("Conv", "CONV_2D", "DEPTHWISE_CONV_2D"))
+             or n.op == "fully_connected")]
 
 
 def input_channel_norms(g: Graph, node: Node) -> np.ndarray:

@@ -93,3 +93,30 @@ def replace_head(g: Graph, num_classes: int, seed: int = HEAD_SEED) -> Graph:
             break
         name = users[0].outputs[0]
     return g
+
+
+def replace_head_int8(gq: Graph, num_classes: int, logit_range) -> Graph:
+    """replace_head on an int8 graph whose quantization is given (an int8 .tflite model): the new
+    head's weights quantized as the quantizer does (compiler/ops/conv.py quantize_weights), its
+    output (and the reshapes after it) at the fixed logit range of a new head."""
+    from .. import ops
+    from ..ops.conv import quantize_weights
+    from .quantize import choose_qparams
+    g = replace_head(gq, num_classes)   # float weights and zero biases, shapes updated
+    head = classifier(g)
+    w, b = g.tensors[head.inputs[1]], g.tensors[head.inputs[2]]
+    w.dtype = b.dtype = "float32"
+    s_in = g.tensors[head.inputs[0]].q.scalar()[0]
+    quantize_weights(g, head, s_in, per_channel=head.op == "conv2d")
+    q = choose_qparams(*logit_range)
+    name = head.outputs[0]
+    while True:   # the logits and the reshapes that carry them to the output
+        g.tensors[name].q = q
+        users = g.consumers(name)
+        if not users:
+            break
+        name = users[0].outputs[0]
+    for node in g.nodes:
+        if node is head or g.tensors[node.inputs[0]].q is q:
+            node.attrs["q"] = ops.get(node).quantize(g, node)
+    return g
