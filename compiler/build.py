@@ -63,6 +63,7 @@ class BuildOptions:
     num_classes: int | None = None
     qas: bool = True
     rounding: str = "stochastic"
+    loss: str = "ce"     # ce (softmax cross-entropy, labels) | mse (targets of the output's shape)
     lr: float = 0.003   # from the learning-rate sweep in bench/results/transfer.md
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
@@ -256,7 +257,7 @@ def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildO
     mem = training_memory(g, plan, board.stack_reserve_bytes)
     report["training"] = {
         "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
-        "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr,
+        "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr, "loss": opts.loss,
         "trainable_layers": g.meta["train"]["trainable"],
         **mem,
         "nodes": training_node_rows(g),
@@ -435,7 +436,7 @@ def compile_with_calibration(model: str, opts: BuildOptions,
         return quantize(g, calib), calib
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return training_graph(g, calib, opts.train, opts.num_classes,
-                          TrainOptions(qas=opts.qas, rounding=opts.rounding), budget,
+                          TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
                           board.stack_reserve_bytes if board else 0,
                           patched=opts.patch != "off"), calib
 
@@ -470,7 +471,7 @@ def compile_tflite(model: str, opts: BuildOptions,
     from .pipeline import tflite_training_graph
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return tflite_training_graph(g, opts.train, opts.num_classes,
-                                 TrainOptions(qas=opts.qas, rounding=opts.rounding), budget,
+                                 TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
                                  board.stack_reserve_bytes if board else 0,
                                  patched=opts.patch != "off"), x
 
@@ -513,12 +514,12 @@ def _recorded_problem(recorded: dict) -> str | None:
         "samples": lambda v: v is None or isinstance(v, str),
         "calib_mean": numbers, "calib_std": lambda v: numbers(v) and min(v) > 0,
         "calib_limit": lambda v: count(v, 1),
-        "input_shape": lambda v: v is None or (isinstance(v, list) and len(v) == 4
+        "input_shape": lambda v: v is None or (isinstance(v, list) and len(v) in (2, 3, 4)
                                                and all(count(d, 1) for d in v)),
         "train": lambda v: v is None or isinstance(v, (str, dict)),
         "num_classes": lambda v: v is None or count(v, 2),
         "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
-        "rounding": lambda v: v in ("nearest", "stochastic"),
+        "rounding": lambda v: v in ("nearest", "stochastic"), "loss": lambda v: v in ("ce", "mse"),
         "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
         "profile": lambda v: isinstance(v, bool), "kernels": lambda v: v in KERNEL_VARIANTS,
     }
@@ -639,6 +640,12 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
     from .outdir import BuildFolder, check_output_dir
 
     out = check_output_dir(out_dir)
+    if opts.loss != "ce" and opts.train is None:
+        raise TinycError(f"--loss {opts.loss} needs --train SCHEME")
+    if opts.loss == "mse" and opts.firmware:
+        raise TinycError("--loss mse: the firmware's training demo reads class labels; build "
+                         "with --no-firmware and train through tinyc_train_step(input, target, lr)"
+                         " (tinyc emulate --train-data on the host)")
     mode, sram = schedule_request(opts, board)
     if opts.firmware:
         from .targets.platformio import check_project_path

@@ -144,6 +144,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--rounding", choices=("nearest", "stochastic"),
                    help="rounding of the integer parameter updates (default stochastic: seeded, "
                         "reproducible; measured better in bench/results/transfer.md)")
+    b.add_argument("--loss", choices=("ce", "mse"), default="ce",
+                   help="training loss: ce (softmax cross-entropy on class labels, default) or "
+                        "mse (mean squared error against targets of the output's shape, e.g. an "
+                        "autoencoder's input)")
     b.add_argument("--no-firmware", action="store_true",
                    help="write only the model library (model.c, model.h, tinyc/) into OUT, no "
                         "PlatformIO project")
@@ -279,6 +283,7 @@ def cmd_build(a) -> int:
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
                         qas=not a.no_qas, rounding=a.rounding or "stochastic", lr=a.lr,
+                        loss=a.loss,
                         firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
                         sram=a.sram, profile=a.profile, kernels=a.kernels)
     try:
@@ -330,10 +335,13 @@ def model_inputs(rep: dict, x: np.ndarray, source: str) -> np.ndarray:
 
 
 def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A training/eval .npz with x (inputs) and y (int labels) -> (int8 NHWC inputs, labels)."""
+    """A training/eval .npz with x (inputs) and y (int labels; --loss mse: float targets of the
+    output's shape) -> (int8 inputs in the IR layout, labels or int8 targets)."""
     from .calib import load_array
 
     x, y = load_array(path, "x"), load_array(path, "y")
+    if rep.get("training", {}).get("loss") == "mse":
+        return model_inputs(rep, x, path), mse_targets(rep, x, y, path)
     if y.dtype.kind not in "iu" or y.ndim != 1:
         raise TinycError(f"{path}: y must be a 1-D array of integer labels (got {y.dtype} {y.shape})")
     if len(y) != len(x):
@@ -344,6 +352,19 @@ def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:
         raise TinycError(f"{path}: label {y[bad[0]]} of sample {bad[0]} is out of range: the "
                          f"model has {classes} classes (0..{classes - 1}); use --num-classes")
     return model_inputs(rep, x, path), y.astype(np.int64)
+
+
+def mse_targets(rep: dict, x: np.ndarray, y: np.ndarray, path: str) -> np.ndarray:
+    """Float targets (N, output values) -> int8 in the output's quantization."""
+    from .pipeline import quantize_array
+    out = rep["output"]
+    n_out = int(np.prod(out["shape"]))
+    if y.dtype.kind != "f" or len(y) != len(x) or y[0].size != n_out:
+        raise TinycError(f"{path}: y must hold one float target of {n_out} values per input "
+                         f"(--loss mse; got {y.dtype} {y.shape} for {len(x)} inputs)")
+    if not np.all(np.isfinite(y)):
+        raise TinycError(f"{path}: y contains NaN or Inf")
+    return quantize_array(y.reshape(len(y), n_out), out["scale"], out["zero_point"])
 
 
 def board_of_report(rep: dict):
@@ -521,8 +542,13 @@ def host_training_run(a, rep: dict, x, y, evaluation, lr: float, params_tmp: str
             line = f"epoch {epoch}: loss {finite.mean() if len(finite) else float('nan'):.4f}"
             if evaluation is not None:
                 logits = trainer.infer(evaluation[0]).reshape(len(evaluation[0]), -1)
-                acc = float(np.mean(np.argmax(logits, axis=1) == evaluation[1]))
-                line += f", eval accuracy {100 * acc:.2f}% ({len(evaluation[1])} samples)"
+                if trainer.mse:   # the eval mean squared error, dequantized
+                    scale = rep["output"]["scale"]
+                    d = (logits.astype(np.float64) - evaluation[1].astype(np.float64)) * scale
+                    line += f", eval mse {np.mean(d * d):.5f} ({len(evaluation[1])} samples)"
+                else:
+                    acc = float(np.mean(np.argmax(logits, axis=1) == evaluation[1]))
+                    line += f", eval accuracy {100 * acc:.2f}% ({len(evaluation[1])} samples)"
             print(line, flush=True)
             guard = trainer.guard_stats()
             print(f"epoch {epoch}: {guard_summary(guard)}", flush=True)

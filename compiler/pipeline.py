@@ -115,10 +115,27 @@ def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | 
 
     opts = opts or TrainOptions()
     new_head = num_classes is not None
+    check_loss(g, opts, num_classes)
     g = replace_head(g, num_classes) if new_head else drop_output_softmax(g)
     fixed = {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE} if new_head else {}
     return int8_training_graph(quantize(g, calib_nhwc, fixed), scheme, opts, sram_budget,
                                stack_reserve, patched)
+
+
+def check_loss(g: Graph, opts, num_classes: int | None) -> None:
+    """--loss mse trains the model's own output against targets: no new classifier, and no
+    softmax at the output (whose probabilities a squared error would not train well)."""
+    if opts.loss not in ("ce", "mse"):
+        raise TinycError(f"--loss {opts.loss}: give ce (softmax cross-entropy) or mse")
+    if opts.loss != "mse":
+        return
+    if num_classes is not None:
+        raise TinycError("--loss mse trains the model's own output against targets; "
+                         "--num-classes (a new classifier) goes with --loss ce")
+    last = g.producer(g.outputs[0])
+    if last is not None and last.op == "softmax":
+        raise TinycError("--loss mse: the model ends in a Softmax; export it without, or use "
+                         "--loss ce")
 
 
 def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
@@ -145,6 +162,7 @@ def tflite_training_graph(gq: Graph, scheme, num_classes: int | None, opts=None,
     from .passes.autodiff import TrainOptions
     from .passes.train_head import drop_output_softmax, replace_head_int8
     opts = opts or TrainOptions()
+    check_loss(gq, opts, num_classes)
     g = (replace_head_int8(gq, num_classes, NEW_HEAD_LOGIT_RANGE) if num_classes is not None
          else drop_output_softmax(gq))
     return int8_training_graph(g, scheme, opts, sram_budget, stack_reserve, patched)

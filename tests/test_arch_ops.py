@@ -255,3 +255,70 @@ def test_softmax_inside_the_network(tmp_path):
     ours, ref = float_ir_output(path, x), onnxruntime_output(path, x)
     assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
     four_way(path, tmp_path, n_inputs=2)
+
+
+def test_mse_loss_trains_an_autoencoder_like_the_reference(tmp_path):
+    """--loss mse: the generated C's step equals the numpy reference's (parameters bit for bit,
+    losses to 1e-6), and reconstruction training lowers the loss."""
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    from tinyc.reference import train as ref
+    from tinyc.codegen.c import generate_c
+    from tinyc.memory.planner import plan_memory, trainable_tensors
+    from tinyc.targets.host import HostTrainer
+    path = tmp_path / "ae.onnx"
+    onnx.save(net_mlp(), path)
+    rng = np.random.default_rng(3)
+    calib = rng.uniform(-1, 1, (16, 40)).astype(np.float32)
+    g = compile_training(str(path), calib, "full", None, TrainOptions(loss="mse"))
+    assert [n.op for n in g.nodes].count("mse") == 1
+    generate_c(g, plan_memory(g), tmp_path / "out")
+    xin, yout = (g.tensors[t].q.scalar() for t in (g.inputs[0], g.outputs[0]))
+    x = rng.uniform(-1, 1, (40, 40)).astype(np.float32)
+    from tinyc.pipeline import quantize_array
+    xq, tq = quantize_array(x, *xin), quantize_array(x, *yout)   # reconstruct the input
+    g_ref, guard = g.copy(), ref.GuardStats()
+    want = [ref.train_step(g_ref, xq[k][None], tq[k], 0.05, k, guard) for k in range(len(xq))]
+    with HostTrainer(tmp_path / "out") as t:
+        got = t.train(xq, tq, 0.05)
+        params = t.params()
+    assert np.allclose(got, want, rtol=1e-6, atol=0), (got, want)
+    for name, _ in trainable_tensors(g):
+        assert np.array_equal(params[name].reshape(g_ref.tensors[name].data.shape),
+                              g_ref.tensors[name].data), name
+    assert np.mean(want[-10:]) < np.mean(want[:10])
+
+
+def test_mse_loss_refusals(small_nets, tmp_path):
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    with pytest.raises(TinycError, match="--num-classes .* goes with --loss ce"):
+        compile_training(str(small_nets["mbv2_block"]), None, "last:1", 3,
+                         TrainOptions(loss="mse"))
+    with pytest.raises(TinycError, match="ends in a Softmax"):
+        compile_training(str(small_nets["fc_only"]), None, "last:1", None,
+                         TrainOptions(loss="mse"))
+
+
+def test_mse_through_the_cli(tmp_path):
+    """build --train full --loss mse --no-firmware, then emulate --train-data with float targets
+    (an autoencoder: the input itself) and --eval-data: the eval error falls."""
+    import re
+    from conftest import assert_clean_failure, tinyc
+    path = tmp_path / "ae.onnx"
+    onnx.save(net_mlp(), path)
+    rng = np.random.default_rng(5)
+    basis = rng.normal(0, 1, (4, 40))
+    x = np.tanh(rng.normal(0, 1, (120, 4)) @ basis / 2).astype(np.float32)   # a 4-D manifold
+    np.save(tmp_path / "c.npy", x[:32])
+    np.savez(tmp_path / "train.npz", x=x[:100], y=x[:100])
+    np.savez(tmp_path / "eval.npz", x=x[100:], y=x[100:])
+    tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--calib",
+          tmp_path / "c.npy", "--train", "full", "--loss", "mse", "--no-firmware", "--lr", "0.05")
+    res = tinyc("emulate", tmp_path / "o", "--train-data", tmp_path / "train.npz", "--eval-data",
+                tmp_path / "eval.npz", "--epochs", "3")
+    errors = [float(v) for v in re.findall(r"eval mse ([\d.]+)", res.stdout)]
+    assert len(errors) == 3 and errors[-1] < errors[0], res.stdout
+    res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "f", "--train", "full",
+                "--loss", "mse", check=False)
+    assert_clean_failure(res, "--loss mse", "--no-firmware")

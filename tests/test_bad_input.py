@@ -436,7 +436,7 @@ def test_bad_scheme_files_and_unwritable_outputs(trained_build, good_model, caps
 
 
 @pytest.mark.parametrize("edit", [{"colour": 1}, {"calib_limit": -1}, {"lr": "x"},
-                                  {"input_shape": [1, 3]}, {"model": None}])
+                                  {"input_shape": [1, 3, 4, 4, 4]}, {"model": None}])
 def test_export_of_a_report_with_bad_build_options(edit, trained_build, capsys, tmp_path):
     rep = json.loads((trained_build / "report.json").read_text())
     rep["build_options"].update(edit)

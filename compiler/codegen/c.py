@@ -291,7 +291,8 @@ def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dic
                 param_sram_bytes=sum(p["sram_bytes"] for p in params.table),
                 split=[p for p in params.table if p["split"] is not None],
                 num_classes=g.tensors[train["logits"]].size, scheme=c_comment(str(train["scheme"])),
-                qas=bool(train["qas"]), rounding=train["rounding"])
+                qas=bool(train["qas"]), rounding=train["rounding"],
+                mse=train.get("loss", "ce") == "mse")
 
 
 def template_environment():

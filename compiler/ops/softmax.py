@@ -1,4 +1,4 @@
-"""Softmax (the model's output) and softmax_ce, the loss of a training step.
+"""Softmax, and the losses of a training step: softmax_ce (classification), mse (--loss mse).
 
 Import: Softmax over the last axis of a 2-D (1, N) tensor, only as the model's output. int8:
 TFLite's softmax (reference/softmax.py), output scale 1/256 and zero point -128 (TFLite's
@@ -122,4 +122,41 @@ class SoftmaxCE(Op):
                                 zero_point=int(a["zero_point"])))
 
 
-OPS = (Softmax(), SoftmaxCE())
+def mse(q: np.ndarray, target: np.ndarray, scale: float, zp: int) -> tuple[np.ndarray, float]:
+    """Mean squared error of the dequantized output against the dequantized int8 target (same
+    parameters), float32 in the C kernel's order: d_i = y_i - t_i; loss = sum d_i^2 / n
+    (summed in order); g_i = d_i * (2 / n)."""
+    s = F32(scale)
+    y = s * (q.astype(np.int32) - zp).astype(F32)
+    t = s * (np.asarray(target).astype(np.int32) - zp).astype(F32)
+    d = (y.ravel() - t.ravel()).astype(F32)
+    n = d.size
+    total = np.add.accumulate((d * d).astype(F32), dtype=F32)[-1]
+    loss = F32(total / F32(n))
+    return (d * F32(F32(2.0) / F32(n))).astype(F32).reshape(q.shape), float(loss)
+
+
+class MSE(Op):
+    """The loss of a regression / reconstruction step (--loss mse); run.label holds the int8
+    target (the output's shape and quantization)."""
+    name = "mse"
+    backward = True
+    sources = {"mse": "backward/loss.c"}
+
+    def run_train(self, g, node, env, run: TrainRun):
+        grad, run.loss = mse(env[node.inputs[0]], run.label, node.attrs["scale"],
+                             node.attrs["zero_point"])
+        if not _step_is_finite(run.lr, run.loss, grad):
+            run.guard.steps_skipped += 1
+            run.skip = True
+        return grad
+
+    def layer(self, g, node, i, plan, consts, params):
+        from ..codegen.c import c_float
+        a = node.attrs
+        return dict(kind="mse", template=TEMPLATE,
+                    params=dict(n=g.tensors[node.outputs[0]].size, scale=c_float(a["scale"]),
+                                zero_point=int(a["zero_point"])))
+
+
+OPS = (Softmax(), SoftmaxCE(), MSE())

@@ -38,6 +38,9 @@ class TrainOptions:
     rounding: str = "stochastic"   # "nearest" | "stochastic"
     # backward through depthwise + 1x1 pairs one channel at a time (passes/fuse_grad.py)
     channelwise: bool = True
+    # "ce": softmax cross-entropy on the logits and a class label; "mse": mean squared error of
+    # the output against an int8 target of the output's quantization (e.g. an autoencoder's)
+    loss: str = "ce"
 
 
 def grad_name(t: str) -> str:
@@ -113,9 +116,9 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
     new_grad = ad.new_grad
 
     g_logits = new_grad(logits)
-    backward.append(Node("loss", "softmax_ce", [logits], [g_logits],
-                         {"scale": float(t.tensors[logits].q.scale),
-                          "zero_point": int(t.tensors[logits].q.zero_point)}))
+    backward.append(Node("loss", "mse" if opts.loss == "mse" else "softmax_ce", [logits],
+                         [g_logits], {"scale": float(t.tensors[logits].q.scale),
+                                      "zero_point": int(t.tensors[logits].q.zero_point)}))
     grads[logits] = g_logits
 
     for node in reversed(list(forward)):
@@ -135,6 +138,7 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
 
     t.nodes = forward + backward
     t.meta["train"] = {"scheme": scheme.name, "qas": opts.qas, "rounding": opts.rounding,
+                       "loss": opts.loss,
                        "forward_nodes": len(forward), "logits": logits,
                        "trainable": sorted(trainable)}
     if opts.channelwise:

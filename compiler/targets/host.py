@@ -155,6 +155,7 @@ class HostTrainer:
         self.n_in = _int_define(defs, "TINYC_INPUT_SIZE")
         self.n_out = _int_define(defs, "TINYC_OUTPUT_SIZE")
         self.classes = _int_define(defs, "TINYC_NUM_CLASSES")
+        self.mse = _int_define(defs, "TINYC_LOSS_MSE") == 1 if "TINYC_LOSS_MSE" in defs else False
         self.out_shape = tuple(int(v) for v in defs["TINYC_OUTPUT_SHAPE"].strip("{} ").split(","))
         self.table = json.loads((model_dir(self.out) / "train_params.json").read_text())
         self.param_bytes = _int_define(defs, "TINYC_PARAM_BYTES")
@@ -196,18 +197,26 @@ class HostTrainer:
         """One tinyc_train_step per sample, in order; returns the float32 losses. `progress`
         (optional) is called with the number of steps done after each chunk."""
         xs = self._inputs(x)
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) != len(xs):
-            raise TinycError(f"{len(xs)} inputs but {len(labels)} labels")
-        bad = np.flatnonzero((labels < 0) | (labels >= self.classes))
-        if len(bad):
-            raise TinycError(f"label {labels[bad[0]]} of sample {bad[0]} is out of range: the "
-                             f"model has {self.classes} classes")
+        if self.mse:   # int8 targets of the output's shape and quantization
+            targets = np.asarray(labels)
+            if targets.dtype != np.int8 or targets.size != len(xs) * self.n_out:
+                raise TinycError(f"{len(xs)} inputs need {len(xs)} int8 targets of "
+                                 f"{self.n_out} values (got {targets.dtype} {targets.shape})")
+            keys = [t.tobytes() for t in np.ascontiguousarray(targets).reshape(len(xs), -1)]
+        else:
+            labels = np.asarray(labels).reshape(-1)
+            if len(labels) != len(xs):
+                raise TinycError(f"{len(xs)} inputs but {len(labels)} labels")
+            bad = np.flatnonzero((labels < 0) | (labels >= self.classes))
+            if len(bad):
+                raise TinycError(f"label {labels[bad[0]]} of sample {bad[0]} is out of range: "
+                                 f"the model has {self.classes} classes")
+            keys = [struct.pack("=i", int(v)) for v in labels]
         head = struct.pack("=f", float(np.float32(lr)))
         losses = np.empty(len(xs), np.float32)
         for start in range(0, len(xs), self.CHUNK):
             stop = min(start + self.CHUNK, len(xs))
-            self._send(b"".join(b"T" + struct.pack("=i", int(labels[k])) + head + xs[k].tobytes()
+            self._send(b"".join(b"T" + keys[k] + head + xs[k].tobytes()
                                 for k in range(start, stop)))
             losses[start:stop] = np.frombuffer(self._recv(4 * (stop - start)), np.float32)
             if progress is not None:

@@ -2,6 +2,7 @@
  * the generated training code, used by tinyc emulate --train-data and the tests.
  *
  *   'T' int32 label, float32 lr, TINYC_INPUT_SIZE int8  -> float32 loss   (tinyc_train_step)
+ *       (--loss mse: TINYC_OUTPUT_SIZE int8 target instead of the label)
  *   'I' TINYC_INPUT_SIZE int8                           -> TINYC_OUTPUT_SIZE int8 (tinyc_infer)
  *   'P'                                                 -> TINYC_PARAM_BYTES (every parameter,
  *                                                          in tinyc_params order)
@@ -39,14 +40,25 @@ int main(void)
             return 0;
         }
         if (cmd == 'T') {
+#if TINYC_LOSS_MSE
+            static int8_t target[TINYC_OUTPUT_SIZE];
+#define TINYC_TARGET target
+#else
             int32_t label;
+#define TINYC_TARGET &label
+#endif
             float lr, loss;
-            if (!read_all(&label, sizeof label) || !read_all(&lr, sizeof lr)
-                || !read_all(input, sizeof input)) {
+            if (!read_all(TINYC_TARGET, TINYC_LOSS_MSE ? sizeof(int8_t) * TINYC_OUTPUT_SIZE
+                                                       : sizeof(int32_t))
+                || !read_all(&lr, sizeof lr) || !read_all(input, sizeof input)) {
                 fprintf(stderr, "tinyc_train_host: truncated 'T' command\n");
                 return 2;
             }
+#if TINYC_LOSS_MSE
+            loss = tinyc_train_step(input, target, lr);
+#else
             loss = tinyc_train_step(input, (int)label, lr);
+#endif
             ok = reply(&loss, sizeof loss);
         } else if (cmd == 'I') {
             if (!read_all(input, sizeof input)) {

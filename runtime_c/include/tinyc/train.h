@@ -60,6 +60,12 @@ float tinyc_round_stochastic(float x, uint32_t counter);
 float tinyc_softmax_ce(int32_t n, const int8_t *logits, float scale, int32_t zero_point,
                        int32_t label, float *grad);
 
+/* Mean squared error of the dequantized output y against the int8 target (same parameters):
+ * d_i = scale * (y_i - zp) - scale * (t_i - zp); returns sum d_i^2 / n (summed in order);
+ * grad_i = d_i * (2 / n). */
+float tinyc_mse(int32_t n, const int8_t *y, const int8_t *target, float scale, int32_t zero_point,
+                float *grad);
+
 /* ------------------------------------------------------------------ element-wise gradients */
 /* out_i = (lo < y_i < hi) ? g_i : 0 (use lo = -129 / hi = 128 for a missing bound).
  * `out` may alias `g`. */

@@ -138,3 +138,18 @@ int tinyc_all_finite(int32_t n, const float *v)
     }
     return 1;
 }
+
+float tinyc_mse(int32_t n, const int8_t *y, const int8_t *target, float scale, int32_t zero_point,
+                float *grad)
+{
+    const float two_over_n = 2.0f / (float)n;
+    float total = 0.0f;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const float d = scale * (float)((int32_t)y[i] - zero_point)
+                        - scale * (float)((int32_t)target[i] - zero_point);
+        total += d * d;
+        grad[i] = d * two_over_n;
+    }
+    return total / (float)n;
+}
