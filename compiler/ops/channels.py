@@ -96,6 +96,16 @@ def _import_slice(imp, node) -> None:
         imp.alias[out] = x.name   # takes everything
 
 
+def _channels_layer(g, node, i, consts, full) -> dict:
+    """The C call of a gather or its gradient: `full` is the tensor with every channel."""
+    ch = np.asarray(node.attrs["channels"], np.int64)
+    return dict(kind=node.op, template=TEMPLATE,
+                params=dict(pixels=full.size // full.shape[-1], in_c=full.shape[-1],
+                            count=len(ch)),
+                channels=consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t", ch,
+                                    f"channels of {node.inputs[0]}"))
+
+
 class GatherChannels(Op):
     name = "gather_channels"
     onnx = {"Split": (_import_split, (1, 2)), "Slice": (_import_slice, (1, 5))}
@@ -128,12 +138,7 @@ class GatherChannels(Op):
             ad.give_grad(node.inputs[0], g_x, node)
 
     def layer(self, g, node, i, plan, consts, params):
-        x = g.tensors[node.inputs[0]]
-        ch = np.asarray(node.attrs["channels"], np.int64)
-        return dict(kind="gather_channels", template=TEMPLATE,
-                    params=dict(pixels=x.size // x.shape[-1], in_c=x.shape[-1], count=len(ch)),
-                    channels=consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t", ch,
-                                        f"channels of {node.inputs[0]}"))
+        return _channels_layer(g, node, i, consts, g.tensors[node.inputs[0]])
 
     def tflite(self, x, node):
         idx = x.const_i32(f"{node.name}_channels", np.asarray(node.attrs["channels"], np.int32))
@@ -161,12 +166,7 @@ class GradGatherChannels(Op):
         return gx
 
     def layer(self, g, node, i, plan, consts, params):
-        y = g.tensors[node.outputs[0]]
-        ch = np.asarray(node.attrs["channels"], np.int64)
-        return dict(kind="grad_gather_channels", template=TEMPLATE,
-                    params=dict(pixels=y.size // y.shape[-1], in_c=y.shape[-1], count=len(ch)),
-                    channels=consts.add(f"channels{i}", f"tinyc_ch{i}", "int32_t", ch,
-                                        "channels of the forward gather"))
+        return _channels_layer(g, node, i, consts, g.tensors[node.outputs[0]])
 
 
 OPS = (GatherChannels(), GradGatherChannels())

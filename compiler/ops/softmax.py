@@ -101,14 +101,17 @@ def _step_is_finite(lr: float, loss: float, grad: np.ndarray) -> bool:
     return bool(lr >= 0 and np.isfinite(lr) and np.isfinite(loss) and np.isfinite(grad).all())
 
 
-class SoftmaxCE(Op):
-    name = "softmax_ce"
+class _Loss(Op):
+    """A training step's loss on the int8 output (attrs scale, zero_point): its float32 gradient,
+    run.loss; the step is skipped (nothing updated) when lr, loss or gradient is not finite."""
     backward = True
-    sources = {"softmax_ce": "backward/loss.c"}
+
+    def loss(self, q, run: TrainRun, scale: float, zp: int):
+        raise NotImplementedError
 
     def run_train(self, g, node, env, run: TrainRun):
-        grad, run.loss = softmax_ce(env[node.inputs[0]], node.attrs["scale"],
-                                    node.attrs["zero_point"], run.label)
+        grad, run.loss = self.loss(env[node.inputs[0]], run, node.attrs["scale"],
+                                   node.attrs["zero_point"])
         if not _step_is_finite(run.lr, run.loss, grad):
             run.guard.steps_skipped += 1   # before the first update: nothing changes
             run.skip = True
@@ -117,9 +120,18 @@ class SoftmaxCE(Op):
     def layer(self, g, node, i, plan, consts, params):
         from ..codegen.c import c_float
         a = node.attrs
-        return dict(kind="softmax_ce", template=TEMPLATE,
+        return dict(kind=self.name, template=TEMPLATE,
                     params=dict(n=g.tensors[node.outputs[0]].size, scale=c_float(a["scale"]),
                                 zero_point=int(a["zero_point"])))
+
+
+class SoftmaxCE(_Loss):
+    """Classification: run.label is the class."""
+    name = "softmax_ce"
+    sources = {"softmax_ce": "backward/loss.c"}
+
+    def loss(self, q, run, scale, zp):
+        return softmax_ce(q, scale, zp, run.label)
 
 
 def mse(q: np.ndarray, target: np.ndarray, scale: float, zp: int) -> tuple[np.ndarray, float]:
@@ -136,27 +148,14 @@ def mse(q: np.ndarray, target: np.ndarray, scale: float, zp: int) -> tuple[np.nd
     return (d * F32(F32(2.0) / F32(n))).astype(F32).reshape(q.shape), float(loss)
 
 
-class MSE(Op):
+class MSE(_Loss):
     """The loss of a regression / reconstruction step (--loss mse); run.label holds the int8
     target (the output's shape and quantization)."""
     name = "mse"
-    backward = True
     sources = {"mse": "backward/loss.c"}
 
-    def run_train(self, g, node, env, run: TrainRun):
-        grad, run.loss = mse(env[node.inputs[0]], run.label, node.attrs["scale"],
-                             node.attrs["zero_point"])
-        if not _step_is_finite(run.lr, run.loss, grad):
-            run.guard.steps_skipped += 1
-            run.skip = True
-        return grad
-
-    def layer(self, g, node, i, plan, consts, params):
-        from ..codegen.c import c_float
-        a = node.attrs
-        return dict(kind="mse", template=TEMPLATE,
-                    params=dict(n=g.tensors[node.outputs[0]].size, scale=c_float(a["scale"]),
-                                zero_point=int(a["zero_point"])))
+    def loss(self, q, run, scale, zp):
+        return mse(q, run.label, scale, zp)
 
 
 OPS = (Softmax(), SoftmaxCE(), MSE())
