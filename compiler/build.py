@@ -35,6 +35,7 @@ import numpy as np
 from . import ops
 from .errors import TinycError, printable
 from .ir import Graph
+from .pipeline import input_layout, ir_batch_to_model
 from .targets.boards import Board, require_firmware
 from .targets.platformio import MODEL_LIB
 
@@ -216,6 +217,7 @@ def make_report(g: Graph, plan, board: Board, calibrated: bool, patch: dict | No
         "stack_reserve_bytes": board.stack_reserve_bytes,
         "calibrated": calibrated,
         "input": {"name": g.meta.get("input_name"), "shape_nchw": list(g.meta["input_nchw"]),
+                  "layout": input_layout(g.meta["input_nchw"], g.meta.get("input_layout")),
                   "layout_c": "NHWC", "scale": float(inp.q.scale),
                   "zero_point": int(inp.q.zero_point)},
         "output": {"name": g.meta.get("output_names", [None])[0], "shape": list(out.shape),
@@ -314,7 +316,8 @@ def peak_buffers(report: dict) -> list[dict]:
     return sorted((b for b in bufs if b["first"] <= peak <= b["last"]), key=lambda b: -b["size"])
 
 
-def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: str) -> np.ndarray:
+def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: str,
+                layout: str | None = None) -> np.ndarray:
     """Model inputs in the ONNX layout (N,C,H,W; N,C,L; N,F; one sample or a batch) -> int8
     batch in the IR's layout. Float is quantized with the model's input parameters; int8 is
     taken as already quantized."""
@@ -325,7 +328,7 @@ def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: 
         x = x[None]
     if x.ndim != len(shape) or tuple(x.shape[1:]) != shape[1:]:
         raise TinycError(f"{what}: shape {x.shape}; the model expects "
-                         f"(N, {', '.join(map(str, shape[1:]))}) {layout_name(shape)}")
+                         f"(N, {', '.join(map(str, shape[1:]))}) {layout_name(shape, layout)}")
     if len(x) == 0:
         raise TinycError(f"{what}: holds no sample (shape {x.shape})")
     if x.dtype.kind == "f":
@@ -338,7 +341,7 @@ def int8_inputs(x: np.ndarray, shape_nchw, scale: float, zero_point: int, what: 
     else:
         raise TinycError(f"{what}: dtype {x.dtype}; give float32 (quantized with the model's "
                          "input parameters) or int8 (already quantized)")
-    return model_batch_to_ir(xq, shape)
+    return model_batch_to_ir(xq, shape, layout)
 
 
 def demo_samples(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray) -> tuple[np.ndarray, str]:
@@ -348,12 +351,13 @@ def demo_samples(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray) -> tu
     inp = report["input"]
     if opts.samples:
         x = int8_inputs(load_array(opts.samples), inp["shape_nchw"], inp["scale"],
-                        inp["zero_point"], f"--samples {opts.samples}")
+                        inp["zero_point"], f"--samples {opts.samples}", inp.get("layout"))
         if len(x) == 0:
             raise TinycError(f"--samples {opts.samples}: holds no sample")
         return x, f"--samples {Path(opts.samples).name}"
-    x = int8_inputs(np.moveaxis(calib_nhwc[:1], -1, 1), inp["shape_nchw"], inp["scale"],
-                    inp["zero_point"], "calibration data")
+    x = int8_inputs(ir_batch_to_model(calib_nhwc[:1], inp["shape_nchw"], inp.get("layout")),
+                    inp["shape_nchw"], inp["scale"], inp["zero_point"], "calibration data",
+                    inp.get("layout"))
     return x, ("the first calibration input" if opts.calib
                else "uniform noise in [-1, 1] (no --calib)")
 
@@ -370,7 +374,7 @@ def demo_training_data(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray)
     y = None
     if opts.samples:
         x = int8_inputs(load_array(opts.samples), inp["shape_nchw"], inp["scale"],
-                        inp["zero_point"], f"--samples {opts.samples}")
+                        inp["zero_point"], f"--samples {opts.samples}", inp.get("layout"))
         if len(x) == 0:
             raise TinycError(f"--samples {opts.samples}: holds no sample")
         if opts.samples.endswith(".npz"):
@@ -379,8 +383,10 @@ def demo_training_data(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray)
                     y = z["y"]
         source = f"--samples {Path(opts.samples).name}"
     else:
-        x = int8_inputs(np.moveaxis(calib_nhwc[:DEMO_SAMPLES], -1, 1), inp["shape_nchw"],
-                        inp["scale"], inp["zero_point"], "calibration data")
+        x = int8_inputs(ir_batch_to_model(calib_nhwc[:DEMO_SAMPLES], inp["shape_nchw"],
+                                          inp.get("layout")),
+                        inp["shape_nchw"], inp["scale"], inp["zero_point"], "calibration data",
+                        inp.get("layout"))
         source = (f"the first {len(x)} calibration inputs" if opts.calib
                   else "uniform noise in [-1, 1] (no --calib)")
     if y is None:
@@ -425,7 +431,7 @@ def compile_with_calibration(model: str, opts: BuildOptions,
             refuse_arena_over_sram(g, board, opts.patch)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
-                               opts.calib_limit)
+                               opts.calib_limit, g.meta.get("input_layout"))
         calib = check_model_input(g, raw, f"calibration data {opts.calib}", batch=True)
     else:
         warnings.warn("no --calib data: activation ranges come from uniform noise in [-1, 1]; "
@@ -458,7 +464,7 @@ def compile_tflite(model: str, opts: BuildOptions,
     g = load_tflite(model)
     if opts.calib:
         raw = load_calibration(opts.calib, g.meta["input_nchw"], opts.calib_mean, opts.calib_std,
-                               opts.calib_limit)
+                               opts.calib_limit, g.meta.get("input_layout"))
         x = check_model_input(g, raw, f"input data {opts.calib}", batch=True)
     else:
         scale, zp = g.tensors[g.inputs[0]].q.scalar()
@@ -668,7 +674,8 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
     if opts.samples:   # checked before anything is written (the demo reads them at the end)
         from .calib import load_array
         int8_inputs(load_array(opts.samples), gq.meta["input_nchw"],
-                    *gq.tensors[gq.inputs[0]].q.scalar(), f"--samples {opts.samples}")
+                    *gq.tensors[gq.inputs[0]].q.scalar(), f"--samples {opts.samples}",
+                    gq.meta.get("input_layout"))
     sched = choose_build_schedule(gq, opts, board, mode, sram)
     gs, plan = sched.graph, sched.plan
     generate_c(gs, plan, out / MODEL_LIB if opts.firmware else out)

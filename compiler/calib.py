@@ -91,13 +91,19 @@ def _per_channel(option: str, values, c: int) -> np.ndarray:
     return np.broadcast_to(values, (c,)).reshape(c, 1, 1)
 
 
-def load_calibration(path: str, shape_nchw, mean, std, limit: int) -> np.ndarray:
+def load_calibration(path: str, shape_nchw, mean, std, limit: int,
+                     layout: str | None = None) -> np.ndarray:
+    """Calibration inputs in the model's layout (shape_nchw: the model input's shape)."""
     if limit < 1:
         raise TinycError(f"--calib-limit {limit}: give at least 1")
     if Path(path).is_dir():
         if len(shape_nchw) != 4:
             raise TinycError(f"{path}: a folder of images calibrates image models; this one "
                              f"takes {list(shape_nchw)}: give a .npy/.npz of inputs")
+        if layout == "nhwc":   # images load as N,C,H,W
+            n, h, w, c = shape_nchw
+            return np.ascontiguousarray(np.moveaxis(
+                load_images(path, (n, c, h, w), mean, std, limit), 1, -1))
         return load_images(path, shape_nchw, mean, std, limit)
     x = load_array(path)
     if x.dtype.kind != "f":

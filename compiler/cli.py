@@ -212,7 +212,7 @@ def summary(report: dict) -> str:
         f"board      {report['board']}: {report['board_name']}",
         f"model      {report['model']}",
         f"input      {'x'.join(map(str, report['input']['shape_nchw']))} "
-        f"({layout_name(report['input']['shape_nchw'])}) -> int8, scale {report['input']['scale']:.6g}, zero point {report['input']['zero_point']}",
+        f"({layout_name(report['input']['shape_nchw'], report['input'].get('layout'))}) -> int8, scale {report['input']['scale']:.6g}, zero point {report['input']['zero_point']}",
         f"ops        {len(report['ops'])}, {report['macs']:,} MACs",
         f"SRAM       {'inference ' if 'training' in report else ''}arena {inf['arena_bytes']:,} B"
         f" + stack reserve {report['stack_reserve_bytes']:,} B"
@@ -331,7 +331,8 @@ def model_inputs(rep: dict, x: np.ndarray, source: str) -> np.ndarray:
     from .build import int8_inputs
 
     inp = rep["input"]
-    return int8_inputs(x, inp["shape_nchw"], inp["scale"], inp["zero_point"], source)
+    return int8_inputs(x, inp["shape_nchw"], inp["scale"], inp["zero_point"], source,
+                       inp.get("layout"))
 
 
 def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:

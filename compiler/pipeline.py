@@ -25,18 +25,37 @@ def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -3, -1))
 
 
-def model_batch_to_ir(x: np.ndarray, model_shape) -> np.ndarray:
+LAYOUTS = {"nchw": "N, C, H, W", "nhwc": "N, H, W, C", "ncl": "N, C, L", "nf": "N, F"}
+
+
+def input_layout(model_shape, layout: str | None = None) -> str:
+    """The model input's layout: given (an N,H,W,C model: frontend/onnx.py), else by rank."""
+    return layout or {4: "nchw", 3: "ncl", 2: "nf"}[len(model_shape)]
+
+
+def model_batch_to_ir(x: np.ndarray, model_shape, layout: str | None = None) -> np.ndarray:
     """A batch in the model input's own layout -> the IR's: N,C,H,W -> N,H,W,C; N,C,L (a 1-D
-    signal) -> N,1,L,C; N,F as it is."""
-    if len(model_shape) == 4:
+    signal) -> N,1,L,C; N,H,W,C and N,F as they are."""
+    layout = input_layout(model_shape, layout)
+    if layout == "nchw":
         return nchw_to_nhwc(x)
-    if len(model_shape) == 3:
+    if layout == "ncl":
         return np.ascontiguousarray(np.moveaxis(x, 1, -1)[:, None])
     return np.ascontiguousarray(x)
 
 
-def layout_name(model_shape) -> str:
-    return {4: "N, C, H, W", 3: "N, C, L", 2: "N, F"}[len(model_shape)]
+def ir_batch_to_model(x: np.ndarray, model_shape, layout: str | None = None) -> np.ndarray:
+    """The inverse of model_batch_to_ir."""
+    layout = input_layout(model_shape, layout)
+    if layout == "nchw":
+        return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+    if layout == "ncl":
+        return np.ascontiguousarray(np.moveaxis(x[:, 0], -1, 1))
+    return np.ascontiguousarray(x)
+
+
+def layout_name(model_shape, layout: str | None = None) -> str:
+    return LAYOUTS[input_layout(model_shape, layout)]
 
 
 def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
@@ -60,18 +79,19 @@ def compile_int8(path: str, calib_nchw: np.ndarray | None, input_shape=None) -> 
 def check_model_input(g: Graph, x: np.ndarray, what: str, batch: bool) -> np.ndarray:
     """x in the ONNX model's layout (N,C,H,W; N,C,L; N,F), one sample or a batch -> float batch
     in the IR's layout."""
-    shape = tuple(g.meta["input_nchw"])
+    shape, layout = tuple(g.meta["input_nchw"]), g.meta.get("input_layout")
     x = np.asarray(x)
     if x.ndim == len(shape) - 1:
         x = x[None]
     if x.ndim != len(shape) or tuple(x.shape[1:]) != shape[1:]:
         raise TinycError(f"{what} has shape {tuple(x.shape)}; the model expects "
-                         f"(N, {', '.join(map(str, shape[1:]))}) in {layout_name(shape)} layout")
+                         f"(N, {', '.join(map(str, shape[1:]))}) in {layout_name(shape, layout)} "
+                         "layout")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise TinycError(f"{what} contains NaN or Inf values")
     if not batch and x.shape[0] != 1:
         raise TinycError(f"{what} must hold one sample, got {x.shape[0]}")
-    return model_batch_to_ir(x, shape)
+    return model_batch_to_ir(x, shape, layout)
 
 
 def quantize_array(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

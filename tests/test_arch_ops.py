@@ -322,3 +322,26 @@ def test_mse_through_the_cli(tmp_path):
     res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "f", "--train", "full",
                 "--loss", "mse", check=False)
     assert_clean_failure(res, "--loss mse", "--no-firmware")
+
+
+def test_keras_style_nhwc_input(tmp_path):
+    """tf2onnx's layout: an N,H,W,C input read by a Transpose to N,C,H,W, and a Transpose back
+    before the flatten. The input stays N,H,W,C for --calib and emulate (the model's own)."""
+    from conftest import tinyc
+    b = NetBuilder("keras_nhwc", (1, 10, 8, 3), opset=13, seed=13)
+    x = b.node("Transpose", ["input"], (1, 3, 10, 8), perm=[0, 3, 1, 2])
+    x = b.relu(b.conv(x, 6, 3, stride=2))
+    x = b.node("Transpose", [x], (1, 5, 4, 6), perm=[0, 2, 3, 1])
+    path = tmp_path / "keras.onnx"
+    onnx.save(b.build(b.gemm(b.flatten(x), 4)), path)
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (1, 10, 8, 3)).astype(np.float32)
+    ours, ref = float_ir_output(path, x), onnxruntime_output(path, x)
+    assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=2)
+    np.save(tmp_path / "x.npy", rng.uniform(-1, 1, (2, 10, 8, 3)).astype(np.float32))
+    res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--no-firmware",
+                "--calib", tmp_path / "x.npy")
+    assert "(N, H, W, C)" in res.stdout
+    tinyc("emulate", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    assert np.load(tmp_path / "y.npy").shape == (2, 4)

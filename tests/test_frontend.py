@@ -20,7 +20,8 @@ def onnxruntime_output(path, x):
 def float_ir_output(path, x, input_shape=None):
     from tinyc.pipeline import model_batch_to_ir
     g = import_float(str(path), input_shape)
-    return run_float(g, model_batch_to_ir(x, g.meta["input_nchw"]))[g.outputs[0]]
+    return run_float(g, model_batch_to_ir(x, g.meta["input_nchw"], g.meta.get("input_layout"))
+                     )[g.outputs[0]]
 
 
 @pytest.mark.parametrize("name", sorted(ALL_NETS))

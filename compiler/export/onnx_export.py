@@ -81,16 +81,20 @@ def export_onnx(g: Graph, path: str, opset: int = 17) -> None:
         if fused:
             x.clip(node, raw, out)
 
-    in_shape = list(g.meta["input_nchw"])
+    in_shape, in_name = list(g.meta["input_nchw"]), g.inputs[0]
     if len(in_shape) == 3:   # a 1-D model is exported as the N,C,1,L image tinyc compiled
         in_shape = [1, in_shape[1], 1, in_shape[2]]
+    if g.meta.get("input_layout") == "nhwc":   # as the source model: N,H,W,C, then N,C,H,W
+        in_name = g.inputs[0] + "_nhwc"
+        x.nodes.insert(0, helper.make_node("Transpose", [in_name], [g.inputs[0]],
+                                           name=in_name + "/transpose", perm=[0, 3, 1, 2]))
     output = g.outputs[0]
     out_shape = list(g.tensors[output].shape)
     if len(out_shape) == 4:
         out_shape = [out_shape[0], out_shape[3], out_shape[1], out_shape[2]]
     graph = helper.make_graph(
         x.nodes, "tinyc_export",
-        [helper.make_tensor_value_info(g.inputs[0], TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)], x.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="tinyc")

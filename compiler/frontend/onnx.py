@@ -114,6 +114,7 @@ class _Importer:
         # 1-D tensors (ONNX N,C,L), held in the IR as (1, 1, L, C): an N,C,1,L image whose 1-D
         # convs and pools are lifted to 2-D (lift_1d)
         self.lifted: set[str] = set()
+        self.input_nhwc = False   # the model input is N,H,W,C (run)
         self.tensors: dict[str, Tensor] = {}
         self.nodes: list[Node] = []
         self.node = None                          # the ONNX node being imported
@@ -271,7 +272,10 @@ class _Importer:
         if dims[0] != 1:
             raise UnsupportedError(f"{self.source}: batch size {dims[0]}: tinyc compiles batch 1 "
                                    "(use --input-shape 1xCxHxW)")
-        if len(dims) == 4:
+        self.input_nhwc = len(dims) == 4 and self._read_as_nhwc(inp.name)
+        if self.input_nhwc:   # N,H,W,C (a Keras model's, via tf2onnx): the IR's own layout
+            self.new_act(inp.name, (1, dims[1], dims[2], dims[3]))
+        elif len(dims) == 4:
             self.new_act(inp.name, (1, dims[2], dims[3], dims[1]))
         elif len(dims) == 3:
             self.new_act(inp.name, (1, 1, dims[2], dims[1]))
@@ -322,6 +326,7 @@ class _Importer:
         graph = Graph(self.tensors, self.nodes, [inp.name], outputs,
                       meta={"source": self.source, "opset": self.opset,
                             "input_nchw": tuple(dims), "input_name": inp.name,
+                            "input_layout": "nhwc" if self.input_nhwc else None,
                             "output_names": [o.name for o in g.output]})
         graph.remove_unused_tensors()
         return graph
@@ -368,6 +373,15 @@ class _Importer:
         for name, value in zip(node.output, outs):
             if name:
                 self.consts[name] = np.asarray(value)
+
+    def _read_as_nhwc(self, name: str) -> bool:
+        """The input is N,H,W,C when only Transposes to N,C,H,W read it (tf2onnx's layout)."""
+        from onnx import helper
+        readers = [n for n in self.model.graph.node if name in n.input]
+        return bool(readers) and all(
+            n.op_type == "Transpose" and
+            [int(v) for a in n.attribute if a.name == "perm"
+             for v in helper.get_attribute_value(a)] == [0, 3, 1, 2] for n in readers)
 
     def onnx_shape(self, t: Tensor) -> tuple[int, ...]:
         """The shape ONNX sees for IR tensor t: N,C,H,W, N,C,L (a 1-D tensor) or as it is."""

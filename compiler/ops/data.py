@@ -169,6 +169,9 @@ def _import_transpose(imp, node) -> None:
             return
         imp.act(node.input[0], node)   # the view's error
     x = imp.act(node.input[0], node)
+    if imp.input_nhwc and x.name == imp.model.graph.input[0].name and perm == [0, 3, 1, 2]:
+        imp.alias[node.output[0]] = x.name   # an N,H,W,C input to N,C,H,W: the IR tensor
+        return
     src = imp.onnx_shape(x)
     perm = perm or list(range(len(src)))[::-1]
     if sorted(perm) != list(range(len(src))):
