@@ -10,8 +10,7 @@ from tinyc.frontend.onnx import FOLDABLE, PLUMBING
 from tinyc.ops.base import Op
 
 NOTES = {   # what the table's columns cannot say
-    "Mul": "by a number, or two activations (same shape / per-channel gate); trains inside a "
-           "table",
+    "Mul": "by a number (in a table), or two activations (same shape / per-channel gate)",
     "Add": "two activations of one shape, or a number; a MatMul's bias",
     "Sub": "an activation minus a number", "Div": "an activation by a number",
     "HardSigmoid": "as TFLite's MUL + ADD, in a table", "Sigmoid": "TFLite LOGISTIC, a table",
@@ -33,8 +32,6 @@ def _trains(op, onnx_type: str) -> str:
     # passes/fuse_lut.py makes these part of a table (`lut`), which has a gradient
     if op.name in ("sigmoid", "hard_swish") or onnx_type == "Div":
         return "yes (in a table)"
-    if op.name == "mul":
-        return "in a table (x * f(x), by a number); not between two other activations"
     return "no"
 
 

@@ -7,8 +7,10 @@ s1 * s2 / s_out in double precision (TFLite Micro's CalculateOpDataMul), clamped
 activation's range. Kernel: runtime_c/src/forward/mul.c (tinyc_mul).
 By a constant: x * c and x / c for one number c (ONNX Mul, Div) are a MUL by a scalar int8
 constant (127 steps of |c|); such a node is only ever run inside a table (passes/fuse_lut.py).
-Not yet: per-channel or tensor constants, other broadcasts, a backward rule (training through a Mul is
-refused naming the node), patch-based execution (a prefix holding a Mul runs layer by layer).
+Gradient (training through a squeeze-excite gate or any product): each factor's gradient is the
+output's times the other factor, dequantized; a gate's sums over the pixels (grad_mul).
+Not yet: per-channel or tensor constants, other broadcasts, patch-based execution (a prefix
+holding a Mul runs layer by layer).
 """
 from __future__ import annotations
 
@@ -68,8 +70,15 @@ def _clamp(y, clamp):
     return y if clamp is None else np.clip(y, clamp[0], clamp[1])
 
 
+def _grad_node(node: Node, g_out: str, other: str, g_x: str, mode: str, g) -> Node:
+    s, zp = g.tensors[other].q.scalar()
+    return Node(f"{node.name}/grad_{mode}", "grad_mul", [g_out, other], [g_x],
+                {"scale": float(s), "zero_point": int(zp), "mode": mode})
+
+
 class Mul(Op):
     name = "mul"
+    masks_gradient = True   # a fused clamp masks the output gradient
     onnx = {"Mul": (_import_mul, (2, 2)),
             "Div": (lambda imp, node: _import_mul(imp, node, divide=True), (2, 2))}
     requantizing = True   # its output scale is its own (a concat may retarget it)
@@ -105,6 +114,18 @@ class Mul(Op):
         y = mbqm(x1 * x2, q["mult"], q["shift"]) + q["out_zp"]
         return np.clip(y, q["act_min"], q["act_max"]).astype(np.int8)
 
+    def grad(self, ad, node, g_out, need):
+        """y = x1 * x2 in float: g_x1 = g_y * x2, g_x2 = g_y * x1 (a gate's: summed over the
+        pixels), each factor the dequantized int8 activation the forward pass read."""
+        x1, x2 = node.inputs
+        gate = ad.t.tensors[x1].shape != ad.t.tensors[x2].shape
+        for x, other, mode in ((x1, x2, "by_gate" if gate else "same"),
+                               (x2, x1, "to_gate" if gate else "same")):
+            if x in need:
+                g_x = ad.new_grad(x, f":{mode}" if x1 == x2 else "")
+                ad.emit(_grad_node(node, g_out, other, g_x, mode, ad.t))
+                ad.give_grad(x, g_x, node)
+
     def plan(self, ctx: PlanContext, i: int, node: Node) -> None:
         # element i of the full-size input is read before element i of the output is written
         x = node.inputs[0]
@@ -139,4 +160,43 @@ class Mul(Op):
         x.add("Mul", node.inputs, [raw], name=node.name)
 
 
-OPS = (Mul(),)
+class GradMul(Op):
+    """One factor's gradient of a product: out = g_y * dequantized(other) (mode same; by_gate:
+    other repeats every C elements), or a gate's: out[c] = sum over pixels p (in order) of
+    g_y[p, c] * dequantized(other[p, c]) (to_gate). float32 as the C kernel."""
+    name = "grad_mul"
+    backward = True
+    sources = {"grad_mul": "backward/elementwise_grad.c", "grad_mul_gate": "backward/elementwise_grad.c"}
+
+    def run_train(self, g, node, env, run):
+        a = node.attrs
+        gy = env[node.inputs[0]]
+        xf = (np.float32(a["scale"]) *
+              (env[node.inputs[1]].astype(np.int32) - a["zero_point"]).astype(np.float32))
+        c = gy.shape[-1]
+        if a["mode"] == "to_gate":
+            prods = (gy.reshape(-1, c) * xf.reshape(-1, c)).astype(np.float32)
+            return np.add.accumulate(prods, axis=0, dtype=np.float32)[-1].reshape(
+                g.tensors[node.outputs[0]].shape)
+        if a["mode"] == "by_gate":
+            xf = np.broadcast_to(xf.reshape(-1)[None, :], gy.reshape(-1, c).shape).reshape(gy.shape)
+        return (gy * xf).astype(np.float32)
+
+    def plan(self, ctx, i, node):
+        if node.attrs["mode"] != "to_gate" and ctx.inplace and ctx.dies_at(node.inputs[0], i):
+            ctx.join(i, node.inputs[0], node.outputs[0], "elementwise")
+
+    def layer(self, g, node, i, plan, consts, params):
+        from ..codegen.c import c_float
+        a = node.attrs
+        gy, other = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
+        c = gy.shape[-1]
+        common = dict(scale=c_float(a["scale"]), zero_point=int(a["zero_point"]))
+        if a["mode"] == "to_gate":
+            return dict(kind="grad_mul_gate", template="ops/mul.c.j2",
+                        params=dict(pixels=gy.size // c, channels=c), **common)
+        return dict(kind="grad_mul", template="ops/mul.c.j2",
+                    params=dict(size=gy.size, other_size=other.size), **common)
+
+
+OPS = (Mul(), GradMul())

@@ -79,6 +79,13 @@ void tinyc_grad_mask_bits(int32_t size, const float *g, const uint8_t *bits, flo
 /* out_i = g_i * slope[x_i + 128]: the gradient through a table (tinyc_lut) of input x, slope
  * holding the derivative at each int8 input. `out` may alias `g`. */
 void tinyc_grad_lut(int32_t size, const float *g, const int8_t *x, const float *slope, float *out);
+/* A factor's gradient of a product (compiler/ops/mul.py): out_i = g_i * scale * (other_j - zp)
+ * with j = i % other_size (the other factor, or a per-channel gate). `out` may alias `g`. */
+void tinyc_grad_mul(int32_t size, int32_t other_size, const float *g, const int8_t *other,
+                    float scale, int32_t zero_point, float *out);
+/* A gate's gradient: out_c = sum over pixels p (in order) of g[p, c] * scale * (x[p, c] - zp). */
+void tinyc_grad_mul_gate(int32_t pixels, int32_t channels, const float *g, const int8_t *x,
+                         float scale, int32_t zero_point, float *out);
 /* out = a + b. `out` may alias `a` or `b`. */
 void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out);
 /* out = g (a gradient alias that could not share its input's memory). */

@@ -91,3 +91,29 @@ void tinyc_grad_gather_channels(int32_t pixels, int32_t in_c, int32_t count,
         }
     }
 }
+
+void tinyc_grad_mul(int32_t size, int32_t other_size, const float *g, const int8_t *other,
+                    float scale, int32_t zero_point, float *out)
+{
+    int32_t i, k;
+    for (i = 0; i < size; i += other_size) {
+        for (k = 0; k < other_size; ++k) {
+            out[i + k] = g[i + k] * (scale * (float)((int32_t)other[k] - zero_point));
+        }
+    }
+}
+
+void tinyc_grad_mul_gate(int32_t pixels, int32_t channels, const float *g, const int8_t *x,
+                         float scale, int32_t zero_point, float *out)
+{
+    int32_t p, c;
+    for (c = 0; c < channels; ++c) {
+        out[c] = 0.0f;
+    }
+    for (p = 0; p < pixels; ++p) {
+        for (c = 0; c < channels; ++c) {
+            const int32_t at = p * channels + c;
+            out[c] += g[at] * (scale * (float)((int32_t)x[at] - zero_point));
+        }
+    }
+}
