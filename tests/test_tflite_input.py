@@ -30,8 +30,8 @@ def tflite_of(model: onnx.ModelProto, tmp_path, fc_as_conv=True, seed=0):
     """The int8 .tflite tinyc's exporter writes for an ONNX net (calibrated on noise)."""
     onnx.save(model, tmp_path / "m.onnx")
     g = import_float(str(tmp_path / "m.onnx"))
-    c, h, w = g.meta["input_nchw"][1:]
-    calib = np.random.default_rng(seed).uniform(-1, 1, (8, c, h, w)).astype(np.float32)
+    shape = tuple(g.meta["input_nchw"][1:])
+    calib = np.random.default_rng(seed).uniform(-1, 1, (8,) + shape).astype(np.float32)
     gq = quantize(g, check_model_input(g, calib, "calib", batch=True))
     path = tmp_path / "m.tflite"
     path.write_bytes(export_tflite(gq, fc_as_conv=fc_as_conv))
@@ -137,7 +137,7 @@ def test_cli_build_of_a_tflite_file(small_nets, tmp_path):
     path = tflite_of(onnx.load(small_nets["residual_chain"]), tmp_path)
     res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--no-firmware",
                 "--patch", "off")
-    assert "arena" in res.stdout
+    assert "arena" in res.stdout and "(N, H, W, C)" in res.stdout
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     g = load_tflite(str(path))
     assert len(rep["ops"]) == len(g.nodes) and rep["inference"]["arena_bytes"] > 0
@@ -167,8 +167,8 @@ def test_training_a_tflite_model_matches_the_reference(name, scheme, classes, fc
 def test_cli_trains_a_tflite_model(small_nets, tmp_path):
     path = tflite_of(onnx.load(small_nets["mbv2_block"]), tmp_path)
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (6, 3, 32, 24)).astype(np.float32),
-             y=np.arange(6) % 3)
+    np.savez(tmp_path / "d.npz", x=rng.uniform(-1, 1, (6, 32, 24, 3)).astype(np.float32),
+             y=np.arange(6) % 3)   # TFLite's layout: N, H, W, C
     res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "o", "--no-firmware",
                 "--train", "last:2", "--num-classes", "3")
     assert "training" in res.stdout
@@ -203,3 +203,11 @@ def test_bad_tflite_files_fail_cleanly(case, small_nets, tmp_path):
     res = tinyc("build", bad, "--board", "mps2_an386", "-o", tmp_path / "o", "--no-firmware",
                 *args, check=False)
     assert_clean_failure(res, *expect)
+
+
+def test_tflite_vector_model(tmp_path):
+    """A (1, N) input (an MLP, e.g. an anomaly-detection autoencoder)."""
+    from test_arch_ops import net_mlp
+    path = tflite_of(net_mlp(), tmp_path)
+    assert load_tflite(str(path)).meta["input_nchw"] == (1, 40)
+    assert_c_equals_tflm(path, tmp_path)

@@ -209,9 +209,9 @@ class _Reader:
                                        "first operator; tinyc reads full-integer int8 models")
             inp, first = int(q0.Outputs(0)), 1
         x = self.new_act(inp)
-        if len(self.tensors[x].shape) != 4:
+        if len(self.tensors[x].shape) not in (2, 4):
             raise UnsupportedError(f"{self.source}: input of shape {list(self.tensors[x].shape)}; "
-                                   "tinyc reads image models (1, H, W, C)")
+                                   "tinyc reads (1, H, W, C) images and (1, N) vectors")
         last = len(operators)
         if operators and self._opname(operators[-1]) == "DEQUANTIZE" \
                 and int(operators[-1].Outputs(0)) == out:
@@ -228,9 +228,10 @@ class _Reader:
                     int(operator.Outputs(0)))
         if out not in self.names:
             raise UnsupportedError(f"{self.source}: the output is not computed from the input")
-        _, h, w, c = self.tensors[x].shape
+        shape = self.tensors[x].shape   # TFLite's own layout (N,H,W,C) is the model's
         g = Graph(self.tensors, self.nodes, [x], [self.names[out]],
-                  meta={"source": self.source, "input_nchw": (1, c, h, w), "input_name": x,
+                  meta={"source": self.source, "input_nchw": tuple(shape), "input_name": x,
+                        "input_layout": "nhwc" if len(shape) == 4 else None,
                         "output_names": [self.names[out]], "prequantized": True})
         for node in g.nodes:
             node.attrs["q"] = ops.get(node).quantize(g, node)
