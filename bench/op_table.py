@@ -16,7 +16,8 @@ NOTES = {   # what the table's columns cannot say
     "HardSigmoid": "as TFLite's MUL + ADD, in a table", "Sigmoid": "TFLite LOGISTIC, a table",
     "HardSwish": "TFLite HARD_SWISH, a table",
     "Reshape": "flatten to 2-D, views that keep the bytes, channel shuffle",
-    "Transpose": "to N,H,W,C before a flatten, its inverse, channel shuffle",
+    "Transpose": "any permutation of C, H, W (a kernel: TFLite TRANSPOSE); to N,H,W,C before a "
+                 "flatten, its inverse and a channel shuffle move nothing",
     "Split": "channels", "Slice": "channels (trains, patch-based); rows / columns (neither)",
     "Conv": "2-D and 1-D, groups, dilation, any pads",
     "AveragePool": "pads, count_include_pad, ceil_mode", "MaxPool": "pads, ceil_mode",

@@ -345,3 +345,26 @@ def test_keras_style_nhwc_input(tmp_path):
     assert "(N, H, W, C)" in res.stdout
     tinyc("emulate", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
     assert np.load(tmp_path / "y.npy").shape == (2, 4)
+
+
+@pytest.mark.parametrize("perm", [[0, 1, 3, 2], [0, 2, 1, 3], [0, 3, 2, 1]])
+def test_transpose_kernel(tmp_path, perm):
+    """A Transpose that moves data (H <-> W, C <-> H, C <-> W): a real kernel (TFLite
+    TRANSPOSE), forward four ways and its gradient in training."""
+    from test_train_c import assert_same_training
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    b = NetBuilder("transpose", (1, 3, 10, 8), opset=13, seed=14)
+    x = b.relu(b.conv("input", 6, 3))
+    shape = b.shape[x]
+    x = b.node("Transpose", [x], tuple(shape[p] for p in perm), perm=perm)
+    x = b.relu(b.conv(x, 5, 3))
+    path = tmp_path / "t.onnx"
+    onnx.save(b.build(b.gemm(b.flatten(b.gap(x)), 4)), path)
+    xin = np.random.default_rng(0).uniform(-1, 1, (1, 3, 10, 8)).astype(np.float32)
+    ours, ref = float_ir_output(path, xin), onnxruntime_output(path, xin)
+    assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=2)
+    g = compile_training(str(path), None, "full", 3, TrainOptions())
+    assert "grad_transpose" in [n.op for n in g.nodes]
+    assert_same_training(g, tmp_path / "train", lr=0.05)

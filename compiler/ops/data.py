@@ -185,9 +185,16 @@ def _import_transpose(imp, node) -> None:
             kind="nhwc", source=x.name, shape=tuple(src[p] for p in perm), node=node.name,
             what="an N,H,W,C view", readers="Flatten, a Reshape to 2-D or the Transpose back")
         return
-    raise imp.err(node, f"Transpose {perm} of {list(src)} is not supported; only a change of "
-                        "layout that a flatten or the inverse Transpose reads, or a channel "
-                        "shuffle")
+    if len(src) == 4 and perm[0] == 0:   # a real permutation of C, H, W: a transpose kernel
+        onnx_out = tuple(src[p] for p in perm)
+        to_ir = (0, 3, 1, 2)     # the ONNX axes of the IR's (N, H, W, C)
+        ir_perm = tuple(to_ir[perm[k]] for k in (0, 2, 3, 1))
+        out = imp.new_act(node.output[0], (1, onnx_out[2], onnx_out[3], onnx_out[1]))
+        imp.emit(node, "transpose", [x.name], [out], perm=ir_perm)
+        return
+    raise imp.err(node, f"Transpose {perm} of {list(src)} is not supported; only permutations "
+                        "of the C, H, W axes of an N,C,H,W tensor (and layout changes that a "
+                        "flatten reads, or a channel shuffle)")
 
 
 def _import_concat(imp, node) -> None:
@@ -439,6 +446,68 @@ class Reshape(Op):
         x.add("Flatten", node.inputs, [raw], name=node.name, axis=1)
 
 
+class Transpose(Op):
+    """A permutation of the H, W, C axes of an IR tensor (attrs perm: of the IR's N, H, W, C
+    axes; axis 0 stays): int8 bytes moved, the input's parameters; TFLite TRANSPOSE. Gradient:
+    the inverse permutation of the float gradient (grad_transpose)."""
+    name = "transpose"
+    pass_through_q = True
+    sources = {"transpose": "data.c"}
+
+    def run_float(self, g, node, env):
+        return np.ascontiguousarray(env[node.inputs[0]].transpose(node.attrs["perm"]))
+
+    run_int8 = run_float
+
+    def quantize(self, g, node):
+        return {}
+
+    def grad(self, ad, node, g_out, need):
+        if need:
+            inverse = tuple(int(k) for k in np.argsort(node.attrs["perm"]))
+            g_x = ad.new_grad(node.inputs[0])
+            ad.emit(Node(node.name + "/grad", "grad_transpose", [g_out], [g_x],
+                         {"perm": inverse}))
+            ad.give_grad(node.inputs[0], g_x, node)
+
+    def layer(self, g, node, i, plan, consts, params):
+        return _transpose_layer(g, node, "transpose")
+
+    def tflite(self, x, node):
+        perm = x.const_i32(f"{node.name}_perm", np.asarray(node.attrs["perm"], np.int32))
+        x.op("TRANSPOSE", [x.tensor(node.inputs[0]), perm], [x.tensor(node.outputs[0])],
+             x.fb.TransposeOptionsT(), "TransposeOptions")
+
+    def onnx_export(self, x, node, raw):
+        to_ir, to_onnx = (0, 3, 1, 2), (0, 2, 3, 1)
+        # the ONNX perm of the same permutation: ONNX out axis k = IR out axis to_onnx^-1 ...
+        ir = node.attrs["perm"]
+        perm = [int(np.argsort(to_ir)[ir[to_ir[k]]]) for k in range(4)]
+        x.add("Transpose", node.inputs, [raw], name=node.name, perm=perm)
+
+
+def _transpose_layer(g, node, kind: str) -> dict:
+    """out[a, b, c] = in at the permuted position: the input strides of the output's axes."""
+    x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+    strides = [int(np.prod(x.shape[k + 1:])) for k in range(4)]
+    perm = node.attrs["perm"]
+    return dict(kind=kind, template=TEMPLATE, ptype="tinyc_transpose_params",
+                params=dict(d1=y.shape[1], d2=y.shape[2], d3=y.shape[3],
+                            s1=strides[perm[1]], s2=strides[perm[2]], s3=strides[perm[3]]))
+
+
+class GradTranspose(Op):
+    name = "grad_transpose"
+    backward = True
+    sources = {"grad_transpose": "backward/elementwise_grad.c"}
+
+    def run_train(self, g, node, env, run: TrainRun):
+        return np.ascontiguousarray(env[node.inputs[0]].transpose(node.attrs["perm"]))
+
+    def layer(self, g, node, i, plan, consts, params):
+        return _transpose_layer(g, node, "grad_transpose")
+
+
 # ---------------------------------------------------------------- patch schedules
 def _window_params(g, node: Node, plan) -> dict:
     """crop: a window of the input -> the whole output; paste: the whole patch -> a window of
@@ -610,4 +679,5 @@ class SliceGrad(_Compact):
                                 out_c=g_in.shape[-1], c_offset=int(node.attrs["offset"])))
 
 
-OPS = (Pad(), Concat(), Reshape(), Crop(), Paste(), SelectChannels(), PadGrad(), SliceGrad())
+OPS = (Pad(), Concat(), Reshape(), Crop(), Paste(), SelectChannels(), PadGrad(), SliceGrad(),
+       Transpose(), GradTranspose())

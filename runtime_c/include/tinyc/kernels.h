@@ -172,6 +172,14 @@ void tinyc_mul(const tinyc_mul_params *p, const int8_t *in1, const int8_t *in2, 
 void tinyc_gather_channels(int32_t pixels, int32_t in_c, int32_t count, const int32_t *channels,
                            const int8_t *in, int8_t *out);
 
+/* A permutation of an N,H,W,C tensor's H, W, C axes: out[a, b, c] (d1 x d2 x d3, row-major) =
+ * in[a * s1 + b * s2 + c * s3], s_k the input stride of the axis that becomes output axis k. */
+typedef struct {
+    int32_t d1, d2, d3;
+    int32_t s1, s2, s3;
+} tinyc_transpose_params;
+void tinyc_transpose(const tinyc_transpose_params *p, const int8_t *in, int8_t *out);
+
 /* out[i] = table[in[i] + 128]: an int8 function of one activation, tabulated by the compiler
  * (LOGISTIC, HARD_SWISH, a fused element-wise chain). `out` may alias `in`. */
 void tinyc_lut(int32_t size, const int8_t *table, const int8_t *in, int8_t *out);

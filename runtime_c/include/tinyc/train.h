@@ -86,6 +86,8 @@ void tinyc_grad_mul(int32_t size, int32_t other_size, const float *g, const int8
 /* A gate's gradient: out_c = sum over pixels p (in order) of g[p, c] * scale * (x[p, c] - zp). */
 void tinyc_grad_mul_gate(int32_t pixels, int32_t channels, const float *g, const int8_t *x,
                          float scale, int32_t zero_point, float *out);
+/* tinyc_transpose on a float gradient (the inverse permutation of the forward one). */
+void tinyc_grad_transpose(const tinyc_transpose_params *p, const float *g, float *out);
 /* out = a + b. `out` may alias `a` or `b`. */
 void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out);
 /* out = g (a gradient alias that could not share its input's memory). */

@@ -117,3 +117,16 @@ void tinyc_grad_mul_gate(int32_t pixels, int32_t channels, const float *g, const
         }
     }
 }
+
+void tinyc_grad_transpose(const tinyc_transpose_params *p, const float *g, float *out)
+{
+    int32_t a, b, c;
+    for (a = 0; a < p->d1; ++a) {
+        for (b = 0; b < p->d2; ++b) {
+            const float *src = g + a * p->s1 + b * p->s2;
+            for (c = 0; c < p->d3; ++c) {
+                *out++ = src[c * p->s3];
+            }
+        }
+    }
+}

@@ -56,3 +56,16 @@ void tinyc_gather_channels(int32_t pixels, int32_t in_c, int32_t count, const in
         }
     }
 }
+
+void tinyc_transpose(const tinyc_transpose_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t a, b, c;
+    for (a = 0; a < p->d1; ++a) {
+        for (b = 0; b < p->d2; ++b) {
+            const int8_t *src = in + a * p->s1 + b * p->s2;
+            for (c = 0; c < p->d3; ++c) {
+                *out++ = src[c * p->s3];
+            }
+        }
+    }
+}
