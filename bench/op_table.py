@@ -10,9 +10,11 @@ from tinyc.frontend.onnx import FOLDABLE, PLUMBING
 from tinyc.ops.base import Op
 
 NOTES = {   # what the table's columns cannot say
-    "Mul": "by a number (in a table), or two activations (same shape / per-channel gate)",
-    "Add": "two activations of one shape, or a number; a MatMul's bias",
-    "Sub": "an activation minus a number", "Div": "an activation by a number",
+    "Mul": "two activations (same shape / per-channel gate), by a number (in a table) or a "
+           "constant per channel",
+    "Add": "two activations of one shape, a number or a constant per channel; a MatMul's bias",
+    "Sub": "an activation minus a number or a constant per channel",
+    "Div": "an activation by a number or a constant per channel",
     "HardSigmoid": "as TFLite's MUL + ADD, in a table", "Sigmoid": "TFLite LOGISTIC, a table",
     "HardSwish": "TFLite HARD_SWISH, a table",
     "Reshape": "flatten to 2-D, views that keep the bytes, channel shuffle",

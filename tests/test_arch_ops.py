@@ -368,3 +368,36 @@ def test_transpose_kernel(tmp_path, perm):
     g = compile_training(str(path), None, "full", 3, TrainOptions())
     assert "grad_transpose" in [n.op for n in g.nodes]
     assert_same_training(g, tmp_path / "train", lr=0.05)
+
+
+def net_per_channel_constants() -> onnx.ModelProto:
+    """An input normalisation baked into the model ((x - mean[c]) / std[c]), and a per-channel
+    scale and shift mid-network (a layer-scale or an unfused affine)."""
+    b = NetBuilder("per_channel", (1, 3, 10, 8), opset=13, seed=15)
+    x = b.node("Sub", ["input", b.init("mean", np.array([0.485, 0.456, 0.406]).reshape(3, 1, 1))],
+               (1, 3, 10, 8))
+    x = b.node("Div", [x, b.init("std", np.array([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1))],
+               (1, 3, 10, 8))
+    x = b.relu(b.conv(x, 6, 3))
+    x = b.node("Mul", [x, b.init("gamma", np.linspace(0.5, 2.0, 6).reshape(6, 1, 1))], b.shape[x])
+    x = b.node("Add", [x, b.init("beta", np.linspace(-0.3, 0.3, 6).reshape(1, 6, 1, 1))],
+               b.shape[x])
+    x = b.relu(b.conv(x, 5, 3))
+    return b.build(b.gemm(b.flatten(b.gap(x)), 4))
+
+
+def test_per_channel_constants_four_ways_and_training(tmp_path):
+    from test_train_c import assert_same_training
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    path = tmp_path / "pc.onnx"
+    onnx.save(net_per_channel_constants(), path)
+    xin = np.random.default_rng(0).uniform(0, 1, (1, 3, 10, 8)).astype(np.float32)
+    ours, ref = float_ir_output(path, xin), onnxruntime_output(path, xin)
+    assert np.allclose(ours, ref, atol=1e-4), np.abs(ours - ref).max()
+    four_way(path, tmp_path, n_inputs=2)
+    code = (tmp_path / "out" / "model.c").read_text()
+    assert "tinyc_add_channels(" in code and "tinyc_mul(" in code
+    g = compile_training(str(path), None, "full", 3, TrainOptions())
+    assert any(n.op == "grad_mul" for n in g.nodes)
+    assert_same_training(g, tmp_path / "train", lr=0.05)

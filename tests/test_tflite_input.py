@@ -211,3 +211,10 @@ def test_tflite_vector_model(tmp_path):
     path = tflite_of(net_mlp(), tmp_path)
     assert load_tflite(str(path)).meta["input_nchw"] == (1, 40)
     assert_c_equals_tflm(path, tmp_path)
+
+
+def test_tflite_per_channel_constants(tmp_path):
+    """MUL / ADD by a constant per channel (an input normalisation, a per-channel affine)."""
+    from test_arch_ops import net_per_channel_constants
+    path = tflite_of(net_per_channel_constants(), tmp_path)
+    assert_c_equals_tflm(path, tmp_path)

@@ -321,19 +321,25 @@ class _Reader:
         y = self.new_act(out, (1, w_info["shape"][0]))
         self.emit("fully_connected", [x.name, w, b], [y], clamp=self.clamp(opt))
 
-    def _scalar_const(self, i: int) -> str | None:
-        """A one-value int8 constant operand (MUL / ADD by a number, MAXIMUM / MINIMUM)."""
+    def _scalar_const(self, i: int, channels: int = 1) -> str | None:
+        """An int8 constant operand: one number (MUL / ADD, MAXIMUM / MINIMUM) or, given
+        `channels`, one per channel (MUL / ADD broadcast over the last axis)."""
         info = self.info(i)
         if i in self.names or self.data(info) is None:
             return None
-        if info["type"] != 9 or int(np.prod(info["shape"], dtype=np.int64)) != 1:
+        n = int(np.prod(info["shape"], dtype=np.int64))
+        if info["type"] != 9 or n not in (1, channels) or \
+                any(d != 1 for d in info["shape"][:-1]):
             raise self.err(f"constant operand '{info['name']}' of shape {list(info['shape'])}: "
-                           "only one int8 number is supported")
-        return self.const(i, "int8")
+                           "only one int8 number (or one per channel) is supported")
+        name = self.const(i, "int8", shape=(n,))
+        if self.tensors[name].q.per_channel:
+            raise self.err(f"constant operand '{info['name']}' has per-channel parameters")
+        return name
 
     def _binary(self, operator, ins, out, op: str, options: str):
-        k = self._scalar_const(ins[1])
-        if k is not None:   # by a number: a table with its neighbours (passes/fuse_lut.py)
+        k = self._scalar_const(ins[1], self.act(ins[0]).shape[-1])
+        if k is not None:   # by a number (a table: passes/fuse_lut.py) or one per channel
             self.emit(op, [self.act(ins[0]).name, k], [self.new_act(out)],
                       clamp=self.clamp(self.options(operator, options)))
             return

@@ -56,19 +56,39 @@ def operand_float(g: Graph, env: dict, name: str) -> np.ndarray:
 
 
 def quantize_scalar_constant(g: Graph, name: str) -> None:
-    """A scalar constant operand (MUL / ADD) as int8 with one symmetric scale: its value is
-    127 steps (what TFLite's converter does with a constant input)."""
+    """A constant operand of MUL / ADD (one number, or one per channel) as int8 with one
+    symmetric scale: its largest magnitude is 127 steps (what TFLite's converter does with a
+    constant input)."""
     from ..passes.quantize import round_scale
     from ..reference.fixedpoint import round_half_away
     from ..ir import QParams
     t = g.tensors[name]
     if t.dtype == "int8":
         return
-    c = float(np.asarray(t.data, np.float64).reshape(-1)[0])
-    scale = round_scale(abs(c) / 127.0 if c != 0 else 1.0 / 127.0)
+    c = np.asarray(t.data, np.float64)
+    top = float(np.abs(c).max())
+    scale = round_scale(top / 127.0 if top > 0 else 1.0 / 127.0)
     q = np.clip(round_half_away(c / float(scale)), -127, 127)
-    t.data, t.dtype = np.full(t.shape, q, np.int8), "int8"
+    t.data, t.dtype = np.asarray(q, np.int8).reshape(t.shape), "int8"
     t.q = QParams(np.asarray(scale, np.float32), np.asarray(0, np.int32))
+
+
+def constant_operand(imp, node, x, c: np.ndarray, what: str) -> np.ndarray:
+    """An ONNX constant operand of an element-wise op on activation x as the IR's: one number
+    (shape (1,)) or one per channel (shape (C,): an N,C,H,W constant (C, 1, 1), (1, C, 1, 1),
+    an N,C,L one (C, 1), or a vector's (N,)); anything else is refused naming the node."""
+    c = np.asarray(c, np.float64)
+    if c.size == 1:
+        return c.reshape(1)
+    onnx_shape = imp.onnx_shape(x)
+    channels = x.shape[-1]
+    per_channel = (c.size == channels and len(c.shape) <= len(onnx_shape) and
+                   all(d == 1 for d in (c.shape[:-1] if len(onnx_shape) == 2 else
+                                        c.shape[-(len(onnx_shape) - 2):])))
+    if not per_channel:
+        raise imp.err(node, f"{what} by a constant of shape {list(c.shape)} is not supported; "
+                            "only by one number or one per channel")
+    return c.reshape(channels)
 
 
 @dataclass

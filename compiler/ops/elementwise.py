@@ -18,7 +18,8 @@ import numpy as np
 from ..ir import Node
 from ..reference.fixedpoint import multiply_by_quantized_multiplier as mbqm
 from ..errors import TinycError
-from .base import Op, TrainRun, operand, operand_float, quantize_scalar_constant
+from .base import (Op, TrainRun, constant_operand, operand, operand_float,
+                   quantize_scalar_constant)
 
 F32 = np.float32
 TEMPLATE = "ops/elementwise.c.j2"
@@ -73,13 +74,10 @@ def _import_add(imp, node) -> None:
 
 
 def _import_add_constant(imp, node, x, c, what: str, sign: float = 1.0) -> None:
-    """x + c (x - c: sign -1) for one number c: an ADD of a scalar constant."""
-    c = np.asarray(c, np.float64)
-    if c.size != 1:
-        raise imp.err(node, f"{what} of a constant of shape {list(c.shape)} is not supported; only "
-                            "of one number (a scalar constant), or as the bias of a MatMul")
-    k = imp.new_const(f"{node.name or node.output[0]}/term",
-                      np.full((1,), sign * float(c.reshape(-1)[0]), np.float32), node)
+    """x + c (x - c: sign -1) for one number c or one per channel: an ADD of a constant."""
+    value = constant_operand(imp, node, x, c, what)
+    k = imp.new_const(f"{node.name or node.output[0]}/term", (sign * value).astype(np.float32),
+                      node)
     imp.emit(node, "add", [x.name, k], [imp.new_act(node.output[0], x.shape)], clamp=None)
 
 
@@ -133,11 +131,12 @@ class Add(Op):
     masks_gradient = True
     takes_clamp = True
     patchable = True
-    sources = {"add": "elementwise.c"}
+    sources = {"add": "elementwise.c", "add_channels": "elementwise.c"}
 
     def elementwise_int8(self, g, node):
         # with a constant number: only ever part of a table (passes/fuse_lut.py)
-        return "table" if g.tensors[node.inputs[1]].is_const else "plain"
+        b = g.tensors[node.inputs[1]]
+        return ("table" if b.size == 1 else None) if b.is_const else "plain"
 
     def run_float(self, g, node, env):
         y = env[node.inputs[0]].astype(np.float64) + operand_float(g, env, node.inputs[1])
@@ -179,18 +178,25 @@ class Add(Op):
         _plan_over_any_input(ctx, i, node)
 
     def layer(self, g, node, i, plan, consts, params):
-        if g.tensors[node.inputs[1]].is_const:
-            raise TinycError(f"{node.describe()}: an Add of a constant runs only inside a table "
-                             "(passes/fuse_lut.py), which did not take it")
+        b = g.tensors[node.inputs[1]]
+        extra = {}
+        if b.is_const:   # one term per channel, from flash (one number: in a table)
+            if b.size == 1:
+                raise TinycError(f"{node.describe()}: an Add of a number runs only inside a "
+                                 "table (passes/fuse_lut.py), which did not take it")
+            extra = dict(kind="add_channels", channels=b.size,
+                         terms=consts.add(b.name, f"tinyc_k{i}", "int8_t", b.data, b.name))
         q = node.attrs["q"]
         y = g.tensors[node.outputs[0]]
-        return dict(kind="add", template=TEMPLATE, ptype="tinyc_add_params",
+        L = dict(kind="add", template=TEMPLATE, ptype="tinyc_add_params",
                     params=dict(size=y.size, in1_zp=q["in1_zp"], in2_zp=q["in2_zp"],
                                 out_zp=q["out_zp"], left_shift=q["left_shift"],
                                 in1_mult=q["in1_mult"], in1_shift=q["in1_shift"],
                                 in2_mult=q["in2_mult"], in2_shift=q["in2_shift"],
                                 out_mult=q["out_mult"], out_shift=q["out_shift"],
                                 act_min=q["act_min"], act_max=q["act_max"]))
+        L.update(extra)
+        return L
 
     def tflite(self, x, node):
         fb = x.fb

@@ -20,7 +20,8 @@ from ..ir import Graph, Node
 from ..reference.fixedpoint import multiply_by_quantized_multiplier as mbqm
 from ..reference.fixedpoint import quantize_multiplier
 from ..errors import TinycError
-from .base import Op, PlanContext, operand, operand_float, quantize_scalar_constant
+from .base import (Op, PlanContext, constant_operand, operand, operand_float,
+                   quantize_scalar_constant)
 
 
 def _import_mul(imp, node, divide: bool = False) -> None:
@@ -44,25 +45,20 @@ def _import_mul(imp, node, divide: bool = False) -> None:
 
 
 def _import_by_constant(imp, node, names, consts, divide: bool) -> None:
-    """x * c or x / c for one number c: a MUL by a scalar constant (x / c: by 1 / c)."""
+    """x * c or x / c for one number c or one per channel: a MUL by a constant (x / c: by 1 / c)."""
     what = "Div" if divide else "Mul"
     if len(consts) == 2:
         raise imp.err(node, f"{what} of two constants is not supported (fold it before export)")
     if divide and names[1] not in imp.consts:
         raise imp.err(node, "Div of a constant by an activation is not supported; only Div of "
                             "an activation by a constant number is")
-    c = np.asarray(imp.consts[consts[0]], np.float64)
-    if c.size != 1:
-        raise imp.err(node, f"{what} by a constant of shape {list(c.shape)} is not supported; "
-                            "only by one number (a scalar constant) is")
-    value = float(c.reshape(-1)[0])
+    x = imp.act([n for n in names if n not in imp.consts][0], node)
+    value = constant_operand(imp, node, x, imp.consts[consts[0]], what)
     if divide:
-        if value == 0.0:
+        if np.any(value == 0.0):
             raise imp.err(node, "Div by the constant 0")
         value = 1.0 / value
-    x = imp.act([n for n in names if n not in imp.consts][0], node)
-    k = imp.new_const(f"{node.name or node.output[0]}/factor", np.full((1,), value, np.float32),
-                      node)
+    k = imp.new_const(f"{node.name or node.output[0]}/factor", value.astype(np.float32), node)
     imp.emit(node, "mul", [x.name, k], [imp.new_act(node.output[0], x.shape)], clamp=None)
 
 
@@ -87,8 +83,8 @@ class Mul(Op):
 
     def elementwise_int8(self, g, node):
         a, b = (g.tensors[t] for t in node.inputs)
-        if b.is_const:
-            return "table"   # by a number: only ever part of a table (passes/fuse_lut.py)
+        if b.is_const:   # by a number: only ever part of a table (passes/fuse_lut.py)
+            return "table" if b.size == 1 else None
         return "plain" if a.shape == b.shape else None
 
     def run_float(self, g, node, env):
@@ -133,15 +129,19 @@ class Mul(Op):
             ctx.join(i, x, node.outputs[0], "elementwise")
 
     def layer(self, g, node, i, plan, consts, params):
-        if g.tensors[node.inputs[1]].is_const:
-            raise TinycError(f"{node.describe()}: a Mul by a constant runs only inside a table "
-                             "(passes/fuse_lut.py), which did not take it")
         q = node.attrs["q"]
         y, gate = g.tensors[node.outputs[0]], g.tensors[node.inputs[1]]
-        return dict(kind="mul", template="ops/mul.c.j2", ptype="tinyc_mul_params",
-                    params=dict(size=y.size, in2_size=gate.size, in1_zp=q["in1_zp"],
-                                in2_zp=q["in2_zp"], out_zp=q["out_zp"], mult=q["mult"],
-                                shift=q["shift"], act_min=q["act_min"], act_max=q["act_max"]))
+        L = dict(kind="mul", template="ops/mul.c.j2", ptype="tinyc_mul_params",
+                 params=dict(size=y.size, in2_size=gate.size, in1_zp=q["in1_zp"],
+                             in2_zp=q["in2_zp"], out_zp=q["out_zp"], mult=q["mult"],
+                             shift=q["shift"], act_min=q["act_min"], act_max=q["act_max"]))
+        if gate.is_const:   # one factor per channel, from flash (one number: in a table)
+            if gate.size == 1:
+                raise TinycError(f"{node.describe()}: a Mul by a number runs only inside a "
+                                 "table (passes/fuse_lut.py), which did not take it")
+            L["in2_const"] = consts.add(gate.name, f"tinyc_k{i}", "int8_t", gate.data,
+                                        gate.name)
+        return L
 
     def tflite(self, x, node):
         fb = x.fb
@@ -172,7 +172,8 @@ class GradMul(Op):
         a = node.attrs
         gy = env[node.inputs[0]]
         xf = (np.float32(a["scale"]) *
-              (env[node.inputs[1]].astype(np.int32) - a["zero_point"]).astype(np.float32))
+              (operand(g, env, node.inputs[1]).astype(np.int32) - a["zero_point"])
+              .astype(np.float32))
         c = gy.shape[-1]
         if a["mode"] == "to_gate":
             prods = (gy.reshape(-1, c) * xf.reshape(-1, c)).astype(np.float32)
@@ -195,8 +196,12 @@ class GradMul(Op):
         if a["mode"] == "to_gate":
             return dict(kind="grad_mul_gate", template="ops/mul.c.j2",
                         params=dict(pixels=gy.size // c, channels=c), **common)
-        return dict(kind="grad_mul", template="ops/mul.c.j2",
-                    params=dict(size=gy.size, other_size=other.size), **common)
+        L = dict(kind="grad_mul", template="ops/mul.c.j2",
+                 params=dict(size=gy.size, other_size=other.size), **common)
+        if other.is_const:   # a per-channel constant factor
+            L["other_const"] = consts.add(other.name, f"tinyc_k{i}", "int8_t", other.data,
+                                          other.name)
+        return L
 
 
 OPS = (Mul(), GradMul())

@@ -153,6 +153,9 @@ typedef struct {
 
 /* TFLite int8 ADD of two same-shape tensors. `out` may alias in1 or in2 (in place). */
 void tinyc_add(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out);
+/* tinyc_add with in2 one term per channel (NHWC: in2[i % channels]), a constant from flash. */
+void tinyc_add_channels(const tinyc_add_params *p, int32_t channels, const int8_t *in1,
+                        const int8_t *terms, int8_t *out);
 
 typedef struct {
     int32_t size;                  /* elements of in1 and out */

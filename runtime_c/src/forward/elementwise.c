@@ -2,16 +2,32 @@
 #include "tinyc/fixedpoint.h"
 #include "tinyc/kernels.h"
 
+static TINYC_ALWAYS_INLINE int8_t add_one(const tinyc_add_params *p, int8_t x1, int8_t x2)
+{
+    const int32_t a = ((int32_t)x1 - p->in1_zp) * (1 << p->left_shift);
+    const int32_t b = ((int32_t)x2 - p->in2_zp) * (1 << p->left_shift);
+    const int32_t sa = tinyc_mbqm_small(a, p->in1_mult, p->in1_shift);
+    const int32_t sb = tinyc_mbqm_small(b, p->in2_mult, p->in2_shift);
+    const int32_t y = tinyc_mbqm_small(sa + sb, p->out_mult, p->out_shift) + p->out_zp;
+    return (int8_t)tinyc_clamp_i32(y, p->act_min, p->act_max);
+}
+
 void tinyc_add(const tinyc_add_params *p, const int8_t *in1, const int8_t *in2, int8_t *out)
 {
     int32_t i;
     for (i = 0; i < p->size; ++i) {
-        const int32_t a = ((int32_t)in1[i] - p->in1_zp) * (1 << p->left_shift);
-        const int32_t b = ((int32_t)in2[i] - p->in2_zp) * (1 << p->left_shift);
-        const int32_t sa = tinyc_mbqm_small(a, p->in1_mult, p->in1_shift);
-        const int32_t sb = tinyc_mbqm_small(b, p->in2_mult, p->in2_shift);
-        const int32_t y = tinyc_mbqm_small(sa + sb, p->out_mult, p->out_shift) + p->out_zp;
-        out[i] = (int8_t)tinyc_clamp_i32(y, p->act_min, p->act_max);
+        out[i] = add_one(p, in1[i], in2[i]);
+    }
+}
+
+void tinyc_add_channels(const tinyc_add_params *p, int32_t channels, const int8_t *in1,
+                        const int8_t *terms, int8_t *out)
+{
+    int32_t i, c;
+    for (i = 0; i < p->size; i += channels) {
+        for (c = 0; c < channels; ++c) {
+            out[i + c] = add_one(p, in1[i + c], terms[c]);
+        }
     }
 }
 
