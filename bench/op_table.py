@@ -20,7 +20,7 @@ NOTES = {   # what the table's columns cannot say
     "Reshape": "flatten to 2-D, views that keep the bytes, channel shuffle",
     "Transpose": "any permutation of C, H, W (a kernel: TFLite TRANSPOSE); to N,H,W,C before a "
                  "flatten, its inverse and a channel shuffle move nothing",
-    "Split": "channels", "Slice": "channels (trains, patch-based); rows / columns (neither)",
+    "Split": "channels", "Slice": "channels (patch-based too); rows / columns",
     "Conv": "2-D and 1-D, groups, dilation, any pads",
     "AveragePool": "pads, count_include_pad, ceil_mode", "MaxPool": "pads, ceil_mode",
     "Softmax": "over the last axis of (1, N) or the channels, anywhere (at the output, "

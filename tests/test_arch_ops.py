@@ -401,3 +401,23 @@ def test_per_channel_constants_four_ways_and_training(tmp_path):
     g = compile_training(str(path), None, "full", 3, TrainOptions())
     assert any(n.op == "grad_mul" for n in g.nodes)
     assert_same_training(g, tmp_path / "train", lr=0.05)
+
+
+def test_training_through_softmax_and_crops(tmp_path):
+    """Gradients through a softmax inside the network (softmax_grad) and a Slice of rows and
+    columns (crop_grad): generated C == numpy reference."""
+    from test_train_c import assert_same_training
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import compile_training
+    b = NetBuilder("softmax_crop", (1, 3, 10, 9), opset=13, seed=16)
+    x = b.relu(b.conv("input", 8, 3))
+    att = b.node("Softmax", [b.conv(x, 8, 1, pads=[0, 0, 0, 0])], b.shape[x], axis=1)
+    y = b.node("Mul", [x, att], b.shape[x])
+    y = b.node("Slice", [y, b.const_node("s", [1, 2], np.int64), b.const_node("e", [9, 8], np.int64),
+                         b.const_node("a", [2, 3], np.int64)], (1, 8, 8, 6))
+    path = tmp_path / "sc.onnx"
+    onnx.save(b.build(b.gemm(b.flatten(b.gap(b.relu(b.conv(y, 6, 3)))), 4)), path)
+    four_way(path, tmp_path, n_inputs=2)
+    g = compile_training(str(path), None, "full", 3, TrainOptions())
+    assert {"softmax_grad", "crop_grad"} <= {n.op for n in g.nodes}
+    assert_same_training(g, tmp_path / "train", lr=0.05)

@@ -540,6 +540,17 @@ class Crop(Op):
     def quantize(self, g, node):
         return {}
 
+    def grad(self, ad, node, g_out, need):
+        """The input gradient: the output's, with zeros around it (crop_grad)."""
+        if need:
+            (_, h, w, _), (_, hh, ww, _) = (ad.t.tensors[t].shape
+                                            for t in (node.outputs[0], node.inputs[0]))
+            r0, c0 = node.attrs["origin"]
+            g_x = ad.new_grad(node.inputs[0])
+            ad.emit(Node(node.name + "/grad", "crop_grad", [g_out], [g_x],
+                         {"pads": (r0, c0, hh - r0 - h, ww - c0 - w)}))
+            ad.give_grad(node.inputs[0], g_x, node)
+
     def tflite(self, x, node):
         y = x.g.tensors[node.outputs[0]]
         r0, c0 = node.attrs["origin"]
@@ -661,6 +672,25 @@ class PadGrad(_Compact):
                                 pad_right=r, value=0))
 
 
+class CropGrad(Op):
+    """The input gradient of a crop: the output gradient placed at the window (attrs pads:
+    top, left, bottom, right around it), zeros elsewhere."""
+    name = "crop_grad"
+    backward = True
+    sources = {"crop_grad": "backward/elementwise_grad.c"}
+
+    def run_train(self, g, node, env, run: TrainRun):
+        t_, l_, b_, r_ = node.attrs["pads"]
+        return np.pad(env[node.inputs[0]], ((0, 0), (t_, b_), (l_, r_), (0, 0))).astype(np.float32)
+
+    def layer(self, g, node, i, plan, consts, params):
+        _, h, w, c = g.tensors[node.inputs[0]].shape
+        t, l, b, r = node.attrs["pads"]
+        return dict(kind=node.op, template=TEMPLATE, ptype="tinyc_pad_params",
+                    params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l, pad_bottom=b,
+                                pad_right=r, value=0))
+
+
 class SliceGrad(_Compact):
     """The input gradient of one concat input: its channels (from attrs offset) of the output
     gradient."""
@@ -680,4 +710,4 @@ class SliceGrad(_Compact):
 
 
 OPS = (Pad(), Concat(), Reshape(), Crop(), Paste(), SelectChannels(), PadGrad(), SliceGrad(),
-       Transpose(), GradTranspose())
+       Transpose(), GradTranspose(), CropGrad())

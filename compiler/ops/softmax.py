@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import QParams
+from ..ir import Node, QParams
 from ..reference import softmax as softmax_ref
 from .base import Op, TrainRun
 
@@ -63,6 +63,14 @@ class Softmax(Op):
                                 input_left_shift=q["input_left_shift"],
                                 diff_min=q["diff_min"]))
 
+    def grad(self, ad, node, g_out, need):
+        """Inside the network: g_x = p * (g_y - sum(g_y * p)) per row, p the int8 output
+        dequantized (softmax_grad)."""
+        if need:
+            g_x = ad.new_grad(node.inputs[0])
+            ad.emit(Node(node.name + "/grad", "softmax_grad", [g_out, node.outputs[0]], [g_x]))
+            ad.give_grad(node.inputs[0], g_x, node)
+
     def tflite(self, x, node):
         from ..export.tflite import ExportError
         out = x.g.tensors[node.outputs[0]]
@@ -77,6 +85,26 @@ class Softmax(Op):
 
     def onnx_export(self, x, node, raw):
         x.add("Softmax", node.inputs, [raw], name=node.name, axis=-1)
+
+
+class SoftmaxGrad(Op):
+    name = "softmax_grad"
+    backward = True
+    sources = {"softmax_grad": "backward/loss.c"}
+
+    def run_train(self, g, node, env, run: TrainRun):
+        gy = env[node.inputs[0]]
+        depth = gy.shape[-1]
+        gr = gy.reshape(-1, depth)
+        p = ((env[node.inputs[1]].astype(np.int32) + 128).astype(F32) * F32(1.0 / 256.0))
+        p = p.reshape(-1, depth)
+        dot = np.add.accumulate((gr * p).astype(F32), axis=1, dtype=F32)[:, -1:]
+        return (p * (gr - dot).astype(F32)).astype(F32).reshape(gy.shape)
+
+    def layer(self, g, node, i, plan, consts, params):
+        y = g.tensors[node.outputs[0]]
+        return dict(kind="softmax_grad", template=TEMPLATE,
+                    params=dict(rows=y.size // y.shape[-1], depth=y.shape[-1]))
 
 
 # ---------------------------------------------------------------- the loss
@@ -158,4 +186,4 @@ class MSE(_Loss):
         return mse(q, run.label, scale, zp)
 
 
-OPS = (Softmax(), SoftmaxCE(), MSE())
+OPS = (Softmax(), SoftmaxGrad(), SoftmaxCE(), MSE())

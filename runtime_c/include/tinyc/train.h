@@ -66,6 +66,11 @@ float tinyc_softmax_ce(int32_t n, const int8_t *logits, float scale, int32_t zer
 float tinyc_mse(int32_t n, const int8_t *y, const int8_t *target, float scale, int32_t zero_point,
                 float *grad);
 
+/* The gradient of a softmax inside the network (int8 output y at scale 1/256, zero point
+ * -128; p = (y + 128) / 256): out = p * (g - sum_i g_i p_i), row by row (sums in order).
+ * `out` may alias `g` only if it is not read again: it is not (each row reads g first). */
+void tinyc_softmax_grad(int32_t rows, int32_t depth, const float *g, const int8_t *y, float *out);
+
 /* ------------------------------------------------------------------ element-wise gradients */
 /* out_i = (lo < y_i < hi) ? g_i : 0 (use lo = -129 / hi = 128 for a missing bound).
  * `out` may alias `g`. */
@@ -88,6 +93,9 @@ void tinyc_grad_mul_gate(int32_t pixels, int32_t channels, const float *g, const
                          float scale, int32_t zero_point, float *out);
 /* tinyc_transpose on a float gradient (the inverse permutation of the forward one). */
 void tinyc_grad_transpose(const tinyc_transpose_params *p, const float *g, float *out);
+/* The gradient of a crop: g (in_h x in_w x channels) placed inside zeros with the pads around
+ * it (tinyc_pad with value 0, on floats). */
+void tinyc_crop_grad(const tinyc_pad_params *p, const float *g, float *out);
 /* out = a + b. `out` may alias `a` or `b`. */
 void tinyc_grad_add(int32_t size, const float *a, const float *b, float *out);
 /* out = g (a gradient alias that could not share its input's memory). */

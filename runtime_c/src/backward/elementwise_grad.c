@@ -130,3 +130,16 @@ void tinyc_grad_transpose(const tinyc_transpose_params *p, const float *g, float
         }
     }
 }
+
+void tinyc_crop_grad(const tinyc_pad_params *p, const float *g, float *out)
+{
+    const int32_t c = p->channels;
+    const int32_t full_w = p->in_w + p->pad_left + p->pad_right;
+    const int32_t full_h = p->in_h + p->pad_top + p->pad_bottom;
+    int32_t y;
+    memset(out, 0, (size_t)(full_h * full_w * c) * sizeof(float));
+    for (y = 0; y < p->in_h; ++y) {
+        memcpy(out + ((y + p->pad_top) * full_w + p->pad_left) * c, g + y * p->in_w * c,
+               (size_t)(p->in_w * c) * sizeof(float));
+    }
+}

@@ -153,3 +153,17 @@ float tinyc_mse(int32_t n, const int8_t *y, const int8_t *target, float scale, i
     }
     return total / (float)n;
 }
+
+void tinyc_softmax_grad(int32_t rows, int32_t depth, const float *g, const int8_t *y, float *out)
+{
+    int32_t r, i;
+    for (r = 0; r < rows; ++r, g += depth, y += depth, out += depth) {
+        float dot = 0.0f;
+        for (i = 0; i < depth; ++i) {
+            dot += g[i] * ((float)((int32_t)y[i] + 128) * 0x1p-8f);
+        }
+        for (i = 0; i < depth; ++i) {
+            out[i] = ((float)((int32_t)y[i] + 128) * 0x1p-8f) * (g[i] - dot);
+        }
+    }
+}
