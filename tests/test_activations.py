@@ -115,9 +115,9 @@ def test_refusals_name_the_node_and_what_is_supported(tmp_path):
     cases = [("Div", 0.0, False, r"div_\d+.*\(Div\).*Div by the constant 0"),
              ("Div", 2.0, True, r"\(Div\).*only Div of an activation by a constant number"),
              ("Sub", 1.0, True, r"\(Sub\).*only as an activation minus a constant number"),
-             ("Mul", np.ones((1, 4, 1, 1)), False, r"\(Mul\).*constant of shape \[1, 4, 1, 1\]"
-                                                    r".*only by one number"),
-             ("Add", np.ones((1, 4, 1, 1)), False, r"\(Add\).*constant of shape \[1, 4, 1, 1\]")]
+             ("Mul", np.ones((1, 4, 8, 8)), False, r"\(Mul\).*constant of shape \[1, 4, 8, 8\]"
+                                                    r".*only by one number or one per channel"),
+             ("Add", np.ones((1, 1, 8, 8)), False, r"\(Add\).*constant of shape \[1, 1, 8, 8\]")]
     for op, const, first, msg in cases:
         with pytest.raises(TinycError, match=msg):
             import_float(_bad(tmp_path, op, const, first))

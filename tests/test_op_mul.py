@@ -66,9 +66,10 @@ def _mul_by(tmp_path, second, shape2):
 
 def test_mul_refusals_name_node_and_fix(tmp_path):
     from tinyc.pipeline import import_float
-    with pytest.raises(TinycError, match=r"mul_\d+.*\(Mul\).*constant of shape \[1, 4, 1, 1\] "
-                                         r"is not supported; only by one number"):
-        import_float(str(_mul_by(tmp_path, "const", (1, 4, 1, 1))))
+    # a constant per pixel is not one number nor one per channel
+    with pytest.raises(TinycError, match=r"mul_\d+.*\(Mul\).*constant of shape \[1, 4, 8, 8\] "
+                                         r"is not supported; only by one number or one per channel"):
+        import_float(str(_mul_by(tmp_path, "const", (1, 4, 8, 8))))
     # a spatial map (1 channel) times 4 channels: not a per-channel gate
     with pytest.raises(TinycError, match=r"\(Mul\).*shapes \(1, 8, 8, 4\) and \(1, 8, 8, 1\)"
                                          r".*per-channel gate"):
