@@ -7,6 +7,7 @@ FULLY_CONNECTED or its 1x1-conv form, LOGISTIC/HARD_SWISH, MUL/ADD by numbers), 
 rewritten into the converter's default float-in/float-out form (QUANTIZE first, DEQUANTIZE
 last). Hostile files get one line and exit status 1."""
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -71,7 +72,8 @@ def test_tflite_activations_and_numbers(tmp_path):
 
 
 def test_tflite_channel_ops(tmp_path):
-    """GATHER (split halves, a channel shuffle, a channel slice) and SLICE of rows / columns."""
+    """GATHER (split halves, a channel shuffle, a channel slice), SLICE of rows / columns and a
+    TRANSPOSE of H and W."""
     from nets import NetBuilder
     from onnx import helper
     b = NetBuilder("chan", (1, 3, 12, 10), opset=13, seed=6)
@@ -83,9 +85,10 @@ def test_tflite_channel_ops(tmp_path):
                axis=1)
     y = b.node("Slice", [y, b.const_node("s", [1, 2], np.int64), b.const_node("e", [11, 9], np.int64),
                          b.const_node("a", [2, 3], np.int64)], (1, 8, 10, 7))
+    y = b.node("Transpose", [y], (1, 8, 7, 10), perm=[0, 1, 3, 2])
     path = tflite_of(b.build(b.gemm(b.flatten(b.gap(b.conv(y, 6, 3))), 4)), tmp_path)
     g = load_tflite(str(path))
-    assert {"gather_channels", "crop"} <= {n.op for n in g.nodes}
+    assert {"gather_channels", "crop", "transpose"} <= {n.op for n in g.nodes}
     assert_c_equals_tflm(path, tmp_path)
 
 
@@ -218,3 +221,37 @@ def test_tflite_per_channel_constants(tmp_path):
     from test_arch_ops import net_per_channel_constants
     path = tflite_of(net_per_channel_constants(), tmp_path)
     assert_c_equals_tflm(path, tmp_path)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "tflite"
+CONVERTED = ["autoencoder", "ds_cnn", "resnet8", "se_hardswish", "vww_mobilenet"]
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_converter_made_tflite_files(name, tmp_path):
+    """int8 files written by TensorFlow's own TFLiteConverter from Keras definitions in the style
+    of the MLPerf Tiny models (tests/fixtures/make_tflite_fixtures.py): Keras' SHAPE-computed
+    flatten, a requantizing MEAN, LOGISTIC / HARD_SWISH / MUL gates. Built unmodified, the C is
+    bit-exact with TFLite Micro, and the model trains (a new head, then the last layers)."""
+    from test_train_c import assert_same_training
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.pipeline import tflite_training_graph
+    path = FIXTURES / f"{name}.tflite"
+    assert_c_equals_tflm(path, tmp_path)
+    g = load_tflite(str(path))
+    # tinyc's own export of what it read runs the same in TFLite Micro (MEAN written back)
+    x = np.random.default_rng(4).integers(-128, 128, (1,) + g.tensors[g.inputs[0]].shape[1:])
+    x = x.astype(np.int8)
+    assert np.array_equal(run_tflm(export_tflite(g, fc_as_conv=False), x).ravel(),
+                          run_int8(g, x)[g.outputs[0]].ravel())
+    if name == "autoencoder":   # reconstruction (--loss mse) of int8 inputs
+        from test_arch_ops import assert_same_mse_training
+        from tinyc.pipeline import quantize_array
+        t = tflite_training_graph(g, "last:2", None, TrainOptions(loss="mse"))
+        x = np.random.default_rng(2).uniform(-1, 1, (12, 64)).astype(np.float32)
+        xin, yout = (t.tensors[n].q.scalar() for n in (t.inputs[0], t.outputs[0]))
+        assert_same_mse_training(t, tmp_path / "train", quantize_array(x, *xin),
+                                 quantize_array(x, *yout), lr=0.01)
+        return
+    t = tflite_training_graph(g, "last:2", 3, TrainOptions())
+    assert_same_training(t, tmp_path / "train", lr=0.01)

@@ -70,6 +70,7 @@ class _Reader:
         self.nodes: list[Node] = []
         self.builtin = {v: k for k, v in vars(tfl.BuiltinOperator).items() if not k.startswith("_")}
         self.op = None                          # (index, name) of the operator being read
+        self.shape_values: set[int] = set()     # int32 tensors computed from static shapes
 
     # ---------------------------------------------------------------- helpers
     def err(self, msg: str) -> UnsupportedError:
@@ -130,6 +131,9 @@ class _Reader:
 
     def act(self, i: int) -> Tensor:
         i = self._index(i)
+        if i in self.shape_values:
+            raise self.err(f"input tensor {i} is computed from a tensor's shape; only a "
+                           "RESHAPE's new shape may be (tinyc knows every shape at build time)")
         if i not in self.names:
             raise self.err(f"input tensor {i} is not computed from the model input (constant "
                            "activations are not supported)")
@@ -219,6 +223,8 @@ class _Reader:
         for k in range(first, last):
             operator = operators[k]
             self.op = (k, self._opname(operator))
+            if self._shape_plumbing(operator):
+                continue
             handler = getattr(self, "op_" + self.op[1], None)
             if handler is None:
                 raise self.err(f"operator not supported; tinyc reads {', '.join(SUPPORTED)}")
@@ -238,6 +244,24 @@ class _Reader:
         g.remove_unused_tensors()
         from ..passes.fuse_lut import fuse_lut
         return fuse_lut(g)
+
+    def _shape_plumbing(self, operator) -> bool:
+        """SHAPE and the int32 arithmetic on its result (STRIDED_SLICE, PACK, CONCATENATION,
+        GATHER) that Keras writes to compute a Flatten's new shape: every shape is static here,
+        so a RESHAPE takes its output tensor's shape and these operators are dropped."""
+        if self.op[1] not in SHAPE_OPS or operator.OutputsLength() != 1:
+            return False
+        out = int(operator.Outputs(0))
+        if self.info(out)["type"] != 2:   # int32
+            return False
+        for i in (int(i) for i in operator.InputsAsNumpy()):
+            if i < 0 or i in self.shape_values:
+                continue
+            info = self.info(i)
+            if self.op[1] != "SHAPE" and (i in self.names or self.data(info) is None):
+                return False   # int32 arithmetic on something else than a shape
+        self.shape_values.add(out)
+        return True
 
     def _opname(self, operator) -> str:
         idx = int(operator.OpcodeIndex())
@@ -344,9 +368,13 @@ class _Reader:
                       clamp=self.clamp(self.options(operator, options)))
             return
         a, b = self.act(ins[0]), self.act(ins[1])
-        if a.shape != b.shape:
+        if op == "mul" and a.size < b.size:
+            a, b = b, a   # the IR keeps the full tensor first, a squeeze-excite gate second
+        gate = op == "mul" and len(a.shape) == 4 and b.shape == (1, 1, 1, a.shape[-1])
+        if a.shape != b.shape and not gate:
             raise self.err(f"inputs of shapes {list(a.shape)} and {list(b.shape)}: only the "
-                           "same shape is supported")
+                           "same shape" + (" or a per-channel gate (1, 1, 1, C)" if op == "mul"
+                                           else "") + " is supported")
         self.emit(op, [a.name, b.name], [self.new_act(out)],
                   clamp=self.clamp(self.options(operator, options)))
 
@@ -386,21 +414,17 @@ class _Reader:
 
     def op_MEAN(self, operator, ins, out):
         x = self.act(ins[0])
-        axes = sorted(int(a) % 4 for a in self.data(self.info(ins[1])).reshape(-1))
+        axes = self.data(self.info(ins[1]))
+        axes = sorted(int(a) % 4 for a in axes.reshape(-1)) if axes is not None else None
         if len(x.shape) != 4 or axes != [1, 2]:
             raise self.err(f"MEAN over axes {axes}: only the spatial mean (axes 1, 2) is supported")
         info = self.info(out)
-        q = self.qparams(info)
-        if q.scalar() != x.q.scalar():
-            raise self.err("MEAN with an output quantization unlike its input's (a requantizing "
-                           "mean) is not supported")
-        _, h, w, c = x.shape
+        c = x.shape[3]
         pooled = self.new_act(out, (1, 1, 1, c))
-        self.emit("avg_pool", [x.name], [pooled], kernel=(h, w), strides=(1, 1),
-                  pads=(0, 0, 0, 0), count_include_pad=False)
+        self.emit("mean", [x.name], [pooled])   # TFLite Micro's arithmetic, any output scale
         if len(info["shape"]) == 2:   # keep_dims false
             flat = self._unique(pooled + "_2d")
-            self.tensors[flat] = Tensor(flat, (1, c), "int8", q=x.q)
+            self.tensors[flat] = Tensor(flat, (1, c), "int8", q=self.tensors[pooled].q)
             self.emit("reshape", [pooled], [flat], nchw_order=False)
             self.names[out] = flat
 
@@ -511,6 +535,18 @@ class _Reader:
         self.emit("gather_channels", [x.name], [self.new_act(out)],
                   channels=[int(c) for c in idx])
 
+    def op_TRANSPOSE(self, operator, ins, out):
+        x = self.act(ins[0])
+        perm = self.data(self.info(ins[1]))
+        if perm is None or len(x.shape) != 4 or perm.size != 4 or \
+                sorted(int(p) for p in perm.reshape(-1)) != [0, 1, 2, 3] or int(perm[0]) != 0:
+            raise self.err("TRANSPOSE is supported on a 4-D tensor with a constant permutation "
+                           "of H, W, C (batch first)")
+        y = self.new_act(out)
+        if self.tensors[y].q.scalar() != x.q.scalar():
+            raise self.err("output quantization differs from the input's")
+        self.emit("transpose", [x.name], [y], perm=tuple(int(p) for p in perm.reshape(-1)))
+
     def op_RELU(self, operator, ins, out):
         self._clamp_op(operator, ins, out, (0.0, float("inf")))
 
@@ -518,4 +554,5 @@ class _Reader:
         self._clamp_op(operator, ins, out, (0.0, 6.0))
 
 
-SUPPORTED = sorted(n[3:] for n in vars(_Reader) if n.startswith("op_"))
+SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "GATHER"}
+SUPPORTED = sorted({n[3:] for n in vars(_Reader) if n.startswith("op_")} | SHAPE_OPS)

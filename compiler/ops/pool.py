@@ -1,7 +1,7 @@
 """Average and max pooling (2-D, NHWC) and their gradients.
 
 Import: AveragePool, MaxPool, GlobalAveragePool, ReduceMean over H,W (keepdims or not: a reshape
-follows). int8: TFLite's rounding average over the in-bounds pixels (or the whole window with
+follows); a .tflite file's MEAN over H,W is `mean` (TFLite Micro's arithmetic, any output scale). int8: TFLite's rounding average over the in-bounds pixels (or the whole window with
 count_include_pad), max over the window; output parameters are the input's. Kernels:
 runtime_c/src/forward/pool.c, backward/pool_grad.c.
 """
@@ -226,6 +226,64 @@ class MaxPool(_Pool):
         _pool_op(x, "MAX_POOL_2D", xi, x.tensor(out_name), padding, (kh, kw), (sh, sw))
 
 
+class Mean(Op):
+    """TFLite's int8 MEAN over H and W (keep_dims), as an int8 .tflite file has it: its output may
+    have other quantization parameters than its input (a requantizing mean). TFLite Micro sums
+    the pixels and rescales the sum by in_scale / out_scale / pixels, the division folded into
+    the multiplier (reference_ops::QuantizedMeanOrSum); tinyc folds it at build time."""
+    name = "mean"
+    sources = {"mean": "pool.c"}
+
+    def run_float(self, g, node, env):
+        return env[node.inputs[0]].mean(axis=(1, 2), keepdims=True).astype(np.float32)
+
+    def quantize(self, g, node):
+        from ..reference.fixedpoint import quantize_multiplier
+        x, y = g.tensors[node.inputs[0]], g.tensors[node.outputs[0]]
+        s_in, zp_in = x.q.scalar()
+        s_out, zp_out = y.q.scalar()
+        mult, shift = quantize_multiplier(float(s_in) / float(s_out))
+        pixels = x.shape[1] * x.shape[2]
+        down = min(pixels.bit_length() - 1, 32, 31 + shift)
+        return dict(in_zp=int(zp_in), out_zp=int(zp_out), pixels=pixels,
+                    mult=(mult << down) // pixels, shift=shift - down)
+
+    def run_int8(self, g, node, env):
+        from ..reference.fixedpoint import multiply_by_quantized_multiplier as mbqm
+        q = node.attrs["q"]
+        total = env[node.inputs[0]].astype(np.int64).sum(axis=(1, 2), keepdims=True)
+        y = mbqm(total - q["in_zp"] * q["pixels"], q["mult"], q["shift"]) + q["out_zp"]
+        return np.clip(y, -128, 127).astype(np.int8)
+
+    def grad(self, ad, node, g_out, need):
+        if not need:
+            return
+        x = node.inputs[0]
+        g_x = ad.new_grad(x)
+        _, h, w, _ = ad.t.tensors[x].shape
+        ad.emit(Node(node.name + "/grad", "avg_pool_grad", [g_out], [g_x],
+                     dict(kernel=(h, w), strides=(1, 1), pads=(0, 0, 0, 0),
+                          count_include_pad=False)))
+        ad.give_grad(x, g_x, node)
+
+    def layer(self, g, node, i, plan, consts, params):
+        q = node.attrs["q"]
+        x = g.tensors[node.inputs[0]]
+        return dict(kind="mean", template=TEMPLATE, ptype="tinyc_mean_params",
+                    params=dict(pixels=q["pixels"], channels=x.shape[3], in_zp=q["in_zp"],
+                                out_zp=q["out_zp"], mult=q["mult"], shift=q["shift"]))
+
+    def tflite(self, x, node):
+        axes = x.const_i32(f"{node.name}_axes", [1, 2])
+        opt = x.fb.ReducerOptionsT()
+        opt.keepDims = True
+        x.op("MEAN", [x.tensor(node.inputs[0]), axes], [x.tensor(node.outputs[0])], opt,
+             "ReducerOptions")
+
+    def onnx_export(self, x, node, raw):
+        x.add("GlobalAveragePool", node.inputs, [raw], name=node.name)
+
+
 def _pool_params(a: dict, x_shape, y_shape, zero_point: int, act_min: int, act_max: int) -> dict:
     """tinyc_pool_params of a pool (x: its input, y: its output) or of its gradient."""
     _, ih, iw, c = x_shape
@@ -378,4 +436,4 @@ def pool_grad(node: Node, g_y: np.ndarray, x_q: np.ndarray | None, x_shape) -> n
     return np.ascontiguousarray(gx[t:t + h, l:l + w])[None]
 
 
-OPS = (AvgPool(), MaxPool(), AvgPoolGrad(), MaxPoolGrad())
+OPS = (AvgPool(), MaxPool(), Mean(), AvgPoolGrad(), MaxPoolGrad())

@@ -214,6 +214,16 @@ typedef struct {
 void tinyc_avg_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
 void tinyc_max_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out);
 
+/* TFLite's int8 MEAN over H and W: the sum of each channel's pixels, rescaled by
+ * in_scale / out_scale / pixels (one multiplier, folded at build time as TFLite Micro folds it). */
+typedef struct {
+    int32_t pixels, channels;
+    int32_t in_zp, out_zp;
+    int32_t mult, shift;
+} tinyc_mean_params;
+
+void tinyc_mean(const tinyc_mean_params *p, const int8_t *in, int8_t *out);
+
 /* The input rows [y0, y1) and columns [x0, x1) of pooling window (oy, ox), clipped to the
  * input (the padding is left out). */
 typedef struct {

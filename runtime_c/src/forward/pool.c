@@ -60,3 +60,17 @@ void tinyc_max_pool(const tinyc_pool_params *p, const int8_t *in, int8_t *out)
         }
     }
 }
+
+void tinyc_mean(const tinyc_mean_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t c = p->channels;
+    int32_t ch, i;
+    for (ch = 0; ch < c; ++ch) {
+        int32_t sum = 0;
+        for (i = 0; i < p->pixels; ++i) {
+            sum += in[i * c + ch];
+        }
+        sum = tinyc_mbqm(sum - p->in_zp * p->pixels, p->mult, p->shift) + p->out_zp;
+        out[ch] = (int8_t)tinyc_clamp_i32(sum, TINYC_INT8_MIN, TINYC_INT8_MAX);
+    }
+}
