@@ -22,6 +22,8 @@ read from the ELF, are checked against the board too (report["firmware"]).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -65,7 +67,8 @@ class BuildOptions:
     qas: bool = True
     rounding: str = "stochastic"
     loss: str = "ce"     # ce (softmax cross-entropy, labels) | mse (targets of the output's shape)
-    lr: float = 0.003   # from the learning-rate sweep in bench/results/transfer.md
+    lr: float | str = 0.003   # "auto": chosen on --train-data (autotune.py)
+    train_data: str | None = None   # labelled .npz (x, y) that --lr auto learns from
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
     patch: str = "auto"
@@ -89,7 +92,7 @@ class BuildOptions:
         (RECORDED_INPUTS; tinyc export refuses files that changed since)."""
         keep = dict(self.__dict__)
         keep["model"] = str(Path(model).resolve())
-        for key in ("calib", "samples"):
+        for key in ("calib", "samples", "train_data"):
             if keep[key]:
                 keep[key] = str(Path(keep[key]).resolve())
         for key in RECORDED_INPUTS:
@@ -106,7 +109,7 @@ class BuildOptions:
 KERNEL_VARIANTS = ("auto", "portable")
 
 # the files (or image folder) a build reads, by their BuildOptions.recorded key
-RECORDED_INPUTS = ("model", "calib", "samples")
+RECORDED_INPUTS = ("model", "calib", "samples", "train_data")
 
 
 def input_sha256(path: str) -> str:
@@ -518,6 +521,7 @@ def _recorded_problem(recorded: dict) -> str | None:
         "model": lambda v: isinstance(v, str),
         "calib": lambda v: v is None or isinstance(v, str),
         "samples": lambda v: v is None or isinstance(v, str),
+        "train_data": lambda v: v is None or isinstance(v, str),
         "calib_mean": numbers, "calib_std": lambda v: numbers(v) and min(v) > 0,
         "calib_limit": lambda v: count(v, 1),
         "input_shape": lambda v: v is None or (isinstance(v, list) and len(v) in (2, 3, 4)
@@ -652,6 +656,11 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
         raise TinycError("--loss mse: the firmware's training demo reads class labels; build "
                          "with --no-firmware and train through tinyc_train_step(input, target, lr)"
                          " (tinyc emulate --train-data on the host)")
+    if opts.lr == "auto" and (opts.train is None or not opts.train_data):
+        raise TinycError("--lr auto chooses the learning rate by training on your labelled "
+                         "data: give --train SCHEME and --train-data FILE.npz (x, y)")
+    if isinstance(opts.lr, str) and opts.lr != "auto":
+        raise TinycError(f"--lr {opts.lr}: give a number or auto")
     mode, sram = schedule_request(opts, board)
     if opts.firmware:
         from .targets.platformio import check_project_path
@@ -698,6 +707,9 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
     report["board_file"] = board.path
     try:
         check_fits(report)
+        if opts.lr == "auto":   # after the fit check: the search trains for minutes
+            opts = dataclasses.replace(opts, lr=auto_lr(out / MODEL_LIB if opts.firmware
+                                                        else out, report, opts))
         if opts.firmware:
             report["firmware"] = firmware_step(out, board, report, opts, calib)
     except DoesNotFitError as e:
@@ -705,6 +717,20 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
         raise
     (out / "report.json").write_text(report_text(report))
     return report
+
+
+def auto_lr(lib: Path, report: dict, opts: BuildOptions) -> float:
+    """--lr auto: the rate autotune.choose_lr picks on --train-data with the generated step in
+    `lib`; recorded in the report (training.lr, training.lr_auto, build_options.lr)."""
+    from .autotune import choose_lr
+    from .datasets import labelled_data
+
+    x, y = labelled_data(report, opts.train_data)
+    choice = choose_lr(lib, x, y, report["training"]["loss"] == "mse",
+                       float(report["output"]["scale"]))
+    report["training"]["lr"] = report["build_options"]["lr"] = choice["lr"]
+    report["training"]["lr_auto"] = choice
+    return choice["lr"]
 
 
 def refused_report(report: dict) -> str:

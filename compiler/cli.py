@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import labelled_data, model_inputs
 from .errors import TinycError, printable
 
 
@@ -74,6 +75,10 @@ def _learning_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}': give a learning rate a float32 holds "
                                          "(e.g. 0.003)")
     return value
+
+
+def _learning_rate_or_auto(text: str) -> float | str:
+    return "auto" if text == "auto" else _learning_rate(text)
 
 
 def _int_at_least(least: int):
@@ -137,8 +142,13 @@ def parser() -> argparse.ArgumentParser:
                         "the board's SRAM)")
     b.add_argument("--num-classes", type=_int_at_least(2),
                    help="replace the classifier by a new N-class head (N >= 2)")
-    b.add_argument("--lr", type=_learning_rate, default=0.003,
-                   help="default learning rate (0.003, from the sweep in bench/results/transfer.md)")
+    b.add_argument("--lr", type=_learning_rate_or_auto, default=0.003,
+                   help="default learning rate (0.003, from the sweep in bench/results/"
+                        "transfer.md), or auto: the best of a sweep of the generated step on "
+                        "--train-data (a fifth held out; recorded in report.json)")
+    b.add_argument("--train-data", metavar="FILE.npz",
+                   help="labelled samples (x in the model layout, y labels; --loss mse: float "
+                        "targets) that --lr auto learns from")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
     b.add_argument("--rounding", choices=("nearest", "stochastic"),
@@ -228,6 +238,14 @@ def summary(report: dict) -> str:
             f"{tr['params_sram_bytes']:,} B + stack reserve {tr['stack_reserve_bytes']:,} B = "
             f"{tr['sram_bytes']:,} B of {report['sram_limit_bytes']:,} B "
             f"({100 * tr['sram_bytes'] / report['sram_limit_bytes']:.1f}%), {tr['peak']} peak")
+        auto = tr.get("lr_auto")
+        if auto:
+            key = "val_mse" if auto["metric"] == "validation mse" else "val_accuracy"
+            runs = ", ".join(f"{r['lr']:g}: " + (f"{r[key]:.4g}" if key == "val_mse" else
+                                                 f"{100 * r[key]:.1f}%") for r in auto["runs"])
+            lines.append(f"lr auto    {auto['lr']:g} ({auto['metric']} on "
+                         f"{auto['validation_samples']} held-out samples after "
+                         f"{auto['train_samples']} steps: {runs}; {auto['seconds']:.0f} s)")
     if inf.get("patch"):
         lines.append(f"schedule   {patch_summary(inf['patch'])}")
     fw = report.get("firmware")
@@ -279,10 +297,14 @@ def cmd_build(a) -> int:
         train = parse_scheme(a.train)
     elif a.num_classes is not None or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
+    if a.train_data and a.lr != "auto":
+        raise TinycError("--train-data is read by --lr auto; to train on it, run tinyc emulate "
+                         "OUT --train-data FILE after the build")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
                         qas=not a.no_qas, rounding=a.rounding or "stochastic", lr=a.lr,
+                        train_data=a.train_data,
                         loss=a.loss,
                         firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
                         sram=a.sram, profile=a.profile, kernels=a.kernels)
@@ -324,48 +346,6 @@ def load_report(out: str) -> dict:
     if problem:
         raise TinycError(f"{path}: not a tinyc report ({problem}); rebuild with tinyc build")
     return rep
-
-
-def model_inputs(rep: dict, x: np.ndarray, source: str) -> np.ndarray:
-    """Inputs in the ONNX layout (NCHW; float or int8) -> int8 NHWC batch for the C code."""
-    from .build import int8_inputs
-
-    inp = rep["input"]
-    return int8_inputs(x, inp["shape_nchw"], inp["scale"], inp["zero_point"], source,
-                       inp.get("layout"))
-
-
-def labelled_data(rep: dict, path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A training/eval .npz with x (inputs) and y (int labels; --loss mse: float targets of the
-    output's shape) -> (int8 inputs in the IR layout, labels or int8 targets)."""
-    from .calib import load_array
-
-    x, y = load_array(path, "x"), load_array(path, "y")
-    if rep.get("training", {}).get("loss") == "mse":
-        return model_inputs(rep, x, path), mse_targets(rep, x, y, path)
-    if y.dtype.kind not in "iu" or y.ndim != 1:
-        raise TinycError(f"{path}: y must be a 1-D array of integer labels (got {y.dtype} {y.shape})")
-    if len(y) != len(x):
-        raise TinycError(f"{path}: {len(x)} inputs but {len(y)} labels")
-    classes = rep["output"]["shape"][-1]
-    bad = np.flatnonzero((y < 0) | (y >= classes))
-    if len(bad):
-        raise TinycError(f"{path}: label {y[bad[0]]} of sample {bad[0]} is out of range: the "
-                         f"model has {classes} classes (0..{classes - 1}); use --num-classes")
-    return model_inputs(rep, x, path), y.astype(np.int64)
-
-
-def mse_targets(rep: dict, x: np.ndarray, y: np.ndarray, path: str) -> np.ndarray:
-    """Float targets (N, output values) -> int8 in the output's quantization."""
-    from .pipeline import quantize_array
-    out = rep["output"]
-    n_out = int(np.prod(out["shape"]))
-    if y.dtype.kind != "f" or len(y) != len(x) or y[0].size != n_out:
-        raise TinycError(f"{path}: y must hold one float target of {n_out} values per input "
-                         f"(--loss mse; got {y.dtype} {y.shape} for {len(x)} inputs)")
-    if not np.all(np.isfinite(y)):
-        raise TinycError(f"{path}: y contains NaN or Inf")
-    return quantize_array(y.reshape(len(y), n_out), out["scale"], out["zero_point"])
 
 
 def board_of_report(rep: dict):

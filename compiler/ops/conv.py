@@ -220,6 +220,8 @@ def quantize_weights(g: Graph, node: Node, s_in: float,
                          f"than the {MAX_DOT_LENGTH:,} an int32 accumulator holds without "
                          "overflow; split the layer (fewer input channels or a smaller kernel)")
     absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1) if per_channel else np.abs(w).max()
+    # a new classifier's weights get room to grow in training (passes/train_head.py)
+    absmax = np.maximum(absmax, node.attrs.get("weight_range", 0.0))
     scale = absmax / 127.0
     # keep the int32 bias representable even for channels with tiny weights
     bias_floor = np.abs(b) / (float(s_in) * BIAS_LIMIT)
