@@ -106,3 +106,169 @@ def _cpus() -> int:
     import os
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- --train auto with data
+# `--train auto --train-data`: which biases and weight channels to update, from the user's data.
+# Each candidate update (a conv layer's bias; its weights read from 1/8, 1/4, 1/2, all of its
+# input channels, the channels of largest weight norm first as sparse_update.top_channels picks
+# them) is scored by its Fisher information on the data: the mean over samples of the squared
+# gradient of the loss w.r.t. those parameters, i.e. the loss decrease a step of plain SGD can
+# buy there (QAS makes the integer step the float one). The gradients come from one probe pass of
+# the numpy reference over PROBE_SAMPLES samples, after a float fit of the new head on their
+# features (the random head's gradients would say little). Candidates are ranked by score per
+# byte (trained parameters, saved input channels, the float gradient map a deeper backward
+# needs); the longest prefix of that ranking whose planned training SRAM fits the budget wins
+# (memory/train_budget.py bisects over it with the real planner).
+RATIOS = (0.125, 0.25, 0.5, 1.0)
+PROBE_SAMPLES = 64
+HEAD_FIT_EPOCHS = 30
+
+
+def probe_samples(y: np.ndarray, n: int, seed=SPLIT_SEED) -> np.ndarray:
+    """Up to n sample indices, as many of each class as possible (round robin)."""
+    rng = np.random.default_rng(seed + 1)
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        return np.sort(rng.permutation(len(y))[:n])
+    pools = [list(rng.permutation(np.flatnonzero(y == c))) for c in np.unique(y)]
+    out = []
+    while len(out) < min(n, len(y)):
+        for p in pools:
+            if p and len(out) < n:
+                out.append(p.pop())
+    return np.sort(np.asarray(out, np.int64))
+
+
+def _fit_head(gq, probe, feats: np.ndarray, labels: np.ndarray) -> None:
+    """Softmax regression of the new head on the probe samples' (dequantized) features, in
+    float, then written into the probe graph's int8 head at its own scales."""
+    from .passes.train_head import classifier
+    head = classifier(probe)
+    wt, bt = probe.tensors[head.inputs[1]], probe.tensors[head.inputs[2]]
+    s_w = np.asarray(wt.q.scale, np.float64).reshape(-1, 1)
+    w = wt.data.reshape(wt.shape[0], -1).astype(np.float64) * s_w
+    b = np.zeros(wt.shape[0])
+    for _ in range(HEAD_FIT_EPOCHS):
+        z = feats @ w.T + b
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(labels)), labels] -= 1.0
+        w -= 0.5 * (p.T @ feats) / len(labels)
+        b -= 0.5 * p.mean(axis=0)
+    wt.data = np.clip(np.round(w / s_w), -127, 127).astype(np.int8).reshape(wt.shape)
+    b_scale = np.asarray(bt.q.scale, np.float64)
+    bt.data = np.clip(np.round(b / b_scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+
+
+def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMPLES) -> dict:
+    """Per conv layer (scheme index): the Fisher information of its bias (summed over output
+    channels) and of its weights per input channel (weight candidates only: the deeper half of
+    the layers, where the published schemes train weights); plus what the cost model needs."""
+    from .passes.autodiff import build_training_graph
+    from .passes.sparse_update import conv_layers, resolve_scheme
+    from .passes.train_head import classifier
+    from .reference import train as ref
+    from .reference.int8 import run_int8
+
+    convs = conv_layers(gq)
+    n = len(convs)
+    weight_layers = [i for i in range(n // 2, n)]
+    spec = {"bias_last": n, "weights": {str(i): 1.0 for i in weight_layers}}
+    probe = build_training_graph(gq, resolve_scheme(gq, spec), opts)
+    pick = probe_samples(y, samples)
+    head = classifier(gq)
+    feat_t = gq.tensors[head.inputs[0]]
+    s_f, zp_f = feat_t.q.scalar()
+    feats = np.stack([(run_int8(gq, x[i:i + 1])[head.inputs[0]].astype(np.float64).ravel() - zp_f)
+                      * s_f for i in pick])
+    _fit_head(gq, probe, feats, y[pick])
+
+    index = {c.name: i for i, c in enumerate(convs)}
+    bias = np.zeros(n)
+    chans = {i: np.zeros(gq.tensors[convs[i].inputs[0]].shape[-1]) for i in weight_layers}
+
+    def observe(node, g_y, x_q):
+        i = index.get(node.name.removesuffix("/update"))
+        if i is None:
+            return
+        gy = g_y[0].astype(np.float64)
+        if node.attrs["update_bias"]:
+            bias[i] += float(np.sum(gy.sum(axis=(0, 1)) ** 2))
+        if node.attrs["channels"] is not None and i in chans:
+            kh, kw = gq.tensors[convs[i].inputs[1]].shape[1:3] if not node.attrs["fc"] else (1, 1)
+            xq = x_q.reshape(1, 1, 1, -1) if node.attrs["fc"] else x_q
+            gy4 = g_y.reshape(1, 1, 1, -1) if node.attrs["fc"] else g_y
+            gw = ref.weight_grad(gy4[0], xq, node.attrs, (kh, kw)).astype(np.float64)
+            cout = gw.shape[0]
+            sel = np.asarray(node.attrs["channels"])
+            cin_g = gq.tensors[convs[i].inputs[1]].shape[-1]
+            groups = max(1, len(chans[i]) // cin_g)
+            mask = (np.arange(cout)[:, None] // (cout // groups)) == (sel // cin_g)[None, :]
+            chans[i][sel] += ((gw ** 2).sum(axis=(1, 2)) * mask).sum(axis=0)
+
+    guard = ref.GuardStats()
+    for k, i in enumerate(pick):
+        ref.train_step(probe, x[i:i + 1], int(y[i]), 0.0, k, guard, observe=observe)
+    m = float(len(pick))
+    return {"bias": bias / m, "channels": {i: v / m for i, v in chans.items()},
+            "samples": int(len(pick))}
+
+
+def ranked_schemes(gq, fisher: dict) -> list[dict]:
+    """The candidate updates ranked greedily by Fisher score per byte, as nested schemes (each
+    prefix of the ranking; see the section comment). Bytes: the trained parameters, the saved
+    input channels of a weight update, and, for an update below every one taken so far, the
+    growth of the largest float gradient map the deeper backward pass holds. A layer's weight
+    ratios come in order (1/8 before 1/4 ...); biases reach down one layer at a time from the
+    classifier (a scheme's bias_last)."""
+    from .passes.sparse_update import conv_layers, top_channels
+    convs = conv_layers(gq)
+    n = len(convs)
+    t = gq.tensors
+    grad_map = [4 * t[c.outputs[0]].size for c in convs]
+    # the backward's largest map down to layer i (n: no backward through the convs)
+    deepest_map = [max(grad_map[i:]) for i in range(n)] + [0]
+
+    units: dict[tuple, tuple[float, int]] = {}      # unit -> (benefit, own bytes)
+    for i in range(n):
+        units[("bias", i)] = (float(fisher["bias"][i]), 4 * t[convs[i].inputs[2]].size)
+    for i, per_channel in fisher["channels"].items():
+        node = convs[i]
+        w = t[node.inputs[1]]
+        groups = max(1, t[node.inputs[0]].shape[-1] // w.shape[-1])
+        x_pixels = t[node.inputs[0]].size // t[node.inputs[0]].shape[-1]
+        before = 0
+        for r in RATIOS:
+            new = top_channels(gq, node, r)[before:]
+            if len(new):
+                units[("w", i, r)] = (float(per_channel[new].sum()),
+                                      len(new) * (w.shape[0] // groups * w.shape[1] * w.shape[2]
+                                                  + x_pixels))
+                before += len(new)
+
+    def next_ratio(i, r):
+        later = sorted(u[2] for u in units if u[0] == "w" and u[1] == i and u[2] > r)
+        return [("w", i, later[0])] if later else []
+
+    ready = {("bias", n - 1)} | {u for i in fisher["channels"] for u in next_ratio(i, 0.0)}
+    chain = [{"name": "classifier only", "bias_last": 0, "weights": {}}]
+    bias_last, weights, depth = 0, {}, n       # depth: the deepest layer the backward reaches
+    while ready:
+        def density(u):
+            i = u[1]
+            grow = deepest_map[i] - deepest_map[depth] if i < depth else 0
+            return units[u][0] / max(units[u][1] + grow, 1)
+        unit = max(sorted(ready), key=density)
+        ready.discard(unit)
+        i = unit[1]
+        depth = min(depth, i)
+        if unit[0] == "bias":
+            bias_last = n - i
+            if i > 0:
+                ready.add(("bias", i - 1))
+        else:
+            weights[str(i)] = unit[2]
+            ready.update(next_ratio(i, unit[2]))
+        chain.append({"name": f"data-ranked, {len(chain)} updates", "bias_last": bias_last,
+                      "weights": dict(weights)})
+    return chain

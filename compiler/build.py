@@ -264,6 +264,7 @@ def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildO
         "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
         "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr, "loss": opts.loss,
         "trainable_layers": g.meta["train"]["trainable"],
+        **({"auto": g.meta["train"]["auto"]} if "auto" in g.meta["train"] else {}),
         **mem,
         "nodes": training_node_rows(g),
     }
@@ -447,7 +448,8 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     return training_graph(g, calib, opts.train, opts.num_classes,
                           TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
                           board.stack_reserve_bytes if board else 0,
-                          patched=opts.patch != "off"), calib
+                          patched=opts.patch != "off",
+                          train_data=opts.train_data if opts.train == "auto" else None), calib
 
 
 def is_tflite(model: str) -> bool:

@@ -148,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
                         "--train-data (a fifth held out; recorded in report.json)")
     b.add_argument("--train-data", metavar="FILE.npz",
                    help="labelled samples (x in the model layout, y labels; --loss mse: float "
-                        "targets) that --lr auto learns from")
+                        "targets) that --lr auto and --train auto learn from (--train auto: "
+                        "the updates with the most Fisher information on them that fit)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
     b.add_argument("--rounding", choices=("nearest", "stochastic"),
@@ -297,9 +298,9 @@ def cmd_build(a) -> int:
         train = parse_scheme(a.train)
     elif a.num_classes is not None or a.no_qas or a.rounding:
         raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
-    if a.train_data and a.lr != "auto":
-        raise TinycError("--train-data is read by --lr auto; to train on it, run tinyc emulate "
-                         "OUT --train-data FILE after the build")
+    if a.train_data and a.lr != "auto" and a.train != "auto":
+        raise TinycError("--train-data is read by --lr auto and --train auto; to train on it, "
+                         "run tinyc emulate OUT --train-data FILE after the build")
     opts = BuildOptions(calib=a.calib, calib_mean=a.calib_mean, calib_std=a.calib_std,
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,

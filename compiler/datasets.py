@@ -48,3 +48,17 @@ def mse_targets(rep: dict, x: np.ndarray, y: np.ndarray, path: str) -> np.ndarra
     if not np.all(np.isfinite(y)):
         raise TinycError(f"{path}: y contains NaN or Inf")
     return quantize_array(y.reshape(len(y), n_out), out["scale"], out["zero_point"])
+
+
+def labelled_data_for_graph(g, path: str, loss: str = "ce") -> tuple[np.ndarray, np.ndarray]:
+    """labelled_data for an int8 graph being compiled (before its report exists)."""
+    from .passes.train_head import logits
+    scale, zp = g.tensors[g.inputs[0]].q.scalar()
+    out = g.tensors[logits(g)]
+    o_scale, o_zp = out.q.scalar()
+    rep = {"input": {"shape_nchw": list(g.meta["input_nchw"]), "scale": float(scale),
+                     "zero_point": int(zp), "layout": g.meta.get("input_layout")},
+           "output": {"shape": list(out.shape), "scale": float(o_scale),
+                      "zero_point": int(o_zp)},
+           "training": {"loss": loss}}
+    return labelled_data(rep, path)

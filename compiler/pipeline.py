@@ -128,7 +128,7 @@ def compile_training(path: str, calib_nchw: np.ndarray | None, scheme, num_class
 
 def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | None,
                    opts=None, sram_budget: int | None = None, stack_reserve: int = 0,
-                   patched: bool = False) -> Graph:
+                   patched: bool = False, train_data: str | None = None) -> Graph:
     """Float IR + calibration (NHWC) -> int8 training-step graph. scheme "auto" picks one that
     fits sram_budget (memory/train_budget.py; `patched`: with the automatic patch schedule the
     build uses); the choice is in meta["train"]["scheme_spec"]."""
@@ -141,7 +141,7 @@ def training_graph(g: Graph, calib_nhwc: np.ndarray, scheme, num_classes: int | 
     g = replace_head(g, num_classes) if new_head else drop_output_softmax(g)
     fixed = {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE} if new_head else {}
     return int8_training_graph(quantize(g, calib_nhwc, fixed), scheme, opts, sram_budget,
-                               stack_reserve, patched)
+                               stack_reserve, patched, train_data)
 
 
 def check_loss(g: Graph, opts, num_classes: int | None) -> None:
@@ -161,15 +161,33 @@ def check_loss(g: Graph, opts, num_classes: int | None) -> None:
 
 
 def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
-                        stack_reserve: int = 0, patched: bool = False) -> Graph:
-    """An int8 graph (its head in place) -> its training-step graph (see training_graph)."""
+                        stack_reserve: int = 0, patched: bool = False,
+                        train_data: str | None = None) -> Graph:
+    """An int8 graph (its head in place) -> its training-step graph (see training_graph).
+    scheme "auto" with `train_data` (a labelled .npz): candidates ranked by their Fisher
+    information on those samples (autotune.py); without: the nested chain of train_budget.py."""
     from .passes.autodiff import build_training_graph
     from .passes.sparse_update import resolve_scheme
     if scheme == "auto":
         from .memory.train_budget import choose_update_scheme
         if sram_budget is None:
             raise TinycError("--train auto needs an SRAM budget (--sram BYTES or the board's)")
-        return choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched)[0]
+        chain, fisher = None, None
+        if train_data:
+            from .autotune import fisher_of_updates, ranked_schemes
+            from .datasets import labelled_data_for_graph
+            if opts.loss != "ce":
+                raise TinycError("--train auto with --train-data ranks updates by the "
+                                 "cross-entropy of class labels; with --loss mse give a scheme")
+            x, y = labelled_data_for_graph(gq, train_data, opts.loss)
+            fisher = fisher_of_updates(gq, x, y, opts)
+            chain = ranked_schemes(gq, fisher)
+        t, mem = choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched, chain)
+        t.meta["train"]["auto"] = {"ranked_by": "Fisher information on --train-data"
+                                   if fisher else "the nested chain (no --train-data)",
+                                   "probe_samples": fisher["samples"] if fisher else 0,
+                                   "candidates_planned": mem["auto_candidates_planned"]}
+        return t
     t = build_training_graph(gq, resolve_scheme(gq, scheme), opts)
     t.meta["train"]["scheme_spec"] = scheme
     return t

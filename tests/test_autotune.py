@@ -7,12 +7,12 @@ import onnx
 from conftest import assert_clean_failure, tinyc
 
 
-def _data(tmp_path, n=90, classes=3, seed=0):
+def _data(tmp_path, n=90, classes=3, seed=0, shape=(3, 32, 24)):
     """Noise whose class brightens one input channel (learnable by a new head), NCHW like the
     model: too few samples for the smallest rates to learn anything."""
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes
-    x = rng.uniform(-0.5, 0.5, (n, 3, 32, 24)).astype(np.float32)
+    x = rng.uniform(-0.5, 0.5, (n,) + shape).astype(np.float32)
     for c in range(classes):
         x[y == c, c] += 0.5
     path = tmp_path / "d.npz"
@@ -82,3 +82,48 @@ def test_new_head_has_room_to_grow(small_nets):
     scale, zp = g.tensors[head.outputs[0]].q.scalar()
     lo, hi = NEW_HEAD_LOGIT_RANGE
     assert abs((127 - zp) * scale - hi) < scale and abs((-128 - zp) * scale - lo) < scale
+
+
+def test_train_auto_ranks_updates_by_fisher_information(small_nets, tmp_path):
+    """--train auto --train-data: a probe pass measures each candidate update's Fisher
+    information (updating nothing), the ranking is a chain of nested schemes, and the build
+    takes the longest prefix whose planned training SRAM fits the budget."""
+    from tinyc.autotune import fisher_of_updates, ranked_schemes
+    from tinyc.build import BuildOptions, compile_graph
+    from tinyc.datasets import labelled_data_for_graph
+    from tinyc.memory.planner import plan_memory, training_memory
+    from tinyc.passes.autodiff import TrainOptions, build_training_graph
+    from tinyc.passes.sparse_update import conv_layers, resolve_scheme
+    from tinyc.pipeline import training_graph
+    data, _, _ = _data(tmp_path, n=30, shape=(3, 20, 20))
+    net = str(small_nets["residual_chain"])
+    budget = 10_000
+    opts = BuildOptions(train="auto", num_classes=3, train_data=str(data), sram=budget,
+                        patch="off")
+    t = compile_graph(net, opts)
+    assert t.meta["train"]["auto"]["ranked_by"].startswith("Fisher")
+    # the same int8 graph with its new head, then the probe and the ranking
+    head_only = compile_graph(net, BuildOptions(train={"bias_last": 0, "weights": {}},
+                                                num_classes=3, patch="off"))
+    gq = head_only.copy()
+    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    x, y = labelled_data_for_graph(gq, str(data))
+    before = {n: gq.tensors[n].data.copy() for n in gq.tensors if gq.tensors[n].data is not None}
+    fisher = fisher_of_updates(gq, x, y, TrainOptions())
+    assert all(np.array_equal(gq.tensors[n].data, v) for n, v in before.items())
+    n = len(conv_layers(gq))
+    assert fisher["bias"].shape == (n,) and np.all(fisher["bias"] >= 0) and fisher["bias"].any()
+    chain = ranked_schemes(gq, fisher)
+    for a, b in zip(chain, chain[1:]):   # nested: each candidate trains a superset
+        assert b["bias_last"] >= a["bias_last"]
+        assert all(float(b["weights"].get(k, 0)) >= r for k, r in a["weights"].items())
+
+    def sram(scheme):
+        g = build_training_graph(gq, resolve_scheme(gq, dict(scheme)), TrainOptions())
+        return training_memory(g, plan_memory(g), 0)["sram_bytes"]
+    chosen = t.meta["train"]["scheme_spec"]
+    k = next(i for i, s in enumerate(chain) if s == chosen)
+    assert 0 < k < len(chain) - 1   # the budget cuts the ranking inside
+    assert sram(chain[k]) <= budget
+    if k + 1 < len(chain):
+        assert sram(chain[k + 1]) > budget

@@ -33,9 +33,12 @@ def candidate_schemes(g: Graph) -> list[dict]:
 
 
 def choose_update_scheme(gq: Graph, sram_budget: int, stack_reserve: int, opts,
-                         patched: bool = False) -> tuple[Graph, dict]:
+                         patched: bool = False, chain: list[dict] | None = None
+                         ) -> tuple[Graph, dict]:
     """gq: the int8 graph (new head already in place). Returns the training graph of the chosen
-    scheme and its training_memory() figures; raises if not even the classifier fits."""
+    scheme and its training_memory() figures; raises if not even the classifier fits. `chain`:
+    nested candidates, each training a superset of the one before (default: candidate_schemes;
+    with the user's data, autotune.ranked_schemes)."""
     from ..passes.autodiff import build_training_graph
     from ..passes.sparse_update import resolve_scheme
     from .schedule import choose_schedule, training_max_split
@@ -46,7 +49,7 @@ def choose_update_scheme(gq: Graph, sram_budget: int, stack_reserve: int, opts,
         sched = choose_schedule(t, "auto", None, training_max_split(t))
         return training_memory(sched.graph, sched.plan, stack_reserve)
 
-    chain = candidate_schemes(gq)
+    chain = chain or candidate_schemes(gq)
     cache: dict[int, tuple[Graph, dict]] = {}
 
     def cost(k: int) -> tuple[Graph, dict]:

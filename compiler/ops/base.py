@@ -118,6 +118,9 @@ class TrainRun:
     label: int
     loss: float | None = None
     skip: bool = False            # the step's check failed: stop before any update
+    # a probe step (autotune.fisher_of_updates): each update node calls observe(node, g_y,
+    # saved input) instead of updating anything
+    observe: object = None
 
 
 class Op:

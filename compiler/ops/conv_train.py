@@ -187,6 +187,9 @@ class Conv2dUpdate(Op):
         from ..reference.train import conv_update
         wt, bt = g.tensors[node.inputs[2]], g.tensors[node.inputs[3]]
         x_q_saved = env[node.inputs[1]] if node.inputs[1] else None
+        if run.observe is not None:
+            run.observe(node, env[node.inputs[0]], x_q_saved)
+            return None
         wt.data, bt.data = conv_update(env[node.inputs[0]], x_q_saved, wt.data, bt.data,
                                        node.attrs, run.lr, run.step, run.guard)
         return None

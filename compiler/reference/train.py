@@ -269,14 +269,15 @@ class TrainState:
 
 
 def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
-               guard: GuardStats | None = None) -> float:
+               guard: GuardStats | None = None, observe=None) -> float:
     """One training step on graph g (from build_training_graph), updating its parameter
-    tensors in place. Returns the loss. The guard's counters go to `guard`."""
+    tensors in place. Returns the loss. The guard's counters go to `guard`. With `observe`,
+    a probe: each update node calls observe(node, g_y, saved input) and updates nothing."""
     guard = guard if guard is not None else GuardStats()
     guard.steps += 1
     refused = guard.refused
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
-    run = TrainRun(lr, step, guard, label)
+    run = TrainRun(lr, step, guard, label, observe=observe)
     for node in g.nodes:
         out = ops.get(node).run_train(g, node, env, run)
         if out is not None:
