@@ -241,12 +241,15 @@ def summary(report: dict) -> str:
             f"({100 * tr['sram_bytes'] / report['sram_limit_bytes']:.1f}%), {tr['peak']} peak")
         auto = tr.get("lr_auto")
         if auto:
-            key = "val_mse" if auto["metric"] == "validation mse" else "val_accuracy"
-            runs = ", ".join(f"{r['lr']:g}: " + (f"{r[key]:.4g}" if key == "val_mse" else
-                                                 f"{100 * r[key]:.1f}%") for r in auto["runs"])
-            lines.append(f"lr auto    {auto['lr']:g} ({auto['metric']} on "
-                         f"{auto['validation_samples']} held-out samples after "
-                         f"{auto['train_samples']} steps: {runs}; {auto['seconds']:.0f} s)")
+            def held_out(r):
+                return (f"mse {r['val_mse']:.4g}" if "val_mse" in r else
+                        f"{100 * r['val_accuracy']:.1f}%")
+            runs = ", ".join(f"{r['lr']:g}: " + (f"{r['late_loss']:.3f}" if r["late_loss"]
+                                                 is not None else "diverged")
+                             + f" ({held_out(r)})" for r in auto["runs"])
+            lines.append(f"lr auto    {auto['lr']:g}: loss over the 2nd half of an epoch of "
+                         f"{auto['train_samples']} steps (held-out {auto['validation_samples']}"
+                         f") {runs}; {auto['seconds']:.0f} s")
     if inf.get("patch"):
         lines.append(f"schedule   {patch_summary(inf['patch'])}")
     fw = report.get("firmware")
