@@ -45,9 +45,15 @@ BOARD_LIB = Path("lib") / "tinyc_board"
 ELF_PATH = Path(".pio") / "build" / ENV / "firmware.elf"
 SAMPLES_BIN = "samples.bin"
 REPEAT_SECONDS = 2
-BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c", "tinyc_pio.py")
-# the files each console needs besides its console_<name>.c
-CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h")}
+BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c", "link_port.c",
+                "tinyc_pio.py")
+# the files each console needs besides its console_<name>.c (the emulated boards' device link
+# is on UART0, beside the semihosting console)
+CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h", "link_uart_cmsdk.c")}
+# the device link's protocol (runtime_c/src/link), portable C: part of the model library, so an
+# application that embeds lib/tinyc_model can serve it too
+LINK_SRC = ROOT / "runtime_c" / "src" / "link"
+LINK_FILES = ("tinyc_link.c", "tinyc_link.h")
 UART_EXTRA = ("console_uart_common.h",)
 PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
            "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",
@@ -151,6 +157,12 @@ def _copy_runtime(board: Board, dst: Path) -> None:
         shutil.copy2(src, dst / name)
 
 
+def link_build_id(model_c: Path) -> int:
+    """What the device link's INFO answers as the build id: the CRC-32 of model.c."""
+    import zlib
+    return zlib.crc32(Path(model_c).read_bytes())
+
+
 def _format_samples(samples: np.ndarray) -> list[str]:
     from ..codegen.c import format_values
     return [format_values(s.reshape(-1)) for s in samples]
@@ -174,10 +186,13 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
         shutil.rmtree(lib)
     lib.mkdir(parents=True)
     _copy_runtime(board, lib)
+    for name in LINK_FILES:
+        shutil.copy2(LINK_SRC / name, out / MODEL_LIB / name)
     ctx = dict(board=board, guard_bytes=board.guard_bytes, guard_align=board.guard_bytes,
                vector_align=128 if board.armv7m else 256, model_name=model_name,
                semihosting=board.firmware.console == "semihosting",
-               repeat_seconds=REPEAT_SECONDS)
+               repeat_seconds=REPEAT_SECONDS,
+               link_build_id=link_build_id(out / MODEL_LIB / "model.c"))
     (lib / "link.ld").write_text(env.get_template("firmware/link.ld.j2").render(**ctx))
     (lib / "tinyc_board_config.h").write_text(
         env.get_template("firmware/tinyc_board_config.h.j2").render(**ctx))

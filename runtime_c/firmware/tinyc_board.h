@@ -39,6 +39,16 @@ uint32_t tinyc_stack_high_water(void);
 void tinyc_stack_paint(void);
 uint32_t tinyc_stack_used_since_paint(void);
 
+/* The device link's byte stream (lib/tinyc_model/tinyc_link.h): UART0 on the emulated boards
+ * (QEMU's first -serial), the console UART on real boards (the same line as the demo's text:
+ * the link skips bytes outside frames). tinyc_board_link_init() after tinyc_board_init(). */
+void tinyc_board_link_init(void);
+int tinyc_board_link_getc(void);                  /* a received byte, or -1 if none waits */
+int tinyc_board_link_read(uint32_t timeout_ms);   /* waits up to timeout_ms (link_port.c) */
+void tinyc_board_link_write(const uint8_t *data, uint32_t n);
+/* the counter in cycles / instructions (TINYC_BOARD_COUNTER_UNIT) */
+uint64_t tinyc_board_cost(void);
+
 /* Printing helpers over tinyc_console_write (no printf, no heap). */
 void tinyc_print(const char *s);
 void tinyc_print_int(int32_t v);
