@@ -262,8 +262,10 @@ class QemuLink:
             for line in self.proc.stderr:
                 self._err.append(line)
 
-        threading.Thread(target=read_out, daemon=True).start()
-        threading.Thread(target=read_err, daemon=True).start()
+        self._readers = [threading.Thread(target=read_out, daemon=True),
+                         threading.Thread(target=read_err, daemon=True)]
+        for r in self._readers:
+            r.start()
         ready.wait(timeout)
         if not found:
             raise QemuError(f"QEMU ({self.board.qemu_machine}) did not open a pty for the device "
@@ -278,6 +280,10 @@ class QemuLink:
             procs.kill(self.proc)
         else:
             procs.finished(self.proc)
+        for r in getattr(self, "_readers", []):
+            r.join(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
 
     def __enter__(self):
         return self
