@@ -267,6 +267,11 @@ def summary(report: dict) -> str:
             f"{rs.get('.data', 0):,} + .bss {rs.get('.bss', 0):,} [arena {fw['arena_bytes']:,}] + "
             f"stack {rs.get('.stack', 0):,}), flash {fw['flash_bytes']:,} B of "
             f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
+        if fw.get("link"):
+            ln = fw["link"]
+            lines.append(f"link       device link (protocol {ln['protocol']}): RAM {ln['ram_bytes']:,} B "
+                         f"(receive buffer {ln['rx_buffer_bytes']:,} B; samples stream into the "
+                         f"model's input), flash {ln['flash_bytes']:,} B, in the firmware's figures")
         if fw.get("stack_worst_case_bytes") is not None:
             train = (f"; tinyc_train_step {fw['train_step_stack_bytes']:,} B"
                      if fw.get("train_step_stack_bytes") is not None else "")

@@ -69,6 +69,11 @@ def test_inference_build_infers_over_the_link_like_the_host(builds):
         assert info.build_id == link_build_id(out / "lib" / "tinyc_model" / "model.c")
         assert (info.input_size, info.output_size) == (xq[0].size, int(np.prod(rep["output"]["shape"])))
         assert not info.training and info.unit == "instructions" and info.max_payload == 256
+        # the link's RAM: small, static, in the build report and the firmware's checked figures
+        ln = rep["firmware"]["link"]
+        assert ln["rx_buffer_bytes"] == info.link_buffer_bytes == 256
+        assert 256 < ln["ram_bytes"] < 400 and 1000 < ln["flash_bytes"] < 6000
+        assert ln["ram_bytes"] < rep["firmware"]["ram_bytes"] - rep["firmware"]["arena_bytes"]
         got = [q.device.infer(x.reshape(-1)) for x in xq]
         # a training request to an inference build: refused, the device goes on
         with pytest.raises(dv.DeviceError, match="not supported in this build"):
@@ -276,3 +281,38 @@ def test_device_command_line_errors(builds, tmp_path):
     with link(inf) as q:
         with pytest.raises(Exception, match="runs another model"):
             q.device.check_build(out)
+
+
+def test_the_link_over_a_tcp_socket(builds):
+    """QEMU's UART0 on a TCP socket (-serial tcp:...,server=on) and the host on
+    socket://HOST:PORT: the same Device code as for a serial port."""
+    import socket
+    import subprocess
+
+    from tinyc import procs
+    from tinyc.targets.qemu import qemu_command
+    out = builds / "inf"
+    rep = report(out)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = qemu_command(load_board("mps2_an386"), out / ".pio" / "build" / "tinyc" / "firmware.elf",
+                       ["firmware", "link"])
+    cmd[cmd.index("-serial") + 1] = f"tcp:127.0.0.1:{port},server=on,wait=off"
+    proc = procs.popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        dev = None
+        for _ in range(50):   # QEMU listens once it has started
+            try:
+                dev = dv.Device(f"socket://127.0.0.1:{port}", timeout=20)
+                break
+            except Exception:
+                time.sleep(0.1)
+        assert dev is not None
+        with dev:
+            dev.check_build(out)
+            xq = model_inputs(rep, inputs(1, seed=6), "x")
+            y, _ = dev.infer(xq[0].reshape(-1))
+    finally:
+        procs.kill(proc)
+    assert np.array_equal(y, run_host(out, xq).reshape(-1))

@@ -402,6 +402,7 @@ def build_firmware(out, board: Board) -> dict:
         "stack_bytes": board.stack_reserve_bytes,
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
+    fw["link"] = link_usage(out / ".pio" / "build" / ENV, {(s.name, s.kind) for s in symbols})
     fw.update(stack_check(out / ".pio" / "build" / ENV, board))
     problems, consumers = [], {}
     if fw["ram_bytes"] > board.sram_bytes:
@@ -414,6 +415,27 @@ def build_firmware(out, board: Board) -> dict:
     if problems:
         raise _does_not_fit(board, problems, consumers)
     return fw
+
+
+LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o")
+
+
+def link_usage(build_dir: Path, linked: set) -> dict:
+    """What the device link (runtime_c/src/link, the board's link_*.c) takes of the firmware's
+    RAM and flash: the symbols of its object files that the link kept (the figures are part of
+    the firmware's, which the board check covers)."""
+    from .elf import region_of_section
+    ram = flash = rx = 0
+    for obj in sorted(p for name in LINK_OBJECTS for p in build_dir.rglob(name)):
+        for s in Elf(obj).symbols():
+            if (s.name, s.kind) not in linked:
+                continue   # dropped by --gc-sections, or inlined
+            region = region_of_section(s.section)
+            ram += s.size if region in ("ram", "both") else 0
+            flash += s.size if region in ("flash", "both") else 0
+            if obj.name == "tinyc_link.o" and s.name == "rx":
+                rx = s.size
+    return {"protocol": 1, "ram_bytes": ram, "flash_bytes": flash, "rx_buffer_bytes": rx}
 
 
 class StackTooSmallError(FirmwareDoesNotFitError):
