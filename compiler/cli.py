@@ -272,6 +272,11 @@ def summary(report: dict) -> str:
             lines.append(f"link       device link (protocol {ln['protocol']}): RAM {ln['ram_bytes']:,} B "
                          f"(receive buffer {ln['rx_buffer_bytes']:,} B; samples stream into the "
                          f"model's input), flash {ln['flash_bytes']:,} B, in the firmware's figures")
+        if fw.get("storage"):
+            st = fw["storage"]
+            lines.append(f"storage    trained parameters saved in 2 slots of {st['slot_bytes']:,} B "
+                         f"(flash {st['flash_bytes']:,} B, counted in the flash check; "
+                         f"{st['backend']})")
         if fw.get("stack_worst_case_bytes") is not None:
             train = (f"; tinyc_train_step {fw['train_step_stack_bytes']:,} B"
                      if fw.get("train_step_stack_bytes") is not None else "")

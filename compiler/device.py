@@ -24,21 +24,23 @@ import numpy as np
 from .errors import TinycError
 
 SYNC, VERSION = 0xA5, 1
-INFO, INFER, TRAIN, PARAMS_READ, PARAMS_WRITE, PARAMS_RESET, STATS, STEP, SAVE, RESTORE = \
-    range(1, 11)
+INFO, INFER, TRAIN, PARAMS_READ, PARAMS_WRITE, PARAMS_RESET, STATS, STEP, SAVE, RESTORE, \
+    STORAGE = range(1, 12)
 ERROR = 0xFF
 ANSWER = 0x80
 HEADER = struct.Struct("<BBBH")     # sync, version, type, length
 MAX_FRAME_PAYLOAD = 0xFFFF
 COMMAND_NAMES = {INFO: "info", INFER: "infer", TRAIN: "train", PARAMS_READ: "params read",
                  PARAMS_WRITE: "params write", PARAMS_RESET: "params reset", STATS: "stats",
-                 STEP: "step", SAVE: "save", RESTORE: "restore"}
+                 STEP: "step", SAVE: "save", RESTORE: "restore", STORAGE: "storage"}
 ERROR_NAMES = {1: "bad CRC", 2: "protocol version", 3: "unknown command", 4: "bad length",
                5: "timeout", 6: "not supported in this build", 7: "bad argument", 8: "storage"}
 FLAG_TRAINING, FLAG_PROFILE, FLAG_STORAGE, FLAG_INSTRUCTIONS = 1, 2, 4, 8
 INFO_ANSWER = struct.Struct("<BBHIIIIIIIIIII")
 TRAIN_ANSWER = struct.Struct("<fIIIIIQ")
 STATS_ANSWER = struct.Struct("<IIIQQIIIIIIIHHH")
+STORAGE_ANSWER = struct.Struct("<BIBIBI")
+NO_SLOT = 0xFF
 
 
 def encode_frame(kind: int, payload: bytes = b"", version: int = VERSION) -> bytes:
@@ -115,6 +117,28 @@ class Stats:
     step: int
     layers: int
     profile: dict            # layer -> count of the last run (--profile builds), this page
+
+
+@dataclass
+class StorageStatus:
+    """The slot the device's parameters were last restored from or saved to (0 = A, 1 = B;
+    None: none, the built parameters), its sequence number, and both slots' state."""
+    loaded: int | None
+    loaded_seq: int
+    valid: tuple[bool, bool]
+    seq: tuple[int, int]
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "StorageStatus":
+        loaded, lseq, va, sa, vb, sb = STORAGE_ANSWER.unpack(data)
+        return cls(None if loaded == NO_SLOT else loaded, lseq, (bool(va), bool(vb)), (sa, sb))
+
+    def describe(self) -> str:
+        slots = ", ".join(f"slot {'AB'[i]} " + (f"seq {self.seq[i]}" if self.valid[i] else "empty")
+                          for i in range(2))
+        src = (f"slot {'AB'[self.loaded]} seq {self.loaded_seq}" if self.loaded is not None
+               else "no slot (the built parameters)")
+        return f"parameters from {src}; {slots}"
 
 
 class Device:
@@ -301,11 +325,16 @@ class Device:
         return Stats(*head[:-3], layers=head[-3],
                      profile={first + i: c for i, c in enumerate(counts)})
 
-    def save(self) -> None:
-        self.request(SAVE)
+    def save(self) -> StorageStatus:
+        """The trained parameters (and the step index) to the device's persistent storage."""
+        return StorageStatus.unpack(self.request(SAVE))
 
-    def restore(self) -> None:
-        self.request(RESTORE)
+    def restore(self) -> StorageStatus:
+        """The newest valid saved parameters back (a device also does this at boot)."""
+        return StorageStatus.unpack(self.request(RESTORE))
+
+    def storage(self) -> StorageStatus:
+        return StorageStatus.unpack(self.request(STORAGE))
 
     def check_build(self, out) -> DeviceInfo:
         """The device must run the model of build folder `out` (CRC-32 of its model.c)."""

@@ -224,15 +224,27 @@ class QemuLink:
     context manager: QEMU is killed at the end. Its console (semihosting) output is kept in
     `console`."""
 
-    def __init__(self, out, board: Board, report: dict, timeout: float = 60.0):
-        import threading
+    def __init__(self, out, board: Board, report: dict, timeout: float = 60.0,
+                 storage: Path | None = None, cut: int = 0):
+        """storage: the host file that stands for the board's flash (a training build keeps
+        its saved parameters there; created if missing); cut: the firmware stops dead in the
+        middle of its cut-th write to it (a simulated power cut, exit status 5)."""
         from ..device import Device
         _require_qemu()
         elf = firmware_elf(out, board, report).resolve()
-        cmd = qemu_command(board, elf, ["firmware", "link"])
+        args = ["firmware", "link"]
+        cwd = None
+        if storage is not None:
+            storage = Path(storage).resolve()
+            if any(c in storage.name for c in " ,=") or not storage.parent.is_dir():
+                raise TinycError(f"storage file {storage}: its folder must exist and its name "
+                                 "hold no space, comma or '='")
+            cwd, args = storage.parent, args + [f"storage={storage.name}"] + (
+                [f"cut={cut}"] if cut else [])
+        cmd = qemu_command(board, elf, args)
         cmd[cmd.index("-serial") + 1] = "pty"
         self.board, self.console, self._err = board, [], []
-        self.proc = procs.popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.proc = procs.popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, errors="replace")
         try:
             pty = self._pty_path(timeout=20.0)

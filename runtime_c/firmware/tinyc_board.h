@@ -15,6 +15,7 @@
 #define TINYC_EXIT_USAGE 2          /* bad command line or sample file */
 #define TINYC_EXIT_STACK_OVERFLOW 3 /* the MPU guard below the stack was hit */
 #define TINYC_EXIT_FAULT 4          /* any other fault */
+#define TINYC_EXIT_POWER_CUT 5      /* a simulated power cut (storage tests: cut=N) */
 
 /* Board bring-up: clocks where needed, console, counter. Call first in main(). */
 void tinyc_board_init(void);
@@ -46,6 +47,14 @@ void tinyc_board_link_init(void);
 int tinyc_board_link_getc(void);                  /* a received byte, or -1 if none waits */
 int tinyc_board_link_read(uint32_t timeout_ms);   /* waits up to timeout_ms (link_port.c) */
 void tinyc_board_link_write(const uint8_t *data, uint32_t n);
+/* Persistent storage of the trained parameters (tinyc_store.h tinyc_flash), where the board
+ * has it: the emulated boards, a host file (storage_semihosting.c). open: `bytes` of flash
+ * (created erased if the file is missing or another size); cut: the write at which a simulated
+ * power cut ends the firmware (0: never). Each returns 0 on success. */
+int tinyc_board_storage_open(const char *path, uint32_t bytes, uint32_t cut);
+int tinyc_board_storage_erase(uint32_t address);
+int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t n);
+int tinyc_board_storage_read(uint32_t address, uint8_t *data, uint32_t n);
 /* the counter in cycles / instructions (TINYC_BOARD_COUNTER_UNIT) */
 uint64_t tinyc_board_cost(void);
 

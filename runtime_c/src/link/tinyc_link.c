@@ -134,7 +134,7 @@ static void do_info(void)
     if (port->profile_count != NULL) {
         flags |= TINYC_LINK_HAS_PROFILE;
     }
-    if (port->save != NULL && port->restore != NULL) {
+    if (port->storage_status != NULL) {
         flags |= TINYC_LINK_HAS_STORAGE;
     }
     if (port->counts_instructions) {
@@ -211,10 +211,7 @@ static void do_train(void)
 #endif
 
 #ifdef TINYC_TRAINING
-/* The trained parameters are addressed as one byte string: every tensor of tinyc_params[] in
- * order, whole (as tinyc_get_param copies it), TINYC_PARAM_BYTES in all. Copies bytes
- * [offset, offset + n) out of it (write = 0) or into it (write = 1) through `buf`. */
-static int params_copy(uint32_t offset, uint32_t n, uint8_t *buf, int write)
+int tinyc_link_params_copy(uint32_t offset, uint32_t n, uint8_t *buf, int write)
 {
     uint32_t start = 0;
     int p;
@@ -250,7 +247,7 @@ static void do_params_read(uint32_t length)
     }
     offset = get_u32(rx);
     n = get_u16(rx + 4);
-    if (n > (uint32_t)sizeof rx || !params_copy(offset, n, rx, 0)) {
+    if (n > (uint32_t)sizeof rx || !tinyc_link_params_copy(offset, n, rx, 0)) {
         send_error(TINYC_LINK_E_ARGUMENT, TINYC_LINK_PARAMS_READ,
                    "range outside the parameters or larger than the link buffer");
         return;
@@ -268,9 +265,9 @@ static void do_params_write(uint32_t length)
         return;
     }
     offset = get_u32(rx);
-    /* the bytes are moved to the front so that params_copy reads them from rx itself */
+    /* the bytes are moved to the front so that they are read from rx itself */
     memmove(rx, rx + 4, length - 4u);
-    if (!params_copy(offset, length - 4u, rx, 1)) {
+    if (!tinyc_link_params_copy(offset, length - 4u, rx, 1)) {
         send_error(TINYC_LINK_E_ARGUMENT, TINYC_LINK_PARAMS_WRITE, "range outside the parameters");
         return;
     }
@@ -336,20 +333,34 @@ static void do_stats(uint32_t length)
     send_frame(TINYC_LINK_STATS | 0x80u, a, 62, rx, 4u * n);
 }
 
+/* save, restore or status; each answers the storage's state: the slot the parameters came
+ * from (0 = A, 1 = B, 0xFF: none), its sequence number, then of slots A and B: valid u8, seq u32 */
 static void do_storage(uint8_t type)
 {
-    const char *(*fn)(void) = type == TINYC_LINK_SAVE ? port->save : port->restore;
-    const char *problem;
-    if (fn == NULL) {
+    const char *(*fn)(void) = type == TINYC_LINK_SAVE ? port->save
+                              : type == TINYC_LINK_RESTORE ? port->restore : NULL;
+    const char *problem = NULL;
+    tinyc_store_status s;
+    uint8_t a[15];
+    if (port->storage_status == NULL || (type != TINYC_LINK_STORAGE && fn == NULL)) {
         send_error(TINYC_LINK_E_UNSUPPORTED, type, "no persistent storage in this build");
         return;
     }
-    problem = fn();
+    if (fn != NULL) {
+        problem = fn();
+    }
     if (problem != NULL) {
         send_error(TINYC_LINK_E_STORAGE, type, problem);
         return;
     }
-    send_frame((uint8_t)(type | 0x80u), NULL, 0, NULL, 0);
+    port->storage_status(&s);
+    a[0] = s.loaded;
+    put_u32(a + 1, s.loaded_seq);
+    a[5] = s.valid[0];
+    put_u32(a + 6, s.seq[0]);
+    a[10] = s.valid[1];
+    put_u32(a + 11, s.seq[1]);
+    send_frame((uint8_t)(type | 0x80u), a, sizeof a, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ receiving */
@@ -390,6 +401,7 @@ static int payload_layout(uint8_t type, uint32_t length, uint32_t *head, uint8_t
     case TINYC_LINK_STATS:
     case TINYC_LINK_SAVE:
     case TINYC_LINK_RESTORE:
+    case TINYC_LINK_STORAGE:
         *why = "payload larger than the link buffer";
         return length <= (uint32_t)sizeof rx;
     default:
@@ -434,6 +446,7 @@ static void execute(uint8_t type, uint32_t length)
         break;
     case TINYC_LINK_SAVE:
     case TINYC_LINK_RESTORE:
+    case TINYC_LINK_STORAGE:
         do_storage(type);
         break;
     default:

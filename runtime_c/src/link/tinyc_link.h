@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "tinyc_store.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,6 +47,7 @@ enum {
     TINYC_LINK_STEP = 0x08,          /* get / set the training step index */
     TINYC_LINK_SAVE = 0x09,          /* trained parameters -> persistent storage */
     TINYC_LINK_RESTORE = 0x0A,       /* persistent storage -> trained parameters */
+    TINYC_LINK_STORAGE = 0x0B,       /* -> which slot the parameters came from, the slots */
     TINYC_LINK_ERROR = 0xFF
 };
 
@@ -76,9 +79,11 @@ typedef struct {
     uint64_t (*cost)(void);                /* a running count of cycles or instructions */
     void (*profile_start)(void);           /* --profile builds: per-layer counts of ... */
     uint64_t (*profile_count)(int32_t layer);   /* ... the last run since profile_start */
-    /* persistent storage of the trained parameters: 0 on success, else a message */
+    /* persistent storage of the trained parameters (tinyc_store.h): NULL on success, else
+     * what failed; all three NULL: "not supported in this build" */
     const char *(*save)(void);
     const char *(*restore)(void);
+    void (*storage_status)(tinyc_store_status *status);
     uint32_t build_id;                     /* identifies the model (CRC-32 of model.c) */
     uint8_t counts_instructions;           /* cost() counts instructions (QEMU), not cycles */
 } tinyc_link_port;
@@ -103,6 +108,13 @@ __attribute__((noreturn))
 void tinyc_link_serve(void);
 
 void tinyc_link_get_counters(tinyc_link_counters *counters);
+
+#ifdef TINYC_TRAINING
+/* The trained parameters as one byte string: every tensor of tinyc_params[] in order, whole (as
+ * tinyc_get_param copies it), TINYC_PARAM_BYTES in all. Copies bytes [offset, offset + n) out
+ * of it (write = 0) or into it (write = 1) through buf; 0 for a range outside it. */
+int tinyc_link_params_copy(uint32_t offset, uint32_t n, uint8_t *buf, int write);
+#endif
 
 /* zlib's CRC-32, incrementally: crc = tinyc_crc32(0, data, n), then
  * tinyc_crc32(crc, more, m). */
