@@ -195,13 +195,16 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("out", help="folder written by tinyc build (the model the device runs)")
     d.add_argument("action", choices=DEVICE_ACTIONS,
                    help="info | infer --input x.npy [--output y.npy] | train --train-data d.npz "
-                        "| pull -o p.npz | push --params p.npz | reset | stats | save | restore")
+                        "| pull -o p.npz | push --params p.npz | reset | stats | save | restore | storage")
     where = d.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="the board's serial port (/dev/ttyACM0, COM3, a pty) or "
                        "socket://HOST:PORT")
     where.add_argument("--qemu", action="store_true",
                        help="start the build's firmware under QEMU and talk to it (emulated "
                             "boards; it starts from the built parameters each time)")
+    d.add_argument("--storage", help="with --qemu: the host file standing for the emulated "
+                   "board's flash, where save keeps the trained parameters (created if missing; "
+                   "restored from at start)")
     d.add_argument("--baud", type=_int_at_least(300), default=115200)
     d.add_argument("--timeout", type=_positive_float, default=30.0,
                    help="seconds to wait for each answer (default 30)")
@@ -216,6 +219,10 @@ def parser() -> argparse.ArgumentParser:
                    help="train: start from the built parameters (the steps of tinyc emulate "
                         "--train-data); default: go on from what the device holds")
     d.add_argument("--save-params", help="train: .npz for the trained parameters afterwards")
+    d.add_argument("--save", action="store_true",
+                   help="train, push: then save the parameters in the device's persistent "
+                        "storage (with --qemu, each command starts a new emulated board: train "
+                        "and save in one command)")
     d.add_argument("--params", help="push: .npz of trained parameters (tinyc emulate "
                    "--save-params, tinyc device pull)")
 
@@ -269,7 +276,7 @@ def summary(report: dict) -> str:
             f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
         if fw.get("link"):
             ln = fw["link"]
-            lines.append(f"link       device link (protocol {ln['protocol']}): RAM {ln['ram_bytes']:,} B "
+            lines.append(f"link       device link (protocol {ln['protocol']}) and storage: RAM {ln['ram_bytes']:,} B "
                          f"(receive buffer {ln['rx_buffer_bytes']:,} B; samples stream into the "
                          f"model's input), flash {ln['flash_bytes']:,} B, in the firmware's figures")
         if fw.get("storage"):
@@ -698,14 +705,15 @@ def check_train_stack(board, demo) -> None:
                 "stack_reserve_bytes", stacklevel=2)
 
 
-DEVICE_ACTIONS = ("info", "infer", "train", "pull", "push", "reset", "stats", "save", "restore")
+DEVICE_ACTIONS = ("info", "infer", "train", "pull", "push", "reset", "stats", "save", "restore",
+                  "storage")
 # the options each action takes (others given are an error, not ignored)
-DEVICE_OPTIONS = {"infer": {"input", "output"}, "pull": {"output"}, "push": {"params"},
-                  "train": {"train_data", "epochs", "lr", "reset", "save_params"}}
+DEVICE_OPTIONS = {"infer": {"input", "output"}, "pull": {"output"}, "push": {"params", "save"},
+                  "train": {"train_data", "epochs", "lr", "reset", "save_params", "save"}}
 DEVICE_REQUIRED = {"infer": ("input",), "pull": ("output",), "push": ("params",),
                    "train": ("train_data",)}
 DEVICE_DEFAULTS = {"input": None, "output": None, "train_data": None, "epochs": 1, "lr": None,
-                   "reset": False, "save_params": None, "params": None}
+                   "reset": False, "save_params": None, "params": None, "save": False}
 
 
 def cmd_device(a) -> int:
@@ -727,10 +735,15 @@ def cmd_device(a) -> int:
     if a.action == "train" and rep["training"].get("loss") == "mse":
         raise TinycError("tinyc device train takes class labels: a --loss mse build cannot "
                          "train over the link yet")
+    if a.storage and not a.qemu:
+        raise TinycError("--storage is the emulated board's flash: use it with --qemu (a real "
+                         "board keeps its own)")
     if a.qemu:
         from .targets.qemu import QemuLink
         board = board_of_report(rep)
-        with using(a.out), QemuLink(a.out, board, rep, timeout=a.timeout) as link:
+        storage = Path(a.storage) if a.storage else None
+        with using(a.out), QemuLink(a.out, board, rep, timeout=a.timeout,
+                                    storage=storage) as link:
             return device_action(a, rep, link.device)
     from .device import Device
     with Device(a.port, baudrate=a.baud, timeout=a.timeout) as dev:
@@ -756,7 +769,8 @@ def device_action(a, rep: dict, dev) -> int:
                   f"{dev.step()}")
         print(f"link       frames up to {info.max_payload} B of payload (buffer "
               f"{info.link_buffer_bytes} B); persistent storage: "
-              f"{'yes' if info.storage else 'not in this build'}; costs in {info.unit}")
+              f"{dev.storage().describe() if info.storage else 'not in this build'}; costs in "
+              f"{info.unit}")
     elif a.action == "infer":
         with atomic_output(npy_name(a.output, ".npy"), ".npy", "--output") if a.output \
                 else contextlib.nullcontext() as tmp:
@@ -785,6 +799,10 @@ def device_action(a, rep: dict, dev) -> int:
             raise TinycError(f"{a.params}: not a readable .npz of parameters ({e})") from None
         dev.push(params, table)
         print(f"pushed {info.param_bytes:,} B of trained parameters from {a.params}")
+        if a.save:
+            print(f"saved: {dev.save().describe()}")
+    elif a.action == "storage":
+        print(f"storage    {dev.storage().describe()}")
     elif a.action == "reset":
         dev.reset_params()
         print("the device is back to its built parameters (step 0)")
@@ -801,8 +819,8 @@ def device_action(a, rep: dict, dev) -> int:
             if count:
                 print(f"profile    layer {layer}: {count:,} {info.unit}")
     elif a.action in ("save", "restore"):
-        (dev.save if a.action == "save" else dev.restore)()
-        print(f"{a.action}d the trained parameters")
+        st = (dev.save if a.action == "save" else dev.restore)()
+        print(f"{a.action}d the trained parameters: {st.describe()}")
     return 0
 
 
@@ -838,6 +856,8 @@ def device_train(a, rep: dict, dev, info, table) -> None:
         if params_tmp:
             np.savez(params_tmp, **dev.pull(table))
             print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters)")
+        if a.save:
+            print(f"saved: {dev.save().describe()}")
 
 
 def cmd_report(a) -> int:

@@ -428,7 +428,8 @@ def build_firmware(out, board: Board) -> dict:
     return fw
 
 
-LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o")
+LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o", "tinyc_store.o",
+                "storage_semihosting.o")
 
 
 def storage_plan(out: Path, board: Board) -> dict | None:
@@ -447,7 +448,8 @@ def storage_plan(out: Path, board: Board) -> dict | None:
 
 
 def link_usage(build_dir: Path, linked: set) -> dict:
-    """What the device link (runtime_c/src/link, the board's link_*.c) takes of the firmware's
+    """What the device link and the storage (runtime_c/src/link, the board's link_*.c and
+    storage_*.c) take of the firmware's
     RAM and flash: the symbols of its object files that the link kept (the figures are part of
     the firmware's, which the board check covers)."""
     from .elf import region_of_section
