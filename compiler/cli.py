@@ -474,16 +474,22 @@ def emulate_inference(a, rep: dict) -> int:
         if demo.stack_used is not None:
             print(f"stack: {demo.stack_used:,} of {demo.stack_size:,} bytes used")
         if a.profile:
-            print_profile(a.out, rep, demo.profile, demo.unit, False, demo.counts[0])
+            # a training build numbers the layers of its training step (an inference is its
+            # forward pass)
+            print_profile(a.out, rep, demo.profile, demo.unit, "training" in rep,
+                          demo.counts[0], what="inference")
     return 0
 
 
-def print_profile(out, rep: dict, counts: dict, unit: str, training: bool, whole: int) -> None:
+def print_profile(out, rep: dict, counts: dict, unit: str, training: bool, whole: int,
+                  what: str | None = None) -> None:
     from .profile import format_summary, summary, write_summary
 
     if not counts:
         raise TinycError(f"the firmware of {out} printed no profile: rebuild it with --profile")
     s = summary(rep, counts, unit, training, whole)
+    if what:
+        s["what"] = what
     print(format_summary(s))
     print(f"wrote {write_summary(out, s)}")
 

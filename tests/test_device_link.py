@@ -316,3 +316,33 @@ def test_the_link_over_a_tcp_socket(builds):
     finally:
         procs.kill(proc)
     assert np.array_equal(y, run_host(out, xq).reshape(-1))
+
+
+def test_stats_give_the_profile_of_the_last_run(builds, small_nets, tmp_path):
+    """A --profile build: stats answers each layer's count of the last inference or training
+    step; they add up to nearly its whole cost (the marks cost a little outside the layers).
+    `tinyc emulate --qemu --profile --input` of a training build reads them over the link."""
+    out = tmp_path / "p"
+    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", out, "--calib",
+          builds / "calib.npy", "--train", builds / "scheme.json", "--num-classes", "4",
+          "--profile")
+    rep = report(out)
+    x = model_inputs(rep, inputs(1, seed=3), "x")[0].reshape(-1)
+    with link(out) as q:
+        info = q.device.info()
+        assert info.flags & dv.FLAG_PROFILE
+        _, cost = q.device.infer(x)
+        s = q.device.stats()
+        q.device.train(x, 1, LR)
+        t = q.device.stats()
+        page = q.device.stats(first_layer=3)
+    assert s.layers == info.layers and len(s.profile) == s.layers
+    ran = sum(s.profile.values())
+    assert 0.9 * cost <= ran <= cost, (ran, cost)
+    assert sum(t.profile.values()) > ran   # a training step: forward, backward and updates
+    assert t.last_train_cost >= sum(t.profile.values()) and t.last_infer_cost == cost
+    assert min(page.profile) == 3 and page.profile[3] == t.profile[3]
+    np.save(tmp_path / "x.npy", inputs(1, seed=3))
+    res = tinyc("emulate", out, "--qemu", "--profile", "--input", tmp_path / "x.npy",
+                "--output", tmp_path / "y.npy")
+    assert "by layer type" in res.stdout, res.stdout

@@ -5,7 +5,6 @@ in the middle of that write) and by killing QEMU during saves: after each restar
 holds the old or the new parameters bit for bit, never a mix, and says which."""
 import json
 import random
-import struct
 import time
 
 import numpy as np
@@ -103,8 +102,8 @@ def test_power_cut_at_every_write_of_a_save(saved, tmp_path):
     middle of each of its writes in turn: erase of every page, every data page, the header."""
     out, image, old, new = saved
     st = report(out)["firmware"]["storage"]
-    page = st["page_bytes"]
-    writes = st["slot_bytes"] // page + -(-st["data_bytes"] // page) + 1
+    writes = (st["slot_bytes"] // st["erase_bytes"] + -(-st["data_bytes"] // st["write_bytes"])
+              + 1)   # erases, data writes, the header
     flash = tmp_path / "flash.bin"
     outcomes = []
     for cut in range(1, writes + 2):   # writes + 1: no cut, the save completes
@@ -147,7 +146,7 @@ def test_corrupt_slots_are_not_restored(saved, tmp_path):
     restored; both broken: the built parameters, and restore says nothing is saved."""
     out, image, old, new = saved
     st = report(out)["firmware"]["storage"]
-    slot, page = st["slot_bytes"], st["page_bytes"]
+    slot, page = st["slot_bytes"], st["write_bytes"]   # the data starts after one write unit
     flash = tmp_path / "flash.bin"
     for where in (slot + page + 5, slot + 9):   # slot B: a data byte, the sequence number
         broken = bytearray(image)
@@ -193,6 +192,5 @@ def test_storage_command_line(saved, tmp_path):
     # the storage's flash is in the build's flash plan and checked with it
     fw = report(out)["firmware"]
     assert fw["storage"]["flash_bytes"] == 2 * fw["storage"]["slot_bytes"] >= 2 * (
-        sum(p["bytes"] for p in table(out)) + 4 + fw["storage"]["page_bytes"])
+        sum(p["bytes"] for p in table(out)) + 4 + fw["storage"]["write_bytes"])
     assert json.loads((out / "report.json").read_text())["firmware"]["storage"]["slots"] == 2
-    struct.calcsize("<I")

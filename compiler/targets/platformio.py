@@ -49,14 +49,41 @@ BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c
                 "tinyc_pio.py")
 # the files each console needs besides its console_<name>.c (the emulated boards' device link
 # is on UART0, beside the semihosting console)
-CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h", "link_uart_cmsdk.c",
-                                 "storage_semihosting.c")}
+CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h", "link_uart_cmsdk.c")}
 # the device link's protocol (runtime_c/src/link), portable C: part of the model library, so an
 # application that embeds lib/tinyc_model can serve it too
 LINK_SRC = ROOT / "runtime_c" / "src" / "link"
 LINK_FILES = ("tinyc_link.c", "tinyc_link.h", "tinyc_store.h")
 STORE_FILES = ("tinyc_store.c",)    # training builds: the trained parameters' A/B slots
-STORE_PAGE_BYTES = 128              # the emulated boards' storage page (a host file)
+# the persistent storage of a training build's trained parameters, by console (chip family):
+# its source in runtime_c/firmware, write and erase units, what it is, whether it takes the
+# top of the board's flash region (the linker script then ends the firmware below it)
+STORAGE_BACKENDS = {
+    "semihosting": ("storage_semihosting.c", 128, 128, False,
+                    "a host file written page by page through semihosting (QEMU)"),
+    "nrf52_uart": ("storage_nrf52_nvmc.c", 256, 4096, True,
+                   "the nRF52840's flash (NVMC, 4 KB pages) above the firmware"),
+}
+
+
+def storage_plan(board: Board, param_bytes: int) -> dict | None:
+    """The flash the trained parameters' two slots take (tinyc_store.h: a header write unit,
+    then the parameters and the step index, on whole erase units), on a board with a storage
+    back end; None elsewhere. Part of the flash plan and its fit check."""
+    backend = STORAGE_BACKENDS.get(board.firmware.console)
+    if backend is None:
+        return None
+    source, write, erase, in_flash, what = backend
+    data = param_bytes + 4
+    slot = -(-(write + data) // erase) * erase
+    return {"backend": what, "source": source, "write_bytes": write, "erase_bytes": erase,
+            "slot_bytes": slot, "slots": 2, "flash_bytes": 2 * slot, "data_bytes": data,
+            "in_board_flash": in_flash}
+
+
+def training_param_bytes(out: Path) -> int | None:
+    params = model_dir(out) / "train_params.json"
+    return sum(p["bytes"] for p in json.loads(params.read_text())) if params.is_file() else None
 UART_EXTRA = ("console_uart_common.h",)
 PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
            "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",
@@ -193,12 +220,16 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
         shutil.copy2(LINK_SRC / name, out / MODEL_LIB / name)
     for name in STORE_FILES if training is None else ():
         (out / MODEL_LIB / name).unlink(missing_ok=True)
+    param_bytes = training_param_bytes(out) if training is not None else None
+    storage = storage_plan(board, param_bytes) if param_bytes is not None else None
+    if storage:
+        shutil.copy2(FIRMWARE_SRC / storage["source"], lib / storage["source"])
     ctx = dict(board=board, guard_bytes=board.guard_bytes, guard_align=board.guard_bytes,
                vector_align=128 if board.armv7m else 256, model_name=model_name,
                semihosting=board.firmware.console == "semihosting",
                repeat_seconds=REPEAT_SECONDS,
                link_build_id=link_build_id(out / MODEL_LIB / "model.c"),
-               store_page_bytes=STORE_PAGE_BYTES, training=training is not None)
+               storage=storage, training=training is not None)
     (lib / "link.ld").write_text(env.get_template("firmware/link.ld.j2").render(**ctx))
     (lib / "tinyc_board_config.h").write_text(
         env.get_template("firmware/tinyc_board_config.h.j2").render(**ctx))
@@ -409,14 +440,19 @@ def build_firmware(out, board: Board) -> dict:
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
     fw["link"] = link_usage(out / ".pio" / "build" / ENV, {(s.name, s.kind) for s in symbols})
-    storage = storage_plan(out, board)
-    if storage:
+    param_bytes = training_param_bytes(out)
+    storage = storage_plan(board, param_bytes) if param_bytes is not None else None
+    if storage and (out / BOARD_LIB / storage["source"]).is_file():
         fw["storage"] = storage
+    else:
+        storage = None
     fw.update(stack_check(out / ".pio" / "build" / ENV, board))
     problems, consumers = [], {}
     if fw["ram_bytes"] > board.sram_bytes:
         problems.append(f"RAM needs {fw['ram_bytes']:,} B > {board.sram_bytes:,} B (sram_bytes)")
         consumers["RAM"] = _consumers(symbols, "ram", board.stack_reserve_bytes)
+    # the slots are outside the ELF: in the board's flash above the firmware (the linker
+    # script ends the firmware below them), or a host file standing for that flash (QEMU)
     stored = storage["flash_bytes"] if storage else 0
     if fw["flash_bytes"] + stored > board.flash_bytes:
         problems.append(f"flash needs {fw['flash_bytes'] + stored:,} B > {board.flash_bytes:,} B "
@@ -430,21 +466,6 @@ def build_firmware(out, board: Board) -> dict:
 
 LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o", "tinyc_store.o",
                 "storage_semihosting.o")
-
-
-def storage_plan(out: Path, board: Board) -> dict | None:
-    """The flash the trained parameters' two slots take (tinyc_store.h: a header page, then the
-    parameters and the step index, on whole pages), on a board with a storage back end: the
-    emulated boards (a host file standing for their flash). Part of the flash fit check."""
-    params = model_dir(out) / "train_params.json"
-    if board.firmware.console != "semihosting" or not params.is_file():
-        return None
-    data = sum(p["bytes"] for p in json.loads(params.read_text())) + 4
-    page = STORE_PAGE_BYTES
-    slot = (-(-data // page) + 1) * page
-    return {"backend": "host file through semihosting (QEMU), written page by page",
-            "page_bytes": page, "slot_bytes": slot, "slots": 2, "flash_bytes": 2 * slot,
-            "data_bytes": data}
 
 
 def link_usage(build_dir: Path, linked: set) -> dict:

@@ -28,7 +28,7 @@ static int write_at(uint32_t address, const uint8_t *data, uint32_t n)
 
 int tinyc_board_storage_erase(uint32_t address)
 {
-    uint8_t erased[TINYC_STORE_PAGE_BYTES];
+    uint8_t erased[TINYC_STORE_ERASE_BYTES];
     memset(erased, 0xFF, sizeof erased);
     return write_at(address, erased, sizeof erased);
 }
@@ -58,7 +58,7 @@ int tinyc_board_storage_open(const char *path, uint32_t bytes, uint32_t cut)
     if (file < 0) {
         return 1;
     }
-    for (at = 0; at < bytes; at += TINYC_STORE_PAGE_BYTES) {
+    for (at = 0; at < bytes; at += TINYC_STORE_ERASE_BYTES) {
         if (tinyc_board_storage_erase(at) != 0) {
             return 1;
         }

@@ -48,9 +48,11 @@ int tinyc_board_link_getc(void);                  /* a received byte, or -1 if n
 int tinyc_board_link_read(uint32_t timeout_ms);   /* waits up to timeout_ms (link_port.c) */
 void tinyc_board_link_write(const uint8_t *data, uint32_t n);
 /* Persistent storage of the trained parameters (tinyc_store.h tinyc_flash), where the board
- * has it: the emulated boards, a host file (storage_semihosting.c). open: `bytes` of flash
- * (created erased if the file is missing or another size); cut: the write at which a simulated
- * power cut ends the firmware (0: never). Each returns 0 on success. */
+ * has it: the emulated boards, a host file (storage_semihosting.c: `path`, created erased if
+ * missing or of another size; cut: the write at which a simulated power cut ends the firmware,
+ * 0: never); the nRF52840, its flash above the firmware (storage_nrf52_nvmc.c: path and cut
+ * unused). Addresses count from the first slot; erase takes one TINYC_STORE_ERASE_BYTES unit.
+ * Each returns 0 on success. */
 int tinyc_board_storage_open(const char *path, uint32_t bytes, uint32_t cut);
 int tinyc_board_storage_erase(uint32_t address);
 int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t n);

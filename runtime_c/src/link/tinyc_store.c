@@ -11,7 +11,7 @@
 
 static const tinyc_flash *flash;
 static uint32_t build;
-static uint8_t page[TINYC_STORE_PAGE_MAX];
+static uint8_t chunk[TINYC_STORE_PAGE_MAX];   /* one write unit of the data */
 static tinyc_store_status status = {TINYC_STORE_NONE, 0u, {0u, 0u}, {0u, 0u}};
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -67,12 +67,12 @@ static int slot_valid(int slot, uint32_t *seq)
         || get_u32(h + 24) != tinyc_crc32(0, h, 24)) {
         return 0;
     }
-    for (at = 0; at < DATA_BYTES; at += flash->page_bytes) {
-        const uint32_t n = DATA_BYTES - at < flash->page_bytes ? DATA_BYTES - at : flash->page_bytes;
-        if (flash->read(slot_base(slot) + flash->page_bytes + at, page, n) != 0) {
+    for (at = 0; at < DATA_BYTES; at += flash->write_bytes) {
+        const uint32_t n = DATA_BYTES - at < flash->write_bytes ? DATA_BYTES - at : flash->write_bytes;
+        if (flash->read(slot_base(slot) + flash->write_bytes + at, chunk, n) != 0) {
             return 0;
         }
-        crc = tinyc_crc32(crc, page, n);
+        crc = tinyc_crc32(crc, chunk, n);
     }
     *seq = get_u32(h + 8);
     return crc == get_u32(h + 20);
@@ -112,23 +112,24 @@ const char *tinyc_store_save(void)
     const int slot = last == 0 ? 1 : 0;
     const uint32_t seq = last < 0 ? 1u : status.seq[last] + 1u;
     uint32_t at, crc = 0;
-    if (flash->page_bytes > TINYC_STORE_PAGE_MAX
-        || flash->slot_bytes < TINYC_STORE_SLOT_BYTES(DATA_BYTES, flash->page_bytes)) {
+    if (flash->write_bytes > TINYC_STORE_PAGE_MAX || flash->write_bytes < TINYC_STORE_HEADER_BYTES
+        || flash->slot_bytes < TINYC_STORE_SLOT_BYTES(DATA_BYTES, flash->write_bytes,
+                                                      flash->erase_bytes)) {
         return "storage smaller than the parameters";
     }
     status.valid[slot] = 0;   /* from the first erase on, this slot holds nothing valid */
-    for (at = 0; at < flash->slot_bytes; at += flash->page_bytes) {
-        if (flash->erase_page(slot_base(slot) + at) != 0) {
+    for (at = 0; at < flash->slot_bytes; at += flash->erase_bytes) {
+        if (flash->erase(slot_base(slot) + at) != 0) {
             return "flash erase failed";
         }
     }
-    for (at = 0; at < DATA_BYTES; at += flash->page_bytes) {
-        const uint32_t n = DATA_BYTES - at < flash->page_bytes ? DATA_BYTES - at : flash->page_bytes;
-        if (!data_copy(at, n, page, 0)) {
+    for (at = 0; at < DATA_BYTES; at += flash->write_bytes) {
+        const uint32_t n = DATA_BYTES - at < flash->write_bytes ? DATA_BYTES - at : flash->write_bytes;
+        if (!data_copy(at, n, chunk, 0)) {
             return "cannot read the parameters";
         }
-        crc = tinyc_crc32(crc, page, n);
-        if (flash->program(slot_base(slot) + flash->page_bytes + at, page, n) != 0) {
+        crc = tinyc_crc32(crc, chunk, n);
+        if (flash->program(slot_base(slot) + flash->write_bytes + at, chunk, n) != 0) {
             return "flash write failed";
         }
     }
@@ -162,10 +163,10 @@ const char *tinyc_store_restore(void)
         return "nothing saved";
     }
     /* the slot's CRCs checked above, so what is loaded is the whole of one save */
-    for (at = 0; at < DATA_BYTES; at += flash->page_bytes) {
-        const uint32_t n = DATA_BYTES - at < flash->page_bytes ? DATA_BYTES - at : flash->page_bytes;
-        if (flash->read(slot_base(slot) + flash->page_bytes + at, page, n) != 0
-            || !data_copy(at, n, page, 1)) {
+    for (at = 0; at < DATA_BYTES; at += flash->write_bytes) {
+        const uint32_t n = DATA_BYTES - at < flash->write_bytes ? DATA_BYTES - at : flash->write_bytes;
+        if (flash->read(slot_base(slot) + flash->write_bytes + at, chunk, n) != 0
+            || !data_copy(at, n, chunk, 1)) {
             return "flash read failed while loading";
         }
     }

@@ -6,11 +6,12 @@
  * and its data's CRC all check. Portable C99 over a tinyc_flash of the board (or of QEMU: a
  * host file written through semihosting, runtime_c/firmware/storage_semihosting.c).
  *
- * Slot (slot_bytes, a multiple of page_bytes):
- *     page 0   header: "TCPS", format 1, sequence, build id, data length, data CRC-32,
- *              header CRC-32 (of the 24 bytes before it): 7 x u32, little-endian
- *     page 1.. data: the trained parameters (TINYC_PARAM_BYTES, tinyc_link_params_copy's
- *              layout), then the training step index (u32) */
+ * Slot (slot_bytes, a multiple of the erase unit):
+ *     [0, write_bytes)   header: "TCPS", format 1, sequence, build id, data length, data
+ *                        CRC-32, header CRC-32 (of the 24 bytes before it): 7 x u32, LE
+ *     [write_bytes, ..)  data: the trained parameters (TINYC_PARAM_BYTES, the layout of
+ *                        tinyc_link_params_copy), then the training step index (u32),
+ *                        programmed write_bytes at a time */
 #ifndef TINYC_STORE_H
 #define TINYC_STORE_H
 
@@ -21,7 +22,7 @@ extern "C" {
 #endif
 
 #ifndef TINYC_STORE_PAGE_MAX
-#define TINYC_STORE_PAGE_MAX 256u   /* the largest page this code buffers */
+#define TINYC_STORE_PAGE_MAX 256u   /* the largest write unit this code buffers */
 #endif
 #define TINYC_STORE_HEADER_BYTES 28u
 #define TINYC_STORE_NONE 0xFFu
@@ -29,10 +30,12 @@ extern "C" {
 /* A flash-like memory of two slots; addresses are bytes from the start of slot A (slot B at
  * slot_bytes). Each function returns 0 on success. */
 typedef struct {
-    uint32_t page_bytes;    /* erase and program unit; <= TINYC_STORE_PAGE_MAX */
-    uint32_t slot_bytes;    /* each slot; a multiple of page_bytes */
-    int (*erase_page)(uint32_t address);                           /* to all 0xFF */
-    int (*program)(uint32_t address, const uint8_t *data, uint32_t n);   /* within a page */
+    uint32_t write_bytes;   /* the largest piece programmed at once; <= TINYC_STORE_PAGE_MAX */
+    uint32_t erase_bytes;   /* the erase unit (a page or sector) */
+    uint32_t slot_bytes;    /* each slot; a multiple of erase_bytes */
+    int (*erase)(uint32_t address);   /* the erase unit at address to all 0xFF */
+    /* n <= write_bytes bytes at address (a multiple of write_bytes, + n inside the unit) */
+    int (*program)(uint32_t address, const uint8_t *data, uint32_t n);
     int (*read)(uint32_t address, uint8_t *data, uint32_t n);
 } tinyc_flash;
 
@@ -43,9 +46,9 @@ typedef struct {
     uint32_t seq[2];       /* its sequence number */
 } tinyc_store_status;
 
-/* The slot size for `data_bytes` of data on pages of `page_bytes`. */
-#define TINYC_STORE_SLOT_BYTES(data_bytes, page_bytes) \
-    ((((data_bytes) + (page_bytes) - 1u) / (page_bytes) + 1u) * (page_bytes))
+/* The slot size for `data_bytes` of data (the header takes the first write unit). */
+#define TINYC_STORE_SLOT_BYTES(data_bytes, write_bytes, erase_bytes) \
+    ((((write_bytes) + (data_bytes) + (erase_bytes) - 1u) / (erase_bytes)) * (erase_bytes))
 
 void tinyc_store_init(const tinyc_flash *flash, uint32_t build_id);
 /* Both return NULL on success, else what failed. */
