@@ -194,3 +194,25 @@ def test_storage_command_line(saved, tmp_path):
     assert fw["storage"]["flash_bytes"] == 2 * fw["storage"]["slot_bytes"] >= 2 * (
         sum(p["bytes"] for p in table(out)) + 4 + fw["storage"]["write_bytes"])
     assert json.loads((out / "report.json").read_text())["firmware"]["storage"]["slots"] == 2
+
+
+def test_nrf52840_storage_is_reserved_in_its_flash(small_nets, builds, tmp_path):
+    """On the Nano 33 BLE the slots are the top of the application flash, on 4 KB page
+    boundaries: the linker script ends the firmware below them, the report and the flash check
+    count them, and the firmware links with the NVMC back end (not run on a board)."""
+    from tinyc.targets.elf import Elf
+    out = tmp_path / "n"
+    tinyc("build", small_nets["mbv2_block"], "--board", "nano33ble", "-o", out, "--calib",
+          builds / "calib.npy", "--train", builds / "scheme.json", "--num-classes", "4")
+    rep = report(out)
+    st, fw, board = rep["firmware"]["storage"], rep["firmware"], load_board("nano33ble")
+    assert st["in_board_flash"] and st["erase_bytes"] == 4096 and st["slot_bytes"] % 4096 == 0
+    assert st["slot_bytes"] >= st["write_bytes"] + sum(p["bytes"] for p in table(out)) + 4
+    start = board.memory.flash_origin + board.memory.flash_length - st["flash_bytes"]
+    syms = {s.name: s for s in Elf(out / ".pio" / "build" / "tinyc" / "firmware.elf").symbols()}
+    assert "tinyc_board_storage_program" in syms and "tinyc_store_save" in syms
+    assert f"__tinyc_storage_start = ORIGIN(FLASH) + LENGTH(FLASH);" in (
+        out / "lib" / "tinyc_board" / "link.ld").read_text()
+    assert f"LENGTH = {board.memory.flash_length - st['flash_bytes']}" in (
+        out / "lib" / "tinyc_board" / "link.ld").read_text()
+    assert start % 4096 == 0 and board.memory.flash_origin + fw["flash_bytes"] <= start
