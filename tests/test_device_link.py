@@ -346,3 +346,23 @@ def test_stats_give_the_profile_of_the_last_run(builds, small_nets, tmp_path):
     res = tinyc("emulate", out, "--qemu", "--profile", "--input", tmp_path / "x.npy",
                 "--output", tmp_path / "y.npy")
     assert "by layer type" in res.stdout, res.stdout
+
+
+def test_training_over_the_link_on_the_cortex_m7(small_nets, builds, tmp_path):
+    """mps2_an500 (Cortex-M7, double-precision FPU): the same link on its UART0, training over
+    it bit-identical to the host build (`tinyc device --qemu train` against `tinyc emulate
+    --train-data`)."""
+    out = tmp_path / "m7"
+    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an500", "-o", out, "--calib",
+          builds / "calib.npy", "--train", builds / "scheme.json", "--num-classes", "4",
+          "--lr", str(LR))
+    x, y = labelled(5, seed=13)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    tinyc("device", out, "--qemu", "train", "--train-data", tmp_path / "d.npz", "--epochs", "2",
+          "--save-params", tmp_path / "d_params.npz")
+    tinyc("emulate", out, "--train-data", tmp_path / "d.npz", "--epochs", "2",
+          "--save-params", tmp_path / "h_params.npz")
+    d, h = np.load(tmp_path / "d_params.npz"), np.load(tmp_path / "h_params.npz")
+    assert sorted(d.files) == sorted(h.files)
+    for k in h.files:
+        assert d[k].dtype == h[k].dtype and np.array_equal(d[k], h[k]), k

@@ -424,8 +424,10 @@ def test_stack_too_small_for_the_worst_case_is_refused_at_build(small_nets, cali
     stack: refused at build time with the deepest call chain."""
     res = tinyc("build", small_nets["mbv2_block"], "--board", small_stack_board("mps2_an386", tmp_path),
                 "-o", tmp_path / "o", "--calib", calib, check=False)
+    # the deepest chain: an inference asked over the device link
     assert_clean_failure(res, "worst-case stack", "224 B", "'small_stack'",
-                         "tinyc_reset_handler -> main -> tinyc_run", "Raise stack_reserve_bytes")
+                         "tinyc_reset_handler -> main -> tinyc_link_serve -> tinyc_link_poll -> "
+                         "tinyc_run", "Raise stack_reserve_bytes")
     assert not (tmp_path / "o").exists()   # a refused build writes nothing there
     rep = refused_report(res)
     assert rep["firmware"]["built"] is False and "worst-case stack" in rep["firmware"]["error"]
