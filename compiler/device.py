@@ -184,7 +184,7 @@ class Device:
         while len(got) < n:
             if time.monotonic() > deadline:
                 raise TinycError(f"no answer from the device on {self.port} within "
-                                 f"{self.timeout:g} s: is the firmware running and the port "
+                                 f"{self._waited:g} s: is the firmware running and the port "
                                  "right? (a board answers between two demo runs)")
             try:
                 got += self._serial.read(n - len(got))
@@ -192,10 +192,11 @@ class Device:
                 raise TinycError(f"cannot read from the device on {self.port}: {e}") from None
         return bytes(got)
 
-    def read_frame(self) -> tuple[int, bytes]:
+    def read_frame(self, timeout: float | None = None) -> tuple[int, bytes]:
         """The next frame from the device: (type, payload). Bytes before the sync byte (a
         console's text) are skipped."""
-        deadline = time.monotonic() + self.timeout
+        self._waited = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + self._waited
         while self._read(1, deadline)[0] != SYNC:
             pass
         head = self._read(4, deadline)
@@ -210,11 +211,11 @@ class Device:
                              "check the cable and the baud rate")
         return kind, payload
 
-    def request(self, kind: int, payload: bytes = b"") -> bytes:
+    def request(self, kind: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Sends one request and returns the payload of its answer; an error answer raises
         DeviceError."""
         self.send_raw(encode_frame(kind, payload))
-        answer, data = self.read_frame()
+        answer, data = self.read_frame(timeout)
         if answer == ERROR:
             code, req = data[0], data[1]
             raise DeviceError(code, req, data[2:].decode("ascii", "replace"))
@@ -224,8 +225,22 @@ class Device:
         return data
 
     # -------------------------------------------------------------------- commands
-    def info(self) -> DeviceInfo:
-        data = self.request(INFO)
+    def connect(self, attempt_seconds: float = 3.0) -> DeviceInfo:
+        """INFO until the device answers, within the timeout: a board's demo listens only in
+        the pause between two runs, and a request sent meanwhile is lost or cut short (the
+        device then answers what it got with an error). The last error if none succeeds."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self.info(timeout=min(attempt_seconds, max(deadline - time.monotonic(), 0.1)))
+            except TinycError:   # an error answer, a broken one or none: INFO never fails
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+            self._serial.reset_input_buffer()
+
+    def info(self, timeout: float | None = None) -> DeviceInfo:
+        data = self.request(INFO, timeout=timeout)
         if len(data) != INFO_ANSWER.size:
             raise TinycError(f"malformed info answer ({len(data)} bytes)")
         fields = INFO_ANSWER.unpack(data)
@@ -339,7 +354,7 @@ class Device:
     def check_build(self, out) -> DeviceInfo:
         """The device must run the model of build folder `out` (CRC-32 of its model.c)."""
         from .targets.platformio import link_build_id, model_dir
-        info = self.info()
+        info = self.connect()
         model_c = model_dir(out) / "model.c"
         if not model_c.is_file():
             raise TinycError(f"{out}: no model.c; is it a tinyc build folder?")
