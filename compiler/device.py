@@ -130,6 +130,8 @@ class StorageStatus:
 
     @classmethod
     def unpack(cls, data: bytes) -> "StorageStatus":
+        if len(data) != STORAGE_ANSWER.size:
+            raise TinycError(f"malformed storage answer from the device ({len(data)} bytes)")
         loaded, lseq, va, sa, vb, sb = STORAGE_ANSWER.unpack(data)
         return cls(None if loaded == NO_SLOT else loaded, lseq, (bool(va), bool(vb)), (sa, sb))
 
@@ -217,8 +219,9 @@ class Device:
         self.send_raw(encode_frame(kind, payload))
         answer, data = self.read_frame(timeout)
         if answer == ERROR:
-            code, req = data[0], data[1]
-            raise DeviceError(code, req, data[2:].decode("ascii", "replace"))
+            if len(data) < 2:
+                raise TinycError(f"malformed error answer from the device on {self.port}")
+            raise DeviceError(data[0], data[1], data[2:].decode("ascii", "replace"))
         if answer != kind | ANSWER:
             raise TinycError(f"the device answered type 0x{answer:02x} to a "
                              f"'{COMMAND_NAMES.get(kind, kind)}' request")
@@ -239,11 +242,14 @@ class Device:
             time.sleep(0.2)
             self._serial.reset_input_buffer()
 
+    def _unpack(self, layout: struct.Struct, data: bytes, what: str, exact: bool = True):
+        if len(data) < layout.size or (exact and len(data) != layout.size):
+            raise TinycError(f"malformed '{what}' answer from the device on {self.port} "
+                             f"({len(data)} bytes)")
+        return layout.unpack_from(data)
+
     def info(self, timeout: float | None = None) -> DeviceInfo:
-        data = self.request(INFO, timeout=timeout)
-        if len(data) != INFO_ANSWER.size:
-            raise TinycError(f"malformed info answer ({len(data)} bytes)")
-        fields = INFO_ANSWER.unpack(data)
+        fields = self._unpack(INFO_ANSWER, self.request(INFO, timeout=timeout), "info")
         self._info = DeviceInfo(*fields[:13])
         return self._info
 
@@ -265,7 +271,7 @@ class Device:
         """One int8 input (NHWC, input size values) -> (int8 output, cost of the inference in
         cycles or instructions)."""
         data = self.request(INFER, self._input(x))
-        cost, = struct.unpack_from("<Q", data)
+        cost, = self._unpack(struct.Struct("<Q"), data, "infer", exact=False)
         out = np.frombuffer(data[8:], np.int8).copy()
         if out.size != self.described.output_size:
             raise TinycError(f"the device sent {out.size} output values, expected "
@@ -275,7 +281,7 @@ class Device:
     def train(self, x, label: int, lr: float) -> TrainAnswer:
         """One training step on the device (tinyc_train_step) on int8 input x and its label."""
         payload = struct.pack("<if", int(label), float(lr)) + self._input(x)
-        return TrainAnswer(*TRAIN_ANSWER.unpack(self.request(TRAIN, payload)))
+        return TrainAnswer(*self._unpack(TRAIN_ANSWER, self.request(TRAIN, payload), "train"))
 
     def _chunk(self) -> int:
         return self.described.max_payload - 4
@@ -286,8 +292,7 @@ class Device:
         while len(out) < total:
             n = min(self._chunk(), total - len(out))
             data = self.request(PARAMS_READ, struct.pack("<IH", len(out), n))
-            offset, = struct.unpack_from("<I", data)
-            if offset != len(out) or len(data) != 4 + n:
+            if len(data) != 4 + n or struct.unpack_from("<I", data)[0] != len(out):
                 raise TinycError("malformed parameter chunk from the device")
             out += data[4:]
         return bytes(out)
@@ -329,12 +334,14 @@ class Device:
     def step(self, value: int | None = None) -> int:
         """The training step index (stochastic rounding's); sets it when `value` is given."""
         data = self.request(STEP, b"" if value is None else struct.pack("<I", value))
-        return struct.unpack("<I", data)[0]
+        return self._unpack(struct.Struct("<I"), data, "step")[0]
 
     def stats(self, first_layer: int = 0) -> Stats:
         data = self.request(STATS, struct.pack("<H", first_layer))
-        head = STATS_ANSWER.unpack_from(data)
+        head = self._unpack(STATS_ANSWER, data, "stats", exact=False)
         n = head[-1]
+        if len(data) != STATS_ANSWER.size + 4 * n:
+            raise TinycError(f"malformed 'stats' answer from the device on {self.port}")
         counts = struct.unpack_from(f"<{n}I", data, STATS_ANSWER.size)
         first = head[-2]
         return Stats(*head[:-3], layers=head[-3],

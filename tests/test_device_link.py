@@ -60,6 +60,58 @@ def test_frame_layout_and_crc():
     assert zlib.crc32(b"123456789") == 0xCBF43926   # the check value the C table must match
 
 
+def test_host_side_refuses_broken_answers():
+    """A device (here pyserial's loop:// echo) that answers garbage: one-line TinycErrors, no
+    crash, no hang past the timeout."""
+    from tinyc.errors import TinycError
+    with dv.Device("loop://", timeout=0.5) as dev:
+        with pytest.raises(TinycError, match="answered type 0x01"):   # its own request echoed
+            dev.request(dv.INFO)
+        bad = bytearray(dv.encode_frame(dv.INFO | dv.ANSWER, b"x"))
+        bad[-1] ^= 1
+        dev.send_raw(bytes(bad))
+        with pytest.raises(TinycError, match="CRC mismatch"):
+            dev.read_frame()
+        dev.send_raw(dv.encode_frame(dv.INFO | dv.ANSWER, b"x", version=9))
+        with pytest.raises(TinycError, match="protocol version 9"):
+            dev.read_frame()
+        dev._serial.reset_input_buffer()
+        # answers of the wrong size (each read before the echo of its own request)
+        dev._info = dv.DeviceInfo(1, 1, 256, 0, 4, 2, 0, 0, 4, 8, 1, 8, 256)
+        for kind, payload, call in [
+                (dv.INFO, b"\x01" * 5, lambda: dev.info()),
+                (dv.STEP, b"\x01", lambda: dev.step()),
+                (dv.TRAIN, b"", lambda: dev.train(np.zeros(4, np.int8), 0, 0.1)),
+                (dv.INFER, b"\x01" * 3, lambda: dev.infer(np.zeros(4, np.int8))),
+                (dv.STATS, b"\x00" * 10, lambda: dev.stats()),
+                (dv.STORAGE, b"\x00", lambda: dev.storage()),
+                (dv.PARAMS_READ, b"\x00" * 4, lambda: dev.read_params())]:
+            dev.send_raw(dv.encode_frame(kind | dv.ANSWER, payload))
+            with pytest.raises(TinycError, match="malformed"):
+                call()
+            dev._serial.reset_input_buffer()
+        dev.send_raw(dv.encode_frame(dv.ERROR, b"\x07"))
+        with pytest.raises(TinycError, match="malformed error answer"):
+            dev.request(dv.INFO)
+        dev._serial.reset_input_buffer()
+        # an error answer (after a console's text) raises DeviceError naming the problem
+        dev.send_raw(b"text of a console\r\n" + dv.encode_frame(dv.ERROR, b"\x07\x03bad label"))
+        with pytest.raises(dv.DeviceError, match=r"refused 'train': bad argument \(bad label\)"):
+            dev.request(dv.INFO)
+        dev._serial.reset_input_buffer()
+        t0 = time.monotonic()
+        with pytest.raises(TinycError, match="no answer from the device"):
+            dev.read_frame()
+        assert time.monotonic() - t0 < 3
+        dev._info = dv.DeviceInfo(1, 0, 256, 0, 4, 2, 0, 0, 0, 0, 0, 0, 256)
+        with pytest.raises(TinycError, match="int8"):
+            dev.infer(np.zeros(4, np.float32))
+        with pytest.raises(TinycError, match="holds 3 values"):
+            dev.infer(np.zeros(3, np.int8))
+    with pytest.raises(TinycError, match="cannot open the device port"):
+        dv.Device("/dev/no-such-port")
+
+
 def test_inference_build_infers_over_the_link_like_the_host(builds):
     out = builds / "inf"
     rep = report(out)
