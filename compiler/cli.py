@@ -195,7 +195,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("out", help="folder written by tinyc build (the model the device runs)")
     d.add_argument("action", choices=DEVICE_ACTIONS,
                    help="info | infer --input x.npy [--output y.npy] | train --train-data d.npz "
-                        "| pull -o p.npz | push --params p.npz | reset | stats | save | restore | storage")
+                        "| pull -o p.npz | push --params p.npz | reset | stats | save | restore "
+                        "| storage")
     where = d.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="the board's serial port (/dev/ttyACM0, COM3, a pty) or "
                        "socket://HOST:PORT")
@@ -276,14 +277,16 @@ def summary(report: dict) -> str:
             f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
         if fw.get("link"):
             ln = fw["link"]
-            lines.append(f"link       device link (protocol {ln['protocol']}) and storage: RAM {ln['ram_bytes']:,} B "
-                         f"(receive buffer {ln['rx_buffer_bytes']:,} B; samples stream into the "
-                         f"model's input), flash {ln['flash_bytes']:,} B, in the firmware's figures")
+            what = " and storage" if fw.get("storage") else ""
+            lines.append(f"link       device link (protocol {ln['protocol']}){what}: RAM "
+                         f"{ln['ram_bytes']:,} B (receive buffer {ln['rx_buffer_bytes']:,} B; "
+                         f"samples stream into the model's input), flash {ln['flash_bytes']:,} B, "
+                         "in the firmware's figures")
         if fw.get("storage"):
             st = fw["storage"]
-            lines.append(f"storage    trained parameters saved in 2 slots of {st['slot_bytes']:,} B "
-                         f"(flash {st['flash_bytes']:,} B, counted in the flash check; "
-                         f"{st['backend']})")
+            lines.append(f"storage    trained parameters saved in 2 slots of "
+                         f"{st['slot_bytes']:,} B (flash {st['flash_bytes']:,} B, counted in the "
+                         f"flash check; {st['backend']})")
         if fw.get("stack_worst_case_bytes") is not None:
             train = (f"; tinyc_train_step {fw['train_step_stack_bytes']:,} B"
                      if fw.get("train_step_stack_bytes") is not None else "")

@@ -84,6 +84,8 @@ def storage_plan(board: Board, param_bytes: int) -> dict | None:
 def training_param_bytes(out: Path) -> int | None:
     params = model_dir(out) / "train_params.json"
     return sum(p["bytes"] for p in json.loads(params.read_text())) if params.is_file() else None
+
+
 UART_EXTRA = ("console_uart_common.h",)
 PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
            "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",
@@ -465,14 +467,13 @@ def build_firmware(out, board: Board) -> dict:
 
 
 LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o", "tinyc_store.o",
-                "storage_semihosting.o")
+                "storage_semihosting.o", "storage_nrf52_nvmc.o")
 
 
 def link_usage(build_dir: Path, linked: set) -> dict:
     """What the device link and the storage (runtime_c/src/link, the board's link_*.c and
-    storage_*.c) take of the firmware's
-    RAM and flash: the symbols of its object files that the link kept (the figures are part of
-    the firmware's, which the board check covers)."""
+    storage_*.c) take of the firmware's RAM and flash: the symbols of their object files that
+    the link kept (the figures are part of the firmware's, which the board check covers)."""
     from .elf import region_of_section
     ram = flash = rx = 0
     for obj in sorted(p for name in LINK_OBJECTS for p in build_dir.rglob(name)):
