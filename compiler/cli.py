@@ -201,6 +201,43 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--protocol", help="one of the board's upload protocols (see `tinyc boards -v`)")
     f.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
+    d = sub.add_parser("device", help="talk to a running firmware over the device link "
+                       "(info, infer, train, pull, push, ...)")
+    d.add_argument("out", help="folder written by tinyc build (the model the device runs)")
+    d.add_argument("action", choices=DEVICE_ACTIONS,
+                   help="info | infer --input x.npy [--output y.npy] | train --train-data d.npz "
+                        "| pull -o p.npz | push --params p.npz | reset | stats | save | restore "
+                        "| storage")
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", help="the board's serial port (/dev/ttyACM0, COM3, a pty) or "
+                       "socket://HOST:PORT")
+    where.add_argument("--qemu", action="store_true",
+                       help="start the build's firmware under QEMU and talk to it (emulated "
+                            "boards; it starts from the built parameters each time)")
+    d.add_argument("--storage", help="with --qemu: the host file standing for the emulated "
+                   "board's flash, where save keeps the trained parameters (created if missing; "
+                   "restored from at start)")
+    d.add_argument("--baud", type=_int_at_least(300), default=115200)
+    d.add_argument("--timeout", type=_positive_float, default=30.0,
+                   help="seconds to wait for each answer (default 30)")
+    d.add_argument("--input", help="infer: .npy/.npz inputs in the model layout")
+    d.add_argument("--output", "-o", help="infer: .npy for the outputs; pull: .npz for the "
+                   "parameters")
+    d.add_argument("--train-data", help="train: .npz with x (inputs) and y (labels)")
+    d.add_argument("--epochs", type=_int_at_least(1), default=1)
+    d.add_argument("--lr", type=_learning_rate, help="train: learning rate (default: the "
+                   "build's --lr)")
+    d.add_argument("--reset", action="store_true",
+                   help="train: start from the built parameters (the steps of tinyc emulate "
+                        "--train-data); default: go on from what the device holds")
+    d.add_argument("--save-params", help="train: .npz for the trained parameters afterwards")
+    d.add_argument("--save", action="store_true",
+                   help="train, push: then save the parameters in the device's persistent "
+                        "storage (with --qemu, each command starts a new emulated board: train "
+                        "and save in one command)")
+    d.add_argument("--params", help="push: .npz of trained parameters (tinyc emulate "
+                   "--save-params, tinyc device pull)")
+
     r = sub.add_parser("report", help="show a build's report; --plot draws arena occupancy")
     r.add_argument("out", help="folder written by tinyc build")
     r.add_argument("--plot", help="PNG file for the arena occupancy plot")
@@ -260,6 +297,18 @@ def summary(report: dict) -> str:
             f"{rs.get('.data', 0):,} + .bss {rs.get('.bss', 0):,} [arena {fw['arena_bytes']:,}] + "
             f"stack {rs.get('.stack', 0):,}), flash {fw['flash_bytes']:,} B of "
             f"{fw['flash_limit_bytes']:,} B; {fw['elf']}")
+        if fw.get("link"):
+            ln = fw["link"]
+            what = " and storage" if fw.get("storage") else ""
+            lines.append(f"link       device link (protocol {ln['protocol']}){what}: RAM "
+                         f"{ln['ram_bytes']:,} B (receive buffer {ln['rx_buffer_bytes']:,} B; "
+                         f"samples stream into the model's input), flash {ln['flash_bytes']:,} B, "
+                         "in the firmware's figures")
+        if fw.get("storage"):
+            st = fw["storage"]
+            lines.append(f"storage    trained parameters saved in 2 slots of "
+                         f"{st['slot_bytes']:,} B (flash {st['flash_bytes']:,} B, counted in the "
+                         f"flash check; {st['backend']})")
         if fw.get("stack_worst_case_bytes") is not None:
             train = (f"; tinyc_train_step {fw['train_step_stack_bytes']:,} B"
                      if fw.get("train_step_stack_bytes") is not None else "")
@@ -412,16 +461,22 @@ def emulate_inference(a, rep: dict) -> int:
         if demo.stack_used is not None:
             print(f"stack: {demo.stack_used:,} of {demo.stack_size:,} bytes used")
         if a.profile:
-            print_profile(a.out, rep, demo.profile, demo.unit, False, demo.counts[0])
+            # a training build numbers the layers of its training step (an inference is its
+            # forward pass)
+            print_profile(a.out, rep, demo.profile, demo.unit, "training" in rep,
+                          demo.counts[0], what="inference")
     return 0
 
 
-def print_profile(out, rep: dict, counts: dict, unit: str, training: bool, whole: int) -> None:
+def print_profile(out, rep: dict, counts: dict, unit: str, training: bool, whole: int,
+                  what: str | None = None) -> None:
     from .profile import format_summary, summary, write_summary
 
     if not counts:
         raise TinycError(f"the firmware of {out} printed no profile: rebuild it with --profile")
     s = summary(rep, counts, unit, training, whole)
+    if what:
+        s["what"] = what
     print(format_summary(s))
     print(f"wrote {write_summary(out, s)}")
 
@@ -643,6 +698,161 @@ def check_train_stack(board, demo) -> None:
                 "stack_reserve_bytes", stacklevel=2)
 
 
+DEVICE_ACTIONS = ("info", "infer", "train", "pull", "push", "reset", "stats", "save", "restore",
+                  "storage")
+# the options each action takes (others given are an error, not ignored)
+DEVICE_OPTIONS = {"infer": {"input", "output"}, "pull": {"output"}, "push": {"params", "save"},
+                  "train": {"train_data", "epochs", "lr", "reset", "save_params", "save"}}
+DEVICE_REQUIRED = {"infer": ("input",), "pull": ("output",), "push": ("params",),
+                   "train": ("train_data",)}
+DEVICE_DEFAULTS = {"input": None, "output": None, "train_data": None, "epochs": 1, "lr": None,
+                   "reset": False, "save_params": None, "params": None, "save": False}
+
+
+def cmd_device(a) -> int:
+    """`tinyc device OUT --port P ACTION`: one action on a running firmware over the link."""
+    from .outdir import using
+
+    rep = load_report(a.out)
+    allowed = DEVICE_OPTIONS.get(a.action, set())
+    extra = [k for k, v in DEVICE_DEFAULTS.items() if getattr(a, k) != v and k not in allowed]
+    if extra:
+        raise TinycError(f"tinyc device {a.action} takes no --{extra[0].replace('_', '-')}")
+    for k in DEVICE_REQUIRED.get(a.action, ()):
+        if getattr(a, k) is None:
+            raise TinycError(f"tinyc device {a.action} needs --{k.replace('_', '-')}")
+    training = "training" in rep
+    if a.action in ("train", "pull", "push") and not training:
+        raise TinycError(f"{a.out}: built without --train; its firmware has no trained "
+                         f"parameters (rebuild with --train SCHEME for `device {a.action}`)")
+    if a.action == "train" and rep["training"].get("loss") == "mse":
+        raise TinycError("tinyc device train takes class labels: a --loss mse build cannot "
+                         "train over the link yet")
+    if a.storage and not a.qemu:
+        raise TinycError("--storage is the emulated board's flash: use it with --qemu (a real "
+                         "board keeps its own)")
+    if a.qemu:
+        from .targets.qemu import QemuLink
+        board = board_of_report(rep)
+        storage = Path(a.storage) if a.storage else None
+        with using(a.out), QemuLink(a.out, board, rep, timeout=a.timeout,
+                                    storage=storage) as link:
+            return device_action(a, rep, link.device)
+    from .device import Device
+    with Device(a.port, baudrate=a.baud, timeout=a.timeout) as dev:
+        return device_action(a, rep, dev)
+
+
+def device_action(a, rep: dict, dev) -> int:
+    from .calib import load_array
+    from .outdir import atomic_output
+
+    info = dev.check_build(a.out)
+    from .targets.platformio import model_dir
+    table = (json.loads((model_dir(a.out) / "train_params.json").read_text())
+             if "training" in rep else [])
+    if a.action == "info":
+        print(f"device     {dev.port}: link protocol {info.version}, build id "
+              f"0x{info.build_id:08x} (= {a.out})")
+        print(f"model      input {info.input_size} B, output {info.output_size} B, arena "
+              f"{info.arena_bytes:,} B, {info.layers} layers")
+        if info.training:
+            print(f"training   {info.classes} classes, {info.params} trained tensors, "
+                  f"{info.param_bytes:,} B ({info.param_sram_bytes:,} B in SRAM), step "
+                  f"{dev.step()}")
+        print(f"link       frames up to {info.max_payload} B of payload (buffer "
+              f"{info.link_buffer_bytes} B); persistent storage: "
+              f"{dev.storage().describe() if info.storage else 'not in this build'}; costs in "
+              f"{info.unit}")
+    elif a.action == "infer":
+        with atomic_output(npy_name(a.output, ".npy"), ".npy", "--output") if a.output \
+                else contextlib.nullcontext() as tmp:
+            xq = model_inputs(rep, load_array(a.input), a.input)
+            ys = []
+            for i, x in enumerate(xq):
+                y, cost = dev.infer(x.reshape(-1))
+                ys.append(y)
+                print(f"sample {i}: argmax {int(np.argmax(y))}, {cost:,} {info.unit}")
+            y = np.stack(ys).reshape((len(xq),) + tuple(rep["output"]["shape"][1:]))
+            if tmp:
+                np.save(tmp, y)
+        if a.output:
+            print(f"wrote {npy_name(a.output, '.npy')} int8 {tuple(y.shape)}")
+    elif a.action == "train":
+        device_train(a, rep, dev, info, table)
+    elif a.action == "pull":
+        with atomic_output(npy_name(a.output, ".npz"), ".npz", "--output") as tmp:
+            np.savez(tmp, **dev.pull(table))
+        print(f"wrote {npy_name(a.output, '.npz')} ({info.param_bytes:,} B of trained "
+              f"parameters in {info.params} tensors, step {dev.step()})")
+    elif a.action == "push":
+        try:
+            params = dict(np.load(a.params, allow_pickle=False))
+        except (OSError, ValueError, EOFError) as e:
+            raise TinycError(f"{a.params}: not a readable .npz of parameters ({e})") from None
+        dev.push(params, table)
+        print(f"pushed {info.param_bytes:,} B of trained parameters from {a.params}")
+        if a.save:
+            print(f"saved: {dev.save().describe()}")
+    elif a.action == "storage":
+        print(f"storage    {dev.storage().describe()}")
+    elif a.action == "reset":
+        dev.reset_params()
+        print("the device is back to its built parameters (step 0)")
+    elif a.action == "stats":
+        s = dev.stats()
+        print(f"link       {s.frames} frames, {s.errors} errors, {s.skipped_bytes} bytes skipped")
+        print(f"last cost  inference {s.last_infer_cost:,}, training step "
+              f"{s.last_train_cost:,} {info.unit}")
+        if info.training:
+            print(f"training   step {s.step}; guard: {s.steps_skipped} of {s.steps} steps "
+                  f"skipped, {s.refused_nonfinite + s.refused_saturation} of {s.updates} "
+                  f"channel updates refused")
+        for layer, count in sorted(s.profile.items()):
+            if count:
+                print(f"profile    layer {layer}: {count:,} {info.unit}")
+    elif a.action in ("save", "restore"):
+        st = (dev.save if a.action == "save" else dev.restore)()
+        print(f"{a.action}d the trained parameters: {st.describe()}")
+    return 0
+
+
+def device_train(a, rep: dict, dev, info, table) -> None:
+    """Training steps over the link, in the step order of tinyc emulate --train-data."""
+    from .outdir import atomic_output
+    from .targets.firmware_train import training_order
+
+    x, y = labelled_data(rep, a.train_data)
+    lr = a.lr if a.lr is not None else rep["training"]["lr"]
+    save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz", "--save-params")
+            if a.save_params else contextlib.nullcontext())
+    with save as params_tmp:
+        if a.reset:
+            dev.reset_params()
+        order = training_order(len(x), a.epochs)
+        per_epoch = len(x)
+        losses, costs, last = [], [], None
+        for k, i in enumerate(order):
+            last = dev.train(x[i].reshape(-1), int(y[i]), lr)
+            losses.append(last.loss)
+            costs.append(last.cost)
+            _progress(k + 1, len(order), "training steps over the link")
+            if (k + 1) % per_epoch == 0:
+                part = np.asarray(losses[-per_epoch:])
+                finite = part[np.isfinite(part)]
+                print(f"epoch {(k + 1) // per_epoch}: loss "
+                      f"{finite.mean() if len(finite) else float('nan'):.4f}, "
+                      f"{np.mean(costs[-per_epoch:]):,.0f} {info.unit} per training step; "
+                      f"guard: {last.skipped} of {last.steps} steps skipped, {last.refused} "
+                      f"channel updates refused", flush=True)
+        print(f"device at step {last.step}")
+        if params_tmp:
+            np.savez(params_tmp, **dev.pull(table))
+            print(f"wrote {npy_name(a.save_params, '.npz')} (trained parameters)")
+        if a.save:
+            print(f"saved: {dev.save().describe()}")
+
+
 def cmd_report(a) -> int:
     rep = load_report(a.out)
     print(printable(summary(rep)))
@@ -747,7 +957,8 @@ def main(argv=None) -> int:
     warnings.simplefilter("always")
     warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {printable(str(msg))}\n"
     commands = {"build": cmd_build, "emulate": cmd_emulate, "flash": cmd_flash,
-                "report": cmd_report, "boards": cmd_boards, "export": cmd_export}
+                "report": cmd_report, "boards": cmd_boards, "export": cmd_export,
+                "device": cmd_device}
     install_signal_handlers()
     try:
         status = commands[args.command](args)

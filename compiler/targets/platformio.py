@@ -45,9 +45,47 @@ BOARD_LIB = Path("lib") / "tinyc_board"
 ELF_PATH = Path(".pio") / "build" / ENV / "firmware.elf"
 SAMPLES_BIN = "samples.bin"
 REPEAT_SECONDS = 2
-BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c", "tinyc_pio.py")
-# the files each console needs besides its console_<name>.c
-CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h")}
+BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c", "link_port.c",
+                "tinyc_pio.py")
+# the files each console needs besides its console_<name>.c (the emulated boards' device link
+# is on UART0, beside the semihosting console)
+CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h", "link_uart_cmsdk.c")}
+# the device link's protocol (runtime_c/src/link), portable C: part of the model library, so an
+# application that embeds lib/tinyc_model can serve it too
+LINK_SRC = ROOT / "runtime_c" / "src" / "link"
+LINK_FILES = ("tinyc_link.c", "tinyc_link.h", "tinyc_store.h")
+STORE_FILES = ("tinyc_store.c",)    # training builds: the trained parameters' A/B slots
+# the persistent storage of a training build's trained parameters, by console (chip family):
+# its source in runtime_c/firmware, write and erase units, what it is, whether it takes the
+# top of the board's flash region (the linker script then ends the firmware below it)
+STORAGE_BACKENDS = {
+    "semihosting": ("storage_semihosting.c", 128, 128, False,
+                    "a host file written page by page through semihosting (QEMU)"),
+    "nrf52_uart": ("storage_nrf52_nvmc.c", 256, 4096, True,
+                   "the nRF52840's flash (NVMC, 4 KB pages) above the firmware"),
+}
+
+
+def storage_plan(board: Board, param_bytes: int) -> dict | None:
+    """The flash the trained parameters' two slots take (tinyc_store.h: a header write unit,
+    then the parameters and the step index, on whole erase units), on a board with a storage
+    back end; None elsewhere. Part of the flash plan and its fit check."""
+    backend = STORAGE_BACKENDS.get(board.firmware.console)
+    if backend is None:
+        return None
+    source, write, erase, in_flash, what = backend
+    data = param_bytes + 4
+    slot = -(-(write + data) // erase) * erase
+    return {"backend": what, "source": source, "write_bytes": write, "erase_bytes": erase,
+            "slot_bytes": slot, "slots": 2, "flash_bytes": 2 * slot, "data_bytes": data,
+            "in_board_flash": in_flash}
+
+
+def training_param_bytes(out: Path) -> int | None:
+    params = model_dir(out) / "train_params.json"
+    return sum(p["bytes"] for p in json.loads(params.read_text())) if params.is_file() else None
+
+
 UART_EXTRA = ("console_uart_common.h",)
 PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
            "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",
@@ -151,6 +189,12 @@ def _copy_runtime(board: Board, dst: Path) -> None:
         shutil.copy2(src, dst / name)
 
 
+def link_build_id(model_c: Path) -> int:
+    """What the device link's INFO answers as the build id: the CRC-32 of model.c."""
+    import zlib
+    return zlib.crc32(Path(model_c).read_bytes())
+
+
 def _format_samples(samples: np.ndarray) -> list[str]:
     from ..codegen.c import format_values
     return [format_values(s.reshape(-1)) for s in samples]
@@ -174,10 +218,20 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
         shutil.rmtree(lib)
     lib.mkdir(parents=True)
     _copy_runtime(board, lib)
+    for name in LINK_FILES + (STORE_FILES if training is not None else ()):
+        shutil.copy2(LINK_SRC / name, out / MODEL_LIB / name)
+    for name in STORE_FILES if training is None else ():
+        (out / MODEL_LIB / name).unlink(missing_ok=True)
+    param_bytes = training_param_bytes(out) if training is not None else None
+    storage = storage_plan(board, param_bytes) if param_bytes is not None else None
+    if storage:
+        shutil.copy2(FIRMWARE_SRC / storage["source"], lib / storage["source"])
     ctx = dict(board=board, guard_bytes=board.guard_bytes, guard_align=board.guard_bytes,
                vector_align=128 if board.armv7m else 256, model_name=model_name,
                semihosting=board.firmware.console == "semihosting",
-               repeat_seconds=REPEAT_SECONDS)
+               repeat_seconds=REPEAT_SECONDS,
+               link_build_id=link_build_id(out / MODEL_LIB / "model.c"),
+               storage=storage, training=training is not None)
     (lib / "link.ld").write_text(env.get_template("firmware/link.ld.j2").render(**ctx))
     (lib / "tinyc_board_config.h").write_text(
         env.get_template("firmware/tinyc_board_config.h.j2").render(**ctx))
@@ -387,18 +441,51 @@ def build_firmware(out, board: Board) -> dict:
         "stack_bytes": board.stack_reserve_bytes,
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
+    fw["link"] = link_usage(out / ".pio" / "build" / ENV, {(s.name, s.kind) for s in symbols})
+    param_bytes = training_param_bytes(out)
+    storage = storage_plan(board, param_bytes) if param_bytes is not None else None
+    if storage and (out / BOARD_LIB / storage["source"]).is_file():
+        fw["storage"] = storage
+    else:
+        storage = None
     fw.update(stack_check(out / ".pio" / "build" / ENV, board))
     problems, consumers = [], {}
     if fw["ram_bytes"] > board.sram_bytes:
         problems.append(f"RAM needs {fw['ram_bytes']:,} B > {board.sram_bytes:,} B (sram_bytes)")
         consumers["RAM"] = _consumers(symbols, "ram", board.stack_reserve_bytes)
-    if fw["flash_bytes"] > board.flash_bytes:
-        problems.append(f"flash needs {fw['flash_bytes']:,} B > {board.flash_bytes:,} B "
-                        "(flash_bytes)")
+    # the slots are outside the ELF: in the board's flash above the firmware (the linker
+    # script ends the firmware below them), or a host file standing for that flash (QEMU)
+    stored = storage["flash_bytes"] if storage else 0
+    if fw["flash_bytes"] + stored > board.flash_bytes:
+        problems.append(f"flash needs {fw['flash_bytes'] + stored:,} B > {board.flash_bytes:,} B "
+                        "(flash_bytes)" + (f", of which {stored:,} B are the two storage slots "
+                                           "of the trained parameters" if stored else ""))
         consumers["flash"] = _consumers(symbols, "flash", 0)
     if problems:
         raise _does_not_fit(board, problems, consumers)
     return fw
+
+
+LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o", "tinyc_store.o",
+                "storage_semihosting.o", "storage_nrf52_nvmc.o")
+
+
+def link_usage(build_dir: Path, linked: set) -> dict:
+    """What the device link and the storage (runtime_c/src/link, the board's link_*.c and
+    storage_*.c) take of the firmware's RAM and flash: the symbols of their object files that
+    the link kept (the figures are part of the firmware's, which the board check covers)."""
+    from .elf import region_of_section
+    ram = flash = rx = 0
+    for obj in sorted(p for name in LINK_OBJECTS for p in build_dir.rglob(name)):
+        for s in Elf(obj).symbols():
+            if (s.name, s.kind) not in linked:
+                continue   # dropped by --gc-sections, or inlined
+            region = region_of_section(s.section)
+            ram += s.size if region in ("ram", "both") else 0
+            flash += s.size if region in ("flash", "both") else 0
+            if obj.name == "tinyc_link.o" and s.name == "rx":
+                rx = s.size
+    return {"protocol": 1, "ram_bytes": ram, "flash_bytes": flash, "rx_buffer_bytes": rx}
 
 
 class StackTooSmallError(FirmwareDoesNotFitError):

@@ -162,10 +162,8 @@ def run_qemu(out, board: Board, report: dict, x_int8_nhwc: np.ndarray,
     (N, output size) and what the demo printed."""
     _require_qemu()
     elf = firmware_elf(out, board, report).resolve()
-    if "training" in report:
-        raise TinycError(f"{out} is a training build: its firmware trains (tinyc emulate "
-                         f"{out} --qemu --train-data data.npz); use tinyc emulate without --qemu "
-                         "for inference on the host, or build without --train")
+    if "training" in report:   # its demo trains: inference goes through the device link
+        return run_qemu_link_inference(out, board, report, x_int8_nhwc, timeout)
     x = np.ascontiguousarray(np.asarray(x_int8_nhwc, np.int8))
     n = x.shape[0]
     out_size = int(np.prod(report["output"]["shape"]))
@@ -215,3 +213,115 @@ def run_qemu_training(out, board: Board, report: dict, data, timeout: float = 30
         raise QemuError(f"the firmware ran {len(demo.counts)} of {data.steps} training steps; "
                         "its last output:\n" + "\n".join(text.strip().splitlines()[-3:]))
     return demo, unpack_params(raw, table)
+
+
+PTY_RE = re.compile(r"char device redirected to (\S+) \(label serial0\)")
+
+
+class QemuLink:
+    """The firmware of `out` under QEMU serving the device link (command line "link") on its
+    UART0, which QEMU connects to a pty; `device` is a tinyc.device.Device on that pty. Use as a
+    context manager: QEMU is killed at the end. Its console (semihosting) output is kept in
+    `console`."""
+
+    def __init__(self, out, board: Board, report: dict, timeout: float = 60.0,
+                 storage: Path | None = None, cut: int = 0):
+        """storage: the host file that stands for the board's flash (a training build keeps
+        its saved parameters there; created if missing); cut: the firmware stops dead in the
+        middle of its cut-th write to it (a simulated power cut, exit status 5)."""
+        from ..device import Device
+        _require_qemu()
+        elf = firmware_elf(out, board, report).resolve()
+        args = ["firmware", "link"]
+        cwd = None
+        if storage is not None:
+            storage = Path(storage).resolve()
+            if any(c in storage.name for c in " ,=") or not storage.parent.is_dir():
+                raise TinycError(f"storage file {storage}: its folder must exist and its name "
+                                 "hold no space, comma or '='")
+            cwd, args = storage.parent, args + [f"storage={storage.name}"] + (
+                [f"cut={cut}"] if cut else [])
+        cmd = qemu_command(board, elf, args)
+        cmd[cmd.index("-serial") + 1] = "pty"
+        self.board, self.console, self._err = board, [], []
+        self.proc = procs.popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace")
+        try:
+            pty = self._pty_path(timeout=20.0)
+            self.device = Device(pty, timeout=timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _pty_path(self, timeout: float) -> str:
+        """QEMU names its pty on stdout before the guest starts; the rest of stdout is the
+        firmware's console."""
+        import threading
+        found: list[str] = []
+        ready = threading.Event()
+
+        def read_out():
+            for line in self.proc.stdout:
+                m = PTY_RE.search(line)
+                if m and not found:
+                    found.append(m.group(1))
+                    ready.set()
+                else:
+                    self.console.append(line)
+            ready.set()
+
+        def read_err():
+            for line in self.proc.stderr:
+                self._err.append(line)
+
+        self._readers = [threading.Thread(target=read_out, daemon=True),
+                         threading.Thread(target=read_err, daemon=True)]
+        for r in self._readers:
+            r.start()
+        ready.wait(timeout)
+        if not found:
+            raise QemuError(f"QEMU ({self.board.qemu_machine}) did not open a pty for the device "
+                            f"link: {''.join(self._err).strip()[-300:] or 'no message'}")
+        return found[0]
+
+    def close(self) -> None:
+        dev = getattr(self, "device", None)
+        if dev is not None:
+            dev.close()
+        if self.proc.poll() is None:
+            procs.kill(self.proc)
+        else:
+            procs.finished(self.proc)
+        for r in getattr(self, "_readers", []):
+            r.join(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_qemu_link_inference(out, board: Board, report: dict, x_int8_nhwc: np.ndarray,
+                            timeout: float = 300.0) -> tuple[np.ndarray, DemoOutput]:
+    """Inference on the firmware under QEMU through the device link (any build, a training
+    build's included): returns the int8 outputs (N, output size) and the costs as DemoOutput."""
+    x = np.ascontiguousarray(np.asarray(x_int8_nhwc, np.int8))
+    demo = DemoOutput()
+    outs = []
+    with QemuLink(out, board, report, timeout=timeout) as link:
+        info = link.device.check_build(out)
+        demo.unit = info.unit
+        for k, sample in enumerate(x):
+            y, cost = link.device.infer(sample.reshape(-1))
+            outs.append(y)
+            demo.counts.append(cost)
+            demo.argmax.append(int(np.argmax(y)))
+            demo.outputs.append(y.tolist())
+            if k == 0 and info.flags & 2:   # --profile: the layers of the first sample
+                s = link.device.stats()
+                demo.profile = {i: c for i, c in s.profile.items() if c}
+        demo.done = len(x)
+    return np.stack(outs), demo

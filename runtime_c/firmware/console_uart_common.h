@@ -7,6 +7,7 @@
 
 static void uart_putc(char c);
 static void uart_drain(void);
+static int uart_getc(void);   /* a received byte, or -1 if none waits */
 
 void tinyc_console_write(const char *s, size_t n)
 {
@@ -22,6 +23,24 @@ void tinyc_console_write(const char *s, size_t n)
 void tinyc_console_flush(void)
 {
     uart_drain();
+}
+
+/* The device link shares the console UART (its receiver is enabled by tinyc_board_init). */
+void tinyc_board_link_init(void)
+{
+}
+
+int tinyc_board_link_getc(void)
+{
+    return uart_getc();
+}
+
+void tinyc_board_link_write(const uint8_t *data, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        uart_putc((char)data[i]);   /* raw bytes: no CR before LF */
+    }
 }
 
 void tinyc_board_exit(int status)

@@ -323,6 +323,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
 void tinyc_split_load(const tinyc_split_weights *w, const int8_t *full);
 /* dst = elements [lo, hi) of the logical OHWI tensor: flash, the kept channels from SRAM. */
 void tinyc_split_read(const tinyc_split_weights *w, int32_t lo, int32_t hi, int8_t *dst);
+/* The kept channels' elements among [lo, hi) of the logical OHWI tensor = src[index - lo]
+ * (the other elements are constants in flash: their values in src are ignored). */
+void tinyc_split_write(const tinyc_split_weights *w, int32_t lo, int32_t hi, const int8_t *src);
 /* dst = the OHWI row of output channel o (taps * cin_g elements), in O(that row). */
 void tinyc_split_row(const tinyc_split_weights *w, int32_t o, int8_t *dst);
 

@@ -1,6 +1,6 @@
 /* Storage of partially trained conv weights (kernels.h tinyc_split_weights): the trained input
  * channels in SRAM, the rest in flash. Moves the kept channels between the SRAM array and the
- * logical OHWI tensor (tinyc_train_init, tinyc_get_param, tinyc_set_param). */
+ * logical OHWI tensor (tinyc_train_init, tinyc_get_param, tinyc_set_param, tinyc_write_param). */
 #include <string.h>
 
 #include "tinyc/train.h"
@@ -65,6 +65,25 @@ void tinyc_split_read(const tinyc_split_weights *w, int32_t lo, int32_t hi, int8
     c.lo = lo;
     c.hi = hi;
     for_each_kept(w, read_one, &c);
+}
+
+static void write_one(void *ctx, int32_t at, int32_t index)
+{
+    const split_copy *c = (const split_copy *)ctx;
+    if (index >= c->lo && index < c->hi) {
+        c->w->sram[at] = c->full[index - c->lo];
+    }
+}
+
+void tinyc_split_write(const tinyc_split_weights *w, int32_t lo, int32_t hi, const int8_t *src)
+{
+    split_copy c;
+    c.w = w;
+    c.full = src;
+    c.dst = NULL;
+    c.lo = lo;
+    c.hi = hi;
+    for_each_kept(w, write_one, &c);
 }
 
 void tinyc_split_row(const tinyc_split_weights *w, int32_t o, int8_t *dst)
