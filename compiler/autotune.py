@@ -4,10 +4,11 @@
 sweep it. tinyc tries every rate of LR_GRID with the generated training step itself (the build's
 C compiled for the host: tinyc.targets.host.HostTrainer), each from the built parameters: one
 epoch over four fifths of the data, in the order `tinyc emulate --train-data` would take them.
-The rate with the lowest loss over the second half of that epoch wins: each step's loss is
-computed before the step's own update, so this is a validation on every sample of the half
-(progressive validation), far less noisy than the accuracy on the held-out fifth (a few hundred
-samples: +-2 points), which is reported beside it. Ties go to the smaller rate; a rate whose run
+The loss over the second half of that epoch decides: each step's loss is computed before the
+step's own update, so it is a validation on every sample of the half (progressive validation),
+far less noisy than the accuracy on the held-out fifth (a few hundred samples: +-2 points),
+which is reported beside it. The smallest rate whose late loss is within one standard error of
+the lowest wins (the one-standard-error rule: a tie goes to the gentler rate); a rate whose run
 the guard had to stop (skipped steps, refused updates beyond one in a thousand) is never chosen
 over one that trained cleanly. Deterministic: same data, same choice. The runs and their scores
 go into report.json (training.lr_auto).
@@ -77,8 +78,10 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
                 guard = t.guard_stats()
             finite = losses[np.isfinite(losses)]
             late = losses[len(losses) // 2:]
+            ok = len(late) > 1 and np.all(np.isfinite(late))
             res = {"lr": lr, "train_loss": float(finite.mean()) if len(finite) else None,
-                   "late_loss": float(late.mean()) if np.all(np.isfinite(late)) else None,
+                   "late_loss": float(late.mean()) if ok else None,
+                   "late_loss_se": float(late.std(ddof=1) / np.sqrt(len(late))) if ok else None,
                    "steps_skipped": int(guard.steps_skipped),
                    "updates_refused": int(guard.refused), "updates": int(guard.updates)}
             if mse:
@@ -99,7 +102,11 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
         raise TinycError("--lr auto: training diverged at every rate of "
                          f"{', '.join(f'{v:g}' for v in grid)} (the guard stopped each run); "
                          "check the data (inputs in the model layout, labels) or give --lr")
-    best = min(clean, key=lambda r: (round(r["late_loss"], 6), r["lr"]))
+    # the one-standard-error rule: the smallest rate whose late loss is within one standard
+    # error of the lowest (a tie within the noise goes to the gentler rate)
+    lowest = min(clean, key=lambda r: (r["late_loss"], r["lr"]))
+    best = min((r for r in clean if r["late_loss"] <= lowest["late_loss"]
+                + lowest["late_loss_se"]), key=lambda r: r["lr"])
     return {"lr": best["lr"], "grid": list(grid), "runs": runs,
             "train_samples": int(len(train_idx)), "validation_samples": int(len(val_idx)),
             "metric": "loss over the second half of the epoch (before each step's update)",

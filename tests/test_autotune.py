@@ -32,8 +32,10 @@ def test_lr_auto_picks_the_rate_of_lowest_late_loss(small_nets, tmp_path):
     auto = rep["training"]["lr_auto"]
     assert [r["lr"] for r in auto["runs"]] == list(LR_GRID)
     clean = [r for r in auto["runs"] if r["steps_skipped"] == 0 and r["late_loss"] is not None]
-    best = min(r["late_loss"] for r in clean)
-    chosen = [r for r in clean if r["late_loss"] == best][0]["lr"]   # ties: the smaller
+    lowest = min(clean, key=lambda r: r["late_loss"])
+    best = lowest["late_loss"]
+    chosen = min(r["lr"] for r in clean   # the smallest rate within one standard error
+                 if r["late_loss"] <= best + lowest["late_loss_se"])
     assert rep["training"]["lr"] == rep["build_options"]["lr"] == auto["lr"] == chosen
     assert best < max(r["late_loss"] for r in clean)   # the rates were told apart
     train, val = split_train_validation(y, 3)
