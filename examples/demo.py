@@ -112,7 +112,7 @@ def inference_demo():
 
 
 LEARNER_SCHEME = "last:1"   # the new head and the last hidden layer (weights and biases)
-LEARNER_LR = 0.03
+LEARNER_LRS = (0.03, 0.01, 0.003)   # one per epoch: each request carries its own lr
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -142,10 +142,11 @@ def learner_demo(quick: bool) -> None:
     out = OUT / "learner"
     out.mkdir(parents=True, exist_ok=True)
     (x_learn, y_learn), (x_test, y_test) = new_task(seed=0)
-    epochs = 3
+    lrs = LEARNER_LRS
     if quick:   # the test's short run
-        (x_learn, y_learn), (x_test, y_test), epochs = (x_learn[:200], y_learn[:200]), \
-            (x_test[:200], y_test[:200]), 2
+        (x_learn, y_learn), (x_test, y_test), lrs = (x_learn[:200], y_learn[:200]), \
+            (x_test[:200], y_test[:200]), LEARNER_LRS[:2]
+    epochs = len(lrs)
     print(f"\n== Part 2: the deployed learner (digits, scikit-learn's load_digits) ==\n"
           f"model: pretrained on the host on the digits 0-4 (examples/digits_net.py); the board "
           f"learns a new task, the digits {NEW_TASK[0]}-{NEW_TASK[-1]}, with a new 5-class head",
@@ -154,7 +155,7 @@ def learner_demo(quick: bool) -> None:
     np.save(out / "calib.npy", x_learn[:64])
     tinyc("build", model, "--board", "mps2_an386", "-o", out / "build", "--calib",
           out / "calib.npy", "--train", LEARNER_SCHEME, "--num-classes", len(NEW_TASK),
-          "--lr", LEARNER_LR)
+          "--lr", LEARNER_LRS[0])
     rep = json.loads((out / "build" / "report.json").read_text())
     if not rep.get("firmware", {}).get("built"):
         sys.exit(f"firmware not built: {rep.get('firmware', {}).get('reason')}")
@@ -174,9 +175,9 @@ def learner_demo(quick: bool) -> None:
         print(f"held-out {len(y_test)} digits, before learning: accuracy {acc_before:.1%}",
               flush=True)
         t0 = time.monotonic()
-        order = np.concatenate([np.random.default_rng(e).permutation(len(y_learn))
-                                for e in range(epochs)])
-        answers = [dev.train(q_learn[i].reshape(-1), int(y_learn[i]), LEARNER_LR) for i in order]
+        answers = [dev.train(q_learn[i].reshape(-1), int(y_learn[i]), lr)
+                   for epoch, lr in enumerate(lrs)
+                   for i in np.random.default_rng(epoch).permutation(len(y_learn))]
         t_learn = time.monotonic() - t0
         y_after, _ = infer_all(dev, q_test)
         acc_after = accuracy(y_after, y_test)
@@ -203,7 +204,8 @@ def learner_demo(quick: bool) -> None:
     same_outputs = np.array_equal(y_restart, y_after)
     same_params = params_restart == params_after and step_restart == step_after
     tr, fw = rep["training"], rep["firmware"]
-    print(f"learned over the link from {len(y_learn)} labelled samples x {epochs} epochs: "
+    print(f"learned over the link from {len(y_learn)} labelled samples x {epochs} epochs "
+          f"(lr {', '.join(map(str, lrs))}): "
           f"{len(answers)} steps in {t_learn:.1f} s, loss {np.mean([a.loss for a in answers[:len(y_learn)]]):.3f} "
           f"(first epoch) -> {np.mean([a.loss for a in answers[-len(y_learn):]]):.3f} (last); "
           f"guard: {answers[-1].skipped} skipped, {answers[-1].guarded} with refused updates")
