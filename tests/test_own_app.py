@@ -14,30 +14,46 @@ from test_firmware import needs_qemu, needs_toolchain
 from tinyc import procs
 from tinyc.cli import model_inputs
 from tinyc.targets.boards import load_board
+from tinyc.targets.elf import Elf
 from tinyc.targets.firmware_train import unpack_params
 from tinyc.targets.host import HostTrainer
 from tinyc.targets.platformio import ELF_PATH, link_build_id, run_pio
 from tinyc.targets.qemu import QemuLink
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [needs_toolchain, needs_qemu]
+pytestmark = needs_toolchain
 
 
-def test_own_application_serves_the_link_and_storage(tmp_path):
+def own_app(tmp_path, board: str) -> Path:
+    """The digits net of the demo as a training build for `board`, then the user's project:
+    the model and board libraries of that build, main.c of their own, built with PlatformIO."""
     sys.path.insert(0, str(ROOT / "examples"))
     from digits_net import build, new_task
-    (x_learn, y_learn), (x_test, _) = new_task(seed=0)
+    (x_learn, _), _ = new_task(seed=0)
     np.save(tmp_path / "calib.npy", x_learn[:64])
-    tinyc("build", build(tmp_path / "digits_net.onnx"), "--board", "mps2_an386", "-o",
+    tinyc("build", build(tmp_path / "digits_net.onnx"), "--board", board, "-o",
           tmp_path / "out", "--calib", tmp_path / "calib.npy", "--train", "last:1",
           "--num-classes", "5")
-    # the user's project: the model and board libraries of the build, main.c of their own
     app = tmp_path / "app"
     shutil.copytree(tmp_path / "out", app, ignore=shutil.ignore_patterns(".pio", ".pio-core"))
     shutil.copy(ROOT / "examples" / "own_app" / "main.c", app / "src" / "main.c")
     run_pio(app)
     assert (app / ELF_PATH).is_file()
+    return app
 
+
+def test_own_application_builds_and_links_for_the_nano_33_ble(tmp_path):
+    """A real board with flash storage (nRF52840): built and linked, not run."""
+    app = own_app(tmp_path, "nano33ble")
+    symbols = {s.name for s in Elf(app / ELF_PATH).symbols()}
+    assert {"main", "tinyc_link_poll", "tinyc_store_save", "tinyc_train_step"} <= symbols
+
+
+@needs_qemu
+def test_own_application_serves_the_link_and_storage(tmp_path):
+    app = own_app(tmp_path, "mps2_an386")
+    from digits_net import new_task
+    (x_learn, y_learn), (x_test, _) = new_task(seed=0)
     rep = json.loads((app / "report.json").read_text())
     table = json.loads((app / "lib" / "tinyc_model" / "train_params.json").read_text())
     xq = model_inputs(rep, x_test[:4], "x")
