@@ -236,11 +236,17 @@ def main():
     if any(a not in ("--quick", "--learner-only") for a in args):
         print(f"usage: {sys.argv[0]} [--quick] [--learner-only]", file=sys.stderr)
         sys.exit(1)
+    from tinyc.errors import TinycError
     t0 = time.monotonic()
-    if "--learner-only" not in args:
-        print("== Part 1: inference, the generated C against TFLite ==", flush=True)
-        inference_demo()
-    learner_demo(quick="--quick" in args)
+    try:
+        if "--learner-only" not in args:
+            print("== Part 1: inference, the generated C against TFLite ==", flush=True)
+            inference_demo()
+        learner_demo(quick="--quick" in args)
+    except subprocess.CalledProcessError as e:   # tinyc printed its own error
+        sys.exit(f"demo: `tinyc {' '.join(map(str, e.cmd[3:]))}` failed (exit status {e.returncode})")
+    except TinycError as e:                      # QEMU or the device link
+        sys.exit(f"demo: {e}")
     print(f"\ndemo wall time {time.monotonic() - t0:.0f} s")
 
 
