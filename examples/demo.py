@@ -215,6 +215,8 @@ def learner_demo(quick: bool) -> None:
     print(f"after the restart: accuracy {accuracy(y_restart, y_test):.1%}, outputs identical to "
           f"before the cut: {same_outputs}, parameters and step index ({step_restart}) "
           f"identical: {same_params}")
+    print("the same board from the command line (a third boot on that flash):", flush=True)
+    tinyc("device", out / "build", "--qemu", "--storage", flash, "storage")
     print(f"\nsummary (mps2_an386, 256 KB SRAM, Cortex-M4F under QEMU; figures of this run)\n"
           f"  accuracy on {len(y_test)} held-out digits: {acc_before:.1%} before -> "
           f"{acc_after:.1%} after learning -> {accuracy(y_restart, y_test):.1%} after the power cut\n"

@@ -46,6 +46,7 @@ def test_demo_runs():
     assert "identical: True" in out
     assert "the firmware said 'storage: restored slot A seq 1'" in out
     assert "the device now reports: parameters from slot A seq 1" in out
+    assert out.split("from the command line")[1].count("parameters from slot A seq 1") == 1
 
     # the printed accuracies are those of the device's outputs against the data set's labels
     sys.path.insert(0, str(ROOT / "examples"))
