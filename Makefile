@@ -1,4 +1,5 @@
-# tinyc: `make demo` (set-up + the main job on the default example) and `make test` (set-up + tests).
+# tinyc: `make demo` (set-up, then examples/demo.py: inference, and the deployed learner on the
+# emulated 256 KB board) and `make test` (set-up + tests).
 # Set-up installs Debian packages when they are missing (apt-get, --no-install-recommends) and a
 # virtual environment in .venv with the package (editable) and its test dependencies.
 VENV   ?= .venv
