@@ -164,7 +164,10 @@ def write(nets, results, data, runtime, machine) -> None:
           common.provenance_md(prov, runtime),
           f"- machine: {machine['cpus']} CPUs, {machine['jobs']} worker processes; 1-minute load "
           f"average {machine['loadavg_start'][0]:.1f} at the start, "
-          f"{machine['loadavg_end'][0]:.1f} at the end", "",
+          f"{machine['loadavg_end'][0]:.1f} at the end"
+          + (f"; the generated-C and float sweeps were taken from an earlier run's "
+             f"{machine['reused_sweeps']} (--reuse-sweeps), only --lr auto ran here"
+             if machine.get("reused_sweeps") else ""), "",
           f"Data and splits as bench/transfer.py (train {data['train']['count']}, validation "
           f"{data['val']['count']}, test {data['test']['count']}, seed {T.SEED}). Generated C: "
           "default options (QAS, stochastic rounding, the new head of "
