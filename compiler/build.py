@@ -100,7 +100,7 @@ class BuildOptions:
                 try:
                     keep[f"{key}_sha256"] = input_sha256(keep[key])
                 except OSError as e:
-                    option = "the model" if key == "model" else f"--{key}"
+                    option = "the model" if key == "model" else f"--{key.replace('_', '-')}"
                     raise TinycError(f"{keep[key]}: cannot read {option} "
                                      f"({e.strerror})") from None
         return keep

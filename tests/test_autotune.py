@@ -64,6 +64,9 @@ def test_lr_auto_refusals(small_nets, tmp_path):
     assert_clean_failure(tinyc("build", net, *common, "--train", "last:1", "--num-classes", "3",
                                "--lr", "auto", "--train-data", data, check=False),
                          "10 labelled samples", "at least 20")
+    assert_clean_failure(tinyc("build", net, *common, "--train", "last:1", "--num-classes", "3",
+                               "--lr", "auto", "--train-data", tmp_path / "none.npz",
+                               check=False), "none.npz", "cannot read --train-data")
     assert not (tmp_path / "o").exists()
 
 
