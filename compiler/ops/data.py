@@ -665,11 +665,16 @@ class PadGrad(_Compact):
         return np.ascontiguousarray(env[node.inputs[0]][:, t_:t_ + h, l_:l_ + w])
 
     def layer(self, g, node, i, plan, consts, params):
-        _, h, w, c = g.tensors[node.outputs[0]].shape
-        t, l, b, r = node.attrs["pads"]
-        return dict(kind=node.op, template=TEMPLATE, ptype="tinyc_pad_params",
-                    params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l, pad_bottom=b,
-                                pad_right=r, value=0))
+        return _zero_pad_layer(node, g.tensors[node.outputs[0]].shape)
+
+
+def _zero_pad_layer(node, inner_shape) -> dict:
+    """A float gradient of inner_shape placed inside attrs pads of zeros (tinyc_pad_params)."""
+    _, h, w, c = inner_shape
+    t, l, b, r = node.attrs["pads"]
+    return dict(kind=node.op, template=TEMPLATE, ptype="tinyc_pad_params",
+                params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l, pad_bottom=b,
+                            pad_right=r, value=0))
 
 
 class CropGrad(Op):
@@ -684,11 +689,7 @@ class CropGrad(Op):
         return np.pad(env[node.inputs[0]], ((0, 0), (t_, b_), (l_, r_), (0, 0))).astype(np.float32)
 
     def layer(self, g, node, i, plan, consts, params):
-        _, h, w, c = g.tensors[node.inputs[0]].shape
-        t, l, b, r = node.attrs["pads"]
-        return dict(kind=node.op, template=TEMPLATE, ptype="tinyc_pad_params",
-                    params=dict(in_h=h, in_w=w, channels=c, pad_top=t, pad_left=l, pad_bottom=b,
-                                pad_right=r, value=0))
+        return _zero_pad_layer(node, g.tensors[node.inputs[0]].shape)
 
 
 class SliceGrad(_Compact):
