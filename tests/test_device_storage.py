@@ -196,17 +196,29 @@ def test_storage_command_line(saved, tmp_path):
     assert json.loads((out / "report.json").read_text())["firmware"]["storage"]["slots"] == 2
 
 
-def test_nrf52840_storage_is_reserved_in_its_flash(small_nets, builds, tmp_path):
-    """On the Nano 33 BLE the slots are the top of the application flash, on 4 KB page
+# each real board's flash back end: its erase unit and the routine that writes the slots
+REAL_BOARD_STORAGE = {
+    "nano33ble": (4096, "storage_nrf52_nvmc.c"),          # NVMC pages
+    "nucleo_f411re": (128 * 1024, "storage_stm32_flash.c"),  # STM32F4 sectors 5-7
+    "disco_f746ng": (256 * 1024, "storage_stm32_flash.c"),   # STM32F7 sectors 5-7
+    "pico": (4096, "storage_rp2040_flash.c"),             # QSPI sectors, boot ROM routines
+}
+
+
+@pytest.mark.parametrize("board_id", sorted(REAL_BOARD_STORAGE))
+def test_real_board_storage_is_reserved_in_its_flash(board_id, small_nets, builds, tmp_path):
+    """On every real board the slots are the top of the application flash, on erase-unit
     boundaries: the linker script ends the firmware below them, the report and the flash check
-    count them, and the firmware links with the NVMC back end (not run on a board)."""
+    count them, and the firmware links with the board's flash back end (not run on a board)."""
     from tinyc.targets.elf import Elf
+    erase, source = REAL_BOARD_STORAGE[board_id]
     out = tmp_path / "n"
-    tinyc("build", small_nets["mbv2_block"], "--board", "nano33ble", "-o", out, "--calib",
+    tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out, "--calib",
           builds / "calib.npy", "--train", builds / "scheme.json", "--num-classes", "4")
     rep = report(out)
-    st, fw, board = rep["firmware"]["storage"], rep["firmware"], load_board("nano33ble")
-    assert st["in_board_flash"] and st["erase_bytes"] == 4096 and st["slot_bytes"] % 4096 == 0
+    st, fw, board = rep["firmware"]["storage"], rep["firmware"], load_board(board_id)
+    assert st["in_board_flash"] and st["erase_bytes"] == erase and st["slot_bytes"] % erase == 0
+    assert st["source"] == source and (out / "lib" / "tinyc_board" / source).is_file()
     assert st["slot_bytes"] >= st["write_bytes"] + sum(p["bytes"] for p in table(out)) + 4
     start = board.memory.flash_origin + board.memory.flash_length - st["flash_bytes"]
     syms = {s.name: s for s in Elf(out / ".pio" / "build" / "tinyc" / "firmware.elf").symbols()}
@@ -215,4 +227,8 @@ def test_nrf52840_storage_is_reserved_in_its_flash(small_nets, builds, tmp_path)
         out / "lib" / "tinyc_board" / "link.ld").read_text()
     assert f"LENGTH = {board.memory.flash_length - st['flash_bytes']}" in (
         out / "lib" / "tinyc_board" / "link.ld").read_text()
-    assert start % 4096 == 0 and board.memory.flash_origin + fw["flash_bytes"] <= start
+    assert start % erase == 0 and board.memory.flash_origin + fw["flash_bytes"] <= start
+    if board_id == "pico":   # the routine around the boot ROM's calls runs from RAM
+        assert syms["flash_op"].section == ".data"
+    if source == "storage_stm32_flash.c":   # the slots are on the uniform sectors (5 and up)
+        assert start >= board.memory.flash_origin + erase

@@ -63,6 +63,13 @@ STORAGE_BACKENDS = {
                     "a host file written page by page through semihosting (QEMU)"),
     "nrf52_uart": ("storage_nrf52_nvmc.c", 256, 4096, True,
                    "the nRF52840's flash (NVMC, 4 KB pages) above the firmware"),
+    # the top sectors, which are uniform from sector 5 on: 128 KB on the F4, 256 KB on the F7
+    "stm32f4_usart": ("storage_stm32_flash.c", 256, 128 * 1024, True,
+                      "the STM32F4's flash (128 KB sectors) above the firmware"),
+    "stm32f7_usart": ("storage_stm32_flash.c", 256, 256 * 1024, True,
+                      "the STM32F7's flash (256 KB sectors) above the firmware"),
+    "rp2040_uart": ("storage_rp2040_flash.c", 256, 4096, True,
+                    "the RP2040's QSPI flash (boot ROM routines, 4 KB sectors) above the firmware"),
 }
 
 
@@ -467,7 +474,8 @@ def build_firmware(out, board: Board) -> dict:
 
 
 LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o", "tinyc_store.o",
-                "storage_semihosting.o", "storage_nrf52_nvmc.o")
+                "storage_semihosting.o", "storage_nrf52_nvmc.o", "storage_stm32_flash.o",
+                "storage_rp2040_flash.o")
 
 
 def link_usage(build_dir: Path, linked: set) -> dict:
