@@ -530,12 +530,11 @@ def cmd_flash(a) -> int:
     return 0
 
 
-def _progress(done: int, total: int, what: str) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    end = "\n" if done == total else ""
-    print(f"\r  {what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end,
-          file=sys.stderr, flush=True)
+def _progress(total: int, what: str):
+    """A progress bar on stderr (tqdm; a context manager: `bar.update(n)`)."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"  {what}", unit="step", file=sys.stderr, leave=True,
+                dynamic_ncols=True)
 
 
 def emulate_training(a, rep: dict) -> int:
@@ -573,10 +572,11 @@ def host_training_run(a, rep: dict, x, y, evaluation, lr: float, params_tmp: str
         for epoch in range(1, a.epochs + 1):
             order = orders[epoch - 1]
             losses = []
-            for start in range(0, len(x), chunk):
-                idx = order[start:start + chunk]
-                losses.extend(trainer.train(x[idx], y[idx], lr))
-                _progress(min(start + chunk, len(x)), len(x), f"epoch {epoch}")
+            with _progress(len(x), f"epoch {epoch}") as bar:
+                for start in range(0, len(x), chunk):
+                    idx = order[start:start + chunk]
+                    losses.extend(trainer.train(x[idx], y[idx], lr))
+                    bar.update(len(idx))
             losses = np.asarray(losses)
             finite = losses[np.isfinite(losses)]   # a skipped step's loss may be NaN
             line = f"epoch {epoch}: loss {finite.mean() if len(finite) else float('nan'):.4f}"
@@ -632,9 +632,9 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
     board = board_of_report(rep)
     data = TrainingData.make(x, y, a.epochs, lr, *(evaluation or (None, None)))
     timeout = a.timeout or 300.0 + 5.0 * data.steps
-    demo, params = run_qemu_training(
-        a.out, board, rep, data, timeout=timeout,
-        progress=lambda k: _progress(k, data.steps, f"{board.qemu_machine} training steps"))
+    with _progress(data.steps, f"{board.qemu_machine} training steps") as bar:
+        demo, params = run_qemu_training(a.out, board, rep, data, timeout=timeout,
+                                         progress=lambda k: bar.update(k - bar.n))
     unit = demo.unit
     per_epoch = data.steps // a.epochs
     losses = demo.losses
@@ -832,19 +832,20 @@ def device_train(a, rep: dict, dev, info, table) -> None:
         order = training_order(len(x), a.epochs)
         per_epoch = len(x)
         losses, costs, last = [], [], None
-        for k, i in enumerate(order):
-            last = dev.train(x[i].reshape(-1), int(y[i]), lr)
-            losses.append(last.loss)
-            costs.append(last.cost)
-            _progress(k + 1, len(order), "training steps over the link")
-            if (k + 1) % per_epoch == 0:
-                part = np.asarray(losses[-per_epoch:])
-                finite = part[np.isfinite(part)]
-                print(f"epoch {(k + 1) // per_epoch}: loss "
-                      f"{finite.mean() if len(finite) else float('nan'):.4f}, "
-                      f"{np.mean(costs[-per_epoch:]):,.0f} {info.unit} per training step; "
-                      f"guard: {last.skipped} of {last.steps} steps skipped, {last.refused} "
-                      f"channel updates refused", flush=True)
+        with _progress(len(order), "training steps over the link") as bar:
+            for k, i in enumerate(order):
+                last = dev.train(x[i].reshape(-1), int(y[i]), lr)
+                losses.append(last.loss)
+                costs.append(last.cost)
+                bar.update(1)
+                if (k + 1) % per_epoch == 0:
+                    part = np.asarray(losses[-per_epoch:])
+                    finite = part[np.isfinite(part)]
+                    print(f"epoch {(k + 1) // per_epoch}: loss "
+                          f"{finite.mean() if len(finite) else float('nan'):.4f}, "
+                          f"{np.mean(costs[-per_epoch:]):,.0f} {info.unit} per training step; "
+                          f"guard: {last.skipped} of {last.steps} steps skipped, {last.refused} "
+                          f"channel updates refused", flush=True)
         print(f"device at step {last.step}")
         if params_tmp:
             np.savez(params_tmp, **dev.pull(table))

@@ -1,25 +1,26 @@
-"""Just enough of the ELF format (32-bit little-endian, Arm) to account for a firmware's memory:
-section sizes and addresses, and the sized symbols (functions and objects) with their sections.
-Works on linked executables and on relocatable objects (.o), so the biggest consumers can be
-named even when the link failed for lack of room."""
+"""A firmware's memory from its ELF file (read with pyelftools): section sizes and addresses,
+and the sized symbols (functions and objects) with their sections. Works on linked executables
+and on relocatable objects (.o), so the biggest consumers can be named even when the link failed
+for lack of room."""
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
 
 from ..errors import TinycError
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
-SHT_SYMTAB, SHT_NOBITS = 2, 8
-SHN_COMMON = 0xFFF2
-STT_OBJECT, STT_FUNC = 1, 2
+SHT_NOBITS = "SHT_NOBITS"
+KINDS = {"STT_OBJECT": "object", "STT_FUNC": "func"}
 
 
 @dataclass(frozen=True)
 class Section:
     name: str
-    type: int
+    type: str      # pyelftools' name of the section type ("SHT_PROGBITS", "SHT_NOBITS", ...)
     flags: int
     addr: int
     offset: int
@@ -43,54 +44,46 @@ class Symbol:
     file: str
 
 
-def _cstr(data: bytes, offset: int) -> str:
-    end = data.index(b"\0", offset)
-    return data[offset:end].decode(errors="replace")
-
-
 class Elf:
     def __init__(self, path):
         self.path = Path(path)
         try:
-            data = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                elf = ELFFile(f)
+                if elf.elfclass != 32 or not elf.little_endian:
+                    raise TinycError(f"{path} is not a 32-bit little-endian ELF file")
+                self.sections = [Section(s.name, s["sh_type"], s["sh_flags"], s["sh_addr"],
+                                         s["sh_offset"], s["sh_size"])
+                                 for s in elf.iter_sections()]
+                self._symbols = self._read_symbols(elf)
         except OSError as e:
             raise TinycError(f"cannot read {path}: {e}") from e
-        if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
-            raise TinycError(f"{path} is not a 32-bit little-endian ELF file")
-        self.data = data
-        shoff, = struct.unpack_from("<I", data, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x2E)
-        raw = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
-        strtab = raw[shstrndx][4]
-        self._raw = raw
-        self.sections = [Section(_cstr(data, strtab + h[0]), h[1], h[2], h[3], h[4], h[5])
-                         for h in raw]
+        except (ELFError, ValueError, KeyError, IndexError) as e:
+            raise TinycError(f"{path} is not a readable ELF file: {e}") from e
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name == name), None)
 
-    def symbols(self) -> list[Symbol]:
-        """Functions and objects with a size, defined in this file."""
+    def _read_symbols(self, elf: ELFFile) -> list[Symbol]:
         out = []
-        for h in self._raw:
-            if h[1] != SHT_SYMTAB:
-                continue
-            strtab = self._raw[h[6]][4]
-            for off in range(h[4], h[4] + h[5], 16):
-                name_off, _value, size, info, _other, shndx = struct.unpack_from(
-                    "<IIIBBH", self.data, off)
-                kind = {STT_OBJECT: "object", STT_FUNC: "func"}.get(info & 0xF)
-                if not kind or size == 0 or shndx == 0:
+        for table in elf.iter_sections("SHT_SYMTAB"):
+            for sym in table.iter_symbols():
+                kind = KINDS.get(sym["st_info"]["type"])
+                shndx = sym["st_shndx"]
+                if not kind or sym["st_size"] == 0 or shndx == "SHN_UNDEF":
                     continue
-                if shndx == SHN_COMMON:
+                if shndx == "SHN_COMMON":
                     sec = "COMMON"
-                elif shndx < len(self.sections):
+                elif isinstance(shndx, int) and shndx < len(self.sections):
                     sec = self.sections[shndx].name
                 else:
                     continue
-                out.append(Symbol(_cstr(self.data, strtab + name_off), size, kind, sec,
-                                  self.path.name))
+                out.append(Symbol(sym.name, sym["st_size"], kind, sec, self.path.name))
         return out
+
+    def symbols(self) -> list[Symbol]:
+        """Functions and objects with a size, defined in this file."""
+        return list(self._symbols)
 
 
 def region_of_section(name: str) -> str:
