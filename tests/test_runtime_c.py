@@ -443,7 +443,7 @@ def test_dsp_requantization_is_tflite_exact(tmp_path):
     subprocess.run(["gcc", *STRICT, "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
                     str(ROOT / "tests" / "c" / "requant_exact.c"), "-o", str(exe)], check=True)
     res = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert res.returncode == 0 and "7200000 cases equal" in res.stdout, res.stdout
+    assert res.returncode == 0 and "8838400 cases equal" in res.stdout, res.stdout
 
 
 # ---------------------------------------------------------------- a shared pretrained model

@@ -112,19 +112,29 @@ static inline int32_t tinyc_dot4(uint32_t x02, uint32_t x13, uint32_t w, int32_t
 }
 
 /* clamp(MultiplyByQuantizedMultiplier(acc, mult, shift) + zp, lo, hi): TFLite's int8 output of
- * an accumulator, for mult >= 0, zp in [-128, 127], -128 <= lo <= hi <= 127. For the common
- * right shifts e = -shift in [1, 23] the second rounding is one saturating add and a shift:
- * floor((h + 2^(e-1) - [h < 0]) / 2^e) equals gemmlowp's RoundingDivideByPOT(h, e); only when
- * h + 2^(e-1) exceeds INT32_MAX does QADD saturate, making the quotient 2^(31-e) - 1 instead of
- * 2^(31-e) >= 256, which the clamp (zp >= -128, hi <= 127) turns into hi either way. */
-static inline int32_t tinyc_requant_dsp(int32_t acc, int32_t mult, int32_t shift, int32_t zp,
-                                        int32_t lo, int32_t hi)
+ * an accumulator, for mult >= 0, zp in [-128, 127], -128 <= lo <= hi <= 127.
+ *
+ * For the common right shifts e = -shift in [2, 31] both roundings are one SMLAL and a shift.
+ * TFLite computes h = floor((acc * mult + 2^30) / 2^31) (its doubling high multiply; mult >= 0
+ * never saturates), then RoundingDivideByPOT(h, e) = floor((h + 2^(e-1) - [h < 0]) / 2^e).
+ * As floor(floor(X / 2^31) / 2^e) = floor(X / 2^(31+e)), that is
+ *     floor((acc * mult + 2^30 - [h < 0] * 2^31 + 2^(30+e)) / 2^(31+e)),
+ * and [h < 0] may be replaced by s = [acc < 0]: they differ only when acc < 0 and h = 0, i.e.
+ * acc * mult + 2^30 in [0, 2^31), where the numerator stays in [0, 2^(31+e)) and the result is
+ * 0 = RoundingDivideByPOT(0, e) either way. The 64-bit addend is built in two words,
+ * low 2^30 + s * 2^31 (mod 2^32) and high 2^(e-2) - s (the borrow of -s * 2^31); the SMLAL
+ * adds acc * mult; as 31 + e >= 32 only the high word is shifted, by e - 1. No intermediate
+ * saturates (|acc * mult| < 2^62). Other shifts: tinyc_mbqm. */
+static TINYC_ALWAYS_INLINE int32_t tinyc_requant_dsp(int32_t acc, int32_t mult, int32_t shift,
+                                                     int32_t zp, int32_t lo, int32_t hi)
 {
+    const uint32_t e1 = ~(uint32_t)shift;   /* e - 1 = -shift - 1 */
     int32_t v;
-    if ((uint32_t)(-shift - 1) < 23u) {
-        const int32_t e = -shift;
-        const int32_t h = tinyc_srdhm_pos(acc, mult);
-        v = (tinyc_qadd(h, (int32_t)(1u << (e - 1))) - (int32_t)((uint32_t)h >> 31)) >> e;
+    if (e1 - 1u < 30u) {
+        const uint32_t low = ((uint32_t)acc & 0x80000000u) | 0x40000000u;
+        const uint32_t high = (uint32_t)(acc >> 31) + ((1u << e1) >> 1);
+        const int64_t d = (int64_t)(((uint64_t)high << 32) | low) + (int64_t)acc * mult;
+        v = (int32_t)(d >> 32) >> e1;
     } else {
         v = tinyc_mbqm(acc, mult, shift);
     }
