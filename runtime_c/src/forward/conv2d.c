@@ -69,6 +69,13 @@ static TINYC_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t mult, int32_t shi
 }
 
 #if TINYC_USE_DSP
+/* a loop of a constant, small trip count (k = 8 or 16 below) fully unrolled by gcc */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define TINYC_UNROLL_4 _Pragma("GCC unroll 4")
+#else
+#define TINYC_UNROLL_4
+#endif
+
 /* the rare shifts the fast requantization does not take (e = -shift <= 1): out of line */
 static __attribute__((noinline)) int8_t requant_slow(int32_t acc, int32_t mult, int32_t shift,
                                                      const tinyc_conv_params *p)
@@ -151,10 +158,29 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
  * two pointers and addresses the second pixel and row at offset k (14 registers in all: the
  * four accumulators, the four widened weight halves, two widened input halves, the two
  * pointers, k and the end). The k % 4 tail runs once per output pair, after the loop. */
+/* one step of the 2x2 block: four bytes of both pixels (xp, xp + k) times four bytes of both
+ * weight rows (wp, wp + k) */
+static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
+                                       int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+{
+    const uint32_t wv0 = tinyc_read4(wp), wv1 = tinyc_read4(wp + k);
+    const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
+    const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
+    uint32_t xv = tinyc_read4(xp);
+    uint32_t xa = tinyc_sxtb16(xv), xb = tinyc_sxtb16_ror8(xv);
+    *a00 = tinyc_smlad(xb, w0b, tinyc_smlad(xa, w0a, *a00));
+    *a01 = tinyc_smlad(xb, w1b, tinyc_smlad(xa, w1a, *a01));
+    xv = tinyc_read4(xp + k);
+    xa = tinyc_sxtb16(xv);
+    xb = tinyc_sxtb16_ror8(xv);
+    *a10 = tinyc_smlad(xb, w0b, tinyc_smlad(xa, w0a, *a10));
+    *a11 = tinyc_smlad(xb, w1b, tinyc_smlad(xa, w1a, *a11));
+}
+
 static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
     const tinyc_conv_params *p, const int8_t *x, int32_t k, const int8_t *weights,
     const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,
-    int8_t *restrict o, int full)
+    int8_t *restrict o, int full, int unroll)
 {
     const int32_t k4 = k & ~3;
     const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
@@ -165,25 +191,15 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
         const int8_t *xp = x, *wp = w;
         int32_t a00 = bias_eff[oc], a01 = bias_eff[oc + 1];
         int32_t a10 = a00, a11 = a01;
-        while (xp != x_end) {
-            const uint32_t wv0 = tinyc_read4(wp), wv1 = tinyc_read4(wp + k);
-            const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
-            const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
-            uint32_t xv = tinyc_read4(xp);
-            uint32_t xa = tinyc_sxtb16(xv), xb = tinyc_sxtb16_ror8(xv);
-            a00 = tinyc_smlad(xa, w0a, a00);
-            a00 = tinyc_smlad(xb, w0b, a00);
-            a01 = tinyc_smlad(xa, w1a, a01);
-            a01 = tinyc_smlad(xb, w1b, a01);
-            xv = tinyc_read4(xp + k);
-            xa = tinyc_sxtb16(xv);
-            xb = tinyc_sxtb16_ror8(xv);
-            a10 = tinyc_smlad(xa, w0a, a10);
-            a10 = tinyc_smlad(xb, w0b, a10);
-            a11 = tinyc_smlad(xa, w1a, a11);
-            a11 = tinyc_smlad(xb, w1b, a11);
-            xp += 4;
-            wp += 4;
+        if (unroll) {
+            TINYC_UNROLL_4
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
+        } else {
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
         }
         for (i = k4; i < k; ++i) {
             const int32_t v0 = x[i], v1 = x[k + i];
@@ -202,16 +218,23 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
     }
 }
 
-/* dot_outputs_2px_body compiled twice: for the full int8 output range (no fused activation
- * left after quantization: one SSAT clamps) and for any other */
+/* dot_outputs_2px_body compiled for the full int8 output range (no fused activation left after
+ * quantization: one SSAT clamps; k = 8, 16 and any) and for any other range */
 static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                             const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
                             const int32_t *shift, int32_t n_out, int8_t *restrict o)
 {
     if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
-        dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1);
+        /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
+        if (k == 8) {
+            dot_outputs_2px_body(p, x, 8, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+        } else if (k == 16) {
+            dot_outputs_2px_body(p, x, 16, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+        } else {
+            dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+        }
     } else {
-        dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0);
+        dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
     }
 }
 #else
