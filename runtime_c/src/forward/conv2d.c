@@ -102,12 +102,25 @@ static TINYC_ALWAYS_INLINE void requant2(int32_t a, int32_t b, int32_t mult, int
     }
 }
 
+/* one output's requantization; SSAT clamps when the output range is the full int8 one */
+static TINYC_ALWAYS_INLINE int8_t requant1(int32_t acc, int32_t mult, int32_t shift, int full,
+                                           const tinyc_conv_params *p)
+{
+    if (tinyc_requant_fast(shift)) {
+        const uint32_t e1 = tinyc_requant_e1(shift);
+        const int32_t v = tinyc_requant_pre(acc, mult, e1, tinyc_requant_round(e1)) + p->out_zp;
+        return (int8_t)(full ? tinyc_ssat8(v) : tinyc_clamp_i32(v, p->act_min, p->act_max));
+    }
+    return requant_slow(acc, mult, shift, p);
+}
+
 /* four output channels' dot products over x[0, k): each word of four input bytes is widened
  * once (SXTB16: bytes 0/2 and 1/3) and used against four weight words with SMLAD, two MACs per
  * instruction. Every product and sum is the portable loop's, so the int32 results are equal. */
-static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
-                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+static TINYC_ALWAYS_INLINE void dot_outputs_body(
+    const tinyc_conv_params *p, const int8_t *x, int32_t k, const int8_t *weights,
+    const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,
+    int8_t *restrict o, int full)
 {
     const int32_t k4 = k & ~3;
     int32_t oc = 0, i;
@@ -133,10 +146,10 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
             a2 += v * w2[i];
             a3 += v * w3[i];
         }
-        o[oc] = requant(a0, mult[oc], shift[oc], p);
-        o[oc + 1] = requant(a1, mult[oc + 1], shift[oc + 1], p);
-        o[oc + 2] = requant(a2, mult[oc + 2], shift[oc + 2], p);
-        o[oc + 3] = requant(a3, mult[oc + 3], shift[oc + 3], p);
+        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
+        o[oc + 1] = requant1(a1, mult[oc + 1], shift[oc + 1], full, p);
+        o[oc + 2] = requant1(a2, mult[oc + 2], shift[oc + 2], full, p);
+        o[oc + 3] = requant1(a3, mult[oc + 3], shift[oc + 3], full, p);
     }
     for (; oc < n_out; ++oc) {
         const int8_t *w0 = weights + oc * k;
@@ -148,7 +161,7 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
         for (; i < k; ++i) {
             a0 += (int32_t)x[i] * w0[i];
         }
-        o[oc] = requant(a0, mult[oc], shift[oc], p);
+        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
     }
 }
 
@@ -158,6 +171,18 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
  * two pointers and addresses the second pixel and row at offset k (14 registers in all: the
  * four accumulators, the four widened weight halves, two widened input halves, the two
  * pointers, k and the end). The k % 4 tail runs once per output pair, after the loop. */
+
+static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
+                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+{
+    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1);
+    } else {
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0);
+    }
+}
+
 /* one step of the 2x2 block: four bytes of both pixels (xp, xp + k) times four bytes of both
  * weight rows (wp, wp + k) */
 static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
