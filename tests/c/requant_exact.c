@@ -51,6 +51,26 @@ int main(void)
             }
         }
     }
+    /* every small accumulator on multipliers that make the roundings' ties frequent (2^30:
+     * h = floor((acc + 1) / 2)), at every shift */
+    for (shift = -31; shift <= 8; ++shift) {
+        static const int32_t tie_mult[] = {0, 1073741824, 1073741825, 1610612736, 2147483647};
+        unsigned m;
+        int32_t acc;
+        for (m = 0; m < sizeof tie_mult / sizeof tie_mult[0]; ++m) {
+            for (acc = -4096; acc <= 4095; ++acc) {
+                const int32_t want = tinyc_clamp_i32(tinyc_mbqm(acc, tie_mult[m], shift) - 3,
+                                                     -128, 127);
+                const int32_t got = tinyc_requant_dsp(acc, tie_mult[m], shift, -3, -128, 127);
+                ++cases;
+                if (got != want) {
+                    printf("differs: acc %ld mult %ld shift %ld: %ld, TFLite %ld\n", (long)acc,
+                           (long)tie_mult[m], (long)shift, (long)got, (long)want);
+                    return 1;
+                }
+            }
+        }
+    }
     printf("%ld cases equal\n", cases);
     return 0;
 }

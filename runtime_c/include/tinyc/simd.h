@@ -54,6 +54,15 @@ static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 }
 /* a + b saturated to int32 (QADD) */
 static inline int32_t tinyc_qadd(int32_t a, int32_t b) { return __qadd(a, b); }
+/* x clamped to [-128, 127] (SSAT #8) */
+static inline int32_t tinyc_ssat8(int32_t x) { return __ssat(x, 8); }
+/* the high word of hi:lo + a * b (SMLAL; written out so that gcc does not split it into
+ * UMULL + MLA when it shares a sign extension between two products) */
+static inline int32_t tinyc_smlal_hi(uint32_t lo, int32_t hi, int32_t a, int32_t b)
+{
+    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(a), "r"(b));
+    return hi;
+}
 /* the halfwords of a plus bytes 0 and 2 of x, sign-extended (SXTAB16) */
 static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
 {
@@ -84,6 +93,15 @@ static inline int32_t tinyc_qadd(int32_t a, int32_t b)
     const int64_t s = (int64_t)a + b;
     return s > INT32_MAX ? INT32_MAX : (s < INT32_MIN ? INT32_MIN : (int32_t)s);
 }
+static inline int32_t tinyc_ssat8(int32_t x)
+{
+    return x < -128 ? -128 : (x > 127 ? 127 : x);
+}
+static inline int32_t tinyc_smlal_hi(uint32_t lo, int32_t hi, int32_t a, int32_t b)
+{
+    const uint64_t s = (((uint64_t)(uint32_t)hi << 32) | lo) + (uint64_t)((int64_t)a * b);
+    return (int32_t)(uint32_t)(s >> 32);
+}
 static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
 {
     const uint32_t e = tinyc_sxtb16(x);
@@ -112,19 +130,48 @@ static inline int32_t tinyc_dot4(uint32_t x02, uint32_t x13, uint32_t w, int32_t
 }
 
 /* clamp(MultiplyByQuantizedMultiplier(acc, mult, shift) + zp, lo, hi): TFLite's int8 output of
- * an accumulator, for mult >= 0, zp in [-128, 127], -128 <= lo <= hi <= 127. For the common
- * right shifts e = -shift in [1, 23] the second rounding is one saturating add and a shift:
- * floor((h + 2^(e-1) - [h < 0]) / 2^e) equals gemmlowp's RoundingDivideByPOT(h, e); only when
- * h + 2^(e-1) exceeds INT32_MAX does QADD saturate, making the quotient 2^(31-e) - 1 instead of
- * 2^(31-e) >= 256, which the clamp (zp >= -128, hi <= 127) turns into hi either way. */
-static inline int32_t tinyc_requant_dsp(int32_t acc, int32_t mult, int32_t shift, int32_t zp,
-                                        int32_t lo, int32_t hi)
+ * an accumulator, for mult >= 0, zp in [-128, 127], -128 <= lo <= hi <= 127.
+ *
+ * For the common right shifts e = -shift in [2, 31] both roundings are one SMLAL and a shift.
+ * TFLite computes h = floor((acc * mult + 2^30) / 2^31) (its doubling high multiply; mult >= 0
+ * never saturates), then RoundingDivideByPOT(h, e) = floor((h + 2^(e-1) - [h < 0]) / 2^e).
+ * As floor(floor(X / 2^31) / 2^e) = floor(X / 2^(31+e)), that is
+ *     floor((acc * mult + 2^30 - [h < 0] * 2^31 + 2^(30+e)) / 2^(31+e)),
+ * and [h < 0] may be replaced by s = [acc < 0]: they differ only when acc < 0 and h = 0, i.e.
+ * acc * mult + 2^30 in [0, 2^31), where the numerator stays in [0, 2^(31+e)) and the result is
+ * 0 = RoundingDivideByPOT(0, e) either way. The 64-bit addend is built in two words,
+ * low 2^30 + s * 2^31 (mod 2^32) and high 2^(e-2) - s (the borrow of -s * 2^31); the SMLAL
+ * adds acc * mult; as 31 + e >= 32 only the high word is shifted, by e - 1. No intermediate
+ * saturates (|acc * mult| < 2^62). Other shifts: tinyc_mbqm. */
+/* whether tinyc_requant_pre takes the shift (e = -shift in [2, 31]) */
+static TINYC_ALWAYS_INLINE int tinyc_requant_fast(int32_t shift)
+{
+    return ~(uint32_t)shift - 1u < 30u;
+}
+
+/* the per-channel constants of the fast path: e - 1, and the rounding term 2^(e-2) */
+static TINYC_ALWAYS_INLINE uint32_t tinyc_requant_e1(int32_t shift) { return ~(uint32_t)shift; }
+static TINYC_ALWAYS_INLINE int32_t tinyc_requant_round(uint32_t e1)
+{
+    return (int32_t)((1u << e1) >> 1);
+}
+
+/* MultiplyByQuantizedMultiplier(acc, mult, shift) for a shift that tinyc_requant_fast takes,
+ * e1 = tinyc_requant_e1(shift), round = tinyc_requant_round(e1): five instructions */
+static TINYC_ALWAYS_INLINE int32_t tinyc_requant_pre(int32_t acc, int32_t mult, uint32_t e1,
+                                                     int32_t round)
+{
+    const uint32_t low = ((uint32_t)acc & 0x80000000u) | 0x40000000u;
+    return tinyc_smlal_hi(low, round + (acc >> 31), acc, mult) >> e1;
+}
+
+static TINYC_ALWAYS_INLINE int32_t tinyc_requant_dsp(int32_t acc, int32_t mult, int32_t shift,
+                                                     int32_t zp, int32_t lo, int32_t hi)
 {
     int32_t v;
-    if ((uint32_t)(-shift - 1) < 23u) {
-        const int32_t e = -shift;
-        const int32_t h = tinyc_srdhm_pos(acc, mult);
-        v = (tinyc_qadd(h, (int32_t)(1u << (e - 1))) - (int32_t)((uint32_t)h >> 31)) >> e;
+    if (tinyc_requant_fast(shift)) {
+        const uint32_t e1 = tinyc_requant_e1(shift);
+        v = tinyc_requant_pre(acc, mult, e1, tinyc_requant_round(e1));
     } else {
         v = tinyc_mbqm(acc, mult, shift);
     }

@@ -69,12 +69,58 @@ static TINYC_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t mult, int32_t shi
 }
 
 #if TINYC_USE_DSP
+/* a loop of a constant, small trip count (k = 8 or 16 below) fully unrolled by gcc */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define TINYC_UNROLL_4 _Pragma("GCC unroll 4")
+#else
+#define TINYC_UNROLL_4
+#endif
+
+/* the rare shifts the fast requantization does not take (e = -shift <= 1): out of line */
+static __attribute__((noinline)) int8_t requant_slow(int32_t acc, int32_t mult, int32_t shift,
+                                                     const tinyc_conv_params *p)
+{
+    return requant(acc, mult, shift, p);
+}
+
+/* one output channel's requantization of two accumulators (two pixels), its constants derived
+ * once */
+static TINYC_ALWAYS_INLINE void requant2(int32_t a, int32_t b, int32_t mult, int32_t shift,
+                                         int32_t zp, int32_t lo, int32_t hi, int full,
+                                         const tinyc_conv_params *p, int8_t *oa, int8_t *ob)
+{
+    if (tinyc_requant_fast(shift)) {
+        const uint32_t e1 = tinyc_requant_e1(shift);
+        const int32_t r = tinyc_requant_round(e1);
+        const int32_t va = tinyc_requant_pre(a, mult, e1, r) + zp;
+        const int32_t vb = tinyc_requant_pre(b, mult, e1, r) + zp;
+        *oa = (int8_t)(full ? tinyc_ssat8(va) : tinyc_clamp_i32(va, lo, hi));
+        *ob = (int8_t)(full ? tinyc_ssat8(vb) : tinyc_clamp_i32(vb, lo, hi));
+    } else {
+        *oa = requant_slow(a, mult, shift, p);
+        *ob = requant_slow(b, mult, shift, p);
+    }
+}
+
+/* one output's requantization; SSAT clamps when the output range is the full int8 one */
+static TINYC_ALWAYS_INLINE int8_t requant1(int32_t acc, int32_t mult, int32_t shift, int full,
+                                           const tinyc_conv_params *p)
+{
+    if (tinyc_requant_fast(shift)) {
+        const uint32_t e1 = tinyc_requant_e1(shift);
+        const int32_t v = tinyc_requant_pre(acc, mult, e1, tinyc_requant_round(e1)) + p->out_zp;
+        return (int8_t)(full ? tinyc_ssat8(v) : tinyc_clamp_i32(v, p->act_min, p->act_max));
+    }
+    return requant_slow(acc, mult, shift, p);
+}
+
 /* four output channels' dot products over x[0, k): each word of four input bytes is widened
  * once (SXTB16: bytes 0/2 and 1/3) and used against four weight words with SMLAD, two MACs per
  * instruction. Every product and sum is the portable loop's, so the int32 results are equal. */
-static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
-                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+static TINYC_ALWAYS_INLINE void dot_outputs_body(
+    const tinyc_conv_params *p, const int8_t *x, int32_t k, const int8_t *weights,
+    const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,
+    int8_t *restrict o, int full)
 {
     const int32_t k4 = k & ~3;
     int32_t oc = 0, i;
@@ -100,10 +146,10 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
             a2 += v * w2[i];
             a3 += v * w3[i];
         }
-        o[oc] = requant(a0, mult[oc], shift[oc], p);
-        o[oc + 1] = requant(a1, mult[oc + 1], shift[oc + 1], p);
-        o[oc + 2] = requant(a2, mult[oc + 2], shift[oc + 2], p);
-        o[oc + 3] = requant(a3, mult[oc + 3], shift[oc + 3], p);
+        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
+        o[oc + 1] = requant1(a1, mult[oc + 1], shift[oc + 1], full, p);
+        o[oc + 2] = requant1(a2, mult[oc + 2], shift[oc + 2], full, p);
+        o[oc + 3] = requant1(a3, mult[oc + 3], shift[oc + 3], full, p);
     }
     for (; oc < n_out; ++oc) {
         const int8_t *w0 = weights + oc * k;
@@ -115,57 +161,105 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
         for (; i < k; ++i) {
             a0 += (int32_t)x[i] * w0[i];
         }
-        o[oc] = requant(a0, mult[oc], shift[oc], p);
+        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
     }
 }
 
-/* The outputs of two pixels (inputs x0, x1 of k bytes; outputs o0, o1): each weight word is
- * widened once for both pixels, two output channels at a time. */
-static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x0, const int8_t *x1,
-                            int32_t k, const int8_t *weights, const int32_t *bias_eff,
-                            const int32_t *mult, const int32_t *shift, int32_t n_out,
-                            int8_t *restrict o0, int8_t *restrict o1)
+/* The outputs of two adjacent pixels (inputs x and x + k, k bytes each; outputs o and o + n_out),
+ * two output channels at a time: a 2x2 register block. Each step reads one word of each pixel
+ * and of each of the two weight rows; the rows and pixels are k bytes apart, so the loop walks
+ * two pointers and addresses the second pixel and row at offset k (14 registers in all: the
+ * four accumulators, the four widened weight halves, two widened input halves, the two
+ * pointers, k and the end). The k % 4 tail runs once per output pair, after the loop. */
+
+static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
+                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+{
+    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1);
+    } else {
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0);
+    }
+}
+
+/* one step of the 2x2 block: four bytes of both pixels (xp, xp + k) times four bytes of both
+ * weight rows (wp, wp + k) */
+static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
+                                       int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+{
+    const uint32_t wv0 = tinyc_read4(wp), wv1 = tinyc_read4(wp + k);
+    const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
+    const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
+    uint32_t xv = tinyc_read4(xp);
+    uint32_t xa = tinyc_sxtb16(xv), xb = tinyc_sxtb16_ror8(xv);
+    *a00 = tinyc_smlad(xb, w0b, tinyc_smlad(xa, w0a, *a00));
+    *a01 = tinyc_smlad(xb, w1b, tinyc_smlad(xa, w1a, *a01));
+    xv = tinyc_read4(xp + k);
+    xa = tinyc_sxtb16(xv);
+    xb = tinyc_sxtb16_ror8(xv);
+    *a10 = tinyc_smlad(xb, w0b, tinyc_smlad(xa, w0a, *a10));
+    *a11 = tinyc_smlad(xb, w1b, tinyc_smlad(xa, w1a, *a11));
+}
+
+static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
+    const tinyc_conv_params *p, const int8_t *x, int32_t k, const int8_t *weights,
+    const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,
+    int8_t *restrict o, int full, int unroll)
 {
     const int32_t k4 = k & ~3;
+    const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
+    const int8_t *const x_end = x + k4;
+    const int8_t *w = weights;
     int32_t oc = 0, i;
-    for (; oc + 1 < n_out; oc += 2) {
-        const int8_t *w0 = weights + oc * k;
-        const int8_t *w1 = w0 + k;
+    for (; oc + 1 < n_out; oc += 2, w += 2 * k) {
+        const int8_t *xp = x, *wp = w;
         int32_t a00 = bias_eff[oc], a01 = bias_eff[oc + 1];
         int32_t a10 = a00, a11 = a01;
-        for (i = 0; i < k4; i += 4) {
-            const uint32_t wv0 = tinyc_read4(w0 + i), wv1 = tinyc_read4(w1 + i);
-            const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
-            const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
-            uint32_t xv = tinyc_read4(x0 + i);
-            uint32_t xa = tinyc_sxtb16(xv), xb = tinyc_sxtb16_ror8(xv);
-            a00 = tinyc_smlad(xa, w0a, a00);
-            a00 = tinyc_smlad(xb, w0b, a00);
-            a01 = tinyc_smlad(xa, w1a, a01);
-            a01 = tinyc_smlad(xb, w1b, a01);
-            xv = tinyc_read4(x1 + i);
-            xa = tinyc_sxtb16(xv);
-            xb = tinyc_sxtb16_ror8(xv);
-            a10 = tinyc_smlad(xa, w0a, a10);
-            a10 = tinyc_smlad(xb, w0b, a10);
-            a11 = tinyc_smlad(xa, w1a, a11);
-            a11 = tinyc_smlad(xb, w1b, a11);
+        if (unroll) {
+            TINYC_UNROLL_4
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
+        } else {
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
         }
-        for (; i < k; ++i) {
-            const int32_t v0 = x0[i], v1 = x1[i];
-            a00 += v0 * w0[i];
-            a01 += v0 * w1[i];
-            a10 += v1 * w0[i];
-            a11 += v1 * w1[i];
+        for (i = k4; i < k; ++i) {
+            const int32_t v0 = x[i], v1 = x[k + i];
+            a00 += v0 * w[i];
+            a01 += v0 * w[k + i];
+            a10 += v1 * w[i];
+            a11 += v1 * w[k + i];
         }
-        o0[oc] = requant(a00, mult[oc], shift[oc], p);
-        o0[oc + 1] = requant(a01, mult[oc + 1], shift[oc + 1], p);
-        o1[oc] = requant(a10, mult[oc], shift[oc], p);
-        o1[oc + 1] = requant(a11, mult[oc + 1], shift[oc + 1], p);
+        requant2(a00, a10, mult[oc], shift[oc], zp, lo, hi, full, p, o + oc, o + n_out + oc);
+        requant2(a01, a11, mult[oc + 1], shift[oc + 1], zp, lo, hi, full, p, o + oc + 1,
+                 o + n_out + oc + 1);
     }
     if (oc < n_out) {
-        dot_outputs(p, x0, k, weights + oc * k, bias_eff + oc, mult + oc, shift + oc, 1, o0 + oc);
-        dot_outputs(p, x1, k, weights + oc * k, bias_eff + oc, mult + oc, shift + oc, 1, o1 + oc);
+        dot_outputs(p, x, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + oc);
+        dot_outputs(p, x + k, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + n_out + oc);
+    }
+}
+
+/* dot_outputs_2px_body compiled for the full int8 output range (no fused activation left after
+ * quantization: one SSAT clamps; k = 8, 16 and any) and for any other range */
+static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
+                            const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
+                            const int32_t *shift, int32_t n_out, int8_t *restrict o)
+{
+    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+        /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
+        if (k == 8) {
+            dot_outputs_2px_body(p, x, 8, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+        } else if (k == 16) {
+            dot_outputs_2px_body(p, x, 16, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+        } else {
+            dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+        }
+    } else {
+        dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
     }
 }
 #else
@@ -207,7 +301,7 @@ static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, i
     int32_t j;
 #if TINYC_USE_DSP
     if (n == 2) {
-        dot_outputs_2px(p, x, x + k, k, weights, bias_eff, mult, shift, n_out, o, o + n_out);
+        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o);
         return;
     }
 #endif
