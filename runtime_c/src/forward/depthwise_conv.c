@@ -44,77 +44,233 @@ static dw_interior interior_of(const tinyc_conv_params *p)
 }
 
 #if TINYC_USE_DSP
-/* The DSP variant of an interior window on a contiguous plane (in_stride 1, dilation 1): each
+/* The DSP variant of interior windows on a contiguous plane (in_stride 1, dilation 1): each
  * filter row is read four input bytes at a time and multiplied by its taps packed as int16
  * pairs (taps 0/2 and 1/3 of each group of four, zero past the row's end), two MACs per SMLAD.
  * The zero taps add 0: the accumulator is the portable loop's. */
 #define TINYC_DW_MAX_GROUPS 32   /* kernel_h * ceil(kernel_w / 4): 7x7 needs 14 */
+
+/* the few instructions of the specialised rows below that simd.h does not have */
+#if defined(__ARM_FEATURE_DSP) && !defined(TINYC_SIMD_EMULATE)
+/* acc + lo(a) * lo(b) (SMLABB), acc + hi(a) * lo(b) (SMLATB) */
+static inline int32_t dw_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatb((int32_t)a, (int32_t)b, acc);
+}
+/* (a * b + 2^31) >> 32 (SMMULR) */
+static inline int32_t dw_smmulr(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#define dw_ssat8(v) __ssat((v), 8)
+#else
+static inline int32_t dw_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFF) *
+                                                (int32_t)(int16_t)(b & 0xFFFF)));
+}
+static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a >> 16) *
+                                                (int32_t)(int16_t)(b & 0xFFFF)));
+}
+static inline int32_t dw_smmulr(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
+static inline int32_t dw_ssat8(int32_t v)
+{
+    return v < -128 ? -128 : (v > 127 ? 127 : v);
+}
+#endif
+
+/* One output channel's requantization in the rows below, from an accumulator of doubled taps
+ * (2 * acc: |acc| < 2^29, checked per channel by dw_fast_rq):
+ *     h = SMMULR(2 acc, mult) = floor((acc * mult + 2^30) / 2^31) = tinyc_srdhm_pos(acc, mult)
+ *     v = (h + 2^(e-1) + zp 2^e - [h < 0]) >> e = rounding_divide_by_pot(h, e) + zp
+ * (tinyc_requant_dsp's second rounding, without its saturation: |h| < 2^29 and
+ * |2^(e-1) + zp 2^e| <= 2^30 + 2^22 for e = -shift in [1, 23]), then the clamp (full: the whole
+ * int8 range, one SSAT). */
+typedef struct {
+    int32_t mult, add, e, lo, hi;
+} dw_rq;
+
+static TINYC_ALWAYS_INLINE int8_t dw_requant(int32_t acc2, const dw_rq rq, const int full)
+{
+    const int32_t h = dw_smmulr(acc2, rq.mult);
+    int32_t v = (h + rq.add - (int32_t)((uint32_t)h >> 31)) >> rq.e;
+    if (full) {
+        return (int8_t)dw_ssat8(v);
+    }
+    v = v < rq.lo ? rq.lo : v;
+    return (int8_t)(v > rq.hi ? rq.hi : v);
+}
 
 static uint32_t pair16(int32_t lo, int32_t hi)
 {
     return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
 }
 
-static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *packed)
+/* The taps of one channel in the layout of the rows below, each multiplied by `scale` (1, or 2
+ * for the doubled accumulators of dw_requant): per filter row and group of four taps, the pairs
+ * (t0, t2) and (t1, t3); the second pair is left out of a last group of one tap. Returns the
+ * number of words per filter row. */
+static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, int32_t scale,
+                            uint32_t *packed)
 {
     const int32_t groups = (kw + 3) / 4;
-    int32_t ky, gi, j;
-    if (kw == 3) {   /* the common case, without the general loop's bookkeeping */
-        for (ky = 0; ky < kh; ++ky, wk += 3) {
-            packed[2 * ky] = pair16(wk[0], wk[2]);
-            packed[2 * ky + 1] = pair16(wk[1], 0);
-        }
-        return 1;
-    }
+    int32_t ky, gi, j, n = 0;
     for (ky = 0; ky < kh; ++ky) {
         for (gi = 0; gi < groups; ++gi) {
             int32_t t[4];
             for (j = 0; j < 4; ++j) {
                 const int32_t kx = gi * 4 + j;
-                t[j] = kx < kw ? wk[ky * kw + kx] : 0;
+                t[j] = kx < kw ? scale * wk[ky * kw + kx] : 0;
             }
-            packed[2 * (ky * groups + gi)] = pair16(t[0], t[2]);
-            packed[2 * (ky * groups + gi) + 1] = pair16(t[1], t[3]);
+            packed[n++] = pair16(t[0], t[2]);
+            if (gi * 4 + 1 < kw) {
+                packed[n++] = pair16(t[1], t[3]);
+            }
         }
     }
-    return groups;
+    return n / kh;
+}
+
+/* n interior outputs of one output row for a K x K filter, stride S (1 or 2) along the row,
+ * the first window's top-left input at `row`, the filter rows in_w apart; output k to
+ * out[k * out_stride]. The taps are doubled (dw_requant). K and S are constants at every call:
+ * the filter loops unroll. With K = 3, S = 1 two neighbouring outputs share each input word. */
+static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t n, const int K,
+                                       const int S, const uint32_t *wp, int32_t acc0,
+                                       const dw_rq *rqp, int8_t *out, int32_t out_stride,
+                                       const int full)
+{
+    const dw_rq rq = *rqp;   /* in registers: the byte stores below may alias anything */
+    const int G = (K + 3) / 4;           /* groups of four taps per filter row */
+    int ky, gi;
+    if (K == 3 && S == 1) {
+        const uint32_t a0 = wp[0], b0 = wp[1], a1 = wp[2], b1 = wp[3], a2 = wp[4], b2 = wp[5];
+        for (; n >= 2; n -= 2, row += 2, out += 2 * out_stride) {
+            uint32_t v = tinyc_read4(row), x02 = tinyc_sxtb16(v), x13 = tinyc_sxtb16_ror8(v);
+            int32_t s0 = tinyc_smlad(x02, a0, acc0), s1 = tinyc_smlad(x13, a0, acc0);
+            s0 = dw_smlabb(x13, b0, s0);
+            s1 = dw_smlatb(x02, b0, s1);
+            v = tinyc_read4(row + in_w);
+            x02 = tinyc_sxtb16(v);
+            x13 = tinyc_sxtb16_ror8(v);
+            s0 = tinyc_smlad(x02, a1, s0);
+            s1 = tinyc_smlad(x13, a1, s1);
+            s0 = dw_smlabb(x13, b1, s0);
+            s1 = dw_smlatb(x02, b1, s1);
+            v = tinyc_read4(row + 2 * in_w);
+            x02 = tinyc_sxtb16(v);
+            x13 = tinyc_sxtb16_ror8(v);
+            s0 = tinyc_smlad(x02, a2, s0);
+            s1 = tinyc_smlad(x13, a2, s1);
+            s0 = dw_smlabb(x13, b2, s0);
+            s1 = dw_smlatb(x02, b2, s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[out_stride] = dw_requant(s1, rq, full);
+        }
+    }
+    for (; n > 0; --n, row += S, out += out_stride) {
+        const uint32_t *w = wp;
+        const int8_t *r = row;
+        int32_t acc = acc0;
+        for (ky = 0; ky < K; ++ky, r += in_w) {
+            for (gi = 0; gi < G; ++gi) {
+                const uint32_t v = tinyc_read4(r + 4 * gi);
+                acc = tinyc_smlad(tinyc_sxtb16(v), *w++, acc);
+                if (gi * 4 + 1 < K) {
+                    acc = tinyc_smlad(tinyc_sxtb16_ror8(v), *w++, acc);
+                }
+            }
+        }
+        *out = dw_requant(acc, rq, full);
+    }
+}
+
+/* the specialised rows: kernel (3, 5, 7) x stride (1, 2) x full-range clamp or not */
+typedef void (*dw_row_fn)(const int8_t *row, int32_t in_w, int32_t n, const uint32_t *wp,
+                          int32_t acc0, const dw_rq *rq, int8_t *out, int32_t out_stride);
+#define TINYC_DW_ROW(K, S, F)                                                                \
+    static void dw_row_##K##_##S##_##F(const int8_t *row, int32_t in_w, int32_t n,           \
+                                       const uint32_t *wp, int32_t acc0, const dw_rq *rq,    \
+                                       int8_t *out, int32_t out_stride)                      \
+    {                                                                                        \
+        dw_row(row, in_w, n, K, S, wp, acc0, rq, out, out_stride, F);                        \
+    }
+TINYC_DW_ROW(3, 1, 0) TINYC_DW_ROW(3, 1, 1) TINYC_DW_ROW(3, 2, 0) TINYC_DW_ROW(3, 2, 1)
+TINYC_DW_ROW(5, 1, 0) TINYC_DW_ROW(5, 1, 1) TINYC_DW_ROW(5, 2, 0) TINYC_DW_ROW(5, 2, 1)
+TINYC_DW_ROW(7, 1, 0) TINYC_DW_ROW(7, 1, 1) TINYC_DW_ROW(7, 2, 0) TINYC_DW_ROW(7, 2, 1)
+
+static dw_row_fn dw_row_for(const tinyc_conv_params *p)
+{
+    static const dw_row_fn rows[3][2][2] = {
+        {{dw_row_3_1_0, dw_row_3_1_1}, {dw_row_3_2_0, dw_row_3_2_1}},
+        {{dw_row_5_1_0, dw_row_5_1_1}, {dw_row_5_2_0, dw_row_5_2_1}},
+        {{dw_row_7_1_0, dw_row_7_1_1}, {dw_row_7_2_0, dw_row_7_2_1}}};
+    const int32_t k = p->kernel_w;
+    if (k != p->kernel_h || (k != 3 && k != 5 && k != 7) || p->stride_w < 1 || p->stride_w > 2 ||
+        p->dilation_h != 1 || p->dilation_w != 1) {
+        return 0;
+    }
+    return rows[k / 2 - 1][p->stride_w - 1][p->act_min == -128 && p->act_max == 127];
+}
+
+/* The constants of dw_requant for one channel, if its arithmetic allows it: a right shift in
+ * [1, 23] and |acc| < 2^29 for every input (|bias| + 255 sum |w|, doubled below 2^30). */
+static int dw_fast_rq(const tinyc_conv_params *p, const int8_t *wk, int32_t bias, int32_t mult,
+                      int32_t shift, dw_rq *rq)
+{
+    const int32_t e = -shift;
+    int64_t bound = bias < 0 ? -(int64_t)bias : bias;
+    int32_t i;
+    if (e < 1 || e > 23 || mult < 0) {
+        return 0;
+    }
+    for (i = 0; i < p->kernel_h * p->kernel_w; ++i) {
+        bound += 255 * (wk[i] < 0 ? -wk[i] : wk[i]);
+    }
+    if (bound >= ((int64_t)1 << 29)) {
+        return 0;
+    }
+    rq->mult = mult;
+    rq->e = e;
+    rq->add = (int32_t)((1 << (e - 1)) + (int32_t)((uint32_t)p->out_zp << e));
+    rq->lo = p->act_min;
+    rq->hi = p->act_max;
+    return 1;
 }
 
 /* Outputs [0, n) of one row of interior windows, the first window's top-left input at `row`,
- * the next ones `step` bytes further; output k to out[k * out_stride]. */
+ * the next ones `step` bytes further; output k to out[k * out_stride]: the general shape (taps
+ * not doubled, the shared requantization). */
 static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t step, int32_t n,
-                        int32_t kh, int32_t groups, const uint32_t *packed, int32_t acc0,
+                        int32_t kh, int32_t words, const uint32_t *packed, int32_t acc0,
                         int32_t mult, int32_t shift, int8_t *restrict out, int32_t out_stride)
 {
-    const int32_t in_w = p->in_w;
+    const int32_t in_w = p->in_w, kw = p->kernel_w, groups = (kw + 3) / 4;
     const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
     int32_t k, ky, gi;
-    if (groups == 1 && kh == 3) {   /* 3x3: the taps in registers, the rows unrolled */
-        const uint32_t w0a = packed[0], w0b = packed[1], w1a = packed[2], w1b = packed[3];
-        const uint32_t w2a = packed[4], w2b = packed[5];
-        for (k = 0; k < n; ++k, row += step, out += out_stride) {
-            const uint32_t v0 = tinyc_read4(row);
-            const uint32_t v1 = tinyc_read4(row + in_w);
-            const uint32_t v2 = tinyc_read4(row + 2 * in_w);
-            int32_t acc = tinyc_smlad(tinyc_sxtb16(v0), w0a, acc0);
-            acc = tinyc_smlad(tinyc_sxtb16_ror8(v0), w0b, acc);
-            acc = tinyc_smlad(tinyc_sxtb16(v1), w1a, acc);
-            acc = tinyc_smlad(tinyc_sxtb16_ror8(v1), w1b, acc);
-            acc = tinyc_smlad(tinyc_sxtb16(v2), w2a, acc);
-            acc = tinyc_smlad(tinyc_sxtb16_ror8(v2), w2b, acc);
-            *out = (int8_t)tinyc_requant_dsp(acc, mult, shift, out_zp, act_min, act_max);
-        }
-        return;
-    }
+    (void)words;
     for (k = 0; k < n; ++k, row += step, out += out_stride) {
         const uint32_t *w = packed;
         const int8_t *r = row;
         int32_t acc = acc0;
         for (ky = 0; ky < kh; ++ky, r += in_w) {
-            for (gi = 0; gi < groups; ++gi, w += 2) {
+            for (gi = 0; gi < groups; ++gi) {
                 const uint32_t v = tinyc_read4(r + 4 * gi);
-                acc = tinyc_smlad(tinyc_sxtb16(v), w[0], acc);
-                acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[1], acc);
+                acc = tinyc_smlad(tinyc_sxtb16(v), *w++, acc);
+                if (gi * 4 + 1 < kw) {
+                    acc = tinyc_smlad(tinyc_sxtb16_ror8(v), *w++, acc);
+                }
             }
         }
         *out = (int8_t)tinyc_requant_dsp(acc, mult, shift, out_zp, act_min, act_max);
@@ -145,9 +301,14 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
 #else
     /* on a gathered plane, the interior windows of each row in one go */
     uint32_t packed[2 * TINYC_DW_MAX_GROUPS];
+    dw_rq rq;
+    const int32_t groups = (kw + 3) / 4;
     const int dsp = readable > 0 && p->dilation_h == 1 && p->dilation_w == 1 &&
-                    kh * ((kw + 3) / 4) <= TINYC_DW_MAX_GROUPS;
-    const int32_t groups = dsp ? dw_pack_taps(wk, kh, kw, packed) : 0;
+                    kh * groups <= TINYC_DW_MAX_GROUPS;
+    /* the specialised rows (3x3, 5x5, 7x7, stride 1 or 2) where the channel's requantization
+     * allows their doubled taps, else the general span */
+    const dw_row_fn fast = dsp && dw_fast_rq(p, wk, bias, mult, shift, &rq) ? dw_row_for(p) : 0;
+    const int32_t words = dsp ? dw_pack_taps(wk, kh, kw, fast ? 2 : 1, packed) : 0;
 #endif
 
     for (oy = 0; oy < p->out_h; ++oy) {
@@ -169,9 +330,15 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
             int32_t acc = bias;
 #if TINYC_USE_DSP
             if (ox == x_lo && x_end > x_lo) {
-                dw_span_dsp(p, plane + iy0 * p->in_w + ix0, p->stride_w, x_end - x_lo, kh,
-                            groups, packed, bias + in_off * wsum, mult, shift,
-                            out + (oy * p->out_w + ox) * out_stride, out_stride);
+                if (fast) {
+                    fast(plane + iy0 * p->in_w + ix0, p->in_w, x_end - x_lo, packed,
+                         2 * (bias + in_off * wsum), &rq,
+                         out + (oy * p->out_w + ox) * out_stride, out_stride);
+                } else {
+                    dw_span_dsp(p, plane + iy0 * p->in_w + ix0, p->stride_w, x_end - x_lo, kh,
+                                words, packed, bias + in_off * wsum, mult, shift,
+                                out + (oy * p->out_w + ox) * out_stride, out_stride);
+                }
                 ox = x_end - 1;
                 continue;
             }
