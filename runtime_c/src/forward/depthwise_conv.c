@@ -225,20 +225,15 @@ static dw_row_fn dw_row_for(const tinyc_conv_params *p)
 }
 
 /* The constants of dw_requant for one channel, if its arithmetic allows it: a right shift in
- * [1, 23] and |acc| < 2^29 for every input (|bias| + 255 sum |w|, doubled below 2^30). */
-static int dw_fast_rq(const tinyc_conv_params *p, const int8_t *wk, int32_t bias, int32_t mult,
-                      int32_t shift, dw_rq *rq)
+ * [1, 23] and |acc| < 2^29 for every input: |acc| <= |bias| + 255 * 128 * 49 (at most 7x7
+ * taps of at most 128 on inputs minus zero point of at most 255), below 2^29 when
+ * |bias| < 2^29 - 2^21. */
+static int dw_fast_rq(const tinyc_conv_params *p, int32_t bias, int32_t mult, int32_t shift,
+                      dw_rq *rq)
 {
     const int32_t e = -shift;
-    int64_t bound = bias < 0 ? -(int64_t)bias : bias;
-    int32_t i;
-    if (e < 1 || e > 23 || mult < 0) {
-        return 0;
-    }
-    for (i = 0; i < p->kernel_h * p->kernel_w; ++i) {
-        bound += 255 * (wk[i] < 0 ? -wk[i] : wk[i]);
-    }
-    if (bound >= ((int64_t)1 << 29)) {
+    const int32_t limit = (1 << 29) - (1 << 21);
+    if (e < 1 || e > 23 || mult < 0 || bias >= limit || bias <= -limit) {
         return 0;
     }
     rq->mult = mult;
@@ -247,6 +242,41 @@ static int dw_fast_rq(const tinyc_conv_params *p, const int8_t *wk, int32_t bias
     rq->lo = p->act_min;
     rq->hi = p->act_max;
     return 1;
+}
+
+/* dw_pack_taps(wk, K, K, 2, packed) for the specialised rows, unrolled for a constant K; returns
+ * the sum of the (undoubled) taps */
+static TINYC_ALWAYS_INLINE int32_t dw_pack_k(const int8_t *wk, const int K, uint32_t *packed)
+{
+    int32_t ky, sum = 0;
+    for (ky = 0; ky < K; ++ky, wk += K) {
+        const int32_t t0 = wk[0], t1 = wk[1], t2 = wk[2];
+        sum += t0 + t1 + t2;
+        if (K == 3) {
+            *packed++ = pair16(2 * t0, 2 * t2);
+            *packed++ = pair16(2 * t1, 0);
+        } else {
+            const int32_t t3 = wk[3], t4 = wk[4];
+            sum += t3 + t4;
+            *packed++ = pair16(2 * t0, 2 * t2);
+            *packed++ = pair16(2 * t1, 2 * t3);
+            if (K == 5) {
+                *packed++ = pair16(2 * t4, 0);
+            } else {
+                const int32_t t5 = wk[5], t6 = wk[6];
+                sum += t5 + t6;
+                *packed++ = pair16(2 * t4, 2 * t6);
+                *packed++ = pair16(2 * t5, 0);
+            }
+        }
+    }
+    return sum;
+}
+
+static int32_t dw_pack_fast(const int8_t *wk, int32_t k, uint32_t *packed)
+{
+    return k == 3 ? dw_pack_k(wk, 3, packed)
+                  : (k == 5 ? dw_pack_k(wk, 5, packed) : dw_pack_k(wk, 7, packed));
 }
 
 /* Outputs [0, n) of one row of interior windows, the first window's top-left input at `row`,
@@ -292,10 +322,6 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
     const int32_t y_lo = b->y_lo, y_hi = b->y_hi, x_lo = b->x_lo, x_hi = b->x_hi;
     int32_t wsum = 0, oy, ox, ky, kx, i;
 
-    for (i = 0; i < kh * kw; ++i) {
-        wsum += wk[i];
-    }
-
 #if !TINYC_USE_DSP
     (void)readable;   /* the portable loop treats every plane alike */
 #else
@@ -307,8 +333,33 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
                     kh * groups <= TINYC_DW_MAX_GROUPS;
     /* the specialised rows (3x3, 5x5, 7x7, stride 1 or 2) where the channel's requantization
      * allows their doubled taps, else the general span */
-    const dw_row_fn fast = dsp && dw_fast_rq(p, wk, bias, mult, shift, &rq) ? dw_row_for(p) : 0;
-    const int32_t words = dsp ? dw_pack_taps(wk, kh, kw, fast ? 2 : 1, packed) : 0;
+    const dw_row_fn fast = dsp && dw_fast_rq(p, bias, mult, shift, &rq) ? dw_row_for(p) : 0;
+    int32_t words = 0;
+    if (fast) {
+        wsum = dw_pack_fast(wk, kw, packed);
+        /* a padded plane: every window interior and readable, one call per output row */
+        if (y_lo == 0 && y_hi == p->out_h && x_lo == 0 && x_hi == p->out_w &&
+            readable - ((p->out_h - 1) * p->stride_h - p->pad_top + kh - 1) * p->in_w - 4 * groups >=
+                (p->out_w - 1) * p->stride_w - p->pad_left) {
+            const int32_t acc0 = 2 * (bias + in_off * wsum);
+            const int32_t row_step = p->stride_h * p->in_w, out_step = p->out_w * out_stride;
+            const int8_t *row = plane - p->pad_top * p->in_w - p->pad_left;
+            for (oy = 0; oy < p->out_h; ++oy, row += row_step, out += out_step) {
+                fast(row, p->in_w, p->out_w, packed, acc0, &rq, out, out_stride);
+            }
+            return;
+        }
+    } else {
+        for (i = 0; i < kh * kw; ++i) {
+            wsum += wk[i];
+        }
+        words = dsp ? dw_pack_taps(wk, kh, kw, 1, packed) : 0;
+    }
+#endif
+#if !TINYC_USE_DSP
+    for (i = 0; i < kh * kw; ++i) {
+        wsum += wk[i];
+    }
 #endif
 
     for (oy = 0; oy < p->out_h; ++oy) {
@@ -435,18 +486,22 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     }
     b = interior_of(&q);
     for (c = 0; c < channels; ++c) {
+        /* the byte stores may alias anything: every bound in a local */
         const int8_t *src = buf + c;
-        for (y = 0; y < p->in_h; ++y) {
-            int8_t *dst = scratch + (y + (padded ? p->pad_top : 0)) * q.in_w +
-                          (padded ? p->pad_left : 0);
-            for (x = 0; x + 3 < p->in_w; x += 4, src += 4 * channels) {   /* unrolled */
-                dst[x] = src[0];
-                dst[x + 1] = src[channels];
-                dst[x + 2] = src[2 * channels];
-                dst[x + 3] = src[3 * channels];
+        const int32_t in_h = p->in_h, in_w = p->in_w, pitch = q.in_w;
+        int8_t *dst = scratch + (padded ? p->pad_top * pitch + p->pad_left : 0);
+        for (y = 0; y < in_h; ++y, dst += pitch) {
+            int8_t *d = dst;
+            int8_t *const end4 = dst + (in_w & ~3);
+            for (; d < end4; d += 4, src += 4 * channels) {   /* unrolled */
+                const uint8_t *u = (const uint8_t *)src;   /* one word store (little-endian) */
+                const uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
+                                   ((uint32_t)u[2 * channels] << 16) |
+                                   ((uint32_t)u[3 * channels] << 24);
+                memcpy(d, &v, 4);
             }
-            for (; x < p->in_w; ++x, src += channels) {
-                dst[x] = *src;
+            for (x = in_w & ~3; x < in_w; ++x, src += channels) {
+                *d++ = *src;
             }
         }
         dw_plane(&q, &b, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
