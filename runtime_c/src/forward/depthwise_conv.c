@@ -142,6 +142,23 @@ static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, int32_t sc
     return n / kh;
 }
 
+/* acc plus one filter row of K (3, 5 or 7) taps from r: its packed words w */
+static TINYC_ALWAYS_INLINE int32_t dw_taps_row(const int8_t *r, const uint32_t *w, int32_t acc,
+                                               const int K)
+{
+    uint32_t v = tinyc_read4(r);
+    acc = tinyc_smlad(tinyc_sxtb16(v), w[0], acc);
+    acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[1], acc);
+    if (K >= 5) {
+        v = tinyc_read4(r + 4);
+        acc = tinyc_smlad(tinyc_sxtb16(v), w[2], acc);
+        if (K == 7) {
+            acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[3], acc);
+        }
+    }
+    return acc;
+}
+
 /* n interior outputs of one output row for a K x K filter, stride S (1 or 2) along the row,
  * the first window's top-left input at `row`, the filter rows in_w apart; output k to
  * out[k * out_stride]. The taps are doubled (dw_requant). K and S are constants at every call:
@@ -152,8 +169,7 @@ static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t 
                                        const int full)
 {
     const dw_rq rq = *rqp;   /* in registers: the byte stores below may alias anything */
-    const int G = (K + 3) / 4;           /* groups of four taps per filter row */
-    int ky, gi;
+    const int WPR = K == 3 ? 2 : (K == 5 ? 3 : 4);   /* packed words per filter row */
     if (K == 3 && S == 1) {
         const uint32_t a0 = wp[0], b0 = wp[1], a1 = wp[2], b1 = wp[3], a2 = wp[4], b2 = wp[5];
         for (; n >= 2; n -= 2, row += 2, out += 2 * out_stride) {
@@ -180,17 +196,17 @@ static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t 
         }
     }
     for (; n > 0; --n, row += S, out += out_stride) {
-        const uint32_t *w = wp;
         const int8_t *r = row;
-        int32_t acc = acc0;
-        for (ky = 0; ky < K; ++ky, r += in_w) {
-            for (gi = 0; gi < G; ++gi) {
-                const uint32_t v = tinyc_read4(r + 4 * gi);
-                acc = tinyc_smlad(tinyc_sxtb16(v), *w++, acc);
-                if (gi * 4 + 1 < K) {
-                    acc = tinyc_smlad(tinyc_sxtb16_ror8(v), *w++, acc);
-                }
-            }
+        int32_t acc = dw_taps_row(r, wp, acc0, K);   /* the filter rows written out */
+        acc = dw_taps_row(r += in_w, wp + WPR, acc, K);
+        acc = dw_taps_row(r += in_w, wp + 2 * WPR, acc, K);
+        if (K >= 5) {
+            acc = dw_taps_row(r += in_w, wp + 3 * WPR, acc, K);
+            acc = dw_taps_row(r += in_w, wp + 4 * WPR, acc, K);
+        }
+        if (K == 7) {
+            acc = dw_taps_row(r += in_w, wp + 5 * WPR, acc, K);
+            acc = dw_taps_row(r += in_w, wp + 6 * WPR, acc, K);
         }
         *out = dw_requant(acc, rq, full);
     }
