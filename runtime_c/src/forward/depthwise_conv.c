@@ -212,15 +212,20 @@ static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t 
     }
 }
 
-/* the specialised rows: kernel (3, 5, 7) x stride (1, 2) x full-range clamp or not */
+/* the specialised rows: kernel (3, 5, 7) x stride (1, 2) x full-range clamp or not; `rows`
+ * output rows of n outputs, row_step input bytes and out_step output bytes apart */
 typedef void (*dw_row_fn)(const int8_t *row, int32_t in_w, int32_t n, const uint32_t *wp,
-                          int32_t acc0, const dw_rq *rq, int8_t *out, int32_t out_stride);
+                          int32_t acc0, const dw_rq *rq, int8_t *out, int32_t out_stride,
+                          int32_t rows, int32_t row_step, int32_t out_step);
 #define TINYC_DW_ROW(K, S, F)                                                                \
     static void dw_row_##K##_##S##_##F(const int8_t *row, int32_t in_w, int32_t n,           \
                                        const uint32_t *wp, int32_t acc0, const dw_rq *rq,    \
-                                       int8_t *out, int32_t out_stride)                      \
+                                       int8_t *out, int32_t out_stride, int32_t rows,        \
+                                       int32_t row_step, int32_t out_step)                   \
     {                                                                                        \
-        dw_row(row, in_w, n, K, S, wp, acc0, rq, out, out_stride, F);                        \
+        for (; rows > 0; --rows, row += row_step, out += out_step) {                         \
+            dw_row(row, in_w, n, K, S, wp, acc0, rq, out, out_stride, F);                    \
+        }                                                                                    \
     }
 TINYC_DW_ROW(3, 1, 0) TINYC_DW_ROW(3, 1, 1) TINYC_DW_ROW(3, 2, 0) TINYC_DW_ROW(3, 2, 1)
 TINYC_DW_ROW(5, 1, 0) TINYC_DW_ROW(5, 1, 1) TINYC_DW_ROW(5, 2, 0) TINYC_DW_ROW(5, 2, 1)
@@ -360,9 +365,8 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
             const int32_t acc0 = 2 * (bias + in_off * wsum);
             const int32_t row_step = p->stride_h * p->in_w, out_step = p->out_w * out_stride;
             const int8_t *row = plane - p->pad_top * p->in_w - p->pad_left;
-            for (oy = 0; oy < p->out_h; ++oy, row += row_step, out += out_step) {
-                fast(row, p->in_w, p->out_w, packed, acc0, &rq, out, out_stride);
-            }
+            fast(row, p->in_w, p->out_w, packed, acc0, &rq, out, out_stride, p->out_h, row_step,
+                 out_step);
             return;
         }
     } else {
@@ -400,7 +404,7 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
                 if (fast) {
                     fast(plane + iy0 * p->in_w + ix0, p->in_w, x_end - x_lo, packed,
                          2 * (bias + in_off * wsum), &rq,
-                         out + (oy * p->out_w + ox) * out_stride, out_stride);
+                         out + (oy * p->out_w + ox) * out_stride, out_stride, 1, 0, 0);
                 } else {
                     dw_span_dsp(p, plane + iy0 * p->in_w + ix0, p->stride_w, x_end - x_lo, kh,
                                 words, packed, bias + in_off * wsum, mult, shift,
