@@ -61,6 +61,11 @@ static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlatb((int32_t)a, (int32_t)b, acc);
 }
+/* acc + lo(a) * hi(b) (SMLABT) */
+static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabt((int32_t)a, (int32_t)b, acc);
+}
 /* (a * b + 2^31) >> 32 (SMMULR) */
 static inline int32_t dw_smmulr(int32_t a, int32_t b)
 {
@@ -79,6 +84,11 @@ static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a >> 16) *
                                                 (int32_t)(int16_t)(b & 0xFFFF)));
+}
+static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFF) *
+                                                (int32_t)(int16_t)(b >> 16)));
 }
 static inline int32_t dw_smmulr(int32_t a, int32_t b)
 {
@@ -191,6 +201,36 @@ static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t 
             s1 = tinyc_smlad(x13, a2, s1);
             s0 = dw_smlabb(x13, b2, s0);
             s1 = dw_smlatb(x02, b2, s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[out_stride] = dw_requant(s1, rq, full);
+        }
+    }
+    if (K != 3 && S == 1) {   /* 5x5, 7x7: two neighbouring outputs share each input word */
+        for (; n >= 2; n -= 2, row += 2, out += 2 * out_stride) {
+            const int8_t *r = row;
+            const uint32_t *w = wp;
+            int32_t s0 = acc0, s1 = acc0, ky;
+            for (ky = 0; ky < K; ++ky, r += in_w, w += WPR) {
+                const uint32_t v0 = tinyc_read4(r), v1 = tinyc_read4(r + 4);
+                const uint32_t a = tinyc_sxtb16(v0), b = tinyc_sxtb16_ror8(v0);   /* x0 x2, x1 x3 */
+                const uint32_t c = tinyc_sxtb16(v1), d = tinyc_sxtb16_ror8(v1);   /* x4 x6, x5 x7 */
+                const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
+                s0 = tinyc_smlad(a, w0, s0);
+                s0 = tinyc_smlad(b, w1, s0);
+                s1 = tinyc_smlad(b, w0, s1);       /* x1 t0 + x3 t2 */
+                s1 = dw_smlatb(a, w1, s1);         /* x2 t1 */
+                s1 = dw_smlabt(c, w1, s1);         /* x4 t3 */
+                if (K == 5) {                      /* w2 = (t4, 0) */
+                    s0 = tinyc_smlad(c, w2, s0);
+                    s1 = dw_smlabb(d, w2, s1);     /* x5 t4 */
+                } else {                           /* w2 = (t4, t6), w3 = (t5, 0) */
+                    const uint32_t w3 = w[3];
+                    s0 = tinyc_smlad(c, w2, s0);
+                    s0 = tinyc_smlad(d, w3, s0);
+                    s1 = tinyc_smlad(d, w2, s1);   /* x5 t4 + x7 t6 */
+                    s1 = dw_smlatb(c, w3, s1);     /* x6 t5 */
+                }
+            }
             out[0] = dw_requant(s0, rq, full);
             out[out_stride] = dw_requant(s1, rq, full);
         }
