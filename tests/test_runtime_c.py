@@ -498,3 +498,55 @@ def test_runtime_and_model_compile_warning_free(compiler, flags, small_nets, tmp
                               str(RUNTIME / "include"), "-c", str(src), "-o",
                               str(tmp_path / (src.stem + ".o"))], capture_output=True, text=True)
         assert res.returncode == 0, f"{compiler} {src.name}:\n{res.stderr}"
+
+
+# ---------------------------------------------------------------- depthwise: every row kernel
+def _dw_cases():
+    """(kernel, stride, input HxW, channels, pads, full-range clamp): the DSP kernel's specialised
+    rows (3x3, 5x5, 7x7, stride 1 and 2), odd sizes, channel counts not a multiple of 4, pads
+    on one side only, windows wider than the input."""
+    cases = []
+    for k in (3, 5, 7):
+        p = k // 2
+        cases += [(k, 1, (9, 7), 5, (p, p, p, p), True),
+                  (k, 2, (11, 9), 3, (p, p, p, p), False),
+                  (k, 2, (8, 13), 6, (p, 0, p - 1, p), True),
+                  (k, 1, (3, 5), 7, (p, p, p, 0), False)]
+    cases += [(3, 2, (12, 12), 9, (0, 0, 1, 1), True),   # TF "same" stride 2: bottom/right only
+              (5, 1, (2, 2), 4, (2, 2, 2, 2), True),    # every window wider than the input
+              (3, 1, (1, 17), 5, (1, 1, 1, 1), False)]
+    return cases
+
+
+@pytest.mark.parametrize("scratch", ["plane", "padded"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("case", _dw_cases(), ids=lambda c: "k{}s{}_{}x{}c{}_p{}{}{}{}_{}".format(
+    c[0], c[1], *c[2], c[3], *c[4], "full" if c[5] else "clamp"))
+def test_depthwise_inplace_rows(case, variant, scratch, tmp_path):
+    """The in-place depthwise kernel with its scratch one input plane (border windows, interior
+    spans bounded by the readable bytes) and the padded plane (every window interior), random
+    integer parameters (left shifts and large biases take the general path), against the
+    reference."""
+    k, s, (h, w), c, pads, full = case
+    g = int8_conv_graph(seed=k * 100 + s * 10 + c, in_shape=(1, h, w, c), cout=c, k=(k, k),
+                        stride=(s, s), pads=pads, groups=c)
+    node = g.nodes[0]
+    q = node.attrs["q"]
+    rng = np.random.default_rng(k + s + c)
+    q["mult"], q["shift"] = _random_requant(rng, c)
+    q["shift"][: c // 2] = rng.integers(-23, 0, c // 2)   # the specialised rows' right shifts
+    q["shift"][0] = -26 if c > 2 else q["shift"][0]       # beyond them: the general span
+    if full:
+        q["act_min"], q["act_max"] = -128, 127
+    b = g.tensors["b"].data
+    b[-1] = 1 << 29 if c > 3 else b[-1]                   # too large for the doubled taps
+    plan = plan_memory(g)
+    assert plan.inplace.get(0) == "depthwise"
+    off, size = plan.scratch[0]
+    assert size == h * w
+    if scratch == "padded":
+        oh, ow = g.tensors["y"].shape[1:3]
+        padded = (max(pads[0] + h, (oh - 1) * s + k) * max(pads[1] + w, (ow - 1) * s + k) + 3)
+        plan.scratch[0] = (plan.arena_bytes, padded)   # free bytes after the arena
+        plan.arena_bytes += padded + 3
+    assert_c_matches_reference(g, tmp_path, plan=plan, n_random=3, variant=variant)

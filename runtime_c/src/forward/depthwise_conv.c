@@ -44,77 +44,324 @@ static dw_interior interior_of(const tinyc_conv_params *p)
 }
 
 #if TINYC_USE_DSP
-/* The DSP variant of an interior window on a contiguous plane (in_stride 1, dilation 1): each
+/* The DSP variant of interior windows on a contiguous plane (in_stride 1, dilation 1): each
  * filter row is read four input bytes at a time and multiplied by its taps packed as int16
  * pairs (taps 0/2 and 1/3 of each group of four, zero past the row's end), two MACs per SMLAD.
  * The zero taps add 0: the accumulator is the portable loop's. */
 #define TINYC_DW_MAX_GROUPS 32   /* kernel_h * ceil(kernel_w / 4): 7x7 needs 14 */
+
+/* the few instructions of the specialised rows below that simd.h does not have */
+#if defined(__ARM_FEATURE_DSP) && !defined(TINYC_SIMD_EMULATE)
+/* acc + lo(a) * lo(b) (SMLABB), acc + hi(a) * lo(b) (SMLATB) */
+static inline int32_t dw_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatb((int32_t)a, (int32_t)b, acc);
+}
+/* acc + lo(a) * hi(b) (SMLABT) */
+static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabt((int32_t)a, (int32_t)b, acc);
+}
+/* (a * b + 2^31) >> 32 (SMMULR) */
+static inline int32_t dw_smmulr(int32_t a, int32_t b)
+{
+    int32_t r;
+    __asm__("smmulr %0, %1, %2" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+#define dw_ssat8(v) __ssat((v), 8)
+#else
+static inline int32_t dw_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFF) *
+                                                (int32_t)(int16_t)(b & 0xFFFF)));
+}
+static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a >> 16) *
+                                                (int32_t)(int16_t)(b & 0xFFFF)));
+}
+static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFF) *
+                                                (int32_t)(int16_t)(b >> 16)));
+}
+static inline int32_t dw_smmulr(int32_t a, int32_t b)
+{
+    return (int32_t)(((int64_t)a * b + ((int64_t)1 << 31)) >> 32);
+}
+static inline int32_t dw_ssat8(int32_t v)
+{
+    return v < -128 ? -128 : (v > 127 ? 127 : v);
+}
+#endif
+
+/* One output channel's requantization in the rows below, from an accumulator of doubled taps
+ * (2 * acc: |acc| < 2^29, checked per channel by dw_fast_rq):
+ *     h = SMMULR(2 acc, mult) = floor((acc * mult + 2^30) / 2^31) = tinyc_srdhm_pos(acc, mult)
+ *     v = (h + 2^(e-1) + zp 2^e - [h < 0]) >> e = rounding_divide_by_pot(h, e) + zp
+ * (tinyc_requant_dsp's second rounding, without its saturation: |h| < 2^29 and
+ * |2^(e-1) + zp 2^e| <= 2^30 + 2^22 for e = -shift in [1, 23]), then the clamp (full: the whole
+ * int8 range, one SSAT). */
+typedef struct {
+    int32_t mult, add, e, lo, hi;
+} dw_rq;
+
+static TINYC_ALWAYS_INLINE int8_t dw_requant(int32_t acc2, const dw_rq rq, const int full)
+{
+    const int32_t h = dw_smmulr(acc2, rq.mult);
+    int32_t v = (h + rq.add - (int32_t)((uint32_t)h >> 31)) >> rq.e;
+    if (full) {
+        return (int8_t)dw_ssat8(v);
+    }
+    v = v < rq.lo ? rq.lo : v;
+    return (int8_t)(v > rq.hi ? rq.hi : v);
+}
 
 static uint32_t pair16(int32_t lo, int32_t hi)
 {
     return ((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16);
 }
 
-static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, uint32_t *packed)
+/* The taps of one channel in the layout of the rows below, each multiplied by `scale` (1, or 2
+ * for the doubled accumulators of dw_requant): per filter row and group of four taps, the pairs
+ * (t0, t2) and (t1, t3); the second pair is left out of a last group of one tap. Returns the
+ * number of words per filter row. */
+static int32_t dw_pack_taps(const int8_t *wk, int32_t kh, int32_t kw, int32_t scale,
+                            uint32_t *packed)
 {
     const int32_t groups = (kw + 3) / 4;
-    int32_t ky, gi, j;
-    if (kw == 3) {   /* the common case, without the general loop's bookkeeping */
-        for (ky = 0; ky < kh; ++ky, wk += 3) {
-            packed[2 * ky] = pair16(wk[0], wk[2]);
-            packed[2 * ky + 1] = pair16(wk[1], 0);
-        }
-        return 1;
-    }
+    int32_t ky, gi, j, n = 0;
     for (ky = 0; ky < kh; ++ky) {
         for (gi = 0; gi < groups; ++gi) {
             int32_t t[4];
             for (j = 0; j < 4; ++j) {
                 const int32_t kx = gi * 4 + j;
-                t[j] = kx < kw ? wk[ky * kw + kx] : 0;
+                t[j] = kx < kw ? scale * wk[ky * kw + kx] : 0;
             }
-            packed[2 * (ky * groups + gi)] = pair16(t[0], t[2]);
-            packed[2 * (ky * groups + gi) + 1] = pair16(t[1], t[3]);
+            packed[n++] = pair16(t[0], t[2]);
+            if (gi * 4 + 1 < kw) {
+                packed[n++] = pair16(t[1], t[3]);
+            }
         }
     }
-    return groups;
+    return n / kh;
+}
+
+/* acc plus one filter row of K (3, 5 or 7) taps from r: its packed words w */
+static TINYC_ALWAYS_INLINE int32_t dw_taps_row(const int8_t *r, const uint32_t *w, int32_t acc,
+                                               const int K)
+{
+    uint32_t v = tinyc_read4(r);
+    acc = tinyc_smlad(tinyc_sxtb16(v), w[0], acc);
+    acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[1], acc);
+    if (K >= 5) {
+        v = tinyc_read4(r + 4);
+        acc = tinyc_smlad(tinyc_sxtb16(v), w[2], acc);
+        if (K == 7) {
+            acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[3], acc);
+        }
+    }
+    return acc;
+}
+
+/* n interior outputs of one output row for a K x K filter, stride S (1 or 2) along the row,
+ * the first window's top-left input at `row`, the filter rows in_w apart; output k to
+ * out[k * out_stride]. The taps are doubled (dw_requant). K and S are constants at every call:
+ * the filter loops unroll. With K = 3, S = 1 two neighbouring outputs share each input word. */
+static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t n, const int K,
+                                       const int S, const uint32_t *wp, int32_t acc0,
+                                       const dw_rq *rqp, int8_t *out, int32_t out_stride,
+                                       const int full)
+{
+    const dw_rq rq = *rqp;   /* in registers: the byte stores below may alias anything */
+    const int WPR = K == 3 ? 2 : (K == 5 ? 3 : 4);   /* packed words per filter row */
+    if (K == 3 && S == 1) {
+        const uint32_t a0 = wp[0], b0 = wp[1], a1 = wp[2], b1 = wp[3], a2 = wp[4], b2 = wp[5];
+        for (; n >= 2; n -= 2, row += 2, out += 2 * out_stride) {
+            uint32_t v = tinyc_read4(row), x02 = tinyc_sxtb16(v), x13 = tinyc_sxtb16_ror8(v);
+            int32_t s0 = tinyc_smlad(x02, a0, acc0), s1 = tinyc_smlad(x13, a0, acc0);
+            s0 = dw_smlabb(x13, b0, s0);
+            s1 = dw_smlatb(x02, b0, s1);
+            v = tinyc_read4(row + in_w);
+            x02 = tinyc_sxtb16(v);
+            x13 = tinyc_sxtb16_ror8(v);
+            s0 = tinyc_smlad(x02, a1, s0);
+            s1 = tinyc_smlad(x13, a1, s1);
+            s0 = dw_smlabb(x13, b1, s0);
+            s1 = dw_smlatb(x02, b1, s1);
+            v = tinyc_read4(row + 2 * in_w);
+            x02 = tinyc_sxtb16(v);
+            x13 = tinyc_sxtb16_ror8(v);
+            s0 = tinyc_smlad(x02, a2, s0);
+            s1 = tinyc_smlad(x13, a2, s1);
+            s0 = dw_smlabb(x13, b2, s0);
+            s1 = dw_smlatb(x02, b2, s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[out_stride] = dw_requant(s1, rq, full);
+        }
+    }
+    if (K != 3 && S == 1) {   /* 5x5, 7x7: two neighbouring outputs share each input word */
+        for (; n >= 2; n -= 2, row += 2, out += 2 * out_stride) {
+            const int8_t *r = row;
+            const uint32_t *w = wp;
+            int32_t s0 = acc0, s1 = acc0, ky;
+            for (ky = 0; ky < K; ++ky, r += in_w, w += WPR) {
+                const uint32_t v0 = tinyc_read4(r), v1 = tinyc_read4(r + 4);
+                const uint32_t a = tinyc_sxtb16(v0), b = tinyc_sxtb16_ror8(v0);   /* x0 x2, x1 x3 */
+                const uint32_t c = tinyc_sxtb16(v1), d = tinyc_sxtb16_ror8(v1);   /* x4 x6, x5 x7 */
+                const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
+                s0 = tinyc_smlad(a, w0, s0);
+                s0 = tinyc_smlad(b, w1, s0);
+                s1 = tinyc_smlad(b, w0, s1);       /* x1 t0 + x3 t2 */
+                s1 = dw_smlatb(a, w1, s1);         /* x2 t1 */
+                s1 = dw_smlabt(c, w1, s1);         /* x4 t3 */
+                if (K == 5) {                      /* w2 = (t4, 0) */
+                    s0 = tinyc_smlad(c, w2, s0);
+                    s1 = dw_smlabb(d, w2, s1);     /* x5 t4 */
+                } else {                           /* w2 = (t4, t6), w3 = (t5, 0) */
+                    const uint32_t w3 = w[3];
+                    s0 = tinyc_smlad(c, w2, s0);
+                    s0 = tinyc_smlad(d, w3, s0);
+                    s1 = tinyc_smlad(d, w2, s1);   /* x5 t4 + x7 t6 */
+                    s1 = dw_smlatb(c, w3, s1);     /* x6 t5 */
+                }
+            }
+            out[0] = dw_requant(s0, rq, full);
+            out[out_stride] = dw_requant(s1, rq, full);
+        }
+    }
+    for (; n > 0; --n, row += S, out += out_stride) {
+        const int8_t *r = row;
+        int32_t acc = dw_taps_row(r, wp, acc0, K);   /* the filter rows written out */
+        acc = dw_taps_row(r += in_w, wp + WPR, acc, K);
+        acc = dw_taps_row(r += in_w, wp + 2 * WPR, acc, K);
+        if (K >= 5) {
+            acc = dw_taps_row(r += in_w, wp + 3 * WPR, acc, K);
+            acc = dw_taps_row(r += in_w, wp + 4 * WPR, acc, K);
+        }
+        if (K == 7) {
+            acc = dw_taps_row(r += in_w, wp + 5 * WPR, acc, K);
+            acc = dw_taps_row(r += in_w, wp + 6 * WPR, acc, K);
+        }
+        *out = dw_requant(acc, rq, full);
+    }
+}
+
+/* the specialised rows: kernel (3, 5, 7) x stride (1, 2) x full-range clamp or not; `rows`
+ * output rows of n outputs, row_step input bytes and out_step output bytes apart */
+typedef void (*dw_row_fn)(const int8_t *row, int32_t in_w, int32_t n, const uint32_t *wp,
+                          int32_t acc0, const dw_rq *rq, int8_t *out, int32_t out_stride,
+                          int32_t rows, int32_t row_step, int32_t out_step);
+#define TINYC_DW_ROW(K, S, F)                                                                \
+    static void dw_row_##K##_##S##_##F(const int8_t *row, int32_t in_w, int32_t n,           \
+                                       const uint32_t *wp, int32_t acc0, const dw_rq *rq,    \
+                                       int8_t *out, int32_t out_stride, int32_t rows,        \
+                                       int32_t row_step, int32_t out_step)                   \
+    {                                                                                        \
+        for (; rows > 0; --rows, row += row_step, out += out_step) {                         \
+            dw_row(row, in_w, n, K, S, wp, acc0, rq, out, out_stride, F);                    \
+        }                                                                                    \
+    }
+TINYC_DW_ROW(3, 1, 0) TINYC_DW_ROW(3, 1, 1) TINYC_DW_ROW(3, 2, 0) TINYC_DW_ROW(3, 2, 1)
+TINYC_DW_ROW(5, 1, 0) TINYC_DW_ROW(5, 1, 1) TINYC_DW_ROW(5, 2, 0) TINYC_DW_ROW(5, 2, 1)
+TINYC_DW_ROW(7, 1, 0) TINYC_DW_ROW(7, 1, 1) TINYC_DW_ROW(7, 2, 0) TINYC_DW_ROW(7, 2, 1)
+
+static dw_row_fn dw_row_for(const tinyc_conv_params *p)
+{
+    static const dw_row_fn rows[3][2][2] = {
+        {{dw_row_3_1_0, dw_row_3_1_1}, {dw_row_3_2_0, dw_row_3_2_1}},
+        {{dw_row_5_1_0, dw_row_5_1_1}, {dw_row_5_2_0, dw_row_5_2_1}},
+        {{dw_row_7_1_0, dw_row_7_1_1}, {dw_row_7_2_0, dw_row_7_2_1}}};
+    const int32_t k = p->kernel_w;
+    if (k != p->kernel_h || (k != 3 && k != 5 && k != 7) || p->stride_w < 1 || p->stride_w > 2 ||
+        p->dilation_h != 1 || p->dilation_w != 1) {
+        return 0;
+    }
+    return rows[k / 2 - 1][p->stride_w - 1][p->act_min == -128 && p->act_max == 127];
+}
+
+/* The constants of dw_requant for one channel, if its arithmetic allows it: a right shift in
+ * [1, 23] and |acc| < 2^29 for every input: |acc| <= |bias| + 255 * 128 * 49 (at most 7x7
+ * taps of at most 128 on inputs minus zero point of at most 255), below 2^29 when
+ * |bias| < 2^29 - 2^21. */
+static int dw_fast_rq(const tinyc_conv_params *p, int32_t bias, int32_t mult, int32_t shift,
+                      dw_rq *rq)
+{
+    const int32_t e = -shift;
+    const int32_t limit = (1 << 29) - (1 << 21);
+    if (e < 1 || e > 23 || mult < 0 || bias >= limit || bias <= -limit) {
+        return 0;
+    }
+    rq->mult = mult;
+    rq->e = e;
+    rq->add = (int32_t)((1 << (e - 1)) + (int32_t)((uint32_t)p->out_zp << e));
+    rq->lo = p->act_min;
+    rq->hi = p->act_max;
+    return 1;
+}
+
+/* dw_pack_taps(wk, K, K, 2, packed) for the specialised rows, unrolled for a constant K; returns
+ * the sum of the (undoubled) taps */
+static TINYC_ALWAYS_INLINE int32_t dw_pack_k(const int8_t *wk, const int K, uint32_t *packed)
+{
+    int32_t ky, sum = 0;
+    for (ky = 0; ky < K; ++ky, wk += K) {
+        const int32_t t0 = wk[0], t1 = wk[1], t2 = wk[2];
+        sum += t0 + t1 + t2;
+        if (K == 3) {
+            *packed++ = pair16(2 * t0, 2 * t2);
+            *packed++ = pair16(2 * t1, 0);
+        } else {
+            const int32_t t3 = wk[3], t4 = wk[4];
+            sum += t3 + t4;
+            *packed++ = pair16(2 * t0, 2 * t2);
+            *packed++ = pair16(2 * t1, 2 * t3);
+            if (K == 5) {
+                *packed++ = pair16(2 * t4, 0);
+            } else {
+                const int32_t t5 = wk[5], t6 = wk[6];
+                sum += t5 + t6;
+                *packed++ = pair16(2 * t4, 2 * t6);
+                *packed++ = pair16(2 * t5, 0);
+            }
+        }
+    }
+    return sum;
+}
+
+static int32_t dw_pack_fast(const int8_t *wk, int32_t k, uint32_t *packed)
+{
+    return k == 3 ? dw_pack_k(wk, 3, packed)
+                  : (k == 5 ? dw_pack_k(wk, 5, packed) : dw_pack_k(wk, 7, packed));
 }
 
 /* Outputs [0, n) of one row of interior windows, the first window's top-left input at `row`,
- * the next ones `step` bytes further; output k to out[k * out_stride]. */
+ * the next ones `step` bytes further; output k to out[k * out_stride]: the general shape (taps
+ * not doubled, the shared requantization). */
 static void dw_span_dsp(const tinyc_conv_params *p, const int8_t *row, int32_t step, int32_t n,
-                        int32_t kh, int32_t groups, const uint32_t *packed, int32_t acc0,
+                        int32_t kh, int32_t words, const uint32_t *packed, int32_t acc0,
                         int32_t mult, int32_t shift, int8_t *restrict out, int32_t out_stride)
 {
-    const int32_t in_w = p->in_w;
+    const int32_t in_w = p->in_w, kw = p->kernel_w, groups = (kw + 3) / 4;
     const int32_t out_zp = p->out_zp, act_min = p->act_min, act_max = p->act_max;
     int32_t k, ky, gi;
-    if (groups == 1 && kh == 3) {   /* 3x3: the taps in registers, the rows unrolled */
-        const uint32_t w0a = packed[0], w0b = packed[1], w1a = packed[2], w1b = packed[3];
-        const uint32_t w2a = packed[4], w2b = packed[5];
-        for (k = 0; k < n; ++k, row += step, out += out_stride) {
-            const uint32_t v0 = tinyc_read4(row);
-            const uint32_t v1 = tinyc_read4(row + in_w);
-            const uint32_t v2 = tinyc_read4(row + 2 * in_w);
-            int32_t acc = tinyc_smlad(tinyc_sxtb16(v0), w0a, acc0);
-            acc = tinyc_smlad(tinyc_sxtb16_ror8(v0), w0b, acc);
-            acc = tinyc_smlad(tinyc_sxtb16(v1), w1a, acc);
-            acc = tinyc_smlad(tinyc_sxtb16_ror8(v1), w1b, acc);
-            acc = tinyc_smlad(tinyc_sxtb16(v2), w2a, acc);
-            acc = tinyc_smlad(tinyc_sxtb16_ror8(v2), w2b, acc);
-            *out = (int8_t)tinyc_requant_dsp(acc, mult, shift, out_zp, act_min, act_max);
-        }
-        return;
-    }
+    (void)words;
     for (k = 0; k < n; ++k, row += step, out += out_stride) {
         const uint32_t *w = packed;
         const int8_t *r = row;
         int32_t acc = acc0;
         for (ky = 0; ky < kh; ++ky, r += in_w) {
-            for (gi = 0; gi < groups; ++gi, w += 2) {
+            for (gi = 0; gi < groups; ++gi) {
                 const uint32_t v = tinyc_read4(r + 4 * gi);
-                acc = tinyc_smlad(tinyc_sxtb16(v), w[0], acc);
-                acc = tinyc_smlad(tinyc_sxtb16_ror8(v), w[1], acc);
+                acc = tinyc_smlad(tinyc_sxtb16(v), *w++, acc);
+                if (gi * 4 + 1 < kw) {
+                    acc = tinyc_smlad(tinyc_sxtb16_ror8(v), *w++, acc);
+                }
             }
         }
         *out = (int8_t)tinyc_requant_dsp(acc, mult, shift, out_zp, act_min, act_max);
@@ -136,18 +383,43 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
     const int32_t y_lo = b->y_lo, y_hi = b->y_hi, x_lo = b->x_lo, x_hi = b->x_hi;
     int32_t wsum = 0, oy, ox, ky, kx, i;
 
-    for (i = 0; i < kh * kw; ++i) {
-        wsum += wk[i];
-    }
-
 #if !TINYC_USE_DSP
     (void)readable;   /* the portable loop treats every plane alike */
 #else
     /* on a gathered plane, the interior windows of each row in one go */
     uint32_t packed[2 * TINYC_DW_MAX_GROUPS];
+    dw_rq rq;
+    const int32_t groups = (kw + 3) / 4;
     const int dsp = readable > 0 && p->dilation_h == 1 && p->dilation_w == 1 &&
-                    kh * ((kw + 3) / 4) <= TINYC_DW_MAX_GROUPS;
-    const int32_t groups = dsp ? dw_pack_taps(wk, kh, kw, packed) : 0;
+                    kh * groups <= TINYC_DW_MAX_GROUPS;
+    /* the specialised rows (3x3, 5x5, 7x7, stride 1 or 2) where the channel's requantization
+     * allows their doubled taps, else the general span */
+    const dw_row_fn fast = dsp && dw_fast_rq(p, bias, mult, shift, &rq) ? dw_row_for(p) : 0;
+    int32_t words = 0;
+    if (fast) {
+        wsum = dw_pack_fast(wk, kw, packed);
+        /* a padded plane: every window interior and readable, one call per output row */
+        if (y_lo == 0 && y_hi == p->out_h && x_lo == 0 && x_hi == p->out_w &&
+            readable - ((p->out_h - 1) * p->stride_h - p->pad_top + kh - 1) * p->in_w - 4 * groups >=
+                (p->out_w - 1) * p->stride_w - p->pad_left) {
+            const int32_t acc0 = 2 * (bias + in_off * wsum);
+            const int32_t row_step = p->stride_h * p->in_w, out_step = p->out_w * out_stride;
+            const int8_t *row = plane - p->pad_top * p->in_w - p->pad_left;
+            fast(row, p->in_w, p->out_w, packed, acc0, &rq, out, out_stride, p->out_h, row_step,
+                 out_step);
+            return;
+        }
+    } else {
+        for (i = 0; i < kh * kw; ++i) {
+            wsum += wk[i];
+        }
+        words = dsp ? dw_pack_taps(wk, kh, kw, 1, packed) : 0;
+    }
+#endif
+#if !TINYC_USE_DSP
+    for (i = 0; i < kh * kw; ++i) {
+        wsum += wk[i];
+    }
 #endif
 
     for (oy = 0; oy < p->out_h; ++oy) {
@@ -169,9 +441,15 @@ static void dw_plane(const tinyc_conv_params *p, const dw_interior *b, const int
             int32_t acc = bias;
 #if TINYC_USE_DSP
             if (ox == x_lo && x_end > x_lo) {
-                dw_span_dsp(p, plane + iy0 * p->in_w + ix0, p->stride_w, x_end - x_lo, kh,
-                            groups, packed, bias + in_off * wsum, mult, shift,
-                            out + (oy * p->out_w + ox) * out_stride, out_stride);
+                if (fast) {
+                    fast(plane + iy0 * p->in_w + ix0, p->in_w, x_end - x_lo, packed,
+                         2 * (bias + in_off * wsum), &rq,
+                         out + (oy * p->out_w + ox) * out_stride, out_stride, 1, 0, 0);
+                } else {
+                    dw_span_dsp(p, plane + iy0 * p->in_w + ix0, p->stride_w, x_end - x_lo, kh,
+                                words, packed, bias + in_off * wsum, mult, shift,
+                                out + (oy * p->out_w + ox) * out_stride, out_stride);
+                }
                 ox = x_end - 1;
                 continue;
             }
@@ -268,18 +546,22 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     }
     b = interior_of(&q);
     for (c = 0; c < channels; ++c) {
+        /* the byte stores may alias anything: every bound in a local */
         const int8_t *src = buf + c;
-        for (y = 0; y < p->in_h; ++y) {
-            int8_t *dst = scratch + (y + (padded ? p->pad_top : 0)) * q.in_w +
-                          (padded ? p->pad_left : 0);
-            for (x = 0; x + 3 < p->in_w; x += 4, src += 4 * channels) {   /* unrolled */
-                dst[x] = src[0];
-                dst[x + 1] = src[channels];
-                dst[x + 2] = src[2 * channels];
-                dst[x + 3] = src[3 * channels];
+        const int32_t in_h = p->in_h, in_w = p->in_w, pitch = q.in_w;
+        int8_t *dst = scratch + (padded ? p->pad_top * pitch + p->pad_left : 0);
+        for (y = 0; y < in_h; ++y, dst += pitch) {
+            int8_t *d = dst;
+            int8_t *const end4 = dst + (in_w & ~3);
+            for (; d < end4; d += 4, src += 4 * channels) {   /* unrolled */
+                const uint8_t *u = (const uint8_t *)src;   /* one word store (little-endian) */
+                const uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
+                                   ((uint32_t)u[2 * channels] << 16) |
+                                   ((uint32_t)u[3 * channels] << 24);
+                memcpy(d, &v, 4);
             }
-            for (; x < p->in_w; ++x, src += channels) {
-                dst[x] = *src;
+            for (x = in_w & ~3; x < in_w; ++x, src += channels) {
+                *d++ = *src;
             }
         }
         dw_plane(&q, &b, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
