@@ -259,6 +259,22 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
                                  const float *f_b, float lr, uint32_t step,
                                  tinyc_update_guard *guard, float *scratch);
 
+/* The dequantized values of p's saved input, one per int8 code:
+ * table[b + 128] = x_scale * (float)(b - x_zero_point) (256 floats), the very products the
+ * weight gradient multiplies g by. */
+void tinyc_update_x_table(const tinyc_conv_update_params *p, float *table);
+/* 1 when tinyc_conv2d_update_channel_table reads x through such a table (a 1x1 conv, stride 1,
+ * no padding, weights trained): its weight gradients then keep eight sums in registers. */
+int tinyc_update_uses_x_table(const tinyc_conv_update_params *p);
+/* tinyc_conv2d_update_channel, reading the input through x_table (tinyc_update_x_table, or NULL
+ * to dequantize as it goes) where tinyc_update_uses_x_table: the same sums, bit for bit. */
+void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_t o,
+                                       const float *gy, int32_t gy_step, const int8_t *x,
+                                       const int32_t *channels, int8_t *weights, int32_t *bias,
+                                       const float *f_w, const float *f_b, float lr,
+                                       uint32_t step, tinyc_update_guard *guard, float *scratch,
+                                       const float *x_table);
+
 /* The bias step of output channel o alone, from its gradient gb (summed as in
  * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o] (one channel update of one
  * value for the guard). */

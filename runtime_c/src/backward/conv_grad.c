@@ -258,6 +258,95 @@ static void plane_bias_step(const tinyc_conv_update_params *u, const float *plan
     tinyc_bias_update(u, c, gb, bias, f_b, lr, step, guard);
 }
 
+/* The taps of input index i along one axis of a depthwise conv (dilation 1, pad >= 0):
+ * tap k0 + a * s reads output index o0 - a, for a < the count returned (the taps inside the
+ * output, in ascending tap order). */
+static int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t kernel, int32_t out,
+                         int32_t *k0, int32_t *o0)
+{
+    const int32_t t = i + pad;
+    int32_t k = t % s, o = t / s, n;
+    if (o >= out) {
+        k += (o - out + 1) * s;
+        o = out - 1;
+    }
+    if (k >= kernel) {
+        return 0;
+    }
+    n = (kernel - 1 - k) / s + 1;
+    if (n > o + 1) {
+        n = o + 1;
+    }
+    *k0 = k;
+    *o0 = o;
+    return n;
+}
+
+/* The depthwise input gradient of one channel where the mask keeps it (0 elsewhere): the terms
+ * of depthwise_grad_at, in its (ky, kx) order, with the taps of each pixel found once
+ * (tap_range) instead of tested one by one. gd(q) = gd[q * step]; wr: the taps' products.
+ * A term with gd == 0 adds +-0 to a sum that is never -0: adding it is exact. */
+static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                            const float *wr, const uint8_t *bits, const int8_t *act, int32_t lo,
+                            int32_t hi, int32_t c, int32_t c_n, float *plane)
+{
+    const int32_t sh = p->stride_h, sw = p->stride_w, kw = p->kernel_w, ow = p->out_w;
+    int32_t iy, ix, a, b;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        int32_t ky0 = 0, oy0 = 0;
+        const int32_t ny = tap_range(iy, p->pad_top, sh, p->kernel_h, p->out_h, &ky0, &oy0);
+        for (ix = 0; ix < p->in_w; ++ix) {
+            const int32_t px = iy * p->in_w + ix;
+            int32_t kx0 = 0, ox0 = 0, nx;
+            float d = 0.0f;
+            if (!mask_keeps(bits, act, px * c_n + c, lo, hi)) {
+                plane[px] = 0.0f;
+                continue;
+            }
+            nx = tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+            for (a = 0; a < ny; ++a) {
+                const float *g = gd + ((oy0 - a) * ow + ox0) * step;
+                const float *w = wr + (ky0 + a * sh) * kw + kx0;
+                for (b = 0; b < nx; ++b) {
+                    const float t = g[-b * step] * w[b * sw];
+                    d = d + t;
+                }
+            }
+            plane[px] = d;
+        }
+    }
+}
+
+/* d[q] += sum over o < n (ascending) of g_q[o] * products[o] for two pixels at once (each
+ * product read once for both). */
+static void dot_pair(const float *g1, const float *g2, const float *products, int32_t n,
+                     float *d1, float *d2)
+{
+    float a1 = *d1, a2 = *d2;
+    int32_t o;
+    TINYC_UNROLL4
+    for (o = 0; o < n; ++o) {
+        const float w = products[o];
+        const float t1 = g1[o] * w;
+        const float t2 = g2[o] * w;
+        a1 = a1 + t1;
+        a2 = a2 + t2;
+    }
+    *d1 = a1;
+    *d2 = a2;
+}
+
+static float dot_one(const float *g, const float *products, int32_t n, float d)
+{
+    int32_t o;
+    TINYC_UNROLL4
+    for (o = 0; o < n; ++o) {
+        const float t = g[o] * products[o];
+        d = d + t;
+    }
+    return d;
+}
+
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
                                     tinyc_update_guard *guard)
@@ -268,10 +357,14 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     const int32_t taps = dw->kernel_h * dw->kernel_w;
     const int32_t in_px = dw->in_h * dw->in_w;
     const int32_t out_px = dw->out_h * dw->out_w;
+    const int fast_dw = dw->dilation_h == 1 && dw->dilation_w == 1 && dw->pad_top >= 0
+        && dw->pad_left >= 0 && taps <= DW_MAX_TAPS;
     float *plane_d = io->scratch;                          /* head only */
     float *plane_e = NULL, *update_scratch = NULL;
     int8_t *row = NULL;
     float products[ROW_CHUNK > DW_MAX_TAPS ? ROW_CHUNK : DW_MAX_TAPS];
+    float x_table[256];   /* the expand layer's input, dequantized (tinyc_update_x_table) */
+    const float *x_lut = NULL;
     int32_t c, px, i, i0, o;
     if (io->dw_w) {   /* not a tail */
         plane_e = io->scratch + (p->proj_c ? out_px : 0);
@@ -280,6 +373,10 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
          * channel (1x1, groups 1) */
         row = (int8_t *)(void *)(update_scratch + (io->weights ? p->update.num_channels : 0));
         memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
+        if (io->weights && tinyc_update_uses_x_table(&p->update)) {
+            tinyc_update_x_table(&p->update, x_table);
+            x_lut = x_table;
+        }
     }
     for (c = 0; c < c_n; ++c) {
         const int8_t *w = io->pw_w ? io->pw_w + c * cin : row;
@@ -288,32 +385,36 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         int32_t gd_step = c_n;
         if (p->proj_c) {
             /* the terms tinyc_conv2d_grad_input adds to each pixel, in its o order; the
-             * products of the project weights' column c computed once per chunk of o */
+             * products of the project weights' column c computed once per chunk of o, each
+             * read for two pixels at a time (a term with g == 0 adds +-0 to a sum that is
+             * never -0: adding it is exact) */
             int32_t o0;
             for (px = 0; px < out_px; ++px) {
                 plane_d[px] = 0.0f;
             }
             for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
                 const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
+                const float *gp = io->gy + o0;
+                int32_t pending = -1;
                 for (o = 0; o < n; ++o) {
                     products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
                 }
                 for (px = 0; px < out_px; ++px) {
-                    const float *gp = io->gy + px * p->proj_c + o0;
-                    float d = plane_d[px];
                     if (!mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
                                     p->dmask_hi)) {
                         continue;
                     }
-                    TINYC_UNROLL4
-                    for (o = 0; o < n; ++o) {
-                        const float g = gp[o];
-                        if (g != 0.0f) {
-                            const float t = g * products[o];
-                            d = d + t;
-                        }
+                    if (pending < 0) {
+                        pending = px;
+                        continue;
                     }
-                    plane_d[px] = d;
+                    dot_pair(gp + pending * p->proj_c, gp + px * p->proj_c, products, n,
+                             plane_d + pending, plane_d + px);
+                    pending = -1;
+                }
+                if (pending >= 0) {
+                    plane_d[pending] = dot_one(gp + pending * p->proj_c, products, n,
+                                               plane_d[pending]);
                 }
             }
             if (io->dw_bias) {
@@ -330,12 +431,17 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         {
             const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps,
                                               products);
-            for (px = 0; px < in_px; ++px) {
-                plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
-                                         p->mask_hi)
-                    ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
-                                        io->dw_scale[c], wr, px / dw->in_w, px % dw->in_w)
-                    : 0.0f;
+            if (fast_dw) {
+                depthwise_plane(dw, gd, gd_step, wr, io->mask_bits, io->act, p->mask_lo,
+                                p->mask_hi, c, c_n, plane_e);
+            } else {
+                for (px = 0; px < in_px; ++px) {
+                    plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
+                                             p->mask_hi)
+                        ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
+                                            io->dw_scale[c], wr, px / dw->in_w, px % dw->in_w)
+                        : 0.0f;
+                }
             }
         }
         if (io->pw_split) {
@@ -363,9 +469,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         }
         /* after its terms of gx: the unfused update runs after the input gradient */
         if (io->weights) {
-            tinyc_conv2d_update_channel(&p->update, c, plane_e, 1, io->x, io->channels,
-                                        io->weights, io->bias, io->f_w, io->f_b, lr, step,
-                                        guard, update_scratch);
+            tinyc_conv2d_update_channel_table(&p->update, c, plane_e, 1, io->x, io->channels,
+                                              io->weights, io->bias, io->f_w, io->f_b, lr, step,
+                                              guard, update_scratch, x_lut);
         } else if (io->bias) {
             plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step, guard);
         }

@@ -91,15 +91,118 @@ void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, i
     }
 }
 
+void tinyc_update_x_table(const tinyc_conv_update_params *p, float *table)
+{
+    int32_t b;
+    for (b = -128; b < 128; ++b) {
+        table[b + 128] = p->x_scale * (float)(b - p->x_zero_point);
+    }
+}
+
+/* Whether the gradient of p's weights is a 1x1 conv's (stride 1, no padding, one input pixel
+ * per output pixel): tinyc_pointwise_weight_grad's case. */
+static int is_pointwise(const tinyc_conv_grad_params *c)
+{
+    return c->kernel_h == 1 && c->kernel_w == 1 && c->stride_h == 1 && c->stride_w == 1
+        && c->pad_top == 0 && c->pad_left == 0 && c->in_h == c->out_h && c->in_w == c->out_w;
+}
+
+int tinyc_update_uses_x_table(const tinyc_conv_update_params *p)
+{
+    return p->num_channels > 0 && is_pointwise(&p->conv);
+}
+
+/* acc[j] = sum over pixels q (ascending, g(q) = gy[q * gy_step] != 0) of g(q) * xr[q, j] for
+ * j < n, xr[q, j] = table[x[q * k + j] + 128]: the sums of the general loop below, eight (then
+ * four, then one) accumulators in registers, each int8 input converted by one table read.
+ * Returns the bias gradient (the nonzero g(q) summed in q order). */
+static float pointwise_weight_grad(const float *gy, int32_t gy_step, int32_t pixels,
+                                   const int8_t *x, int32_t k, int32_t n, const float *table,
+                                   float *acc)
+{
+    const float *t = table + 128;
+    float gb = 0.0f;
+    int32_t q, j = 0;
+    for (q = 0; q < pixels; ++q) {
+        const float g = gy[q * gy_step];
+        if (g != 0.0f) {
+            gb = gb + g;
+        }
+    }
+    for (; j + 8 <= n; j += 8) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f,
+              a7 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy[q * gy_step];
+            if (g == 0.0f) {
+                continue;   /* adds +-0 to sums that are never -0: skipping it is exact */
+            }
+            a0 = a0 + g * t[xp[0]];
+            a1 = a1 + g * t[xp[1]];
+            a2 = a2 + g * t[xp[2]];
+            a3 = a3 + g * t[xp[3]];
+            a4 = a4 + g * t[xp[4]];
+            a5 = a5 + g * t[xp[5]];
+            a6 = a6 + g * t[xp[6]];
+            a7 = a7 + g * t[xp[7]];
+        }
+        acc[j] = a0;
+        acc[j + 1] = a1;
+        acc[j + 2] = a2;
+        acc[j + 3] = a3;
+        acc[j + 4] = a4;
+        acc[j + 5] = a5;
+        acc[j + 6] = a6;
+        acc[j + 7] = a7;
+    }
+    for (; j + 4 <= n; j += 4) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy[q * gy_step];
+            if (g == 0.0f) {
+                continue;
+            }
+            a0 = a0 + g * t[xp[0]];
+            a1 = a1 + g * t[xp[1]];
+            a2 = a2 + g * t[xp[2]];
+            a3 = a3 + g * t[xp[3]];
+        }
+        acc[j] = a0;
+        acc[j + 1] = a1;
+        acc[j + 2] = a2;
+        acc[j + 3] = a3;
+    }
+    for (; j < n; ++j) {
+        float a0 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy[q * gy_step];
+            if (g != 0.0f) {
+                a0 = a0 + g * t[xp[0]];
+            }
+        }
+        acc[j] = a0;
+    }
+    return gb;
+}
+
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
                          const int32_t *channels, int8_t *weights, int32_t *bias,
                          const float *f_w, const float *f_b, float lr, uint32_t step,
                          tinyc_update_guard *guard, float *scratch)
 {
+    float table[256];
+    const float *x_table = NULL;
     int32_t o;
+    if (tinyc_update_uses_x_table(p)) {
+        tinyc_update_x_table(p, table);
+        x_table = table;
+    }
     for (o = 0; o < p->conv.out_c; ++o) {
-        tinyc_conv2d_update_channel(p, o, gy + o, p->conv.out_c, x, channels, weights, bias, f_w,
-                                    f_b, lr, step, guard, scratch);
+        tinyc_conv2d_update_channel_table(p, o, gy + o, p->conv.out_c, x, channels, weights,
+                                          bias, f_w, f_b, lr, step, guard, scratch, x_table);
     }
 }
 
@@ -108,6 +211,17 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
                                  int8_t *weights, int32_t *bias, const float *f_w,
                                  const float *f_b, float lr, uint32_t step,
                                  tinyc_update_guard *guard, float *scratch)
+{
+    tinyc_conv2d_update_channel_table(p, o, gy, gy_step, x, channels, weights, bias, f_w, f_b,
+                                      lr, step, guard, scratch, NULL);
+}
+
+void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_t o,
+                                       const float *gy, int32_t gy_step, const int8_t *x,
+                                       const int32_t *channels, int8_t *weights, int32_t *bias,
+                                       const float *f_w, const float *f_b, float lr,
+                                       uint32_t step, tinyc_update_guard *guard, float *scratch,
+                                       const float *x_table)
 {
     const tinyc_conv_grad_params *c = &p->conv;
     const int32_t cin_g = c->in_c / c->groups;
@@ -135,41 +249,46 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
     /* split weights: weights + at holds o's kept weights, after those of the output channels
      * before it (j0 kept channels in earlier groups, each for cout_g output channels) */
     at = kk * (j0 * cout_g + n * (o - grp * cout_g));
-    if (n > 0) {
-        memset(scratch, 0, (size_t)(kk * n) * sizeof(float));
-    }
-    for (oy = 0; oy < c->out_h; ++oy) {
-        const int32_t iy0 = oy * c->stride_h - c->pad_top;
-        for (ox = 0; ox < c->out_w; ++ox) {
-            const int32_t ix0 = ox * c->stride_w - c->pad_left;
-            const float g = gy[(oy * c->out_w + ox) * gy_step];
-            /* g == 0 adds +-0 to sums that are never -0: skipping it is exact */
-            if (g == 0.0f) {
-                continue;
-            }
-            gb = gb + g;
-            if (n == 0) {
-                continue;
-            }
-            for (ky = 0; ky < c->kernel_h; ++ky) {
-                const int32_t iy = iy0 + ky * c->dilation_h;
-                if (iy < 0 || iy >= c->in_h) {
-                    continue;   /* padding contributes exactly 0 */
+    if (x_table && n > 0 && is_pointwise(c)) {
+        gb = pointwise_weight_grad(gy, gy_step, c->out_h * c->out_w, x + j0, k, n, x_table,
+                                   scratch);
+    } else {
+        if (n > 0) {
+            memset(scratch, 0, (size_t)(kk * n) * sizeof(float));
+        }
+        for (oy = 0; oy < c->out_h; ++oy) {
+            const int32_t iy0 = oy * c->stride_h - c->pad_top;
+            for (ox = 0; ox < c->out_w; ++ox) {
+                const int32_t ix0 = ox * c->stride_w - c->pad_left;
+                const float g = gy[(oy * c->out_w + ox) * gy_step];
+                /* g == 0 adds +-0 to sums that are never -0: skipping it is exact */
+                if (g == 0.0f) {
+                    continue;
                 }
-                for (kx = 0; kx < c->kernel_w; ++kx) {
-                    const int32_t ix = ix0 + kx * c->dilation_w;
-                    const int8_t *px;
-                    float *acc;
-                    if (ix < 0 || ix >= c->in_w) {
-                        continue;
+                gb = gb + g;
+                if (n == 0) {
+                    continue;
+                }
+                for (ky = 0; ky < c->kernel_h; ++ky) {
+                    const int32_t iy = iy0 + ky * c->dilation_h;
+                    if (iy < 0 || iy >= c->in_h) {
+                        continue;   /* padding contributes exactly 0 */
                     }
-                    px = x + (iy * c->in_w + ix) * k + j0;
-                    acc = scratch + (ky * c->kernel_w + kx) * n;
-                    TINYC_UNROLL4
-                    for (j = 0; j < n; ++j) {
-                        const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
-                        const float t = g * xr;
-                        acc[j] = acc[j] + t;
+                    for (kx = 0; kx < c->kernel_w; ++kx) {
+                        const int32_t ix = ix0 + kx * c->dilation_w;
+                        const int8_t *px;
+                        float *acc;
+                        if (ix < 0 || ix >= c->in_w) {
+                            continue;
+                        }
+                        px = x + (iy * c->in_w + ix) * k + j0;
+                        acc = scratch + (ky * c->kernel_w + kx) * n;
+                        TINYC_UNROLL4
+                        for (j = 0; j < n; ++j) {
+                            const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
+                            const float t = g * xr;
+                            acc[j] = acc[j] + t;
+                        }
                     }
                 }
             }
