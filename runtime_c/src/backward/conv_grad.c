@@ -159,6 +159,84 @@ static float depthwise_grad_at(const tinyc_conv_grad_params *p, const float *gy,
     return d;
 }
 
+static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
+{
+    return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
+}
+
+/* The taps of input index i along one axis of a depthwise conv (dilation 1, pad >= 0):
+ * tap k0 + a * s reads output index o0 - a, for a < the count returned (the taps inside the
+ * output, in ascending tap order). */
+static int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t kernel, int32_t out,
+                         int32_t *k0, int32_t *o0)
+{
+    const int32_t t = i + pad;
+    int32_t k = t % s, o = t / s, n;
+    if (o >= out) {
+        k += (o - out + 1) * s;
+        o = out - 1;
+    }
+    if (k >= kernel) {
+        return 0;
+    }
+    n = (kernel - 1 - k) / s + 1;
+    if (n > o + 1) {
+        n = o + 1;
+    }
+    *k0 = k;
+    *o0 = o;
+    return n;
+}
+
+/* The depthwise input gradient of one channel, plane[px * out_step], where the mask (bits or
+ * act; neither: none) keeps it, 0 elsewhere: the terms of depthwise_grad_at, in its (ky, kx)
+ * order, with the taps of each pixel found once (tap_range) instead of tested one by one.
+ * gd(q) = gd[q * step]; wr: the taps' products. A term with gd == 0 adds +-0 to a sum that is
+ * never -0: adding it is exact. Needs dilation 1 and pads >= 0 (depthwise_plane_ok). */
+static int depthwise_plane_ok(const tinyc_conv_grad_params *p, const float *wr)
+{
+    return wr && p->dilation_h == 1 && p->dilation_w == 1 && p->pad_top >= 0
+        && p->pad_left >= 0;
+}
+
+static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                            const float *wr, const uint8_t *bits, const int8_t *act, int32_t lo,
+                            int32_t hi, int32_t c, int32_t c_n, float *plane, int32_t out_step)
+{
+    const int32_t sh = p->stride_h, sw = p->stride_w, kw = p->kernel_w, ow = p->out_w;
+    int32_t iy, ix, a, b;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        int32_t ky0 = 0, oy0 = 0;
+        const int32_t ny = tap_range(iy, p->pad_top, sh, p->kernel_h, p->out_h, &ky0, &oy0);
+        for (ix = 0; ix < p->in_w; ++ix) {
+            const int32_t px = iy * p->in_w + ix;
+            int32_t kx0 = 0, ox0 = 0, nx;
+            float d = 0.0f;
+            if ((bits || act) && !mask_keeps(bits, act, px * c_n + c, lo, hi)) {
+                plane[px * out_step] = 0.0f;
+                continue;
+            }
+            nx = tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+            for (a = 0; a < ny; ++a) {
+                const float *g = gd + ((oy0 - a) * ow + ox0) * step;
+                const float *w = wr + (ky0 + a * sh) * kw + kx0;
+                if (step == 1 && sw == 1) {
+                    for (b = 0; b < nx; ++b) {
+                        const float t = g[-b] * w[b];
+                        d = d + t;
+                    }
+                    continue;
+                }
+                for (b = 0; b < nx; ++b) {
+                    const float t = g[-b * step] * w[b * sw];
+                    d = d + t;
+                }
+            }
+            plane[px * out_step] = d;
+        }
+    }
+}
+
 void tinyc_depthwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *buf,
                                         const int8_t *weights, const float *w_scale,
                                         float *scratch)
@@ -172,6 +250,10 @@ void tinyc_depthwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
         const float *wr = dw_tap_products(weights + c * taps, w_scale[c], taps, products);
         for (i = 0; i < plane; ++i) {
             scratch[i] = buf[i * c_n + c];   /* gy's channel c: gx[., c] overwrites it */
+        }
+        if (depthwise_plane_ok(p, wr)) {
+            depthwise_plane(p, scratch, 1, wr, NULL, NULL, 0, 0, c, c_n, buf + c, c_n);
+            continue;
         }
         for (iy = 0; iy < p->in_h; ++iy) {
             for (ix = 0; ix < p->in_w; ++ix) {
@@ -219,16 +301,38 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     int32_t n, px, i, o;
     for (n = 0, px = first; n < pixels; ++n, px += step) {
         const float *gy = buf + px * cout;
-        for (i = 0; i < cin; ++i) {
-            /* the terms tinyc_conv2d_grad_input adds to gx[px, i], in its o order */
+        /* the terms tinyc_conv2d_grad_input adds to gx[px, i], in its o order, eight (then
+         * one) sums in registers; a term with g == 0 adds +-0 to a sum that is never -0 */
+        for (i = 0; i + 8 <= cin; i += 8) {
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f, d5 = 0.0f, d6 = 0.0f,
+                  d7 = 0.0f;
+            const int8_t *w = weights + i;
+            for (o = 0; o < cout; ++o, w += cin) {
+                const float g = gy[o];
+                const float s = w_scale[o];
+                d0 = d0 + g * (s * (float)w[0]);
+                d1 = d1 + g * (s * (float)w[1]);
+                d2 = d2 + g * (s * (float)w[2]);
+                d3 = d3 + g * (s * (float)w[3]);
+                d4 = d4 + g * (s * (float)w[4]);
+                d5 = d5 + g * (s * (float)w[5]);
+                d6 = d6 + g * (s * (float)w[6]);
+                d7 = d7 + g * (s * (float)w[7]);
+            }
+            scratch[i] = d0;
+            scratch[i + 1] = d1;
+            scratch[i + 2] = d2;
+            scratch[i + 3] = d3;
+            scratch[i + 4] = d4;
+            scratch[i + 5] = d5;
+            scratch[i + 6] = d6;
+            scratch[i + 7] = d7;
+        }
+        for (; i < cin; ++i) {
             float d = 0.0f;
             for (o = 0; o < cout; ++o) {
-                const float g = gy[o];
-                if (g != 0.0f) {
-                    const float wr = w_scale[o] * (float)weights[o * cin + i];
-                    const float t = g * wr;
-                    d = d + t;
-                }
+                const float t = gy[o] * (w_scale[o] * (float)weights[o * cin + i]);
+                d = d + t;
             }
             scratch[i] = d;
         }
@@ -237,11 +341,6 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
 }
 
 #define ROW_CHUNK 96   /* weight products kept on the stack at a time (floats) */
-
-static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
-{
-    return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
-}
 
 /* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step. */
 static void plane_bias_step(const tinyc_conv_update_params *u, const float *plane, int32_t n,
@@ -256,65 +355,6 @@ static void plane_bias_step(const tinyc_conv_update_params *u, const float *plan
         }
     }
     tinyc_bias_update(u, c, gb, bias, f_b, lr, step, guard);
-}
-
-/* The taps of input index i along one axis of a depthwise conv (dilation 1, pad >= 0):
- * tap k0 + a * s reads output index o0 - a, for a < the count returned (the taps inside the
- * output, in ascending tap order). */
-static int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t kernel, int32_t out,
-                         int32_t *k0, int32_t *o0)
-{
-    const int32_t t = i + pad;
-    int32_t k = t % s, o = t / s, n;
-    if (o >= out) {
-        k += (o - out + 1) * s;
-        o = out - 1;
-    }
-    if (k >= kernel) {
-        return 0;
-    }
-    n = (kernel - 1 - k) / s + 1;
-    if (n > o + 1) {
-        n = o + 1;
-    }
-    *k0 = k;
-    *o0 = o;
-    return n;
-}
-
-/* The depthwise input gradient of one channel where the mask keeps it (0 elsewhere): the terms
- * of depthwise_grad_at, in its (ky, kx) order, with the taps of each pixel found once
- * (tap_range) instead of tested one by one. gd(q) = gd[q * step]; wr: the taps' products.
- * A term with gd == 0 adds +-0 to a sum that is never -0: adding it is exact. */
-static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
-                            const float *wr, const uint8_t *bits, const int8_t *act, int32_t lo,
-                            int32_t hi, int32_t c, int32_t c_n, float *plane)
-{
-    const int32_t sh = p->stride_h, sw = p->stride_w, kw = p->kernel_w, ow = p->out_w;
-    int32_t iy, ix, a, b;
-    for (iy = 0; iy < p->in_h; ++iy) {
-        int32_t ky0 = 0, oy0 = 0;
-        const int32_t ny = tap_range(iy, p->pad_top, sh, p->kernel_h, p->out_h, &ky0, &oy0);
-        for (ix = 0; ix < p->in_w; ++ix) {
-            const int32_t px = iy * p->in_w + ix;
-            int32_t kx0 = 0, ox0 = 0, nx;
-            float d = 0.0f;
-            if (!mask_keeps(bits, act, px * c_n + c, lo, hi)) {
-                plane[px] = 0.0f;
-                continue;
-            }
-            nx = tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
-            for (a = 0; a < ny; ++a) {
-                const float *g = gd + ((oy0 - a) * ow + ox0) * step;
-                const float *w = wr + (ky0 + a * sh) * kw + kx0;
-                for (b = 0; b < nx; ++b) {
-                    const float t = g[-b * step] * w[b * sw];
-                    d = d + t;
-                }
-            }
-            plane[px] = d;
-        }
-    }
 }
 
 /* d[q] += sum over o < n (ascending) of g_q[o] * products[o] for two pixels at once (each
@@ -334,6 +374,30 @@ static void dot_pair(const float *g1, const float *g2, const float *products, in
     }
     *d1 = a1;
     *d2 = a2;
+}
+
+static void dot_quad(const float *g1, const float *g2, const float *g3, const float *g4,
+                     const float *products, int32_t n, float *d1, float *d2, float *d3,
+                     float *d4)
+{
+    float a1 = *d1, a2 = *d2, a3 = *d3, a4 = *d4;
+    int32_t o;
+    TINYC_UNROLL4
+    for (o = 0; o < n; ++o) {
+        const float w = products[o];
+        const float t1 = g1[o] * w;
+        const float t2 = g2[o] * w;
+        const float t3 = g3[o] * w;
+        const float t4 = g4[o] * w;
+        a1 = a1 + t1;
+        a2 = a2 + t2;
+        a3 = a3 + t3;
+        a4 = a4 + t4;
+    }
+    *d1 = a1;
+    *d2 = a2;
+    *d3 = a3;
+    *d4 = a4;
 }
 
 static float dot_one(const float *g, const float *products, int32_t n, float d)
@@ -357,8 +421,6 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     const int32_t taps = dw->kernel_h * dw->kernel_w;
     const int32_t in_px = dw->in_h * dw->in_w;
     const int32_t out_px = dw->out_h * dw->out_w;
-    const int fast_dw = dw->dilation_h == 1 && dw->dilation_w == 1 && dw->pad_top >= 0
-        && dw->pad_left >= 0 && taps <= DW_MAX_TAPS;
     float *plane_d = io->scratch;                          /* head only */
     float *plane_e = NULL, *update_scratch = NULL;
     int8_t *row = NULL;
@@ -395,7 +457,8 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
             for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
                 const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
                 const float *gp = io->gy + o0;
-                int32_t pending = -1;
+                const int32_t pc = p->proj_c;
+                int32_t kept[4], m = 0;
                 for (o = 0; o < n; ++o) {
                     products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
                 }
@@ -404,17 +467,21 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     p->dmask_hi)) {
                         continue;
                     }
-                    if (pending < 0) {
-                        pending = px;
-                        continue;
+                    kept[m++] = px;
+                    if (m == 4) {
+                        dot_quad(gp + kept[0] * pc, gp + kept[1] * pc, gp + kept[2] * pc,
+                                 gp + kept[3] * pc, products, n, plane_d + kept[0],
+                                 plane_d + kept[1], plane_d + kept[2], plane_d + kept[3]);
+                        m = 0;
                     }
-                    dot_pair(gp + pending * p->proj_c, gp + px * p->proj_c, products, n,
-                             plane_d + pending, plane_d + px);
-                    pending = -1;
                 }
-                if (pending >= 0) {
-                    plane_d[pending] = dot_one(gp + pending * p->proj_c, products, n,
-                                               plane_d[pending]);
+                if (m >= 2) {
+                    dot_pair(gp + kept[0] * pc, gp + kept[1] * pc, products, n,
+                             plane_d + kept[0], plane_d + kept[1]);
+                }
+                if (m == 1 || m == 3) {
+                    plane_d[kept[m - 1]] = dot_one(gp + kept[m - 1] * pc, products, n,
+                                                   plane_d[kept[m - 1]]);
                 }
             }
             if (io->dw_bias) {
@@ -431,9 +498,9 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         {
             const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps,
                                               products);
-            if (fast_dw) {
+            if (depthwise_plane_ok(dw, wr)) {
                 depthwise_plane(dw, gd, gd_step, wr, io->mask_bits, io->act, p->mask_lo,
-                                p->mask_hi, c, c_n, plane_e);
+                                p->mask_hi, c, c_n, plane_e, 1);
             } else {
                 for (px = 0; px < in_px; ++px) {
                     plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
@@ -449,7 +516,28 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         }
         /* gx[px, i] += g * (s * w[i]): the products of the expand weights' row c computed
          * once per chunk of i (each gx element still gets one term per channel c, in c order) */
-        for (i0 = 0; i0 < cin; i0 += ROW_CHUNK) {
+        for (i0 = 0; i0 + 8 <= cin; i0 += 8) {   /* eight products in registers */
+            const float p0 = s * (float)w[i0], p1 = s * (float)w[i0 + 1];
+            const float p2 = s * (float)w[i0 + 2], p3 = s * (float)w[i0 + 3];
+            const float p4 = s * (float)w[i0 + 4], p5 = s * (float)w[i0 + 5];
+            const float p6 = s * (float)w[i0 + 6], p7 = s * (float)w[i0 + 7];
+            float *d = io->gx + i0;
+            for (px = 0; px < in_px; ++px, d += cin) {
+                const float g = plane_e[px];
+                if (g == 0.0f) {
+                    continue;
+                }
+                d[0] = d[0] + g * p0;
+                d[1] = d[1] + g * p1;
+                d[2] = d[2] + g * p2;
+                d[3] = d[3] + g * p3;
+                d[4] = d[4] + g * p4;
+                d[5] = d[5] + g * p5;
+                d[6] = d[6] + g * p6;
+                d[7] = d[7] + g * p7;
+            }
+        }
+        for (; i0 < cin; i0 += ROW_CHUNK) {
             const int32_t n = cin - i0 < ROW_CHUNK ? cin - i0 : ROW_CHUNK;
             for (i = 0; i < n; ++i) {
                 products[i] = s * (float)w[i0 + i];

@@ -10,6 +10,38 @@
 #define TINYC_STEP_MULT 2654435761u
 #define TINYC_BIAS_COUNTER (1u << 30)
 
+/* tinyc_floorf, tinyc_lowbias32, tinyc_round_stochastic and tinyc_round_nearest (loss.c)
+ * with the same operations, here where the compiler can inline them into the weight loop */
+static float floor_f(float x)
+{
+    int32_t i;
+    float f;
+    if (!(x > -8388608.0f && x < 8388608.0f)) {
+        return x;
+    }
+    i = (int32_t)x;
+    f = (float)i;
+    return f > x ? f - 1.0f : f;
+}
+
+static float stochastic_round(float x, uint32_t counter)
+{
+    uint32_t h = counter;
+    float u;
+    h ^= h >> 16;
+    h *= 0x7FEB352Du;
+    h ^= h >> 15;
+    h *= 0x846CA68Bu;
+    h ^= h >> 16;
+    u = (float)(h >> 8) * 0x1p-24f;
+    return floor_f(x + u);
+}
+
+static float nearest_round(float x)
+{
+    return x >= 0.0f ? floor_f(x + 0.5f) : -floor_f(-(x - 0.5f));
+}
+
 static float round_step(float x, int32_t stochastic, uint32_t counter)
 {
     return stochastic ? tinyc_round_stochastic(x, counter) : tinyc_round_nearest(x);
@@ -230,7 +262,7 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
     const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t grp = o / cout_g;
-    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at, new_bias = 0;
+    int32_t oy, ox, ky, kx, t, j, j0 = 0, j1, n, at, new_bias = 0;
     int32_t nonfinite = 0, saturated = 0, saturates = 0;
     float gb = 0.0f;
 
@@ -302,26 +334,29 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
             new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
         }
     }
-    for (ky = 0; ky < c->kernel_h && !nonfinite; ++ky) {
-        for (kx = 0; kx < c->kernel_w && !nonfinite; ++kx) {
-            float *acc = scratch + (ky * c->kernel_w + kx) * n;
-            const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
-            for (j = 0; j < n; ++j) {
-                const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
-                const int32_t at_w = p->split_weights
-                    ? at + (ky * c->kernel_w + kx) * n + j : row + local;
-                float d;
-                if (!isfinite(acc[j])) {
-                    nonfinite = 1;
-                    break;
-                }
-                d = lr * acc[j];
-                d = d * f_w[o];
-                /* the counter is the logical (OHWI) index wherever the weight is stored */
-                acc[j] = round_step(d, p->stochastic, base + (uint32_t)(row + local));
-                (void)weight_step(weights[at_w], acc[j], &saturates);
-                saturated += saturates;
+    /* one pass computes each new weight (kept in scratch, as a float) and counts the
+     * saturating ones; the second only stores them */
+    for (t = 0; t < kk && n > 0 && !nonfinite; ++t) {
+        float *acc = scratch + t * n;
+        const int32_t row = (o * kk + t) * cin_g - grp * cin_g;   /* + the global channel */
+        const int8_t *w_at = p->split_weights ? weights + at + t * n : weights + row;
+        const float fw = f_w[o];
+        for (j = 0; j < n; ++j) {
+            const int32_t ch = channels ? channels[j0 + j] : j0 + j;
+            const int8_t w = p->split_weights ? w_at[j] : w_at[ch];
+            const float a = acc[j];
+            float d, r;
+            if (!isfinite(a)) {
+                nonfinite = 1;
+                break;
             }
+            d = lr * a;
+            d = d * fw;
+            /* the counter is the logical (OHWI) index wherever the weight is stored */
+            r = p->stochastic ? stochastic_round(d, base + (uint32_t)(row + ch))
+                              : nearest_round(d);
+            acc[j] = (float)weight_step(w, r, &saturates);
+            saturated += saturates;
         }
     }
     if (tinyc_guard_refuses(guard, nonfinite, saturated, kk * n + (bias ? 1 : 0))) {
@@ -330,16 +365,12 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
     if (bias) {
         bias[o] = new_bias;
     }
-    for (ky = 0; ky < c->kernel_h; ++ky) {
-        for (kx = 0; kx < c->kernel_w; ++kx) {
-            const float *acc = scratch + (ky * c->kernel_w + kx) * n;
-            const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
-            for (j = 0; j < n; ++j) {
-                const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
-                const int32_t at_w = p->split_weights
-                    ? at + (ky * c->kernel_w + kx) * n + j : row + local;
-                weights[at_w] = weight_step(weights[at_w], acc[j], &saturates);
-            }
+    for (t = 0; t < kk && n > 0; ++t) {
+        const float *acc = scratch + t * n;
+        int8_t *w_at = p->split_weights ? weights + at + t * n
+                                        : weights + (o * kk + t) * cin_g - grp * cin_g;
+        for (j = 0; j < n; ++j) {
+            w_at[p->split_weights ? j : (channels ? channels[j0 + j] : j0 + j)] = (int8_t)acc[j];
         }
     }
 }
