@@ -275,6 +275,16 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
                                        uint32_t step, tinyc_update_guard *guard, float *scratch,
                                        const float *x_table);
 
+/* tinyc_conv2d_update_channel_table of output channels o and o + 1 (their output gradient
+ * planes gy0 and gy1, step 1; scratch0 / scratch1 their scratch), both gradients summed in one
+ * pass over x: for a layer with tinyc_update_pair_ok (through a table, groups 1). */
+int tinyc_update_pair_ok(const tinyc_conv_update_params *p);
+void tinyc_conv2d_update_pair(const tinyc_conv_update_params *p, int32_t o, const float *gy0,
+                              const float *gy1, const int8_t *x, const int32_t *channels,
+                              int8_t *weights, int32_t *bias, const float *f_w, const float *f_b,
+                              float lr, uint32_t step, tinyc_update_guard *guard,
+                              float *scratch0, float *scratch1, const float *x_table);
+
 /* The bias step of output channel o alone, from its gradient gb (summed as in
  * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o] (one channel update of one
  * value for the guard). */
@@ -315,9 +325,9 @@ typedef struct {
     const float *f_w;
     const int8_t *x;            /* the expand layer's saved input (its kept channels) */
     const int32_t *channels;    /* the kept channels (NULL: all) */
-    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + dw.in_h * dw.in_w,
-                                 * then the weight update's scratch (weights trained), then
-                                 * in_c bytes for a row of split expand weights */
+    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + 2 * dw.in_h * dw.in_w,
+                                 * then twice the weight update's scratch (weights trained),
+                                 * then 2 * in_c bytes for two rows of split expand weights */
     float *gx;                  /* the expand conv's input gradient */
 } tinyc_dw_pw_grad_io;
 

@@ -411,157 +411,240 @@ static float dot_one(const float *g, const float *products, int32_t n, float d)
     return d;
 }
 
+/* Channel c's planes: the depthwise output gradient (from the head, masked, and the depthwise
+ * bias step; without a head it is read from gy), then, unless a tail, the depthwise input
+ * gradient, masked, in plane_e. */
+static void channel_planes(const tinyc_dw_pw_grad_params *p, const tinyc_dw_pw_grad_io *io,
+                           int32_t c, float *plane_d, float *plane_e, float *products, float lr,
+                           uint32_t step, tinyc_update_guard *guard)
+{
+    const tinyc_conv_grad_params *dw = &p->dw;
+    const int32_t c_n = dw->out_c;
+    const int32_t taps = dw->kernel_h * dw->kernel_w;
+    const int32_t in_px = dw->in_h * dw->in_w;
+    const int32_t out_px = dw->out_h * dw->out_w;
+    const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
+    int32_t gd_step = c_n, px, o;
+    if (p->proj_c) {
+        /* the terms tinyc_conv2d_grad_input adds to each pixel, in its o order; the products
+         * of the project weights' column c computed once per chunk of o, each read for four
+         * pixels at a time (a term with g == 0 adds +-0 to a sum that is never -0: adding it
+         * is exact) */
+        int32_t o0;
+        for (px = 0; px < out_px; ++px) {
+            plane_d[px] = 0.0f;
+        }
+        for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
+            const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
+            const float *gp = io->gy + o0;
+            const int32_t pc = p->proj_c;
+            int32_t kept[4], m = 0;
+            for (o = 0; o < n; ++o) {
+                products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
+            }
+            for (px = 0; px < out_px; ++px) {
+                if (!mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
+                                p->dmask_hi)) {
+                    continue;
+                }
+                kept[m++] = px;
+                if (m == 4) {
+                    dot_quad(gp + kept[0] * pc, gp + kept[1] * pc, gp + kept[2] * pc,
+                             gp + kept[3] * pc, products, n, plane_d + kept[0],
+                             plane_d + kept[1], plane_d + kept[2], plane_d + kept[3]);
+                    m = 0;
+                }
+            }
+            if (m >= 2) {
+                dot_pair(gp + kept[0] * pc, gp + kept[1] * pc, products, n, plane_d + kept[0],
+                         plane_d + kept[1]);
+            }
+            if (m == 1 || m == 3) {
+                plane_d[kept[m - 1]] = dot_one(gp + kept[m - 1] * pc, products, n,
+                                               plane_d[kept[m - 1]]);
+            }
+        }
+        if (io->dw_bias) {
+            plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
+                            step, guard);
+        }
+        gd = plane_d;
+        gd_step = 1;
+    }
+    if (!io->dw_w) {
+        return;   /* a tail: the depthwise layer is the earliest trained one */
+    }
+    {
+        const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps, products);
+        if (depthwise_plane_ok(dw, wr)) {
+            depthwise_plane(dw, gd, gd_step, wr, io->mask_bits, io->act, p->mask_lo, p->mask_hi,
+                            c, c_n, plane_e, 1);
+        } else {
+            for (px = 0; px < in_px; ++px) {
+                plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
+                                         p->mask_hi)
+                    ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
+                                        io->dw_scale[c], wr, px / dw->in_w, px % dw->in_w)
+                    : 0.0f;
+            }
+        }
+    }
+}
+
+/* gx[px, i] += e[px] * (s * w[i]) for i in [i0, cin): the products computed once per chunk. */
+static void add_channel_terms(float *gx, int32_t cin, int32_t in_px, const float *e,
+                              const int8_t *w, float s, int32_t i0, float *products)
+{
+    int32_t i, px;
+    for (; i0 + 8 <= cin; i0 += 8) {   /* eight products in registers */
+        const float p0 = s * (float)w[i0], p1 = s * (float)w[i0 + 1];
+        const float p2 = s * (float)w[i0 + 2], p3 = s * (float)w[i0 + 3];
+        const float p4 = s * (float)w[i0 + 4], p5 = s * (float)w[i0 + 5];
+        const float p6 = s * (float)w[i0 + 6], p7 = s * (float)w[i0 + 7];
+        float *d = gx + i0;
+        for (px = 0; px < in_px; ++px, d += cin) {
+            const float g = e[px];
+            if (g == 0.0f) {
+                continue;
+            }
+            d[0] = d[0] + g * p0;
+            d[1] = d[1] + g * p1;
+            d[2] = d[2] + g * p2;
+            d[3] = d[3] + g * p3;
+            d[4] = d[4] + g * p4;
+            d[5] = d[5] + g * p5;
+            d[6] = d[6] + g * p6;
+            d[7] = d[7] + g * p7;
+        }
+    }
+    for (; i0 < cin; i0 += ROW_CHUNK) {
+        const int32_t n = cin - i0 < ROW_CHUNK ? cin - i0 : ROW_CHUNK;
+        for (i = 0; i < n; ++i) {
+            products[i] = s * (float)w[i0 + i];
+        }
+        for (px = 0; px < in_px; ++px) {
+            const float g = e[px];
+            float *d = gx + px * cin + i0;
+            if (g == 0.0f) {
+                continue;
+            }
+            TINYC_UNROLL4
+            for (i = 0; i < n; ++i) {
+                const float t = g * products[i];
+                d[i] = d[i] + t;
+            }
+        }
+    }
+}
+
+/* The terms of channels c and c + 1 (planes e0, e1; rows w0, w1 with scales s0, s1), each gx
+ * element getting c's term then c + 1's: sixteen products in registers for eight elements,
+ * each element read and written once for both (a term with g == 0 adds +-0 to a sum that is
+ * never -0: adding it is exact); returns the first i not done. */
+static int32_t add_pair_terms(float *gx, int32_t cin, int32_t in_px, const float *e0,
+                              const float *e1, const int8_t *w0, const int8_t *w1, float s0,
+                              float s1)
+{
+    int32_t i0, px;
+    for (i0 = 0; i0 + 8 <= cin; i0 += 8) {
+        const float p0 = s0 * (float)w0[i0], p1 = s0 * (float)w0[i0 + 1];
+        const float p2 = s0 * (float)w0[i0 + 2], p3 = s0 * (float)w0[i0 + 3];
+        const float p4 = s0 * (float)w0[i0 + 4], p5 = s0 * (float)w0[i0 + 5];
+        const float p6 = s0 * (float)w0[i0 + 6], p7 = s0 * (float)w0[i0 + 7];
+        const float q0 = s1 * (float)w1[i0], q1 = s1 * (float)w1[i0 + 1];
+        const float q2 = s1 * (float)w1[i0 + 2], q3 = s1 * (float)w1[i0 + 3];
+        const float q4 = s1 * (float)w1[i0 + 4], q5 = s1 * (float)w1[i0 + 5];
+        const float q6 = s1 * (float)w1[i0 + 6], q7 = s1 * (float)w1[i0 + 7];
+        float *d = gx + i0;
+        for (px = 0; px < in_px; ++px, d += cin) {
+            const float g = e0[px], h = e1[px];
+            if (g == 0.0f && h == 0.0f) {
+                continue;
+            }
+            d[0] = (d[0] + g * p0) + h * q0;
+            d[1] = (d[1] + g * p1) + h * q1;
+            d[2] = (d[2] + g * p2) + h * q2;
+            d[3] = (d[3] + g * p3) + h * q3;
+            d[4] = (d[4] + g * p4) + h * q4;
+            d[5] = (d[5] + g * p5) + h * q5;
+            d[6] = (d[6] + g * p6) + h * q6;
+            d[7] = (d[7] + g * p7) + h * q7;
+        }
+    }
+    return i0;
+}
+
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
                                     tinyc_update_guard *guard)
 {
-    const tinyc_conv_grad_params *dw = &p->dw;
-    const int32_t c_n = dw->out_c;   /* = in_c (depthwise); a tail's layer may be any conv */
+    const int32_t c_n = p->dw.out_c;   /* = in_c (depthwise); a tail's layer may be any conv */
     const int32_t cin = p->in_c;
-    const int32_t taps = dw->kernel_h * dw->kernel_w;
-    const int32_t in_px = dw->in_h * dw->in_w;
-    const int32_t out_px = dw->out_h * dw->out_w;
+    const int32_t in_px = p->dw.in_h * p->dw.in_w;
+    const int32_t out_px = p->dw.out_h * p->dw.out_w;
+    const int32_t kept = io->weights ? p->update.num_channels : 0;
     float *plane_d = io->scratch;                          /* head only */
     float *plane_e = NULL, *update_scratch = NULL;
     int8_t *row = NULL;
     float products[ROW_CHUNK > DW_MAX_TAPS ? ROW_CHUNK : DW_MAX_TAPS];
     float x_table[256];   /* the expand layer's input, dequantized (tinyc_update_x_table) */
     const float *x_lut = NULL;
-    int32_t c, px, i, i0, o;
-    if (io->dw_w) {   /* not a tail */
-        plane_e = io->scratch + (p->proj_c ? out_px : 0);
-        update_scratch = plane_e + in_px;
-        /* a row of split expand weights, after the update's scratch: one float per kept
-         * channel (1x1, groups 1) */
-        row = (int8_t *)(void *)(update_scratch + (io->weights ? p->update.num_channels : 0));
-        memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
-        if (io->weights && tinyc_update_uses_x_table(&p->update)) {
-            tinyc_update_x_table(&p->update, x_table);
-            x_lut = x_table;
+    int32_t c, k, cb;
+    if (!io->dw_w) {   /* a tail: the head alone */
+        for (c = 0; c < c_n; ++c) {
+            channel_planes(p, io, c, plane_d, NULL, products, lr, step, guard);
         }
+        return;
     }
-    for (c = 0; c < c_n; ++c) {
-        const int8_t *w = io->pw_w ? io->pw_w + c * cin : row;
-        const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
-        float s;
-        int32_t gd_step = c_n;
-        if (p->proj_c) {
-            /* the terms tinyc_conv2d_grad_input adds to each pixel, in its o order; the
-             * products of the project weights' column c computed once per chunk of o, each
-             * read for two pixels at a time (a term with g == 0 adds +-0 to a sum that is
-             * never -0: adding it is exact) */
-            int32_t o0;
-            for (px = 0; px < out_px; ++px) {
-                plane_d[px] = 0.0f;
+    /* scratch: [plane_d] plane_e of c, of c + 1, the update's scratch of c, of c + 1 (one
+     * float per kept channel: 1x1, groups 1), then two rows of split expand weights */
+    plane_e = io->scratch + (p->proj_c ? out_px : 0);
+    update_scratch = plane_e + 2 * in_px;
+    row = (int8_t *)(void *)(update_scratch + 2 * kept);
+    memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
+    if (io->weights && tinyc_update_uses_x_table(&p->update)) {
+        tinyc_update_x_table(&p->update, x_table);
+        x_lut = x_table;
+    }
+    /* two channels at a time (the last alone when c_n is odd): each gx element still gets its
+     * terms in c order, and each channel's update comes after its terms of gx */
+    for (c = 0; c < c_n; c += cb) {
+        const int8_t *w[2];
+        int32_t i0 = 0;
+        cb = c + 1 < c_n ? 2 : 1;
+        for (k = 0; k < cb; ++k) {
+            channel_planes(p, io, c + k, plane_d, plane_e + k * in_px, products, lr, step,
+                           guard);
+            if (io->pw_split) {
+                tinyc_split_row(io->pw_split, c + k, row + k * cin);
             }
-            for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
-                const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
-                const float *gp = io->gy + o0;
-                const int32_t pc = p->proj_c;
-                int32_t kept[4], m = 0;
-                for (o = 0; o < n; ++o) {
-                    products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
-                }
-                for (px = 0; px < out_px; ++px) {
-                    if (!mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
-                                    p->dmask_hi)) {
-                        continue;
-                    }
-                    kept[m++] = px;
-                    if (m == 4) {
-                        dot_quad(gp + kept[0] * pc, gp + kept[1] * pc, gp + kept[2] * pc,
-                                 gp + kept[3] * pc, products, n, plane_d + kept[0],
-                                 plane_d + kept[1], plane_d + kept[2], plane_d + kept[3]);
-                        m = 0;
-                    }
-                }
-                if (m >= 2) {
-                    dot_pair(gp + kept[0] * pc, gp + kept[1] * pc, products, n,
-                             plane_d + kept[0], plane_d + kept[1]);
-                }
-                if (m == 1 || m == 3) {
-                    plane_d[kept[m - 1]] = dot_one(gp + kept[m - 1] * pc, products, n,
-                                                   plane_d[kept[m - 1]]);
-                }
-            }
-            if (io->dw_bias) {
-                plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
-                                step, guard);
-            }
-            gd = plane_d;
-            gd_step = 1;
+            w[k] = io->pw_w ? io->pw_w + (c + k) * cin : row + k * cin;
         }
-        if (!io->dw_w) {
-            continue;   /* a tail: the depthwise layer is the earliest trained one */
+        if (cb == 2) {
+            i0 = add_pair_terms(io->gx, cin, in_px, plane_e, plane_e + in_px, w[0], w[1],
+                                io->pw_scale[c], io->pw_scale[c + 1]);
         }
-        s = io->pw_scale[c];
-        {
-            const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps,
-                                              products);
-            if (depthwise_plane_ok(dw, wr)) {
-                depthwise_plane(dw, gd, gd_step, wr, io->mask_bits, io->act, p->mask_lo,
-                                p->mask_hi, c, c_n, plane_e, 1);
-            } else {
-                for (px = 0; px < in_px; ++px) {
-                    plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
-                                             p->mask_hi)
-                        ? depthwise_grad_at(dw, gd, NULL, 0, gd_step, io->dw_w + c * taps,
-                                            io->dw_scale[c], wr, px / dw->in_w, px % dw->in_w)
-                        : 0.0f;
-                }
+        for (k = 0; k < cb; ++k) {   /* the elements from i0: channel c's terms, then c + 1's */
+            add_channel_terms(io->gx, cin, in_px, plane_e + k * in_px, w[k],
+                              io->pw_scale[c + k], i0, products);
+        }
+        /* after their terms of gx: the unfused update runs after the input gradient */
+        if (io->weights && cb == 2 && x_lut && tinyc_update_pair_ok(&p->update)) {
+            tinyc_conv2d_update_pair(&p->update, c, plane_e, plane_e + in_px, io->x,
+                                     io->channels, io->weights, io->bias, io->f_w, io->f_b, lr,
+                                     step, guard, update_scratch, update_scratch + kept, x_lut);
+            continue;
+        }
+        for (k = 0; k < cb; ++k) {
+            if (io->weights) {
+                tinyc_conv2d_update_channel_table(&p->update, c + k, plane_e + k * in_px, 1,
+                                                  io->x, io->channels, io->weights, io->bias,
+                                                  io->f_w, io->f_b, lr, step, guard,
+                                                  update_scratch + k * kept, x_lut);
+            } else if (io->bias) {
+                plane_bias_step(&p->update, plane_e + k * in_px, in_px, c + k, io->bias,
+                                io->f_b, lr, step, guard);
             }
-        }
-        if (io->pw_split) {
-            tinyc_split_row(io->pw_split, c, row);
-        }
-        /* gx[px, i] += g * (s * w[i]): the products of the expand weights' row c computed
-         * once per chunk of i (each gx element still gets one term per channel c, in c order) */
-        for (i0 = 0; i0 + 8 <= cin; i0 += 8) {   /* eight products in registers */
-            const float p0 = s * (float)w[i0], p1 = s * (float)w[i0 + 1];
-            const float p2 = s * (float)w[i0 + 2], p3 = s * (float)w[i0 + 3];
-            const float p4 = s * (float)w[i0 + 4], p5 = s * (float)w[i0 + 5];
-            const float p6 = s * (float)w[i0 + 6], p7 = s * (float)w[i0 + 7];
-            float *d = io->gx + i0;
-            for (px = 0; px < in_px; ++px, d += cin) {
-                const float g = plane_e[px];
-                if (g == 0.0f) {
-                    continue;
-                }
-                d[0] = d[0] + g * p0;
-                d[1] = d[1] + g * p1;
-                d[2] = d[2] + g * p2;
-                d[3] = d[3] + g * p3;
-                d[4] = d[4] + g * p4;
-                d[5] = d[5] + g * p5;
-                d[6] = d[6] + g * p6;
-                d[7] = d[7] + g * p7;
-            }
-        }
-        for (; i0 < cin; i0 += ROW_CHUNK) {
-            const int32_t n = cin - i0 < ROW_CHUNK ? cin - i0 : ROW_CHUNK;
-            for (i = 0; i < n; ++i) {
-                products[i] = s * (float)w[i0 + i];
-            }
-            for (px = 0; px < in_px; ++px) {
-                const float g = plane_e[px];
-                float *d = io->gx + px * cin + i0;
-                if (g == 0.0f) {
-                    continue;
-                }
-                TINYC_UNROLL4
-                for (i = 0; i < n; ++i) {
-                    const float t = g * products[i];
-                    d[i] = d[i] + t;
-                }
-            }
-        }
-        /* after its terms of gx: the unfused update runs after the input gradient */
-        if (io->weights) {
-            tinyc_conv2d_update_channel_table(&p->update, c, plane_e, 1, io->x, io->channels,
-                                              io->weights, io->bias, io->f_w, io->f_b, lr, step,
-                                              guard, update_scratch, x_lut);
-        } else if (io->bias) {
-            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step, guard);
         }
     }
 }

@@ -220,6 +220,152 @@ static float pointwise_weight_grad(const float *gy, int32_t gy_step, int32_t pix
     return gb;
 }
 
+/* The step of output channel o from its gradients (bias: gb; weights: scratch, n kept channels
+ * from j0, split weights at `at`): what tinyc_conv2d_update_channel does after summing them.
+ * The guard (train.h): every step of o is computed, and checked, before any is written. */
+static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t j0,
+                         int32_t n, int32_t at, const int32_t *channels, int8_t *weights,
+                         int32_t *bias, const float *f_w, const float *f_b, float lr,
+                         uint32_t step, tinyc_update_guard *guard, float *scratch)
+{
+    const tinyc_conv_grad_params *c = &p->conv;
+    const int32_t cin_g = c->in_c / c->groups;
+    const int32_t cout_g = c->out_c / c->groups;
+    const uint32_t base = step * TINYC_STEP_MULT + p->salt;
+    const int32_t kk = c->kernel_h * c->kernel_w;
+    const int32_t grp = o / cout_g;
+    int32_t t, j, new_bias = 0;
+    int32_t nonfinite = 0, saturated = 0, saturates = 0;
+    if (bias) {
+        nonfinite = !isfinite(gb);
+        if (!nonfinite) {
+            new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
+        }
+    }
+    /* one pass computes each new weight (kept in scratch, as a float) and counts the
+     * saturating ones; the second only stores them */
+    for (t = 0; t < kk && n > 0 && !nonfinite; ++t) {
+        float *acc = scratch + t * n;
+        const int32_t row = (o * kk + t) * cin_g - grp * cin_g;   /* + the global channel */
+        const int8_t *w_at = p->split_weights ? weights + at + t * n : weights + row;
+        const float fw = f_w[o];
+        for (j = 0; j < n; ++j) {
+            const int32_t ch = channels ? channels[j0 + j] : j0 + j;
+            const int8_t w = p->split_weights ? w_at[j] : w_at[ch];
+            const float a = acc[j];
+            float d, r;
+            if (!isfinite(a)) {
+                nonfinite = 1;
+                break;
+            }
+            d = lr * a;
+            d = d * fw;
+            /* the counter is the logical (OHWI) index wherever the weight is stored */
+            r = p->stochastic ? stochastic_round(d, base + (uint32_t)(row + ch))
+                              : nearest_round(d);
+            acc[j] = (float)weight_step(w, r, &saturates);
+            saturated += saturates;
+        }
+    }
+    if (tinyc_guard_refuses(guard, nonfinite, saturated, kk * n + (bias ? 1 : 0))) {
+        return;
+    }
+    if (bias) {
+        bias[o] = new_bias;
+    }
+    for (t = 0; t < kk && n > 0; ++t) {
+        const float *acc = scratch + t * n;
+        int8_t *w_at = p->split_weights ? weights + at + t * n
+                                        : weights + (o * kk + t) * cin_g - grp * cin_g;
+        for (j = 0; j < n; ++j) {
+            w_at[p->split_weights ? j : (channels ? channels[j0 + j] : j0 + j)] = (int8_t)acc[j];
+        }
+    }
+}
+
+
+/* pointwise_weight_grad for two output channels at once (gy0, gy1: their planes, step 1),
+ * each table value read once for both: the same sums, eight of each in registers. */
+static void pointwise_weight_grad_pair(const float *gy0, const float *gy1, int32_t pixels,
+                                       const int8_t *x, int32_t k, const float *table,
+                                       float *acc0, float *acc1)
+{
+    const float *t = table + 128;
+    int32_t q, j = 0;
+    for (; j + 8 <= k; j += 8) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f,
+              a7 = 0.0f;
+        float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f, b5 = 0.0f, b6 = 0.0f,
+              b7 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy0[q], h = gy1[q];
+            float v;
+            /* a term with g == 0 adds +-0 to a sum that is never -0: adding or skipping it
+             * is exact */
+            if (g == 0.0f && h == 0.0f) {
+                continue;
+            }
+            v = t[xp[0]]; a0 = a0 + g * v; b0 = b0 + h * v;
+            v = t[xp[1]]; a1 = a1 + g * v; b1 = b1 + h * v;
+            v = t[xp[2]]; a2 = a2 + g * v; b2 = b2 + h * v;
+            v = t[xp[3]]; a3 = a3 + g * v; b3 = b3 + h * v;
+            v = t[xp[4]]; a4 = a4 + g * v; b4 = b4 + h * v;
+            v = t[xp[5]]; a5 = a5 + g * v; b5 = b5 + h * v;
+            v = t[xp[6]]; a6 = a6 + g * v; b6 = b6 + h * v;
+            v = t[xp[7]]; a7 = a7 + g * v; b7 = b7 + h * v;
+        }
+        acc0[j] = a0; acc0[j + 1] = a1; acc0[j + 2] = a2; acc0[j + 3] = a3;
+        acc0[j + 4] = a4; acc0[j + 5] = a5; acc0[j + 6] = a6; acc0[j + 7] = a7;
+        acc1[j] = b0; acc1[j + 1] = b1; acc1[j + 2] = b2; acc1[j + 3] = b3;
+        acc1[j + 4] = b4; acc1[j + 5] = b5; acc1[j + 6] = b6; acc1[j + 7] = b7;
+    }
+    for (; j < k; ++j) {
+        float a0 = 0.0f, b0 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float v = t[xp[0]];
+            a0 = a0 + gy0[q] * v;
+            b0 = b0 + gy1[q] * v;
+        }
+        acc0[j] = a0;
+        acc1[j] = b0;
+    }
+}
+
+static float plane_sum(const float *g, int32_t n)
+{
+    float s = 0.0f;
+    int32_t q;
+    for (q = 0; q < n; ++q) {
+        if (g[q] != 0.0f) {
+            s = s + g[q];
+        }
+    }
+    return s;
+}
+
+int tinyc_update_pair_ok(const tinyc_conv_update_params *p)
+{
+    return tinyc_update_uses_x_table(p) && p->conv.groups == 1;
+}
+
+void tinyc_conv2d_update_pair(const tinyc_conv_update_params *p, int32_t o, const float *gy0,
+                              const float *gy1, const int8_t *x, const int32_t *channels,
+                              int8_t *weights, int32_t *bias, const float *f_w, const float *f_b,
+                              float lr, uint32_t step, tinyc_update_guard *guard,
+                              float *scratch0, float *scratch1, const float *x_table)
+{
+    const int32_t k = p->num_channels;
+    const int32_t pixels = p->conv.out_h * p->conv.out_w;
+    pointwise_weight_grad_pair(gy0, gy1, pixels, x, k, x_table, scratch0, scratch1);
+    /* groups 1: every kept channel is o's (j0 0, n k); split weights: o's after o * k */
+    channel_step(p, o, plane_sum(gy0, pixels), 0, k, o * k, channels, weights, bias, f_w, f_b,
+                 lr, step, guard, scratch0);
+    channel_step(p, o + 1, plane_sum(gy1, pixels), 0, k, (o + 1) * k, channels, weights, bias,
+                 f_w, f_b, lr, step, guard, scratch1);
+}
+
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
                          const int32_t *channels, int8_t *weights, int32_t *bias,
                          const float *f_w, const float *f_b, float lr, uint32_t step,
@@ -259,11 +405,9 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
     const int32_t cin_g = c->in_c / c->groups;
     const int32_t cout_g = c->out_c / c->groups;
     const int32_t k = p->num_channels;
-    const uint32_t base = step * TINYC_STEP_MULT + p->salt;
     const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t grp = o / cout_g;
-    int32_t oy, ox, ky, kx, t, j, j0 = 0, j1, n, at, new_bias = 0;
-    int32_t nonfinite = 0, saturated = 0, saturates = 0;
+    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at;
     float gb = 0.0f;
 
     /* kept channels of o's group: [j0, j1) (kept channels ascend) */
@@ -326,53 +470,8 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
             }
         }
     }
-    /* The guard (train.h): every step of o is computed, and checked, before any is written.
-     * The weight steps replace their gradients in scratch. */
-    if (bias) {
-        nonfinite = !isfinite(gb);
-        if (!nonfinite) {
-            new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
-        }
-    }
-    /* one pass computes each new weight (kept in scratch, as a float) and counts the
-     * saturating ones; the second only stores them */
-    for (t = 0; t < kk && n > 0 && !nonfinite; ++t) {
-        float *acc = scratch + t * n;
-        const int32_t row = (o * kk + t) * cin_g - grp * cin_g;   /* + the global channel */
-        const int8_t *w_at = p->split_weights ? weights + at + t * n : weights + row;
-        const float fw = f_w[o];
-        for (j = 0; j < n; ++j) {
-            const int32_t ch = channels ? channels[j0 + j] : j0 + j;
-            const int8_t w = p->split_weights ? w_at[j] : w_at[ch];
-            const float a = acc[j];
-            float d, r;
-            if (!isfinite(a)) {
-                nonfinite = 1;
-                break;
-            }
-            d = lr * a;
-            d = d * fw;
-            /* the counter is the logical (OHWI) index wherever the weight is stored */
-            r = p->stochastic ? stochastic_round(d, base + (uint32_t)(row + ch))
-                              : nearest_round(d);
-            acc[j] = (float)weight_step(w, r, &saturates);
-            saturated += saturates;
-        }
-    }
-    if (tinyc_guard_refuses(guard, nonfinite, saturated, kk * n + (bias ? 1 : 0))) {
-        return;
-    }
-    if (bias) {
-        bias[o] = new_bias;
-    }
-    for (t = 0; t < kk && n > 0; ++t) {
-        const float *acc = scratch + t * n;
-        int8_t *w_at = p->split_weights ? weights + at + t * n
-                                        : weights + (o * kk + t) * cin_g - grp * cin_g;
-        for (j = 0; j < n; ++j) {
-            w_at[p->split_weights ? j : (channels ? channels[j0 + j] : j0 + j)] = (int8_t)acc[j];
-        }
-    }
+    channel_step(p, o, gb, j0, n, at, channels, weights, bias, f_w, f_b, lr, step, guard,
+                 scratch);
 }
 
 void tinyc_fold_bias(int32_t out_c, int32_t filter_size, int32_t in_zp, const int8_t *weights,
