@@ -199,12 +199,60 @@ static int depthwise_plane_ok(const tinyc_conv_grad_params *p, const float *wr)
         && p->pad_left >= 0;
 }
 
+/* depthwise_plane for stride 1: the taps of (iy, ix) are ky in [iy + pad_top - (out_h - 1),
+ * iy + pad_top] and kx likewise, clipped to the kernel: bounds, no division. */
+static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                               const float *wr, const uint8_t *bits, const int8_t *act,
+                               int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
+                               int32_t out_step)
+{
+    const int32_t kh = p->kernel_h, kw = p->kernel_w, oh = p->out_h, ow = p->out_w;
+    const int32_t iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
+    const int masked = bits || act;
+    int32_t iy, ix, ky, b;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        const int32_t ky_lo = iy + pt - (oh - 1) > 0 ? iy + pt - (oh - 1) : 0;
+        const int32_t ky_hi = iy + pt < kh - 1 ? iy + pt : kh - 1;
+        float *out = plane + iy * iw * out_step;
+        for (ix = 0; ix < iw; ++ix, out += out_step) {
+            const int32_t kx_lo = ix + pl - (ow - 1) > 0 ? ix + pl - (ow - 1) : 0;
+            const int32_t kx_hi = ix + pl < kw - 1 ? ix + pl : kw - 1;
+            const int32_t n = kx_hi - kx_lo + 1;
+            const float *g = gd + ((iy + pt - ky_lo) * ow + ix + pl - kx_lo) * step;
+            const float *w = wr + ky_lo * kw + kx_lo;
+            float d = 0.0f;
+            if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+                *out = 0.0f;
+                continue;
+            }
+            for (ky = ky_lo; ky <= ky_hi; ++ky, g -= ow * step, w += kw) {
+                if (n == 3 && step == 1) {
+                    const float t0 = g[0] * w[0], t1 = g[-1] * w[1], t2 = g[-2] * w[2];
+                    d = d + t0;
+                    d = d + t1;
+                    d = d + t2;
+                    continue;
+                }
+                for (b = 0; b < n; ++b) {
+                    const float t = g[-b * step] * w[b];
+                    d = d + t;
+                }
+            }
+            *out = d;
+        }
+    }
+}
+
 static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
                             const float *wr, const uint8_t *bits, const int8_t *act, int32_t lo,
                             int32_t hi, int32_t c, int32_t c_n, float *plane, int32_t out_step)
 {
     const int32_t sh = p->stride_h, sw = p->stride_w, kw = p->kernel_w, ow = p->out_w;
     int32_t iy, ix, a, b;
+    if (sh == 1 && sw == 1) {
+        depthwise_plane_s1(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
     for (iy = 0; iy < p->in_h; ++iy) {
         int32_t ky0 = 0, oy0 = 0;
         const int32_t ny = tap_range(iy, p->pad_top, sh, p->kernel_h, p->out_h, &ky0, &oy0);
