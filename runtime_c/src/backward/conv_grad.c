@@ -209,6 +209,11 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
     const int32_t kh = p->kernel_h, kw = p->kernel_w, oh = p->out_h, ow = p->out_w;
     const int32_t iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
     const int masked = bits || act;
+    /* a 3x3 kernel's products in registers, for the pixels whose nine taps are all inside */
+    const int k3 = kh == 3 && kw == 3 && step == 1;
+    const float w0 = k3 ? wr[0] : 0.0f, w1 = k3 ? wr[1] : 0.0f, w2 = k3 ? wr[2] : 0.0f;
+    const float w3 = k3 ? wr[3] : 0.0f, w4 = k3 ? wr[4] : 0.0f, w5 = k3 ? wr[5] : 0.0f;
+    const float w6 = k3 ? wr[6] : 0.0f, w7 = k3 ? wr[7] : 0.0f, w8 = k3 ? wr[8] : 0.0f;
     int32_t iy, ix, ky, b;
     for (iy = 0; iy < p->in_h; ++iy) {
         const int32_t ky_lo = iy + pt - (oh - 1) > 0 ? iy + pt - (oh - 1) : 0;
@@ -223,6 +228,21 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
             float d = 0.0f;
             if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
                 *out = 0.0f;
+                continue;
+            }
+            if (k3 && n == 3 && ky_hi - ky_lo == 2) {   /* (ky, kx) order, as below */
+                const float *g1 = g - ow, *g2 = g - 2 * ow;
+                float t;
+                t = g[0] * w0; d = d + t;
+                t = g[-1] * w1; d = d + t;
+                t = g[-2] * w2; d = d + t;
+                t = g1[0] * w3; d = d + t;
+                t = g1[-1] * w4; d = d + t;
+                t = g1[-2] * w5; d = d + t;
+                t = g2[0] * w6; d = d + t;
+                t = g2[-1] * w7; d = d + t;
+                t = g2[-2] * w8; d = d + t;
+                *out = d;
                 continue;
             }
             for (ky = ky_lo; ky <= ky_hi; ++ky, g -= ow * step, w += kw) {
