@@ -199,6 +199,43 @@ static int depthwise_plane_ok(const tinyc_conv_grad_params *p, const float *wr)
         && p->pad_left >= 0;
 }
 
+/* d + g[0] * w[0] + g[-1] * w[1] + ... (n terms, in that order): a kernel row of the
+ * depthwise input gradient, the common widths written out. */
+static float row_terms(float d, const float *g, const float *w, int32_t n)
+{
+    int32_t b;
+    float t;
+    switch (n) {
+    case 7:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-1] * w[1]; d = d + t;
+        t = g[-2] * w[2]; d = d + t;
+        t = g[-3] * w[3]; d = d + t;
+        t = g[-4] * w[4]; d = d + t;
+        t = g[-5] * w[5]; d = d + t;
+        t = g[-6] * w[6]; d = d + t;
+        return d;
+    case 5:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-1] * w[1]; d = d + t;
+        t = g[-2] * w[2]; d = d + t;
+        t = g[-3] * w[3]; d = d + t;
+        t = g[-4] * w[4]; d = d + t;
+        return d;
+    case 3:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-1] * w[1]; d = d + t;
+        t = g[-2] * w[2]; d = d + t;
+        return d;
+    default:
+        for (b = 0; b < n; ++b) {
+            t = g[-b] * w[b];
+            d = d + t;
+        }
+        return d;
+    }
+}
+
 /* depthwise_plane for stride 1: the taps of (iy, ix) are ky in [iy + pad_top - (out_h - 1),
  * iy + pad_top] and kx likewise, clipped to the kernel: bounds, no division. */
 static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -246,11 +283,8 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
                 continue;
             }
             for (ky = ky_lo; ky <= ky_hi; ++ky, g -= ow * step, w += kw) {
-                if (n == 3 && step == 1) {
-                    const float t0 = g[0] * w[0], t1 = g[-1] * w[1], t2 = g[-2] * w[2];
-                    d = d + t0;
-                    d = d + t1;
-                    d = d + t2;
+                if (step == 1) {
+                    d = row_terms(d, g, w, n);
                     continue;
                 }
                 for (b = 0; b < n; ++b) {
@@ -263,38 +297,65 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
     }
 }
 
+#define DW_COLS 128   /* input columns whose taps are found once per plane (stack bytes: 3x) */
+
 static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
                             const float *wr, const uint8_t *bits, const int8_t *act, int32_t lo,
                             int32_t hi, int32_t c, int32_t c_n, float *plane, int32_t out_step)
 {
     const int32_t sh = p->stride_h, sw = p->stride_w, kw = p->kernel_w, ow = p->out_w;
+    const int32_t iw = p->in_w;
+    const int masked = bits || act;
+    uint8_t col_k[DW_COLS], col_o[DW_COLS], col_n[DW_COLS];   /* each column's taps */
+    const int cols = iw <= DW_COLS && ow <= 256 && kw <= 256;
     int32_t iy, ix, a, b;
     if (sh == 1 && sw == 1) {
         depthwise_plane_s1(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
         return;
     }
+    for (ix = 0; cols && ix < iw; ++ix) {
+        int32_t kx0 = 0, ox0 = 0;
+        col_n[ix] = (uint8_t)tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+        col_k[ix] = (uint8_t)kx0;
+        col_o[ix] = (uint8_t)ox0;
+    }
     for (iy = 0; iy < p->in_h; ++iy) {
         int32_t ky0 = 0, oy0 = 0;
         const int32_t ny = tap_range(iy, p->pad_top, sh, p->kernel_h, p->out_h, &ky0, &oy0);
-        for (ix = 0; ix < p->in_w; ++ix) {
-            const int32_t px = iy * p->in_w + ix;
+        const float *grow = gd + oy0 * ow * step;   /* output row oy0 */
+        const float *wrow = wr + ky0 * kw;          /* kernel row ky0 */
+        for (ix = 0; ix < iw; ++ix) {
+            const int32_t px = iy * iw + ix;
             int32_t kx0 = 0, ox0 = 0, nx;
             float d = 0.0f;
-            if ((bits || act) && !mask_keeps(bits, act, px * c_n + c, lo, hi)) {
+            if (masked && !mask_keeps(bits, act, px * c_n + c, lo, hi)) {
                 plane[px * out_step] = 0.0f;
                 continue;
             }
-            nx = tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+            if (cols) {
+                nx = col_n[ix];
+                kx0 = col_k[ix];
+                ox0 = col_o[ix];
+            } else {
+                nx = tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+            }
+            if (step == 1 && nx <= 2 && ny <= 2) {   /* a 3x3 (or smaller) kernel, stride 2 */
+                const float *g = grow + ox0;
+                const float *w = wrow + kx0;
+                for (a = 0; a < ny; ++a, g -= ow, w += sh * kw) {
+                    float t = g[0] * w[0];
+                    d = d + t;
+                    if (nx == 2) {
+                        t = g[-1] * w[sw];
+                        d = d + t;
+                    }
+                }
+                plane[px * out_step] = d;
+                continue;
+            }
             for (a = 0; a < ny; ++a) {
                 const float *g = gd + ((oy0 - a) * ow + ox0) * step;
                 const float *w = wr + (ky0 + a * sh) * kw + kx0;
-                if (step == 1 && sw == 1) {
-                    for (b = 0; b < nx; ++b) {
-                        const float t = g[-b] * w[b];
-                        d = d + t;
-                    }
-                    continue;
-                }
                 for (b = 0; b < nx; ++b) {
                     const float t = g[-b * step] * w[b * sw];
                     d = d + t;
