@@ -338,7 +338,12 @@ typedef struct {
  * gx[p, i] += plane[p] * (pw_scale[c] * (float)pw_w[c, i]), then the expand layer's step of c
  * (tinyc_conv2d_update_channel: weights and bias, or the bias alone). The same float
  * operations, in the same order per element, as the unfused conv2d_grad_input, grad_mask and
- * conv2d_update nodes one after the other. */
+ * conv2d_update nodes one after the other. The kernel takes the expanded channels two at a
+ * time (c, c + 1): their input-gradient planes are computed one after the other, then each gx
+ * element gets c's term and then c + 1's (its c order), both expand weight gradients are summed
+ * in one pass over the saved input, and the steps of c and c + 1 follow. A term with a zero
+ * factor adds +-0 to a sum that is never -0, so the kernel may add or skip it: the inner loops
+ * skip zeros only where it pays. */
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
                                     tinyc_update_guard *guard);

@@ -200,12 +200,12 @@ static int depthwise_plane_ok(const tinyc_conv_grad_params *p, const float *wr)
 }
 
 /* d + g[0] * w[0] + g[-1] * w[1] + ... (n terms, in that order): a kernel row of the
- * depthwise input gradient, the common widths written out. */
+ * depthwise input gradient, widths 5 and 7 written out. */
 static float row_terms(float d, const float *g, const float *w, int32_t n)
 {
     int32_t b;
     float t;
-    switch (n) {
+    switch (n) {   /* 3: written out by the caller */
     case 7:
         t = g[0] * w[0]; d = d + t;
         t = g[-1] * w[1]; d = d + t;
@@ -221,11 +221,6 @@ static float row_terms(float d, const float *g, const float *w, int32_t n)
         t = g[-2] * w[2]; d = d + t;
         t = g[-3] * w[3]; d = d + t;
         t = g[-4] * w[4]; d = d + t;
-        return d;
-    case 3:
-        t = g[0] * w[0]; d = d + t;
-        t = g[-1] * w[1]; d = d + t;
-        t = g[-2] * w[2]; d = d + t;
         return d;
     default:
         for (b = 0; b < n; ++b) {
@@ -283,6 +278,13 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
                 continue;
             }
             for (ky = ky_lo; ky <= ky_hi; ++ky, g -= ow * step, w += kw) {
+                if (n == 3 && step == 1) {
+                    const float t0 = g[0] * w[0], t1 = g[-1] * w[1], t2 = g[-2] * w[2];
+                    d = d + t0;
+                    d = d + t1;
+                    d = d + t2;
+                    continue;
+                }
                 if (step == 1) {
                     d = row_terms(d, g, w, n);
                     continue;
