@@ -96,8 +96,9 @@ def update_scratch_bytes(g: Graph, node: Node) -> int:
 
 def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
     """Scratch of a dw_pw_grad node: one channel's plane of the depthwise output gradient (when
-    the node computes it from the project's) and of its input gradient, float32, then the
-    expand layer's weight-update scratch, then (its weights stored split) one row of them."""
+    the node computes it from the project's), two channels' planes of its input gradient,
+    float32, then the expand layer's weight-update scratch twice, then (its weights stored
+    split) two rows of them: the kernel works through the expanded channels two at a time."""
     from ..memory.planner import split_weights
     dw = node.attrs["parts"]["dw"]
     hidden = node.attrs["hidden"]
@@ -110,8 +111,8 @@ def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
     parts = node.attrs["parts"]
     update = parts["update"]
     row = g.tensors[node.outputs[0]].shape[-1] if parts["pw"].inputs[1] in split_weights(g) else 0
-    return (4 * (ih * iw + (oh * ow if parts["proj"] else 0))
-            + (update_scratch_bytes(g, update) if update is not None else 0) + row)
+    return (4 * (2 * ih * iw + (oh * ow if parts["proj"] else 0))
+            + 2 * (update_scratch_bytes(g, update) if update is not None else 0) + 2 * row)
 
 
 # ---------------------------------------------------------------- the ops

@@ -16,8 +16,8 @@ channel of the expanded tensors:
 so `dw_pw_grad` computes them one expanded channel c at a time: channel c's plane of g_d,
 masked, feeds the depthwise bias step of channel c, and the plane of g_e, masked, is
 accumulated into g_x and feeds the expand layer's step of channel c (bias, or weights and
-bias). Only two planes (out_h x out_w and in_h x in_w floats) of the expanded gradients exist
-at a time. The float32 operations are the very ones of the unfused nodes
+bias). Only three planes (one out_h x out_w and, the kernel taking the expanded channels two
+at a time, two in_h x in_w floats) of the expanded gradients exist at a time. The float32 operations are the very ones of the unfused nodes
 in the same order per element: g_d[p, c] gets its terms in o order and g_x[p, i] in c order (the
 o order of conv2d_grad_input), a bias gradient sums its plane row-major, skipping zeros as
 before. The numpy reference runs the unfused nodes (attrs["parts"]), so the two stay the same by

@@ -259,6 +259,32 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
                                  const float *f_b, float lr, uint32_t step,
                                  tinyc_update_guard *guard, float *scratch);
 
+/* The dequantized values of p's saved input, one per int8 code:
+ * table[b + 128] = x_scale * (float)(b - x_zero_point) (256 floats), the very products the
+ * weight gradient multiplies g by. */
+void tinyc_update_x_table(const tinyc_conv_update_params *p, float *table);
+/* 1 when tinyc_conv2d_update_channel_table reads x through such a table (a 1x1 conv, stride 1,
+ * no padding, weights trained): its weight gradients then keep eight sums in registers. */
+int tinyc_update_uses_x_table(const tinyc_conv_update_params *p);
+/* tinyc_conv2d_update_channel, reading the input through x_table (tinyc_update_x_table, or NULL
+ * to dequantize as it goes) where tinyc_update_uses_x_table: the same sums, bit for bit. */
+void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_t o,
+                                       const float *gy, int32_t gy_step, const int8_t *x,
+                                       const int32_t *channels, int8_t *weights, int32_t *bias,
+                                       const float *f_w, const float *f_b, float lr,
+                                       uint32_t step, tinyc_update_guard *guard, float *scratch,
+                                       const float *x_table);
+
+/* tinyc_conv2d_update_channel_table of output channels o and o + 1 (their output gradient
+ * planes gy0 and gy1, step 1; scratch0 / scratch1 their scratch), both gradients summed in one
+ * pass over x: for a layer with tinyc_update_pair_ok (through a table, groups 1). */
+int tinyc_update_pair_ok(const tinyc_conv_update_params *p);
+void tinyc_conv2d_update_pair(const tinyc_conv_update_params *p, int32_t o, const float *gy0,
+                              const float *gy1, const int8_t *x, const int32_t *channels,
+                              int8_t *weights, int32_t *bias, const float *f_w, const float *f_b,
+                              float lr, uint32_t step, tinyc_update_guard *guard,
+                              float *scratch0, float *scratch1, const float *x_table);
+
 /* The bias step of output channel o alone, from its gradient gb (summed as in
  * tinyc_conv2d_update): what tinyc_conv2d_update does to bias[o] (one channel update of one
  * value for the guard). */
@@ -299,9 +325,9 @@ typedef struct {
     const float *f_w;
     const int8_t *x;            /* the expand layer's saved input (its kept channels) */
     const int32_t *channels;    /* the kept channels (NULL: all) */
-    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + dw.in_h * dw.in_w,
-                                 * then the weight update's scratch (weights trained), then
-                                 * in_c bytes for a row of split expand weights */
+    float *scratch;             /* planes: dw.out_h * dw.out_w (head) + 2 * dw.in_h * dw.in_w,
+                                 * then twice the weight update's scratch (weights trained),
+                                 * then 2 * in_c bytes for two rows of split expand weights */
     float *gx;                  /* the expand conv's input gradient */
 } tinyc_dw_pw_grad_io;
 
@@ -312,7 +338,12 @@ typedef struct {
  * gx[p, i] += plane[p] * (pw_scale[c] * (float)pw_w[c, i]), then the expand layer's step of c
  * (tinyc_conv2d_update_channel: weights and bias, or the bias alone). The same float
  * operations, in the same order per element, as the unfused conv2d_grad_input, grad_mask and
- * conv2d_update nodes one after the other. */
+ * conv2d_update nodes one after the other. The kernel takes the expanded channels two at a
+ * time (c, c + 1): their input-gradient planes are computed one after the other, then each gx
+ * element gets c's term and then c + 1's (its c order), both expand weight gradients are summed
+ * in one pass over the saved input, and the steps of c and c + 1 follow. A term with a zero
+ * factor adds +-0 to a sum that is never -0, so the kernel may add or skip it: the inner loops
+ * skip zeros only where it pays. */
 void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                                     const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
                                     tinyc_update_guard *guard);

@@ -159,6 +159,215 @@ static float depthwise_grad_at(const tinyc_conv_grad_params *p, const float *gy,
     return d;
 }
 
+static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
+{
+    return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
+}
+
+/* The taps of input index i along one axis of a depthwise conv (dilation 1, pad >= 0):
+ * tap k0 + a * s reads output index o0 - a, for a < the count returned (the taps inside the
+ * output, in ascending tap order). */
+static int32_t tap_range(int32_t i, int32_t pad, int32_t s, int32_t kernel, int32_t out,
+                         int32_t *k0, int32_t *o0)
+{
+    const int32_t t = i + pad;
+    int32_t k = t % s, o = t / s, n;
+    if (o >= out) {
+        k += (o - out + 1) * s;
+        o = out - 1;
+    }
+    if (k >= kernel) {
+        return 0;
+    }
+    n = (kernel - 1 - k) / s + 1;
+    if (n > o + 1) {
+        n = o + 1;
+    }
+    *k0 = k;
+    *o0 = o;
+    return n;
+}
+
+/* The depthwise input gradient of one channel, plane[px * out_step], where the mask (bits or
+ * act; neither: none) keeps it, 0 elsewhere: the terms of depthwise_grad_at, in its (ky, kx)
+ * order, with the taps of each pixel found once (tap_range) instead of tested one by one.
+ * gd(q) = gd[q * step]; wr: the taps' products. A term with gd == 0 adds +-0 to a sum that is
+ * never -0: adding it is exact. Needs dilation 1 and pads >= 0 (depthwise_plane_ok). */
+static int depthwise_plane_ok(const tinyc_conv_grad_params *p, const float *wr)
+{
+    return wr && p->dilation_h == 1 && p->dilation_w == 1 && p->pad_top >= 0
+        && p->pad_left >= 0;
+}
+
+/* d + g[0] * w[0] + g[-1] * w[1] + ... (n terms, in that order): a kernel row of the
+ * depthwise input gradient, widths 5 and 7 written out. */
+static float row_terms(float d, const float *g, const float *w, int32_t n)
+{
+    int32_t b;
+    float t;
+    switch (n) {   /* 3: written out by the caller */
+    case 7:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-1] * w[1]; d = d + t;
+        t = g[-2] * w[2]; d = d + t;
+        t = g[-3] * w[3]; d = d + t;
+        t = g[-4] * w[4]; d = d + t;
+        t = g[-5] * w[5]; d = d + t;
+        t = g[-6] * w[6]; d = d + t;
+        return d;
+    case 5:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-1] * w[1]; d = d + t;
+        t = g[-2] * w[2]; d = d + t;
+        t = g[-3] * w[3]; d = d + t;
+        t = g[-4] * w[4]; d = d + t;
+        return d;
+    default:
+        for (b = 0; b < n; ++b) {
+            t = g[-b] * w[b];
+            d = d + t;
+        }
+        return d;
+    }
+}
+
+/* depthwise_plane for stride 1: the taps of (iy, ix) are ky in [iy + pad_top - (out_h - 1),
+ * iy + pad_top] and kx likewise, clipped to the kernel: bounds, no division. */
+static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                               const float *wr, const uint8_t *bits, const int8_t *act,
+                               int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
+                               int32_t out_step)
+{
+    const int32_t kh = p->kernel_h, kw = p->kernel_w, oh = p->out_h, ow = p->out_w;
+    const int32_t iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
+    const int masked = bits || act;
+    /* a 3x3 kernel's products in registers, for the pixels whose nine taps are all inside */
+    const int k3 = kh == 3 && kw == 3 && step == 1;
+    const float w0 = k3 ? wr[0] : 0.0f, w1 = k3 ? wr[1] : 0.0f, w2 = k3 ? wr[2] : 0.0f;
+    const float w3 = k3 ? wr[3] : 0.0f, w4 = k3 ? wr[4] : 0.0f, w5 = k3 ? wr[5] : 0.0f;
+    const float w6 = k3 ? wr[6] : 0.0f, w7 = k3 ? wr[7] : 0.0f, w8 = k3 ? wr[8] : 0.0f;
+    int32_t iy, ix, ky, b;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        const int32_t ky_lo = iy + pt - (oh - 1) > 0 ? iy + pt - (oh - 1) : 0;
+        const int32_t ky_hi = iy + pt < kh - 1 ? iy + pt : kh - 1;
+        float *out = plane + iy * iw * out_step;
+        for (ix = 0; ix < iw; ++ix, out += out_step) {
+            const int32_t kx_lo = ix + pl - (ow - 1) > 0 ? ix + pl - (ow - 1) : 0;
+            const int32_t kx_hi = ix + pl < kw - 1 ? ix + pl : kw - 1;
+            const int32_t n = kx_hi - kx_lo + 1;
+            const float *g = gd + ((iy + pt - ky_lo) * ow + ix + pl - kx_lo) * step;
+            const float *w = wr + ky_lo * kw + kx_lo;
+            float d = 0.0f;
+            if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+                *out = 0.0f;
+                continue;
+            }
+            if (k3 && n == 3 && ky_hi - ky_lo == 2) {   /* (ky, kx) order, as below */
+                const float *g1 = g - ow, *g2 = g - 2 * ow;
+                float t;
+                t = g[0] * w0; d = d + t;
+                t = g[-1] * w1; d = d + t;
+                t = g[-2] * w2; d = d + t;
+                t = g1[0] * w3; d = d + t;
+                t = g1[-1] * w4; d = d + t;
+                t = g1[-2] * w5; d = d + t;
+                t = g2[0] * w6; d = d + t;
+                t = g2[-1] * w7; d = d + t;
+                t = g2[-2] * w8; d = d + t;
+                *out = d;
+                continue;
+            }
+            for (ky = ky_lo; ky <= ky_hi; ++ky, g -= ow * step, w += kw) {
+                if (n == 3 && step == 1) {
+                    const float t0 = g[0] * w[0], t1 = g[-1] * w[1], t2 = g[-2] * w[2];
+                    d = d + t0;
+                    d = d + t1;
+                    d = d + t2;
+                    continue;
+                }
+                if (step == 1) {
+                    d = row_terms(d, g, w, n);
+                    continue;
+                }
+                for (b = 0; b < n; ++b) {
+                    const float t = g[-b * step] * w[b];
+                    d = d + t;
+                }
+            }
+            *out = d;
+        }
+    }
+}
+
+#define DW_COLS 128   /* input columns whose taps are found once per plane (stack bytes: 3x) */
+
+static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                            const float *wr, const uint8_t *bits, const int8_t *act, int32_t lo,
+                            int32_t hi, int32_t c, int32_t c_n, float *plane, int32_t out_step)
+{
+    const int32_t sh = p->stride_h, sw = p->stride_w, kw = p->kernel_w, ow = p->out_w;
+    const int32_t iw = p->in_w;
+    const int masked = bits || act;
+    uint8_t col_k[DW_COLS], col_o[DW_COLS], col_n[DW_COLS];   /* each column's taps */
+    const int cols = iw <= DW_COLS && ow <= 256 && kw <= 256;
+    int32_t iy, ix, a, b;
+    if (sh == 1 && sw == 1) {
+        depthwise_plane_s1(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
+    for (ix = 0; cols && ix < iw; ++ix) {
+        int32_t kx0 = 0, ox0 = 0;
+        col_n[ix] = (uint8_t)tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+        col_k[ix] = (uint8_t)kx0;
+        col_o[ix] = (uint8_t)ox0;
+    }
+    for (iy = 0; iy < p->in_h; ++iy) {
+        int32_t ky0 = 0, oy0 = 0;
+        const int32_t ny = tap_range(iy, p->pad_top, sh, p->kernel_h, p->out_h, &ky0, &oy0);
+        const float *grow = gd + oy0 * ow * step;   /* output row oy0 */
+        const float *wrow = wr + ky0 * kw;          /* kernel row ky0 */
+        for (ix = 0; ix < iw; ++ix) {
+            const int32_t px = iy * iw + ix;
+            int32_t kx0 = 0, ox0 = 0, nx;
+            float d = 0.0f;
+            if (masked && !mask_keeps(bits, act, px * c_n + c, lo, hi)) {
+                plane[px * out_step] = 0.0f;
+                continue;
+            }
+            if (cols) {
+                nx = col_n[ix];
+                kx0 = col_k[ix];
+                ox0 = col_o[ix];
+            } else {
+                nx = tap_range(ix, p->pad_left, sw, kw, ow, &kx0, &ox0);
+            }
+            if (step == 1 && nx <= 2 && ny <= 2) {   /* a 3x3 (or smaller) kernel, stride 2 */
+                const float *g = grow + ox0;
+                const float *w = wrow + kx0;
+                for (a = 0; a < ny; ++a, g -= ow, w += sh * kw) {
+                    float t = g[0] * w[0];
+                    d = d + t;
+                    if (nx == 2) {
+                        t = g[-1] * w[sw];
+                        d = d + t;
+                    }
+                }
+                plane[px * out_step] = d;
+                continue;
+            }
+            for (a = 0; a < ny; ++a) {
+                const float *g = gd + ((oy0 - a) * ow + ox0) * step;
+                const float *w = wr + (ky0 + a * sh) * kw + kx0;
+                for (b = 0; b < nx; ++b) {
+                    const float t = g[-b * step] * w[b * sw];
+                    d = d + t;
+                }
+            }
+            plane[px * out_step] = d;
+        }
+    }
+}
+
 void tinyc_depthwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *buf,
                                         const int8_t *weights, const float *w_scale,
                                         float *scratch)
@@ -172,6 +381,10 @@ void tinyc_depthwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
         const float *wr = dw_tap_products(weights + c * taps, w_scale[c], taps, products);
         for (i = 0; i < plane; ++i) {
             scratch[i] = buf[i * c_n + c];   /* gy's channel c: gx[., c] overwrites it */
+        }
+        if (depthwise_plane_ok(p, wr)) {
+            depthwise_plane(p, scratch, 1, wr, NULL, NULL, 0, 0, c, c_n, buf + c, c_n);
+            continue;
         }
         for (iy = 0; iy < p->in_h; ++iy) {
             for (ix = 0; ix < p->in_w; ++ix) {
@@ -219,16 +432,38 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     int32_t n, px, i, o;
     for (n = 0, px = first; n < pixels; ++n, px += step) {
         const float *gy = buf + px * cout;
-        for (i = 0; i < cin; ++i) {
-            /* the terms tinyc_conv2d_grad_input adds to gx[px, i], in its o order */
+        /* the terms tinyc_conv2d_grad_input adds to gx[px, i], in its o order, eight (then
+         * one) sums in registers; a term with g == 0 adds +-0 to a sum that is never -0 */
+        for (i = 0; i + 8 <= cin; i += 8) {
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f, d5 = 0.0f, d6 = 0.0f,
+                  d7 = 0.0f;
+            const int8_t *w = weights + i;
+            for (o = 0; o < cout; ++o, w += cin) {
+                const float g = gy[o];
+                const float s = w_scale[o];
+                d0 = d0 + g * (s * (float)w[0]);
+                d1 = d1 + g * (s * (float)w[1]);
+                d2 = d2 + g * (s * (float)w[2]);
+                d3 = d3 + g * (s * (float)w[3]);
+                d4 = d4 + g * (s * (float)w[4]);
+                d5 = d5 + g * (s * (float)w[5]);
+                d6 = d6 + g * (s * (float)w[6]);
+                d7 = d7 + g * (s * (float)w[7]);
+            }
+            scratch[i] = d0;
+            scratch[i + 1] = d1;
+            scratch[i + 2] = d2;
+            scratch[i + 3] = d3;
+            scratch[i + 4] = d4;
+            scratch[i + 5] = d5;
+            scratch[i + 6] = d6;
+            scratch[i + 7] = d7;
+        }
+        for (; i < cin; ++i) {
             float d = 0.0f;
             for (o = 0; o < cout; ++o) {
-                const float g = gy[o];
-                if (g != 0.0f) {
-                    const float wr = w_scale[o] * (float)weights[o * cin + i];
-                    const float t = g * wr;
-                    d = d + t;
-                }
+                const float t = gy[o] * (w_scale[o] * (float)weights[o * cin + i]);
+                d = d + t;
             }
             scratch[i] = d;
         }
@@ -237,11 +472,6 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
 }
 
 #define ROW_CHUNK 96   /* weight products kept on the stack at a time (floats) */
-
-static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t lo, int32_t hi)
-{
-    return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
-}
 
 /* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step. */
 static void plane_bias_step(const tinyc_conv_update_params *u, const float *plane, int32_t n,
@@ -258,78 +488,129 @@ static void plane_bias_step(const tinyc_conv_update_params *u, const float *plan
     tinyc_bias_update(u, c, gb, bias, f_b, lr, step, guard);
 }
 
-void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
-                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
-                                    tinyc_update_guard *guard)
+/* d[q] += sum over o < n (ascending) of g_q[o] * products[o] for two pixels at once (each
+ * product read once for both). */
+static void dot_pair(const float *g1, const float *g2, const float *products, int32_t n,
+                     float *d1, float *d2)
+{
+    float a1 = *d1, a2 = *d2;
+    int32_t o;
+    TINYC_UNROLL4
+    for (o = 0; o < n; ++o) {
+        const float w = products[o];
+        const float t1 = g1[o] * w;
+        const float t2 = g2[o] * w;
+        a1 = a1 + t1;
+        a2 = a2 + t2;
+    }
+    *d1 = a1;
+    *d2 = a2;
+}
+
+static void dot_quad(const float *g1, const float *g2, const float *g3, const float *g4,
+                     const float *products, int32_t n, float *d1, float *d2, float *d3,
+                     float *d4)
+{
+    float a1 = *d1, a2 = *d2, a3 = *d3, a4 = *d4;
+    int32_t o;
+    TINYC_UNROLL4
+    for (o = 0; o < n; ++o) {
+        const float w = products[o];
+        const float t1 = g1[o] * w;
+        const float t2 = g2[o] * w;
+        const float t3 = g3[o] * w;
+        const float t4 = g4[o] * w;
+        a1 = a1 + t1;
+        a2 = a2 + t2;
+        a3 = a3 + t3;
+        a4 = a4 + t4;
+    }
+    *d1 = a1;
+    *d2 = a2;
+    *d3 = a3;
+    *d4 = a4;
+}
+
+static float dot_one(const float *g, const float *products, int32_t n, float d)
+{
+    int32_t o;
+    TINYC_UNROLL4
+    for (o = 0; o < n; ++o) {
+        const float t = g[o] * products[o];
+        d = d + t;
+    }
+    return d;
+}
+
+/* Channel c's planes: the depthwise output gradient (from the head, masked, and the depthwise
+ * bias step; without a head it is read from gy), then, unless a tail, the depthwise input
+ * gradient, masked, in plane_e. */
+static void channel_planes(const tinyc_dw_pw_grad_params *p, const tinyc_dw_pw_grad_io *io,
+                           int32_t c, float *plane_d, float *plane_e, float *products, float lr,
+                           uint32_t step, tinyc_update_guard *guard)
 {
     const tinyc_conv_grad_params *dw = &p->dw;
-    const int32_t c_n = dw->out_c;   /* = in_c (depthwise); a tail's layer may be any conv */
-    const int32_t cin = p->in_c;
+    const int32_t c_n = dw->out_c;
     const int32_t taps = dw->kernel_h * dw->kernel_w;
     const int32_t in_px = dw->in_h * dw->in_w;
     const int32_t out_px = dw->out_h * dw->out_w;
-    float *plane_d = io->scratch;                          /* head only */
-    float *plane_e = NULL, *update_scratch = NULL;
-    int8_t *row = NULL;
-    float products[ROW_CHUNK > DW_MAX_TAPS ? ROW_CHUNK : DW_MAX_TAPS];
-    int32_t c, px, i, i0, o;
-    if (io->dw_w) {   /* not a tail */
-        plane_e = io->scratch + (p->proj_c ? out_px : 0);
-        update_scratch = plane_e + in_px;
-        /* a row of split expand weights, after the update's scratch: one float per kept
-         * channel (1x1, groups 1) */
-        row = (int8_t *)(void *)(update_scratch + (io->weights ? p->update.num_channels : 0));
-        memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
-    }
-    for (c = 0; c < c_n; ++c) {
-        const int8_t *w = io->pw_w ? io->pw_w + c * cin : row;
-        const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
-        float s;
-        int32_t gd_step = c_n;
-        if (p->proj_c) {
-            /* the terms tinyc_conv2d_grad_input adds to each pixel, in its o order; the
-             * products of the project weights' column c computed once per chunk of o */
-            int32_t o0;
+    const float *gd = io->gy + c;   /* channel c of the depthwise output gradient */
+    int32_t gd_step = c_n, px, o;
+    if (p->proj_c) {
+        /* the terms tinyc_conv2d_grad_input adds to each pixel, in its o order; the products
+         * of the project weights' column c computed once per chunk of o, each read for four
+         * pixels at a time (a term with g == 0 adds +-0 to a sum that is never -0: adding it
+         * is exact) */
+        int32_t o0;
+        for (px = 0; px < out_px; ++px) {
+            plane_d[px] = 0.0f;
+        }
+        for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
+            const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
+            const float *gp = io->gy + o0;
+            const int32_t pc = p->proj_c;
+            int32_t kept[4], m = 0;
+            for (o = 0; o < n; ++o) {
+                products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
+            }
             for (px = 0; px < out_px; ++px) {
-                plane_d[px] = 0.0f;
-            }
-            for (o0 = 0; o0 < p->proj_c; o0 += ROW_CHUNK) {
-                const int32_t n = p->proj_c - o0 < ROW_CHUNK ? p->proj_c - o0 : ROW_CHUNK;
-                for (o = 0; o < n; ++o) {
-                    products[o] = io->proj_scale[o0 + o] * (float)io->proj_w[(o0 + o) * c_n + c];
+                if (!mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
+                                p->dmask_hi)) {
+                    continue;
                 }
-                for (px = 0; px < out_px; ++px) {
-                    const float *gp = io->gy + px * p->proj_c + o0;
-                    float d = plane_d[px];
-                    if (!mask_keeps(io->dmask_bits, io->d_act, px * c_n + c, p->dmask_lo,
-                                    p->dmask_hi)) {
-                        continue;
-                    }
-                    TINYC_UNROLL4
-                    for (o = 0; o < n; ++o) {
-                        const float g = gp[o];
-                        if (g != 0.0f) {
-                            const float t = g * products[o];
-                            d = d + t;
-                        }
-                    }
-                    plane_d[px] = d;
+                kept[m++] = px;
+                if (m == 4) {
+                    dot_quad(gp + kept[0] * pc, gp + kept[1] * pc, gp + kept[2] * pc,
+                             gp + kept[3] * pc, products, n, plane_d + kept[0],
+                             plane_d + kept[1], plane_d + kept[2], plane_d + kept[3]);
+                    m = 0;
                 }
             }
-            if (io->dw_bias) {
-                plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
-                                step, guard);
+            if (m >= 2) {
+                dot_pair(gp + kept[0] * pc, gp + kept[1] * pc, products, n, plane_d + kept[0],
+                         plane_d + kept[1]);
             }
-            gd = plane_d;
-            gd_step = 1;
+            if (m == 1 || m == 3) {
+                plane_d[kept[m - 1]] = dot_one(gp + kept[m - 1] * pc, products, n,
+                                               plane_d[kept[m - 1]]);
+            }
         }
-        if (!io->dw_w) {
-            continue;   /* a tail: the depthwise layer is the earliest trained one */
+        if (io->dw_bias) {
+            plane_bias_step(&p->dw_update, plane_d, out_px, c, io->dw_bias, io->dw_f_b, lr,
+                            step, guard);
         }
-        s = io->pw_scale[c];
-        {
-            const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps,
-                                              products);
+        gd = plane_d;
+        gd_step = 1;
+    }
+    if (!io->dw_w) {
+        return;   /* a tail: the depthwise layer is the earliest trained one */
+    }
+    {
+        const float *wr = dw_tap_products(io->dw_w + c * taps, io->dw_scale[c], taps, products);
+        if (depthwise_plane_ok(dw, wr)) {
+            depthwise_plane(dw, gd, gd_step, wr, io->mask_bits, io->act, p->mask_lo, p->mask_hi,
+                            c, c_n, plane_e, 1);
+        } else {
             for (px = 0; px < in_px; ++px) {
                 plane_e[px] = mask_keeps(io->mask_bits, io->act, px * c_n + c, p->mask_lo,
                                          p->mask_hi)
@@ -338,36 +619,163 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                     : 0.0f;
             }
         }
-        if (io->pw_split) {
-            tinyc_split_row(io->pw_split, c, row);
+    }
+}
+
+/* gx[px, i] += e[px] * (s * w[i]) for i in [i0, cin): the products computed once per chunk. */
+static void add_channel_terms(float *gx, int32_t cin, int32_t in_px, const float *e,
+                              const int8_t *w, float s, int32_t i0, float *products)
+{
+    int32_t i, px;
+    for (; i0 + 8 <= cin; i0 += 8) {   /* eight products in registers */
+        const float p0 = s * (float)w[i0], p1 = s * (float)w[i0 + 1];
+        const float p2 = s * (float)w[i0 + 2], p3 = s * (float)w[i0 + 3];
+        const float p4 = s * (float)w[i0 + 4], p5 = s * (float)w[i0 + 5];
+        const float p6 = s * (float)w[i0 + 6], p7 = s * (float)w[i0 + 7];
+        float *d = gx + i0;
+        for (px = 0; px < in_px; ++px, d += cin) {
+            const float g = e[px];
+            if (g == 0.0f) {
+                continue;
+            }
+            d[0] = d[0] + g * p0;
+            d[1] = d[1] + g * p1;
+            d[2] = d[2] + g * p2;
+            d[3] = d[3] + g * p3;
+            d[4] = d[4] + g * p4;
+            d[5] = d[5] + g * p5;
+            d[6] = d[6] + g * p6;
+            d[7] = d[7] + g * p7;
         }
-        /* gx[px, i] += g * (s * w[i]): the products of the expand weights' row c computed
-         * once per chunk of i (each gx element still gets one term per channel c, in c order) */
-        for (i0 = 0; i0 < cin; i0 += ROW_CHUNK) {
-            const int32_t n = cin - i0 < ROW_CHUNK ? cin - i0 : ROW_CHUNK;
+    }
+    for (; i0 < cin; i0 += ROW_CHUNK) {
+        const int32_t n = cin - i0 < ROW_CHUNK ? cin - i0 : ROW_CHUNK;
+        for (i = 0; i < n; ++i) {
+            products[i] = s * (float)w[i0 + i];
+        }
+        for (px = 0; px < in_px; ++px) {
+            const float g = e[px];
+            float *d = gx + px * cin + i0;
+            if (g == 0.0f) {
+                continue;
+            }
+            TINYC_UNROLL4
             for (i = 0; i < n; ++i) {
-                products[i] = s * (float)w[i0 + i];
-            }
-            for (px = 0; px < in_px; ++px) {
-                const float g = plane_e[px];
-                float *d = io->gx + px * cin + i0;
-                if (g == 0.0f) {
-                    continue;
-                }
-                TINYC_UNROLL4
-                for (i = 0; i < n; ++i) {
-                    const float t = g * products[i];
-                    d[i] = d[i] + t;
-                }
+                const float t = g * products[i];
+                d[i] = d[i] + t;
             }
         }
-        /* after its terms of gx: the unfused update runs after the input gradient */
-        if (io->weights) {
-            tinyc_conv2d_update_channel(&p->update, c, plane_e, 1, io->x, io->channels,
-                                        io->weights, io->bias, io->f_w, io->f_b, lr, step,
-                                        guard, update_scratch);
-        } else if (io->bias) {
-            plane_bias_step(&p->update, plane_e, in_px, c, io->bias, io->f_b, lr, step, guard);
+    }
+}
+
+/* The terms of channels c and c + 1 (planes e0, e1; rows w0, w1 with scales s0, s1), each gx
+ * element getting c's term then c + 1's: sixteen products in registers for eight elements,
+ * each element read and written once for both (a term with g == 0 adds +-0 to a sum that is
+ * never -0: adding it is exact); returns the first i not done. */
+static int32_t add_pair_terms(float *gx, int32_t cin, int32_t in_px, const float *e0,
+                              const float *e1, const int8_t *w0, const int8_t *w1, float s0,
+                              float s1)
+{
+    int32_t i0, px;
+    for (i0 = 0; i0 + 8 <= cin; i0 += 8) {
+        const float p0 = s0 * (float)w0[i0], p1 = s0 * (float)w0[i0 + 1];
+        const float p2 = s0 * (float)w0[i0 + 2], p3 = s0 * (float)w0[i0 + 3];
+        const float p4 = s0 * (float)w0[i0 + 4], p5 = s0 * (float)w0[i0 + 5];
+        const float p6 = s0 * (float)w0[i0 + 6], p7 = s0 * (float)w0[i0 + 7];
+        const float q0 = s1 * (float)w1[i0], q1 = s1 * (float)w1[i0 + 1];
+        const float q2 = s1 * (float)w1[i0 + 2], q3 = s1 * (float)w1[i0 + 3];
+        const float q4 = s1 * (float)w1[i0 + 4], q5 = s1 * (float)w1[i0 + 5];
+        const float q6 = s1 * (float)w1[i0 + 6], q7 = s1 * (float)w1[i0 + 7];
+        float *d = gx + i0;
+        for (px = 0; px < in_px; ++px, d += cin) {
+            const float g = e0[px], h = e1[px];
+            if (g == 0.0f && h == 0.0f) {
+                continue;
+            }
+            d[0] = (d[0] + g * p0) + h * q0;
+            d[1] = (d[1] + g * p1) + h * q1;
+            d[2] = (d[2] + g * p2) + h * q2;
+            d[3] = (d[3] + g * p3) + h * q3;
+            d[4] = (d[4] + g * p4) + h * q4;
+            d[5] = (d[5] + g * p5) + h * q5;
+            d[6] = (d[6] + g * p6) + h * q6;
+            d[7] = (d[7] + g * p7) + h * q7;
+        }
+    }
+    return i0;
+}
+
+void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
+                                    const tinyc_dw_pw_grad_io *io, float lr, uint32_t step,
+                                    tinyc_update_guard *guard)
+{
+    const int32_t c_n = p->dw.out_c;   /* = in_c (depthwise); a tail's layer may be any conv */
+    const int32_t cin = p->in_c;
+    const int32_t in_px = p->dw.in_h * p->dw.in_w;
+    const int32_t out_px = p->dw.out_h * p->dw.out_w;
+    const int32_t kept = io->weights ? p->update.num_channels : 0;
+    float *plane_d = io->scratch;                          /* head only */
+    float *plane_e = NULL, *update_scratch = NULL;
+    int8_t *row = NULL;
+    float products[ROW_CHUNK > DW_MAX_TAPS ? ROW_CHUNK : DW_MAX_TAPS];
+    float x_table[256];   /* the expand layer's input, dequantized (tinyc_update_x_table) */
+    const float *x_lut = NULL;
+    int32_t c, k, cb;
+    if (!io->dw_w) {   /* a tail: the head alone */
+        for (c = 0; c < c_n; ++c) {
+            channel_planes(p, io, c, plane_d, NULL, products, lr, step, guard);
+        }
+        return;
+    }
+    /* scratch: [plane_d] plane_e of c, of c + 1, the update's scratch of c, of c + 1 (one
+     * float per kept channel: 1x1, groups 1), then two rows of split expand weights */
+    plane_e = io->scratch + (p->proj_c ? out_px : 0);
+    update_scratch = plane_e + 2 * in_px;
+    row = (int8_t *)(void *)(update_scratch + 2 * kept);
+    memset(io->gx, 0, (size_t)(in_px * cin) * sizeof(float));
+    if (io->weights && tinyc_update_uses_x_table(&p->update)) {
+        tinyc_update_x_table(&p->update, x_table);
+        x_lut = x_table;
+    }
+    /* two channels at a time (the last alone when c_n is odd): each gx element still gets its
+     * terms in c order, and each channel's update comes after its terms of gx */
+    for (c = 0; c < c_n; c += cb) {
+        const int8_t *w[2];
+        int32_t i0 = 0;
+        cb = c + 1 < c_n ? 2 : 1;
+        for (k = 0; k < cb; ++k) {
+            channel_planes(p, io, c + k, plane_d, plane_e + k * in_px, products, lr, step,
+                           guard);
+            if (io->pw_split) {
+                tinyc_split_row(io->pw_split, c + k, row + k * cin);
+            }
+            w[k] = io->pw_w ? io->pw_w + (c + k) * cin : row + k * cin;
+        }
+        if (cb == 2) {
+            i0 = add_pair_terms(io->gx, cin, in_px, plane_e, plane_e + in_px, w[0], w[1],
+                                io->pw_scale[c], io->pw_scale[c + 1]);
+        }
+        for (k = 0; k < cb; ++k) {   /* the elements from i0: channel c's terms, then c + 1's */
+            add_channel_terms(io->gx, cin, in_px, plane_e + k * in_px, w[k],
+                              io->pw_scale[c + k], i0, products);
+        }
+        /* after their terms of gx: the unfused update runs after the input gradient */
+        if (io->weights && cb == 2 && x_lut && tinyc_update_pair_ok(&p->update)) {
+            tinyc_conv2d_update_pair(&p->update, c, plane_e, plane_e + in_px, io->x,
+                                     io->channels, io->weights, io->bias, io->f_w, io->f_b, lr,
+                                     step, guard, update_scratch, update_scratch + kept, x_lut);
+            continue;
+        }
+        for (k = 0; k < cb; ++k) {
+            if (io->weights) {
+                tinyc_conv2d_update_channel_table(&p->update, c + k, plane_e + k * in_px, 1,
+                                                  io->x, io->channels, io->weights, io->bias,
+                                                  io->f_w, io->f_b, lr, step, guard,
+                                                  update_scratch + k * kept, x_lut);
+            } else if (io->bias) {
+                plane_bias_step(&p->update, plane_e + k * in_px, in_px, c + k, io->bias,
+                                io->f_b, lr, step, guard);
+            }
         }
     }
 }

@@ -10,6 +10,38 @@
 #define TINYC_STEP_MULT 2654435761u
 #define TINYC_BIAS_COUNTER (1u << 30)
 
+/* tinyc_floorf, tinyc_lowbias32, tinyc_round_stochastic and tinyc_round_nearest (loss.c)
+ * with the same operations, here where the compiler can inline them into the weight loop */
+static float floor_f(float x)
+{
+    int32_t i;
+    float f;
+    if (!(x > -8388608.0f && x < 8388608.0f)) {
+        return x;
+    }
+    i = (int32_t)x;
+    f = (float)i;
+    return f > x ? f - 1.0f : f;
+}
+
+static float stochastic_round(float x, uint32_t counter)
+{
+    uint32_t h = counter;
+    float u;
+    h ^= h >> 16;
+    h *= 0x7FEB352Du;
+    h ^= h >> 15;
+    h *= 0x846CA68Bu;
+    h ^= h >> 16;
+    u = (float)(h >> 8) * 0x1p-24f;
+    return floor_f(x + u);
+}
+
+static float nearest_round(float x)
+{
+    return x >= 0.0f ? floor_f(x + 0.5f) : -floor_f(-(x - 0.5f));
+}
+
 static float round_step(float x, int32_t stochastic, uint32_t counter)
 {
     return stochastic ? tinyc_round_stochastic(x, counter) : tinyc_round_nearest(x);
@@ -91,15 +123,264 @@ void tinyc_bias_update(const tinyc_conv_update_params *p, int32_t o, float gb, i
     }
 }
 
+void tinyc_update_x_table(const tinyc_conv_update_params *p, float *table)
+{
+    int32_t b;
+    for (b = -128; b < 128; ++b) {
+        table[b + 128] = p->x_scale * (float)(b - p->x_zero_point);
+    }
+}
+
+/* Whether the gradient of p's weights is a 1x1 conv's (stride 1, no padding, one input pixel
+ * per output pixel): tinyc_pointwise_weight_grad's case. */
+static int is_pointwise(const tinyc_conv_grad_params *c)
+{
+    return c->kernel_h == 1 && c->kernel_w == 1 && c->stride_h == 1 && c->stride_w == 1
+        && c->pad_top == 0 && c->pad_left == 0 && c->in_h == c->out_h && c->in_w == c->out_w;
+}
+
+int tinyc_update_uses_x_table(const tinyc_conv_update_params *p)
+{
+    return p->num_channels > 0 && is_pointwise(&p->conv);
+}
+
+/* acc[j] = sum over pixels q (ascending, g(q) = gy[q * gy_step] != 0) of g(q) * xr[q, j] for
+ * j < n, xr[q, j] = table[x[q * k + j] + 128]: the sums of the general loop below, eight (then
+ * four, then one) accumulators in registers, each int8 input converted by one table read.
+ * Returns the bias gradient (the nonzero g(q) summed in q order). */
+static float pointwise_weight_grad(const float *gy, int32_t gy_step, int32_t pixels,
+                                   const int8_t *x, int32_t k, int32_t n, const float *table,
+                                   float *acc)
+{
+    const float *t = table + 128;
+    float gb = 0.0f;
+    int32_t q, j = 0;
+    for (q = 0; q < pixels; ++q) {
+        const float g = gy[q * gy_step];
+        if (g != 0.0f) {
+            gb = gb + g;
+        }
+    }
+    for (; j + 8 <= n; j += 8) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f,
+              a7 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy[q * gy_step];
+            if (g == 0.0f) {
+                continue;   /* adds +-0 to sums that are never -0: skipping it is exact */
+            }
+            a0 = a0 + g * t[xp[0]];
+            a1 = a1 + g * t[xp[1]];
+            a2 = a2 + g * t[xp[2]];
+            a3 = a3 + g * t[xp[3]];
+            a4 = a4 + g * t[xp[4]];
+            a5 = a5 + g * t[xp[5]];
+            a6 = a6 + g * t[xp[6]];
+            a7 = a7 + g * t[xp[7]];
+        }
+        acc[j] = a0;
+        acc[j + 1] = a1;
+        acc[j + 2] = a2;
+        acc[j + 3] = a3;
+        acc[j + 4] = a4;
+        acc[j + 5] = a5;
+        acc[j + 6] = a6;
+        acc[j + 7] = a7;
+    }
+    for (; j + 4 <= n; j += 4) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy[q * gy_step];
+            if (g == 0.0f) {
+                continue;
+            }
+            a0 = a0 + g * t[xp[0]];
+            a1 = a1 + g * t[xp[1]];
+            a2 = a2 + g * t[xp[2]];
+            a3 = a3 + g * t[xp[3]];
+        }
+        acc[j] = a0;
+        acc[j + 1] = a1;
+        acc[j + 2] = a2;
+        acc[j + 3] = a3;
+    }
+    for (; j < n; ++j) {
+        float a0 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy[q * gy_step];
+            if (g != 0.0f) {
+                a0 = a0 + g * t[xp[0]];
+            }
+        }
+        acc[j] = a0;
+    }
+    return gb;
+}
+
+/* The step of output channel o from its gradients (bias: gb; weights: scratch, n kept channels
+ * from j0, split weights at `at`): what tinyc_conv2d_update_channel does after summing them.
+ * The guard (train.h): every step of o is computed, and checked, before any is written. */
+static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb, int32_t j0,
+                         int32_t n, int32_t at, const int32_t *channels, int8_t *weights,
+                         int32_t *bias, const float *f_w, const float *f_b, float lr,
+                         uint32_t step, tinyc_update_guard *guard, float *scratch)
+{
+    const tinyc_conv_grad_params *c = &p->conv;
+    const int32_t cin_g = c->in_c / c->groups;
+    const int32_t cout_g = c->out_c / c->groups;
+    const uint32_t base = step * TINYC_STEP_MULT + p->salt;
+    const int32_t kk = c->kernel_h * c->kernel_w;
+    const int32_t grp = o / cout_g;
+    int32_t t, j, new_bias = 0;
+    int32_t nonfinite = 0, saturated = 0, saturates = 0;
+    if (bias) {
+        nonfinite = !isfinite(gb);
+        if (!nonfinite) {
+            new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
+        }
+    }
+    /* one pass computes each new weight (kept in scratch, as a float) and counts the
+     * saturating ones; the second only stores them */
+    for (t = 0; t < kk && n > 0 && !nonfinite; ++t) {
+        float *acc = scratch + t * n;
+        const int32_t row = (o * kk + t) * cin_g - grp * cin_g;   /* + the global channel */
+        const int8_t *w_at = p->split_weights ? weights + at + t * n : weights + row;
+        const float fw = f_w[o];
+        for (j = 0; j < n; ++j) {
+            const int32_t ch = channels ? channels[j0 + j] : j0 + j;
+            const int8_t w = p->split_weights ? w_at[j] : w_at[ch];
+            const float a = acc[j];
+            float d, r;
+            if (!isfinite(a)) {
+                nonfinite = 1;
+                break;
+            }
+            d = lr * a;
+            d = d * fw;
+            /* the counter is the logical (OHWI) index wherever the weight is stored */
+            r = p->stochastic ? stochastic_round(d, base + (uint32_t)(row + ch))
+                              : nearest_round(d);
+            acc[j] = (float)weight_step(w, r, &saturates);
+            saturated += saturates;
+        }
+    }
+    if (tinyc_guard_refuses(guard, nonfinite, saturated, kk * n + (bias ? 1 : 0))) {
+        return;
+    }
+    if (bias) {
+        bias[o] = new_bias;
+    }
+    for (t = 0; t < kk && n > 0; ++t) {
+        const float *acc = scratch + t * n;
+        int8_t *w_at = p->split_weights ? weights + at + t * n
+                                        : weights + (o * kk + t) * cin_g - grp * cin_g;
+        for (j = 0; j < n; ++j) {
+            w_at[p->split_weights ? j : (channels ? channels[j0 + j] : j0 + j)] = (int8_t)acc[j];
+        }
+    }
+}
+
+
+/* pointwise_weight_grad for two output channels at once (gy0, gy1: their planes, step 1),
+ * each table value read once for both: the same sums, eight of each in registers. */
+static void pointwise_weight_grad_pair(const float *gy0, const float *gy1, int32_t pixels,
+                                       const int8_t *x, int32_t k, const float *table,
+                                       float *acc0, float *acc1)
+{
+    const float *t = table + 128;
+    int32_t q, j = 0;
+    for (; j + 8 <= k; j += 8) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f,
+              a7 = 0.0f;
+        float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f, b5 = 0.0f, b6 = 0.0f,
+              b7 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float g = gy0[q], h = gy1[q];
+            float v;
+            /* a term with g == 0 adds +-0 to a sum that is never -0: adding or skipping it
+             * is exact */
+            if (g == 0.0f && h == 0.0f) {
+                continue;
+            }
+            v = t[xp[0]]; a0 = a0 + g * v; b0 = b0 + h * v;
+            v = t[xp[1]]; a1 = a1 + g * v; b1 = b1 + h * v;
+            v = t[xp[2]]; a2 = a2 + g * v; b2 = b2 + h * v;
+            v = t[xp[3]]; a3 = a3 + g * v; b3 = b3 + h * v;
+            v = t[xp[4]]; a4 = a4 + g * v; b4 = b4 + h * v;
+            v = t[xp[5]]; a5 = a5 + g * v; b5 = b5 + h * v;
+            v = t[xp[6]]; a6 = a6 + g * v; b6 = b6 + h * v;
+            v = t[xp[7]]; a7 = a7 + g * v; b7 = b7 + h * v;
+        }
+        acc0[j] = a0; acc0[j + 1] = a1; acc0[j + 2] = a2; acc0[j + 3] = a3;
+        acc0[j + 4] = a4; acc0[j + 5] = a5; acc0[j + 6] = a6; acc0[j + 7] = a7;
+        acc1[j] = b0; acc1[j + 1] = b1; acc1[j + 2] = b2; acc1[j + 3] = b3;
+        acc1[j + 4] = b4; acc1[j + 5] = b5; acc1[j + 6] = b6; acc1[j + 7] = b7;
+    }
+    for (; j < k; ++j) {
+        float a0 = 0.0f, b0 = 0.0f;
+        const int8_t *xp = x + j;
+        for (q = 0; q < pixels; ++q, xp += k) {
+            const float v = t[xp[0]];
+            a0 = a0 + gy0[q] * v;
+            b0 = b0 + gy1[q] * v;
+        }
+        acc0[j] = a0;
+        acc1[j] = b0;
+    }
+}
+
+static float plane_sum(const float *g, int32_t n)
+{
+    float s = 0.0f;
+    int32_t q;
+    for (q = 0; q < n; ++q) {
+        if (g[q] != 0.0f) {
+            s = s + g[q];
+        }
+    }
+    return s;
+}
+
+int tinyc_update_pair_ok(const tinyc_conv_update_params *p)
+{
+    return tinyc_update_uses_x_table(p) && p->conv.groups == 1;
+}
+
+void tinyc_conv2d_update_pair(const tinyc_conv_update_params *p, int32_t o, const float *gy0,
+                              const float *gy1, const int8_t *x, const int32_t *channels,
+                              int8_t *weights, int32_t *bias, const float *f_w, const float *f_b,
+                              float lr, uint32_t step, tinyc_update_guard *guard,
+                              float *scratch0, float *scratch1, const float *x_table)
+{
+    const int32_t k = p->num_channels;
+    const int32_t pixels = p->conv.out_h * p->conv.out_w;
+    pointwise_weight_grad_pair(gy0, gy1, pixels, x, k, x_table, scratch0, scratch1);
+    /* groups 1: every kept channel is o's (j0 0, n k); split weights: o's after o * k */
+    channel_step(p, o, plane_sum(gy0, pixels), 0, k, o * k, channels, weights, bias, f_w, f_b,
+                 lr, step, guard, scratch0);
+    channel_step(p, o + 1, plane_sum(gy1, pixels), 0, k, (o + 1) * k, channels, weights, bias,
+                 f_w, f_b, lr, step, guard, scratch1);
+}
+
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
                          const int32_t *channels, int8_t *weights, int32_t *bias,
                          const float *f_w, const float *f_b, float lr, uint32_t step,
                          tinyc_update_guard *guard, float *scratch)
 {
+    float table[256];
+    const float *x_table = NULL;
     int32_t o;
+    if (tinyc_update_uses_x_table(p)) {
+        tinyc_update_x_table(p, table);
+        x_table = table;
+    }
     for (o = 0; o < p->conv.out_c; ++o) {
-        tinyc_conv2d_update_channel(p, o, gy + o, p->conv.out_c, x, channels, weights, bias, f_w,
-                                    f_b, lr, step, guard, scratch);
+        tinyc_conv2d_update_channel_table(p, o, gy + o, p->conv.out_c, x, channels, weights,
+                                          bias, f_w, f_b, lr, step, guard, scratch, x_table);
     }
 }
 
@@ -109,15 +390,24 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
                                  const float *f_b, float lr, uint32_t step,
                                  tinyc_update_guard *guard, float *scratch)
 {
+    tinyc_conv2d_update_channel_table(p, o, gy, gy_step, x, channels, weights, bias, f_w, f_b,
+                                      lr, step, guard, scratch, NULL);
+}
+
+void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_t o,
+                                       const float *gy, int32_t gy_step, const int8_t *x,
+                                       const int32_t *channels, int8_t *weights, int32_t *bias,
+                                       const float *f_w, const float *f_b, float lr,
+                                       uint32_t step, tinyc_update_guard *guard, float *scratch,
+                                       const float *x_table)
+{
     const tinyc_conv_grad_params *c = &p->conv;
     const int32_t cin_g = c->in_c / c->groups;
     const int32_t cout_g = c->out_c / c->groups;
     const int32_t k = p->num_channels;
-    const uint32_t base = step * TINYC_STEP_MULT + p->salt;
     const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t grp = o / cout_g;
-    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at, new_bias = 0;
-    int32_t nonfinite = 0, saturated = 0, saturates = 0;
+    int32_t oy, ox, ky, kx, j, j0 = 0, j1, n, at;
     float gb = 0.0f;
 
     /* kept channels of o's group: [j0, j1) (kept channels ascend) */
@@ -135,94 +425,53 @@ void tinyc_conv2d_update_channel(const tinyc_conv_update_params *p, int32_t o, c
     /* split weights: weights + at holds o's kept weights, after those of the output channels
      * before it (j0 kept channels in earlier groups, each for cout_g output channels) */
     at = kk * (j0 * cout_g + n * (o - grp * cout_g));
-    if (n > 0) {
-        memset(scratch, 0, (size_t)(kk * n) * sizeof(float));
-    }
-    for (oy = 0; oy < c->out_h; ++oy) {
-        const int32_t iy0 = oy * c->stride_h - c->pad_top;
-        for (ox = 0; ox < c->out_w; ++ox) {
-            const int32_t ix0 = ox * c->stride_w - c->pad_left;
-            const float g = gy[(oy * c->out_w + ox) * gy_step];
-            /* g == 0 adds +-0 to sums that are never -0: skipping it is exact */
-            if (g == 0.0f) {
-                continue;
-            }
-            gb = gb + g;
-            if (n == 0) {
-                continue;
-            }
-            for (ky = 0; ky < c->kernel_h; ++ky) {
-                const int32_t iy = iy0 + ky * c->dilation_h;
-                if (iy < 0 || iy >= c->in_h) {
-                    continue;   /* padding contributes exactly 0 */
+    if (x_table && n > 0 && is_pointwise(c)) {
+        gb = pointwise_weight_grad(gy, gy_step, c->out_h * c->out_w, x + j0, k, n, x_table,
+                                   scratch);
+    } else {
+        if (n > 0) {
+            memset(scratch, 0, (size_t)(kk * n) * sizeof(float));
+        }
+        for (oy = 0; oy < c->out_h; ++oy) {
+            const int32_t iy0 = oy * c->stride_h - c->pad_top;
+            for (ox = 0; ox < c->out_w; ++ox) {
+                const int32_t ix0 = ox * c->stride_w - c->pad_left;
+                const float g = gy[(oy * c->out_w + ox) * gy_step];
+                /* g == 0 adds +-0 to sums that are never -0: skipping it is exact */
+                if (g == 0.0f) {
+                    continue;
                 }
-                for (kx = 0; kx < c->kernel_w; ++kx) {
-                    const int32_t ix = ix0 + kx * c->dilation_w;
-                    const int8_t *px;
-                    float *acc;
-                    if (ix < 0 || ix >= c->in_w) {
-                        continue;
+                gb = gb + g;
+                if (n == 0) {
+                    continue;
+                }
+                for (ky = 0; ky < c->kernel_h; ++ky) {
+                    const int32_t iy = iy0 + ky * c->dilation_h;
+                    if (iy < 0 || iy >= c->in_h) {
+                        continue;   /* padding contributes exactly 0 */
                     }
-                    px = x + (iy * c->in_w + ix) * k + j0;
-                    acc = scratch + (ky * c->kernel_w + kx) * n;
-                    TINYC_UNROLL4
-                    for (j = 0; j < n; ++j) {
-                        const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
-                        const float t = g * xr;
-                        acc[j] = acc[j] + t;
+                    for (kx = 0; kx < c->kernel_w; ++kx) {
+                        const int32_t ix = ix0 + kx * c->dilation_w;
+                        const int8_t *px;
+                        float *acc;
+                        if (ix < 0 || ix >= c->in_w) {
+                            continue;
+                        }
+                        px = x + (iy * c->in_w + ix) * k + j0;
+                        acc = scratch + (ky * c->kernel_w + kx) * n;
+                        TINYC_UNROLL4
+                        for (j = 0; j < n; ++j) {
+                            const float xr = p->x_scale * (float)((int32_t)px[j] - p->x_zero_point);
+                            const float t = g * xr;
+                            acc[j] = acc[j] + t;
+                        }
                     }
                 }
             }
         }
     }
-    /* The guard (train.h): every step of o is computed, and checked, before any is written.
-     * The weight steps replace their gradients in scratch. */
-    if (bias) {
-        nonfinite = !isfinite(gb);
-        if (!nonfinite) {
-            new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
-        }
-    }
-    for (ky = 0; ky < c->kernel_h && !nonfinite; ++ky) {
-        for (kx = 0; kx < c->kernel_w && !nonfinite; ++kx) {
-            float *acc = scratch + (ky * c->kernel_w + kx) * n;
-            const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
-            for (j = 0; j < n; ++j) {
-                const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
-                const int32_t at_w = p->split_weights
-                    ? at + (ky * c->kernel_w + kx) * n + j : row + local;
-                float d;
-                if (!isfinite(acc[j])) {
-                    nonfinite = 1;
-                    break;
-                }
-                d = lr * acc[j];
-                d = d * f_w[o];
-                /* the counter is the logical (OHWI) index wherever the weight is stored */
-                acc[j] = round_step(d, p->stochastic, base + (uint32_t)(row + local));
-                (void)weight_step(weights[at_w], acc[j], &saturates);
-                saturated += saturates;
-            }
-        }
-    }
-    if (tinyc_guard_refuses(guard, nonfinite, saturated, kk * n + (bias ? 1 : 0))) {
-        return;
-    }
-    if (bias) {
-        bias[o] = new_bias;
-    }
-    for (ky = 0; ky < c->kernel_h; ++ky) {
-        for (kx = 0; kx < c->kernel_w; ++kx) {
-            const float *acc = scratch + (ky * c->kernel_w + kx) * n;
-            const int32_t row = ((o * c->kernel_h + ky) * c->kernel_w + kx) * cin_g;
-            for (j = 0; j < n; ++j) {
-                const int32_t local = (channels ? channels[j0 + j] : j0 + j) - grp * cin_g;
-                const int32_t at_w = p->split_weights
-                    ? at + (ky * c->kernel_w + kx) * n + j : row + local;
-                weights[at_w] = weight_step(weights[at_w], acc[j], &saturates);
-            }
-        }
-    }
+    channel_step(p, o, gb, j0, n, at, channels, weights, bias, f_w, f_b, lr, step, guard,
+                 scratch);
 }
 
 void tinyc_fold_bias(int32_t out_c, int32_t filter_size, int32_t in_zp, const int8_t *weights,
