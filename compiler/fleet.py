@@ -522,7 +522,7 @@ def serve(out, rounds: int, address: str, devices: int, strategy: str = "fedavg"
     try:
         start_server(server_address=address, config=ServerConfig(num_rounds=rounds),
                      strategy=strat)
-    except SystemExit as e:   # Flower exits on an address it cannot parse or bind
+    except (SystemExit, RuntimeError) as e:   # an address Flower cannot parse, or bind
         raise TinycError(f"the fleet server cannot listen on {address!r} ({e})") from None
     if strat.final_codes is None:
         raise TinycError("no round completed: no device returned parameters")
@@ -543,8 +543,9 @@ def join(client: FleetClient, server: str, retries: int = 30) -> None:
     except grpc.RpcError as e:
         # the legacy transport: a server that has finished its rounds cancels the stream
         if client.rounds == 0:
-            raise TinycError(f"the fleet server at {server} went away before any round "
-                             f"({e.code().name})") from None
+            raise TinycError(f"cannot reach the fleet server at {server}, or it ended before "
+                             f"any round ({e.code().name}): is `tinyc fleet serve` running "
+                             "there?") from None
     except (ConnectionError, OSError) as e:
         raise TinycError(f"cannot reach the fleet server at {server}: {e}") from None
     if client.rounds == 0:
