@@ -279,6 +279,17 @@ class DeviceBackend:
             self.dev.close()
 
 
+_POOL: dict = {}
+
+
+def pooled(key, make):
+    """One object per process and key, made on first use: a simulation's worker process keeps
+    one host build (and its data) for all the virtual devices it runs."""
+    if key not in _POOL:
+        _POOL[key] = make()
+    return _POOL[key]
+
+
 # --------------------------------------------------------------------------- the client
 def payload_bytes(arrays) -> int:
     return int(sum(np.asarray(a).nbytes for a in arrays))
