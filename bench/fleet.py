@@ -19,7 +19,7 @@ aggregate on the held-out set after each round.
 Compared with: each device alone (the same passes over its own data, from the same start) and
 centralised training on the union of the devices' data (same lr, one pass per round).
 
-Usage: python bench/fleet.py [--devices 100] [--rounds 20] [--strategy fedavg|fedprox]
+Usage: python bench/fleet.py [--devices 100] [--rounds 20] [--variants fedavg,fedprox,...]
        -> bench/results/fleet.md and .json
 """
 from __future__ import annotations
@@ -127,7 +127,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg")
+    ap.add_argument("--variants", default="fedavg,fedprox,fedavg-nearest",
+                    help="fleets to run, the first is the main one: " + ", ".join(VARIANTS))
     ap.add_argument("--mu", type=float, default=0.01)
     ap.add_argument("--work", default=str(ROOT / "out" / "bench_fleet"))
     ap.add_argument("--out", default=str(common.RESULTS_DIR / "fleet"))
@@ -199,57 +200,24 @@ def main() -> int:
     print(f"alone: best device {max(alone):.1%}, mean {np.mean(alone):.1%} ({t_alone:.0f} s)",
           flush=True)
 
-    # the fleet: Flower's simulation engine
-    from flwr.client import ClientApp
-    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
-    from flwr.simulation import run_simulation
-    fleet.quiet_flower("ERROR")
+    # the fleet: Flower's simulation engine, once per variant
     os.environ["TINYC_FLEET_BENCH"] = str(work)
-    per_round = []
-
-    def server_eval(r, codes, config):
-        acc = evaluate(trainer, layout, base, codes, xtq, ytq, out_q)
-        per_round.append({"round": r, "accuracy": acc, "t": time.monotonic() - t_fleet})
-        print(f"round {r}: fleet accuracy {acc:.1%}", flush=True)
-        return 1.0 - acc, {"accuracy": acc}
-
-    strategy = fleet.fleet_strategy(layout, a.strategy, lr=LR, epochs=1, proximal_mu=a.mu,
-                                    wait_for=1, initial_codes=start, evaluate_fn=server_eval,
-                                    fraction_evaluate=0.0)
-
-    def server_fn(context):
-        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=a.rounds))
-
-    t_fleet = time.monotonic()
-    run_simulation(ServerApp(server_fn=server_fn), ClientApp(client_fn=client_fn),
-                   num_supernodes=a.devices,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 2, "include_dashboard": False,
-                                                 "log_to_driver": False}})
-    t_fleet = time.monotonic() - t_fleet
+    fleets = {}
+    for variant in a.variants.split(","):
+        fleets[variant] = run_fleet(variant, a, work, trainer, layout, base, start,
+                                    (xtq, ytq, out_q))
     trainer.close()
-    hist = {h["round"]: h for h in strategy.history}
-    rows = []
-    for e in per_round:
-        r = e["round"]
-        if r == 0:
-            continue
-        h = hist.get(r, {})
-        rows.append({"round": r, "fleet": e["accuracy"], "central": central[r - 1],
-                     "devices": h.get("results"), "failures": h.get("failures"),
-                     "bytes_up_max": max(h.get("bytes_up", [0])),
-                     "bytes_down_max": max(h.get("bytes_down", [0])),
-                     "bytes_up_total": sum(h.get("bytes_up", [])),
-                     "bytes_down_total": sum(h.get("bytes_down", [])), "loss": h.get("loss"),
-                     "t": e["t"]})
-    within = next((r["round"] for r in rows if r["fleet"] >= central[-1] - 0.02), None)
+    main_run = fleets[a.variants.split(",")[0]]["rows"]
+    within = next((r["round"] for r in main_run if r["fleet"] >= central[-1] - 0.02), None)
     result = {"provenance": common.provenance(), "devices": a.devices, "rounds": a.rounds,
-              "strategy": a.strategy, "mu": a.mu if a.strategy == "fedprox" else None,
+              "variants": {k: VARIANTS[k] for k in fleets}, "mu": a.mu,
               "lr": LR, "shard": SHARD, "classes_per_device": np.bincount(classes).tolist(),
               "trained_elements": layout.count, "trained_bytes": layout.nbytes,
-              "start_accuracy": acc0, "alone": alone, "central": central, "rows": rows,
-              "fleet_final": rows[-1]["fleet"], "within_2_points_round": within,
-              "wall_s": {"fleet": t_fleet, "central": t_central, "alone": t_alone,
+              "start_accuracy": acc0, "alone": alone, "central": central, "fleets": fleets,
+              "main": a.variants.split(",")[0], "fleet_final": main_run[-1]["fleet"],
+              "within_2_points_round": within,
+              "wall_s": {"central": t_central, "alone": t_alone,
+                         **{k: v["wall_s"] for k, v in fleets.items()},
                          "total": time.monotonic() - t_start}}
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
@@ -258,43 +226,117 @@ def main() -> int:
     return 0
 
 
+VARIANTS = {
+    "fedavg": "Flower's FedAvg (weighted by samples); the aggregate rounded as the build's steps "
+              "(stochastic rounding, one seeded draw on the server)",
+    "fedprox": "Flower's FedProx (mu, the proximal step applied once after the local pass); "
+               "stochastic rounding of the aggregate",
+    "fedavg-nearest": "FedAvg with the aggregate rounded to the nearest code (ablation)",
+}
+
+
+def run_fleet(variant: str, a, work: Path, trainer, layout, base, start, test) -> dict:
+    from flwr.client import ClientApp
+    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+    from flwr.simulation import run_simulation
+    from tinyc import fleet
+    if variant not in VARIANTS:
+        common.die(f"--variants: {variant!r} is not one of {', '.join(VARIANTS)}")
+    fleet.quiet_flower("ERROR")
+    xtq, ytq, out_q = test
+    per_round = []
+    t0 = time.monotonic()
+
+    def server_eval(r, codes, config):
+        acc = evaluate(trainer, layout, base, codes, xtq, ytq, out_q)
+        per_round.append({"round": r, "accuracy": acc, "t": time.monotonic() - t0})
+        print(f"{variant} round {r}: fleet accuracy {acc:.1%}", flush=True)
+        return 1.0 - acc, {"accuracy": acc}
+
+    server_layout = layout if variant != "fedavg-nearest" else \
+        fleet.ParamLayout(layout.table, rounding="nearest")
+    strategy = fleet.fleet_strategy(server_layout, variant.split("-")[0], lr=LR, epochs=1,
+                                    proximal_mu=a.mu, wait_for=1, initial_codes=start,
+                                    evaluate_fn=server_eval, fraction_evaluate=0.0)
+
+    def server_fn(context):
+        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=a.rounds))
+
+    run_simulation(ServerApp(server_fn=server_fn), ClientApp(client_fn=client_fn),
+                   num_supernodes=a.devices,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 2, "include_dashboard": False,
+                                                 "log_to_driver": False}})
+    wall = time.monotonic() - t0
+    hist = {h["round"]: h for h in strategy.history}
+    rows = []
+    for e in per_round:
+        r = e["round"]
+        if r == 0:
+            continue
+        h = hist.get(r, {})
+        rows.append({"round": r, "fleet": e["accuracy"], "devices": h.get("results"),
+                     "failures": h.get("failures"),
+                     "bytes_up_max": max(h.get("bytes_up", [0])),
+                     "bytes_down_max": max(h.get("bytes_down", [0])),
+                     "bytes_up_total": sum(h.get("bytes_up", [])),
+                     "bytes_down_total": sum(h.get("bytes_down", [])), "loss": h.get("loss"),
+                     "t": e["t"]})
+    return {"rows": rows, "wall_s": wall}
+
+
 def write_md(path: Path, r: dict) -> None:
-    rows = [[x["round"], f"{x['fleet']:.1%}", f"{x['central']:.1%}", x["devices"],
-             x["failures"], f"{x['bytes_down_max']:,}", f"{x['bytes_up_max']:,}",
-             f"{x['bytes_up_total'] + x['bytes_down_total']:,}", f"{x['t']:.0f}"]
-            for x in r["rows"]]
+    names = list(r["fleets"])
+    main = r["fleets"][r["main"]]["rows"]
+    rows = []
+    for i, x in enumerate(main):
+        rows.append([x["round"], *(f"{r['fleets'][n]['rows'][i]['fleet']:.1%}" for n in names),
+                     f"{r['central'][x['round'] - 1]:.1%}", x["devices"], x["failures"],
+                     f"{x['bytes_down_max']:,}", f"{x['bytes_up_max']:,}",
+                     f"{x['bytes_up_total'] + x['bytes_down_total']:,}", f"{x['t']:.0f}"])
     alone = np.asarray(r["alone"])
     within = r["within_2_points_round"]
-    text = f"""# A fleet that learns together: {r['devices']} devices, Flower's simulation
+    finals = "; ".join(f"{n} {r['fleets'][n]['rows'][-1]['fleet']:.1%} "
+                       f"({r['fleets'][n]['wall_s']:.0f} s)" for n in names)
+    variants = "\n".join(f"- `{n}`: {r['variants'][n]}" for n in names)
+    text = f"""# A fleet that learns together: {r['devices']} devices in Flower's simulation
 
-bench/fleet.py (module docstring: model, data, split). Fashion-MNIST 14x14, a network
-pretrained on the classes 0-4 learns the classes 5-9 with `--train last:1` (the last hidden
-layer and a new head: {r['trained_elements']:,} trained elements, {r['trained_bytes']:,} B as
-the device stores them, int8 weights / int32 biases). {r['devices']} virtual devices of
-{2 * r['shard']} samples each, non-IID (two class-sorted shards per device; devices holding
-1/2/3 classes: {r['classes_per_device'][1:]}), {r['strategy']}{f" (mu {r['mu']})" if r['mu'] else ""}, lr {r['lr']}, one pass over its own
-data per device and round, every device in every round; accuracy of the aggregate on
-{N_TEST:,} held-out test images of the new task (before any training: {r['start_accuracy']:.1%}).
+bench/fleet.py (its docstring: model, data, split). Fashion-MNIST at 14x14 (the Debian package
+dataset-fashion-mnist); a network pretrained in float on the classes 0-4 learns the classes 5-9
+with `--train last:1` (the last hidden layer and a new head: {r['trained_elements']:,} trained
+elements, {r['trained_bytes']:,} B as the device stores them: int8 weights, int32 biases).
+{r['devices']} virtual devices of {2 * r['shard']} samples each, non-IID (two class-sorted
+shards per device; devices holding 1/2/3 classes: {r['classes_per_device'][1:]}); lr {r['lr']},
+one pass over its own data per device and round, every device in every round (Flower's
+simulation engine on Ray, 2 CPUs: a pool of 2 host-build processes, the virtual devices'
+parameters swapped in and out). Accuracy of the aggregate on {N_TEST:,} held-out test images of
+the new task (before any training: {r['start_accuracy']:.1%}).
+
+{variants}
 
 ## Results
 
-- fleet after {r['rounds']} rounds: **{r['fleet_final']:.1%}**; centralised training on the union
-  of the devices' data (same lr, one pass per round): {r['central'][-1]:.1%} after {r['rounds']}
-  passes; the fleet is within 2 points of that from round **{within}**
-  ({'target met' if within is not None else 'target NOT met'}: within 2 points of centralised).
-- each device alone ({r['rounds']} passes over its own samples): best **{alone.max():.1%}**, mean
-  {alone.mean():.1%}, worst {alone.min():.1%} (it sees two of the five classes):
-  the fleet {'beats' if r['fleet_final'] > alone.max() else 'does NOT beat'} the best single device
-  by {100 * (r['fleet_final'] - alone.max()):.1f} points.
-- bytes per round and device: down and up, at most the columns below: exactly the trained
-  elements ({r['trained_bytes']:,} B, <= the trained parameters' size; no frozen weight, no sample).
-  Flower's serialisation adds an .npy header of ~128 B to each of the 4 arrays (not counted).
-- wall time on 2 cores: the fleet {r['wall_s']['fleet']:.0f} s (Ray's start-up included),
-  centralised {r['wall_s']['central']:.0f} s, the {r['devices']} single devices
-  {r['wall_s']['alone']:.0f} s; the whole bench {r['wall_s']['total']:.0f} s.
+- **fleet ({r['main']}) after {r['rounds']} rounds: {r['fleet_final']:.1%}**; centralised
+  training on the union of the devices' data (same lr, one pass per round):
+  {r['central'][-1]:.1%} after {r['rounds']} passes. The fleet is within 2 points of that
+  {f"from round **{within}**" if within is not None else "in **no** round"}
+  ({'target met' if within is not None else 'target NOT met'}).
+- each device alone ({r['rounds']} passes over its own samples, from the same start): best
+  **{alone.max():.1%}**, mean {alone.mean():.1%}, worst {alone.min():.1%} (it has seen two of the
+  five classes): the fleet {'beats' if r['fleet_final'] > alone.max() else 'does NOT beat'} the
+  best single device by {100 * (r['fleet_final'] - alone.max()):.1f} points.
+- after {r['rounds']} rounds: {finals}.
+- bytes per round and device, each way: the trained elements only, {r['trained_bytes']:,} B (=
+  the trained parameters' size as the device stores them; no frozen weight, no sample).
+  Flower's serialisation adds an .npy header of ~128 B to each of its 4 arrays (not counted).
+- wall time (2 cores shared with other jobs): centralised {r['wall_s']['central']:.0f} s, the
+  {r['devices']} single devices {r['wall_s']['alone']:.0f} s, each fleet above (Ray's start-up
+  included); the whole bench {r['wall_s']['total']:.0f} s.
 
-{common.md_table(["round", "fleet", "centralised", "devices", "failed", "B down / device",
+{common.md_table(["round", *names, "centralised", "devices", "failed", "B down / device",
                   "B up / device", "B all devices", "t (s)"], rows)}
+
+(devices, failures, bytes and t: the {r['main']} fleet.)
 
 ## Provenance
 

@@ -13,9 +13,10 @@ elements (never a frozen weight, nor a frozen channel of a partly trained tensor
 Every device of a fleet runs the same build (the link checks its build id), so both ends know
 the scales (train_params.json). The server dequantizes the codes to float64, lets Flower's
 strategy aggregate them (FedAvg weighted by samples), and quantizes the result the way the
-device stores a trained parameter: round to nearest, weights held to +-127 and biases to
-+-2^30 (runtime_c/src/optim/sgd.c), in the device's fixed scales (QAS keeps the scales and
-steps the int8 values). Pulling and pushing back what was pulled changes nothing, bit for bit.
+device stores a trained parameter: rounded as the build rounds its steps (stochastically, one
+seeded draw on the server, or to nearest), weights held to +-127 and biases to +-2^30
+(runtime_c/src/optim/sgd.c), in the device's fixed scales (QAS keeps the scales and steps the
+int8 values). Pulling and pushing back what was pulled changes nothing, bit for bit.
 """
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ class ParamLayout:
     """The trained elements of a training build's parameter table (train_params.json): which
     elements of each tensor a training step changes, and the scale of each."""
 
-    def __init__(self, table: list[dict], source: str = "train_params.json"):
-        self.table = table
+    def __init__(self, table: list[dict], source: str = "train_params.json",
+                 rounding: str = "nearest"):
+        self.table, self.rounding = table, rounding
         self.entries = []
         for p in table:
             if "scale" not in p:
@@ -103,7 +105,12 @@ class ParamLayout:
             table = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TinycError(f"{path}: unreadable ({e}); rebuild") from None
-        return cls(table, str(path))
+        rep = Path(out) / "report.json"
+        try:
+            rounding = json.loads(rep.read_text())["training"].get("rounding", "nearest")
+        except (OSError, ValueError, KeyError, TypeError):
+            rounding = "nearest"   # a bare generate_c folder
+        return cls(table, str(path), rounding)
 
     @property
     def names(self) -> list[str]:
@@ -160,12 +167,16 @@ class ParamLayout:
         self.check(codes)
         return [np.asarray(c, np.float64) * e.scale for e, c in zip(self.entries, codes)]
 
-    def quantize(self, values: list) -> list[np.ndarray]:
-        """Float values -> codes as the device stores a trained parameter: nearest in its scale,
-        weights held to +-127, biases to +-2^30 (a value q x scale comes back as q exactly)."""
+    def quantize(self, values: list, rng=None) -> list[np.ndarray]:
+        """Float values -> codes as the device stores a trained parameter: in its scale, to the
+        nearest code, or with `rng` (a numpy Generator) stochastically (floor(v / scale + u),
+        u uniform in [0, 1): the rounding of a build's stochastic steps, which keeps in
+        expectation an update smaller than a code), weights held to +-127, biases to +-2^30.
+        A value q x scale comes back as q exactly either way."""
         out = []
         for e, v in zip(self.entries, values):
-            q = np.rint(np.asarray(v, np.float64).reshape(-1) / e.scale)
+            q = np.asarray(v, np.float64).reshape(-1) / e.scale
+            q = np.rint(q) if rng is None else np.floor(q + rng.random(q.shape))
             q = np.nan_to_num(q, nan=0.0)
             lim = WEIGHT_LIMIT if e.dtype == "int8" else BIAS_LIMIT
             out.append(np.clip(q, -lim, lim).astype(np.int8 if e.dtype == "int8" else np.int32))
@@ -348,7 +359,10 @@ class FleetClient(NumPyClient):
             c = mu * lr * len(order)
             local = self.layout.dequantize(self.layout.extract(self.backend.pull()))
             glob = self.layout.dequantize([np.asarray(p) for p in parameters])
-            prox = self.layout.quantize([(w + c * g) / (1 + c) for w, g in zip(local, glob)])
+            prox = self.layout.quantize(
+                [(w + c * g) / (1 + c) for w, g in zip(local, glob)],
+                np.random.default_rng((self.seed, rnd)) if self.layout.rounding == "stochastic"
+                else None)
             self.backend.push(self.layout.insert(self.backend.pull(), prox))
         codes = self.get_parameters({})
         self.rounds += 1
@@ -406,6 +420,15 @@ class QuantizedStrategy(Strategy):
     def __repr__(self) -> str:
         return f"QuantizedStrategy({self.inner!r})"
 
+    def rng(self, server_round: int):
+        """The aggregate is rounded as the build's steps are (report.json training.rounding):
+        stochastically, seeded by the round (one draw on the server: every device gets the same
+        codes), or to the nearest code. Nearest rounding of an average of many small updates
+        loses those under half a code, round after round (bench/results/fleet.md)."""
+        if self.layout.rounding != "stochastic":
+            return None
+        return np.random.default_rng((0x7C1EE7, server_round))
+
     def initialize_parameters(self, client_manager):
         return self.inner.initialize_parameters(client_manager)
 
@@ -435,7 +458,7 @@ class QuantizedStrategy(Strategy):
             if self.on_round:
                 self.on_round(server_round, summary)
             return None, metrics
-        codes = self.layout.quantize(parameters_to_ndarrays(params))
+        codes = self.layout.quantize(parameters_to_ndarrays(params), self.rng(server_round))
         self.final_codes = codes
         if self.on_round:
             self.on_round(server_round, summary)

@@ -65,6 +65,8 @@ def test_pull_push_round_trip_is_exact(learner):
         codes = layout.extract(before)
         again = layout.quantize(layout.dequantize(codes))
         assert codes_equal(codes, again)
+        assert codes_equal(codes, layout.quantize(layout.dequantize(codes),
+                                                  np.random.default_rng(1)))
         t.set_params(layout.insert(t.params(), again))
         after = t.params()
     assert all(np.array_equal(before[k], after[k]) for k in before)
@@ -75,6 +77,15 @@ def test_pull_push_round_trip_is_exact(learner):
     big = layout.quantize([v * 1e6 for v in layout.dequantize(codes)])
     assert max(abs(int(b.min())) for b in big[::2]) <= 127
     assert max(abs(int(b.max())) for b in big[1::2]) <= 1 << 30
+    # the build rounds its steps stochastically, and so does the server an aggregate: an
+    # average moved by a quarter of a code keeps that quarter in expectation (nearest: lost)
+    assert layout.rounding == "stochastic"
+    quarter = [v + 0.25 * e.scale for v, e in zip(layout.dequantize(codes), layout.entries)]
+    assert codes_equal(layout.quantize(quarter), codes)
+    rng = np.random.default_rng(2)
+    moved = np.mean([layout.quantize(quarter, rng)[0].astype(float) - codes[0]
+                     for _ in range(50)])
+    assert 0.2 < moved < 0.3
 
 
 def test_split_weights_only_trained_channels_cross(tmp_path):
