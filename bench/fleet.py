@@ -117,6 +117,13 @@ def client_fn(context):
                              step_base=k * 1000).to_client()
 
 
+def lr_schedule(a):
+    """The fleet's lr in round r (from 1): --fleet-lr, decayed geometrically to --lr-to."""
+    if not a.lr_to:
+        return lambda r: a.fleet_lr
+    return lambda r: float(a.fleet_lr * (a.lr_to / a.fleet_lr) ** ((r - 1) / max(a.rounds - 1, 1)))
+
+
 def evaluate(trainer, layout, base, codes, x, y, out_q):
     from tinyc import fleet
     trainer.set_params(layout.insert(base, [np.asarray(c) for c in codes]))
@@ -130,6 +137,12 @@ def main() -> int:
     ap.add_argument("--variants", default="fedavg,fedprox,fedavg-nearest",
                     help="fleets to run, the first is the main one: " + ", ".join(VARIANTS))
     ap.add_argument("--mu", type=float, default=0.01)
+    ap.add_argument("--fleet-lr", type=float, default=LR,
+                    help="the devices' learning rate in the fleet (default: the build's)")
+    ap.add_argument("--local-epochs", type=int, default=1)
+    ap.add_argument("--lr-to", type=float,
+                    help="decay the fleet's lr geometrically from --fleet-lr in round 1 to this "
+                         "in the last round (default: constant)")
     ap.add_argument("--work", default=str(ROOT / "out" / "bench_fleet"))
     ap.add_argument("--out", default=str(common.RESULTS_DIR / "fleet"))
     a = ap.parse_args()
@@ -173,27 +186,34 @@ def main() -> int:
     start = layout.extract(base)
     acc0 = evaluate(trainer, layout, base, start, xtq, ytq, out_q)
 
-    # centralised: one pass over the union per round, same lr, the union shuffled each pass
+    # centralised: one pass over the union per round, the union shuffled each pass, at the
+    # build's lr and at the fleet's (the better one is the reference)
     t0 = time.monotonic()
-    trainer.reset()
-    central = []
-    for r in range(1, a.rounds + 1):
-        order = np.random.default_rng((SEED, r)).permutation(len(yq))
-        trainer.train(xq[order], yq[order], LR)
-        central.append(evaluate(trainer, layout, trainer.params(), layout.extract(
-            trainer.params()), xtq, ytq, out_q))
+    centrals = {}
+    sched = lr_schedule(a)
+    for lr in sorted({LR, a.fleet_lr}, key=str) + (["schedule"] if a.lr_to else []):
+        trainer.reset()
+        centrals[lr] = []
+        for r in range(1, a.rounds * a.local_epochs + 1):
+            order = np.random.default_rng((SEED, r)).permutation(len(yq))
+            rate = sched((r - 1) // a.local_epochs + 1) if lr == "schedule" else lr
+            trainer.train(xq[order], yq[order], rate)
+            centrals[lr].append(evaluate(trainer, layout, trainer.params(), layout.extract(
+                trainer.params()), xtq, ytq, out_q))
+        print(f"centralised lr {lr}: {centrals[lr][-1]:.1%} after {len(centrals[lr])} passes",
+              flush=True)
+    central_lr = max(centrals, key=lambda k: centrals[k][-1])
+    central = centrals[central_lr][a.local_epochs - 1::a.local_epochs]   # per round
     t_central = time.monotonic() - t0
-    print(f"centralised: {central[-1]:.1%} after {a.rounds} passes ({t_central:.0f} s)",
-          flush=True)
 
     # each device alone: a.rounds passes over its own samples
     t0 = time.monotonic()
     alone = []
     for k, p in enumerate(parts):
         trainer.reset()
-        for r in range(1, a.rounds + 1):
+        for r in range(1, a.rounds * a.local_epochs + 1):
             order = np.random.default_rng((k, r, 0)).permutation(len(p))
-            trainer.train(xq[p][order], yq[p][order], LR)
+            trainer.train(xq[p][order], yq[p][order], sched((r - 1) // a.local_epochs + 1))
         alone.append(evaluate(trainer, layout, trainer.params(),
                               layout.extract(trainer.params()), xtq, ytq, out_q))
     t_alone = time.monotonic() - t0
@@ -211,7 +231,9 @@ def main() -> int:
     within = next((r["round"] for r in main_run if r["fleet"] >= central[-1] - 0.02), None)
     result = {"provenance": common.provenance(), "devices": a.devices, "rounds": a.rounds,
               "variants": {k: VARIANTS[k] for k in fleets}, "mu": a.mu,
-              "lr": LR, "shard": SHARD, "classes_per_device": np.bincount(classes).tolist(),
+              "lr": LR, "fleet_lr": a.fleet_lr, "lr_to": a.lr_to, "local_epochs": a.local_epochs,
+              "central_lr": central_lr, "centrals": {str(k): v for k, v in centrals.items()},
+              "shard": SHARD, "classes_per_device": np.bincount(classes).tolist(),
               "trained_elements": layout.count, "trained_bytes": layout.nbytes,
               "start_accuracy": acc0, "alone": alone, "central": central, "fleets": fleets,
               "main": a.variants.split(",")[0], "fleet_final": main_run[-1]["fleet"],
@@ -255,7 +277,8 @@ def run_fleet(variant: str, a, work: Path, trainer, layout, base, start, test) -
 
     server_layout = layout if variant != "fedavg-nearest" else \
         fleet.ParamLayout(layout.table, rounding="nearest")
-    strategy = fleet.fleet_strategy(server_layout, variant.split("-")[0], lr=LR, epochs=1,
+    strategy = fleet.fleet_strategy(server_layout, variant.split("-")[0], lr=lr_schedule(a),
+                                    epochs=a.local_epochs,
                                     proximal_mu=a.mu, wait_for=1, initial_codes=start,
                                     evaluate_fn=server_eval, fraction_evaluate=0.0)
 
@@ -306,8 +329,10 @@ dataset-fashion-mnist); a network pretrained in float on the classes 0-4 learns 
 with `--train last:1` (the last hidden layer and a new head: {r['trained_elements']:,} trained
 elements, {r['trained_bytes']:,} B as the device stores them: int8 weights, int32 biases).
 {r['devices']} virtual devices of {2 * r['shard']} samples each, non-IID (two class-sorted
-shards per device; devices holding 1/2/3 classes: {r['classes_per_device'][1:]}); lr {r['lr']},
-one pass over its own data per device and round, every device in every round (Flower's
+shards per device; devices holding 1/2/3 classes: {r['classes_per_device'][1:]}); in the
+fleet each device trains {r['local_epochs']} pass(es) over its own data per round at lr
+{r['fleet_lr']}{f" decayed geometrically to {r['lr_to']} in the last round" if r['lr_to'] else ""}
+(the build's: {r['lr']}), every device in every round (Flower's
 simulation engine on Ray, 2 CPUs: a pool of 2 host-build processes, the virtual devices'
 parameters swapped in and out). Accuracy of the aggregate on {N_TEST:,} held-out test images of
 the new task (before any training: {r['start_accuracy']:.1%}).
@@ -317,11 +342,14 @@ the new task (before any training: {r['start_accuracy']:.1%}).
 ## Results
 
 - **fleet ({r['main']}) after {r['rounds']} rounds: {r['fleet_final']:.1%}**; centralised
-  training on the union of the devices' data (same lr, one pass per round):
-  {r['central'][-1]:.1%} after {r['rounds']} passes. The fleet is within 2 points of that
+  training on the union of the devices' data (as many passes as a device makes, the best of
+  lr {', '.join(r['centrals'])}: {r['central_lr']}): {r['central'][-1]:.1%} after
+  {r['rounds'] * r['local_epochs']} passes
+  ({'; '.join(f"lr {k}: {v[-1]:.1%}" for k, v in r['centrals'].items())}). The fleet is within 2 points of that
   {f"from round **{within}**" if within is not None else "in **no** round"}
   ({'target met' if within is not None else 'target NOT met'}).
-- each device alone ({r['rounds']} passes over its own samples, from the same start): best
+- each device alone ({r['rounds'] * r['local_epochs']} passes over its own samples at the fleet's
+  lr, from the same start): best
   **{alone.max():.1%}**, mean {alone.mean():.1%}, worst {alone.min():.1%} (it has seen two of the
   five classes): the fleet {'beats' if r['fleet_final'] > alone.max() else 'does NOT beat'} the
   best single device by {100 * (r['fleet_final'] - alone.max()):.1f} points.

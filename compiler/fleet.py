@@ -430,13 +430,19 @@ class QuantizedStrategy(Strategy):
         return np.random.default_rng((0x7C1EE7, server_round))
 
     def initialize_parameters(self, client_manager):
-        return self.inner.initialize_parameters(client_manager)
+        params = self.inner.initialize_parameters(client_manager)
+        if params is None:   # Flower then takes them from one device: wait for them all first
+            self._wait(client_manager)
+        return params
+
+    def _wait(self, client_manager) -> None:
+        if not client_manager.wait_for(self.wait_for, timeout=self.wait_timeout):
+            raise TinycError(f"{client_manager.num_available()} of {self.wait_for} devices "
+                             f"joined within {self.wait_timeout:g} s")
 
     def configure_fit(self, server_round, parameters, client_manager):
-        if server_round == 1 and self.wait_for > 1:
-            if not client_manager.wait_for(self.wait_for, timeout=self.wait_timeout):
-                raise TinycError(f"{client_manager.num_available()} of {self.wait_for} devices "
-                                 f"joined within {self.wait_timeout:g} s")
+        if server_round == 1:
+            self._wait(client_manager)
         return self.inner.configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round, results, failures):
@@ -491,7 +497,7 @@ class QuantizedStrategy(Strategy):
 STRATEGIES = ("fedavg", "fedprox")
 
 
-def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr: float | None = None,
+def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr=None,
                    epochs: int = 1, proximal_mu: float = 0.01, wait_for: int = 1,
                    initial_codes: list | None = None, evaluate_fn=None,
                    fraction_fit: float = 1.0, fraction_evaluate: float = 1.0,
@@ -499,15 +505,17 @@ def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr: float | None =
                    rounds: int | None = None, eval_every: int = 0) -> QuantizedStrategy:
     """Flower's FedAvg (weighted by samples) or FedProx (`proximal_mu`), failures accepted,
     every available device in every round, wrapped in QuantizedStrategy. Each device is sent
-    the round, `lr` (None: its own) and `epochs` as its fit config; after each round every
+    the round, `lr` (None: its own; a function of the round: a schedule) and `epochs` as its
+    fit config; after each round every
     device is sent the aggregate after the last round (`rounds`; and every `eval_every`):
     every device then holds it."""
     if name not in STRATEGIES:
         raise TinycError(f"strategy {name!r}: one of {', '.join(STRATEGIES)}")
 
     def fit_config(server_round: int) -> dict:
+        rate = lr(server_round) if callable(lr) else lr
         return {"server_round": server_round, "epochs": int(epochs),
-                **({"lr": float(lr)} if lr is not None else {})}
+                **({"lr": float(rate)} if rate is not None else {})}
 
     common = dict(fraction_fit=fraction_fit, fraction_evaluate=fraction_evaluate,
                   min_fit_clients=1, min_evaluate_clients=1 if fraction_evaluate else 0,

@@ -212,8 +212,8 @@ def test_qemu_device_client_like_host_build(learner):
 
 
 def test_bad_input(learner, tmp_path):
-    """Missing build, inference build, bad data file, unreachable server, bad address: one line,
-    exit status 1."""
+    """Missing build, inference build, bad data file, unreachable server, bad address, devices
+    that do not come: one line, exit status 1."""
     out = learner / "b"
     assert_clean_failure(tinyc("fleet", "join", tmp_path / "none", "--host", "--data",
                                learner / "dev0.npz", check=False), "no report.json")
@@ -234,3 +234,6 @@ def test_bad_input(learner, tmp_path):
                          "cannot reach the fleet server at 127.0.0.1:1")
     assert_clean_failure(tinyc("fleet", "serve", out, "--rounds", 1, "--address", "nowhere",
                                check=False), "cannot listen on 'nowhere'")
+    assert_clean_failure(tinyc("fleet", "serve", out, "--rounds", 1, "--address",
+                               f"127.0.0.1:{18600 + int(time.time()) % 100}", "--devices", 2,
+                               "--timeout", 1, check=False), "0 of 2 devices joined within 1 s")
