@@ -134,7 +134,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--variants", default="fedavg,fedprox,fedavg-nearest",
+    ap.add_argument("--variants", default="fedavg,fedprox,fedavg-nearest,fedavg-stochastic",
                     help="fleets to run, the first is the main one: " + ", ".join(VARIANTS))
     ap.add_argument("--mu", type=float, default=0.01)
     ap.add_argument("--fleet-lr", type=float, default=LR,
@@ -249,11 +249,14 @@ def main() -> int:
 
 
 VARIANTS = {
-    "fedavg": "Flower's FedAvg (weighted by samples); the aggregate rounded as the build's steps "
-              "(stochastic rounding, one seeded draw on the server)",
+    "fedavg": "Flower's FedAvg (weighted by samples); the server keeps the float aggregate as "
+              "the master copy and sends its nearest codes (tinyc fleet's default)",
     "fedprox": "Flower's FedProx (mu, the proximal step applied once after the local pass); "
-               "stochastic rounding of the aggregate",
-    "fedavg-nearest": "FedAvg with the aggregate rounded to the nearest code (ablation)",
+               "master copy as fedavg",
+    "fedavg-nearest": "FedAvg, no master copy: the aggregate rounded to the nearest code each "
+                      "round (ablation)",
+    "fedavg-stochastic": "FedAvg, no master copy: the aggregate rounded stochastically each round "
+                         "(ablation)",
 }
 
 
@@ -275,9 +278,8 @@ def run_fleet(variant: str, a, work: Path, trainer, layout, base, start, test) -
         print(f"{variant} round {r}: fleet accuracy {acc:.1%}", flush=True)
         return 1.0 - acc, {"accuracy": acc}
 
-    server_layout = layout if variant != "fedavg-nearest" else \
-        fleet.ParamLayout(layout.table, rounding="nearest")
-    strategy = fleet.fleet_strategy(server_layout, variant.split("-")[0], lr=lr_schedule(a),
+    strategy = fleet.fleet_strategy(layout, variant.split("-")[0], lr=lr_schedule(a),
+                                    rounding=(variant.split("-") + ["master"])[1],
                                     epochs=a.local_epochs,
                                     proximal_mu=a.mu, wait_for=1, initial_codes=start,
                                     evaluate_fn=server_eval, fraction_evaluate=0.0)

@@ -12,11 +12,11 @@ What crosses, per device and round: the device's own int8 weight / int32 bias co
 elements (never a frozen weight, nor a frozen channel of a partly trained tensor), up and down.
 Every device of a fleet runs the same build (the link checks its build id), so both ends know
 the scales (train_params.json). The server dequantizes the codes to float64, lets Flower's
-strategy aggregate them (FedAvg weighted by samples), and quantizes the result the way the
-device stores a trained parameter: rounded as the build rounds its steps (stochastically, one
-seeded draw on the server, or to nearest), weights held to +-127 and biases to +-2^30
-(runtime_c/src/optim/sgd.c), in the device's fixed scales (QAS keeps the scales and steps the
-int8 values). Pulling and pushing back what was pulled changes nothing, bit for bit.
+strategy aggregate them (FedAvg weighted by samples) and keeps the float result as the
+fleet's master copy (the devices' updates are added to it); the devices are sent its codes in
+their own fixed scales (QAS keeps the scales and steps the int8 values), to the nearest code,
+weights held to +-127 and biases to +-2^30 as a trained parameter is
+(runtime_c/src/optim/sgd.c). Pulling and pushing back what was pulled changes nothing, bit for bit.
 """
 from __future__ import annotations
 
@@ -166,6 +166,13 @@ class ParamLayout:
         """Codes -> float64 values (code x scale of its output channel)."""
         self.check(codes)
         return [np.asarray(c, np.float64) * e.scale for e, c in zip(self.entries, codes)]
+
+    def clamp(self, values: list) -> list[np.ndarray]:
+        """Float values held to the range of the codes (+-127 / +-2^30 codes)."""
+        return [np.clip(np.asarray(v, np.float64).reshape(-1),
+                        -(WEIGHT_LIMIT if e.dtype == "int8" else BIAS_LIMIT) * e.scale,
+                        (WEIGHT_LIMIT if e.dtype == "int8" else BIAS_LIMIT) * e.scale)
+                for e, v in zip(self.entries, values)]
 
     def quantize(self, values: list, rng=None) -> list[np.ndarray]:
         """Float values -> codes as the device stores a trained parameter: in its scale, to the
@@ -398,6 +405,9 @@ def accuracy_loss(logits_q: np.ndarray, y, output_q: tuple[float, int]) -> tuple
 
 
 # --------------------------------------------------------------------------- the server
+ROUNDINGS = ("master", "nearest", "stochastic")
+
+
 class QuantizedStrategy(Strategy):
     """A Flower strategy (FedAvg, FedProx, ...) over the devices' codes: the results are
     dequantized before `inner` aggregates them, its aggregate is quantized back (ParamLayout).
@@ -409,8 +419,12 @@ class QuantizedStrategy(Strategy):
 
     def __init__(self, inner: FedAvg, layout: ParamLayout, wait_for: int = 1,
                  wait_timeout: float = 600.0, on_round=None, on_evaluate=None,
-                 rounds: int | None = None, eval_every: int = 0):
-        self.inner, self.layout = inner, layout
+                 rounds: int | None = None, eval_every: int = 0, rounding: str = "master"):
+        if rounding not in ROUNDINGS:
+            raise TinycError(f"aggregate rounding {rounding!r}: one of {', '.join(ROUNDINGS)}")
+        self.inner, self.layout, self.rounding = inner, layout, rounding
+        self.master: list[np.ndarray] | None = None
+        self._sent = None
         self.rounds, self.eval_every = rounds, eval_every
         self.wait_for, self.wait_timeout = wait_for, wait_timeout
         self.on_round, self.on_evaluate = on_round, on_evaluate
@@ -420,14 +434,16 @@ class QuantizedStrategy(Strategy):
     def __repr__(self) -> str:
         return f"QuantizedStrategy({self.inner!r})"
 
-    def rng(self, server_round: int):
-        """The aggregate is rounded as the build's steps are (report.json training.rounding):
-        stochastically, seeded by the round (one draw on the server: every device gets the same
-        codes), or to the nearest code. Nearest rounding of an average of many small updates
-        loses those under half a code, round after round (bench/results/fleet.md)."""
-        if self.layout.rounding != "stochastic":
-            return None
-        return np.random.default_rng((0x7C1EE7, server_round))
+    def _round(self, values: list, server_round: int) -> list[np.ndarray]:
+        """The aggregate (float) -> the codes the devices are sent. "master" (default): the
+        server keeps the float aggregate as the fleet's master copy, adds the devices' updates
+        to it (their codes after training minus the codes they were sent) and sends its
+        nearest codes, so that progress under half a code accumulates on the server instead of
+        being lost (nearest rounding of the aggregate) or turned into a random walk of every
+        weight (stochastic rounding of it); bench/results/fleet.md compares the three."""
+        if self.rounding == "stochastic":
+            return self.layout.quantize(values, np.random.default_rng((0x7C1EE7, server_round)))
+        return self.layout.quantize(values)
 
     def initialize_parameters(self, client_manager):
         params = self.inner.initialize_parameters(client_manager)
@@ -443,14 +459,21 @@ class QuantizedStrategy(Strategy):
     def configure_fit(self, server_round, parameters, client_manager):
         if server_round == 1:
             self._wait(client_manager)
+        self._sent = parameters_to_ndarrays(parameters) if parameters.tensors else None
         return self.inner.configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round, results, failures):
         deq = []
+        sent = self._sent
+        if self.rounding == "master" and sent is not None and self.master is None:
+            self.master = self.layout.dequantize(sent)
         for proxy, res in results:
-            codes = parameters_to_ndarrays(res.parameters)
+            values = self.layout.dequantize(parameters_to_ndarrays(res.parameters))
+            if self.rounding == "master" and sent is not None:   # master + the device's update
+                values = [m + v - s for m, v, s in zip(self.master, values,
+                                                       self.layout.dequantize(sent))]
             deq.append((proxy, dataclasses.replace(
-                res, parameters=ndarrays_to_parameters(self.layout.dequantize(codes)))))
+                res, parameters=ndarrays_to_parameters(values))))
         params, metrics = self.inner.aggregate_fit(server_round, deq, failures)
         summary = {"round": server_round, "results": len(results), "failures": len(failures),
                    "samples": int(sum(r.num_examples for _, r in results)),
@@ -464,7 +487,10 @@ class QuantizedStrategy(Strategy):
             if self.on_round:
                 self.on_round(server_round, summary)
             return None, metrics
-        codes = self.layout.quantize(parameters_to_ndarrays(params), self.rng(server_round))
+        values = parameters_to_ndarrays(params)
+        if self.rounding == "master":
+            self.master = self.layout.clamp(values)
+        codes = self._round(values, server_round)
         self.final_codes = codes
         if self.on_round:
             self.on_round(server_round, summary)
@@ -502,7 +528,8 @@ def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr=None,
                    initial_codes: list | None = None, evaluate_fn=None,
                    fraction_fit: float = 1.0, fraction_evaluate: float = 1.0,
                    on_round=None, on_evaluate=None, wait_timeout: float = 600.0,
-                   rounds: int | None = None, eval_every: int = 0) -> QuantizedStrategy:
+                   rounds: int | None = None, eval_every: int = 0,
+                   rounding: str = "master") -> QuantizedStrategy:
     """Flower's FedAvg (weighted by samples) or FedProx (`proximal_mu`), failures accepted,
     every available device in every round, wrapped in QuantizedStrategy. Each device is sent
     the round, `lr` (None: its own; a function of the round: a schedule) and `epochs` as its
@@ -528,7 +555,7 @@ def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr=None,
     inner = FedProx(proximal_mu=proximal_mu, **common) if name == "fedprox" else FedAvg(**common)
     return QuantizedStrategy(inner, layout, wait_for=wait_for, wait_timeout=wait_timeout,
                              on_round=on_round, on_evaluate=on_evaluate, rounds=rounds,
-                             eval_every=eval_every)
+                             eval_every=eval_every, rounding=rounding)
 
 
 def say(text: str) -> None:

@@ -237,3 +237,33 @@ def test_bad_input(learner, tmp_path):
     assert_clean_failure(tinyc("fleet", "serve", out, "--rounds", 1, "--address",
                                f"127.0.0.1:{18600 + int(time.time()) % 100}", "--devices", 2,
                                "--timeout", 1, check=False), "0 of 2 devices joined within 1 s")
+
+
+def test_master_copy_keeps_updates_under_half_a_code(learner):
+    """Ten devices whose updates average +0.3 code on every trained element each round (as many
+    small steps do): rounded to the nearest code every round, the fleet never moves; with the
+    server's float master copy (the default) it moves by 1 code after round 2 and 2 codes after
+    round 7, the devices' updates being measured against the codes they were sent."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    layout = fleet.ParamLayout.from_build(learner / "b")
+    with HostTrainer(learner / "b") as t:
+        start = layout.extract(t.params())
+    start = [np.clip(c, -100, 100).astype(c.dtype) for c in start]   # away from the limits
+
+    def rounds(rounding, n):
+        strat = fleet.fleet_strategy(layout, rounding=rounding)
+        sent = start
+        for r in range(1, n + 1):
+            strat._sent = sent
+            res = []
+            for k in range(10):   # device k moves the elements i with (i + k) % 10 < 3 by 1
+                codes = [(c + ((np.arange(len(c)) + k) % 10 < 3)).astype(c.dtype) for c in sent]
+                res.append((None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(codes), 10,
+                                         {})))
+            params, _ = strat.aggregate_fit(r, res, [])
+            sent = parameters_to_ndarrays(params)
+        return [s.astype(np.int64) - s0 for s, s0 in zip(sent, start)]
+
+    assert all(not d.any() for d in rounds("nearest", 7))
+    assert all((d == 1).all() for d in rounds("master", 2))   # 0.6 code
+    assert all((d == 2).all() for d in rounds("master", 7))   # 2.1 codes
