@@ -140,6 +140,8 @@ def main() -> int:
     ap.add_argument("--fleet-lr", type=float, default=LR,
                     help="the devices' learning rate in the fleet (default: the build's)")
     ap.add_argument("--local-epochs", type=int, default=1)
+    ap.add_argument("--local-steps", type=int, default=0,
+                    help="local steps per device and round instead of --local-epochs passes")
     ap.add_argument("--lr-to", type=float,
                     help="decay the fleet's lr geometrically from --fleet-lr in round 1 to this "
                          "in the last round (default: constant)")
@@ -191,19 +193,23 @@ def main() -> int:
     t0 = time.monotonic()
     centrals = {}
     sched = lr_schedule(a)
+    # a device's passes over its data per round; centralised makes as many over the union
+    per_round = a.local_steps / (2 * SHARD) if a.local_steps else a.local_epochs
+    passes = int(np.ceil(a.rounds * per_round))
     for lr in sorted({LR, a.fleet_lr}, key=str) + (["schedule"] if a.lr_to else []):
         trainer.reset()
         centrals[lr] = []
-        for r in range(1, a.rounds * a.local_epochs + 1):
+        for r in range(1, passes + 1):
             order = np.random.default_rng((SEED, r)).permutation(len(yq))
-            rate = sched((r - 1) // a.local_epochs + 1) if lr == "schedule" else lr
+            rate = sched(int((r - 1) / per_round) + 1) if lr == "schedule" else lr
             trainer.train(xq[order], yq[order], rate)
             centrals[lr].append(evaluate(trainer, layout, trainer.params(), layout.extract(
                 trainer.params()), xtq, ytq, out_q))
         print(f"centralised lr {lr}: {centrals[lr][-1]:.1%} after {len(centrals[lr])} passes",
               flush=True)
     central_lr = max(centrals, key=lambda k: centrals[k][-1])
-    central = centrals[central_lr][a.local_epochs - 1::a.local_epochs]   # per round
+    central = [centrals[central_lr][max(int(np.ceil(r * per_round)), 1) - 1]
+               for r in range(1, a.rounds + 1)]   # after as many passes as the fleet's round r
     t_central = time.monotonic() - t0
 
     # each device alone: a.rounds passes over its own samples
@@ -211,9 +217,9 @@ def main() -> int:
     alone = []
     for k, p in enumerate(parts):
         trainer.reset()
-        for r in range(1, a.rounds * a.local_epochs + 1):
+        for r in range(1, passes + 1):
             order = np.random.default_rng((k, r, 0)).permutation(len(p))
-            trainer.train(xq[p][order], yq[p][order], sched((r - 1) // a.local_epochs + 1))
+            trainer.train(xq[p][order], yq[p][order], sched(int((r - 1) / per_round) + 1))
         alone.append(evaluate(trainer, layout, trainer.params(),
                               layout.extract(trainer.params()), xtq, ytq, out_q))
     t_alone = time.monotonic() - t0
@@ -232,6 +238,7 @@ def main() -> int:
     result = {"provenance": common.provenance(), "devices": a.devices, "rounds": a.rounds,
               "variants": {k: VARIANTS[k] for k in fleets}, "mu": a.mu,
               "lr": LR, "fleet_lr": a.fleet_lr, "lr_to": a.lr_to, "local_epochs": a.local_epochs,
+              "local_steps": a.local_steps, "passes": passes,
               "central_lr": central_lr, "centrals": {str(k): v for k, v in centrals.items()},
               "shard": SHARD, "classes_per_device": np.bincount(classes).tolist(),
               "trained_elements": layout.count, "trained_bytes": layout.nbytes,
@@ -280,7 +287,7 @@ def run_fleet(variant: str, a, work: Path, trainer, layout, base, start, test) -
 
     strategy = fleet.fleet_strategy(layout, variant.split("-")[0], lr=lr_schedule(a),
                                     rounding=(variant.split("-") + ["master"])[1],
-                                    epochs=a.local_epochs,
+                                    epochs=a.local_epochs, steps=a.local_steps,
                                     proximal_mu=a.mu, wait_for=1, initial_codes=start,
                                     evaluate_fn=server_eval, fraction_evaluate=0.0)
 
@@ -332,7 +339,7 @@ with `--train last:1` (the last hidden layer and a new head: {r['trained_element
 elements, {r['trained_bytes']:,} B as the device stores them: int8 weights, int32 biases).
 {r['devices']} virtual devices of {2 * r['shard']} samples each, non-IID (two class-sorted
 shards per device; devices holding 1/2/3 classes: {r['classes_per_device'][1:]}); in the
-fleet each device trains {r['local_epochs']} pass(es) over its own data per round at lr
+fleet each device trains {f"{r['local_steps']} steps (its samples in turn)" if r['local_steps'] else f"{r['local_epochs']} pass(es) over its own data"} per round at lr
 {r['fleet_lr']}{f" decayed geometrically to {r['lr_to']} in the last round" if r['lr_to'] else ""}
 (the build's: {r['lr']}), every device in every round (Flower's
 simulation engine on Ray, 2 CPUs: a pool of 2 host-build processes, the virtual devices'
@@ -346,11 +353,11 @@ the new task (before any training: {r['start_accuracy']:.1%}).
 - **fleet ({r['main']}) after {r['rounds']} rounds: {r['fleet_final']:.1%}**; centralised
   training on the union of the devices' data (as many passes as a device makes, the best of
   lr {', '.join(r['centrals'])}: {r['central_lr']}): {r['central'][-1]:.1%} after
-  {r['rounds'] * r['local_epochs']} passes
+  {r['passes']} passes
   ({'; '.join(f"lr {k}: {v[-1]:.1%}" for k, v in r['centrals'].items())}). The fleet is within 2 points of that
   {f"from round **{within}**" if within is not None else "in **no** round"}
   ({'target met' if within is not None else 'target NOT met'}).
-- each device alone ({r['rounds'] * r['local_epochs']} passes over its own samples at the fleet's
+- each device alone ({r['passes']} passes over its own samples at the fleet's
   lr, from the same start): best
   **{alone.max():.1%}**, mean {alone.mean():.1%}, worst {alone.min():.1%} (it has seen two of the
   five classes): the fleet {'beats' if r['fleet_final'] > alone.max() else 'does NOT beat'} the
