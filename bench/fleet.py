@@ -90,6 +90,23 @@ def build_model(path: Path, x, y) -> Path:
     return path
 
 
+def dirichlet_pick(new: np.ndarray, y: np.ndarray, devices: int, alpha: float, rng
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each device: 2 * SHARD samples whose class mix is drawn from Dirichlet(alpha) (the usual
+    non-IID split of federated-learning benchmarks), taken without replacement from the
+    shuffled pool `new` of the new task. Returns (the union's indices, each device's indices
+    into it)."""
+    by_class = {c: list(new[y[new] == c]) for c in NEW}
+    picks, parts, at = [], [], 0
+    for _ in range(devices):
+        counts = rng.multinomial(2 * SHARD, rng.dirichlet([alpha] * len(NEW)))
+        mine = [by_class[c].pop() for c, n in zip(NEW, counts) for _ in range(n)]
+        picks += mine
+        parts.append(np.arange(at, at + len(mine)))
+        at += len(mine)
+    return np.asarray(picks), parts
+
+
 def non_iid(y: np.ndarray, devices: int, rng) -> list[np.ndarray]:
     """2 shards of SHARD samples per device, the shards cut from the samples sorted by class."""
     order = np.argsort(y, kind="stable")
@@ -133,6 +150,10 @@ def evaluate(trainer, layout, base, codes, x, y, out_q):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", type=int, default=100)
+    ap.add_argument("--split", default="dirichlet:0.5",
+                    help="non-IID split: dirichlet:ALPHA (class mix of each device drawn from "
+                         "Dirichlet(ALPHA), default 0.5) or shards (two class-sorted shards per "
+                         "device: most devices see two classes)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--variants", default="fedavg,fedprox,fedavg-nearest,fedavg-stochastic",
                     help="fleets to run, the first is the main one: " + ", ".join(VARIANTS))
@@ -164,7 +185,11 @@ def main() -> int:
     rng = np.random.default_rng(SEED)
     new = np.flatnonzero(np.isin(y, NEW))
     new = new[rng.permutation(len(new))]
-    pool, calib = new[:2 * a.devices * SHARD], new[-64:]
+    calib, new = new[-64:], new[:-64]
+    if a.split == "shards":
+        pool = new[:2 * a.devices * SHARD]
+    else:
+        pool, parts = dirichlet_pick(new, y, a.devices, float(a.split.split(":")[1]), rng)
     test = np.flatnonzero(np.isin(yt, NEW))[:N_TEST]
     model = build_model(work / "fashion_net.onnx", x, y)
     np.save(work / "calib.npy", x[calib])
@@ -175,12 +200,13 @@ def main() -> int:
     out_q = (rep["output"]["scale"], rep["output"]["zero_point"])
     xq, yq = model_inputs(rep, x[pool], "x"), y[pool] - NEW[0]
     xtq, ytq = model_inputs(rep, xt[test], "x"), yt[test] - NEW[0]
-    parts = non_iid(yq, a.devices, rng)
+    if a.split == "shards":
+        parts = non_iid(yq, a.devices, rng)
     np.savez(work / "devices.npz", x=xq, y=yq, **{f"d{k}": p for k, p in enumerate(parts)})
-    classes = [len(np.unique(yq[p])) for p in parts]
+    classes = [int((np.bincount(yq[p], minlength=len(NEW)) >= 0.1 * len(p)).sum()) for p in parts]
     layout = fleet.ParamLayout.from_build(work / "build")
     print(f"{a.devices} devices x {2 * SHARD} samples (classes per device: "
-          f"{np.bincount(classes).tolist()}), test {len(ytq)}; trained elements "
+          f"{np.bincount(classes, minlength=len(NEW) + 1).tolist()}), test {len(ytq)}; trained elements "
           f"{layout.count:,} ({layout.nbytes:,} B)", flush=True)
 
     trainer = HostTrainer(work / "build")
@@ -237,10 +263,10 @@ def main() -> int:
     within = next((r["round"] for r in main_run if r["fleet"] >= central[-1] - 0.02), None)
     result = {"provenance": common.provenance(), "devices": a.devices, "rounds": a.rounds,
               "variants": {k: VARIANTS[k] for k in fleets}, "mu": a.mu,
-              "lr": LR, "fleet_lr": a.fleet_lr, "lr_to": a.lr_to, "local_epochs": a.local_epochs,
+              "split": a.split, "lr": LR, "fleet_lr": a.fleet_lr, "lr_to": a.lr_to, "local_epochs": a.local_epochs,
               "local_steps": a.local_steps, "passes": passes,
               "central_lr": central_lr, "centrals": {str(k): v for k, v in centrals.items()},
-              "shard": SHARD, "classes_per_device": np.bincount(classes).tolist(),
+              "shard": SHARD, "classes_per_device": np.bincount(classes, minlength=len(NEW) + 1).tolist(),
               "trained_elements": layout.count, "trained_bytes": layout.nbytes,
               "start_accuracy": acc0, "alone": alone, "central": central, "fleets": fleets,
               "main": a.variants.split(",")[0], "fleet_final": main_run[-1]["fleet"],
@@ -254,6 +280,9 @@ def main() -> int:
     print(f"wrote {out.with_suffix('.md')} and .json", flush=True)
     return 0
 
+
+SPLITS = {"dirichlet": "each device's class mix drawn from Dirichlet({})",
+          "shards": "two class-sorted shards of 30 samples per device"}
 
 VARIANTS = {
     "fedavg": "Flower's FedAvg (weighted by samples); the server keeps the float aggregate as "
@@ -337,8 +366,8 @@ bench/fleet.py (its docstring: model, data, split). Fashion-MNIST at 14x14 (the 
 dataset-fashion-mnist); a network pretrained in float on the classes 0-4 learns the classes 5-9
 with `--train last:1` (the last hidden layer and a new head: {r['trained_elements']:,} trained
 elements, {r['trained_bytes']:,} B as the device stores them: int8 weights, int32 biases).
-{r['devices']} virtual devices of {2 * r['shard']} samples each, non-IID (two class-sorted
-shards per device; devices holding 1/2/3 classes: {r['classes_per_device'][1:]}); in the
+{r['devices']} virtual devices of {2 * r['shard']} samples each, non-IID ({SPLITS[r['split'].split(':')[0]].format(*r['split'].split(':')[1:])};
+devices holding 1/2/3/4/5 classes (>= 10% of their samples): {r['classes_per_device'][1:]}); in the
 fleet each device trains {f"{r['local_steps']} steps (its samples in turn)" if r['local_steps'] else f"{r['local_epochs']} pass(es) over its own data"} per round at lr
 {r['fleet_lr']}{f" decayed geometrically to {r['lr_to']} in the last round" if r['lr_to'] else ""}
 (the build's: {r['lr']}), every device in every round (Flower's
@@ -359,8 +388,7 @@ the new task (before any training: {r['start_accuracy']:.1%}).
   ({'target met' if within is not None else 'target NOT met'}).
 - each device alone ({r['passes']} passes over its own samples at the fleet's
   lr, from the same start): best
-  **{alone.max():.1%}**, mean {alone.mean():.1%}, worst {alone.min():.1%} (it has seen two of the
-  five classes): the fleet {'beats' if r['fleet_final'] > alone.max() else 'does NOT beat'} the
+  **{alone.max():.1%}**, mean {alone.mean():.1%}, worst {alone.min():.1%} (its own class mix): the fleet {'beats' if r['fleet_final'] > alone.max() else 'does NOT beat'} the
   best single device by {100 * (r['fleet_final'] - alone.max()):.1f} points.
 - after {r['rounds']} rounds: {finals}.
 - bytes per round and device, each way: the trained elements only, {r['trained_bytes']:,} B (=
