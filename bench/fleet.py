@@ -6,8 +6,10 @@ package dataset-fashion-mnist; no download), pretrained in float on the classes 
 for training with `--train last:1` (the last hidden layer and a new 5-class head: 2,356 B of
 trained parameters) to learn the classes 5-9 (sandal, shirt, sneaker, bag, ankle boot).
 
-The fleet: DEVICES virtual devices, each holding two shards of 30 samples of the new task sorted
-by class (McMahan et al.'s pathological non-IID split: most devices see two classes). Flower's
+The fleet: DEVICES virtual devices of 60 samples of the new task each, non-IID: each device's
+class mix drawn from Dirichlet(0.5) (--split dirichlet:0.5, the usual benchmark split), or two
+class-sorted shards of 30 per device (--split shards: McMahan et al.'s pathological split, most
+devices see two classes). Flower's
 simulation engine (flwr.simulation.run_simulation, Ray backend, 2 CPUs) runs one ClientApp per
 device per round; every device trains one pass over its own samples per round in the host build
 of the generated C (tinyc_train_step as on the board). 100 processes of the C are too heavy for
@@ -17,10 +19,13 @@ sets a step counter of its own for the stochastic rounding). The server's evalua
 aggregate on the held-out set after each round.
 
 Compared with: each device alone (the same passes over its own data, from the same start) and
-centralised training on the union of the devices' data (same lr, one pass per round).
+centralised training on the union of the devices' data (one pass per round, at the build's lr
+and at the fleet's: the better is the reference).
 
-Usage: python bench/fleet.py [--devices 100] [--rounds 20] [--variants fedavg,fedprox,...]
-       -> bench/results/fleet.md and .json
+Usage: python bench/fleet.py [--devices 100] [--rounds 20] [--fleet-lr 0.01] [--lr-to LR]
+       [--local-epochs 1 | --local-steps K] [--split dirichlet:0.5|shards]
+       [--variants fedavg,fedprox,fedavg-nearest,fedavg-stochastic] [--out bench/results/fleet]
+       -> bench/results/fleet.md and .json (needs the 'bench' extra: Flower's simulation on Ray)
 """
 from __future__ import annotations
 
