@@ -76,6 +76,7 @@ class ParamLayout:
     def __init__(self, table: list[dict], source: str = "train_params.json",
                  rounding: str = "nearest"):
         self.table, self.rounding = table, rounding
+        self.build_id: int | None = None   # the CRC-32 of model.c (from_build)
         self.entries = []
         for p in table:
             if "scale" not in p:
@@ -110,7 +111,11 @@ class ParamLayout:
             rounding = json.loads(rep.read_text())["training"].get("rounding", "nearest")
         except (OSError, ValueError, KeyError, TypeError):
             rounding = "nearest"   # a bare generate_c folder
-        return cls(table, str(path), rounding)
+        layout = cls(table, str(path), rounding)
+        from .targets.platformio import link_build_id
+        model_c = model_dir(out) / "model.c"
+        layout.build_id = link_build_id(model_c) if model_c.is_file() else None
+        return layout
 
     @property
     def names(self) -> list[str]:
@@ -347,7 +352,15 @@ class FleetClient(NumPyClient):
         self.backend.push(self.layout.insert(self.backend.pull(), codes))
 
     # -- Flower's calls
+    def check_server(self, config) -> None:
+        """The server serves the build this device runs (the build id in its config)."""
+        theirs, mine = config.get("build_id"), self.layout.build_id
+        if theirs is not None and mine is not None and int(theirs) != mine:
+            raise TinycError(f"the fleet server serves another build (build id "
+                             f"0x{int(theirs):08x}; this device runs 0x{mine:08x})")
+
     def fit(self, parameters, config):
+        self.check_server(config)
         down0, up0 = self.bytes_down, self.bytes_up
         self.set_parameters(parameters)
         lr = float(config.get("lr", self.lr))
@@ -389,6 +402,7 @@ class FleetClient(NumPyClient):
         return codes, len(self.x), metrics
 
     def evaluate(self, parameters, config):
+        self.check_server(config)
         self.set_parameters(parameters)
         acc, loss = self.accuracy(self.eval_x, self.eval_y)
         if self.log:
@@ -466,6 +480,8 @@ class QuantizedStrategy(Strategy):
         if server_round == 1:
             self._wait(client_manager)
         self._sent = parameters_to_ndarrays(parameters) if parameters.tensors else None
+        if client_manager.num_available() == 0:   # all gone: no round (Flower would wait a day)
+            return []
         return self.inner.configure_fit(server_round, parameters, client_manager)
 
     def aggregate_fit(self, server_round, results, failures):
@@ -506,7 +522,8 @@ class QuantizedStrategy(Strategy):
         # the aggregate reaches the devices with the next round's fit; after the last round (and
         # every eval_every rounds) it is sent to them on its own, and they report their accuracy
         last = self.rounds is not None and server_round >= self.rounds
-        if not (last or self.eval_every and server_round % self.eval_every == 0):
+        if not (last or self.eval_every and server_round % self.eval_every == 0) \
+                or client_manager.num_available() == 0:
             return []
         return self.inner.configure_evaluate(server_round, parameters, client_manager)
 
@@ -548,12 +565,14 @@ def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr=None,
     def fit_config(server_round: int) -> dict:
         rate = lr(server_round) if callable(lr) else lr
         return {"server_round": server_round, "epochs": int(epochs), "steps": int(steps or 0),
+                **({"build_id": int(layout.build_id)} if layout.build_id is not None else {}),
                 **({"lr": float(rate)} if rate is not None else {})}
 
     common = dict(fraction_fit=fraction_fit, fraction_evaluate=fraction_evaluate,
                   min_fit_clients=1, min_evaluate_clients=1 if fraction_evaluate else 0,
                   min_available_clients=1, accept_failures=True, on_fit_config_fn=fit_config,
-                  on_evaluate_config_fn=lambda r: {"server_round": r},
+                  on_evaluate_config_fn=lambda r: {"server_round": r, **(
+                      {"build_id": int(layout.build_id)} if layout.build_id is not None else {})},
                   initial_parameters=ndarrays_to_parameters(initial_codes)
                   if initial_codes is not None else None, evaluate_fn=evaluate_fn,
                   fit_metrics_aggregation_fn=lambda m: {},

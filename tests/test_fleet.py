@@ -237,6 +237,26 @@ def test_bad_input(learner, tmp_path):
     assert_clean_failure(tinyc("fleet", "serve", out, "--rounds", 1, "--address",
                                f"127.0.0.1:{18600 + int(time.time()) % 100}", "--devices", 2,
                                "--timeout", 1, check=False), "0 of 2 devices joined within 1 s")
+    # a server serving another build: the device refuses its parameters, no round completes
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("tinyc_*host", ".pio"))
+    with open(other / "lib" / "tinyc_model" / "model.c", "a") as f:
+        f.write("/* another build */\n")
+    addr = f"127.0.0.1:{18500 + int(time.time()) % 100}"
+    server = subprocess.Popen(fleet_cmd("serve", other, "--rounds", 1, "--address", addr,
+                                        "--devices", 1), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        res = tinyc("fleet", "join", out, "--host", "--data", learner / "dev0.npz", "--server",
+                    addr, check=False, timeout=120)
+        _, serve_err = server.communicate(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert_clean_failure(res, "the fleet server serves another build")
+    assert server.returncode == 1 and "no round completed" in serve_err, serve_err
 
 
 def test_master_copy_keeps_updates_under_half_a_code(learner):
