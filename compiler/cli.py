@@ -238,6 +238,61 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--params", help="push: .npz of trained parameters (tinyc emulate "
                    "--save-params, tinyc device pull)")
 
+    fl = sub.add_parser("fleet", help="federated learning over a fleet of devices through "
+                        "Flower: serve the rounds, or join a device to them")
+    fsub = fl.add_subparsers(dest="fleet_action", required=True)
+    fs = fsub.add_parser("serve", help="the fleet's server (Flower, gRPC): aggregates the "
+                         "devices' trained parameters round by round")
+    fs.add_argument("out", help="folder written by tinyc build --train (the fleet's model)")
+    fs.add_argument("--rounds", type=_int_at_least(1), required=True)
+    fs.add_argument("--address", default="0.0.0.0:8080",
+                    help="HOST:PORT to listen on (default 0.0.0.0:8080)")
+    fs.add_argument("--devices", type=_int_at_least(1), default=2,
+                    help="devices to wait for before the first round (default 2); later rounds "
+                         "go on with those still there")
+    fs.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg",
+                    help="Flower's FedAvg (weighted by samples, default) or FedProx")
+    fs.add_argument("--mu", type=_positive_float, default=0.01,
+                    help="FedProx: the proximal term's mu (default 0.01)")
+    fs.add_argument("--lr", type=_learning_rate, help="learning rate sent to the devices "
+                    "(default: each device's own, the build's --lr)")
+    fs.add_argument("--epochs", type=_int_at_least(1), default=1,
+                    help="passes over its own data each device trains per round (default 1)")
+    fs.add_argument("--timeout", type=_positive_float, default=600.0,
+                    help="seconds to wait for the devices to join (default 600)")
+    fs.add_argument("--eval-every", type=_int_at_least(0), default=0,
+                    help="also send the aggregate to the devices for their accuracy every N "
+                         "rounds (default 0: after the last round only; each costs a download)")
+    fs.add_argument("--save-params", help=".npz for the fleet's final trained elements (codes)")
+    fj = fsub.add_parser("join", help="join a device to a fleet: it trains on its own data, "
+                         "only its trained parameters cross")
+    fj.add_argument("out", help="folder written by tinyc build --train (the model the device "
+                    "runs)")
+    fw = fj.add_mutually_exclusive_group(required=True)
+    fw.add_argument("--port", help="the board's serial port or socket://HOST:PORT")
+    fw.add_argument("--qemu", action="store_true", help="the build's firmware under QEMU")
+    fw.add_argument("--host", action="store_true",
+                    help="the host build of the model (gcc; the generated C as a process)")
+    fj.add_argument("--data", required=True, help=".npz with x (inputs, model layout) and y "
+                    "(labels): the device's own samples (they never leave this process)")
+    fj.add_argument("--eval-data", help=".npz the device's accuracy is measured on after each "
+                    "round (default: its --data)")
+    fj.add_argument("--server", default="127.0.0.1:8080",
+                    help="the fleet server's HOST:PORT (default 127.0.0.1:8080)")
+    fj.add_argument("--lr", type=_learning_rate, help="learning rate (default: the server's, "
+                    "else the build's --lr)")
+    fj.add_argument("--epochs", type=_int_at_least(1), default=1,
+                    help="passes per round unless the server says (default 1)")
+    fj.add_argument("--storage", help="with --qemu: the host file standing for the board's flash")
+    fj.add_argument("--baud", type=_int_at_least(300), default=115200)
+    fj.add_argument("--timeout", type=_positive_float, default=30.0,
+                    help="seconds: each device answer; the server connection's retries "
+                         "(default 30)")
+    fj.add_argument("--save-params", help=".npz for the device's parameters at the end")
+    fj.add_argument("--save", action="store_true",
+                    help="then save them in the device's persistent storage")
+    fj.add_argument("--seed", type=int, default=0, help="the local sample order's seed")
+
     r = sub.add_parser("report", help="show a build's report; --plot draws arena occupancy")
     r.add_argument("out", help="folder written by tinyc build")
     r.add_argument("--plot", help="PNG file for the arena occupancy plot")
@@ -854,6 +909,83 @@ def device_train(a, rep: dict, dev, info, table) -> None:
             print(f"saved: {dev.save().describe()}")
 
 
+def cmd_fleet(a) -> int:
+    """`tinyc fleet serve OUT --rounds R` / `tinyc fleet join OUT --host|--qemu|--port P`."""
+    from .outdir import atomic_output
+    rep = load_report(a.out)
+    if "training" not in rep:
+        raise TinycError(f"{a.out}: built without --train; a fleet shares trained parameters "
+                         "(rebuild with --train SCHEME)")
+    if rep["training"].get("loss") == "mse":
+        raise TinycError("tinyc fleet takes class labels: a --loss mse build cannot learn in a "
+                         "fleet yet")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # Flower's dependencies' deprecations
+            from . import fleet
+    except ImportError as e:   # a broken Flower install
+        raise TinycError(f"tinyc fleet needs Flower (pip install 'tinyc[fleet]'): {e}") from None
+    if a.fleet_action == "serve":
+        with (atomic_output(npy_name(a.save_params, ".npz"), ".npz", "--save-params")
+              if a.save_params else contextlib.nullcontext()) as tmp:
+            fleet.serve(a.out, a.rounds, a.address, a.devices, a.strategy, lr=a.lr,
+                        epochs=a.epochs, proximal_mu=a.mu, wait_timeout=a.timeout, save=tmp,
+                        eval_every=a.eval_every)
+        if a.save_params:
+            print(f"wrote {npy_name(a.save_params, '.npz')} (the fleet's trained elements)")
+        return 0
+    return fleet_join(a, rep, fleet)
+
+
+def fleet_join(a, rep: dict, fleet) -> int:
+    from .outdir import atomic_output, using
+    if a.storage and not a.qemu:
+        raise TinycError("--storage is the emulated board's flash: use it with --qemu")
+    if a.save and a.host:
+        raise TinycError("--save keeps the parameters in a device's flash: the host build has "
+                         "none (use --save-params)")
+    x, y = labelled_data(rep, a.data)
+    ex, ey = labelled_data(rep, a.eval_data) if a.eval_data else (None, None)
+    layout = fleet.ParamLayout.from_build(a.out)
+    save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz", "--save-params")
+            if a.save_params else contextlib.nullcontext())
+    with save as params_tmp, using(a.out):
+        if a.host:
+            backend = fleet.HostBackend(a.out)
+        elif a.qemu:
+            backend = fleet.DeviceBackend.qemu(a.out, rep, storage=a.storage, timeout=a.timeout)
+        else:
+            from .device import Device
+            dev = Device(a.port, baudrate=a.baud, timeout=a.timeout)
+            try:
+                backend = fleet.DeviceBackend(dev, a.out)
+            except BaseException:
+                dev.close()
+                raise
+        try:
+            name = backend.name
+            client = fleet.FleetClient(
+                backend, layout, x, y, lr=a.lr if a.lr is not None else rep["training"]["lr"],
+                epochs=a.epochs, eval_x=ex, eval_y=ey, seed=a.seed,
+                output_q=(rep["output"]["scale"], rep["output"]["zero_point"]),
+                log=lambda m: print(f"{name}: {m}", flush=True))
+            print(f"fleet      {name} joins {a.server} with {len(y):,} samples of its own; "
+                  f"{layout.count:,} trained elements ({layout.nbytes:,} B) cross per round "
+                  "and direction", flush=True)
+            fleet.join(client, a.server, retries=max(1, int(a.timeout)))
+            print(f"fleet      done after {client.rounds} rounds: {client.bytes_down:,} B "
+                  f"received, {client.bytes_up:,} B sent", flush=True)
+            if params_tmp:
+                np.savez(params_tmp, **backend.pull())
+            if a.save:
+                print(f"saved: {backend.save().describe()}")
+        finally:
+            backend.close()
+    if a.save_params:
+        print(f"wrote {npy_name(a.save_params, '.npz')} (the device's trained parameters)")
+    return 0
+
+
 def cmd_report(a) -> int:
     rep = load_report(a.out)
     print(printable(summary(rep)))
@@ -959,7 +1091,7 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda msg, cat, *rest: f"tinyc: warning: {printable(str(msg))}\n"
     commands = {"build": cmd_build, "emulate": cmd_emulate, "flash": cmd_flash,
                 "report": cmd_report, "boards": cmd_boards, "export": cmd_export,
-                "device": cmd_device}
+                "device": cmd_device, "fleet": cmd_fleet}
     install_signal_handlers()
     try:
         status = commands[args.command](args)

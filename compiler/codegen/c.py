@@ -10,7 +10,8 @@ Layout written to out_dir (compile every .c in it with `-I out_dir`):
     out_dir/tinyc/*.h         runtime headers (included as "tinyc/kernels.h")
     out_dir/tinyc/*.c         the runtime kernel sources the model uses
     out_dir/train_params.json training builds: the trained parameters (name, kind, dtype,
-                              shape, bytes) in tinyc_params[] order
+                              shape, bytes; scales and trained channels: trained_elements)
+                              in tinyc_params[] order
 
 Training graphs (passes/autodiff.py, g.meta["train"]) also get tinyc_train_step(), the SRAM copies
 of the trained parameters (static arrays initialised from their flash constants by
@@ -324,6 +325,28 @@ def runtime_files(layers: list[dict], train: bool = False) -> list[Path]:
                     for s in sorted(srcs)]
 
 
+def trained_elements(g: Graph, name: str) -> dict:
+    """What train_params.json says of trained parameter `name` besides its layout (tinyc fleet
+    moves only the elements a step changes, dequantized): "scale", the float32 scale of each
+    output channel (axis 0; a per-tensor scale repeated); "channels", the input channels whose
+    weights the update changes (global indices, ascending; null: all of them; biases: null) and
+    "groups" of the layer (a conv's weight element [o, ky, kx, i] is trained when
+    (o // (out_c / groups)) * in_c_per_group + i is in channels; a fully connected [o, i] when i
+    is)."""
+    from ..memory.planner import update_nodes
+    t = g.tensors[name]
+    scale = np.broadcast_to(np.asarray(t.q.scale, np.float32).reshape(-1), (t.shape[0],))
+    out = {"scale": [float(v) for v in scale], "channels": None, "groups": 1}
+    for u in update_nodes(g):
+        if len(u.inputs) > 2 and u.inputs[2] == name:
+            ch = u.attrs.get("channels")
+            width = t.shape[-1] * (1 if u.attrs.get("fc") else int(u.attrs.get("groups", 1)))
+            if ch is not None and len(ch) < width:
+                out["channels"] = [int(c) for c in ch]
+            out["groups"] = 1 if u.attrs.get("fc") else int(u.attrs.get("groups", 1))
+    return out
+
+
 def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     """Write model.c, model.h and the runtime kernels into out_dir; returns out_dir."""
     for needed in (TEMPLATE_DIR / "model.c.j2", RUNTIME_DIR / "include" / "tinyc" / "kernels.h"):
@@ -348,8 +371,8 @@ def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     params_json = out / "train_params.json"
     if ctx["train"] is not None:
         params_json.write_text(json.dumps(
-            [{k: p[k] for k in ("name", "kind", "dtype", "shape", "bytes", "sram_bytes")}
-             for p in ctx["train"]["params"]], indent=1))
+            [{**{k: p[k] for k in ("name", "kind", "dtype", "shape", "bytes", "sram_bytes")},
+              **trained_elements(g, p["name"])} for p in ctx["train"]["params"]], indent=1))
     elif params_json.exists():
         params_json.unlink()
     return out
