@@ -110,8 +110,11 @@ def test_too_big_for_board_is_refused_with_breakdown(tmp_path):
     assert not (tmp_path / "o").exists()   # a refused build writes nothing there
     rep = refused_report(res)
     assert rep["inference"]["sram_bytes"] > rep["sram_limit_bytes"]
-    # the default patch schedule makes the same model fit the 128 KB board
-    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "auto")
+    # the default patch schedule makes the same model fit the 128 KB board's SRAM (the model
+    # library alone: with the demo firmware, its one 48 KB sample and the DSP kernels' code
+    # leave the 512 KB of flash a few KB short)
+    res = tinyc("build", model, "--board", "nucleo_f411re", "-o", tmp_path / "auto",
+                "--no-firmware")
     assert "schedule   patches" in res.stdout
     rep = json.loads((tmp_path / "auto" / "report.json").read_text())
     assert rep["inference"]["sram_bytes"] <= rep["sram_limit_bytes"]
