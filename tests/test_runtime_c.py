@@ -313,7 +313,8 @@ def _random_requant(rng, n, allow_left=True):
     return mult, shift
 
 
-def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, full=False):
+def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, full=False,
+                    zfast=False):
     rng = np.random.default_rng(seed)
     _, h, w, cin = in_shape
     kh, kw = k
@@ -326,6 +327,12 @@ def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, f
                      rng.integers(-127, 128, (cout, kh, kw, cin // groups)).astype(np.int8)),
          "b": Tensor("b", (cout,), "int32", rng.integers(-5000, 5000, cout).astype(np.int32))}
     mult, shift = _random_requant(rng, cout)
+    if zfast:
+        # every shift in the DSP kernels' zero-point-folding range (e = -shift in [2, 23], both
+        # ends present) and an extreme output zero point: the RQ_ZFAST paths at their bounds
+        shift = rng.integers(-23, -1, cout).astype(np.int32)
+        shift[0], shift[-1] = -23, -2
+        out_zp = 127 if seed % 2 else -128
     lo = int(rng.integers(-128, 0))
     q = dict(in_zp=in_zp, out_zp=out_zp, mult=mult, shift=shift, act_min=lo,
              act_max=int(rng.integers(lo + 1, 128)))
@@ -354,6 +361,24 @@ INT8_CONVS = {
                                   pads=(0, 0, 0, 0), groups=1, full=True),
     "conv3x3_s2_first_full": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3), stride=(2, 2),
                                   pads=(1, 1, 1, 1), groups=1, full=True),
+    # the same tails with every channel on the DSP kernels' fast requantization (RQ_ZFAST):
+    # k = 8 and 16 (unrolled), odd pixels and channels, narrow clamps, the first conv
+    "pointwise_k13_c3_zfast": dict(in_shape=(1, 5, 3, 13), cout=3, k=(1, 1), stride=(1, 1),
+                                   pads=(0, 0, 0, 0), groups=1, zfast=True),
+    "pointwise_k8_c12_full_zfast": dict(in_shape=(1, 3, 5, 8), cout=12, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "pointwise_k16_c7_full_zfast": dict(in_shape=(1, 3, 3, 16), cout=7, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "pointwise_k20_c5_full_zfast": dict(in_shape=(1, 4, 5, 20), cout=5, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "conv3x3_s2_first_full_zfast": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3),
+                                        stride=(2, 2), pads=(1, 1, 1, 1), groups=1, full=True,
+                                        zfast=True),
+    "conv3x3_grouped_zfast": dict(in_shape=(1, 7, 6, 6), cout=4, k=(3, 3), stride=(1, 1),
+                                  pads=(1, 1, 1, 1), groups=2, zfast=True),
     "grouped_dilated": dict(in_shape=(1, 9, 10, 6), cout=4, k=(3, 3), stride=(1, 1),
                             pads=(2, 2, 2, 2), groups=2, dilation=2),
     "depthwise_inplace": dict(in_shape=(1, 8, 7, 6), cout=6, k=(3, 3), stride=(2, 2),
@@ -451,13 +476,14 @@ def test_softmax_sum_over_512_does_not_crash(tmp_path):
 
 def test_dsp_requantization_is_tflite_exact(tmp_path):
     """The DSP kernels' requantization (one saturating add for the second rounding) against
-    TFLite's double rounding, clamped, on 7.2 million edge and pseudo-random cases
+    TFLite's double rounding, clamped, on 12.8 million edge and pseudo-random cases, with the
+    output zero point folded into the rounding word where the shift allows it
     (tests/c/requant_exact.c; the DSP instructions written in C)."""
     exe = tmp_path / "requant_exact"
     subprocess.run(["gcc", *STRICT, "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
                     str(ROOT / "tests" / "c" / "requant_exact.c"), "-o", str(exe)], check=True)
     res = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert res.returncode == 0 and "8838400 cases equal" in res.stdout, res.stdout
+    assert res.returncode == 0 and "12798400 cases equal" in res.stdout, res.stdout
 
 
 # ---------------------------------------------------------------- a shared pretrained model

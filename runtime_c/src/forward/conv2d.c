@@ -114,15 +114,55 @@ static TINYC_ALWAYS_INLINE int8_t requant1(int32_t acc, int32_t mult, int32_t sh
     return requant_slow(acc, mult, shift, p);
 }
 
+/* How a layer's outputs are requantized, decided once per kernel call: RQ_FULL when the output
+ * range is the full int8 one (one SSAT clamps), RQ_ZFAST when every channel's shift takes the
+ * fast requantization with the zero point folded in (tinyc_requant_zfast: no per-channel test,
+ * no out-of-line call in the loops, so gcc keeps the block's values in registers). */
+#define RQ_FULL 1
+#define RQ_ZFAST 2
+
+static int rq_mode(const tinyc_conv_params *p, const int32_t *shift)
+{
+    int32_t i, mode = RQ_ZFAST;
+    for (i = 0; i < p->out_c; ++i) {
+        if (!tinyc_requant_zfast(shift[i])) {
+            mode = 0;
+            break;
+        }
+    }
+    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+        mode |= RQ_FULL;
+    }
+    return mode;
+}
+
+/* one output of a RQ_ZFAST layer from its accumulator and its channel's mult, e1, rz */
+static TINYC_ALWAYS_INLINE int8_t rq_out(int32_t acc, int32_t mult, uint32_t e1, int32_t rz,
+                                         int32_t lo, int32_t hi, int full)
+{
+    const int32_t v = tinyc_requant_pre(acc, mult, e1, rz);
+    return (int8_t)(full ? tinyc_ssat8(v) : tinyc_clamp_i32(v, lo, hi));
+}
+
+/* the same from the channel's shift (zp21 = 2 * out_zp + 1) */
+static TINYC_ALWAYS_INLINE int8_t rq_out_shift(int32_t acc, int32_t mult, int32_t shift,
+                                               uint32_t zp21, int32_t lo, int32_t hi, int full)
+{
+    const uint32_t e1 = tinyc_requant_e1(shift);
+    return rq_out(acc, mult, e1, tinyc_requant_round_zp(e1, zp21), lo, hi, full);
+}
+
 /* four output channels' dot products over x[0, k): each word of four input bytes is widened
  * once (SXTB16: bytes 0/2 and 1/3) and used against four weight words with SMLAD, two MACs per
  * instruction. Every product and sum is the portable loop's, so the int32 results are equal. */
 static TINYC_ALWAYS_INLINE void dot_outputs_body(
     const tinyc_conv_params *p, const int8_t *x, int32_t k, const int8_t *weights,
     const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,
-    int8_t *restrict o, int full)
+    int8_t *restrict o, int full, int zfast)
 {
     const int32_t k4 = k & ~3;
+    const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
+    const int32_t lo = p->act_min, hi = p->act_max;
     int32_t oc = 0, i;
     for (; oc + 3 < n_out; oc += 4) {
         const int8_t *w0 = weights + oc * k;
@@ -146,10 +186,17 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
             a2 += v * w2[i];
             a3 += v * w3[i];
         }
-        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
-        o[oc + 1] = requant1(a1, mult[oc + 1], shift[oc + 1], full, p);
-        o[oc + 2] = requant1(a2, mult[oc + 2], shift[oc + 2], full, p);
-        o[oc + 3] = requant1(a3, mult[oc + 3], shift[oc + 3], full, p);
+        if (zfast) {
+            o[oc] = rq_out_shift(a0, mult[oc], shift[oc], zp21, lo, hi, full);
+            o[oc + 1] = rq_out_shift(a1, mult[oc + 1], shift[oc + 1], zp21, lo, hi, full);
+            o[oc + 2] = rq_out_shift(a2, mult[oc + 2], shift[oc + 2], zp21, lo, hi, full);
+            o[oc + 3] = rq_out_shift(a3, mult[oc + 3], shift[oc + 3], zp21, lo, hi, full);
+        } else {
+            o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
+            o[oc + 1] = requant1(a1, mult[oc + 1], shift[oc + 1], full, p);
+            o[oc + 2] = requant1(a2, mult[oc + 2], shift[oc + 2], full, p);
+            o[oc + 3] = requant1(a3, mult[oc + 3], shift[oc + 3], full, p);
+        }
     }
     for (; oc < n_out; ++oc) {
         const int8_t *w0 = weights + oc * k;
@@ -161,7 +208,8 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
         for (; i < k; ++i) {
             a0 += (int32_t)x[i] * w0[i];
         }
-        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
+        o[oc] = zfast ? rq_out_shift(a0, mult[oc], shift[oc], zp21, lo, hi, full)
+                      : requant1(a0, mult[oc], shift[oc], full, p);
     }
 }
 
@@ -174,12 +222,21 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
 
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
-    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
-        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1);
-    } else {
-        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0);
+    switch (mode) {
+    case RQ_ZFAST | RQ_FULL:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+        break;
+    case RQ_ZFAST:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 1);
+        break;
+    case RQ_FULL:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+        break;
+    default:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
+        break;
     }
 }
 
@@ -238,8 +295,61 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
                  o + n_out + oc + 1);
     }
     if (oc < n_out) {
-        dot_outputs(p, x, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + oc);
-        dot_outputs(p, x + k, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + n_out + oc);
+        const int mode = full ? RQ_FULL : 0;
+        dot_outputs(p, x, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + oc, mode);
+        dot_outputs(p, x + k, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + n_out + oc,
+                    mode);
+    }
+}
+
+/* dot_outputs_2px_body for a RQ_ZFAST layer: the pointers walk the channels, the per-channel
+ * constants are derived once for both pixels, and nothing in the loop calls out. An odd last
+ * channel is left to the caller. */
+static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, const int8_t *w,
+                                                const int32_t *bias_eff, const int32_t *mult,
+                                                const int32_t *shift, int32_t n_out,
+                                                int8_t *restrict o, uint32_t zp21, int32_t lo,
+                                                int32_t hi, int full, int unroll)
+{
+    const int32_t k4 = k & ~3;
+    const int8_t *const x_end = x + k4;
+    const int32_t *const b_end = bias_eff + (n_out & ~1);
+    int32_t i;
+    for (; bias_eff != b_end; bias_eff += 2, mult += 2, shift += 2, w += 2 * k, o += 2) {
+        const int8_t *xp = x, *wp = w;
+        int32_t a00 = bias_eff[0], a01 = bias_eff[1];
+        int32_t a10 = a00, a11 = a01;
+        if (unroll) {
+            TINYC_UNROLL_4
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
+        } else {
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
+        }
+        for (i = k4; i < k; ++i) {
+            const int32_t v0 = x[i], v1 = x[k + i];
+            a00 += v0 * w[i];
+            a01 += v0 * w[k + i];
+            a10 += v1 * w[i];
+            a11 += v1 * w[k + i];
+        }
+        {
+            const uint32_t e1 = tinyc_requant_e1(shift[0]);
+            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+            const int32_t m = mult[0];
+            o[0] = rq_out(a00, m, e1, rz, lo, hi, full);
+            o[n_out] = rq_out(a10, m, e1, rz, lo, hi, full);
+        }
+        {
+            const uint32_t e1 = tinyc_requant_e1(shift[1]);
+            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+            const int32_t m = mult[1];
+            o[1] = rq_out(a01, m, e1, rz, lo, hi, full);
+            o[n_out + 1] = rq_out(a11, m, e1, rz, lo, hi, full);
+        }
     }
 }
 
@@ -247,8 +357,29 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
  * quantization: one SSAT clamps; k = 8, 16 and any) and for any other range */
 static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                             const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                            const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                            const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
+    if (mode & RQ_ZFAST) {
+        const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
+        const int32_t lo = p->act_min, hi = p->act_max, last = n_out & ~1;
+        if (!(mode & RQ_FULL)) {
+            dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 0, 0);
+        } else if (k == 8) {
+            dot2_zfast_body(x, 8, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 1, 1);
+        } else if (k == 16) {
+            dot2_zfast_body(x, 16, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 1, 1);
+        } else {
+            dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 1, 0);
+        }
+        if (last < n_out) {
+            const int8_t *w = weights + last * k;
+            dot_outputs(p, x, k, w, bias_eff + last, mult + last, shift + last, 1, o + last,
+                        mode);
+            dot_outputs(p, x + k, k, w, bias_eff + last, mult + last, shift + last, 1,
+                        o + n_out + last, mode);
+        }
+        return;
+    }
     if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
         /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
         if (k == 8) {
@@ -263,11 +394,20 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t
     }
 }
 #else
+/* the requantization mode of the DSP kernels: none here */
+static int rq_mode(const tinyc_conv_params *p, const int32_t *shift)
+{
+    (void)p;
+    (void)shift;
+    return 0;
+}
+
 /* out[oc] for oc in [0, n_out): dot(x, weights[oc], k) + bias_eff[oc], requantized. */
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
+    (void)mode;
     int32_t oc = 0, i;
     for (; oc + 1 < n_out; oc += 2) {
         const int8_t *w0 = weights + oc * k;
@@ -293,20 +433,22 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
 }
 #endif
 
-/* The outputs of n (1 or 2) adjacent pixels, inputs at x (n * k bytes), outputs at o. */
+/* The outputs of n (1 or 2) adjacent pixels, inputs at x (n * k bytes), outputs at o; mode:
+ * rq_mode of the layer. */
 static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, int32_t n,
                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                       const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                       const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
     int32_t j;
 #if TINYC_USE_DSP
     if (n == 2) {
-        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o);
+        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o, mode);
         return;
     }
 #endif
     for (j = 0; j < n; ++j) {
-        dot_outputs(p, x + j * k, k, weights, bias_eff, mult, shift, n_out, o + j * n_out);
+        dot_outputs(p, x + j * k, k, weights, bias_eff, mult, shift, n_out, o + j * n_out,
+                    mode);
     }
 }
 
@@ -353,6 +495,7 @@ void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int
     const int32_t k = p->kernel_h * p->kernel_w * cin_g;
     /* two windows side by side (groups 1, room for both): computed at once */
     const int32_t pair = p->groups == 1 && scratch_bytes >= 2 * k ? 2 : 1;
+    const int mode = rq_mode(p, shift);
     int32_t oy, ox, g, n;
 
     for (oy = 0; oy < p->out_h; ++oy) {
@@ -362,13 +505,15 @@ void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int
             if (n == 2) {
                 gather_window(p, in, oy, ox, 0, cin_g, scratch);
                 gather_window(p, in, oy, ox + 1, 0, cin_g, scratch + k);
-                dot_pixels(p, scratch, k, 2, weights, bias_eff, mult, shift, p->out_c, o);
+                dot_pixels(p, scratch, k, 2, weights, bias_eff, mult, shift, p->out_c, o,
+                           mode);
                 continue;
             }
             for (g = 0; g < p->groups; ++g) {
                 gather_window(p, in, oy, ox, g, cin_g, scratch);
                 dot_outputs(p, scratch, k, weights + g * cout_g * k, bias_eff + g * cout_g,
-                            mult + g * cout_g, shift + g * cout_g, cout_g, o + g * cout_g);
+                            mult + g * cout_g, shift + g * cout_g, cout_g, o + g * cout_g,
+                            mode);
             }
         }
     }
@@ -379,11 +524,12 @@ void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t
                       int8_t *out)
 {
     const int32_t pixels = p->out_h * p->out_w;
+    const int mode = rq_mode(p, shift);
     int32_t i, n;
     for (i = 0; i < pixels; i += n) {
         n = pixels - i < 2 ? 1 : 2;
         dot_pixels(p, in + i * p->in_c, p->in_c, n, weights, bias_eff, mult, shift, p->out_c,
-                   out + i * p->out_c);
+                   out + i * p->out_c, mode);
     }
 }
 
@@ -395,6 +541,7 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
     const int32_t cin = p->in_c;
     const int32_t cout = p->out_c;
     const int32_t step = scratch_bytes >= 2 * cin ? 2 : 1;   /* pixels copied and computed */
+    const int mode = rq_mode(p, shift);
     int32_t i, n;
     if (cout > cin) {
         /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards */
@@ -402,14 +549,16 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
             n = i < step ? i : step;
             i -= n;
             memcpy(scratch, buf + i * cin, (size_t)(n * cin));
-            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout);
+            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout,
+                       mode);
         }
     } else {
         /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards */
         for (i = 0; i < pixels; i += n) {
             n = pixels - i < step ? pixels - i : step;
             memcpy(scratch, buf + i * cin, (size_t)(n * cin));
-            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout);
+            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout,
+                       mode);
         }
     }
 }
