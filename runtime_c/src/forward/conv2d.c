@@ -164,21 +164,25 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
     const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
     const int32_t lo = p->act_min, hi = p->act_max;
     int32_t oc = 0, i;
+    const int8_t *const x_end = x + k4;
     for (; oc + 3 < n_out; oc += 4) {
         const int8_t *w0 = weights + oc * k;
         const int8_t *w1 = w0 + k;
         const int8_t *w2 = w1 + k;
         const int8_t *w3 = w2 + k;
+        /* two row pointers, rows 1 and 3 at offset k (fewer live registers: no spill) */
+        const int8_t *xp = x, *wp0 = w0, *wp2 = w2;
         int32_t a0 = bias_eff[oc], a1 = bias_eff[oc + 1];
         int32_t a2 = bias_eff[oc + 2], a3 = bias_eff[oc + 3];
-        for (i = 0; i < k4; i += 4) {
-            const uint32_t xv = tinyc_read4(x + i);
+        for (; xp != x_end; xp += 4, wp0 += 4, wp2 += 4) {
+            const uint32_t xv = tinyc_read4(xp);
             const uint32_t x02 = tinyc_sxtb16(xv), x13 = tinyc_sxtb16_ror8(xv);
-            a0 = tinyc_dot4(x02, x13, tinyc_read4(w0 + i), a0);
-            a1 = tinyc_dot4(x02, x13, tinyc_read4(w1 + i), a1);
-            a2 = tinyc_dot4(x02, x13, tinyc_read4(w2 + i), a2);
-            a3 = tinyc_dot4(x02, x13, tinyc_read4(w3 + i), a3);
+            a0 = tinyc_dot4(x02, x13, tinyc_read4(wp0), a0);
+            a1 = tinyc_dot4(x02, x13, tinyc_read4(wp0 + k), a1);
+            a2 = tinyc_dot4(x02, x13, tinyc_read4(wp2), a2);
+            a3 = tinyc_dot4(x02, x13, tinyc_read4(wp2 + k), a3);
         }
+        i = k4;
         for (; i < k; ++i) {
             const int32_t v = x[i];
             a0 += v * w0[i];
