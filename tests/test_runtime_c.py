@@ -282,6 +282,26 @@ def test_depthwise_scratch_grows_only_into_free_bytes(monkeypatch):
     assert plan_memory(g).arena_bytes == plan.arena_bytes
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pointwise_inplace_one_pixel_scratch(variant, monkeypatch, tmp_path):
+    """In-place 1x1 convs with one pixel of scratch only (the planner's minimum): pixel pairs
+    whose outputs do not overlap their own inputs are read in place, two at a time, the others
+    copied one by one. Expanding, shrinking and equal widths, odd pixel counts."""
+    import tinyc.memory.planner as planner
+    monkeypatch.setattr(planner, "_grow_scratch", lambda *a: None)
+    g = net_pointwise_chain()
+    plan = assert_c_matches_reference(g, tmp_path / "chain", n_random=2, variant=variant)
+    pw = [i for i, kind in plan.inplace.items() if kind == "pointwise"]
+    assert len(pw) >= 3
+    assert all(plan.scratch[i][1] == g.tensors[g.nodes[i].inputs[0]].shape[-1] for i in pw)
+    for name in ("pointwise_k8_c12_full_zfast", "pointwise_k16_c7_full_zfast",
+                 "pointwise_k13_c3"):
+        gi = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
+        plan = assert_c_matches_reference(gi, tmp_path / name, n_random=2, variant=variant)
+        assert plan.inplace.get(0) == "pointwise" and plan.scratch[0][1] == gi.tensors[
+            "input"].shape[-1]
+
+
 def test_without_inplace_same_output(tmp_path):
     g = net_residuals()
     plan = plan_memory(g, inplace=False)

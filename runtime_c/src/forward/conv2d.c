@@ -548,8 +548,17 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
     const int mode = rq_mode(p, shift);
     int32_t i, n;
     if (cout > cin) {
-        /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards */
+        /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards.
+         * Two pixels whose outputs start after their own inputs end (all but the first few)
+         * are read where they are: no copy, and two at a time whatever the scratch. */
         for (i = pixels; i > 0;) {
+            n = i < 2 ? i : 2;
+            if ((i - n) * cout >= i * cin) {
+                i -= n;
+                dot_pixels(p, buf + i * cin, cin, n, weights, bias_eff, mult, shift, cout,
+                           buf + i * cout, mode);
+                continue;
+            }
             n = i < step ? i : step;
             i -= n;
             memcpy(scratch, buf + i * cin, (size_t)(n * cin));
@@ -557,8 +566,15 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
                        mode);
         }
     } else {
-        /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards */
+        /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards;
+         * pixels whose outputs end before their own inputs start are read in place */
         for (i = 0; i < pixels; i += n) {
+            n = pixels - i < 2 ? pixels - i : 2;
+            if ((i + n) * cout <= i * cin) {
+                dot_pixels(p, buf + i * cin, cin, n, weights, bias_eff, mult, shift, cout,
+                           buf + i * cout, mode);
+                continue;
+            }
             n = pixels - i < step ? pixels - i : step;
             memcpy(scratch, buf + i * cin, (size_t)(n * cin));
             dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout,
