@@ -397,6 +397,14 @@ INT8_CONVS = {
     "conv3x3_s2_first_full_zfast": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3),
                                         stride=(2, 2), pads=(1, 1, 1, 1), groups=1, full=True,
                                         zfast=True),
+    # im2col windows with k % 4 = 1 and 2 (the masked last step), interior and border windows,
+    # an odd channel count, a dilated kernel (no interior fast copy)
+    "conv5x3_s21_zfast": dict(in_shape=(1, 11, 9, 3), cout=5, k=(5, 3), stride=(2, 1),
+                              pads=(2, 0, 1, 1), groups=1, zfast=True),
+    "conv3x3_c2_zfast": dict(in_shape=(1, 8, 9, 2), cout=7, k=(3, 3), stride=(1, 1),
+                             pads=(1, 1, 1, 1), groups=1, zfast=True),
+    "conv3x3_dilated_zfast": dict(in_shape=(1, 10, 9, 5), cout=6, k=(3, 3), stride=(1, 1),
+                                  pads=(2, 2, 2, 2), groups=1, dilation=2, zfast=True),
     "conv3x3_grouped_zfast": dict(in_shape=(1, 7, 6, 6), cout=4, k=(3, 3), stride=(1, 1),
                                   pads=(1, 1, 1, 1), groups=2, zfast=True),
     "grouped_dilated": dict(in_shape=(1, 9, 10, 6), cout=4, k=(3, 3), stride=(1, 1),
@@ -423,6 +431,21 @@ def test_int8_conv_random_params(name, variant, tmp_path):
         assert plan.inplace.get(0) == "depthwise"
     if name == "pointwise":
         assert plan.inplace.get(0) == "pointwise"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(n for n in INT8_CONVS if n.startswith("conv")))
+def test_int8_conv_two_windows(name, variant, tmp_path):
+    """The im2col kernel with room for two windows (the planner grants it only where the bytes
+    are free, which a one-layer graph rarely has): a scratch of twice the window at the end of
+    the arena, so that the two-pixel paths run (interior and border windows, the masked last
+    step of k % 4 != 0, odd channel counts)."""
+    g = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
+    plan = plan_memory(g)
+    off, size = plan.scratch[0]
+    plan.scratch[0] = (plan.arena_bytes, 2 * size)
+    plan.arena_bytes += 2 * size
+    assert_c_matches_reference(g, tmp_path, plan=plan, n_random=4, variant=variant)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -245,11 +245,12 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
 }
 
 /* one step of the 2x2 block: four bytes of both pixels (xp, xp + k) times four bytes of both
- * weight rows (wp, wp + k) */
-static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
-                                       int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+ * weight rows (wp, wp + k), the weight words masked (only the bytes mask keeps count) */
+static TINYC_ALWAYS_INLINE void mac2x2_masked(const int8_t *xp, const int8_t *wp, int32_t k,
+                                              uint32_t mask, int32_t *a00, int32_t *a01,
+                                              int32_t *a10, int32_t *a11)
 {
-    const uint32_t wv0 = tinyc_read4(wp), wv1 = tinyc_read4(wp + k);
+    const uint32_t wv0 = tinyc_read4(wp) & mask, wv1 = tinyc_read4(wp + k) & mask;
     const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
     const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
     uint32_t xv = tinyc_read4(xp);
@@ -261,6 +262,13 @@ static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32
     xb = tinyc_sxtb16_ror8(xv);
     *a10 = tinyc_smlad(xb, w0b, tinyc_smlad(xa, w0a, *a10));
     *a11 = tinyc_smlad(xb, w1b, tinyc_smlad(xa, w1a, *a11));
+}
+
+/* mac2x2_masked on every byte */
+static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
+                                       int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+{
+    mac2x2_masked(xp, wp, k, ~0u, a00, a01, a10, a11);
 }
 
 static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
@@ -333,12 +341,21 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, cons
                 mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
             }
         }
-        for (i = k4; i < k; ++i) {
-            const int32_t v0 = x[i], v1 = x[k + i];
-            a00 += v0 * w[i];
-            a01 += v0 * w[k + i];
-            a10 += v1 * w[i];
-            a11 += v1 * w[k + i];
+        if (k & 3) {
+            if (k >= 4) {
+                /* the last k % 4 bytes: one more step on the last word, its leading bytes
+                 * (already summed) given weight 0 */
+                mac2x2_masked(x + k - 4, w + k - 4, k, ~0u << (8 * (4 - (k & 3))), &a00, &a01,
+                              &a10, &a11);
+            } else {
+                for (i = 0; i < k; ++i) {
+                    const int32_t v0 = x[i], v1 = x[k + i];
+                    a00 += v0 * w[i];
+                    a01 += v0 * w[k + i];
+                    a10 += v1 * w[i];
+                    a11 += v1 * w[k + i];
+                }
+            }
         }
         {
             const uint32_t e1 = tinyc_requant_e1(shift[0]);
@@ -460,12 +477,15 @@ static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, i
  * the copy) */
 static TINYC_ALWAYS_INLINE void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
 {
-    int32_t i;
+    int32_t i = 0;
     if (n >= 16) {
         memcpy(dst, src, (size_t)n);
         return;
     }
-    for (i = 0; i < n; ++i) {
+    for (; i + 4 <= n; i += 4) {
+        memcpy(dst + i, src + i, 4);   /* one word (unaligned LDR/STR on Cortex-M3 and up) */
+    }
+    for (; i < n; ++i) {
         dst[i] = src[i];
     }
 }
@@ -477,6 +497,17 @@ static void gather_window(const tinyc_conv_params *p, const int8_t *in, int32_t 
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     const int32_t ix0 = ox * p->stride_w - p->pad_left;
     int32_t ky, kx;
+    if (cin_g == p->in_c && p->dilation_w == 1 && iy0 >= 0 && ix0 >= 0 &&
+        iy0 + (p->kernel_h - 1) * p->dilation_h < p->in_h && ix0 + p->kernel_w <= p->in_w) {
+        /* an interior window (groups 1): each row of taps is kernel_w * in_c contiguous bytes */
+        const int32_t row = p->kernel_w * cin_g;
+        const int32_t step = p->dilation_h * p->in_w * p->in_c;
+        const int8_t *src = in + (iy0 * p->in_w + ix0) * p->in_c;
+        for (ky = 0; ky < p->kernel_h; ++ky, dst += row, src += step) {
+            copy_bytes(dst, src, row);
+        }
+        return;
+    }
     for (ky = 0; ky < p->kernel_h; ++ky) {
         const int32_t iy = iy0 + ky * p->dilation_h;
         for (kx = 0; kx < p->kernel_w; ++kx, dst += cin_g) {
