@@ -374,24 +374,20 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, cons
     }
 }
 
-/* dot_outputs_2px_body compiled for the full int8 output range (no fused activation left after
- * quantization: one SSAT clamps; k = 8, 16 and any) and for any other range */
-static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
-                            const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                            const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
+/* dot2_zfast_body over `pairs` pixel pairs (x and o advancing by xstep and ostep bytes, either
+ * way), with the odd last channel: the call and the dispatch once per run of pairs */
+static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const int8_t *x,
+                                               int32_t k, const int8_t *weights,
+                                               const int32_t *bias_eff, const int32_t *mult,
+                                               const int32_t *shift, int32_t n_out, int8_t *o,
+                                               int32_t pairs, int32_t xstep, int32_t ostep,
+                                               int mode, int full, int unroll)
 {
-    if (mode & RQ_ZFAST) {
-        const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
-        const int32_t lo = p->act_min, hi = p->act_max, last = n_out & ~1;
-        if (!(mode & RQ_FULL)) {
-            dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 0, 0);
-        } else if (k == 8) {
-            dot2_zfast_body(x, 8, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 1, 1);
-        } else if (k == 16) {
-            dot2_zfast_body(x, 16, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 1, 1);
-        } else {
-            dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, 1, 0);
-        }
+    const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
+    const int32_t lo = p->act_min, hi = p->act_max, last = n_out & ~1;
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, full,
+                        unroll);
         if (last < n_out) {
             const int8_t *w = weights + last * k;
             dot_outputs(p, x, k, w, bias_eff + last, mult + last, shift + last, 1, o + last,
@@ -399,19 +395,47 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t
             dot_outputs(p, x + k, k, w, bias_eff + last, mult + last, shift + last, 1,
                         o + n_out + last, mode);
         }
+    }
+}
+
+/* the outputs of `pairs` pixel pairs: the pair at x (2 * k bytes) gives 2 * n_out outputs at o;
+ * x and o advance by xstep and ostep bytes from pair to pair. The bodies are compiled for the
+ * full int8 output range (no fused activation left after quantization: one SSAT clamps; k = 8,
+ * 16 and any) and for any other range. */
+static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
+                            const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
+                            const int32_t *shift, int32_t n_out, int8_t *o, int mode,
+                            int32_t pairs, int32_t xstep, int32_t ostep)
+{
+    if (mode & RQ_ZFAST) {
+        if (!(mode & RQ_FULL)) {
+            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 0, 0);
+        } else if (k == 8) {
+            dot2_zfast_run(p, x, 8, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 1);
+        } else if (k == 16) {
+            dot2_zfast_run(p, x, 16, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 1);
+        } else {
+            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 0);
+        }
         return;
     }
-    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
-        /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
-        if (k == 8) {
-            dot_outputs_2px_body(p, x, 8, weights, bias_eff, mult, shift, n_out, o, 1, 1);
-        } else if (k == 16) {
-            dot_outputs_2px_body(p, x, 16, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+            /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
+            if (k == 8) {
+                dot_outputs_2px_body(p, x, 8, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+            } else if (k == 16) {
+                dot_outputs_2px_body(p, x, 16, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+            } else {
+                dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+            }
         } else {
-            dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+            dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
         }
-    } else {
-        dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
     }
 }
 #else
@@ -463,7 +487,7 @@ static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, i
     int32_t j;
 #if TINYC_USE_DSP
     if (n == 2) {
-        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o, mode);
+        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o, mode, 1, 0, 0);
         return;
     }
 #endif
@@ -471,6 +495,23 @@ static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, i
         dot_outputs(p, x + j * k, k, weights, bias_eff, mult, shift, n_out, o + j * n_out,
                     mode);
     }
+}
+
+/* `pairs` pixel pairs, the first at x (inputs) and o (outputs), the next ones xstep and ostep
+ * bytes on (negative: backwards) */
+static void dot_pairs(const tinyc_conv_params *p, const int8_t *x, int32_t k, int32_t pairs,
+                      int32_t xstep, const int8_t *weights, const int32_t *bias_eff,
+                      const int32_t *mult, const int32_t *shift, int32_t n_out, int8_t *o,
+                      int32_t ostep, int mode)
+{
+#if TINYC_USE_DSP
+    dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o, mode, pairs, xstep,
+                    ostep);
+#else
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        dot_pixels(p, x, k, 2, weights, bias_eff, mult, shift, n_out, o, mode);
+    }
+#endif
 }
 
 /* n bytes (a tap's channels: often 3 in a first conv, where a memcpy call costs more than
@@ -560,10 +601,12 @@ void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t
 {
     const int32_t pixels = p->out_h * p->out_w;
     const int mode = rq_mode(p, shift);
-    int32_t i, n;
-    for (i = 0; i < pixels; i += n) {
-        n = pixels - i < 2 ? 1 : 2;
-        dot_pixels(p, in + i * p->in_c, p->in_c, n, weights, bias_eff, mult, shift, p->out_c,
+    int32_t i;
+    dot_pairs(p, in, p->in_c, pixels / 2, 2 * p->in_c, weights, bias_eff, mult, shift,
+              p->out_c, out, 2 * p->out_c, mode);
+    if (pixels & 1) {
+        i = pixels - 1;
+        dot_pixels(p, in + i * p->in_c, p->in_c, 1, weights, bias_eff, mult, shift, p->out_c,
                    out + i * p->out_c, mode);
     }
 }
@@ -583,11 +626,15 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
          * Two pixels whose outputs start after their own inputs end (all but the first few)
          * are read where they are: no copy, and two at a time whatever the scratch. */
         for (i = pixels; i > 0;) {
-            n = i < 2 ? i : 2;
-            if ((i - n) * cout >= i * cin) {
-                i -= n;
-                dot_pixels(p, buf + i * cin, cin, n, weights, bias_eff, mult, shift, cout,
-                           buf + i * cout, mode);
+            if (i >= 2 && (i - 2) * cout >= i * cin) {
+                /* pairs [i - 2m, i - 2m + 2), m = 1, 2...: the condition holds down to some i */
+                int32_t m = 1;
+                while (i - 2 * (m + 1) >= 0 && (i - 2 * (m + 1)) * cout >= (i - 2 * m) * cin) {
+                    ++m;
+                }
+                dot_pairs(p, buf + (i - 2) * cin, cin, m, -2 * cin, weights, bias_eff, mult,
+                          shift, cout, buf + (i - 2) * cout, -2 * cout, mode);
+                i -= 2 * m;
                 continue;
             }
             n = i < step ? i : step;
@@ -600,9 +647,23 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
         /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards;
          * pixels whose outputs end before their own inputs start are read in place */
         for (i = 0; i < pixels; i += n) {
-            n = pixels - i < 2 ? pixels - i : 2;
-            if ((i + n) * cout <= i * cin) {
-                dot_pixels(p, buf + i * cin, cin, n, weights, bias_eff, mult, shift, cout,
+            if (pixels - i >= 2 && (i + 2) * cout <= i * cin) {
+                /* from here on every pair qualifies (i * (cin - cout) >= 2 * cout grows with
+                 * i): the pairs in one run, then an odd last pixel, which qualifies too */
+                const int32_t pairs = (pixels - i) / 2;
+                dot_pairs(p, buf + i * cin, cin, pairs, 2 * cin, weights, bias_eff, mult, shift,
+                          cout, buf + i * cout, 2 * cout, mode);
+                n = 2 * pairs;
+                if (n < pixels - i) {
+                    dot_pixels(p, buf + (i + n) * cin, cin, 1, weights, bias_eff, mult, shift,
+                               cout, buf + (i + n) * cout, mode);
+                    ++n;
+                }
+                continue;
+            }
+            if (pixels - i == 1 && (i + 1) * cout <= i * cin) {
+                n = 1;
+                dot_pixels(p, buf + i * cin, cin, 1, weights, bias_eff, mult, shift, cout,
                            buf + i * cout, mode);
                 continue;
             }
