@@ -282,6 +282,26 @@ def test_depthwise_scratch_grows_only_into_free_bytes(monkeypatch):
     assert plan_memory(g).arena_bytes == plan.arena_bytes
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pointwise_inplace_one_pixel_scratch(variant, monkeypatch, tmp_path):
+    """In-place 1x1 convs with one pixel of scratch only (the planner's minimum): pixel pairs
+    whose outputs do not overlap their own inputs are read in place, two at a time, the others
+    copied one by one. Expanding, shrinking and equal widths, odd pixel counts."""
+    import tinyc.memory.planner as planner
+    monkeypatch.setattr(planner, "_grow_scratch", lambda *a: None)
+    g = net_pointwise_chain()
+    plan = assert_c_matches_reference(g, tmp_path / "chain", n_random=2, variant=variant)
+    pw = [i for i, kind in plan.inplace.items() if kind == "pointwise"]
+    assert len(pw) >= 3
+    assert all(plan.scratch[i][1] == g.tensors[g.nodes[i].inputs[0]].shape[-1] for i in pw)
+    for name in ("pointwise_k8_c12_full_zfast", "pointwise_k16_c7_full_zfast",
+                 "pointwise_k13_c3"):
+        gi = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
+        plan = assert_c_matches_reference(gi, tmp_path / name, n_random=2, variant=variant)
+        assert plan.inplace.get(0) == "pointwise" and plan.scratch[0][1] == gi.tensors[
+            "input"].shape[-1]
+
+
 def test_without_inplace_same_output(tmp_path):
     g = net_residuals()
     plan = plan_memory(g, inplace=False)
@@ -313,7 +333,8 @@ def _random_requant(rng, n, allow_left=True):
     return mult, shift
 
 
-def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, full=False):
+def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, full=False,
+                    zfast=False):
     rng = np.random.default_rng(seed)
     _, h, w, cin = in_shape
     kh, kw = k
@@ -326,6 +347,12 @@ def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, f
                      rng.integers(-127, 128, (cout, kh, kw, cin // groups)).astype(np.int8)),
          "b": Tensor("b", (cout,), "int32", rng.integers(-5000, 5000, cout).astype(np.int32))}
     mult, shift = _random_requant(rng, cout)
+    if zfast:
+        # every shift in the DSP kernels' zero-point-folding range (e = -shift in [2, 23], both
+        # ends present) and an extreme output zero point: the RQ_ZFAST paths at their bounds
+        shift = rng.integers(-23, -1, cout).astype(np.int32)
+        shift[0], shift[-1] = -23, -2
+        out_zp = 127 if seed % 2 else -128
     lo = int(rng.integers(-128, 0))
     q = dict(in_zp=in_zp, out_zp=out_zp, mult=mult, shift=shift, act_min=lo,
              act_max=int(rng.integers(lo + 1, 128)))
@@ -354,6 +381,32 @@ INT8_CONVS = {
                                   pads=(0, 0, 0, 0), groups=1, full=True),
     "conv3x3_s2_first_full": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3), stride=(2, 2),
                                   pads=(1, 1, 1, 1), groups=1, full=True),
+    # the same tails with every channel on the DSP kernels' fast requantization (RQ_ZFAST):
+    # k = 8 and 16 (unrolled), odd pixels and channels, narrow clamps, the first conv
+    "pointwise_k13_c3_zfast": dict(in_shape=(1, 5, 3, 13), cout=3, k=(1, 1), stride=(1, 1),
+                                   pads=(0, 0, 0, 0), groups=1, zfast=True),
+    "pointwise_k8_c12_full_zfast": dict(in_shape=(1, 3, 5, 8), cout=12, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "pointwise_k16_c7_full_zfast": dict(in_shape=(1, 3, 3, 16), cout=7, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "pointwise_k20_c5_full_zfast": dict(in_shape=(1, 4, 5, 20), cout=5, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "conv3x3_s2_first_full_zfast": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3),
+                                        stride=(2, 2), pads=(1, 1, 1, 1), groups=1, full=True,
+                                        zfast=True),
+    # im2col windows with k % 4 = 1 and 2 (the masked last step), interior and border windows,
+    # an odd channel count, a dilated kernel (no interior fast copy)
+    "conv5x3_s21_zfast": dict(in_shape=(1, 11, 9, 3), cout=5, k=(5, 3), stride=(2, 1),
+                              pads=(2, 0, 1, 1), groups=1, zfast=True),
+    "conv3x3_c2_zfast": dict(in_shape=(1, 8, 9, 2), cout=7, k=(3, 3), stride=(1, 1),
+                             pads=(1, 1, 1, 1), groups=1, zfast=True),
+    "conv3x3_dilated_zfast": dict(in_shape=(1, 10, 9, 5), cout=6, k=(3, 3), stride=(1, 1),
+                                  pads=(2, 2, 2, 2), groups=1, dilation=2, zfast=True),
+    "conv3x3_grouped_zfast": dict(in_shape=(1, 7, 6, 6), cout=4, k=(3, 3), stride=(1, 1),
+                                  pads=(1, 1, 1, 1), groups=2, zfast=True),
     "grouped_dilated": dict(in_shape=(1, 9, 10, 6), cout=4, k=(3, 3), stride=(1, 1),
                             pads=(2, 2, 2, 2), groups=2, dilation=2),
     "depthwise_inplace": dict(in_shape=(1, 8, 7, 6), cout=6, k=(3, 3), stride=(2, 2),
@@ -378,6 +431,21 @@ def test_int8_conv_random_params(name, variant, tmp_path):
         assert plan.inplace.get(0) == "depthwise"
     if name == "pointwise":
         assert plan.inplace.get(0) == "pointwise"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(n for n in INT8_CONVS if n.startswith("conv")))
+def test_int8_conv_two_windows(name, variant, tmp_path):
+    """The im2col kernel with room for two windows (the planner grants it only where the bytes
+    are free, which a one-layer graph rarely has): a scratch of twice the window at the end of
+    the arena, so that the two-pixel paths run (interior and border windows, the masked last
+    step of k % 4 != 0, odd channel counts)."""
+    g = int8_conv_graph(seed=len(name), **INT8_CONVS[name])
+    plan = plan_memory(g)
+    off, size = plan.scratch[0]
+    plan.scratch[0] = (plan.arena_bytes, 2 * size)
+    plan.arena_bytes += 2 * size
+    assert_c_matches_reference(g, tmp_path, plan=plan, n_random=4, variant=variant)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -451,13 +519,14 @@ def test_softmax_sum_over_512_does_not_crash(tmp_path):
 
 def test_dsp_requantization_is_tflite_exact(tmp_path):
     """The DSP kernels' requantization (one saturating add for the second rounding) against
-    TFLite's double rounding, clamped, on 7.2 million edge and pseudo-random cases
+    TFLite's double rounding, clamped, on 12.8 million edge and pseudo-random cases, with the
+    output zero point folded into the rounding word where the shift allows it
     (tests/c/requant_exact.c; the DSP instructions written in C)."""
     exe = tmp_path / "requant_exact"
     subprocess.run(["gcc", *STRICT, "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
                     str(ROOT / "tests" / "c" / "requant_exact.c"), "-o", str(exe)], check=True)
     res = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert res.returncode == 0 and "8838400 cases equal" in res.stdout, res.stdout
+    assert res.returncode == 0 and "12798400 cases equal" in res.stdout, res.stdout
 
 
 # ---------------------------------------------------------------- a shared pretrained model

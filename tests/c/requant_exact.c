@@ -47,6 +47,21 @@ int main(void)
                                (long)zps[z], (long)lo, (long)hi, (long)got, (long)want);
                         return 1;
                     }
+                    if (tinyc_requant_zfast(shift)) {
+                        /* the zero point folded into the rounding word (RQ_ZFAST kernels) */
+                        const uint32_t e1 = tinyc_requant_e1(shift);
+                        const int32_t rz = tinyc_requant_round_zp(
+                            e1, 2u * (uint32_t)zps[z] + 1u);
+                        const int32_t got_z = tinyc_clamp_i32(
+                            tinyc_requant_pre(acc, mult, e1, rz), lo, hi);
+                        ++cases;
+                        if (got_z != want) {
+                            printf("differs (zero point folded): acc %ld mult %ld shift %ld "
+                                   "zp %ld: %ld, TFLite %ld\n", (long)acc, (long)mult,
+                                   (long)shift, (long)zps[z], (long)got_z, (long)want);
+                            return 1;
+                        }
+                    }
                 }
             }
         }

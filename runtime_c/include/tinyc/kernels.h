@@ -59,10 +59,11 @@ void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t
                       int8_t *out);
 
 /* Pointwise conv computed in place: `buf` holds the input on entry and the output on return
- * (max(input, output) bytes). Each input pixel is copied to `scratch` before its outputs are
- * written; pixels go backwards when out_c > in_c and forwards otherwise, so no output byte lands
- * on an input pixel not yet consumed. `scratch_bytes` >= in_c; from 2 * in_c on, two pixels are
- * copied and computed at once (faster: each weight is loaded once for both). */
+ * (max(input, output) bytes). Pixels go backwards when out_c > in_c and forwards otherwise, so
+ * no output byte lands on an input pixel not yet consumed; a pixel pair whose outputs do not
+ * overlap its own inputs is read in place, the others are copied to `scratch` first.
+ * `scratch_bytes` >= in_c; from 2 * in_c on, two copied pixels are computed at once (faster:
+ * each weight is loaded once for both). */
 void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int8_t *weights,
                               const int32_t *bias_eff, const int32_t *mult,
                               const int32_t *shift, int8_t *scratch, int32_t scratch_bytes);

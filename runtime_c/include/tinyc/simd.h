@@ -165,6 +165,25 @@ static TINYC_ALWAYS_INLINE int32_t tinyc_requant_pre(int32_t acc, int32_t mult, 
     return tinyc_smlal_hi(low, round + (acc >> 31), acc, mult) >> e1;
 }
 
+/* The output zero point folded into the rounding word, for e = -shift in [2, 23] (e1 = e - 1 in
+ * [1, 22]): with rz = 2^(e1-1) + zp * 2^e1 = (2 zp + 1) * 2^(e1-1) in place of the rounding term,
+ * the SMLAL's high word is hi + zp * 2^e1 (h the high word of tinyc_requant_pre), and
+ * (hi + zp * 2^e1) >> e1 == (hi >> e1) + zp exactly (an arithmetic shift of hi plus a multiple
+ * of 2^e1). No wrap: |acc * mult| < 2^62 and the addend is below 2^54, so |hi| <= 2^30 + 2^22,
+ * and |zp * 2^e1| <= 2^29: the sum stays below 2^31. One instruction less per output (the
+ * add of zp), and the constant is derived once per channel. */
+/* whether the shift is in that range */
+static TINYC_ALWAYS_INLINE int tinyc_requant_zfast(int32_t shift)
+{
+    return ~(uint32_t)shift - 1u < 22u;
+}
+
+/* rz for e1 = tinyc_requant_e1(shift) (in [1, 22]) and zp21 = 2 * zp + 1 (as uint32) */
+static TINYC_ALWAYS_INLINE int32_t tinyc_requant_round_zp(uint32_t e1, uint32_t zp21)
+{
+    return (int32_t)(zp21 << (e1 - 1u));
+}
+
 static TINYC_ALWAYS_INLINE int32_t tinyc_requant_dsp(int32_t acc, int32_t mult, int32_t shift,
                                                      int32_t zp, int32_t lo, int32_t hi)
 {

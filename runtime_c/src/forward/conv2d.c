@@ -114,31 +114,75 @@ static TINYC_ALWAYS_INLINE int8_t requant1(int32_t acc, int32_t mult, int32_t sh
     return requant_slow(acc, mult, shift, p);
 }
 
+/* How a layer's outputs are requantized, decided once per kernel call: RQ_FULL when the output
+ * range is the full int8 one (one SSAT clamps), RQ_ZFAST when every channel's shift takes the
+ * fast requantization with the zero point folded in (tinyc_requant_zfast: no per-channel test,
+ * no out-of-line call in the loops, so gcc keeps the block's values in registers). */
+#define RQ_FULL 1
+#define RQ_ZFAST 2
+
+static int rq_mode(const tinyc_conv_params *p, const int32_t *shift)
+{
+    int32_t i, mode = RQ_ZFAST;
+    for (i = 0; i < p->out_c; ++i) {
+        if (!tinyc_requant_zfast(shift[i])) {
+            mode = 0;
+            break;
+        }
+    }
+    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+        mode |= RQ_FULL;
+    }
+    return mode;
+}
+
+/* one output of a RQ_ZFAST layer from its accumulator and its channel's mult, e1, rz */
+static TINYC_ALWAYS_INLINE int8_t rq_out(int32_t acc, int32_t mult, uint32_t e1, int32_t rz,
+                                         int32_t lo, int32_t hi, int full)
+{
+    const int32_t v = tinyc_requant_pre(acc, mult, e1, rz);
+    return (int8_t)(full ? tinyc_ssat8(v) : tinyc_clamp_i32(v, lo, hi));
+}
+
+/* the same from the channel's shift (zp21 = 2 * out_zp + 1) */
+static TINYC_ALWAYS_INLINE int8_t rq_out_shift(int32_t acc, int32_t mult, int32_t shift,
+                                               uint32_t zp21, int32_t lo, int32_t hi, int full)
+{
+    const uint32_t e1 = tinyc_requant_e1(shift);
+    return rq_out(acc, mult, e1, tinyc_requant_round_zp(e1, zp21), lo, hi, full);
+}
+
 /* four output channels' dot products over x[0, k): each word of four input bytes is widened
  * once (SXTB16: bytes 0/2 and 1/3) and used against four weight words with SMLAD, two MACs per
  * instruction. Every product and sum is the portable loop's, so the int32 results are equal. */
 static TINYC_ALWAYS_INLINE void dot_outputs_body(
     const tinyc_conv_params *p, const int8_t *x, int32_t k, const int8_t *weights,
     const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,
-    int8_t *restrict o, int full)
+    int8_t *restrict o, int full, int zfast)
 {
     const int32_t k4 = k & ~3;
+    const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
+    const int32_t lo = p->act_min, hi = p->act_max;
     int32_t oc = 0, i;
+    const int8_t *const x_end = x + k4;
     for (; oc + 3 < n_out; oc += 4) {
         const int8_t *w0 = weights + oc * k;
         const int8_t *w1 = w0 + k;
         const int8_t *w2 = w1 + k;
         const int8_t *w3 = w2 + k;
+        /* two row pointers, rows 1 and 3 at offset k (fewer live registers: no spill) */
+        const int8_t *xp = x, *wp0 = w0, *wp2 = w2;
         int32_t a0 = bias_eff[oc], a1 = bias_eff[oc + 1];
         int32_t a2 = bias_eff[oc + 2], a3 = bias_eff[oc + 3];
-        for (i = 0; i < k4; i += 4) {
-            const uint32_t xv = tinyc_read4(x + i);
+        for (; xp != x_end; xp += 4, wp0 += 4, wp2 += 4) {
+            const uint32_t xv = tinyc_read4(xp);
             const uint32_t x02 = tinyc_sxtb16(xv), x13 = tinyc_sxtb16_ror8(xv);
-            a0 = tinyc_dot4(x02, x13, tinyc_read4(w0 + i), a0);
-            a1 = tinyc_dot4(x02, x13, tinyc_read4(w1 + i), a1);
-            a2 = tinyc_dot4(x02, x13, tinyc_read4(w2 + i), a2);
-            a3 = tinyc_dot4(x02, x13, tinyc_read4(w3 + i), a3);
+            a0 = tinyc_dot4(x02, x13, tinyc_read4(wp0), a0);
+            a1 = tinyc_dot4(x02, x13, tinyc_read4(wp0 + k), a1);
+            a2 = tinyc_dot4(x02, x13, tinyc_read4(wp2), a2);
+            a3 = tinyc_dot4(x02, x13, tinyc_read4(wp2 + k), a3);
         }
+        i = k4;
         for (; i < k; ++i) {
             const int32_t v = x[i];
             a0 += v * w0[i];
@@ -146,10 +190,17 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
             a2 += v * w2[i];
             a3 += v * w3[i];
         }
-        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
-        o[oc + 1] = requant1(a1, mult[oc + 1], shift[oc + 1], full, p);
-        o[oc + 2] = requant1(a2, mult[oc + 2], shift[oc + 2], full, p);
-        o[oc + 3] = requant1(a3, mult[oc + 3], shift[oc + 3], full, p);
+        if (zfast) {
+            o[oc] = rq_out_shift(a0, mult[oc], shift[oc], zp21, lo, hi, full);
+            o[oc + 1] = rq_out_shift(a1, mult[oc + 1], shift[oc + 1], zp21, lo, hi, full);
+            o[oc + 2] = rq_out_shift(a2, mult[oc + 2], shift[oc + 2], zp21, lo, hi, full);
+            o[oc + 3] = rq_out_shift(a3, mult[oc + 3], shift[oc + 3], zp21, lo, hi, full);
+        } else {
+            o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
+            o[oc + 1] = requant1(a1, mult[oc + 1], shift[oc + 1], full, p);
+            o[oc + 2] = requant1(a2, mult[oc + 2], shift[oc + 2], full, p);
+            o[oc + 3] = requant1(a3, mult[oc + 3], shift[oc + 3], full, p);
+        }
     }
     for (; oc < n_out; ++oc) {
         const int8_t *w0 = weights + oc * k;
@@ -161,7 +212,8 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
         for (; i < k; ++i) {
             a0 += (int32_t)x[i] * w0[i];
         }
-        o[oc] = requant1(a0, mult[oc], shift[oc], full, p);
+        o[oc] = zfast ? rq_out_shift(a0, mult[oc], shift[oc], zp21, lo, hi, full)
+                      : requant1(a0, mult[oc], shift[oc], full, p);
     }
 }
 
@@ -174,21 +226,31 @@ static TINYC_ALWAYS_INLINE void dot_outputs_body(
 
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
-    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
-        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1);
-    } else {
-        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0);
+    switch (mode) {
+    case RQ_ZFAST | RQ_FULL:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+        break;
+    case RQ_ZFAST:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 1);
+        break;
+    case RQ_FULL:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+        break;
+    default:
+        dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
+        break;
     }
 }
 
 /* one step of the 2x2 block: four bytes of both pixels (xp, xp + k) times four bytes of both
- * weight rows (wp, wp + k) */
-static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
-                                       int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+ * weight rows (wp, wp + k), the weight words masked (only the bytes mask keeps count) */
+static TINYC_ALWAYS_INLINE void mac2x2_masked(const int8_t *xp, const int8_t *wp, int32_t k,
+                                              uint32_t mask, int32_t *a00, int32_t *a01,
+                                              int32_t *a10, int32_t *a11)
 {
-    const uint32_t wv0 = tinyc_read4(wp), wv1 = tinyc_read4(wp + k);
+    const uint32_t wv0 = tinyc_read4(wp) & mask, wv1 = tinyc_read4(wp + k) & mask;
     const uint32_t w0a = tinyc_sxtb16(wv0), w0b = tinyc_sxtb16_ror8(wv0);
     const uint32_t w1a = tinyc_sxtb16(wv1), w1b = tinyc_sxtb16_ror8(wv1);
     uint32_t xv = tinyc_read4(xp);
@@ -200,6 +262,13 @@ static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32
     xb = tinyc_sxtb16_ror8(xv);
     *a10 = tinyc_smlad(xb, w0b, tinyc_smlad(xa, w0a, *a10));
     *a11 = tinyc_smlad(xb, w1b, tinyc_smlad(xa, w1a, *a11));
+}
+
+/* mac2x2_masked on every byte */
+static TINYC_ALWAYS_INLINE void mac2x2(const int8_t *xp, const int8_t *wp, int32_t k,
+                                       int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+{
+    mac2x2_masked(xp, wp, k, ~0u, a00, a01, a10, a11);
 }
 
 static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
@@ -238,36 +307,152 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
                  o + n_out + oc + 1);
     }
     if (oc < n_out) {
-        dot_outputs(p, x, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + oc);
-        dot_outputs(p, x + k, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + n_out + oc);
+        const int mode = full ? RQ_FULL : 0;
+        dot_outputs(p, x, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + oc, mode);
+        dot_outputs(p, x + k, k, w, bias_eff + oc, mult + oc, shift + oc, 1, o + n_out + oc,
+                    mode);
     }
 }
 
-/* dot_outputs_2px_body compiled for the full int8 output range (no fused activation left after
- * quantization: one SSAT clamps; k = 8, 16 and any) and for any other range */
+/* dot_outputs_2px_body for a RQ_ZFAST layer: the pointers walk the channels, the per-channel
+ * constants are derived once for both pixels, and nothing in the loop calls out. An odd last
+ * channel is left to the caller. */
+static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, const int8_t *w,
+                                                const int32_t *bias_eff, const int32_t *mult,
+                                                const int32_t *shift, int32_t n_out,
+                                                int8_t *restrict o, uint32_t zp21, int32_t lo,
+                                                int32_t hi, int full, int unroll)
+{
+    const int32_t k4 = k & ~3;
+    const int8_t *const x_end = x + k4;
+    const int32_t *const b_end = bias_eff + (n_out & ~1);
+    int32_t i;
+    for (; bias_eff != b_end; bias_eff += 2, mult += 2, shift += 2, w += 2 * k, o += 2) {
+        const int8_t *xp = x, *wp = w;
+        int32_t a00 = bias_eff[0], a01 = bias_eff[1];
+        int32_t a10 = a00, a11 = a01;
+        if (unroll) {
+            TINYC_UNROLL_4
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
+        } else {
+            for (; xp != x_end; xp += 4, wp += 4) {
+                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
+            }
+        }
+        if (k & 3) {
+            if (k >= 4) {
+                /* the last k % 4 bytes: one more step on the last word, its leading bytes
+                 * (already summed) given weight 0 */
+                mac2x2_masked(x + k - 4, w + k - 4, k, ~0u << (8 * (4 - (k & 3))), &a00, &a01,
+                              &a10, &a11);
+            } else {
+                for (i = 0; i < k; ++i) {
+                    const int32_t v0 = x[i], v1 = x[k + i];
+                    a00 += v0 * w[i];
+                    a01 += v0 * w[k + i];
+                    a10 += v1 * w[i];
+                    a11 += v1 * w[k + i];
+                }
+            }
+        }
+        {
+            const uint32_t e1 = tinyc_requant_e1(shift[0]);
+            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+            const int32_t m = mult[0];
+            o[0] = rq_out(a00, m, e1, rz, lo, hi, full);
+            o[n_out] = rq_out(a10, m, e1, rz, lo, hi, full);
+        }
+        {
+            const uint32_t e1 = tinyc_requant_e1(shift[1]);
+            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+            const int32_t m = mult[1];
+            o[1] = rq_out(a01, m, e1, rz, lo, hi, full);
+            o[n_out + 1] = rq_out(a11, m, e1, rz, lo, hi, full);
+        }
+    }
+}
+
+/* dot2_zfast_body over `pairs` pixel pairs (x and o advancing by xstep and ostep bytes, either
+ * way), with the odd last channel: the call and the dispatch once per run of pairs */
+static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const int8_t *x,
+                                               int32_t k, const int8_t *weights,
+                                               const int32_t *bias_eff, const int32_t *mult,
+                                               const int32_t *shift, int32_t n_out, int8_t *o,
+                                               int32_t pairs, int32_t xstep, int32_t ostep,
+                                               int mode, int full, int unroll)
+{
+    const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
+    const int32_t lo = p->act_min, hi = p->act_max, last = n_out & ~1;
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, full,
+                        unroll);
+        if (last < n_out) {
+            const int8_t *w = weights + last * k;
+            dot_outputs(p, x, k, w, bias_eff + last, mult + last, shift + last, 1, o + last,
+                        mode);
+            dot_outputs(p, x + k, k, w, bias_eff + last, mult + last, shift + last, 1,
+                        o + n_out + last, mode);
+        }
+    }
+}
+
+/* the outputs of `pairs` pixel pairs: the pair at x (2 * k bytes) gives 2 * n_out outputs at o;
+ * x and o advance by xstep and ostep bytes from pair to pair. The bodies are compiled for the
+ * full int8 output range (no fused activation left after quantization: one SSAT clamps; k = 8,
+ * 16 and any) and for any other range. */
 static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                             const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                            const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                            const int32_t *shift, int32_t n_out, int8_t *o, int mode,
+                            int32_t pairs, int32_t xstep, int32_t ostep)
 {
-    if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
-        /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
-        if (k == 8) {
-            dot_outputs_2px_body(p, x, 8, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+    if (mode & RQ_ZFAST) {
+        if (!(mode & RQ_FULL)) {
+            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 0, 0);
+        } else if (k == 8) {
+            dot2_zfast_run(p, x, 8, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 1);
         } else if (k == 16) {
-            dot_outputs_2px_body(p, x, 16, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+            dot2_zfast_run(p, x, 16, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 1);
         } else {
-            dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 0);
         }
-    } else {
-        dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
+        return;
+    }
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
+            /* the narrow inputs of expanding pointwise layers: k a constant, the loop unrolled */
+            if (k == 8) {
+                dot_outputs_2px_body(p, x, 8, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+            } else if (k == 16) {
+                dot_outputs_2px_body(p, x, 16, weights, bias_eff, mult, shift, n_out, o, 1, 1);
+            } else {
+                dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 0);
+            }
+        } else {
+            dot_outputs_2px_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 0, 0);
+        }
     }
 }
 #else
+/* the requantization mode of the DSP kernels: none here */
+static int rq_mode(const tinyc_conv_params *p, const int32_t *shift)
+{
+    (void)p;
+    (void)shift;
+    return 0;
+}
+
 /* out[oc] for oc in [0, n_out): dot(x, weights[oc], k) + bias_eff[oc], requantized. */
 static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                        const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                        const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
+    (void)mode;
     int32_t oc = 0, i;
     for (; oc + 1 < n_out; oc += 2) {
         const int8_t *w0 = weights + oc * k;
@@ -293,33 +478,55 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
 }
 #endif
 
-/* The outputs of n (1 or 2) adjacent pixels, inputs at x (n * k bytes), outputs at o. */
+/* The outputs of n (1 or 2) adjacent pixels, inputs at x (n * k bytes), outputs at o; mode:
+ * rq_mode of the layer. */
 static void dot_pixels(const tinyc_conv_params *p, const int8_t *x, int32_t k, int32_t n,
                        const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
-                       const int32_t *shift, int32_t n_out, int8_t *restrict o)
+                       const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
     int32_t j;
 #if TINYC_USE_DSP
     if (n == 2) {
-        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o);
+        dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o, mode, 1, 0, 0);
         return;
     }
 #endif
     for (j = 0; j < n; ++j) {
-        dot_outputs(p, x + j * k, k, weights, bias_eff, mult, shift, n_out, o + j * n_out);
+        dot_outputs(p, x + j * k, k, weights, bias_eff, mult, shift, n_out, o + j * n_out,
+                    mode);
     }
+}
+
+/* `pairs` pixel pairs, the first at x (inputs) and o (outputs), the next ones xstep and ostep
+ * bytes on (negative: backwards) */
+static void dot_pairs(const tinyc_conv_params *p, const int8_t *x, int32_t k, int32_t pairs,
+                      int32_t xstep, const int8_t *weights, const int32_t *bias_eff,
+                      const int32_t *mult, const int32_t *shift, int32_t n_out, int8_t *o,
+                      int32_t ostep, int mode)
+{
+#if TINYC_USE_DSP
+    dot_outputs_2px(p, x, k, weights, bias_eff, mult, shift, n_out, o, mode, pairs, xstep,
+                    ostep);
+#else
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        dot_pixels(p, x, k, 2, weights, bias_eff, mult, shift, n_out, o, mode);
+    }
+#endif
 }
 
 /* n bytes (a tap's channels: often 3 in a first conv, where a memcpy call costs more than
  * the copy) */
 static TINYC_ALWAYS_INLINE void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
 {
-    int32_t i;
+    int32_t i = 0;
     if (n >= 16) {
         memcpy(dst, src, (size_t)n);
         return;
     }
-    for (i = 0; i < n; ++i) {
+    for (; i + 4 <= n; i += 4) {
+        memcpy(dst + i, src + i, 4);   /* one word (unaligned LDR/STR on Cortex-M3 and up) */
+    }
+    for (; i < n; ++i) {
         dst[i] = src[i];
     }
 }
@@ -331,6 +538,17 @@ static void gather_window(const tinyc_conv_params *p, const int8_t *in, int32_t 
     const int32_t iy0 = oy * p->stride_h - p->pad_top;
     const int32_t ix0 = ox * p->stride_w - p->pad_left;
     int32_t ky, kx;
+    if (cin_g == p->in_c && p->dilation_w == 1 && iy0 >= 0 && ix0 >= 0 &&
+        iy0 + (p->kernel_h - 1) * p->dilation_h < p->in_h && ix0 + p->kernel_w <= p->in_w) {
+        /* an interior window (groups 1): each row of taps is kernel_w * in_c contiguous bytes */
+        const int32_t row = p->kernel_w * cin_g;
+        const int32_t step = p->dilation_h * p->in_w * p->in_c;
+        const int8_t *src = in + (iy0 * p->in_w + ix0) * p->in_c;
+        for (ky = 0; ky < p->kernel_h; ++ky, dst += row, src += step) {
+            copy_bytes(dst, src, row);
+        }
+        return;
+    }
     for (ky = 0; ky < p->kernel_h; ++ky) {
         const int32_t iy = iy0 + ky * p->dilation_h;
         for (kx = 0; kx < p->kernel_w; ++kx, dst += cin_g) {
@@ -353,6 +571,7 @@ void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int
     const int32_t k = p->kernel_h * p->kernel_w * cin_g;
     /* two windows side by side (groups 1, room for both): computed at once */
     const int32_t pair = p->groups == 1 && scratch_bytes >= 2 * k ? 2 : 1;
+    const int mode = rq_mode(p, shift);
     int32_t oy, ox, g, n;
 
     for (oy = 0; oy < p->out_h; ++oy) {
@@ -362,13 +581,15 @@ void tinyc_conv2d_im2col(const tinyc_conv_params *p, const int8_t *in, const int
             if (n == 2) {
                 gather_window(p, in, oy, ox, 0, cin_g, scratch);
                 gather_window(p, in, oy, ox + 1, 0, cin_g, scratch + k);
-                dot_pixels(p, scratch, k, 2, weights, bias_eff, mult, shift, p->out_c, o);
+                dot_pixels(p, scratch, k, 2, weights, bias_eff, mult, shift, p->out_c, o,
+                           mode);
                 continue;
             }
             for (g = 0; g < p->groups; ++g) {
                 gather_window(p, in, oy, ox, g, cin_g, scratch);
                 dot_outputs(p, scratch, k, weights + g * cout_g * k, bias_eff + g * cout_g,
-                            mult + g * cout_g, shift + g * cout_g, cout_g, o + g * cout_g);
+                            mult + g * cout_g, shift + g * cout_g, cout_g, o + g * cout_g,
+                            mode);
             }
         }
     }
@@ -379,11 +600,14 @@ void tinyc_conv2d_1x1(const tinyc_conv_params *p, const int8_t *in, const int8_t
                       int8_t *out)
 {
     const int32_t pixels = p->out_h * p->out_w;
-    int32_t i, n;
-    for (i = 0; i < pixels; i += n) {
-        n = pixels - i < 2 ? 1 : 2;
-        dot_pixels(p, in + i * p->in_c, p->in_c, n, weights, bias_eff, mult, shift, p->out_c,
-                   out + i * p->out_c);
+    const int mode = rq_mode(p, shift);
+    int32_t i;
+    dot_pairs(p, in, p->in_c, pixels / 2, 2 * p->in_c, weights, bias_eff, mult, shift,
+              p->out_c, out, 2 * p->out_c, mode);
+    if (pixels & 1) {
+        i = pixels - 1;
+        dot_pixels(p, in + i * p->in_c, p->in_c, 1, weights, bias_eff, mult, shift, p->out_c,
+                   out + i * p->out_c, mode);
     }
 }
 
@@ -395,21 +619,58 @@ void tinyc_conv2d_1x1_inplace(const tinyc_conv_params *p, int8_t *buf, const int
     const int32_t cin = p->in_c;
     const int32_t cout = p->out_c;
     const int32_t step = scratch_bytes >= 2 * cin ? 2 : 1;   /* pixels copied and computed */
+    const int mode = rq_mode(p, shift);
     int32_t i, n;
     if (cout > cin) {
-        /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards */
+        /* expanding: output pixel i covers input bytes of pixels >= i only, so go backwards.
+         * Two pixels whose outputs start after their own inputs end (all but the first few)
+         * are read where they are: no copy, and two at a time whatever the scratch. */
         for (i = pixels; i > 0;) {
+            if (i >= 2 && (i - 2) * cout >= i * cin) {
+                /* pairs [i - 2m, i - 2m + 2), m = 1, 2...: the condition holds down to some i */
+                int32_t m = 1;
+                while (i - 2 * (m + 1) >= 0 && (i - 2 * (m + 1)) * cout >= (i - 2 * m) * cin) {
+                    ++m;
+                }
+                dot_pairs(p, buf + (i - 2) * cin, cin, m, -2 * cin, weights, bias_eff, mult,
+                          shift, cout, buf + (i - 2) * cout, -2 * cout, mode);
+                i -= 2 * m;
+                continue;
+            }
             n = i < step ? i : step;
             i -= n;
             memcpy(scratch, buf + i * cin, (size_t)(n * cin));
-            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout);
+            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout,
+                       mode);
         }
     } else {
-        /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards */
+        /* shrinking: output pixel i covers input bytes of pixels <= i only, so go forwards;
+         * pixels whose outputs end before their own inputs start are read in place */
         for (i = 0; i < pixels; i += n) {
+            if (pixels - i >= 2 && (i + 2) * cout <= i * cin) {
+                /* from here on every pair qualifies (i * (cin - cout) >= 2 * cout grows with
+                 * i): the pairs in one run, then an odd last pixel, which qualifies too */
+                const int32_t pairs = (pixels - i) / 2;
+                dot_pairs(p, buf + i * cin, cin, pairs, 2 * cin, weights, bias_eff, mult, shift,
+                          cout, buf + i * cout, 2 * cout, mode);
+                n = 2 * pairs;
+                if (n < pixels - i) {
+                    dot_pixels(p, buf + (i + n) * cin, cin, 1, weights, bias_eff, mult, shift,
+                               cout, buf + (i + n) * cout, mode);
+                    ++n;
+                }
+                continue;
+            }
+            if (pixels - i == 1 && (i + 1) * cout <= i * cin) {
+                n = 1;
+                dot_pixels(p, buf + i * cin, cin, 1, weights, bias_eff, mult, shift, cout,
+                           buf + i * cout, mode);
+                continue;
+            }
             n = pixels - i < step ? pixels - i : step;
             memcpy(scratch, buf + i * cin, (size_t)(n * cin));
-            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout);
+            dot_pixels(p, scratch, cin, n, weights, bias_eff, mult, shift, cout, buf + i * cout,
+                       mode);
         }
     }
 }
