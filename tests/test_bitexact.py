@@ -4,7 +4,7 @@ TFLite Micro give bit-identical int8 outputs, through the same `tinyc build` pat
 import numpy as np
 import pytest
 
-from conftest import SHARED_NAMES, shared_model
+from conftest import SHARED_96_TESTED, shared_model
 from nets import ALL_NETS
 from tinyc.build import BuildOptions, build
 from tinyc.pipeline import check_model_input, import_float, quantize_input
@@ -44,6 +44,6 @@ def test_small_net_four_way(name, small_nets, tmp_path):
     four_way(small_nets[name], tmp_path, n_inputs=4)
 
 
-@pytest.mark.parametrize("name", SHARED_NAMES)
+@pytest.mark.parametrize("name", SHARED_96_TESTED)
 def test_shared_model_four_way(name, tmp_path):
     four_way(shared_model(name), tmp_path, n_inputs=2)

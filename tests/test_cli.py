@@ -175,10 +175,10 @@ def test_rebuild_into_same_folder_never_runs_the_old_model(small_nets, tmp_path)
     for k, hi in enumerate((0.2, 3.0)):
         np.save(tmp_path / "c.npy", np.random.default_rng(k).uniform(-hi, hi, (4, 3, 32, 24)).astype(np.float32))
         tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
-              "--calib", tmp_path / "c.npy")
+              "--calib", tmp_path / "c.npy", "--no-firmware")
         tinyc("emulate", tmp_path / "o", "--input", tmp_path / "x.npy", "--output", tmp_path / f"y{k}.npy")
         tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / f"fresh{k}",
-              "--calib", tmp_path / "c.npy")
+              "--calib", tmp_path / "c.npy", "--no-firmware")
         tinyc("emulate", tmp_path / f"fresh{k}", "--input", tmp_path / "x.npy", "--output", tmp_path / f"f{k}.npy")
         outputs.append((np.load(tmp_path / f"y{k}.npy"), np.load(tmp_path / f"f{k}.npy")))
     for same_folder, fresh in outputs:

@@ -23,7 +23,7 @@ from tinyc.ir import QParams  # noqa: E402
 from tinyc.passes.quantize import activation_range  # noqa: E402
 from tinyc.pipeline import compile_int8, quantize_input, synthetic_calibration  # noqa: E402
 from tinyc.reference.int8 import run_int8  # noqa: E402
-from conftest import SHARED_NAMES, shared_model  # noqa: E402
+from conftest import SHARED_96_TESTED, shared_model  # noqa: E402
 from nets import NetBuilder  # noqa: E402
 
 
@@ -167,7 +167,7 @@ def test_random_nets_bit_exact(tmp_path, seed):
     assert_bit_exact(g, _inputs(g, n_random=1, seed=seed))
 
 
-@pytest.mark.parametrize("name", SHARED_NAMES)
+@pytest.mark.parametrize("name", SHARED_96_TESTED)
 def test_shared_models_bit_exact(name):
     g = compile_int8(str(shared_model(name)), None)
     assert_bit_exact(g, _inputs(g, n_random=2))

@@ -413,7 +413,8 @@ PUBLISHED = {   # ../shared/models/README.md
 
 @pytest.mark.parametrize("name, rounding", [("mbv2-w0.35_96", "stochastic"),
                                             ("mcunet-5fps_96", "nearest"),
-                                            ("mcunet-5fps_128", "stochastic")])
+                                            pytest.param("mcunet-5fps_128", "stochastic",
+                                                         marks=pytest.mark.benchmark)])
 def test_shared_model_published_scheme(name, rounding, tmp_path):
     path = shared_model(name)
     g = compile_training(str(path), None, PUBLISHED[name], 10, TrainOptions(rounding=rounding))
