@@ -294,6 +294,8 @@ VARIANTS = {
               "the master copy and sends its nearest codes (tinyc fleet's default)",
     "fedprox": "Flower's FedProx (mu, the proximal step applied once after the local pass); "
                "master copy as fedavg",
+    "fedavgm": "Flower's FedAvgM (server momentum 0.9, server learning rate 1) over the master "
+               "copy: the average as a step of the fleet's parameters, with momentum",
     "fedavg-nearest": "FedAvg, no master copy: the aggregate rounded to the nearest code each "
                       "round (ablation)",
     "fedavg-stochastic": "FedAvg, no master copy: the aggregate rounded stochastically each round "

@@ -250,8 +250,9 @@ def parser() -> argparse.ArgumentParser:
     fs.add_argument("--devices", type=_int_at_least(1), default=2,
                     help="devices to wait for before the first round (default 2); later rounds "
                          "go on with those still there")
-    fs.add_argument("--strategy", choices=("fedavg", "fedprox"), default="fedavg",
-                    help="Flower's FedAvg (weighted by samples, default) or FedProx")
+    fs.add_argument("--strategy", choices=("fedavg", "fedprox", "fedavgm"), default="fedavg",
+                    help="Flower's FedAvg (weighted by samples, default), FedProx, or FedAvgM "
+                         "(server momentum 0.9)")
     fs.add_argument("--mu", type=_positive_float, default=0.01,
                     help="FedProx: the proximal term's mu (default 0.01)")
     fs.add_argument("--lr", type=_learning_rate, help="learning rate sent to the devices "

@@ -35,7 +35,7 @@ try:
     import flwr  # noqa: F401
     from flwr.client import NumPyClient
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.server.strategy import FedAvg, FedProx, Strategy
+    from flwr.server.strategy import FedAvg, FedAvgM, FedProx, Strategy
 except ImportError:   # pragma: no cover - the CLI says how to install it
     raise TinycError("tinyc fleet needs Flower: pip install 'tinyc[fleet]' (or pip install "
                      "'flwr>=1.42,<1.43')") from None
@@ -496,6 +496,11 @@ class QuantizedStrategy(Strategy):
                                                        self.layout.dequantize(sent))]
             deq.append((proxy, dataclasses.replace(
                 res, parameters=ndarrays_to_parameters(values))))
+        if isinstance(self.inner, FedAvgM) and sent is not None:
+            # FedAvgM steps from the fleet's current parameters (its pseudo-gradient is their
+            # difference to the average): the float master copy, or what the devices were sent
+            self.inner.initial_parameters = ndarrays_to_parameters(
+                self.master if self.master is not None else self.layout.dequantize(sent))
         params, metrics = self.inner.aggregate_fit(server_round, deq, failures)
         summary = {"round": server_round, "results": len(results), "failures": len(failures),
                    "samples": int(sum(r.num_examples for _, r in results)),
@@ -543,7 +548,8 @@ class QuantizedStrategy(Strategy):
         return self.inner.evaluate(server_round, parameters)
 
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm")
+SERVER_MOMENTUM = 0.9       # fedavgm: Flower's FedAvgM, server learning rate 1
 
 
 def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr=None,
@@ -577,7 +583,12 @@ def fleet_strategy(layout: ParamLayout, name: str = "fedavg", lr=None,
                   if initial_codes is not None else None, evaluate_fn=evaluate_fn,
                   fit_metrics_aggregation_fn=lambda m: {},
                   evaluate_metrics_aggregation_fn=lambda m: {})
-    inner = FedProx(proximal_mu=proximal_mu, **common) if name == "fedprox" else FedAvg(**common)
+    if name == "fedprox":
+        inner = FedProx(proximal_mu=proximal_mu, **common)
+    elif name == "fedavgm":   # server momentum: FedAvg's average as a step, with momentum
+        inner = FedAvgM(server_momentum=SERVER_MOMENTUM, server_learning_rate=1.0, **common)
+    else:
+        inner = FedAvg(**common)
     return QuantizedStrategy(inner, layout, wait_for=wait_for, wait_timeout=wait_timeout,
                              on_round=on_round, on_evaluate=on_evaluate, rounds=rounds,
                              eval_every=eval_every, rounding=rounding)

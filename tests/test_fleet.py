@@ -287,3 +287,30 @@ def test_master_copy_keeps_updates_under_half_a_code(learner):
     assert all(not d.any() for d in rounds("nearest", 7))
     assert all((d == 1).all() for d in rounds("master", 2))   # 0.6 code
     assert all((d == 2).all() for d in rounds("master", 7))   # 2.1 codes
+
+
+def test_fedavgm_steps_the_master_copy_with_momentum(learner):
+    """FedAvgM (Flower's, server momentum 0.9) takes the devices' average update as a step of
+    the fleet's master copy: devices that each move every trained element by +1 code per round
+    move the fleet by 1, 1.9, 2.71 codes in rounds 1-3 (5.61 in all: 6 codes sent), where
+    FedAvg moves it by 3."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    layout = fleet.ParamLayout.from_build(learner / "b")
+    with HostTrainer(learner / "b") as t:
+        start = layout.extract(t.params())
+    start = [np.clip(c, -100, 100).astype(c.dtype) for c in start]   # away from the limits
+
+    def moved(name, n):
+        strat = fleet.fleet_strategy(layout, name)
+        sent = start
+        for r in range(1, n + 1):
+            strat._sent = sent
+            res = [(None, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(
+                [(c + 1).astype(c.dtype) for c in sent]), 10, {})) for _ in range(3)]
+            params, _ = strat.aggregate_fit(r, res, [])
+            sent = parameters_to_ndarrays(params)
+        return [s.astype(np.int64) - s0 for s, s0 in zip(sent, start)]
+
+    assert all((d == 3).all() for d in moved("fedavg", 3))
+    assert all((d == 6).all() for d in moved("fedavgm", 3))
+    assert all((d == 1).all() for d in moved("fedavgm", 1))
