@@ -169,6 +169,17 @@ static TINYC_ALWAYS_INLINE int32_t dw_taps_row(const int8_t *r, const uint32_t *
     return acc;
 }
 
+/* one filter row of two neighbouring 3x3 stride-2 outputs: x0 x1 x2 and x2 x3 x4, one word and
+ * one byte (x4 sign-extended: its low half is x4 as int16); taps w0 = (t0, t2), w1 = (t1, 0) */
+static TINYC_ALWAYS_INLINE void dw_s2_pair_row(const int8_t *r, uint32_t w0, uint32_t w1,
+                                               int32_t *s0, int32_t *s1)
+{
+    const uint32_t v = tinyc_read4(r), x4 = (uint32_t)(int32_t)r[4];
+    const uint32_t a = tinyc_sxtb16(v), b = tinyc_sxtb16_ror8(v);   /* x0 x2, x1 x3 */
+    *s0 = dw_smlabb(b, w1, tinyc_smlad(a, w0, *s0));                /* x0 t0 + x2 t2 + x1 t1 */
+    *s1 = dw_smlabt(x4, w0, dw_smlatb(b, w1, dw_smlatb(a, w0, *s1)));   /* x2 t0 + x3 t1 + x4 t2 */
+}
+
 /* n interior outputs of one output row for a K x K filter, stride S (1 or 2) along the row,
  * the first window's top-left input at `row`, the filter rows in_w apart; output k to
  * out[k * out_stride]. The taps are doubled (dw_requant). K and S are constants at every call:
@@ -201,6 +212,17 @@ static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t 
             s1 = tinyc_smlad(x13, a2, s1);
             s0 = dw_smlabb(x13, b2, s0);
             s1 = dw_smlatb(x02, b2, s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[out_stride] = dw_requant(s1, rq, full);
+        }
+    }
+    if (K == 3 && S == 2) {   /* two neighbouring outputs (dw_s2_pair_row), rows written out */
+        const uint32_t a0 = wp[0], b0 = wp[1], a1 = wp[2], b1 = wp[3], a2 = wp[4], b2 = wp[5];
+        for (; n >= 2; n -= 2, row += 4, out += 2 * out_stride) {
+            int32_t s0 = acc0, s1 = acc0;
+            dw_s2_pair_row(row, a0, b0, &s0, &s1);
+            dw_s2_pair_row(row + in_w, a1, b1, &s0, &s1);
+            dw_s2_pair_row(row + 2 * in_w, a2, b2, &s0, &s1);
             out[0] = dw_requant(s0, rq, full);
             out[out_stride] = dw_requant(s1, rq, full);
         }
@@ -519,6 +541,41 @@ int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p)
            TINYC_DW_PLANE_SLACK;
 }
 
+/* One channel of an NHWC tensor (every `channels`-th byte from src on, in_h x in_w) into rows
+ * `pitch` bytes apart from dst on: eight bytes, two word stores, per iteration. */
+static void dw_gather(const int8_t *src, int32_t channels, int32_t in_h, int32_t in_w,
+                      int8_t *dst, int32_t pitch)
+{
+    const int32_t c2 = 2 * channels, c3 = 3 * channels, c4 = 4 * channels;
+    int32_t y;
+    for (y = 0; y < in_h; ++y, dst += pitch) {   /* the byte stores may alias: locals only */
+        int8_t *d = dst;
+        int8_t *const end8 = dst + (in_w & ~7), *const end = dst + in_w;
+        for (; d < end8; d += 8) {
+            const uint8_t *u = (const uint8_t *)src;   /* word stores (little-endian) */
+            uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
+                         ((uint32_t)u[c2] << 16) | ((uint32_t)u[c3] << 24);
+            memcpy(d, &v, 4);
+            u += c4;
+            v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) | ((uint32_t)u[c2] << 16) |
+                ((uint32_t)u[c3] << 24);
+            memcpy(d + 4, &v, 4);
+            src += 2 * c4;
+        }
+        if (d + 4 <= end) {
+            const uint8_t *u = (const uint8_t *)src;
+            const uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
+                               ((uint32_t)u[c2] << 16) | ((uint32_t)u[c3] << 24);
+            memcpy(d, &v, 4);
+            d += 4;
+            src += c4;
+        }
+        for (; d < end; ++d, src += channels) {
+            *d = *src;
+        }
+    }
+}
+
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,
@@ -531,7 +588,10 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                        scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
     tinyc_conv_params q = *p;   /* padded: the same conv over the padded plane, no padding */
     dw_interior b;
-    int32_t c, y, x;
+    int32_t c;
+#if TINYC_USE_DSP
+    dw_row_fn fast = 0;
+#endif
 
     if (padded) {
         q.in_h = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top,
@@ -545,26 +605,32 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
         memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
     }
     b = interior_of(&q);
+#if TINYC_USE_DSP
+    /* the padded plane through the specialised rows, one call per channel: the layer's shape
+     * checked once (every window interior, the rows' 4-byte reads inside the scratch) */
+    if (padded && b.y_lo == 0 && b.y_hi == q.out_h && b.x_lo == 0 && b.x_hi == q.out_w &&
+        scratch_bytes - ((q.out_h - 1) * q.stride_h + q.kernel_h - 1) * q.in_w -
+                4 * ((q.kernel_w + 3) / 4) >= (q.out_w - 1) * q.stride_w) {
+        fast = dw_row_for(&q);
+    }
+#endif
     for (c = 0; c < channels; ++c) {
-        /* the byte stores may alias anything: every bound in a local */
-        const int8_t *src = buf + c;
-        const int32_t in_h = p->in_h, in_w = p->in_w, pitch = q.in_w;
-        int8_t *dst = scratch + (padded ? p->pad_top * pitch + p->pad_left : 0);
-        for (y = 0; y < in_h; ++y, dst += pitch) {
-            int8_t *d = dst;
-            int8_t *const end4 = dst + (in_w & ~3);
-            for (; d < end4; d += 4, src += 4 * channels) {   /* unrolled */
-                const uint8_t *u = (const uint8_t *)src;   /* one word store (little-endian) */
-                const uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
-                                   ((uint32_t)u[2 * channels] << 16) |
-                                   ((uint32_t)u[3 * channels] << 24);
-                memcpy(d, &v, 4);
-            }
-            for (x = in_w & ~3; x < in_w; ++x, src += channels) {
-                *d++ = *src;
+        const int8_t *wk = weights + c * ksize;
+        const int32_t bc = bias ? bias[c] : 0;
+        dw_gather(buf + c, channels, p->in_h, p->in_w,
+                  scratch + (padded ? p->pad_top * q.in_w + p->pad_left : 0), q.in_w);
+#if TINYC_USE_DSP
+        if (fast) {
+            dw_rq rq;
+            if (dw_fast_rq(&q, bc, mult[c], shift[c], &rq)) {
+                uint32_t packed[4 * 7];
+                const int32_t wsum = dw_pack_fast(wk, q.kernel_w, packed);
+                fast(scratch, q.in_w, q.out_w, packed, 2 * (bc - q.in_zp * wsum), &rq, buf + c,
+                     channels, q.out_h, q.stride_h * q.in_w, q.out_w * channels);
+                continue;
             }
         }
-        dw_plane(&q, &b, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
-                 mult[c], shift[c], buf + c, channels);
+#endif
+        dw_plane(&q, &b, scratch, 1, scratch_bytes, wk, bc, mult[c], shift[c], buf + c, channels);
     }
 }
