@@ -541,6 +541,31 @@ int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p)
            TINYC_DW_PLANE_SLACK;
 }
 
+/* A channel whose output is the same for every input (a "dead" channel: a bias so large that
+ * no window's sum moves the requantized value off one clamp bound): its value. The accumulator
+ * lies in bias +- 255 * sum|w| (|x - zp| <= 255); with a right shift (or none) and mult >= 0
+ * the requantization is monotonic, so equal values at both ends mean one value for all. */
+static int dw_constant(const tinyc_conv_params *p, const int8_t *wk, int32_t bias, int32_t mult,
+                       int32_t shift, int32_t *value)
+{
+    const int32_t ksize = p->kernel_h * p->kernel_w;
+    int32_t k, sum = 0, lo, hi;
+    if (shift > 0 || mult < 0) {
+        return 0;
+    }
+    for (k = 0; k < ksize; ++k) {
+        sum += wk[k] < 0 ? -wk[k] : wk[k];
+    }
+    sum *= 255;   /* <= 255 * 128 * ksize: no overflow for any kernel that fits the arena */
+    if (bias > INT32_MAX - sum || bias < INT32_MIN + sum) {
+        return 0;
+    }
+    lo = tinyc_clamp_i32(tinyc_mbqm(bias - sum, mult, shift) + p->out_zp, p->act_min, p->act_max);
+    hi = tinyc_clamp_i32(tinyc_mbqm(bias + sum, mult, shift) + p->out_zp, p->act_min, p->act_max);
+    *value = lo;
+    return lo == hi;
+}
+
 /* One channel of an NHWC tensor (every `channels`-th byte from src on, in_h x in_w) into rows
  * `pitch` bytes apart from dst on: eight bytes, two word stores, per iteration. */
 static void dw_gather(const int8_t *src, int32_t channels, int32_t in_h, int32_t in_w,
@@ -617,20 +642,31 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     for (c = 0; c < channels; ++c) {
         const int8_t *wk = weights + c * ksize;
         const int32_t bc = bias ? bias[c] : 0;
-        dw_gather(buf + c, channels, p->in_h, p->in_w,
-                  scratch + (padded ? p->pad_top * q.in_w + p->pad_left : 0), q.in_w);
+        int32_t value;
 #if TINYC_USE_DSP
-        if (fast) {
-            dw_rq rq;
-            if (dw_fast_rq(&q, bc, mult[c], shift[c], &rq)) {
-                uint32_t packed[4 * 7];
-                const int32_t wsum = dw_pack_fast(wk, q.kernel_w, packed);
-                fast(scratch, q.in_w, q.out_w, packed, 2 * (bc - q.in_zp * wsum), &rq, buf + c,
-                     channels, q.out_h, q.stride_h * q.in_w, q.out_w * channels);
-                continue;
-            }
+        dw_rq rq;
+        if (fast && dw_fast_rq(&q, bc, mult[c], shift[c], &rq)) {
+            uint32_t packed[4 * 7];
+            const int32_t wsum = dw_pack_fast(wk, q.kernel_w, packed);
+            dw_gather(buf + c, channels, p->in_h, p->in_w,
+                      scratch + p->pad_top * q.in_w + p->pad_left, q.in_w);
+            fast(scratch, q.in_w, q.out_w, packed, 2 * (bc - q.in_zp * wsum), &rq, buf + c,
+                 channels, q.out_h, q.stride_h * q.in_w, q.out_w * channels);
+            continue;
         }
 #endif
+        if (dw_constant(p, wk, bc, mult[c], shift[c], &value)) {
+            /* (output channel c only overwrites input channel c: nothing to gather) */
+            int8_t *o = buf + c;
+            const int32_t n = p->out_h * p->out_w;
+            int32_t k;
+            for (k = 0; k < n; ++k, o += channels) {
+                *o = (int8_t)value;
+            }
+            continue;
+        }
+        dw_gather(buf + c, channels, p->in_h, p->in_w,
+                  scratch + (padded ? p->pad_top * q.in_w + p->pad_left : 0), q.in_w);
         dw_plane(&q, &b, scratch, 1, scratch_bytes, wk, bc, mult[c], shift[c], buf + c, channels);
     }
 }
