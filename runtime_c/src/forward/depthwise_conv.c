@@ -601,6 +601,109 @@ static void dw_gather(const int8_t *src, int32_t channels, int32_t in_h, int32_t
     }
 }
 
+#if TINYC_USE_DSP
+/* The padded band: where the scratch holds the plane but not the plane with its padding (the
+ * planner grants h * w, the padded plane is larger), B rows of the padded plane (pw bytes each)
+ * at a time: the output rows whose windows lie in the band are computed, the rows still needed
+ * move to the band's top, the next input rows are gathered below them. Every window is then an
+ * interior one. Safe in place when the output rows of each step only overwrite input rows
+ * already gathered (dw_band_rows checks every step once per layer). */
+typedef struct {
+    int32_t rows, pw, ph;   /* band rows B, padded row width and padded height */
+} dw_band;
+
+/* the output rows [oy, returned) of the step whose band starts at padded row oy * stride */
+static int32_t dw_band_step(const tinyc_conv_params *p, const dw_band *bd, int32_t oy)
+{
+    const int32_t top = oy * p->stride_h + bd->rows;
+    while (oy < p->out_h && oy * p->stride_h + p->kernel_h <= top) {
+        ++oy;
+    }
+    return oy;
+}
+
+/* the band's rows, if every step computes some output row and overwrites no input row not yet
+ * gathered; else 0 */
+static int32_t dw_band_rows(const tinyc_conv_params *p, int32_t scratch_bytes, int32_t pw,
+                            int32_t ph)
+{
+    dw_band bd;
+    int32_t oy = 0;
+    bd.rows = (scratch_bytes - TINYC_DW_PLANE_SLACK) / pw;
+    bd.pw = pw;
+    bd.ph = ph;
+    if (bd.rows < p->kernel_h || bd.rows >= ph) {
+        return 0;
+    }
+    while (oy < p->out_h) {
+        const int32_t ob = dw_band_step(p, &bd, oy);
+        const int32_t gathered = oy * p->stride_h + bd.rows - p->pad_top;   /* input rows */
+        if (ob == oy || (gathered < p->in_h &&
+                         (int64_t)ob * p->out_w > (int64_t)gathered * p->in_w)) {
+            return 0;
+        }
+        oy = ob;
+    }
+    return bd.rows;
+}
+
+/* one channel through the band (`scratch` filled with in_zp: the pad columns stay so) */
+static void dw_band_channel(const tinyc_conv_params *p, const dw_band *bd, dw_row_fn fast,
+                            const int8_t *src, int32_t channels, int8_t *scratch,
+                            const uint32_t *packed, int32_t acc0, const dw_rq *rq, int8_t *out)
+{
+    const int32_t pw = bd->pw, s = p->stride_h;
+    int32_t oy = 0, r0 = 0, kept = 0;
+    while (oy < p->out_h) {
+        int32_t top = r0 + bd->rows, r, ob;
+        top = top > bd->ph ? bd->ph : top;
+        for (r = r0 + kept; r < top; ++r) {
+            int8_t *d = scratch + (r - r0) * pw;
+            const int32_t iy = r - p->pad_top;
+            if (iy < 0 || iy >= p->in_h) {
+                memset(d, (int8_t)p->in_zp, (size_t)pw);
+            } else {
+                dw_gather(src + iy * p->in_w * channels, channels, 1, p->in_w, d + p->pad_left,
+                          pw);
+            }
+        }
+        ob = dw_band_step(p, bd, oy);
+        fast(scratch, pw, p->out_w, packed, acc0, rq, out + oy * p->out_w * channels, channels,
+             ob - oy, s * pw, p->out_w * channels);
+        oy = ob;
+        if (oy < p->out_h) {
+            kept = top - oy * s;
+            memmove(scratch, scratch + (oy * s - r0) * pw, (size_t)(kept * pw));
+            r0 = oy * s;
+        }
+    }
+}
+#endif
+
+/* One channel of the in-place kernel, the general way: a constant channel written out, else
+ * the plane gathered (its first input byte `at` bytes into the scratch, rows q->in_w apart) and
+ * dw_plane over q. */
+static void dw_channel(const tinyc_conv_params *p, const tinyc_conv_params *q,
+                       const dw_interior *b, int8_t *buf, int32_t c, const int8_t *wk,
+                       int32_t bias, int32_t mult, int32_t shift, int8_t *scratch,
+                       int32_t scratch_bytes, int32_t at)
+{
+    const int32_t channels = p->in_c;
+    int32_t value;
+    if (dw_constant(p, wk, bias, mult, shift, &value)) {
+        /* (output channel c only overwrites input channel c: nothing to gather) */
+        int8_t *o = buf + c;
+        const int32_t n = p->out_h * p->out_w;
+        int32_t k;
+        for (k = 0; k < n; ++k, o += channels) {
+            *o = (int8_t)value;
+        }
+        return;
+    }
+    dw_gather(buf + c, channels, p->in_h, p->in_w, scratch + at, q->in_w);
+    dw_plane(q, b, scratch, 1, scratch_bytes, wk, bias, mult, shift, buf + c, channels);
+}
+
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,
@@ -613,9 +716,10 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                        scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
     tinyc_conv_params q = *p;   /* padded: the same conv over the padded plane, no padding */
     dw_interior b;
-    int32_t c;
+    int32_t c, at;
 #if TINYC_USE_DSP
     dw_row_fn fast = 0;
+    dw_band band = {0, 0, 0};
 #endif
 
     if (padded) {
@@ -630,6 +734,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
         memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
     }
     b = interior_of(&q);
+    at = padded ? p->pad_top * q.in_w + p->pad_left : 0;
 #if TINYC_USE_DSP
     /* the padded plane through the specialised rows, one call per channel: the layer's shape
      * checked once (every window interior, the rows' 4-byte reads inside the scratch) */
@@ -637,36 +742,61 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
         scratch_bytes - ((q.out_h - 1) * q.stride_h + q.kernel_h - 1) * q.in_w -
                 4 * ((q.kernel_w + 3) / 4) >= (q.out_w - 1) * q.stride_w) {
         fast = dw_row_for(&q);
+    } else if (!padded && p->pad_top >= 0 && p->pad_left >= 0 && dw_row_for(p)) {
+        band.pw = padded_extent(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left, 1);
+        band.ph = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top, 1);
+        band.rows = dw_band_rows(p, scratch_bytes, band.pw, band.ph);
+        if (band.rows) {
+            memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
+        }
+    }
+#endif
+#if TINYC_USE_DSP
+    if (fast) {
+        for (c = 0; c < channels; ++c) {
+            const int8_t *wk = weights + c * ksize;
+            const int32_t bc = bias ? bias[c] : 0;
+            dw_rq rq;
+            if (dw_fast_rq(&q, bc, mult[c], shift[c], &rq)) {
+                uint32_t packed[4 * 7];
+                const int32_t wsum = dw_pack_fast(wk, q.kernel_w, packed);
+                dw_gather(buf + c, channels, p->in_h, p->in_w, scratch + at, q.in_w);
+                fast(scratch, q.in_w, q.out_w, packed, 2 * (bc - q.in_zp * wsum), &rq, buf + c,
+                     channels, q.out_h, q.stride_h * q.in_w, q.out_w * channels);
+            } else {
+                dw_channel(p, &q, &b, buf, c, wk, bc, mult[c], shift[c], scratch, scratch_bytes,
+                           at);
+            }
+        }
+        return;
+    }
+    if (band.rows) {
+        const dw_row_fn rows = dw_row_for(p);
+        int dirty = 0;
+        for (c = 0; c < channels; ++c) {
+            const int8_t *wk = weights + c * ksize;
+            const int32_t bc = bias ? bias[c] : 0;
+            dw_rq rq;
+            if (dw_fast_rq(p, bc, mult[c], shift[c], &rq)) {
+                uint32_t packed[4 * 7];
+                const int32_t wsum = dw_pack_fast(wk, p->kernel_w, packed);
+                if (dirty) {   /* a channel before took the plane: the pad columns again */
+                    memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
+                    dirty = 0;
+                }
+                dw_band_channel(p, &band, rows, buf + c, channels, scratch, packed,
+                                2 * (bc - p->in_zp * wsum), &rq, buf + c);
+            } else {
+                dw_channel(p, &q, &b, buf, c, wk, bc, mult[c], shift[c], scratch, scratch_bytes,
+                           at);
+                dirty = 1;
+            }
+        }
+        return;
     }
 #endif
     for (c = 0; c < channels; ++c) {
-        const int8_t *wk = weights + c * ksize;
-        const int32_t bc = bias ? bias[c] : 0;
-        int32_t value;
-#if TINYC_USE_DSP
-        dw_rq rq;
-        if (fast && dw_fast_rq(&q, bc, mult[c], shift[c], &rq)) {
-            uint32_t packed[4 * 7];
-            const int32_t wsum = dw_pack_fast(wk, q.kernel_w, packed);
-            dw_gather(buf + c, channels, p->in_h, p->in_w,
-                      scratch + p->pad_top * q.in_w + p->pad_left, q.in_w);
-            fast(scratch, q.in_w, q.out_w, packed, 2 * (bc - q.in_zp * wsum), &rq, buf + c,
-                 channels, q.out_h, q.stride_h * q.in_w, q.out_w * channels);
-            continue;
-        }
-#endif
-        if (dw_constant(p, wk, bc, mult[c], shift[c], &value)) {
-            /* (output channel c only overwrites input channel c: nothing to gather) */
-            int8_t *o = buf + c;
-            const int32_t n = p->out_h * p->out_w;
-            int32_t k;
-            for (k = 0; k < n; ++k, o += channels) {
-                *o = (int8_t)value;
-            }
-            continue;
-        }
-        dw_gather(buf + c, channels, p->in_h, p->in_w,
-                  scratch + (padded ? p->pad_top * q.in_w + p->pad_left : 0), q.in_w);
-        dw_plane(&q, &b, scratch, 1, scratch_bytes, wk, bc, mult[c], shift[c], buf + c, channels);
+        dw_channel(p, &q, &b, buf, c, weights + c * ksize, bias ? bias[c] : 0, mult[c], shift[c],
+                   scratch, scratch_bytes, at);
     }
 }
