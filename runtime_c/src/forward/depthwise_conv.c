@@ -680,6 +680,84 @@ static void dw_band_channel(const tinyc_conv_params *p, const dw_band *bd, dw_ro
 }
 #endif
 
+#if TINYC_USE_DSP
+/* 3x3 stride 2 windows that all lie inside the input (no padding), read straight from the NHWC
+ * buffer (`channels` bytes between neighbours): no gathering, no scratch, no per-channel set-up
+ * beyond the taps. In place: output (oy, ox) of channel c lands on pixel oy * out_w + ox, which
+ * no later window reads (each later window's first pixel, 2 oy' in_w + 2 ox', comes after it).
+ * Two neighbouring outputs at a time, the taps doubled (dw_requant) as int16 pairs. (Stride 1
+ * reads three times as many input bytes per output as the gathered plane's word reads: slower
+ * but on the smallest tiles.) */
+static TINYC_ALWAYS_INLINE void dw_direct_row3(const int8_t *a, int32_t C, uint32_t t01,
+                                              uint32_t t2, int32_t *s0, int32_t *s1)
+{
+    const uint32_t x0 = (uint32_t)(int32_t)a[0], x1 = (uint32_t)(int32_t)a[C];
+    const uint32_t x2 = (uint32_t)(int32_t)a[2 * C], x3 = (uint32_t)(int32_t)a[3 * C];
+    const uint32_t x4 = (uint32_t)(int32_t)a[4 * C];
+    *s0 = dw_smlabb(x2, t2, dw_smlabt(x1, t01, dw_smlabb(x0, t01, *s0)));   /* x0 x1 x2 */
+    *s1 = dw_smlabb(x4, t2, dw_smlabt(x3, t01, dw_smlabb(x2, t01, *s1)));   /* x2 x3 x4 */
+}
+
+static TINYC_ALWAYS_INLINE void dw_direct3(const tinyc_conv_params *p, int8_t *buf,
+                                           const int8_t *wk, int32_t acc0, const dw_rq *rqp,
+                                           const int full)
+{
+    const dw_rq rq = *rqp;
+    const int32_t C = p->in_c, R = p->in_w * C, out_w = p->out_w;
+    const uint32_t a01 = pair16(2 * wk[0], 2 * wk[1]), a2 = (uint32_t)(2 * wk[2]);
+    const uint32_t b01 = pair16(2 * wk[3], 2 * wk[4]), b2 = (uint32_t)(2 * wk[5]);
+    const uint32_t c01 = pair16(2 * wk[6], 2 * wk[7]), c2 = (uint32_t)(2 * wk[8]);
+    int8_t *out = buf;
+    int32_t oy, ox;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int8_t *row = buf + oy * 2 * R;
+        for (ox = 0; ox + 1 < out_w; ox += 2, row += 4 * C, out += 2 * C) {
+            int32_t s0 = acc0, s1 = acc0;
+            dw_direct_row3(row, C, a01, a2, &s0, &s1);
+            dw_direct_row3(row + R, C, b01, b2, &s0, &s1);
+            dw_direct_row3(row + 2 * R, C, c01, c2, &s0, &s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[C] = dw_requant(s1, rq, full);
+        }
+        if (ox < out_w) {   /* the odd last output */
+            int32_t acc = acc0, k;
+            for (k = 0; k < 3; ++k) {
+                const int8_t *a = row + k * R;
+                acc += 2 * (a[0] * wk[3 * k] + a[C] * wk[3 * k + 1] + a[2 * C] * wk[3 * k + 2]);
+            }
+            *out = dw_requant(acc, rq, full);
+            out += C;
+        }
+    }
+}
+
+typedef void (*dw_direct_fn)(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
+                             int32_t acc0, const dw_rq *rq);
+static void dw_direct3_0(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
+                         int32_t acc0, const dw_rq *rq)
+{
+    dw_direct3(p, buf, wk, acc0, rq, 0);
+}
+static void dw_direct3_1(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
+                         int32_t acc0, const dw_rq *rq)
+{
+    dw_direct3(p, buf, wk, acc0, rq, 1);
+}
+
+/* the direct kernel of a 3x3 stride 2 layer without padding (every window inside), else 0 */
+static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
+{
+    const dw_interior b = interior_of(p);   /* of p: windows past the bottom or right edge */
+    if (p->kernel_h != 3 || p->kernel_w != 3 || p->stride_h != 2 || p->stride_w != 2 ||
+        p->dilation_h != 1 || p->dilation_w != 1 || p->pad_top != 0 || p->pad_left != 0 ||
+        b.y_lo != 0 || b.y_hi != p->out_h || b.x_lo != 0 || b.x_hi != p->out_w ||
+        p->out_w > p->in_w || p->out_c != p->in_c) {
+        return 0;
+    }
+    return p->act_min == -128 && p->act_max == 127 ? dw_direct3_1 : dw_direct3_0;
+}
+#endif
+
 /* One channel of the in-place kernel, the general way: a constant channel written out, else
  * the plane gathered (its first input byte `at` bytes into the scratch, rows q->in_w apart) and
  * dw_plane over q. */
@@ -719,6 +797,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     int32_t c, at;
 #if TINYC_USE_DSP
     dw_row_fn fast = 0;
+    dw_direct_fn direct;
     dw_band band = {0, 0, 0};
 #endif
 
@@ -752,6 +831,25 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     }
 #endif
 #if TINYC_USE_DSP
+    direct = dw_direct_for(p);
+    if (direct) {
+        for (c = 0; c < channels; ++c) {
+            const int8_t *wk = weights + c * ksize;
+            const int32_t bc = bias ? bias[c] : 0;
+            dw_rq rq;
+            if (dw_fast_rq(p, bc, mult[c], shift[c], &rq)) {
+                int32_t k, wsum = 0;
+                for (k = 0; k < 9; ++k) {
+                    wsum += wk[k];
+                }
+                direct(p, buf + c, wk, 2 * (bc - p->in_zp * wsum), &rq);
+            } else {
+                dw_channel(p, &q, &b, buf, c, wk, bc, mult[c], shift[c], scratch, scratch_bytes,
+                           at);
+            }
+        }
+        return;
+    }
     if (fast) {
         for (c = 0; c < channels; ++c) {
             const int8_t *wk = weights + c * ksize;
