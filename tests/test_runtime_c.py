@@ -584,6 +584,15 @@ def _dw_cases():
     cases += [(3, 2, (12, 12), 9, (0, 0, 1, 1), True),   # TF "same" stride 2: bottom/right only
               (5, 1, (2, 2), 4, (2, 2, 2, 2), True),    # every window wider than the input
               (3, 1, (1, 17), 5, (1, 1, 1, 1), False)]
+    # the padded band (scratch: one plane, smaller than the padded plane): several steps
+    cases += [(3, 2, (16, 16), 6, (1, 1, 1, 1), True),
+              (3, 1, (14, 12), 5, (1, 1, 1, 1), False),
+              (5, 1, (12, 12), 4, (2, 2, 2, 2), True),
+              (7, 2, (15, 15), 5, (3, 3, 3, 3), False)]
+    # no padding (a patch schedule's inner tiles): 3x3 stride 2 read straight from the buffer
+    cases += [(3, 1, (7, 9), 6, (0, 0, 0, 0), True),
+              (3, 2, (11, 11), 5, (0, 0, 0, 0), False),
+              (3, 2, (10, 9), 7, (0, 0, 0, 0), True)]
     return cases
 
 
@@ -592,10 +601,10 @@ def _dw_cases():
 @pytest.mark.parametrize("case", _dw_cases(), ids=lambda c: "k{}s{}_{}x{}c{}_p{}{}{}{}_{}".format(
     c[0], c[1], *c[2], c[3], *c[4], "full" if c[5] else "clamp"))
 def test_depthwise_inplace_rows(case, variant, scratch, tmp_path):
-    """The in-place depthwise kernel with its scratch one input plane (border windows, interior
-    spans bounded by the readable bytes) and the padded plane (every window interior), random
-    integer parameters (left shifts and large biases take the general path), against the
-    reference."""
+    """The in-place depthwise kernel with its scratch one input plane (the padded band where it
+    fits, else border windows and interior spans bounded by the readable bytes) and the padded
+    plane (every window interior), random integer parameters (left shifts and large biases take
+    the general path, dead channels the constant one), against the reference."""
     k, s, (h, w), c, pads, full = case
     g = int8_conv_graph(seed=k * 100 + s * 10 + c, in_shape=(1, h, w, c), cout=c, k=(k, k),
                         stride=(s, s), pads=pads, groups=c)
@@ -609,10 +618,14 @@ def test_depthwise_inplace_rows(case, variant, scratch, tmp_path):
         q["act_min"], q["act_max"] = -128, 127
     b = g.tensors["b"].data
     b[-1] = 1 << 29 if c > 3 else b[-1]                   # too large for the doubled taps
+    if c > 4:   # dead channels: one output value for every input (written without the plane)
+        b[1], q["shift"][1] = -(1 << 30), -23
+        b[2], q["shift"][2] = (1 << 30) + 12345, -20
     plan = plan_memory(g)
     assert plan.inplace.get(0) == "depthwise"
     off, size = plan.scratch[0]
-    assert size == h * w
+    assert size >= h * w   # (the padded plane where it is free: no padding, no bigger)
+    plan.scratch[0] = (off, h * w)
     if scratch == "padded":
         oh, ow = g.tensors["y"].shape[1:3]
         padded = (max(pads[0] + h, (oh - 1) * s + k) * max(pads[1] + w, (ow - 1) * s + k) + 3)

@@ -80,7 +80,10 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
  * `scratch_bytes` is at least in_h * in_w (one plane). From tinyc_dw_padded_plane_bytes(p) on,
  * and with pad_top, pad_left >= 0 (a negative pad crops), the plane is gathered with the conv's
  * padding around it (filled with in_zp): every window is then an interior one, which is faster;
- * the planner gives that size where it is free. */
+ * the planner gives that size where it is free. With less (DSP kernels), the padded plane's rows
+ * go through the scratch as a band where every step is safe in place; a 3x3 stride-2 layer
+ * without padding reads the buffer directly (no scratch used); a channel whose output is one
+ * value for every input (a dead channel) is written without gathering. */
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,

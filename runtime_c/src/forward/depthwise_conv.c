@@ -169,6 +169,17 @@ static TINYC_ALWAYS_INLINE int32_t dw_taps_row(const int8_t *r, const uint32_t *
     return acc;
 }
 
+/* one filter row of two neighbouring 3x3 stride-2 outputs: x0 x1 x2 and x2 x3 x4, one word and
+ * one byte (x4 sign-extended: its low half is x4 as int16); taps w0 = (t0, t2), w1 = (t1, 0) */
+static TINYC_ALWAYS_INLINE void dw_s2_pair_row(const int8_t *r, uint32_t w0, uint32_t w1,
+                                               int32_t *s0, int32_t *s1)
+{
+    const uint32_t v = tinyc_read4(r), x4 = (uint32_t)(int32_t)r[4];
+    const uint32_t a = tinyc_sxtb16(v), b = tinyc_sxtb16_ror8(v);   /* x0 x2, x1 x3 */
+    *s0 = dw_smlabb(b, w1, tinyc_smlad(a, w0, *s0));                /* x0 t0 + x2 t2 + x1 t1 */
+    *s1 = dw_smlabt(x4, w0, dw_smlatb(b, w1, dw_smlatb(a, w0, *s1)));   /* x2 t0 + x3 t1 + x4 t2 */
+}
+
 /* n interior outputs of one output row for a K x K filter, stride S (1 or 2) along the row,
  * the first window's top-left input at `row`, the filter rows in_w apart; output k to
  * out[k * out_stride]. The taps are doubled (dw_requant). K and S are constants at every call:
@@ -201,6 +212,17 @@ static TINYC_ALWAYS_INLINE void dw_row(const int8_t *row, int32_t in_w, int32_t 
             s1 = tinyc_smlad(x13, a2, s1);
             s0 = dw_smlabb(x13, b2, s0);
             s1 = dw_smlatb(x02, b2, s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[out_stride] = dw_requant(s1, rq, full);
+        }
+    }
+    if (K == 3 && S == 2) {   /* two neighbouring outputs (dw_s2_pair_row), rows written out */
+        const uint32_t a0 = wp[0], b0 = wp[1], a1 = wp[2], b1 = wp[3], a2 = wp[4], b2 = wp[5];
+        for (; n >= 2; n -= 2, row += 4, out += 2 * out_stride) {
+            int32_t s0 = acc0, s1 = acc0;
+            dw_s2_pair_row(row, a0, b0, &s0, &s1);
+            dw_s2_pair_row(row + in_w, a1, b1, &s0, &s1);
+            dw_s2_pair_row(row + 2 * in_w, a2, b2, &s0, &s1);
             out[0] = dw_requant(s0, rq, full);
             out[out_stride] = dw_requant(s1, rq, full);
         }
@@ -519,6 +541,247 @@ int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p)
            TINYC_DW_PLANE_SLACK;
 }
 
+/* A channel whose output is the same for every input (a "dead" channel: a bias so large that
+ * no window's sum moves the requantized value off one clamp bound): its value. The accumulator
+ * lies in bias +- 255 * sum|w| (|x - zp| <= 255); with a right shift (or none) and mult >= 0
+ * the requantization is monotonic, so equal values at both ends mean one value for all. */
+static int dw_constant(const tinyc_conv_params *p, const int8_t *wk, int32_t bias, int32_t mult,
+                       int32_t shift, int32_t *value)
+{
+    const int32_t ksize = p->kernel_h * p->kernel_w;
+    int32_t k, sum = 0, lo, hi;
+    if (shift > 0 || mult < 0) {
+        return 0;
+    }
+    for (k = 0; k < ksize; ++k) {
+        sum += wk[k] < 0 ? -wk[k] : wk[k];
+    }
+    sum *= 255;   /* <= 255 * 128 * ksize: no overflow for any kernel that fits the arena */
+    if (bias > INT32_MAX - sum || bias < INT32_MIN + sum) {
+        return 0;
+    }
+    lo = tinyc_clamp_i32(tinyc_mbqm(bias - sum, mult, shift) + p->out_zp, p->act_min, p->act_max);
+    hi = tinyc_clamp_i32(tinyc_mbqm(bias + sum, mult, shift) + p->out_zp, p->act_min, p->act_max);
+    *value = lo;
+    return lo == hi;
+}
+
+/* One channel of an NHWC tensor (every `channels`-th byte from src on, in_h x in_w) into rows
+ * `pitch` bytes apart from dst on: eight bytes, two word stores, per iteration. */
+static void dw_gather(const int8_t *src, int32_t channels, int32_t in_h, int32_t in_w,
+                      int8_t *dst, int32_t pitch)
+{
+    const int32_t c2 = 2 * channels, c3 = 3 * channels, c4 = 4 * channels;
+    int32_t y;
+    for (y = 0; y < in_h; ++y, dst += pitch) {   /* the byte stores may alias: locals only */
+        int8_t *d = dst;
+        int8_t *const end8 = dst + (in_w & ~7), *const end = dst + in_w;
+        for (; d < end8; d += 8) {
+            const uint8_t *u = (const uint8_t *)src;   /* word stores (little-endian) */
+            uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
+                         ((uint32_t)u[c2] << 16) | ((uint32_t)u[c3] << 24);
+            memcpy(d, &v, 4);
+            u += c4;
+            v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) | ((uint32_t)u[c2] << 16) |
+                ((uint32_t)u[c3] << 24);
+            memcpy(d + 4, &v, 4);
+            src += 2 * c4;
+        }
+        if (d + 4 <= end) {
+            const uint8_t *u = (const uint8_t *)src;
+            const uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
+                               ((uint32_t)u[c2] << 16) | ((uint32_t)u[c3] << 24);
+            memcpy(d, &v, 4);
+            d += 4;
+            src += c4;
+        }
+        for (; d < end; ++d, src += channels) {
+            *d = *src;
+        }
+    }
+}
+
+#if TINYC_USE_DSP
+/* The padded band: where the scratch holds the plane but not the plane with its padding (the
+ * planner grants h * w, the padded plane is larger), B rows of the padded plane (pw bytes each)
+ * at a time: the output rows whose windows lie in the band are computed, the rows still needed
+ * move to the band's top, the next input rows are gathered below them. Every window is then an
+ * interior one. Safe in place when the output rows of each step only overwrite input rows
+ * already gathered (dw_band_rows checks every step once per layer). */
+typedef struct {
+    int32_t rows, pw, ph;   /* band rows B, padded row width and padded height */
+} dw_band;
+
+/* the output rows [oy, returned) of the step whose band starts at padded row oy * stride */
+static int32_t dw_band_step(const tinyc_conv_params *p, const dw_band *bd, int32_t oy)
+{
+    const int32_t top = oy * p->stride_h + bd->rows;
+    while (oy < p->out_h && oy * p->stride_h + p->kernel_h <= top) {
+        ++oy;
+    }
+    return oy;
+}
+
+/* the band's rows, if every step computes some output row and overwrites no input row not yet
+ * gathered; else 0 */
+static int32_t dw_band_rows(const tinyc_conv_params *p, int32_t scratch_bytes, int32_t pw,
+                            int32_t ph)
+{
+    dw_band bd;
+    int32_t oy = 0;
+    bd.rows = (scratch_bytes - TINYC_DW_PLANE_SLACK) / pw;
+    bd.pw = pw;
+    bd.ph = ph;
+    if (bd.rows < p->kernel_h || bd.rows >= ph) {
+        return 0;
+    }
+    while (oy < p->out_h) {
+        const int32_t ob = dw_band_step(p, &bd, oy);
+        const int32_t gathered = oy * p->stride_h + bd.rows - p->pad_top;   /* input rows */
+        if (ob == oy || (gathered < p->in_h &&
+                         (int64_t)ob * p->out_w > (int64_t)gathered * p->in_w)) {
+            return 0;
+        }
+        oy = ob;
+    }
+    return bd.rows;
+}
+
+/* one channel through the band (`scratch` filled with in_zp: the pad columns stay so) */
+static void dw_band_channel(const tinyc_conv_params *p, const dw_band *bd, dw_row_fn fast,
+                            const int8_t *src, int32_t channels, int8_t *scratch,
+                            const uint32_t *packed, int32_t acc0, const dw_rq *rq, int8_t *out)
+{
+    const int32_t pw = bd->pw, s = p->stride_h;
+    int32_t oy = 0, r0 = 0, kept = 0;
+    while (oy < p->out_h) {
+        int32_t top = r0 + bd->rows, r, ob;
+        top = top > bd->ph ? bd->ph : top;
+        for (r = r0 + kept; r < top; ++r) {
+            int8_t *d = scratch + (r - r0) * pw;
+            const int32_t iy = r - p->pad_top;
+            if (iy < 0 || iy >= p->in_h) {
+                memset(d, (int8_t)p->in_zp, (size_t)pw);
+            } else {
+                dw_gather(src + iy * p->in_w * channels, channels, 1, p->in_w, d + p->pad_left,
+                          pw);
+            }
+        }
+        ob = dw_band_step(p, bd, oy);
+        fast(scratch, pw, p->out_w, packed, acc0, rq, out + oy * p->out_w * channels, channels,
+             ob - oy, s * pw, p->out_w * channels);
+        oy = ob;
+        if (oy < p->out_h) {
+            kept = top - oy * s;
+            memmove(scratch, scratch + (oy * s - r0) * pw, (size_t)(kept * pw));
+            r0 = oy * s;
+        }
+    }
+}
+#endif
+
+#if TINYC_USE_DSP
+/* 3x3 stride 2 windows that all lie inside the input (no padding), read straight from the NHWC
+ * buffer (`channels` bytes between neighbours): no gathering, no scratch, no per-channel set-up
+ * beyond the taps. In place: output (oy, ox) of channel c lands on pixel oy * out_w + ox, which
+ * no later window reads (each later window's first pixel, 2 oy' in_w + 2 ox', comes after it).
+ * Two neighbouring outputs at a time, the taps doubled (dw_requant) as int16 pairs. (Stride 1
+ * reads three times as many input bytes per output as the gathered plane's word reads: slower
+ * but on the smallest tiles.) */
+static TINYC_ALWAYS_INLINE void dw_direct_row3(const int8_t *a, int32_t C, uint32_t t01,
+                                              uint32_t t2, int32_t *s0, int32_t *s1)
+{
+    const uint32_t x0 = (uint32_t)(int32_t)a[0], x1 = (uint32_t)(int32_t)a[C];
+    const uint32_t x2 = (uint32_t)(int32_t)a[2 * C], x3 = (uint32_t)(int32_t)a[3 * C];
+    const uint32_t x4 = (uint32_t)(int32_t)a[4 * C];
+    *s0 = dw_smlabb(x2, t2, dw_smlabt(x1, t01, dw_smlabb(x0, t01, *s0)));   /* x0 x1 x2 */
+    *s1 = dw_smlabb(x4, t2, dw_smlabt(x3, t01, dw_smlabb(x2, t01, *s1)));   /* x2 x3 x4 */
+}
+
+static TINYC_ALWAYS_INLINE void dw_direct3(const tinyc_conv_params *p, int8_t *buf,
+                                           const int8_t *wk, int32_t acc0, const dw_rq *rqp,
+                                           const int full)
+{
+    const dw_rq rq = *rqp;
+    const int32_t C = p->in_c, R = p->in_w * C, out_w = p->out_w;
+    const uint32_t a01 = pair16(2 * wk[0], 2 * wk[1]), a2 = (uint32_t)(2 * wk[2]);
+    const uint32_t b01 = pair16(2 * wk[3], 2 * wk[4]), b2 = (uint32_t)(2 * wk[5]);
+    const uint32_t c01 = pair16(2 * wk[6], 2 * wk[7]), c2 = (uint32_t)(2 * wk[8]);
+    int8_t *out = buf;
+    int32_t oy, ox;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int8_t *row = buf + oy * 2 * R;
+        for (ox = 0; ox + 1 < out_w; ox += 2, row += 4 * C, out += 2 * C) {
+            int32_t s0 = acc0, s1 = acc0;
+            dw_direct_row3(row, C, a01, a2, &s0, &s1);
+            dw_direct_row3(row + R, C, b01, b2, &s0, &s1);
+            dw_direct_row3(row + 2 * R, C, c01, c2, &s0, &s1);
+            out[0] = dw_requant(s0, rq, full);
+            out[C] = dw_requant(s1, rq, full);
+        }
+        if (ox < out_w) {   /* the odd last output */
+            int32_t acc = acc0, k;
+            for (k = 0; k < 3; ++k) {
+                const int8_t *a = row + k * R;
+                acc += 2 * (a[0] * wk[3 * k] + a[C] * wk[3 * k + 1] + a[2 * C] * wk[3 * k + 2]);
+            }
+            *out = dw_requant(acc, rq, full);
+            out += C;
+        }
+    }
+}
+
+typedef void (*dw_direct_fn)(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
+                             int32_t acc0, const dw_rq *rq);
+static void dw_direct3_0(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
+                         int32_t acc0, const dw_rq *rq)
+{
+    dw_direct3(p, buf, wk, acc0, rq, 0);
+}
+static void dw_direct3_1(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
+                         int32_t acc0, const dw_rq *rq)
+{
+    dw_direct3(p, buf, wk, acc0, rq, 1);
+}
+
+/* the direct kernel of a 3x3 stride 2 layer without padding (every window inside), else 0 */
+static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
+{
+    const dw_interior b = interior_of(p);   /* of p: windows past the bottom or right edge */
+    if (p->kernel_h != 3 || p->kernel_w != 3 || p->stride_h != 2 || p->stride_w != 2 ||
+        p->dilation_h != 1 || p->dilation_w != 1 || p->pad_top != 0 || p->pad_left != 0 ||
+        b.y_lo != 0 || b.y_hi != p->out_h || b.x_lo != 0 || b.x_hi != p->out_w ||
+        p->out_w > p->in_w || p->out_c != p->in_c) {
+        return 0;
+    }
+    return p->act_min == -128 && p->act_max == 127 ? dw_direct3_1 : dw_direct3_0;
+}
+#endif
+
+/* One channel of the in-place kernel, the general way: a constant channel written out, else
+ * the plane gathered (its first input byte `at` bytes into the scratch, rows q->in_w apart) and
+ * dw_plane over q. */
+static void dw_channel(const tinyc_conv_params *p, const tinyc_conv_params *q,
+                       const dw_interior *b, int8_t *buf, int32_t c, const int8_t *wk,
+                       int32_t bias, int32_t mult, int32_t shift, int8_t *scratch,
+                       int32_t scratch_bytes, int32_t at)
+{
+    const int32_t channels = p->in_c;
+    int32_t value;
+    if (dw_constant(p, wk, bias, mult, shift, &value)) {
+        /* (output channel c only overwrites input channel c: nothing to gather) */
+        int8_t *o = buf + c;
+        const int32_t n = p->out_h * p->out_w;
+        int32_t k;
+        for (k = 0; k < n; ++k, o += channels) {
+            *o = (int8_t)value;
+        }
+        return;
+    }
+    dw_gather(buf + c, channels, p->in_h, p->in_w, scratch + at, q->in_w);
+    dw_plane(q, b, scratch, 1, scratch_bytes, wk, bias, mult, shift, buf + c, channels);
+}
+
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,
@@ -531,7 +794,12 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                        scratch_bytes >= tinyc_dw_padded_plane_bytes(p);
     tinyc_conv_params q = *p;   /* padded: the same conv over the padded plane, no padding */
     dw_interior b;
-    int32_t c, y, x;
+    int32_t c, at;
+#if TINYC_USE_DSP
+    dw_row_fn fast = 0;
+    dw_direct_fn direct;
+    dw_band band = {0, 0, 0};
+#endif
 
     if (padded) {
         q.in_h = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top,
@@ -545,26 +813,88 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
         memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
     }
     b = interior_of(&q);
-    for (c = 0; c < channels; ++c) {
-        /* the byte stores may alias anything: every bound in a local */
-        const int8_t *src = buf + c;
-        const int32_t in_h = p->in_h, in_w = p->in_w, pitch = q.in_w;
-        int8_t *dst = scratch + (padded ? p->pad_top * pitch + p->pad_left : 0);
-        for (y = 0; y < in_h; ++y, dst += pitch) {
-            int8_t *d = dst;
-            int8_t *const end4 = dst + (in_w & ~3);
-            for (; d < end4; d += 4, src += 4 * channels) {   /* unrolled */
-                const uint8_t *u = (const uint8_t *)src;   /* one word store (little-endian) */
-                const uint32_t v = (uint32_t)u[0] | ((uint32_t)u[channels] << 8) |
-                                   ((uint32_t)u[2 * channels] << 16) |
-                                   ((uint32_t)u[3 * channels] << 24);
-                memcpy(d, &v, 4);
-            }
-            for (x = in_w & ~3; x < in_w; ++x, src += channels) {
-                *d++ = *src;
+    at = padded ? p->pad_top * q.in_w + p->pad_left : 0;
+#if TINYC_USE_DSP
+    /* the padded plane through the specialised rows, one call per channel: the layer's shape
+     * checked once (every window interior, the rows' 4-byte reads inside the scratch) */
+    if (padded && b.y_lo == 0 && b.y_hi == q.out_h && b.x_lo == 0 && b.x_hi == q.out_w &&
+        scratch_bytes - ((q.out_h - 1) * q.stride_h + q.kernel_h - 1) * q.in_w -
+                4 * ((q.kernel_w + 3) / 4) >= (q.out_w - 1) * q.stride_w) {
+        fast = dw_row_for(&q);
+    } else if (!padded && p->pad_top >= 0 && p->pad_left >= 0 && dw_row_for(p)) {
+        band.pw = padded_extent(p->out_w, p->in_w, p->kernel_w, p->stride_w, p->pad_left, 1);
+        band.ph = padded_extent(p->out_h, p->in_h, p->kernel_h, p->stride_h, p->pad_top, 1);
+        band.rows = dw_band_rows(p, scratch_bytes, band.pw, band.ph);
+        if (band.rows) {
+            memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
+        }
+    }
+#endif
+#if TINYC_USE_DSP
+    direct = dw_direct_for(p);
+    if (direct) {
+        for (c = 0; c < channels; ++c) {
+            const int8_t *wk = weights + c * ksize;
+            const int32_t bc = bias ? bias[c] : 0;
+            dw_rq rq;
+            if (dw_fast_rq(p, bc, mult[c], shift[c], &rq)) {
+                int32_t k, wsum = 0;
+                for (k = 0; k < 9; ++k) {
+                    wsum += wk[k];
+                }
+                direct(p, buf + c, wk, 2 * (bc - p->in_zp * wsum), &rq);
+            } else {
+                dw_channel(p, &q, &b, buf, c, wk, bc, mult[c], shift[c], scratch, scratch_bytes,
+                           at);
             }
         }
-        dw_plane(&q, &b, scratch, 1, scratch_bytes, weights + c * ksize, bias ? bias[c] : 0,
-                 mult[c], shift[c], buf + c, channels);
+        return;
+    }
+    if (fast) {
+        for (c = 0; c < channels; ++c) {
+            const int8_t *wk = weights + c * ksize;
+            const int32_t bc = bias ? bias[c] : 0;
+            dw_rq rq;
+            if (dw_fast_rq(&q, bc, mult[c], shift[c], &rq)) {
+                uint32_t packed[4 * 7];
+                const int32_t wsum = dw_pack_fast(wk, q.kernel_w, packed);
+                dw_gather(buf + c, channels, p->in_h, p->in_w, scratch + at, q.in_w);
+                fast(scratch, q.in_w, q.out_w, packed, 2 * (bc - q.in_zp * wsum), &rq, buf + c,
+                     channels, q.out_h, q.stride_h * q.in_w, q.out_w * channels);
+            } else {
+                dw_channel(p, &q, &b, buf, c, wk, bc, mult[c], shift[c], scratch, scratch_bytes,
+                           at);
+            }
+        }
+        return;
+    }
+    if (band.rows) {
+        const dw_row_fn rows = dw_row_for(p);
+        int dirty = 0;
+        for (c = 0; c < channels; ++c) {
+            const int8_t *wk = weights + c * ksize;
+            const int32_t bc = bias ? bias[c] : 0;
+            dw_rq rq;
+            if (dw_fast_rq(p, bc, mult[c], shift[c], &rq)) {
+                uint32_t packed[4 * 7];
+                const int32_t wsum = dw_pack_fast(wk, p->kernel_w, packed);
+                if (dirty) {   /* a channel before took the plane: the pad columns again */
+                    memset(scratch, (int8_t)p->in_zp, (size_t)scratch_bytes);
+                    dirty = 0;
+                }
+                dw_band_channel(p, &band, rows, buf + c, channels, scratch, packed,
+                                2 * (bc - p->in_zp * wsum), &rq, buf + c);
+            } else {
+                dw_channel(p, &q, &b, buf, c, wk, bc, mult[c], shift[c], scratch, scratch_bytes,
+                           at);
+                dirty = 1;
+            }
+        }
+        return;
+    }
+#endif
+    for (c = 0; c < channels; ++c) {
+        dw_channel(p, &q, &b, buf, c, weights + c * ksize, bias ? bias[c] : 0, mult[c], shift[c],
+                   scratch, scratch_bytes, at);
     }
 }
