@@ -82,6 +82,10 @@ class ParamLayout:
             if "scale" not in p:
                 raise TinycError(f"{source}: no scales of the trained parameters; rebuild with "
                                  "this tinyc (tinyc build ... --train SCHEME)")
+            if p["scale"] is None:
+                raise TinycError(f"{source}: trained parameter '{p['name']}' has no scale (the "
+                                 "model gives it no quantization parameters): the fleet cannot "
+                                 "average it")
             shape = tuple(p["shape"])
             per_out = np.asarray(p["scale"], np.float64)
             if per_out.shape != (shape[0],):

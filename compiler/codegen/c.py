@@ -335,15 +335,23 @@ def trained_elements(g: Graph, name: str) -> dict:
     is)."""
     from ..memory.planner import update_nodes
     t = g.tensors[name]
-    scale = np.broadcast_to(np.asarray(t.q.scale, np.float32).reshape(-1), (t.shape[0],))
-    out = {"scale": [float(v) for v in scale], "channels": None, "groups": 1}
+    scale = t.q.scale if t.q is not None else None
+    out = {"scale": None, "channels": None, "groups": 1}
     for u in update_nodes(g):
+        if scale is None and name in u.inputs[1:3] and "w_scale" in u.attrs:
+            # a bias read without quantization parameters (a .tflite file may leave them out):
+            # the update steps it in units of w_scale * x_scale, as TFLite defines its scale
+            w_scale = np.asarray(u.attrs["w_scale"], np.float64)
+            scale = w_scale * float(u.attrs["x_scale"]) if name == u.inputs[2] else w_scale
         if len(u.inputs) > 2 and u.inputs[2] == name:
             ch = u.attrs.get("channels")
             width = t.shape[-1] * (1 if u.attrs.get("fc") else int(u.attrs.get("groups", 1)))
             if ch is not None and len(ch) < width:
                 out["channels"] = [int(c) for c in ch]
             out["groups"] = 1 if u.attrs.get("fc") else int(u.attrs.get("groups", 1))
+    if scale is not None:
+        scale = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (t.shape[0],))
+        out["scale"] = [float(v) for v in scale]
     return out
 
 
