@@ -94,6 +94,7 @@ def training_param_bytes(out: Path) -> int | None:
 
 
 UART_EXTRA = ("console_uart_common.h",)
+STORAGE_IN_FLASH_H = "storage_in_flash.h"   # what the back ends in the board's flash share
 PIO_ENV = {"PLATFORMIO_DISABLE_UPGRADE_CHECK": "true",
            "PLATFORMIO_SETTING_ENABLE_TELEMETRY": "No",
            "PLATFORMIO_SETTING_CHECK_PLATFORMIO_INTERVAL": "3650",
@@ -233,6 +234,8 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
     storage = storage_plan(board, param_bytes) if param_bytes is not None else None
     if storage:
         shutil.copy2(FIRMWARE_SRC / storage["source"], lib / storage["source"])
+        if storage["in_board_flash"]:
+            shutil.copy2(FIRMWARE_SRC / STORAGE_IN_FLASH_H, lib / STORAGE_IN_FLASH_H)
     ctx = dict(board=board, guard_bytes=board.guard_bytes, guard_align=board.guard_bytes,
                vector_align=128 if board.armv7m else 256, model_name=model_name,
                semihosting=board.firmware.console == "semihosting",

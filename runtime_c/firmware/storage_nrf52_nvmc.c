@@ -3,10 +3,8 @@
  * boundaries), erased and written with the NVMC. The CPU stalls while the NVMC works, so code
  * running from flash needs no special care. Register offsets: nRF52840 Product Specification,
  * NVMC section. Not yet run on a board. */
-#include <string.h>
-
 #include "cortexm.h"
-#include "tinyc_board.h"
+#include "storage_in_flash.h"
 
 #define NVMC_READY TINYC_REG(0x4001E400u)
 #define NVMC_CONFIG TINYC_REG(0x4001E504u)
@@ -15,8 +13,6 @@
 #define CONFIG_WRITE 1u
 #define CONFIG_ERASE 2u
 
-extern const uint8_t __tinyc_storage_start[];
-static uint32_t storage_bytes;
 
 static void wait_ready(void)
 {
@@ -29,12 +25,12 @@ int tinyc_board_storage_open(const char *path, uint32_t bytes, uint32_t cut)
     (void)path;
     (void)cut;
     storage_bytes = bytes;
-    return ((uintptr_t)__tinyc_storage_start % TINYC_STORE_ERASE_BYTES) != 0u;
+    return storage_misaligned();
 }
 
 int tinyc_board_storage_erase(uint32_t address)
 {
-    if (address >= storage_bytes || address % TINYC_STORE_ERASE_BYTES != 0u) {
+    if (not_an_erase_unit(address)) {
         return 1;
     }
     NVMC_CONFIG = CONFIG_ERASE;
@@ -51,15 +47,14 @@ int tinyc_board_storage_erase(uint32_t address)
 int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t n)
 {
     uint32_t i;
-    if (address % 4u != 0u || address > storage_bytes || n > storage_bytes - address) {
+    if (address % 4u != 0u || outside_storage(address, n)) {
         return 1;
     }
     NVMC_CONFIG = CONFIG_WRITE;
     wait_ready();
     for (i = 0; i < n; i += 4u) {
-        uint32_t word = 0xFFFFFFFFu;
-        memcpy(&word, data + i, n - i < 4u ? n - i : 4u);
-        *(volatile uint32_t *)(uintptr_t)(__tinyc_storage_start + address + i) = word;
+        *(volatile uint32_t *)(uintptr_t)(__tinyc_storage_start + address + i) =
+            padded_word(data, n, i);
         wait_ready();
     }
     NVMC_CONFIG = CONFIG_READ_ONLY;
@@ -69,9 +64,5 @@ int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t 
 
 int tinyc_board_storage_read(uint32_t address, uint8_t *data, uint32_t n)
 {
-    if (address > storage_bytes || n > storage_bytes - address) {
-        return 1;
-    }
-    memcpy(data, __tinyc_storage_start + address, n);
-    return 0;
+    return read_storage(address, data, n);
 }

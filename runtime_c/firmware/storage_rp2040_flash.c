@@ -5,10 +5,8 @@
  * is off), so the code around them runs from RAM (section .data, copied there at reset) with
  * interrupts masked, and calls nothing in flash. Afterwards execute-in-place is re-entered in the
  * serial 03h read mode, the one tinyc's second-stage boot loader sets up. Not yet run on a board. */
-#include <string.h>
-
 #include "cortexm.h"
-#include "tinyc_board.h"
+#include "storage_in_flash.h"
 
 #define XIP_BASE 0x10000000u
 #define PAGE_BYTES 256u               /* the flash's program unit */
@@ -26,8 +24,6 @@ typedef struct {
     void (*enter_cmd_xip)(void);
 } rom_flash;
 
-extern const uint8_t __tinyc_storage_start[];
-static uint32_t storage_bytes;
 static rom_flash rom;
 static uint8_t page[PAGE_BYTES];      /* one page, padded with 0xFF, in RAM for the ROM */
 
@@ -89,7 +85,7 @@ int tinyc_board_storage_open(const char *path, uint32_t bytes, uint32_t cut)
         || !rom.flush_cache || !rom.enter_cmd_xip) {
         return 1;
     }
-    return ((uintptr_t)__tinyc_storage_start % TINYC_STORE_ERASE_BYTES) != 0u;
+    return storage_misaligned();
 }
 
 static uint32_t flash_offset(uint32_t address)
@@ -99,7 +95,7 @@ static uint32_t flash_offset(uint32_t address)
 
 int tinyc_board_storage_erase(uint32_t address)
 {
-    if (address >= storage_bytes || address % TINYC_STORE_ERASE_BYTES != 0u) {
+    if (not_an_erase_unit(address)) {
         return 1;
     }
     run_masked(flash_offset(address), 0, TINYC_STORE_ERASE_BYTES);
@@ -110,8 +106,7 @@ int tinyc_board_storage_erase(uint32_t address)
  * erased. */
 int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t n)
 {
-    if (address % PAGE_BYTES != 0u || n > PAGE_BYTES || address > storage_bytes
-        || n > storage_bytes - address) {
+    if (address % PAGE_BYTES != 0u || n > PAGE_BYTES || outside_storage(address, n)) {
         return 1;
     }
     memset(page, 0xFF, sizeof page);
@@ -122,9 +117,5 @@ int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t 
 
 int tinyc_board_storage_read(uint32_t address, uint8_t *data, uint32_t n)
 {
-    if (address > storage_bytes || n > storage_bytes - address) {
-        return 1;
-    }
-    memcpy(data, __tinyc_storage_start + address, n);
-    return 0;
+    return read_storage(address, data, n);
 }

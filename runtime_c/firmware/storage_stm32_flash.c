@@ -7,10 +7,8 @@
  * through the FLASH interface; the CPU stalls on flash reads while it works, so code running from
  * flash needs no special care. Register offsets: RM0383 (F411) and RM0385 (F74x), section
  * "Embedded Flash memory interface". Not yet run on a board. */
-#include <string.h>
-
 #include "cortexm.h"
-#include "tinyc_board.h"
+#include "storage_in_flash.h"
 
 #define FLASH_ORIGIN 0x08000000u
 #define FLASH_ACR TINYC_REG(0x40023C00u)
@@ -30,8 +28,6 @@
 #define ACR_DCEN (1u << 10)    /* F4's data cache (the F7 has none in its ART) */
 #define ACR_DCRST (1u << 12)
 
-extern const uint8_t __tinyc_storage_start[];
-static uint32_t storage_bytes;
 
 static inline void data_barrier(void)
 {
@@ -85,7 +81,7 @@ int tinyc_board_storage_erase(uint32_t address)
 {
     uint32_t sector;
     int failed;
-    if (address >= storage_bytes || address % TINYC_STORE_ERASE_BYTES != 0u) {
+    if (not_an_erase_unit(address)) {
         return 1;
     }
     sector = 4u + ((uint32_t)(uintptr_t)(__tinyc_storage_start + address) - FLASH_ORIGIN)
@@ -106,16 +102,15 @@ int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t 
 {
     uint32_t i;
     int failed;
-    if (address % 4u != 0u || address > storage_bytes || n > storage_bytes - address) {
+    if (address % 4u != 0u || outside_storage(address, n)) {
         return 1;
     }
     unlock();
     failed = wait_done();
     FLASH_CR = CR_PG | CR_PSIZE_X32;
     for (i = 0; i < n && !failed; i += 4u) {
-        uint32_t word = 0xFFFFFFFFu;
-        memcpy(&word, data + i, n - i < 4u ? n - i : 4u);
-        *(volatile uint32_t *)(uintptr_t)(__tinyc_storage_start + address + i) = word;
+        *(volatile uint32_t *)(uintptr_t)(__tinyc_storage_start + address + i) =
+            padded_word(data, n, i);
         data_barrier();   /* the F7 buffers writes: the word must reach the flash interface */
         failed = wait_done();
     }
@@ -125,9 +120,5 @@ int tinyc_board_storage_program(uint32_t address, const uint8_t *data, uint32_t 
 
 int tinyc_board_storage_read(uint32_t address, uint8_t *data, uint32_t n)
 {
-    if (address > storage_bytes || n > storage_bytes - address) {
-        return 1;
-    }
-    memcpy(data, __tinyc_storage_start + address, n);
-    return 0;
+    return read_storage(address, data, n);
 }
