@@ -2,8 +2,8 @@
  * above the firmware (the linker script reserves them from __tinyc_storage_start, on 4 KB sector
  * boundaries), erased and programmed with the boot ROM's flash functions (RP2040 datasheet,
  * "Bootrom", flash access functions). While they run, the flash is not readable (execute-in-place
- * is off), so the code around them runs from RAM (section .data, copied there at reset) with
- * interrupts masked, and calls nothing in flash. Afterwards execute-in-place is re-entered in the
+ * is off), so the code around them runs from RAM (section .ramfunc, which the linker script puts
+ * in .data, copied there at reset) with interrupts masked, and calls nothing in flash. Afterwards execute-in-place is re-entered in the
  * serial 03h read mode, the one tinyc's second-stage boot loader sets up. Not yet run on a board. */
 #include "cortexm.h"
 #include "storage_in_flash.h"
@@ -44,7 +44,7 @@ static void *rom_function(uint32_t code)
 
 /* Runs from RAM: flash out of execute-in-place, one erase (count > 0 and data NULL) or program,
  * caches flushed, execute-in-place back. */
-__attribute__((section(".data.tinyc_flash_op"), noinline))
+__attribute__((section(".ramfunc.tinyc_flash_op"), noinline))
 static void flash_op(uint32_t offset, const uint8_t *data, uint32_t count)
 {
     rom.connect_internal_flash();
