@@ -63,36 +63,12 @@ def fashion(which: str) -> tuple[np.ndarray, np.ndarray]:
 
 def build_model(path: Path, x, y) -> Path:
     """digits_net's layers for 14x14 inputs, pretrained (float, scikit-learn) on OLD."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
     from sklearn.neural_network import MLPClassifier
+    from digits_net import save_mlp_as_cnn
     keep = np.isin(y, OLD)
     mlp = MLPClassifier(hidden_layer_sizes=HIDDEN, max_iter=60, random_state=SEED)
     mlp.fit(x[keep][:6000].reshape(-1, HW * HW), y[keep][:6000])
-    (w1, w2, w3), (b1, b2, b3) = mlp.coefs_, mlp.intercepts_
-    f32 = lambda a: np.ascontiguousarray(a, np.float32)
-    inits = [numpy_helper.from_array(f32(w1.T.reshape(HIDDEN[0], 1, HW, HW)), "hidden1.w"),
-             numpy_helper.from_array(f32(b1), "hidden1.b"),
-             numpy_helper.from_array(f32(w2.T.reshape(HIDDEN[1], HIDDEN[0], 1, 1)), "hidden2.w"),
-             numpy_helper.from_array(f32(b2), "hidden2.b"),
-             numpy_helper.from_array(f32(w3.T), "head.w"),
-             numpy_helper.from_array(f32(b3), "head.b")]
-    nodes = [helper.make_node("Conv", ["input", "hidden1.w", "hidden1.b"], ["h1"], name="hidden1",
-                              kernel_shape=[HW, HW]),
-             helper.make_node("Relu", ["h1"], ["h1r"]),
-             helper.make_node("Conv", ["h1r", "hidden2.w", "hidden2.b"], ["h2"], name="hidden2",
-                              kernel_shape=[1, 1]),
-             helper.make_node("Relu", ["h2"], ["h2r"]),
-             helper.make_node("Flatten", ["h2r"], ["flat"], axis=1),
-             helper.make_node("Gemm", ["flat", "head.w", "head.b"], ["logits"], name="head",
-                              transB=1)]
-    graph = helper.make_graph(
-        nodes, "fashion_net", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                             [1, 1, HW, HW])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, len(OLD)])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.save(model, path)
-    return path
+    return save_mlp_as_cnn(mlp, HW, path, "fashion_net")
 
 
 def dirichlet_pick(new: np.ndarray, y: np.ndarray, devices: int, alpha: float, rng

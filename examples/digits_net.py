@@ -44,16 +44,23 @@ def build(path: Path, seed: int = 0) -> Path:
     keep = np.isin(y, OLD_TASK)
     mlp = MLPClassifier(hidden_layer_sizes=HIDDEN, max_iter=300, random_state=seed)
     mlp.fit(x[keep].reshape(int(keep.sum()), -1), y[keep])
+    return save_mlp_as_cnn(mlp, 8, path, "digits_net")
+
+
+def save_mlp_as_cnn(mlp, side: int, path: Path, name: str) -> Path:
+    """A fitted two-hidden-layer MLPClassifier over side x side images, as the CNN above: a
+    side x side Conv, ReLU, a 1x1 Conv, ReLU, Flatten, Gemm; written to `path` (ONNX)."""
     (w1, w2, w3), (b1, b2, b3) = mlp.coefs_, mlp.intercepts_
+    hidden = (w1.shape[1], w2.shape[1])
     f32 = lambda a: np.ascontiguousarray(a, np.float32)
-    inits = [numpy_helper.from_array(f32(w1.T.reshape(HIDDEN[0], 1, 8, 8)), "hidden1.w"),
+    inits = [numpy_helper.from_array(f32(w1.T.reshape(hidden[0], 1, side, side)), "hidden1.w"),
              numpy_helper.from_array(f32(b1), "hidden1.b"),
-             numpy_helper.from_array(f32(w2.T.reshape(HIDDEN[1], HIDDEN[0], 1, 1)), "hidden2.w"),
+             numpy_helper.from_array(f32(w2.T.reshape(hidden[1], hidden[0], 1, 1)), "hidden2.w"),
              numpy_helper.from_array(f32(b2), "hidden2.b"),
              numpy_helper.from_array(f32(w3.T), "head.w"),
              numpy_helper.from_array(f32(b3), "head.b")]
     nodes = [helper.make_node("Conv", ["input", "hidden1.w", "hidden1.b"], ["h1"], name="hidden1",
-                              kernel_shape=[8, 8]),
+                              kernel_shape=[side, side]),
              helper.make_node("Relu", ["h1"], ["h1r"], name="hidden1.relu"),
              helper.make_node("Conv", ["h1r", "hidden2.w", "hidden2.b"], ["h2"], name="hidden2",
                               kernel_shape=[1, 1]),
@@ -62,9 +69,9 @@ def build(path: Path, seed: int = 0) -> Path:
              helper.make_node("Gemm", ["flat", "head.w", "head.b"], ["logits"], name="head",
                               transB=1)]
     graph = helper.make_graph(
-        nodes, "digits_net",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, len(OLD_TASK)])], inits)
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, w3.shape[1]])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.checker.check_model(model)
     path = Path(path)
