@@ -77,4 +77,9 @@ void usb_drv_unlock(void);
 /* Called while usb_cdc_write/flush wait for the host. */
 void usb_drv_wait(void);
 
+/* the drivers' start (usb_nrf52.c: 0 once connected, -1 without VBUS or if the USBD did not
+ * come up; usb_rp2040.c) */
+int usb_nrf52_start(void);
+void usb_rp2040_start(void);
+
 #endif /* TINYC_USB_CDC_H */
