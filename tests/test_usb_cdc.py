@@ -334,3 +334,39 @@ def test_endpoint_halt(dev):
     assert events[0] == "stall 82 0" and bulk_in_packets(events) == [b"AB"]
     assert dev.control_in(0x82, 0, 0, 0x82, 2) == b"\x00\x00"
     assert dev.setup(0x02, 3, 0, 0x83, 0) == ["stall 00 1"]            # no endpoint 3
+
+
+FIRMWARE_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]   # platformio.ini.j2's
+CPU_FLAGS = {"cortex-m4": ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"],
+             "cortex-m0plus": ["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"]}
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="no arm-none-eabi-gcc")
+@pytest.mark.parametrize("board_id, console", [("nano33ble", "nrf52_usb"), ("nano33ble", "nrf52_uart"),
+                                               ("pico", "rp2040_usb"), ("pico", "rp2040_uart")])
+def test_native_usb_boards_compile_both_consoles(board_id, console, tmp_path):
+    """The Nano 33 BLE and the Pico default to the USB console; the board file's console key
+    keeps their UART instead. Each choice's board sources (the project tinyc build writes)
+    compile warning-free for the chip (the default one is also linked: test_device_storage.py)."""
+    import dataclasses
+
+    import numpy as np
+    from tinyc.targets.boards import load_board
+    from tinyc.targets.platformio import write_project
+
+    board = load_board(board_id)
+    assert board.firmware.console == {"nano33ble": "nrf52_usb", "pico": "rp2040_usb"}[board_id]
+    board = dataclasses.replace(board, firmware=dataclasses.replace(board.firmware, console=console))
+    out = tmp_path / "p"
+    (out / "lib" / "tinyc_model").mkdir(parents=True)
+    (out / "lib" / "tinyc_model" / "model.c").write_text("/* stand-in */\n")
+    write_project(out, board, "m", np.zeros((1, 2, 2, 1), np.int8), "zeros")
+    lib = out / "lib" / "tinyc_board"
+    usb = console.endswith("_usb")
+    assert (lib / "usb_cdc.c").is_file() == usb
+    assert ("TINYC_BOARD_USB_IRQ" in (lib / "tinyc_board_config.h").read_text()) == usb
+    sources = sorted(lib.glob("*.c"))
+    subprocess.run(["arm-none-eabi-gcc", *CPU_FLAGS[board.cpu], *FIRMWARE_FLAGS, "-c",
+                    "-I", str(lib), *map(str, sources)], cwd=tmp_path, check=True)
+    objects = {p.stem for p in tmp_path.glob("*.o")}
+    assert f"console_{console}" in objects and ("usb_cdc" in objects) == usb
