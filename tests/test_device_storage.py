@@ -231,6 +231,7 @@ def assert_usb_console(out, irq):
         assert vectors["sh_addr"] % 256 == 0      # VTOR's alignment for a table this long
     fw = report(out)["firmware"]
     assert fw["usb"]["ram_bytes"] >= 256 + 512 and 0 < fw["usb"]["flash_bytes"] < 8192
+    assert (fw["usb"]["rx_buffer_bytes"], fw["usb"]["tx_buffer_bytes"]) == (256, 512)
     assert fw["ram_bytes"] >= fw["usb"]["ram_bytes"]
     config = (out / "lib" / "tinyc_board" / "tinyc_board_config.h").read_text()
     assert f"#define TINYC_BOARD_USB_IRQ {irq}" in config

@@ -476,6 +476,9 @@ def build_firmware(out, board: Board) -> dict:
     fw["link"] = link_usage(out / ".pio" / "build" / ENV, linked)
     if board.firmware.console in USB_IRQ:
         fw["usb"] = objects_usage(out / ".pio" / "build" / ENV, linked, USB_OBJECTS)
+        sizes = {s.name: s.size for s in symbols if s.name in ("rx_ring", "tx_ring")}
+        fw["usb"].update(rx_buffer_bytes=sizes.get("rx_ring", 0),
+                         tx_buffer_bytes=sizes.get("tx_ring", 0))
     param_bytes = training_param_bytes(out)
     storage = storage_plan(board, param_bytes) if param_bytes is not None else None
     if storage and (out / BOARD_LIB / storage["source"]).is_file():
