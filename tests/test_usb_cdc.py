@@ -26,12 +26,16 @@ RX_BYTES, TX_BYTES = 256, 512   # usb_cdc.h
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="no host gcc")
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory) -> Path:
-    exe = tmp_path_factory.mktemp("usb_cdc") / "usb_cdc_harness"
-    subprocess.run(["gcc", *STRICT, "-I", str(FIRMWARE), str(FIRMWARE / "usb_cdc.c"),
+def compile_harness(folder: Path, *defines: str) -> Path:
+    exe = folder / "usb_cdc_harness"
+    subprocess.run(["gcc", *STRICT, *defines, "-I", str(FIRMWARE), str(FIRMWARE / "usb_cdc.c"),
                     str(ROOT / "tests" / "c" / "usb_cdc_harness.c"), "-o", str(exe)], check=True)
     return exe
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Path:
+    return compile_harness(tmp_path_factory.mktemp("usb_cdc"))
 
 
 class Device:
@@ -226,6 +230,25 @@ def test_strings_and_stalls(dev):
     assert dev.setup(0x21, 0x20, 0, 0, 9) == ["stall 00 1"]   # SET_LINE_CODING of 9 bytes
     # a stall ends at the next SETUP: the device answers again
     assert len(dev.get_descriptor(1, 0, 64)) == 18
+
+
+def test_control_read_of_whole_packets_ends_with_a_zero_length_packet(tmp_path):
+    """A reply of exactly 64 bytes to a longer wLength needs a zero-length packet to end the
+    data stage (USB 2.0 5.5.3); to wLength 64 it does not. A 31-character product string is a
+    64-byte descriptor."""
+    product = "x" * 31
+    dev = Device(compile_harness(tmp_path, f'-DUSB_CDC_PRODUCT="{product}"'))
+    try:
+        dev.cmd("reset")
+        index = dev.get_descriptor(1, 0, 18)[15]
+        events = dev.setup(0x80, 6, 3 << 8 | index, 0x0409, 255)
+        assert len(events) == 1 and len(_hex(events[0].split()[2])) == 64
+        assert dev.cmd("in_done 0") == ["in 0 -"]        # the zero-length packet
+        assert dev.cmd("in_done 0") == ["status"]
+        s = dev.get_descriptor(3, index, 64, 0x0409)     # exactly wLength: no ZLP
+        assert s[0] == 64 and s[2:].decode("utf-16-le") == product
+    finally:
+        dev.close()
 
 
 def test_line_coding_and_control_lines(dev):

@@ -73,7 +73,13 @@ static const uint8_t config_descriptor[CONFIG_TOTAL] = {
 
 /* string 0: the languages (US English); then manufacturer and product, in ASCII here */
 static const uint8_t languages[4] = {4, DESC_STRING, 0x09, 0x04};
-static const char *const strings[] = {"tinyc", "tinyc device link"};
+#ifndef USB_CDC_MANUFACTURER
+#define USB_CDC_MANUFACTURER "tinyc"
+#endif
+#ifndef USB_CDC_PRODUCT
+#define USB_CDC_PRODUCT "tinyc device link"
+#endif
+static const char *const strings[] = {USB_CDC_MANUFACTURER, USB_CDC_PRODUCT};
 #define STRING_MAX 32u
 
 enum ep0_state { EP0_IDLE, EP0_DATA_IN, EP0_DATA_OUT };

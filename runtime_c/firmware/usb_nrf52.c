@@ -75,6 +75,8 @@ static int ep0_to_host;          /* the current control transfer's data directio
 static int ep0_out_armed;
 static volatile uint32_t out_armed, out_waiting;   /* bit n: bulk OUT endpoint n */
 
+void tinyc_usb_irq_handler(void);
+
 void usb_drv_lock(void)
 {
     NVIC_ICER(USBD_IRQ / 32u) = 1u << (USBD_IRQ % 32u);
@@ -86,8 +88,15 @@ void usb_drv_unlock(void)
     NVIC_ISER(USBD_IRQ / 32u) = 1u << (USBD_IRQ % 32u);
 }
 
+/* In thread mode the interrupt does the work; in a handler (a fault report printing) it cannot
+ * preempt, so the wait serves the controller itself. */
 void usb_drv_wait(void)
 {
+    uint32_t ipsr;
+    __asm__ volatile("mrs %0, ipsr" : "=r"(ipsr));
+    if (ipsr != 0u) {
+        tinyc_usb_irq_handler();
+    }
 }
 
 static void dma_wait(volatile uint32_t *end_event)
@@ -271,7 +280,12 @@ int usb_nrf52_start(void)
     if (wait_for(&CLOCK_EVENTS_HFCLKSTARTED, 1u) != 0) {
         return -1;
     }
-    USBD_ENABLE = 0;   /* whatever a boot loader left */
+    /* whatever a boot loader left: the host sees a disconnect, then this device; no interrupt of
+     * the boot loader stays enabled */
+    NVIC_ICER(0) = 0xFFFFFFFFu;
+    NVIC_ICER(1) = 0xFFFFFFFFu;
+    USBD_USBPULLUP = 0;
+    USBD_ENABLE = 0;
     /* erratum 187 */
     ERRATA_UNLOCK = 0x9375u;
     ERRATA_187 = 3u;

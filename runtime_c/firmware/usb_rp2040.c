@@ -78,6 +78,8 @@ static uint8_t next_pid[16][2];   /* [endpoint][0 = OUT, 1 = IN]: DATA0 or DATA1
 static int ep0_to_host;
 static int address_pending = -1;  /* SET_ADDRESS: taken when its status stage is done */
 
+void tinyc_usb_irq_handler(void);
+
 void usb_drv_lock(void)
 {
     NVIC_ICER = 1u << USBCTRL_IRQ;
@@ -89,8 +91,15 @@ void usb_drv_unlock(void)
     NVIC_ISER = 1u << USBCTRL_IRQ;
 }
 
+/* In thread mode the interrupt does the work; in a handler (a fault report printing) it cannot
+ * preempt, so the wait serves the controller itself. */
 void usb_drv_wait(void)
 {
+    uint32_t ipsr;
+    __asm__ volatile("mrs %0, ipsr" : "=r"(ipsr));
+    if (ipsr != 0u) {
+        tinyc_usb_irq_handler();
+    }
 }
 
 static volatile uint8_t *buffer_of(uint8_t ep, int in)
@@ -243,6 +252,7 @@ static void unreset(uint32_t bits)
 /* clk_usb = 12 MHz / 1 * 120 / 6 / 5 = 48 MHz (VCO 1440 MHz, inside its 750-1600 MHz) */
 static void usb_clock_48mhz(void)
 {
+    CLK_USB_CTRL = 0;                    /* stopped while its source changes */
     unreset(RESET_PLL_USB);
     PLL_USB_CS = 1u;   /* reference divider 1 */
     PLL_USB_FBDIV_INT = 120u;
@@ -251,7 +261,6 @@ static void usb_clock_48mhz(void)
     }
     PLL_USB_PRIM = (6u << 16) | (5u << 12);
     PLL_USB_PWR_CLR = PLL_PWR_POSTDIVPD;
-    CLK_USB_CTRL = 0;                    /* stopped while its source changes */
     CLK_USB_DIV = 1u << 8;               /* divide by 1 */
     CLK_USB_CTRL = CLK_ENABLE | (0u << 5);   /* from clksrc_pll_usb */
 }
