@@ -5,7 +5,8 @@ The host side is played as Linux enumerates a device (GET_DESCRIPTOR device with
 SET_ADDRESS, the descriptors again, strings, SET_CONFIGURATION, then cdc_acm's SET_LINE_CODING and
 SET_CONTROL_LINE_STATE when a program opens the port); the replies are checked against the fields
 USB 2.0 chapter 9 and CDC 1.2 / PSTN 1.2 require, and the bulk endpoints against the ring buffers
-the console and the link use.
+the console and the link use. Then the device link itself runs over those rings and packets
+(tests/c/usb_cdc_link_host.c bridges them to a pty) with tinyc.device on the other end.
 """
 from __future__ import annotations
 
@@ -393,3 +394,48 @@ def test_native_usb_boards_compile_both_consoles(board_id, console, tmp_path):
                     "-I", str(lib), *map(str, sources)], cwd=tmp_path, check=True)
     objects = {p.stem for p in tmp_path.glob("*.o")}
     assert f"console_{console}" in objects and ("usb_cdc" in objects) == usb
+
+
+def test_device_link_runs_over_the_usb_cdc_rings(small_nets, tmp_path):
+    """The device link (tinyc_link.c) served over usb_cdc.c's rings and 64-byte bulk packets
+    (a fake driver bridging them to a pty, tests/c/usb_cdc_link_host.c), with tinyc.device on
+    the other end: INFO, and INFER of a whole input (several packets each way) answer as the
+    host build does; broken frames are answered and the link goes on."""
+    import numpy as np
+
+    from conftest import tinyc
+    from tinyc.device import Device
+    from tinyc.targets.host import build_host, run_host
+
+    out = tmp_path / "b"
+    tinyc("build", small_nets["gray_odd"], "--board", "mps2_an386", "--no-firmware", "-o", out)
+    exe = tmp_path / "link_host"
+    kernels = sorted(str(p) for p in (out / "tinyc").glob("*.c"))
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-I", str(out),
+                    "-I", str(ROOT / "runtime_c" / "src" / "link"), "-I", str(FIRMWARE),
+                    str(out / "model.c"), *kernels, str(ROOT / "runtime_c" / "src" / "link" / "tinyc_link.c"),
+                    str(FIRMWARE / "usb_cdc.c"), str(ROOT / "tests" / "c" / "usb_cdc_link_host.c"),
+                    "-o", str(exe)], check=True)
+    build_host(out)
+    proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pty = proc.stdout.readline().strip()
+        assert pty.startswith("/dev/"), proc.stderr.read()
+        with Device(pty, timeout=20) as dev:
+            info = dev.connect()
+            assert info.build_id == 0x12345678
+            rng = np.random.default_rng(0)
+            assert info.input_size > 2 * 64   # a request of several packets
+            xs = rng.integers(-128, 128, (3, info.input_size)).astype(np.int8)
+            ys = [dev.infer(x)[0] for x in xs]
+            dev.send_raw(b"noise\r\n" + bytes([0xA5, 1, 0x7E, 0, 0, 1, 2, 3, 4]))   # bad CRC
+            kind, _ = dev.read_frame()
+            assert kind == 0xFF                                                   # an error
+            assert dev.connect().build_id == info.build_id
+        expected = run_host(out, xs)
+        for y, e in zip(ys, expected):
+            assert np.array_equal(np.asarray(y).reshape(-1), np.asarray(e).reshape(-1))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 3, proc.stderr.read()
