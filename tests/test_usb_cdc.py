@@ -208,6 +208,8 @@ def test_set_configuration_opens_the_described_endpoints(dev):
     assert dev.control_in(0x80, 8, 0, 0, 1) == b"\x01"          # GET_CONFIGURATION
     assert dev.control_in(0x80, 0, 0, 0, 2) == b"\x00\x00"      # GET_STATUS device
     assert dev.control_in(0x82, 0, 0, 0x82, 2) == b"\x00\x00"   # GET_STATUS endpoint
+    assert dev.control_in(0x81, 0, 0, 1, 2) == b"\x00\x00"      # GET_STATUS interface 1
+    assert dev.control_in(0x81, 0, 0, 2, 2) is None               # no interface 2: stall
     assert dev.setup(0x00, 9, 2, 0, 0) == ["stall 00 1"]       # no configuration 2
     assert dev.setup(0x00, 9, 0, 0, 0) == ["status"]
     assert dev.cmd("state") == ["state 0 0"]

@@ -209,8 +209,8 @@ def _copy_runtime(board: Board, dst: Path) -> None:
 
 
 def vector_align(board: Board, usb_irq: int | None) -> int:
-    """VTOR's alignment: the vector table's size rounded up to a power of two (Armv7-M), and at
-    least 128 bytes; 256 on Armv6-M (the RP2040's boot loader placement)."""
+    """The vector table's alignment (VTOR): at least its size rounded up to a power of two, and
+    128 bytes on Armv7-M, 256 on Armv6-M (whose VTOR ignores the low 8 bits)."""
     words = 16 + (usb_irq + 1 if usb_irq is not None else 0)
     align = 128 if board.armv7m else 256
     while align < 4 * words:

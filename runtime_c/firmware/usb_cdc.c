@@ -299,6 +299,9 @@ static void standard_request(const uint8_t *s, uint16_t w_value, uint16_t w_inde
     case REQ_GET_STATUS:
         ep0.reply[0] = 0;   /* device: bus powered, no remote wake-up; interface: zero */
         ep0.reply[1] = 0;
+        if (recipient == TO_INTERFACE && w_index > 1u) {
+            break;   /* no such interface */
+        }
         if (recipient == TO_ENDPOINT) {
             if (LO(w_index) == USB_CDC_EP_IN) {
                 ep0.reply[0] = halted_in;
