@@ -236,6 +236,7 @@ def assert_usb_console(out, irq):
     config = (out / "lib" / "tinyc_board" / "tinyc_board_config.h").read_text()
     assert f"#define TINYC_BOARD_USB_IRQ {irq}" in config
     assert fw["stack_worst_case_interrupt_bytes"] > 36   # the USB handler's frames counted
+    assert fw["stack_worst_case_bytes"] is not None, fw["stack_worst_case_unknown"]
 
 
 @pytest.mark.parametrize("board_id", sorted(REAL_BOARD_STORAGE))

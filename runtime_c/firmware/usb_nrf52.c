@@ -15,6 +15,7 @@
 #define USBD_IRQ 39u
 #define NVIC_ISER(n) TINYC_REG(0xE000E100u + 4u * (n))
 #define NVIC_ICER(n) TINYC_REG(0xE000E180u + 4u * (n))
+#define NVIC_ISPR(n) TINYC_REG(0xE000E200u + 4u * (n))
 
 #define CLOCK_TASKS_HFCLKSTART TINYC_REG(0x40000000u)
 #define CLOCK_EVENTS_HFCLKSTARTED TINYC_REG(0x40000100u)
@@ -153,7 +154,9 @@ void usb_drv_ep_out_arm(uint8_t ep)
         return;
     }
     out_armed |= 1u << ep;
-    bulk_receive_if_ready(ep);
+    if (out_waiting & (1u << ep)) {   /* the interrupt handler takes it (no recursion) */
+        NVIC_ISPR(USBD_IRQ / 32u) = 1u << (USBD_IRQ % 32u);
+    }
 }
 
 void usb_drv_ep_open(uint8_t ep_address, uint8_t type, uint16_t max_packet)
@@ -239,9 +242,9 @@ void tinyc_usb_irq_handler(void)
         }
         if (status & EPDATA_OUT(USB_CDC_EP_OUT & 7u)) {
             out_waiting |= 1u << (USB_CDC_EP_OUT & 7u);
-            bulk_receive_if_ready(USB_CDC_EP_OUT & 7u);
         }
     }
+    bulk_receive_if_ready(USB_CDC_EP_OUT & 7u);   /* a packet waiting, the ring with room */
     if (USBD_EVENTS_EP0SETUP) {
         uint8_t setup[8];
         uint32_t i;
