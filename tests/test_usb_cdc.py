@@ -441,3 +441,30 @@ def test_device_link_runs_over_the_usb_cdc_rings(small_nets, tmp_path):
         proc.kill()
         proc.wait()
     assert proc.returncode != 3, proc.stderr.read()
+
+
+def test_stack_bound_counts_the_usb_handler_and_its_recursion(tmp_path):
+    """The worst-case stack (targets/stack.py) adds the deepest interrupt handler, the USB one
+    included, and a recursion inside a handler makes the bound unknown, as one on the main path
+    does (a driver calling back into usb_cdc.c did that once)."""
+    from tinyc.targets.stack import EXCEPTION_FRAME_BYTES, worst_case_stack
+
+    def write_ci(name, frames, edges):
+        lines = [f'node: {{ title: "{f}" label: "{f}\\nx.c:1:1\\n{b} bytes (static)" }}'
+                 for f, b in frames.items()]
+        lines += [f'edge: {{ sourcename: "{a}" targetname: "{b}" }}' for a, b in edges]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+
+    write_ci("main.ci", {"tinyc_reset_handler": 8, "main": 100, "tinyc_systick_handler": 8},
+             [("tinyc_reset_handler", "main")])
+    write_ci("usb.ci", {"tinyc_usb_irq_handler": 16, "usb_cdc_out_received": 40,
+                        "usb_drv_ep_out_arm": 24}, [("tinyc_usb_irq_handler", "usb_cdc_out_received"),
+                                                    ("usb_cdc_out_received", "usb_drv_ep_out_arm")])
+    bound = worst_case_stack(tmp_path, has_fpu=False)
+    assert bound.bytes == 108 + 16 + 40 + 24 + EXCEPTION_FRAME_BYTES[False]
+    write_ci("usb.ci", {"tinyc_usb_irq_handler": 16, "usb_cdc_out_received": 40,
+                        "usb_drv_ep_out_arm": 24}, [("tinyc_usb_irq_handler", "usb_cdc_out_received"),
+                                                    ("usb_cdc_out_received", "usb_drv_ep_out_arm"),
+                                                    ("usb_drv_ep_out_arm", "usb_cdc_out_received")])
+    bound = worst_case_stack(tmp_path, has_fpu=False)
+    assert bound.bytes is None and "recursion" in bound.unknown

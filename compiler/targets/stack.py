@@ -131,7 +131,10 @@ def worst_case_stack(build_dir, has_fpu: bool, root: str = ROOT) -> StackBound:
     irq = 0
     for h in HANDLERS:
         if g.resolve(h):
-            irq = max(irq, g.deepest(g.resolve(h))[0])
+            depth, _, handler_unknown, _ = g.deepest(g.resolve(h))
+            irq = max(irq, depth)
+            if handler_unknown:   # an interrupt handler's recursion makes the bound unknown too
+                unknown = "; ".join(filter(None, (unknown, handler_unknown)))
     irq += EXCEPTION_FRAME_BYTES[has_fpu]
     return StackBound(None if unknown else total + irq, chain, irq, unknown, library,
                       len(g.frame))
