@@ -360,6 +360,12 @@ def summary(report: dict) -> str:
                          f"{ln['ram_bytes']:,} B (receive buffer {ln['rx_buffer_bytes']:,} B; "
                          f"samples stream into the model's input), flash {ln['flash_bytes']:,} B, "
                          "in the firmware's figures")
+        if fw.get("usb"):
+            us = fw["usb"]
+            lines.append(f"usb        console and device link over USB CDC (rings of "
+                         f"{us['rx_buffer_bytes']:,} B in, {us['tx_buffer_bytes']:,} B out): RAM "
+                         f"{us['ram_bytes']:,} B, flash {us['flash_bytes']:,} B, in the "
+                         "firmware's figures (not run on hardware)")
         if fw.get("storage"):
             st = fw["storage"]
             lines.append(f"storage    trained parameters saved in 2 slots of "

@@ -205,6 +205,40 @@ REAL_BOARD_STORAGE = {
 }
 
 
+# the boards whose console and device link are a USB CDC device by default: the USB
+# controller's interrupt (nRF52840 USBD 39, RP2040 USBCTRL_IRQ 5)
+USB_CONSOLE_IRQ = {"nano33ble": 39, "pico": 5}
+
+
+def assert_usb_console(out, irq):
+    """The firmware links the USB CDC device (runtime_c/firmware/usb_cdc.c and the chip's
+    driver), its interrupt handler sits in the vector table at the controller's interrupt, its
+    buffers are in the report's RAM figures, and the worst-case stack counts the handler."""
+    from elftools.elf.elffile import ELFFile
+    from tinyc.targets.elf import Elf
+    elf_path = out / ".pio" / "build" / "tinyc" / "firmware.elf"
+    syms = {s.name: s for s in Elf(elf_path).symbols()}
+    assert {"usb_cdc_setup", "usb_cdc_getc", "usb_cdc_write", "tinyc_usb_irq_handler",
+            "rx_ring", "tx_ring"} <= set(syms)
+    assert syms["rx_ring"].size == 256 and syms["tx_ring"].size == 512   # usb_cdc.h
+    with open(elf_path, "rb") as f:
+        elf = ELFFile(f)
+        vectors = elf.get_section_by_name(".vectors")
+        table = vectors.data()
+        handler = elf.get_section_by_name(".symtab").get_symbol_by_name("tinyc_usb_irq_handler")[0]
+        entry = int.from_bytes(table[4 * (16 + irq):4 * (16 + irq) + 4], "little")
+        assert entry == handler["st_value"] | 1   # a Thumb function
+        assert vectors["sh_addr"] % 256 == 0      # VTOR's alignment for a table this long
+    fw = report(out)["firmware"]
+    assert fw["usb"]["ram_bytes"] >= 256 + 512 and 0 < fw["usb"]["flash_bytes"] < 8192
+    assert (fw["usb"]["rx_buffer_bytes"], fw["usb"]["tx_buffer_bytes"]) == (256, 512)
+    assert fw["ram_bytes"] >= fw["usb"]["ram_bytes"]
+    config = (out / "lib" / "tinyc_board" / "tinyc_board_config.h").read_text()
+    assert f"#define TINYC_BOARD_USB_IRQ {irq}" in config
+    assert fw["stack_worst_case_interrupt_bytes"] > 36   # the USB handler's frames counted
+    assert fw["stack_worst_case_bytes"] is not None, fw["stack_worst_case_unknown"]
+
+
 @pytest.mark.parametrize("board_id", sorted(REAL_BOARD_STORAGE))
 def test_real_board_storage_is_reserved_in_its_flash(board_id, small_nets, builds, tmp_path):
     """On every real board the slots are the top of the application flash, on erase-unit
@@ -230,5 +264,7 @@ def test_real_board_storage_is_reserved_in_its_flash(board_id, small_nets, build
     assert start % erase == 0 and board.memory.flash_origin + fw["flash_bytes"] <= start
     if board_id == "pico":   # the routine around the boot ROM's calls runs from RAM
         assert syms["flash_op"].section == ".data"
+    if board_id in USB_CONSOLE_IRQ:
+        assert_usb_console(out, USB_CONSOLE_IRQ[board_id])
     if source == "storage_stm32_flash.c":   # the slots are on the uniform sectors (5 and up)
         assert start >= board.memory.flash_origin + erase

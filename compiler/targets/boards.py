@@ -24,7 +24,8 @@ CPUS = {   # cpu -> (architecture, FPUs it may have)
     "cortex-m4": ("armv7e-m", ("none", "fpv4-sp-d16")),
     "cortex-m7": ("armv7e-m", ("none", "fpv5-sp-d16", "fpv5-d16")),
 }
-CONSOLES = ("semihosting", "stm32f4_usart", "stm32f7_usart", "nrf52_uart", "rp2040_uart")
+CONSOLES = ("semihosting", "stm32f4_usart", "stm32f7_usart", "nrf52_uart", "rp2040_uart",
+            "nrf52_usb", "rp2040_usb")
 COUNTER_UNITS = ("cycles", "instructions")
 
 

@@ -48,8 +48,16 @@ REPEAT_SECONDS = 2
 BOARD_COMMON = ("cortexm.h", "tinyc_board.h", "startup.c", "counter.c", "print.c", "link_port.c",
                 "tinyc_pio.py")
 # the files each console needs besides its console_<name>.c (the emulated boards' device link
-# is on UART0, beside the semihosting console)
-CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h", "link_uart_cmsdk.c")}
+# is on UART0, beside the semihosting console; the USB consoles are a USB CDC device: its
+# chip-independent part and the chip's driver)
+USB_CDC = ("usb_cdc.c", "usb_cdc.h", "console_usb_common.h")
+RP2040_CLOCKS = ("rp2040_clocks.c", "rp2040_clocks.h")
+CONSOLE_EXTRA = {"semihosting": ("semihosting.c", "semihosting.h", "link_uart_cmsdk.c"),
+                 "rp2040_uart": ("console_uart_common.h",) + RP2040_CLOCKS,
+                 "nrf52_usb": USB_CDC + ("usb_nrf52.c",),
+                 "rp2040_usb": USB_CDC + ("usb_rp2040.c",) + RP2040_CLOCKS}
+# the USB consoles' controller interrupt (its vector: startup.c, TINYC_BOARD_USB_IRQ)
+USB_IRQ = {"nrf52_usb": 39, "rp2040_usb": 5}
 # the device link's protocol (runtime_c/src/link), portable C: part of the model library, so an
 # application that embeds lib/tinyc_model can serve it too
 LINK_SRC = ROOT / "runtime_c" / "src" / "link"
@@ -58,18 +66,22 @@ STORE_FILES = ("tinyc_store.c",)    # training builds: the trained parameters' A
 # the persistent storage of a training build's trained parameters, by console (chip family):
 # its source in runtime_c/firmware, write and erase units, what it is, whether it takes the
 # top of the board's flash region (the linker script then ends the firmware below it)
+NRF52_FLASH = ("storage_nrf52_nvmc.c", 256, 4096, True,
+               "the nRF52840's flash (NVMC, 4 KB pages) above the firmware")
+RP2040_FLASH = ("storage_rp2040_flash.c", 256, 4096, True,
+                "the RP2040's QSPI flash (boot ROM routines, 4 KB sectors) above the firmware")
 STORAGE_BACKENDS = {
     "semihosting": ("storage_semihosting.c", 128, 128, False,
                     "a host file written page by page through semihosting (QEMU)"),
-    "nrf52_uart": ("storage_nrf52_nvmc.c", 256, 4096, True,
-                   "the nRF52840's flash (NVMC, 4 KB pages) above the firmware"),
+    "nrf52_uart": NRF52_FLASH,
+    "nrf52_usb": NRF52_FLASH,
     # the top sectors, which are uniform from sector 5 on: 128 KB on the F4, 256 KB on the F7
     "stm32f4_usart": ("storage_stm32_flash.c", 256, 128 * 1024, True,
                       "the STM32F4's flash (128 KB sectors) above the firmware"),
     "stm32f7_usart": ("storage_stm32_flash.c", 256, 256 * 1024, True,
                       "the STM32F7's flash (256 KB sectors) above the firmware"),
-    "rp2040_uart": ("storage_rp2040_flash.c", 256, 4096, True,
-                    "the RP2040's QSPI flash (boot ROM routines, 4 KB sectors) above the firmware"),
+    "rp2040_uart": RP2040_FLASH,
+    "rp2040_usb": RP2040_FLASH,
 }
 
 
@@ -197,6 +209,16 @@ def _copy_runtime(board: Board, dst: Path) -> None:
         shutil.copy2(src, dst / name)
 
 
+def vector_align(board: Board, usb_irq: int | None) -> int:
+    """The vector table's alignment (VTOR): at least its size rounded up to a power of two, and
+    128 bytes on Armv7-M, 256 on Armv6-M (whose VTOR ignores the low 8 bits)."""
+    words = 16 + (usb_irq + 1 if usb_irq is not None else 0)
+    align = 128 if board.armv7m else 256
+    while align < 4 * words:
+        align *= 2
+    return align
+
+
 def link_build_id(model_c: Path) -> int:
     """What the device link's INFO answers as the build id: the CRC-32 of model.c."""
     import zlib
@@ -236,8 +258,10 @@ def write_project(out, board: Board, model_name: str, samples: np.ndarray,
         shutil.copy2(FIRMWARE_SRC / storage["source"], lib / storage["source"])
         if storage["in_board_flash"]:
             shutil.copy2(FIRMWARE_SRC / STORAGE_IN_FLASH_H, lib / STORAGE_IN_FLASH_H)
+    usb_irq = USB_IRQ.get(board.firmware.console)
     ctx = dict(board=board, guard_bytes=board.guard_bytes, guard_align=board.guard_bytes,
-               vector_align=128 if board.armv7m else 256, model_name=model_name,
+               vector_align=vector_align(board, usb_irq), usb_irq=usb_irq,
+               model_name=model_name,
                semihosting=board.firmware.console == "semihosting",
                repeat_seconds=REPEAT_SECONDS,
                link_build_id=link_build_id(out / MODEL_LIB / "model.c"),
@@ -451,7 +475,13 @@ def build_firmware(out, board: Board) -> dict:
         "stack_bytes": board.stack_reserve_bytes,
         "platformio_log_tail": log.strip().splitlines()[-3:],
     }
-    fw["link"] = link_usage(out / ".pio" / "build" / ENV, {(s.name, s.kind) for s in symbols})
+    linked = {(s.name, s.kind) for s in symbols}
+    fw["link"] = link_usage(out / ".pio" / "build" / ENV, linked)
+    if board.firmware.console in USB_IRQ:
+        fw["usb"] = objects_usage(out / ".pio" / "build" / ENV, linked, USB_OBJECTS)
+        sizes = {s.name: s.size for s in symbols if s.name in ("rx_ring", "tx_ring")}
+        fw["usb"].update(rx_buffer_bytes=sizes.get("rx_ring", 0),
+                         tx_buffer_bytes=sizes.get("tx_ring", 0))
     param_bytes = training_param_bytes(out)
     storage = storage_plan(board, param_bytes) if param_bytes is not None else None
     if storage and (out / BOARD_LIB / storage["source"]).is_file():
@@ -479,6 +509,26 @@ def build_firmware(out, board: Board) -> dict:
 LINK_OBJECTS = ("tinyc_link.o", "link_port.o", "link_uart_cmsdk.o", "tinyc_store.o",
                 "storage_semihosting.o", "storage_nrf52_nvmc.o", "storage_stm32_flash.o",
                 "storage_rp2040_flash.o")
+
+
+# the USB CDC device of the USB consoles (the console's and the link's transport)
+USB_OBJECTS = ("usb_cdc.o", "usb_nrf52.o", "usb_rp2040.o", "console_nrf52_usb.o",
+               "console_rp2040_usb.o")
+
+
+def objects_usage(build_dir: Path, linked: set, objects) -> dict:
+    """RAM and flash of the symbols the link kept from these object files (part of the
+    firmware's figures, which the board check covers)."""
+    from .elf import region_of_section
+    ram = flash = 0
+    for obj in sorted(p for name in objects for p in build_dir.rglob(name)):
+        for s in Elf(obj).symbols():
+            if (s.name, s.kind) not in linked:
+                continue
+            region = region_of_section(s.section)
+            ram += s.size if region in ("ram", "both") else 0
+            flash += s.size if region in ("flash", "both") else 0
+    return {"ram_bytes": ram, "flash_bytes": flash}
 
 
 def link_usage(build_dir: Path, linked: set) -> dict:

@@ -7,7 +7,7 @@ firmware can use:
 
     worst case = max over call paths from tinyc_reset_handler of the sum of the frames
                + an exception frame (8 words, 26 with the FPU's lazily stacked context, plus
-                 alignment) + the deepest interrupt handler (SysTick is the only one enabled)
+                 alignment) + the deepest interrupt handler (SysTick; USB on the USB consoles)
 
 Functions without call-graph information (newlib's memcpy, logf, libgcc's helpers) count as
 LIBRARY_BYTES each, a generous bound for these leaf routines. A frame of dynamic size (alloca,
@@ -23,7 +23,9 @@ from pathlib import Path
 LIBRARY_BYTES = 128
 EXCEPTION_FRAME_BYTES = {True: 26 * 4 + 4, False: 8 * 4 + 4}   # FPU context or not, + alignment
 ROOT = "tinyc_reset_handler"
-HANDLERS = ("tinyc_systick_handler",)   # the only interrupt the demo enables (faults exit)
+# the interrupts the firmware enables (faults exit): SysTick, and the USB controller's on boards
+# with a USB console; all at the same priority, so one never preempts another
+HANDLERS = ("tinyc_systick_handler", "tinyc_usb_irq_handler")
 
 NODE_RE = re.compile(r'node: \{ title: "([^"]+)" label: "([^"]*)"(.*)\}')
 EDGE_RE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
@@ -129,7 +131,10 @@ def worst_case_stack(build_dir, has_fpu: bool, root: str = ROOT) -> StackBound:
     irq = 0
     for h in HANDLERS:
         if g.resolve(h):
-            irq = max(irq, g.deepest(g.resolve(h))[0])
+            depth, _, handler_unknown, _ = g.deepest(g.resolve(h))
+            irq = max(irq, depth)
+            if handler_unknown:   # an interrupt handler's recursion makes the bound unknown too
+                unknown = "; ".join(filter(None, (unknown, handler_unknown)))
     irq += EXCEPTION_FRAME_BYTES[has_fpu]
     return StackBound(None if unknown else total + irq, chain, irq, unknown, library,
                       len(g.frame))

@@ -1,5 +1,6 @@
 /* nRF52840 console: the UART0 peripheral (non-DMA) on P1.03, the TX pin (D1) of the Arduino
- * Nano 33 BLE header, and for the device link its receiver on P1.10 (RX, D0). Register offsets: nRF52840 Product Specification, UART section. */
+ * Nano 33 BLE header, and for the device link its receiver on P1.10 (RX, D0); console =
+ * "nrf52_uart" in the board file (the Nano 33 BLE's default is USB: console_nrf52_usb.c). Register offsets: nRF52840 Product Specification, UART section. */
 #include "cortexm.h"
 #include "tinyc_board.h"
 

@@ -1,17 +1,11 @@
-/* RP2040 console: UART0 (PL011) on GP0 (TX) and GP1 (RX, the device link). The boot ROM leaves the chip on its ring oscillator, so
- * this first moves clk_ref and clk_sys to the 12 MHz crystal, then feeds clk_peri from clk_sys.
- * Register offsets: RP2040 datasheet (clocks, xosc, resets, io_bank0, uart). */
+/* RP2040 console: UART0 (PL011) on GP0 (TX) and GP1 (RX, the device link); console = "rp2040_uart"
+ * in the board file (the Pico's default is USB: console_rp2040_usb.c). The clocks come from the
+ * 12 MHz crystal first (rp2040_clocks.c; clk_peri from clk_sys). Register offsets: RP2040 datasheet (resets,
+ * io_bank0, uart). */
 #include "cortexm.h"
+#include "rp2040_clocks.h"
 #include "tinyc_board.h"
 
-#define XOSC_CTRL TINYC_REG(0x40024000u)
-#define XOSC_STATUS TINYC_REG(0x40024004u)
-#define XOSC_STARTUP TINYC_REG(0x4002400Cu)
-#define CLK_REF_CTRL TINYC_REG(0x40008030u)
-#define CLK_REF_SELECTED TINYC_REG(0x40008038u)
-#define CLK_SYS_CTRL TINYC_REG(0x4000803Cu)
-#define CLK_SYS_SELECTED TINYC_REG(0x40008044u)
-#define CLK_PERI_CTRL TINYC_REG(0x40008048u)
 #define RESETS_RESET_CLR TINYC_REG(0x4000C000u + 0x3000u)   /* atomic clear alias */
 #define RESETS_RESET_DONE TINYC_REG(0x4000C008u)
 #define IO_BANK0_GPIO0_CTRL TINYC_REG(0x40014004u)
@@ -53,26 +47,10 @@ static int uart_getc(void)
 
 #include "console_uart_common.h"
 
-static void clocks_from_crystal(void)
-{
-    XOSC_CTRL = 0xAA0u;                                   /* 1-15 MHz range */
-    XOSC_STARTUP = ((TINYC_BOARD_F_CPU / 1000u) + 128u) / 256u;   /* about 1 ms */
-    XOSC_CTRL = (0xFABu << 12) | 0xAA0u;                  /* enable */
-    while (!(XOSC_STATUS & (1u << 31))) {                 /* stable */
-    }
-    CLK_REF_CTRL = 2u;                                    /* clk_ref <- xosc */
-    while (!(CLK_REF_SELECTED & (1u << 2))) {
-    }
-    CLK_SYS_CTRL = 0u;                                    /* clk_sys <- clk_ref (glitchless) */
-    while (!(CLK_SYS_SELECTED & 1u)) {
-    }
-    CLK_PERI_CTRL = (1u << 11) | (0u << 5);               /* enabled, from clk_sys */
-}
-
 void tinyc_board_init(void)
 {
     uint32_t div;
-    clocks_from_crystal();
+    rp2040_clocks_from_crystal();
     RESETS_RESET_CLR = RESET_IO_BANK0 | RESET_PADS_BANK0 | RESET_UART0;
     while ((RESETS_RESET_DONE & (RESET_IO_BANK0 | RESET_PADS_BANK0 | RESET_UART0))
            != (RESET_IO_BANK0 | RESET_PADS_BANK0 | RESET_UART0)) {

@@ -25,9 +25,16 @@ void tinyc_fault_report(uint32_t sp, uint32_t exc_return) __attribute__((noretur
 void tinyc_default_handler(void);
 void tinyc_systick_handler(void);
 
-/* Core exceptions only: the demo enables no peripheral interrupt. */
+/* Core exceptions, and on boards with a USB console (TINYC_BOARD_USB_IRQ) the peripheral
+ * interrupts up to the USB controller's, the only one enabled (usb_nrf52.c, usb_rp2040.c). */
+#ifdef TINYC_BOARD_USB_IRQ
+void tinyc_usb_irq_handler(void);
+#define VECTORS (16 + TINYC_BOARD_USB_IRQ + 1)
+#else
+#define VECTORS 16
+#endif
 __attribute__((section(".tinyc_vectors"), used))
-static void (*const tinyc_vectors[16])(void) = {
+static void (*const tinyc_vectors[VECTORS])(void) = {
     (void (*)(void))__tinyc_stack_top,
     tinyc_reset_handler,
     tinyc_default_handler,  /* NMI */
@@ -41,6 +48,10 @@ static void (*const tinyc_vectors[16])(void) = {
     0,
     tinyc_default_handler,  /* PendSV */
     tinyc_systick_handler,  /* SysTick */
+#ifdef TINYC_BOARD_USB_IRQ
+    [16 ... 16 + TINYC_BOARD_USB_IRQ - 1] = tinyc_default_handler,   /* (GNU C range) */
+    [16 + TINYC_BOARD_USB_IRQ] = tinyc_usb_irq_handler,
+#endif
 };
 
 static uint32_t read_sp(void)
