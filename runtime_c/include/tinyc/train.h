@@ -34,6 +34,13 @@
 #define TINYC_UNROLL4
 #endif
 
+/* Keeps a kernel's helper out of its caller (gcc, clang; other compilers: may inline). */
+#if defined(__GNUC__)
+#define TINYC_NOINLINE __attribute__((noinline))
+#else
+#define TINYC_NOINLINE
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
