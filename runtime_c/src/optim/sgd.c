@@ -276,6 +276,24 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
         const int8_t *w_at = split ? weights + at + t * n : weights + row;
         const float fw = f_w[o];
         const uint32_t row_base = base + (uint32_t)row;
+        if (stochastic && !channels) {   /* the usual case: kept channels j0.., no lookups */
+            const int8_t *w_j = split ? w_at : w_at + j0;
+            const uint32_t counter_j = row_base + (uint32_t)j0;
+            for (j = 0; j < n; ++j) {
+                const float a = acc[j];
+                float d;
+                if (!isfinite(a)) {
+                    nonfinite = 1;
+                    break;
+                }
+                d = lr * a;
+                d = d * fw;
+                new_w[j] = stochastic_weight_step(w_j[j], d, counter_j + (uint32_t)j,
+                                                  &saturates);
+                saturated += saturates;
+            }
+            continue;
+        }
         for (j = 0; j < n; ++j) {
             const int32_t ch = channels ? channels[j0 + j] : j0 + j;
             const int8_t w = split ? w_at[j] : w_at[ch];
@@ -304,8 +322,8 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
         const int8_t *new_w = (const int8_t *)(const void *)scratch + t * n;
         int8_t *w_at = split ? weights + at + t * n
                              : weights + (o * kk + t) * cin_g - grp * cin_g;
-        if (split) {
-            memcpy(w_at, new_w, (size_t)n);
+        if (split || !channels) {
+            memcpy(split ? w_at : w_at + j0, new_w, (size_t)n);
             continue;
         }
         for (j = 0; j < n; ++j) {
