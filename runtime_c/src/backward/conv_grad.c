@@ -546,17 +546,18 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
 
 #define ROW_CHUNK 96   /* weight products kept on the stack at a time (floats) */
 
-/* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step. */
+/* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step.
+ * The kernel's planes are sums started at +0 or +0 itself, never -0, so their zeros add +0 to
+ * a sum that is never -0: adding them is exact, and cheaper than testing each. */
 static void plane_bias_step(const tinyc_conv_update_params *u, const float *plane, int32_t n,
                             int32_t c, int32_t *bias, const float *f_b, float lr, uint32_t step,
                             tinyc_update_guard *guard)
 {
     float gb = 0.0f;
     int32_t k;
+    TINYC_UNROLL4
     for (k = 0; k < n; ++k) {
-        if (plane[k] != 0.0f) {
-            gb = gb + plane[k];
-        }
+        gb = gb + plane[k];
     }
     tinyc_bias_update(u, c, gb, bias, f_b, lr, step, guard);
 }

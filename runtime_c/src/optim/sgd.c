@@ -382,14 +382,16 @@ static void pointwise_weight_grad_pair(const float *gy0, const float *gy1, int32
     }
 }
 
+/* The bias gradient of a plane of tinyc_depthwise_pointwise_grad (sums started at +0, or +0:
+ * never -0): its zeros add +0 to a sum that is never -0, so adding them instead of skipping
+ * them (tinyc_conv2d_update) is exact. */
 static float plane_sum(const float *g, int32_t n)
 {
     float s = 0.0f;
     int32_t q;
+    TINYC_UNROLL4
     for (q = 0; q < n; ++q) {
-        if (g[q] != 0.0f) {
-            s = s + g[q];
-        }
+        s = s + g[q];
     }
     return s;
 }
