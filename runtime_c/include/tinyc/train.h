@@ -34,6 +34,13 @@
 #define TINYC_UNROLL4
 #endif
 
+/* Keeps a kernel's helper out of its caller (gcc, clang; other compilers: may inline). */
+#if defined(__GNUC__)
+#define TINYC_NOINLINE __attribute__((noinline))
+#else
+#define TINYC_NOINLINE
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -277,7 +284,9 @@ void tinyc_conv2d_update_channel_table(const tinyc_conv_update_params *p, int32_
 
 /* tinyc_conv2d_update_channel_table of output channels o and o + 1 (their output gradient
  * planes gy0 and gy1, step 1; scratch0 / scratch1 their scratch), both gradients summed in one
- * pass over x: for a layer with tinyc_update_pair_ok (through a table, groups 1). */
+ * pass over x: for a layer with tinyc_update_pair_ok (through a table, groups 1). The planes
+ * hold no -0 (tinyc_depthwise_pointwise_grad's never do): their zeros are then added to the
+ * bias gradients, not tested for. */
 int tinyc_update_pair_ok(const tinyc_conv_update_params *p);
 void tinyc_conv2d_update_pair(const tinyc_conv_update_params *p, int32_t o, const float *gy0,
                               const float *gy1, const int8_t *x, const int32_t *channels,

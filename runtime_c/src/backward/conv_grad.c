@@ -231,6 +231,75 @@ static float row_terms(float d, const float *g, const float *w, int32_t n)
     }
 }
 
+/* depthwise_plane for a 3x3 kernel, stride 1, pads 1, out = in (the blocks' usual depthwise):
+ * each output gradient value is loaded once per row it serves, the three rows' values of
+ * columns ix - 1, ix, ix + 1 slide along in registers. Taps outside the gradient plane read
+ * zeros (a row pointer to one zero with step 0; zero columns at the ends): a term 0 * w adds
+ * +-0 to a sum that is never -0, so adding it instead of skipping it is exact, and the others
+ * come in depthwise_grad_at's (ky, kx) order. Not inlined: inlined, gcc -O3 turns its products
+ * and sums into vmla (the same floats, but slower on a Cortex-M4). */
+static int depthwise_3x3_same(const tinyc_conv_grad_params *p)
+{
+    return p->kernel_h == 3 && p->kernel_w == 3 && p->pad_top == 1 && p->pad_left == 1
+        && p->out_h == p->in_h && p->out_w == p->in_w;
+}
+
+TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                                const float *wr, const uint8_t *bits, const int8_t *act,
+                                int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
+                                int32_t out_step)
+{
+    static const float zero = 0.0f;
+    const int32_t h = p->in_h, w = p->in_w;
+    const int masked = bits || act;
+    const float w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
+    const float w6 = wr[6], w7 = wr[7], w8 = wr[8];
+    int32_t iy, ix;
+    for (iy = 0; iy < h; ++iy) {
+        /* the gradient rows of ky 0, 1, 2: oy = iy + 1, iy, iy - 1 */
+        const int32_t s0 = iy + 1 < h ? step : 0, s2 = iy > 0 ? step : 0;
+        const float *g0 = iy + 1 < h ? gd + (iy + 1) * w * step : &zero;
+        const float *g1 = gd + iy * w * step;
+        const float *g2 = iy > 0 ? gd + (iy - 1) * w * step : &zero;
+        float *out = plane + iy * w * out_step;
+        int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
+        float a0 = 0.0f, b0 = 0.0f, c0 = 0.0f;   /* column ix - 1 of the three rows */
+        float a1 = *g0, b1 = *g1, c1 = *g2;      /* column ix */
+        for (ix = 0; ix < w; ++ix, out += out_step, e += c_n) {
+            float a2 = 0.0f, b2 = 0.0f, c2 = 0.0f;   /* column ix + 1 */
+            if (ix + 1 < w) {
+                g0 += s0;
+                g1 += step;
+                g2 += s2;
+                a2 = *g0;
+                b2 = *g1;
+                c2 = *g2;
+            }
+            if (!masked || mask_keeps(bits, act, e, lo, hi)) {
+                const float t0 = a2 * w0, t1 = a1 * w1, t2 = a0 * w2;
+                const float t3 = b2 * w3, t4 = b1 * w4, t5 = b0 * w5;
+                const float t6 = c2 * w6, t7 = c1 * w7, t8 = c0 * w8;
+                float d = 0.0f;
+                d = d + t0;
+                d = d + t1;
+                d = d + t2;
+                d = d + t3;
+                d = d + t4;
+                d = d + t5;
+                d = d + t6;
+                d = d + t7;
+                d = d + t8;
+                *out = d;
+            } else {
+                *out = 0.0f;
+            }
+            a0 = a1; a1 = a2;
+            b0 = b1; b1 = b2;
+            c0 = c1; c1 = c2;
+        }
+    }
+}
+
 /* depthwise_plane for stride 1: the taps of (iy, ix) are ky in [iy + pad_top - (out_h - 1),
  * iy + pad_top] and kx likewise, clipped to the kernel: bounds, no division. */
 static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -311,6 +380,10 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
     uint8_t col_k[DW_COLS], col_o[DW_COLS], col_n[DW_COLS];   /* each column's taps */
     const int cols = iw <= DW_COLS && ow <= 256 && kw <= 256;
     int32_t iy, ix, a, b;
+    if (sh == 1 && sw == 1 && depthwise_3x3_same(p)) {
+        depthwise_plane_3x3(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
     if (sh == 1 && sw == 1) {
         depthwise_plane_s1(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
         return;
@@ -473,17 +546,18 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
 
 #define ROW_CHUNK 96   /* weight products kept on the stack at a time (floats) */
 
-/* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step. */
+/* The bias gradient of a plane (as tinyc_conv2d_update sums it: zeros skipped) and its step.
+ * The kernel's planes are sums started at +0 or +0 itself, never -0, so their zeros add +0 to
+ * a sum that is never -0: adding them is exact, and cheaper than testing each. */
 static void plane_bias_step(const tinyc_conv_update_params *u, const float *plane, int32_t n,
                             int32_t c, int32_t *bias, const float *f_b, float lr, uint32_t step,
                             tinyc_update_guard *guard)
 {
     float gb = 0.0f;
     int32_t k;
+    TINYC_UNROLL4
     for (k = 0; k < n; ++k) {
-        if (plane[k] != 0.0f) {
-            gb = gb + plane[k];
-        }
+        gb = gb + plane[k];
     }
     tinyc_bias_update(u, c, gb, bias, f_b, lr, step, guard);
 }

@@ -11,7 +11,8 @@
 #define TINYC_BIAS_COUNTER (1u << 30)
 
 /* tinyc_floorf, tinyc_lowbias32, tinyc_round_stochastic and tinyc_round_nearest (loss.c)
- * with the same operations, here where the compiler can inline them into the weight loop */
+ * with the same operations, here where the compiler can inline them into the weight loop
+ * (the stochastic one: stochastic_weight_step) */
 static float floor_f(float x)
 {
     int32_t i;
@@ -22,19 +23,6 @@ static float floor_f(float x)
     i = (int32_t)x;
     f = (float)i;
     return f > x ? f - 1.0f : f;
-}
-
-static float stochastic_round(float x, uint32_t counter)
-{
-    uint32_t h = counter;
-    float u;
-    h ^= h >> 16;
-    h *= 0x7FEB352Du;
-    h ^= h >> 15;
-    h *= 0x846CA68Bu;
-    h ^= h >> 16;
-    u = (float)(h >> 8) * 0x1p-24f;
-    return floor_f(x + u);
 }
 
 static float nearest_round(float x)
@@ -79,6 +67,41 @@ static int8_t weight_step(int8_t w, float r, int32_t *saturates)
         return TINYC_WEIGHT_LIMIT;
     }
     if (v < (float)-TINYC_WEIGHT_LIMIT) {
+        *saturates = w > -TINYC_WEIGHT_LIMIT;
+        return -TINYC_WEIGHT_LIMIT;
+    }
+    *saturates = 0;
+    return (int8_t)v;
+}
+
+/* weight_step(w, stochastic_round(d, counter), saturates) in integers where d + u lies within
+ * floor_f's exact range (+-2^23): floor and difference are then exact integers either way, so
+ * the new weight and the saturation are the same; elsewhere (huge, infinite or NaN steps) it
+ * takes the float path itself. */
+static int8_t stochastic_weight_step(int8_t w, float d, uint32_t counter, int32_t *saturates)
+{
+    uint32_t h = counter;
+    float x;
+    int32_t i, v;
+    h ^= h >> 16;
+    h *= 0x7FEB352Du;
+    h ^= h >> 15;
+    h *= 0x846CA68Bu;
+    h ^= h >> 16;
+    x = d + (float)(h >> 8) * 0x1p-24f;
+    if (!(x > -8388608.0f && x < 8388608.0f)) {
+        return weight_step(w, x, saturates);   /* floor_f(x) is x */
+    }
+    i = (int32_t)x;
+    if ((float)i > x) {
+        --i;
+    }
+    v = (int32_t)w - i;
+    if (v > TINYC_WEIGHT_LIMIT) {
+        *saturates = w < TINYC_WEIGHT_LIMIT;
+        return TINYC_WEIGHT_LIMIT;
+    }
+    if (v < -TINYC_WEIGHT_LIMIT) {
         *saturates = w > -TINYC_WEIGHT_LIMIT;
         return -TINYC_WEIGHT_LIMIT;
     }
@@ -234,6 +257,7 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
     const uint32_t base = step * TINYC_STEP_MULT + p->salt;
     const int32_t kk = c->kernel_h * c->kernel_w;
     const int32_t grp = o / cout_g;
+    const int32_t split = p->split_weights, stochastic = p->stochastic;
     int32_t t, j, new_bias = 0;
     int32_t nonfinite = 0, saturated = 0, saturates = 0;
     if (bias) {
@@ -242,18 +266,39 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
             new_bias = bias_step(bias[o], bias_delta(p, o, gb, f_b, lr, base), &saturated);
         }
     }
-    /* one pass computes each new weight (kept in scratch, as a float) and counts the
-     * saturating ones; the second only stores them */
+    /* one pass computes each new weight and counts the saturating ones (the new weights are
+     * kept as bytes over the gradients already read: byte t * n + j of scratch lies in a float
+     * at or before acc[j]); the second only stores them */
     for (t = 0; t < kk && n > 0 && !nonfinite; ++t) {
-        float *acc = scratch + t * n;
+        const float *acc = scratch + t * n;
+        int8_t *new_w = (int8_t *)(void *)scratch + t * n;
         const int32_t row = (o * kk + t) * cin_g - grp * cin_g;   /* + the global channel */
-        const int8_t *w_at = p->split_weights ? weights + at + t * n : weights + row;
+        const int8_t *w_at = split ? weights + at + t * n : weights + row;
         const float fw = f_w[o];
+        const uint32_t row_base = base + (uint32_t)row;
+        if (stochastic && !channels) {   /* the usual case: kept channels j0.., no lookups */
+            const int8_t *w_j = split ? w_at : w_at + j0;
+            const uint32_t counter_j = row_base + (uint32_t)j0;
+            for (j = 0; j < n; ++j) {
+                const float a = acc[j];
+                float d;
+                if (!isfinite(a)) {
+                    nonfinite = 1;
+                    break;
+                }
+                d = lr * a;
+                d = d * fw;
+                new_w[j] = stochastic_weight_step(w_j[j], d, counter_j + (uint32_t)j,
+                                                  &saturates);
+                saturated += saturates;
+            }
+            continue;
+        }
         for (j = 0; j < n; ++j) {
             const int32_t ch = channels ? channels[j0 + j] : j0 + j;
-            const int8_t w = p->split_weights ? w_at[j] : w_at[ch];
+            const int8_t w = split ? w_at[j] : w_at[ch];
             const float a = acc[j];
-            float d, r;
+            float d;
             if (!isfinite(a)) {
                 nonfinite = 1;
                 break;
@@ -261,9 +306,9 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
             d = lr * a;
             d = d * fw;
             /* the counter is the logical (OHWI) index wherever the weight is stored */
-            r = p->stochastic ? stochastic_round(d, base + (uint32_t)(row + ch))
-                              : nearest_round(d);
-            acc[j] = (float)weight_step(w, r, &saturates);
+            new_w[j] = stochastic ? stochastic_weight_step(w, d, row_base + (uint32_t)ch,
+                                                           &saturates)
+                                  : weight_step(w, nearest_round(d), &saturates);
             saturated += saturates;
         }
     }
@@ -274,11 +319,15 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
         bias[o] = new_bias;
     }
     for (t = 0; t < kk && n > 0; ++t) {
-        const float *acc = scratch + t * n;
-        int8_t *w_at = p->split_weights ? weights + at + t * n
-                                        : weights + (o * kk + t) * cin_g - grp * cin_g;
+        const int8_t *new_w = (const int8_t *)(const void *)scratch + t * n;
+        int8_t *w_at = split ? weights + at + t * n
+                             : weights + (o * kk + t) * cin_g - grp * cin_g;
+        if (split || !channels) {
+            memcpy(split ? w_at : w_at + j0, new_w, (size_t)n);
+            continue;
+        }
         for (j = 0; j < n; ++j) {
-            w_at[p->split_weights ? j : (channels ? channels[j0 + j] : j0 + j)] = (int8_t)acc[j];
+            w_at[channels ? channels[j0 + j] : j0 + j] = new_w[j];
         }
     }
 }
@@ -333,14 +382,16 @@ static void pointwise_weight_grad_pair(const float *gy0, const float *gy1, int32
     }
 }
 
+/* The bias gradient of a plane of tinyc_depthwise_pointwise_grad (sums started at +0, or +0:
+ * never -0): its zeros add +0 to a sum that is never -0, so adding them instead of skipping
+ * them (tinyc_conv2d_update) is exact. */
 static float plane_sum(const float *g, int32_t n)
 {
     float s = 0.0f;
     int32_t q;
+    TINYC_UNROLL4
     for (q = 0; q < n; ++q) {
-        if (g[q] != 0.0f) {
-            s = s + g[q];
-        }
+        s = s + g[q];
     }
     return s;
 }
