@@ -397,6 +397,13 @@ INT8_CONVS = {
     "conv3x3_s2_first_full_zfast": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3),
                                         stride=(2, 2), pads=(1, 1, 1, 1), groups=1, full=True,
                                         zfast=True),
+    # the constant-k pair kernels with a narrow clamp (k = 8, 16, 27), odd channel counts
+    "pointwise_k8_c5_zfast": dict(in_shape=(1, 3, 5, 8), cout=5, k=(1, 1), stride=(1, 1),
+                                  pads=(0, 0, 0, 0), groups=1, zfast=True),
+    "pointwise_k16_c6_zfast": dict(in_shape=(1, 3, 3, 16), cout=6, k=(1, 1), stride=(1, 1),
+                                   pads=(0, 0, 0, 0), groups=1, zfast=True),
+    "conv3x3_s2_first_c7_zfast": dict(in_shape=(1, 9, 8, 3), cout=7, k=(3, 3), stride=(2, 2),
+                                      pads=(1, 1, 1, 1), groups=1, zfast=True),
     # im2col windows with k % 4 = 1 and 2 (the masked last step), interior and border windows,
     # an odd channel count, a dilated kernel (no interior fast copy)
     "conv5x3_s21_zfast": dict(in_shape=(1, 11, 9, 3), cout=5, k=(5, 3), stride=(2, 1),

@@ -10,6 +10,13 @@
 #include "tinyc/kernels.h"
 #include "tinyc/simd.h"
 
+#if TINYC_USE_DSP && defined(__GNUC__) && !defined(__clang__) && defined(__arm__)
+/* gcc's first scheduling pass (before register allocation) interleaves the 2x2 blocks' loads,
+ * multiplies and requantizations so far that their values no longer fit in the 13 registers and
+ * are spilled to the stack; without it the same code runs in about 15% fewer instructions */
+#pragma GCC optimize("no-schedule-insns")
+#endif
+
 void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
 {
@@ -72,8 +79,10 @@ static TINYC_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t mult, int32_t shi
 /* a loop of a constant, small trip count (k = 8 or 16 below) fully unrolled by gcc */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define TINYC_UNROLL_4 _Pragma("GCC unroll 4")
+#define TINYC_UNROLL_8 _Pragma("GCC unroll 8")
 #else
 #define TINYC_UNROLL_4
+#define TINYC_UNROLL_8
 #endif
 
 /* the rare shifts the fast requantization does not take (e = -shift <= 1): out of line */
@@ -398,6 +407,82 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const
     }
 }
 
+/* dot2_zfast_run for a constant k >= 4: 8 or 16 (the narrow inputs of expanding pointwise
+ * layers), 27 (a first 3x3 convolution of an RGB image):
+ * the channels are walked by one index (the bias, multiplier, shift and output addressed from
+ * it), so that gcc keeps the 2x2 block's values in registers; the steps are fully unrolled. */
+static TINYC_ALWAYS_INLINE void zfast_pairs_kconst(const int8_t *x, const int32_t K,
+                                                   const int8_t *weights,
+                                                   const int32_t *bias_eff,
+                                                   const int32_t *mult, const int32_t *shift,
+                                                   int32_t n_out, int8_t *o, int32_t pairs,
+                                                   int32_t xstep, int32_t ostep, uint32_t zp21,
+                                                   int32_t lo, int32_t hi, int full)
+{
+    const int32_t n2 = n_out & ~1;
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        const int8_t *w = weights;
+        int8_t *const o1 = o + n_out;
+        int32_t c, j;
+        for (c = 0; c < n2; c += 2, w += 2 * K) {
+            int32_t a00 = bias_eff[c], a01 = bias_eff[c + 1];
+            int32_t a10 = a00, a11 = a01;
+            TINYC_UNROLL_8
+            for (j = 0; j + 4 <= K; j += 4) {
+                mac2x2(x + j, w + j, K, &a00, &a01, &a10, &a11);
+            }
+            if (K & 3) {
+                /* the last K % 4 bytes: the last word again, its summed bytes given weight 0 */
+                mac2x2_masked(x + K - 4, w + K - 4, K, ~0u << (8 * (4 - (K & 3))), &a00, &a01,
+                              &a10, &a11);
+            }
+            {
+                const uint32_t e1 = tinyc_requant_e1(shift[c]);
+                const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+                const int32_t m = mult[c];
+                o[c] = rq_out(a00, m, e1, rz, lo, hi, full);
+                o1[c] = rq_out(a10, m, e1, rz, lo, hi, full);
+            }
+            {
+                const uint32_t e1 = tinyc_requant_e1(shift[c + 1]);
+                const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+                const int32_t m = mult[c + 1];
+                o[c + 1] = rq_out(a01, m, e1, rz, lo, hi, full);
+                o1[c + 1] = rq_out(a11, m, e1, rz, lo, hi, full);
+            }
+        }
+        if (n2 < n_out) {
+            int32_t a0 = bias_eff[n2], a1 = a0;
+            const uint32_t e1 = tinyc_requant_e1(shift[n2]);
+            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+            for (j = 0; j < K; ++j) {
+                a0 += (int32_t)x[j] * w[j];
+                a1 += (int32_t)x[K + j] * w[j];
+            }
+            o[n2] = rq_out(a0, mult[n2], e1, rz, lo, hi, full);
+            o1[n2] = rq_out(a1, mult[n2], e1, rz, lo, hi, full);
+        }
+    }
+}
+
+/* its instances, each its own function (inlined together into one large function, gcc spilled
+ * most of the block's values to the stack) */
+#define ZFAST_PAIRS_K(name, K, full)                                                            \
+    static __attribute__((noinline)) void name(                                                 \
+        const tinyc_conv_params *p, const int8_t *x, const int8_t *weights,                     \
+        const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,      \
+        int8_t *o, int32_t pairs, int32_t xstep, int32_t ostep)                                 \
+    {                                                                                           \
+        zfast_pairs_kconst(x, K, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep, \
+                           2u * (uint32_t)p->out_zp + 1u, p->act_min, p->act_max, full);        \
+    }
+ZFAST_PAIRS_K(zfast_pairs_k8_full, 8, 1)
+ZFAST_PAIRS_K(zfast_pairs_k16_full, 16, 1)
+ZFAST_PAIRS_K(zfast_pairs_k8_clamp, 8, 0)
+ZFAST_PAIRS_K(zfast_pairs_k16_clamp, 16, 0)
+ZFAST_PAIRS_K(zfast_pairs_k27_full, 27, 1)
+ZFAST_PAIRS_K(zfast_pairs_k27_clamp, 27, 0)
+
 /* the outputs of `pairs` pixel pairs: the pair at x (2 * k bytes) gives 2 * n_out outputs at o;
  * x and o advance by xstep and ostep bytes from pair to pair. The bodies are compiled for the
  * full int8 output range (no fused activation left after quantization: one SSAT clamps; k = 8,
@@ -408,15 +493,19 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t
                             int32_t pairs, int32_t xstep, int32_t ostep)
 {
     if (mode & RQ_ZFAST) {
-        if (!(mode & RQ_FULL)) {
+        const int full = (mode & RQ_FULL) != 0;
+        if (k == 8) {
+            (full ? zfast_pairs_k8_full : zfast_pairs_k8_clamp)(
+                p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
+        } else if (k == 16) {
+            (full ? zfast_pairs_k16_full : zfast_pairs_k16_clamp)(
+                p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
+        } else if (k == 27) {
+            (full ? zfast_pairs_k27_full : zfast_pairs_k27_clamp)(
+                p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
+        } else if (!full) {
             dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
                            ostep, mode, 0, 0);
-        } else if (k == 8) {
-            dot2_zfast_run(p, x, 8, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
-                           ostep, mode, 1, 1);
-        } else if (k == 16) {
-            dot2_zfast_run(p, x, 16, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
-                           ostep, mode, 1, 1);
         } else {
             dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
                            ostep, mode, 1, 0);
