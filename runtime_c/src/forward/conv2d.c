@@ -129,14 +129,18 @@ static TINYC_ALWAYS_INLINE int8_t requant1(int32_t acc, int32_t mult, int32_t sh
  * no out-of-line call in the loops, so gcc keeps the block's values in registers). */
 #define RQ_FULL 1
 #define RQ_ZFAST 2
+#define RQ_FAST 4   /* every channel's shift takes tinyc_requant_pre (RQ_ZFAST implies it) */
 
 static int rq_mode(const tinyc_conv_params *p, const int32_t *shift)
 {
-    int32_t i, mode = RQ_ZFAST;
+    int32_t i, mode = RQ_ZFAST | RQ_FAST;
     for (i = 0; i < p->out_c; ++i) {
-        if (!tinyc_requant_zfast(shift[i])) {
+        if (!tinyc_requant_fast(shift[i])) {
             mode = 0;
             break;
+        }
+        if (!tinyc_requant_zfast(shift[i])) {
+            mode &= ~RQ_ZFAST;
         }
     }
     if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
@@ -237,7 +241,7 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
                         const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
-    switch (mode) {
+    switch (mode & (RQ_ZFAST | RQ_FULL)) {
     case RQ_ZFAST | RQ_FULL:
         dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 1);
         break;
@@ -407,6 +411,26 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const
     }
 }
 
+/* one channel's outputs of two pixels, its constants derived once: with the zero point folded
+ * into the rounding word (zf: a RQ_ZFAST layer, zp21 = 2 * out_zp + 1) or added (a RQ_FAST one) */
+static TINYC_ALWAYS_INLINE void rq_pair(int32_t a, int32_t b, int32_t mult, int32_t shift,
+                                        uint32_t zp21, int32_t lo, int32_t hi, int full, int zf,
+                                        int8_t *oa, int8_t *ob)
+{
+    const uint32_t e1 = tinyc_requant_e1(shift);
+    if (zf) {
+        const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+        *oa = rq_out(a, mult, e1, rz, lo, hi, full);
+        *ob = rq_out(b, mult, e1, rz, lo, hi, full);
+    } else {
+        const int32_t r = tinyc_requant_round(e1), zp = (int32_t)(zp21 - 1u) / 2;
+        const int32_t va = tinyc_requant_pre(a, mult, e1, r) + zp;
+        const int32_t vb = tinyc_requant_pre(b, mult, e1, r) + zp;
+        *oa = (int8_t)(full ? tinyc_ssat8(va) : tinyc_clamp_i32(va, lo, hi));
+        *ob = (int8_t)(full ? tinyc_ssat8(vb) : tinyc_clamp_i32(vb, lo, hi));
+    }
+}
+
 /* dot2_zfast_run for a constant k >= 4: 8 or 16 (the narrow inputs of expanding pointwise
  * layers), 27 (a first 3x3 convolution of an RGB image):
  * the channels are walked by one index (the bias, multiplier, shift and output addressed from
@@ -417,7 +441,7 @@ static TINYC_ALWAYS_INLINE void zfast_pairs_kconst(const int8_t *x, const int32_
                                                    const int32_t *mult, const int32_t *shift,
                                                    int32_t n_out, int8_t *o, int32_t pairs,
                                                    int32_t xstep, int32_t ostep, uint32_t zp21,
-                                                   int32_t lo, int32_t hi, int full)
+                                                   int32_t lo, int32_t hi, int full, int zf)
 {
     const int32_t n2 = n_out & ~1;
     for (; pairs > 0; --pairs, x += xstep, o += ostep) {
@@ -436,52 +460,41 @@ static TINYC_ALWAYS_INLINE void zfast_pairs_kconst(const int8_t *x, const int32_
                 mac2x2_masked(x + K - 4, w + K - 4, K, ~0u << (8 * (4 - (K & 3))), &a00, &a01,
                               &a10, &a11);
             }
-            {
-                const uint32_t e1 = tinyc_requant_e1(shift[c]);
-                const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-                const int32_t m = mult[c];
-                o[c] = rq_out(a00, m, e1, rz, lo, hi, full);
-                o1[c] = rq_out(a10, m, e1, rz, lo, hi, full);
-            }
-            {
-                const uint32_t e1 = tinyc_requant_e1(shift[c + 1]);
-                const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-                const int32_t m = mult[c + 1];
-                o[c + 1] = rq_out(a01, m, e1, rz, lo, hi, full);
-                o1[c + 1] = rq_out(a11, m, e1, rz, lo, hi, full);
-            }
+            rq_pair(a00, a10, mult[c], shift[c], zp21, lo, hi, full, zf, o + c, o1 + c);
+            rq_pair(a01, a11, mult[c + 1], shift[c + 1], zp21, lo, hi, full, zf, o + c + 1,
+                    o1 + c + 1);
         }
         if (n2 < n_out) {
             int32_t a0 = bias_eff[n2], a1 = a0;
-            const uint32_t e1 = tinyc_requant_e1(shift[n2]);
-            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
             for (j = 0; j < K; ++j) {
                 a0 += (int32_t)x[j] * w[j];
                 a1 += (int32_t)x[K + j] * w[j];
             }
-            o[n2] = rq_out(a0, mult[n2], e1, rz, lo, hi, full);
-            o1[n2] = rq_out(a1, mult[n2], e1, rz, lo, hi, full);
+            rq_pair(a0, a1, mult[n2], shift[n2], zp21, lo, hi, full, zf, o + n2, o1 + n2);
         }
     }
 }
 
 /* its instances, each its own function (inlined together into one large function, gcc spilled
  * most of the block's values to the stack) */
-#define ZFAST_PAIRS_K(name, K, full)                                                            \
+#define ZFAST_PAIRS_K(name, K, full, zf)                                                          \
     static __attribute__((noinline)) void name(                                                 \
         const tinyc_conv_params *p, const int8_t *x, const int8_t *weights,                     \
         const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,      \
         int8_t *o, int32_t pairs, int32_t xstep, int32_t ostep)                                 \
     {                                                                                           \
         zfast_pairs_kconst(x, K, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep, \
-                           2u * (uint32_t)p->out_zp + 1u, p->act_min, p->act_max, full);        \
+                           2u * (uint32_t)p->out_zp + 1u, p->act_min, p->act_max, full, zf);    \
     }
-ZFAST_PAIRS_K(zfast_pairs_k8_full, 8, 1)
-ZFAST_PAIRS_K(zfast_pairs_k16_full, 16, 1)
-ZFAST_PAIRS_K(zfast_pairs_k8_clamp, 8, 0)
-ZFAST_PAIRS_K(zfast_pairs_k16_clamp, 16, 0)
-ZFAST_PAIRS_K(zfast_pairs_k27_full, 27, 1)
-ZFAST_PAIRS_K(zfast_pairs_k27_clamp, 27, 0)
+ZFAST_PAIRS_K(zfast_pairs_k8_full, 8, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k16_full, 16, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k8_clamp, 8, 0, 1)
+ZFAST_PAIRS_K(zfast_pairs_k16_clamp, 16, 0, 1)
+ZFAST_PAIRS_K(zfast_pairs_k24_full, 24, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k27_full, 27, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k27_clamp, 27, 0, 1)
+/* a first conv with a channel whose shift is past the zero point folding (e > 23) */
+ZFAST_PAIRS_K(fast_pairs_k27_full, 27, 1, 0)
 
 /* the outputs of `pairs` pixel pairs: the pair at x (2 * k bytes) gives 2 * n_out outputs at o;
  * x and o advance by xstep and ostep bytes from pair to pair. The bodies are compiled for the
@@ -500,6 +513,9 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t
         } else if (k == 16) {
             (full ? zfast_pairs_k16_full : zfast_pairs_k16_clamp)(
                 p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
+        } else if (k == 24 && full) {
+            zfast_pairs_k24_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                 ostep);
         } else if (k == 27) {
             (full ? zfast_pairs_k27_full : zfast_pairs_k27_clamp)(
                 p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
@@ -510,6 +526,10 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t
             dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
                            ostep, mode, 1, 0);
         }
+        return;
+    }
+    if ((mode & RQ_FAST) && (mode & RQ_FULL) && k == 27) {
+        fast_pairs_k27_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
         return;
     }
     for (; pairs > 0; --pairs, x += xstep, o += ostep) {
