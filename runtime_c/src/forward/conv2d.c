@@ -327,14 +327,34 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
     }
 }
 
-/* dot_outputs_2px_body for a RQ_ZFAST layer: the pointers walk the channels, the per-channel
- * constants are derived once for both pixels, and nothing in the loop calls out. An odd last
- * channel is left to the caller. */
+/* one channel's outputs of two pixels, its constants derived once: with the zero point folded
+ * into the rounding word (zf: a RQ_ZFAST layer, zp21 = 2 * out_zp + 1) or added (a RQ_FAST one) */
+static TINYC_ALWAYS_INLINE void rq_pair(int32_t a, int32_t b, int32_t mult, int32_t shift,
+                                        uint32_t zp21, int32_t lo, int32_t hi, int full, int zf,
+                                        int8_t *oa, int8_t *ob)
+{
+    const uint32_t e1 = tinyc_requant_e1(shift);
+    if (zf) {
+        const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+        *oa = rq_out(a, mult, e1, rz, lo, hi, full);
+        *ob = rq_out(b, mult, e1, rz, lo, hi, full);
+    } else {
+        const int32_t r = tinyc_requant_round(e1), zp = (int32_t)(zp21 - 1u) / 2;
+        const int32_t va = tinyc_requant_pre(a, mult, e1, r) + zp;
+        const int32_t vb = tinyc_requant_pre(b, mult, e1, r) + zp;
+        *oa = (int8_t)(full ? tinyc_ssat8(va) : tinyc_clamp_i32(va, lo, hi));
+        *ob = (int8_t)(full ? tinyc_ssat8(vb) : tinyc_clamp_i32(vb, lo, hi));
+    }
+}
+
+/* dot_outputs_2px_body for a RQ_ZFAST layer (zf) or a RQ_FAST one: the pointers walk the
+ * channels, the per-channel constants are derived once for both pixels, and nothing in the loop
+ * calls out. An odd last channel is left to the caller. */
 static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, const int8_t *w,
                                                 const int32_t *bias_eff, const int32_t *mult,
                                                 const int32_t *shift, int32_t n_out,
                                                 int8_t *restrict o, uint32_t zp21, int32_t lo,
-                                                int32_t hi, int full, int unroll)
+                                                int32_t hi, int full, int zf, int unroll)
 {
     const int32_t k4 = k & ~3;
     const int8_t *const x_end = x + k4;
@@ -370,20 +390,8 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, cons
                 }
             }
         }
-        {
-            const uint32_t e1 = tinyc_requant_e1(shift[0]);
-            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-            const int32_t m = mult[0];
-            o[0] = rq_out(a00, m, e1, rz, lo, hi, full);
-            o[n_out] = rq_out(a10, m, e1, rz, lo, hi, full);
-        }
-        {
-            const uint32_t e1 = tinyc_requant_e1(shift[1]);
-            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-            const int32_t m = mult[1];
-            o[1] = rq_out(a01, m, e1, rz, lo, hi, full);
-            o[n_out + 1] = rq_out(a11, m, e1, rz, lo, hi, full);
-        }
+        rq_pair(a00, a10, mult[0], shift[0], zp21, lo, hi, full, zf, o, o + n_out);
+        rq_pair(a01, a11, mult[1], shift[1], zp21, lo, hi, full, zf, o + 1, o + n_out + 1);
     }
 }
 
@@ -394,12 +402,12 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const
                                                const int32_t *bias_eff, const int32_t *mult,
                                                const int32_t *shift, int32_t n_out, int8_t *o,
                                                int32_t pairs, int32_t xstep, int32_t ostep,
-                                               int mode, int full, int unroll)
+                                               int mode, int full, int zf, int unroll)
 {
     const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
     const int32_t lo = p->act_min, hi = p->act_max, last = n_out & ~1;
     for (; pairs > 0; --pairs, x += xstep, o += ostep) {
-        dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, full,
+        dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, full, zf,
                         unroll);
         if (last < n_out) {
             const int8_t *w = weights + last * k;
@@ -408,26 +416,6 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const
             dot_outputs(p, x + k, k, w, bias_eff + last, mult + last, shift + last, 1,
                         o + n_out + last, mode);
         }
-    }
-}
-
-/* one channel's outputs of two pixels, its constants derived once: with the zero point folded
- * into the rounding word (zf: a RQ_ZFAST layer, zp21 = 2 * out_zp + 1) or added (a RQ_FAST one) */
-static TINYC_ALWAYS_INLINE void rq_pair(int32_t a, int32_t b, int32_t mult, int32_t shift,
-                                        uint32_t zp21, int32_t lo, int32_t hi, int full, int zf,
-                                        int8_t *oa, int8_t *ob)
-{
-    const uint32_t e1 = tinyc_requant_e1(shift);
-    if (zf) {
-        const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-        *oa = rq_out(a, mult, e1, rz, lo, hi, full);
-        *ob = rq_out(b, mult, e1, rz, lo, hi, full);
-    } else {
-        const int32_t r = tinyc_requant_round(e1), zp = (int32_t)(zp21 - 1u) / 2;
-        const int32_t va = tinyc_requant_pre(a, mult, e1, r) + zp;
-        const int32_t vb = tinyc_requant_pre(b, mult, e1, r) + zp;
-        *oa = (int8_t)(full ? tinyc_ssat8(va) : tinyc_clamp_i32(va, lo, hi));
-        *ob = (int8_t)(full ? tinyc_ssat8(vb) : tinyc_clamp_i32(vb, lo, hi));
     }
 }
 
@@ -488,11 +476,8 @@ static TINYC_ALWAYS_INLINE void zfast_pairs_kconst(const int8_t *x, const int32_
     }
 ZFAST_PAIRS_K(zfast_pairs_k8_full, 8, 1, 1)
 ZFAST_PAIRS_K(zfast_pairs_k16_full, 16, 1, 1)
-ZFAST_PAIRS_K(zfast_pairs_k8_clamp, 8, 0, 1)
-ZFAST_PAIRS_K(zfast_pairs_k16_clamp, 16, 0, 1)
 ZFAST_PAIRS_K(zfast_pairs_k24_full, 24, 1, 1)
 ZFAST_PAIRS_K(zfast_pairs_k27_full, 27, 1, 1)
-ZFAST_PAIRS_K(zfast_pairs_k27_clamp, 27, 0, 1)
 /* a first conv with a channel whose shift is past the zero point folding (e > 23) */
 ZFAST_PAIRS_K(fast_pairs_k27_full, 27, 1, 0)
 
@@ -505,31 +490,39 @@ static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t
                             const int32_t *shift, int32_t n_out, int8_t *o, int mode,
                             int32_t pairs, int32_t xstep, int32_t ostep)
 {
-    if (mode & RQ_ZFAST) {
-        const int full = (mode & RQ_FULL) != 0;
+    if ((mode & (RQ_ZFAST | RQ_FULL)) == (RQ_ZFAST | RQ_FULL)) {
         if (k == 8) {
-            (full ? zfast_pairs_k8_full : zfast_pairs_k8_clamp)(
-                p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
+            zfast_pairs_k8_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                ostep);
         } else if (k == 16) {
-            (full ? zfast_pairs_k16_full : zfast_pairs_k16_clamp)(
-                p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
-        } else if (k == 24 && full) {
+            zfast_pairs_k16_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                 ostep);
+        } else if (k == 24) {
             zfast_pairs_k24_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
                                  ostep);
         } else if (k == 27) {
-            (full ? zfast_pairs_k27_full : zfast_pairs_k27_clamp)(
-                p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
-        } else if (!full) {
-            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
-                           ostep, mode, 0, 0);
+            zfast_pairs_k27_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                 ostep);
         } else {
             dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
-                           ostep, mode, 1, 0);
+                           ostep, mode, 1, 1, 0);
         }
         return;
     }
-    if ((mode & RQ_FAST) && (mode & RQ_FULL) && k == 27) {
-        fast_pairs_k27_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep);
+    if (mode & RQ_ZFAST) {
+        dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep,
+                       mode, 0, 1, 0);
+        return;
+    }
+    if ((mode & (RQ_FAST | RQ_FULL)) == (RQ_FAST | RQ_FULL)) {
+        /* a channel's shift past the zero point folding (e > 23): the zero point added */
+        if (k == 27) {
+            fast_pairs_k27_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                ostep);
+        } else {
+            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                           ostep, mode, 1, 0, 0);
+        }
         return;
     }
     for (; pairs > 0; --pairs, x += xstep, o += ostep) {
