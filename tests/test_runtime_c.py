@@ -334,7 +334,7 @@ def _random_requant(rng, n, allow_left=True):
 
 
 def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, full=False,
-                    zfast=False):
+                    zfast=False, fast=False):
     rng = np.random.default_rng(seed)
     _, h, w, cin = in_shape
     kh, kw = k
@@ -353,6 +353,11 @@ def int8_conv_graph(seed, in_shape, cout, k, stride, pads, groups, dilation=1, f
         shift = rng.integers(-23, -1, cout).astype(np.int32)
         shift[0], shift[-1] = -23, -2
         out_zp = 127 if seed % 2 else -128
+    if fast:
+        # every shift in the DSP kernels' fast requantization (e in [2, 31]), two past the zero
+        # point folding (e = 24 and 31): the RQ_FAST paths, zero point added
+        shift = rng.integers(-12, -1, cout).astype(np.int32)
+        shift[0], shift[cout // 2], shift[-1] = -24, -31, -2
     lo = int(rng.integers(-128, 0))
     q = dict(in_zp=in_zp, out_zp=out_zp, mult=mult, shift=shift, act_min=lo,
              act_max=int(rng.integers(lo + 1, 128)))
@@ -397,6 +402,21 @@ INT8_CONVS = {
     "conv3x3_s2_first_full_zfast": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3),
                                         stride=(2, 2), pads=(1, 1, 1, 1), groups=1, full=True,
                                         zfast=True),
+    # the constant-k pair kernels with a narrow clamp (k = 8, 16, 27), odd channel counts
+    "pointwise_k8_c5_zfast": dict(in_shape=(1, 3, 5, 8), cout=5, k=(1, 1), stride=(1, 1),
+                                  pads=(0, 0, 0, 0), groups=1, zfast=True),
+    "pointwise_k16_c6_zfast": dict(in_shape=(1, 3, 3, 16), cout=6, k=(1, 1), stride=(1, 1),
+                                   pads=(0, 0, 0, 0), groups=1, zfast=True),
+    "pointwise_k24_c5_full_zfast": dict(in_shape=(1, 3, 3, 24), cout=5, k=(1, 1),
+                                        stride=(1, 1), pads=(0, 0, 0, 0), groups=1, full=True,
+                                        zfast=True),
+    "conv3x3_s2_first_c7_zfast": dict(in_shape=(1, 9, 8, 3), cout=7, k=(3, 3), stride=(2, 2),
+                                      pads=(1, 1, 1, 1), groups=1, zfast=True),
+    # RQ_FAST layers (a shift past the zero point folding): any k, and the first conv's k = 27
+    "pointwise_k20_c5_full_fast": dict(in_shape=(1, 4, 5, 20), cout=5, k=(1, 1), stride=(1, 1),
+                                       pads=(0, 0, 0, 0), groups=1, full=True, fast=True),
+    "conv3x3_s2_first_full_fast": dict(in_shape=(1, 9, 8, 3), cout=5, k=(3, 3), stride=(2, 2),
+                                       pads=(1, 1, 1, 1), groups=1, full=True, fast=True),
     # im2col windows with k % 4 = 1 and 2 (the masked last step), interior and border windows,
     # an odd channel count, a dilated kernel (no interior fast copy)
     "conv5x3_s21_zfast": dict(in_shape=(1, 11, 9, 3), cout=5, k=(5, 3), stride=(2, 1),

@@ -10,6 +10,14 @@
 #include "tinyc/kernels.h"
 #include "tinyc/simd.h"
 
+#if TINYC_USE_DSP && defined(__GNUC__) && !defined(__clang__) && defined(__arm__)
+/* gcc's first scheduling pass (before register allocation) interleaves the 2x2 blocks' loads,
+ * multiplies and requantizations so far that their values no longer fit in the registers and
+ * are spilled to the stack; without it mbv2-w0.35 (96 px, Cortex-M4) runs in 6% fewer
+ * instructions, its k = 8 pointwise layers in 13% fewer */
+#pragma GCC optimize("no-schedule-insns")
+#endif
+
 void tinyc_conv2d(const tinyc_conv_params *p, const int8_t *in, const int8_t *weights,
                   const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *out)
 {
@@ -69,11 +77,13 @@ static TINYC_ALWAYS_INLINE int8_t requant(int32_t acc, int32_t mult, int32_t shi
 }
 
 #if TINYC_USE_DSP
-/* a loop of a constant, small trip count (k = 8 or 16 below) fully unrolled by gcc */
+/* a loop of a constant, small trip count (k = 8, 16, 24 or 27 below) fully unrolled by gcc */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define TINYC_UNROLL_4 _Pragma("GCC unroll 4")
+#define TINYC_UNROLL_8 _Pragma("GCC unroll 8")
 #else
 #define TINYC_UNROLL_4
+#define TINYC_UNROLL_8
 #endif
 
 /* the rare shifts the fast requantization does not take (e = -shift <= 1): out of line */
@@ -120,14 +130,18 @@ static TINYC_ALWAYS_INLINE int8_t requant1(int32_t acc, int32_t mult, int32_t sh
  * no out-of-line call in the loops, so gcc keeps the block's values in registers). */
 #define RQ_FULL 1
 #define RQ_ZFAST 2
+#define RQ_FAST 4   /* every channel's shift takes tinyc_requant_pre (RQ_ZFAST implies it) */
 
 static int rq_mode(const tinyc_conv_params *p, const int32_t *shift)
 {
-    int32_t i, mode = RQ_ZFAST;
+    int32_t i, mode = RQ_ZFAST | RQ_FAST;
     for (i = 0; i < p->out_c; ++i) {
-        if (!tinyc_requant_zfast(shift[i])) {
+        if (!tinyc_requant_fast(shift[i])) {
             mode = 0;
             break;
+        }
+        if (!tinyc_requant_zfast(shift[i])) {
+            mode &= ~RQ_ZFAST;
         }
     }
     if (p->act_min == TINYC_INT8_MIN && p->act_max == TINYC_INT8_MAX) {
@@ -228,7 +242,7 @@ static void dot_outputs(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                         const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
                         const int32_t *shift, int32_t n_out, int8_t *restrict o, int mode)
 {
-    switch (mode) {
+    switch (mode & (RQ_ZFAST | RQ_FULL)) {
     case RQ_ZFAST | RQ_FULL:
         dot_outputs_body(p, x, k, weights, bias_eff, mult, shift, n_out, o, 1, 1);
         break;
@@ -314,14 +328,34 @@ static TINYC_ALWAYS_INLINE void dot_outputs_2px_body(
     }
 }
 
-/* dot_outputs_2px_body for a RQ_ZFAST layer: the pointers walk the channels, the per-channel
- * constants are derived once for both pixels, and nothing in the loop calls out. An odd last
- * channel is left to the caller. */
+/* one channel's outputs of two pixels, its constants derived once: with the zero point folded
+ * into the rounding word (zf: a RQ_ZFAST layer, zp21 = 2 * out_zp + 1) or added (a RQ_FAST one) */
+static TINYC_ALWAYS_INLINE void rq_pair(int32_t a, int32_t b, int32_t mult, int32_t shift,
+                                        uint32_t zp21, int32_t lo, int32_t hi, int full, int zf,
+                                        int8_t *oa, int8_t *ob)
+{
+    const uint32_t e1 = tinyc_requant_e1(shift);
+    if (zf) {
+        const int32_t rz = tinyc_requant_round_zp(e1, zp21);
+        *oa = rq_out(a, mult, e1, rz, lo, hi, full);
+        *ob = rq_out(b, mult, e1, rz, lo, hi, full);
+    } else {
+        const int32_t r = tinyc_requant_round(e1), zp = (int32_t)(zp21 - 1u) / 2;
+        const int32_t va = tinyc_requant_pre(a, mult, e1, r) + zp;
+        const int32_t vb = tinyc_requant_pre(b, mult, e1, r) + zp;
+        *oa = (int8_t)(full ? tinyc_ssat8(va) : tinyc_clamp_i32(va, lo, hi));
+        *ob = (int8_t)(full ? tinyc_ssat8(vb) : tinyc_clamp_i32(vb, lo, hi));
+    }
+}
+
+/* dot_outputs_2px_body for a RQ_ZFAST layer (zf) or a RQ_FAST one: the pointers walk the
+ * channels, the per-channel constants are derived once for both pixels, and nothing in the loop
+ * calls out. An odd last channel is left to the caller. */
 static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, const int8_t *w,
                                                 const int32_t *bias_eff, const int32_t *mult,
                                                 const int32_t *shift, int32_t n_out,
                                                 int8_t *restrict o, uint32_t zp21, int32_t lo,
-                                                int32_t hi, int full, int unroll)
+                                                int32_t hi, int full, int zf)
 {
     const int32_t k4 = k & ~3;
     const int8_t *const x_end = x + k4;
@@ -331,15 +365,8 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, cons
         const int8_t *xp = x, *wp = w;
         int32_t a00 = bias_eff[0], a01 = bias_eff[1];
         int32_t a10 = a00, a11 = a01;
-        if (unroll) {
-            TINYC_UNROLL_4
-            for (; xp != x_end; xp += 4, wp += 4) {
-                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
-            }
-        } else {
-            for (; xp != x_end; xp += 4, wp += 4) {
-                mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
-            }
+        for (; xp != x_end; xp += 4, wp += 4) {
+            mac2x2(xp, wp, k, &a00, &a01, &a10, &a11);
         }
         if (k & 3) {
             if (k >= 4) {
@@ -357,20 +384,8 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_body(const int8_t *x, int32_t k, cons
                 }
             }
         }
-        {
-            const uint32_t e1 = tinyc_requant_e1(shift[0]);
-            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-            const int32_t m = mult[0];
-            o[0] = rq_out(a00, m, e1, rz, lo, hi, full);
-            o[n_out] = rq_out(a10, m, e1, rz, lo, hi, full);
-        }
-        {
-            const uint32_t e1 = tinyc_requant_e1(shift[1]);
-            const int32_t rz = tinyc_requant_round_zp(e1, zp21);
-            const int32_t m = mult[1];
-            o[1] = rq_out(a01, m, e1, rz, lo, hi, full);
-            o[n_out + 1] = rq_out(a11, m, e1, rz, lo, hi, full);
-        }
+        rq_pair(a00, a10, mult[0], shift[0], zp21, lo, hi, full, zf, o, o + n_out);
+        rq_pair(a01, a11, mult[1], shift[1], zp21, lo, hi, full, zf, o + 1, o + n_out + 1);
     }
 }
 
@@ -381,13 +396,12 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const
                                                const int32_t *bias_eff, const int32_t *mult,
                                                const int32_t *shift, int32_t n_out, int8_t *o,
                                                int32_t pairs, int32_t xstep, int32_t ostep,
-                                               int mode, int full, int unroll)
+                                               int mode, int full, int zf)
 {
     const uint32_t zp21 = 2u * (uint32_t)p->out_zp + 1u;
     const int32_t lo = p->act_min, hi = p->act_max, last = n_out & ~1;
     for (; pairs > 0; --pairs, x += xstep, o += ostep) {
-        dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, full,
-                        unroll);
+        dot2_zfast_body(x, k, weights, bias_eff, mult, shift, n_out, o, zp21, lo, hi, full, zf);
         if (last < n_out) {
             const int8_t *w = weights + last * k;
             dot_outputs(p, x, k, w, bias_eff + last, mult + last, shift + last, 1, o + last,
@@ -398,25 +412,106 @@ static TINYC_ALWAYS_INLINE void dot2_zfast_run(const tinyc_conv_params *p, const
     }
 }
 
+/* dot2_zfast_run for a constant k >= 4: 8, 16 or 24 (the narrow inputs of expanding pointwise
+ * layers), 27 (a first 3x3 convolution of an RGB image):
+ * the channels are walked by one index (the bias, multiplier, shift and output addressed from
+ * it), so that gcc keeps the 2x2 block's values in registers; the steps are fully unrolled. */
+static TINYC_ALWAYS_INLINE void zfast_pairs_kconst(const int8_t *x, const int32_t K,
+                                                   const int8_t *weights,
+                                                   const int32_t *bias_eff,
+                                                   const int32_t *mult, const int32_t *shift,
+                                                   int32_t n_out, int8_t *o, int32_t pairs,
+                                                   int32_t xstep, int32_t ostep, uint32_t zp21,
+                                                   int32_t lo, int32_t hi, int full, int zf)
+{
+    const int32_t n2 = n_out & ~1;
+    for (; pairs > 0; --pairs, x += xstep, o += ostep) {
+        const int8_t *w = weights;
+        int8_t *const o1 = o + n_out;
+        int32_t c, j;
+        for (c = 0; c < n2; c += 2, w += 2 * K) {
+            int32_t a00 = bias_eff[c], a01 = bias_eff[c + 1];
+            int32_t a10 = a00, a11 = a01;
+            TINYC_UNROLL_8
+            for (j = 0; j + 4 <= K; j += 4) {
+                mac2x2(x + j, w + j, K, &a00, &a01, &a10, &a11);
+            }
+            if (K & 3) {
+                /* the last K % 4 bytes: the last word again, its summed bytes given weight 0 */
+                mac2x2_masked(x + K - 4, w + K - 4, K, ~0u << (8 * (4 - (K & 3))), &a00, &a01,
+                              &a10, &a11);
+            }
+            rq_pair(a00, a10, mult[c], shift[c], zp21, lo, hi, full, zf, o + c, o1 + c);
+            rq_pair(a01, a11, mult[c + 1], shift[c + 1], zp21, lo, hi, full, zf, o + c + 1,
+                    o1 + c + 1);
+        }
+        if (n2 < n_out) {
+            int32_t a0 = bias_eff[n2], a1 = a0;
+            for (j = 0; j < K; ++j) {
+                a0 += (int32_t)x[j] * w[j];
+                a1 += (int32_t)x[K + j] * w[j];
+            }
+            rq_pair(a0, a1, mult[n2], shift[n2], zp21, lo, hi, full, zf, o + n2, o1 + n2);
+        }
+    }
+}
+
+/* its instances, each its own function (inlined together into one large function, gcc spilled
+ * most of the block's values to the stack) */
+#define ZFAST_PAIRS_K(name, K, full, zf)                                                          \
+    static __attribute__((noinline)) void name(                                                 \
+        const tinyc_conv_params *p, const int8_t *x, const int8_t *weights,                     \
+        const int32_t *bias_eff, const int32_t *mult, const int32_t *shift, int32_t n_out,      \
+        int8_t *o, int32_t pairs, int32_t xstep, int32_t ostep)                                 \
+    {                                                                                           \
+        zfast_pairs_kconst(x, K, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep, \
+                           2u * (uint32_t)p->out_zp + 1u, p->act_min, p->act_max, full, zf);    \
+    }
+ZFAST_PAIRS_K(zfast_pairs_k8_full, 8, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k16_full, 16, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k24_full, 24, 1, 1)
+ZFAST_PAIRS_K(zfast_pairs_k27_full, 27, 1, 1)
+/* a first conv with a channel whose shift is past the zero point folding (e > 23) */
+ZFAST_PAIRS_K(fast_pairs_k27_full, 27, 1, 0)
+
 /* the outputs of `pairs` pixel pairs: the pair at x (2 * k bytes) gives 2 * n_out outputs at o;
  * x and o advance by xstep and ostep bytes from pair to pair. The bodies are compiled for the
  * full int8 output range (no fused activation left after quantization: one SSAT clamps; k = 8,
- * 16 and any) and for any other range. */
+ * 16, 24, 27 and any) and for any other range. */
 static void dot_outputs_2px(const tinyc_conv_params *p, const int8_t *x, int32_t k,
                             const int8_t *weights, const int32_t *bias_eff, const int32_t *mult,
                             const int32_t *shift, int32_t n_out, int8_t *o, int mode,
                             int32_t pairs, int32_t xstep, int32_t ostep)
 {
-    if (mode & RQ_ZFAST) {
-        if (!(mode & RQ_FULL)) {
-            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
-                           ostep, mode, 0, 0);
-        } else if (k == 8) {
-            dot2_zfast_run(p, x, 8, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
-                           ostep, mode, 1, 1);
+    if ((mode & (RQ_ZFAST | RQ_FULL)) == (RQ_ZFAST | RQ_FULL)) {
+        if (k == 8) {
+            zfast_pairs_k8_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                ostep);
         } else if (k == 16) {
-            dot2_zfast_run(p, x, 16, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+            zfast_pairs_k16_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                 ostep);
+        } else if (k == 24) {
+            zfast_pairs_k24_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                 ostep);
+        } else if (k == 27) {
+            zfast_pairs_k27_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                 ostep);
+        } else {
+            dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
                            ostep, mode, 1, 1);
+        }
+        return;
+    }
+    if (mode & RQ_ZFAST) {
+        dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep, ostep,
+                       mode, 0, 1);
+        return;
+    }
+    if ((mode & (RQ_FAST | RQ_FULL)) == (RQ_FAST | RQ_FULL)) {
+        /* a channel's shift past the zero point folding (e > 23): the zero point added */
+        if (k == 27) {
+            fast_pairs_k27_full(p, x, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
+                                ostep);
         } else {
             dot2_zfast_run(p, x, k, weights, bias_eff, mult, shift, n_out, o, pairs, xstep,
                            ostep, mode, 1, 0);
