@@ -228,8 +228,17 @@ def net_pointwise_chain():
     return b.quantized(b.fc(b.flatten(b.gap(x)), 4))
 
 
+def net_big_pools():
+    """Average pools straight on the input (its extremes reach them): windows of 256 pixels (the
+    most the DSP kernel's 16-bit lanes take: -128 * 256 fills a lane), a global pool of 272
+    (the per-channel loop), 6 channels (one block of four and two left)."""
+    b = IRBuilder((1, 17, 16, 6), seed=16)
+    a = b.gap(b.pool("avg_pool", "input", (16, 16), 1, (0, 0, 0, 0)))
+    return b.quantized(b.fc(b.flatten(b.add(a, b.gap("input"))), 3))
+
+
 IR_NETS = {f.__name__[4:]: f for f in (net_dw_inplace_grow, net_gray_strides, net_branches,
-                                        net_residuals, net_pointwise_chain)}
+                                        net_residuals, net_pointwise_chain, net_big_pools)}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -527,6 +536,21 @@ def test_dsp_requantization_is_tflite_exact(tmp_path):
                     str(ROOT / "tests" / "c" / "requant_exact.c"), "-o", str(exe)], check=True)
     res = subprocess.run([str(exe)], capture_output=True, text=True)
     assert res.returncode == 0 and "12798400 cases equal" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_add_is_tflite_exact(variant, tmp_path):
+    """tinyc_add against TFLite's ADD arithmetic on every pair of int8 inputs for 400 parameter
+    sets (tests/c/add_exact.c): the DSP variant's one-SMMLAR rescaling of each term, the exact
+    term of the larger-scale input (first, second or both), in place, narrow clamps, and the
+    parameters it leaves to the portable loop."""
+    exe = tmp_path / "add_exact"
+    subprocess.run(["gcc", *STRICT, *VARIANTS[variant], "-I", str(RUNTIME / "include"),
+                    str(ROOT / "tests" / "c" / "add_exact.c"),
+                    str(RUNTIME / "src" / "forward" / "elementwise.c"), "-o", str(exe)],
+                   check=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0 and "26214400 cases equal" in res.stdout, res.stdout
 
 
 # ---------------------------------------------------------------- a shared pretrained model
