@@ -228,8 +228,17 @@ def net_pointwise_chain():
     return b.quantized(b.fc(b.flatten(b.gap(x)), 4))
 
 
+def net_big_pools():
+    """Average pools straight on the input (its extremes reach them): windows of 256 pixels (the
+    most the DSP kernel's 16-bit lanes take: -128 * 256 fills a lane), a global pool of 272
+    (the per-channel loop), 6 channels (one block of four and two left)."""
+    b = IRBuilder((1, 17, 16, 6), seed=16)
+    a = b.gap(b.pool("avg_pool", "input", (16, 16), 1, (0, 0, 0, 0)))
+    return b.quantized(b.fc(b.flatten(b.add(a, b.gap("input"))), 3))
+
+
 IR_NETS = {f.__name__[4:]: f for f in (net_dw_inplace_grow, net_gray_strides, net_branches,
-                                        net_residuals, net_pointwise_chain)}
+                                        net_residuals, net_pointwise_chain, net_big_pools)}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -547,6 +556,82 @@ def test_dsp_requantization_is_tflite_exact(tmp_path):
                     str(ROOT / "tests" / "c" / "requant_exact.c"), "-o", str(exe)], check=True)
     res = subprocess.run([str(exe)], capture_output=True, text=True)
     assert res.returncode == 0 and "12798400 cases equal" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_add_is_tflite_exact(variant, tmp_path):
+    """tinyc_add against TFLite's ADD arithmetic on every pair of int8 inputs for 400 parameter
+    sets (tests/c/add_exact.c): the DSP variant's one-SMMLAR rescaling of each term, the exact
+    term of the larger-scale input (first, second or both), in place, narrow clamps, and the
+    parameters it leaves to the portable loop."""
+    exe = tmp_path / "add_exact"
+    subprocess.run(["gcc", *STRICT, *VARIANTS[variant], "-I", str(RUNTIME / "include"),
+                    str(ROOT / "tests" / "c" / "add_exact.c"),
+                    str(RUNTIME / "src" / "forward" / "elementwise.c"), "-o", str(exe)],
+                   check=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0 and "26214400 cases equal" in res.stdout, res.stdout
+
+
+# ---------------------------------------------------------------- kernel variants (tinyc/config.h)
+CONV_FIELDS = ("in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel_h", "kernel_w",
+               "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top", "pad_left",
+               "groups", "in_zp", "out_zp", "act_min", "act_max")
+
+
+def test_runtime_config_lists_every_variant():
+    from tinyc.ops import KERNEL_VARIANTS
+    text = (RUNTIME / "include" / "tinyc" / "config.h").read_text()
+    assert re.findall(r"^#define (TINYC_\w+) 1$", text, flags=re.M) == list(KERNEL_VARIANTS)
+
+
+def test_config_enables_every_variant_the_kernels_pick(tmp_path):
+    """For every depthwise layer of some IR nets and a patched shared model (whose patches have
+    zero or negative pads), the variants depthwise_conv.c picks (tests/c/dw_variants.c,
+    the kernel's own dw_row_for / dw_direct_for) are among those the code generator enables."""
+    from tinyc.codegen.c import model_context
+    from tinyc.memory.schedule import choose_schedule
+    from tinyc.ops.conv import dw_variants
+    from tinyc.passes.patch import PatchSpec
+    exe = tmp_path / "dw_variants"
+    subprocess.run(["gcc", *STRICT, "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
+                    str(ROOT / "tests" / "c" / "dw_variants.c"), "-o", str(exe)], check=True)
+    graphs = [(IR_NETS[n](), None) for n in ("dw_inplace_grow", "gray_strides", "residuals")]
+    sched = choose_schedule(compile_int8(str(shared_model("mbv2-w0.35_96")), None),
+                            PatchSpec.parse("3x3@9"))
+    graphs.append((sched.graph, sched.plan))
+    lines, want = [], []
+    for g, plan in graphs:
+        for L in model_context(g, plan or plan_memory(g))["layers"]:
+            if L["kind"] in ("depthwise", "depthwise_inplace"):
+                p = L["params"]
+                lines.append(" ".join(str(v) for v in
+                                      [int(L["kind"] == "depthwise_inplace")] +
+                                      [p[f] for f in CONV_FIELDS]))
+                want.append(dw_variants(L["kind"], p))
+    res = subprocess.run([str(exe)], input="\n".join(lines) + "\n", capture_output=True,
+                         text=True, check=True)
+    picked = [set(line.split()[:-1]) for line in res.stdout.splitlines()]
+    assert len(picked) == len(want) > 40
+    assert all(c <= w for c, w in zip(picked, want)), [
+        (c, w) for c, w in zip(picked, want) if not c <= w]
+    assert any("TINYC_DW_DIRECT_3X3_S2_FULL" in c for c in picked)   # the patches' direct kernel
+    assert set().union(*picked) == set().union(*want)
+
+
+def test_unused_depthwise_variants_left_out(tmp_path):
+    """A net without 7x7 (or 5x5 stride 1) depthwise: its config leaves those rows out, its
+    compiled kernels hold no such code (the symbols of the rows it uses are there) and it still
+    computes the reference's bytes on the DSP kernels."""
+    g = IR_NETS["residuals"]()   # 3x3 stride 1 and 5x5 stride 2 depthwise
+    assert_c_matches_reference(g, tmp_path, variant="dsp")
+    config = (tmp_path / "tinyc" / "config.h").read_text()
+    used = set(re.findall(r"^#define (TINYC_DW_\w+) 1$", config, flags=re.M))
+    assert used and all("3X3_S1" in v or "5X5_S2" in v for v in used), used
+    syms = subprocess.run(["nm", str(tmp_path / "tinyc_host")], capture_output=True, text=True,
+                          check=True).stdout
+    rows = set(re.findall(r"\b(dw_row_\d_\d_\d)\b", syms))
+    assert rows and all(r.startswith(("dw_row_3_1_", "dw_row_5_2_")) for r in rows), rows
 
 
 # ---------------------------------------------------------------- a shared pretrained model

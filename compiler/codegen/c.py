@@ -7,7 +7,8 @@ runtime_c/.
 Layout written to out_dir (compile every .c in it with `-I out_dir`):
     out_dir/model.h           the API: tinyc_infer() and the TINYC_* constants
     out_dir/model.c           weights (static const, flash), the arena, the layer calls
-    out_dir/tinyc/*.h         runtime headers (included as "tinyc/kernels.h")
+    out_dir/tinyc/*.h         runtime headers (included as "tinyc/kernels.h"); config.h is
+                              generated: the specialised kernel variants the model uses
     out_dir/tinyc/*.c         the runtime kernel sources the model uses
     out_dir/train_params.json training builds: the trained parameters (name, kind, dtype,
                               shape, bytes; scales and trained channels: trained_elements)
@@ -325,6 +326,11 @@ def runtime_files(layers: list[dict], train: bool = False) -> list[Path]:
                     for s in sorted(srcs)]
 
 
+def kernel_variants(layers: list[dict]) -> set:
+    """The specialised kernel variants (tinyc/config.h) that the layers' kernels may call."""
+    return set().union(*(ops.get(L["op"]).kernel_variants(L) for L in layers))
+
+
 def trained_elements(g: Graph, name: str) -> dict:
     """What train_params.json says of trained parameter `name` besides its layout (tinyc fleet
     moves only the elements a step changes, dequantized): "scale", the float32 scale of each
@@ -376,6 +382,10 @@ def generate_c(g: Graph, plan: MemoryPlan | None = None, out_dir=".") -> Path:
     rt.mkdir()
     for f in runtime_files(ctx["layers"], train=ctx["train"] is not None):
         shutil.copy2(f, rt / f.name)
+    # the model's own kernel configuration in place of the runtime's (which compiles everything)
+    (rt / "config.h").write_text(env.get_template("config.h.j2").render(
+        model_name=ctx["model_name"], variants=ops.KERNEL_VARIANTS,
+        used=kernel_variants(ctx["layers"])))
     params_json = out / "train_params.json"
     if ctx["train"] is not None:
         params_json.write_text(json.dumps(

@@ -28,6 +28,9 @@ for _module in MODULES:
         assert _op.name not in REGISTRY, f"op {_op.name} declared twice"
         REGISTRY[_op.name] = _op
 
+# every specialised kernel variant a build may compile or leave out (tinyc/config.h)
+KERNEL_VARIANTS: tuple = conv.DW_VARIANTS
+
 
 def get(node_or_name: Node | str) -> Op:
     """The Op of a node (or an IR op name); UnsupportedError for an unknown op."""

@@ -144,6 +144,11 @@ class Op:
     # runtime sources (runtime_c/src/...; a bare name is under forward/) of each kernel kind
     sources: dict = {}
 
+    def kernel_variants(self, L: dict) -> set:
+        """The specialised kernel variants (tinyc/config.h defines, KERNEL_VARIANTS) the C
+        kernel of layer L may call; a build compiles only the variants its layers name."""
+        return set()
+
     def unsupported(self, node: Node, hook: str) -> UnsupportedError:
         return UnsupportedError(f"{node.describe()}: op {self.name} has no '{hook}' "
                                 "(compiler/ops); it cannot be used here")

@@ -296,6 +296,41 @@ def hash_name(name: str) -> int:
     return h
 
 
+# ---------------------------------------------------------------- kernel variants
+# The specialised depthwise code of runtime_c/src/forward/depthwise_conv.c (DSP kernels), one
+# tinyc/config.h define each: the rows of 3x3, 5x5, 7x7 windows at stride 1 or 2 and the direct
+# 3x3 stride 2 kernel, each with a full int8 clamp or a narrower one.
+DW_ROW_SHAPES = ((3, 1), (3, 2), (5, 1), (5, 2), (7, 1), (7, 2))
+DW_VARIANTS = tuple(f"TINYC_DW_ROWS_{k}X{k}_S{s}_{c}" for k, s in DW_ROW_SHAPES
+                    for c in ("NARROW", "FULL")) + tuple(
+    f"TINYC_DW_DIRECT_3X3_S2_{c}" for c in ("NARROW", "FULL"))
+
+
+def dw_variants(kind: str, p: dict) -> set:
+    """The variants tinyc_depthwise_conv[_inplace] may take for a layer of these parameters:
+    the rows dw_row_for picks, and dw_direct_for's kernel (in place only) when every window of
+    a 3x3 stride 2 layer without leading padding lies inside the input."""
+    if kind not in ("depthwise", "depthwise_inplace"):
+        return set()
+    clamp = "FULL" if (p["act_min"], p["act_max"]) == (-128, 127) else "NARROW"
+    k, s = p["kernel_w"], p["stride_w"]
+    out = set()
+    if (p["kernel_h"] == k and (k, s) in DW_ROW_SHAPES
+            and p["dilation_h"] == p["dilation_w"] == 1):
+        out.add(f"TINYC_DW_ROWS_{k}X{k}_S{s}_{clamp}")
+
+    def inside(out_n, in_n):   # interior_range of a pad 0, stride 2, 3-tap axis
+        return in_n >= 3 and (in_n - 3) // 2 + 1 >= out_n
+
+    if (kind == "depthwise_inplace" and (p["kernel_h"], k, p["stride_h"], s) == (3, 3, 2, 2)
+            and p["dilation_h"] == p["dilation_w"] == 1 and p["pad_top"] == 0
+            and p["pad_left"] == 0 and inside(p["out_h"], p["in_h"])
+            and inside(p["out_w"], p["in_w"]) and p["out_w"] <= p["in_w"]
+            and p["out_c"] == p["in_c"]):
+        out.add(f"TINYC_DW_DIRECT_3X3_S2_{clamp}")
+    return out
+
+
 # ---------------------------------------------------------------- conv2d
 class Conv2d(_Layer):
     name = "conv2d"
@@ -312,6 +347,9 @@ class Conv2d(_Layer):
         w = g.tensors[node.inputs[1]]
         out = g.tensors[node.outputs[0]]
         return out.size * int(np.prod(w.shape[1:]))
+
+    def kernel_variants(self, L):
+        return dw_variants(L["kind"], L["params"])
 
     def layer_type(self, g, node):
         _, kh, kw, cin_g = g.tensors[node.inputs[1]].shape

@@ -63,6 +63,13 @@ static inline int32_t tinyc_smlal_hi(uint32_t lo, int32_t hi, int32_t a, int32_t
     __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(a), "r"(b));
     return hi;
 }
+/* c + floor((a * b + 2^31) / 2^32): the rounded high word of a * b plus c (SMMLAR) */
+static inline int32_t tinyc_smmlar(int32_t a, int32_t b, int32_t c)
+{
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
 /* the halfwords of a plus bytes 0 and 2 of x, sign-extended (SXTAB16) */
 static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
 {
@@ -100,6 +107,11 @@ static inline int32_t tinyc_ssat8(int32_t x)
 static inline int32_t tinyc_smlal_hi(uint32_t lo, int32_t hi, int32_t a, int32_t b)
 {
     const uint64_t s = (((uint64_t)(uint32_t)hi << 32) | lo) + (uint64_t)((int64_t)a * b);
+    return (int32_t)(uint32_t)(s >> 32);
+}
+static inline int32_t tinyc_smmlar(int32_t a, int32_t b, int32_t c)
+{
+    const uint64_t s = ((uint64_t)(uint32_t)c << 32) + (uint64_t)((int64_t)a * b) + 0x80000000u;
     return (int32_t)(uint32_t)(s >> 32);
 }
 static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)

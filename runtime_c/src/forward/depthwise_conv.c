@@ -7,6 +7,7 @@
  * padded taps (they contribute 0). Both give TFLite's int32 accumulator exactly. */
 #include <string.h>
 
+#include "tinyc/config.h"
 #include "tinyc/fixedpoint.h"
 #include "tinyc/kernels.h"
 #include "tinyc/simd.h"
@@ -289,16 +290,86 @@ typedef void (*dw_row_fn)(const int8_t *row, int32_t in_w, int32_t n, const uint
             dw_row(row, in_w, n, K, S, wp, acc0, rq, out, out_stride, F);                    \
         }                                                                                    \
     }
-TINYC_DW_ROW(3, 1, 0) TINYC_DW_ROW(3, 1, 1) TINYC_DW_ROW(3, 2, 0) TINYC_DW_ROW(3, 2, 1)
-TINYC_DW_ROW(5, 1, 0) TINYC_DW_ROW(5, 1, 1) TINYC_DW_ROW(5, 2, 0) TINYC_DW_ROW(5, 2, 1)
-TINYC_DW_ROW(7, 1, 0) TINYC_DW_ROW(7, 1, 1) TINYC_DW_ROW(7, 2, 0) TINYC_DW_ROW(7, 2, 1)
+/* only the variants tinyc/config.h names are compiled; a variant left out is 0 in the table */
+#if TINYC_DW_ROWS_3X3_S1_NARROW
+TINYC_DW_ROW(3, 1, 0)
+#define DW_ROW_3_1_0 dw_row_3_1_0
+#else
+#define DW_ROW_3_1_0 0
+#endif
+#if TINYC_DW_ROWS_3X3_S1_FULL
+TINYC_DW_ROW(3, 1, 1)
+#define DW_ROW_3_1_1 dw_row_3_1_1
+#else
+#define DW_ROW_3_1_1 0
+#endif
+#if TINYC_DW_ROWS_3X3_S2_NARROW
+TINYC_DW_ROW(3, 2, 0)
+#define DW_ROW_3_2_0 dw_row_3_2_0
+#else
+#define DW_ROW_3_2_0 0
+#endif
+#if TINYC_DW_ROWS_3X3_S2_FULL
+TINYC_DW_ROW(3, 2, 1)
+#define DW_ROW_3_2_1 dw_row_3_2_1
+#else
+#define DW_ROW_3_2_1 0
+#endif
+#if TINYC_DW_ROWS_5X5_S1_NARROW
+TINYC_DW_ROW(5, 1, 0)
+#define DW_ROW_5_1_0 dw_row_5_1_0
+#else
+#define DW_ROW_5_1_0 0
+#endif
+#if TINYC_DW_ROWS_5X5_S1_FULL
+TINYC_DW_ROW(5, 1, 1)
+#define DW_ROW_5_1_1 dw_row_5_1_1
+#else
+#define DW_ROW_5_1_1 0
+#endif
+#if TINYC_DW_ROWS_5X5_S2_NARROW
+TINYC_DW_ROW(5, 2, 0)
+#define DW_ROW_5_2_0 dw_row_5_2_0
+#else
+#define DW_ROW_5_2_0 0
+#endif
+#if TINYC_DW_ROWS_5X5_S2_FULL
+TINYC_DW_ROW(5, 2, 1)
+#define DW_ROW_5_2_1 dw_row_5_2_1
+#else
+#define DW_ROW_5_2_1 0
+#endif
+#if TINYC_DW_ROWS_7X7_S1_NARROW
+TINYC_DW_ROW(7, 1, 0)
+#define DW_ROW_7_1_0 dw_row_7_1_0
+#else
+#define DW_ROW_7_1_0 0
+#endif
+#if TINYC_DW_ROWS_7X7_S1_FULL
+TINYC_DW_ROW(7, 1, 1)
+#define DW_ROW_7_1_1 dw_row_7_1_1
+#else
+#define DW_ROW_7_1_1 0
+#endif
+#if TINYC_DW_ROWS_7X7_S2_NARROW
+TINYC_DW_ROW(7, 2, 0)
+#define DW_ROW_7_2_0 dw_row_7_2_0
+#else
+#define DW_ROW_7_2_0 0
+#endif
+#if TINYC_DW_ROWS_7X7_S2_FULL
+TINYC_DW_ROW(7, 2, 1)
+#define DW_ROW_7_2_1 dw_row_7_2_1
+#else
+#define DW_ROW_7_2_1 0
+#endif
 
 static dw_row_fn dw_row_for(const tinyc_conv_params *p)
 {
     static const dw_row_fn rows[3][2][2] = {
-        {{dw_row_3_1_0, dw_row_3_1_1}, {dw_row_3_2_0, dw_row_3_2_1}},
-        {{dw_row_5_1_0, dw_row_5_1_1}, {dw_row_5_2_0, dw_row_5_2_1}},
-        {{dw_row_7_1_0, dw_row_7_1_1}, {dw_row_7_2_0, dw_row_7_2_1}}};
+        {{DW_ROW_3_1_0, DW_ROW_3_1_1}, {DW_ROW_3_2_0, DW_ROW_3_2_1}},
+        {{DW_ROW_5_1_0, DW_ROW_5_1_1}, {DW_ROW_5_2_0, DW_ROW_5_2_1}},
+        {{DW_ROW_7_1_0, DW_ROW_7_1_1}, {DW_ROW_7_2_0, DW_ROW_7_2_1}}};
     const int32_t k = p->kernel_w;
     if (k != p->kernel_h || (k != 3 && k != 5 && k != 7) || p->stride_w < 1 || p->stride_w > 2 ||
         p->dilation_h != 1 || p->dilation_w != 1) {
@@ -733,16 +804,26 @@ static TINYC_ALWAYS_INLINE void dw_direct3(const tinyc_conv_params *p, int8_t *b
 
 typedef void (*dw_direct_fn)(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
                              int32_t acc0, const dw_rq *rq);
+#if TINYC_DW_DIRECT_3X3_S2_NARROW
 static void dw_direct3_0(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
                          int32_t acc0, const dw_rq *rq)
 {
     dw_direct3(p, buf, wk, acc0, rq, 0);
 }
+#define DW_DIRECT3_0 dw_direct3_0
+#else
+#define DW_DIRECT3_0 (dw_direct_fn)0
+#endif
+#if TINYC_DW_DIRECT_3X3_S2_FULL
 static void dw_direct3_1(const tinyc_conv_params *p, int8_t *buf, const int8_t *wk,
                          int32_t acc0, const dw_rq *rq)
 {
     dw_direct3(p, buf, wk, acc0, rq, 1);
 }
+#define DW_DIRECT3_1 dw_direct3_1
+#else
+#define DW_DIRECT3_1 (dw_direct_fn)0
+#endif
 
 /* the direct kernel of a 3x3 stride 2 layer without padding (every window inside), else 0 */
 static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
@@ -754,7 +835,7 @@ static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
         p->out_w > p->in_w || p->out_c != p->in_c) {
         return 0;
     }
-    return p->act_min == -128 && p->act_max == 127 ? dw_direct3_1 : dw_direct3_0;
+    return p->act_min == -128 && p->act_max == 127 ? DW_DIRECT3_1 : DW_DIRECT3_0;
 }
 #endif
 
