@@ -113,7 +113,9 @@ def dequantize_output(g: Graph, y: np.ndarray) -> np.ndarray:
 # The float range of the logits of a new classifier head (--num-classes): calibration sees only
 # its random initial weights; training moves the logits into this range. A float head trained
 # for one epoch reaches -8..+12 at lr 0.003 and -12..+22 at 0.01 (Fashion-MNIST, mbv2-w0.35):
-# +-24 keeps them unclipped at a 0.19 step, fine enough for the argmax and the loss.
+# +-24 keeps them unclipped at a 0.19 step, fine enough for the argmax and the loss. On
+# mcunet-5fps they reach -32..+42 at 0.01 and -108..+137 at 0.03 (bench/head_quant.py), where
+# this range and the weights' (HEAD_WEIGHT_HEADROOM) clip them.
 NEW_HEAD_LOGIT_RANGE = (-24.0, 24.0)
 
 

@@ -167,6 +167,24 @@ def test_training_a_tflite_model_matches_the_reference(name, scheme, classes, fc
     assert_same_training(g, tmp_path, lr=0.05)
 
 
+def test_new_head_of_a_tflite_model_has_room_to_grow(small_nets, tmp_path):
+    """A new head on an int8 .tflite model (replace_head_int8) gets the ONNX path's room: int8
+    weights over HEAD_WEIGHT_HEADROOM times their initial bound, logits over the new-head range."""
+    from tinyc.passes.autodiff import TrainOptions
+    from tinyc.passes.train_head import HEAD_WEIGHT_HEADROOM, classifier
+    from tinyc.pipeline import NEW_HEAD_LOGIT_RANGE, tflite_training_graph
+    path = tflite_of(onnx.load(small_nets["fc_only"]), tmp_path, fc_as_conv=False)
+    g = tflite_training_graph(load_tflite(str(path)), "last:1", 3, TrainOptions())
+    head = classifier(g)
+    w = g.tensors[head.inputs[1]]
+    bound = 1 / np.sqrt(np.prod(w.shape[1:]))
+    assert np.allclose(np.asarray(w.q.scale), HEAD_WEIGHT_HEADROOM * bound / 127, rtol=1e-3)
+    assert np.abs(w.data.astype(int)).max() <= 127 / HEAD_WEIGHT_HEADROOM + 1
+    scale, zp = g.tensors[head.outputs[0]].q.scalar()
+    lo, hi = NEW_HEAD_LOGIT_RANGE
+    assert abs((127 - zp) * scale - hi) < scale and abs((-128 - zp) * scale - lo) < scale
+
+
 def test_cli_trains_a_tflite_model(small_nets, tmp_path):
     path = tflite_of(onnx.load(small_nets["mbv2_block"]), tmp_path)
     rng = np.random.default_rng(0)
