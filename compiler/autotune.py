@@ -127,7 +127,7 @@ def _cpus() -> int:
 # gradient of the loss w.r.t. those parameters over the probe samples (an unbiased estimate from
 # the per-sample sums), i.e. the loss decrease per unit of lr that plain SGD buys there over an
 # epoch (QAS makes the integer step the float one). Its Fisher information E|g|^2 adds the
-# gradient's noise, which moves the parameters without lowering the loss; it is reported beside.
+# gradient's noise, which moves the parameters without lowering the loss (kept beside, unused).
 # The gradients come from one probe pass of the numpy reference over PROBE_SAMPLES samples,
 # after a float fit of the new head on PROBE_SAMPLES others (the random head's gradients would
 # say little, and a head fitted on the probe samples themselves leaves them nothing to learn).
