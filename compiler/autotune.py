@@ -138,11 +138,6 @@ def _cpus() -> int:
 # that ranking whose planned training SRAM fits the budget wins (memory/train_budget.py bisects
 # over it with the real planner).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
-# The chain stops where its prefix holds this share of the signal of every candidate, even if
-# the budget allows more: the last part of the signal costs as many bytes as the rest (mbv2:
-# 72% of it in 63k trained weights, 95% in 154k), and on Fashion-MNIST the longer prefix lost
-# 3-4 points (bench/train_auto_eval.py; issue 12). An empirical cap, measured on two nets.
-SIGNAL_SHARE_CAP = 0.8
 PROBE_SAMPLES = 64
 HEAD_FIT_EPOCHS = 30
 
@@ -351,10 +346,3 @@ def chain_benefit(gq, fisher: dict, scheme: dict) -> float:
     for i, r in scheme["weights"].items():
         total += float(fisher["channels"][int(i)][top_channels(gq, convs[int(i)], r)].sum())
     return total
-
-
-def signal_shares(gq, fisher: dict, chain: list[dict]) -> list[float]:
-    """Each chain step's share of the signal of the whole chain (its last step); without any
-    signal every step has it all (nothing is worth more than the classifier)."""
-    total = chain_benefit(gq, fisher, chain[-1])
-    return [chain_benefit(gq, fisher, c) / total if total > 0 else 1.0 for c in chain]

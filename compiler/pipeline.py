@@ -176,8 +176,7 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
             raise TinycError("--train auto needs an SRAM budget (--sram BYTES or the board's)")
         chain, fisher = None, None
         if train_data:
-            from .autotune import (SIGNAL_SHARE_CAP, fisher_of_updates, ranked_schemes,
-                                   signal_shares)
+            from .autotune import chain_benefit, fisher_of_updates, ranked_schemes
             from .datasets import labelled_data_for_graph
             if opts.loss != "ce":
                 raise TinycError("--train auto with --train-data ranks updates by the "
@@ -186,12 +185,9 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
             t0 = time.time()
             fisher = fisher_of_updates(gq, x, y, opts)
             chain = ranked_schemes(gq, fisher)
-            shares = signal_shares(gq, fisher, chain)
-            cap = next(k for k, v in enumerate(shares) if v >= SIGNAL_SHARE_CAP)
             probe_seconds = time.time() - t0
         t0 = time.time()
-        t, mem = choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched,
-                                      chain[:cap + 1] if fisher else None)
+        t, mem = choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched, chain)
         auto = {"ranked_by": "gradient signal per byte on --train-data"
                 if fisher else "the nested chain (no --train-data)",
                 "probe_samples": fisher["samples"] if fisher else 0,
@@ -199,13 +195,15 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
                 "budget_bytes": sram_budget, "planned_sram_bytes": mem["sram_bytes"],
                 "plan_seconds": round(time.time() - t0, 1)}
         if fisher:
-            k = chain.index(t.meta["train"]["scheme_spec"])
+            spec = t.meta["train"]["scheme_spec"]
+            k = chain.index(spec)
+            total = chain_benefit(gq, fisher, chain[-1])
             auto.update(probe_seconds=round(probe_seconds, 1),
                         head_fit_samples=fisher["head_fit_samples"],
                         chain_length=len(chain), chosen_step=k,
-                        signal_share=round(shares[k], 4), signal_share_cap=SIGNAL_SHARE_CAP,
-                        stopped_by="the signal share cap" if k == cap else "the SRAM budget",
-                        next_step=chain[k + 1] if k + 1 < len(chain) else None)
+                        next_step_over_budget=chain[k + 1] if k + 1 < len(chain) else None,
+                        signal_share=round(chain_benefit(gq, fisher, spec) / total, 4)
+                        if total > 0 else None)
         t.meta["train"]["auto"] = auto
         return t
     t = build_training_graph(gq, resolve_scheme(gq, scheme), opts)
