@@ -200,6 +200,8 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
             total = chain_benefit(gq, fisher, chain[-1])
             auto.update(probe_seconds=round(probe_seconds, 1),
                         head_fit_samples=fisher["head_fit_samples"],
+                        weight_candidates="the deeper half of the convs, those followed by "
+                                          "an activation",
                         chain_length=len(chain), chosen_step=k,
                         next_step_over_budget=chain[k + 1] if k + 1 < len(chain) else None,
                         signal_share=round(chain_benefit(gq, fisher, spec) / total, 4)

@@ -101,18 +101,9 @@ def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
     from tinyc.memory.planner import plan_memory, training_memory
     from tinyc.passes.autodiff import TrainOptions, build_training_graph
     from tinyc.passes.sparse_update import conv_layers, resolve_scheme
-    from tinyc.pipeline import training_graph
     data, _, _ = _data(tmp_path, n=30, shape=(3, 20, 20))
     net = str(small_nets["residual_chain"])
-    budget = 10_000
-    opts = BuildOptions(train="auto", num_classes=3, train_data=str(data), sram=budget,
-                        patch="off")
-    t = compile_graph(net, opts)
-    auto = t.meta["train"]["auto"]
-    assert auto["ranked_by"].startswith("gradient signal")
-    assert auto["planned_sram_bytes"] <= budget == auto["budget_bytes"]
-    assert 0 < auto["signal_share"] < 1 and auto["head_fit_samples"] == auto["probe_samples"]
-    # the same int8 graph with its new head, then the probe and the ranking
+    # the int8 graph with its new head, then the probe and the ranking
     head_only = compile_graph(net, BuildOptions(train={"bias_last": 0, "weights": {}},
                                                 num_classes=3, patch="off"))
     gq = head_only.copy()
@@ -121,27 +112,37 @@ def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
     before = {n: gq.tensors[n].data.copy() for n in gq.tensors if gq.tensors[n].data is not None}
     fisher = fisher_of_updates(gq, x, y, TrainOptions())
     assert all(np.array_equal(gq.tensors[n].data, v) for n, v in before.items())
-    n = len(conv_layers(gq))
+    convs = conv_layers(gq)
+    n = len(convs)
     assert fisher["bias"].shape == (n,) and np.all(fisher["bias"] >= 0) and fisher["bias"].any()
     # the signal |E g|^2 is at most the Fisher information E|g|^2 (up to the estimate's noise)
     assert np.all(fisher["bias_fisher"] >= 0) and fisher["bias_fisher"].sum() > fisher["bias"].sum()
+    # weight candidates: the deeper half, no linear conv
+    assert set(fisher["channels"]) == {i for i in range(n // 2, n)
+                                       if convs[i].attrs.get("clamp") is not None}
     chain = ranked_schemes(gq, fisher)
     for a, b in zip(chain, chain[1:]):   # nested: each candidate trains a superset
         assert b["bias_last"] >= a["bias_last"]
         assert all(float(b["weights"].get(k, 0)) >= r for k, r in a["weights"].items())
     for s in chain:                      # a trained weight: every bias down to its layer
         assert all(s["bias_last"] >= n - int(k) for k in s["weights"])
-    assert chain.index(chosen := t.meta["train"]["scheme_spec"]) == auto["chosen_step"]
 
     def sram(scheme):
         g = build_training_graph(gq, resolve_scheme(gq, dict(scheme)), TrainOptions())
         return training_memory(g, plan_memory(g), 0)["sram_bytes"]
-    k = next(i for i, s in enumerate(chain) if s == chosen)
-    assert 0 < k < len(chain) - 1   # the budget cuts the ranking inside
-    assert sram(chain[k]) <= budget
-    if k + 1 < len(chain):
-        assert sram(chain[k + 1]) > budget
-
+    budget = sram(chain[len(chain) // 2])   # a budget that cuts the ranking inside
+    assert budget < sram(chain[-1])
+    t = compile_graph(net, BuildOptions(train="auto", num_classes=3, train_data=str(data),
+                                        sram=budget, patch="off"))
+    auto = t.meta["train"]["auto"]
+    assert auto["ranked_by"].startswith("gradient signal")
+    assert auto["planned_sram_bytes"] <= budget == auto["budget_bytes"]
+    assert 0 < auto["signal_share"] < 1 and auto["head_fit_samples"] == auto["probe_samples"]
+    chosen = t.meta["train"]["scheme_spec"]
+    k = chain.index(chosen)
+    assert k == auto["chosen_step"] and len(chain) // 2 <= k < len(chain) - 1
+    assert sram(chain[k]) <= budget < sram(chain[k + 1])
+    assert auto["next_step_over_budget"] == chain[k + 1]
 
 def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path):
     """The greedy scores whole blocks: a last conv whose bias has no signal does not keep the
