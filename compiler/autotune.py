@@ -123,17 +123,34 @@ def _cpus() -> int:
 # `--train auto --train-data`: which biases and weight channels to update, from the user's data.
 # Each candidate update (a conv layer's bias; its weights read from 1/8, 1/4, 1/2, all of its
 # input channels, the channels of largest weight norm first as sparse_update.top_channels picks
-# them) is scored by its Fisher information on the data: the mean over samples of the squared
-# gradient of the loss w.r.t. those parameters, i.e. the loss decrease a step of plain SGD can
-# buy there (QAS makes the integer step the float one). The gradients come from one probe pass of
-# the numpy reference over PROBE_SAMPLES samples, after a float fit of the new head on their
-# features (the random head's gradients would say little). Candidates are ranked by score per
-# byte (trained parameters, saved input channels, the float gradient map a deeper backward
-# needs); the longest prefix of that ranking whose planned training SRAM fits the budget wins
-# (memory/train_budget.py bisects over it with the real planner).
+# them) is scored by its gradient signal on the data: |E g|^2, the squared norm of the mean
+# gradient of the loss w.r.t. those parameters over the probe samples (an unbiased estimate from
+# the per-sample sums), i.e. the loss decrease per unit of lr that plain SGD buys there over an
+# epoch (QAS makes the integer step the float one). Its Fisher information E|g|^2 adds the
+# gradient's noise, which moves the parameters without lowering the loss (kept beside, unused).
+# The gradients come from one probe pass of the numpy reference over PROBE_SAMPLES samples,
+# after a float fit of the new head on PROBE_SAMPLES others (the random head's gradients would
+# say little, and a head fitted on the probe samples themselves leaves them nothing to learn).
+# Candidates are ranked greedily by signal per byte (trained parameters, saved input channels,
+# the float gradient map a deeper backward needs), whole blocks at a time: the biases down to
+# any depth, a layer's weights up to any ratio together with the biases down to that layer (the
+# backward pass reaches it anyway, and the paper's schemes train them). The longest prefix of
+# that ranking whose planned training SRAM fits the budget wins (memory/train_budget.py bisects
+# over it with the real planner).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
 PROBE_SAMPLES = 64
 HEAD_FIT_EPOCHS = 30
+
+
+def linear_free_weight_layers(convs) -> list[int]:
+    """The weight candidates: the deeper half of the conv layers, those followed by an
+    activation (a clamp). A linear conv (an inverted residual's projection into the residual
+    stream) has the largest gradient signal of all, yet training its weights made every
+    measured run worse (mbv2-w0.35, Fashion-MNIST, two orders: the late training loss 0.65-0.69
+    with them, 0.57 without; bench/train_auto_eval.py), and the published schemes leave them
+    frozen too."""
+    n = len(convs)
+    return [i for i in range(n // 2, n) if convs[i].attrs.get("clamp") is not None]
 
 
 def probe_samples(y: np.ndarray, n: int, seed=SPLIT_SEED) -> np.ndarray:
@@ -172,31 +189,42 @@ def _fit_head(gq, probe, feats: np.ndarray, labels: np.ndarray) -> None:
 
 
 def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMPLES) -> dict:
-    """Per conv layer (scheme index): the Fisher information of its bias (summed over output
+    """Per conv layer (scheme index): the gradient signal of its bias (summed over output
     channels) and of its weights per input channel (weight candidates only: the deeper half of
-    the layers, where the published schemes train weights); plus what the cost model needs."""
+    the layers, where the published schemes train weights), with their Fisher information
+    beside it (see the section comment); plus what the cost model needs."""
     from .passes.autodiff import build_training_graph
     from .passes.sparse_update import conv_layers, resolve_scheme
     from .passes.train_head import classifier
     from .reference import train as ref
     from .reference.int8 import run_int8
 
+    if len(y) < 4:
+        raise TinycError(f"--train auto: {len(y)} labelled samples in --train-data; ranking the "
+                         "updates needs at least 4 (half fits the new head, half probes)")
     convs = conv_layers(gq)
     n = len(convs)
-    weight_layers = [i for i in range(n // 2, n)]
+    weight_layers = linear_free_weight_layers(convs)
     spec = {"bias_last": n, "weights": {str(i): 1.0 for i in weight_layers}}
     probe = build_training_graph(gq, resolve_scheme(gq, spec), opts)
-    pick = probe_samples(y, samples)
+    # the head is fitted on other samples than the probe's: on its own samples it would fit
+    # them exactly, and their gradients would show nothing left to learn
+    both = probe_samples(y, 2 * samples)
+    fit, pick = both[0::2], both[1::2]
     head = classifier(gq)
     feat_t = gq.tensors[head.inputs[0]]
     s_f, zp_f = feat_t.q.scalar()
     feats = np.stack([(run_int8(gq, x[i:i + 1])[head.inputs[0]].astype(np.float64).ravel() - zp_f)
-                      * s_f for i in pick])
-    _fit_head(gq, probe, feats, y[pick])
+                      * s_f for i in fit])
+    _fit_head(gq, probe, feats, y[fit])
 
     index = {c.name: i for i, c in enumerate(convs)}
-    bias = np.zeros(n)
-    chans = {i: np.zeros(gq.tensors[convs[i].inputs[0]].shape[-1]) for i in weight_layers}
+    # per parameter: the sum of the per-sample gradients and of their squares
+    bias_sum = [0.0] * n
+    bias_sq = np.zeros(n)
+    w_sum: dict[int, np.ndarray] = {}
+    w_sq = {i: np.zeros(gq.tensors[convs[i].inputs[0]].shape[-1]) for i in weight_layers}
+    w_sel: dict[int, np.ndarray] = {}
 
     def observe(node, g_y, x_q):
         i = index.get(node.name.removesuffix("/update"))
@@ -204,8 +232,10 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
             return
         gy = g_y[0].astype(np.float64)
         if node.attrs["update_bias"]:
-            bias[i] += float(np.sum(gy.sum(axis=(0, 1)) ** 2))
-        if node.attrs["channels"] is not None and i in chans:
+            gb = gy.sum(axis=(0, 1))
+            bias_sum[i] = bias_sum[i] + gb
+            bias_sq[i] += float(np.sum(gb ** 2))
+        if node.attrs["channels"] is not None and i in w_sq:
             kh, kw = gq.tensors[convs[i].inputs[1]].shape[1:3] if not node.attrs["fc"] else (1, 1)
             xq = x_q.reshape(1, 1, 1, -1) if node.attrs["fc"] else x_q
             gy4 = g_y.reshape(1, 1, 1, -1) if node.attrs["fc"] else g_y
@@ -213,25 +243,42 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
             cout = gw.shape[0]
             sel = np.asarray(node.attrs["channels"])
             cin_g = gq.tensors[convs[i].inputs[1]].shape[-1]
-            groups = max(1, len(chans[i]) // cin_g)
+            groups = max(1, len(w_sq[i]) // cin_g)
             mask = (np.arange(cout)[:, None] // (cout // groups)) == (sel // cin_g)[None, :]
-            chans[i][sel] += ((gw ** 2).sum(axis=(1, 2)) * mask).sum(axis=0)
+            gw = gw * mask[:, None, None, :]
+            w_sum[i] = w_sum.get(i, 0.0) + gw
+            w_sel[i] = sel
+            w_sq[i][sel] += (gw ** 2).sum(axis=(0, 1, 2))
 
     guard = ref.GuardStats()
     for k, i in enumerate(pick):
         ref.train_step(probe, x[i:i + 1], int(y[i]), 0.0, k, guard, observe=observe)
     m = float(len(pick))
-    return {"bias": bias / m, "channels": {i: v / m for i, v in chans.items()},
-            "samples": int(len(pick))}
+
+    def signal(total_sq_of_sum, sum_of_sq):
+        # an unbiased estimate of |E g|^2 from m samples: ((sum g)^2 - sum g^2) / (m (m-1))
+        return np.maximum((total_sq_of_sum - sum_of_sq) / (m * (m - 1)), 0.0)
+
+    bias = np.array([signal(float(np.sum(np.asarray(s) ** 2)), q)
+                     for s, q in zip(bias_sum, bias_sq)])
+    chans = {}
+    for i in weight_layers:
+        v = np.zeros_like(w_sq[i])
+        if i in w_sum:
+            v[w_sel[i]] = signal((w_sum[i] ** 2).sum(axis=(0, 1, 2)), w_sq[i][w_sel[i]])
+        chans[i] = v
+    return {"bias": bias, "channels": chans, "bias_fisher": bias_sq / m,
+            "channels_fisher": {i: v / m for i, v in w_sq.items()},
+            "samples": int(len(pick)), "head_fit_samples": int(len(fit))}
 
 
 def ranked_schemes(gq, fisher: dict) -> list[dict]:
-    """The candidate updates ranked greedily by Fisher score per byte, as nested schemes (each
+    """The candidate updates ranked greedily by gradient signal per byte, as nested schemes (each
     prefix of the ranking; see the section comment). Bytes: the trained parameters, the saved
     input channels of a weight update, and, for an update below every one taken so far, the
     growth of the largest float gradient map the deeper backward pass holds. A layer's weight
-    ratios come in order (1/8 before 1/4 ...); biases reach down one layer at a time from the
-    classifier (a scheme's bias_last)."""
+    ratios come in order (1/8 before 1/4 ...); biases reach down from the classifier (a
+    scheme's bias_last); each greedy step takes the best block of units (see extensions)."""
     from .passes.sparse_update import conv_layers, top_channels
     convs = conv_layers(gq)
     n = len(convs)
@@ -257,29 +304,56 @@ def ranked_schemes(gq, fisher: dict) -> list[dict]:
                                                   + x_pixels))
                 before += len(new)
 
-    def next_ratio(i, r):
-        later = sorted(u[2] for u in units if u[0] == "w" and u[1] == i and u[2] > r)
-        return [("w", i, later[0])] if later else []
+    ratios = {i: sorted(u[2] for u in units if u[0] == "w" and u[1] == i)
+              for i in fisher["channels"]}
 
-    ready = {("bias", n - 1)} | {u for i in fisher["channels"] for u in next_ratio(i, 0.0)}
+    def extensions(bias_last, weights):
+        """Every next step the chain may take, as a block of units: the biases of the next
+        conv layers down to any depth, or one layer's weights up to any larger ratio. Scoring
+        whole blocks lets a step through a poor unit reach the good ones behind it (the last
+        conv's bias, often near zero, would otherwise keep every deeper bias out)."""
+        bottom = n - bias_last
+        for i in range(bottom - 1, -1, -1):
+            yield [("bias", j) for j in range(bottom - 1, i - 1, -1)]
+        for i, rs in ratios.items():
+            later = [r for r in rs if r > weights.get(str(i), 0.0)]
+            # a weight update below the biases taken brings the biases down to its layer
+            biases = [("bias", j) for j in range(bottom - 1, i - 1, -1)]
+            for k in range(len(later)):
+                yield biases + [("w", i, r) for r in later[:k + 1]]
+
     chain = [{"name": "classifier only", "bias_last": 0, "weights": {}}]
     bias_last, weights, depth = 0, {}, n       # depth: the deepest layer the backward reaches
-    while ready:
-        def density(u):
-            i = u[1]
+    while True:
+        def density(block):
+            i = min(u[1] for u in block)
             grow = deepest_map[i] - deepest_map[depth] if i < depth else 0
-            return units[u][0] / max(units[u][1] + grow, 1)
-        unit = max(sorted(ready), key=density)
-        ready.discard(unit)
-        i = unit[1]
-        depth = min(depth, i)
-        if unit[0] == "bias":
-            bias_last = n - i
-            if i > 0:
-                ready.add(("bias", i - 1))
-        else:
-            weights[str(i)] = unit[2]
-            ready.update(next_ratio(i, unit[2]))
-        chain.append({"name": f"data-ranked, {len(chain)} updates", "bias_last": bias_last,
-                      "weights": dict(weights)})
+            # a layer whose weights are trained has its bias trained already
+            own = [u for u in block if u[0] != "bias" or str(u[1]) not in weights]
+            return sum(units[u][0] for u in own) / max(sum(units[u][1] for u in own) + grow, 1)
+        blocks = list(extensions(bias_last, weights))
+        if not blocks:
+            break
+        block = max(blocks, key=density)   # ties: the first (shallowest, smallest) block
+        for unit in block:
+            i = unit[1]
+            depth = min(depth, i)
+            if unit[0] == "bias":
+                bias_last = n - i
+            else:
+                weights[str(i)] = unit[2]
+            chain.append({"name": f"data-ranked, {len(chain)} updates", "bias_last": bias_last,
+                          "weights": dict(weights)})
     return chain
+
+
+def chain_benefit(gq, fisher: dict, scheme: dict) -> float:
+    """The gradient signal a scheme trains (its biases and weight channels), as ranked."""
+    from .passes.sparse_update import conv_layers, top_channels
+    convs = conv_layers(gq)
+    n = len(convs)
+    bias = set(range(n - scheme["bias_last"], n)) | {int(i) for i in scheme["weights"]}
+    total = float(sum(fisher["bias"][i] for i in bias))
+    for i, r in scheme["weights"].items():
+        total += float(fisher["channels"][int(i)][top_channels(gq, convs[int(i)], r)].sum())
+    return total

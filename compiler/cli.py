@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--train-data", metavar="FILE.npz",
                    help="labelled samples (x in the model layout, y labels; --loss mse: float "
                         "targets) that --lr auto and --train auto learn from (--train auto: "
-                        "the updates with the most Fisher information on them that fit)")
+                        "the updates with the most gradient signal per byte on them that fit)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
     b.add_argument("--rounding", choices=("nearest", "stochastic"),

@@ -1,6 +1,8 @@
 """The compile pipeline as plain function calls: ONNX -> float IR -> int8 IR (and data helpers)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from . import ops
@@ -176,19 +178,37 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
             raise TinycError("--train auto needs an SRAM budget (--sram BYTES or the board's)")
         chain, fisher = None, None
         if train_data:
-            from .autotune import fisher_of_updates, ranked_schemes
+            from .autotune import chain_benefit, fisher_of_updates, ranked_schemes
             from .datasets import labelled_data_for_graph
             if opts.loss != "ce":
                 raise TinycError("--train auto with --train-data ranks updates by the "
                                  "cross-entropy of class labels; with --loss mse give a scheme")
             x, y = labelled_data_for_graph(gq, train_data, opts.loss)
+            t0 = time.time()
             fisher = fisher_of_updates(gq, x, y, opts)
             chain = ranked_schemes(gq, fisher)
+            probe_seconds = time.time() - t0
+        t0 = time.time()
         t, mem = choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched, chain)
-        t.meta["train"]["auto"] = {"ranked_by": "Fisher information on --train-data"
-                                   if fisher else "the nested chain (no --train-data)",
-                                   "probe_samples": fisher["samples"] if fisher else 0,
-                                   "candidates_planned": mem["auto_candidates_planned"]}
+        auto = {"ranked_by": "gradient signal per byte on --train-data"
+                if fisher else "the nested chain (no --train-data)",
+                "probe_samples": fisher["samples"] if fisher else 0,
+                "candidates_planned": mem["auto_candidates_planned"],
+                "budget_bytes": sram_budget, "planned_sram_bytes": mem["sram_bytes"],
+                "plan_seconds": round(time.time() - t0, 1)}
+        if fisher:
+            spec = t.meta["train"]["scheme_spec"]
+            k = chain.index(spec)
+            total = chain_benefit(gq, fisher, chain[-1])
+            auto.update(probe_seconds=round(probe_seconds, 1),
+                        head_fit_samples=fisher["head_fit_samples"],
+                        weight_candidates="the deeper half of the convs, those followed by "
+                                          "an activation",
+                        chain_length=len(chain), chosen_step=k,
+                        next_step_over_budget=chain[k + 1] if k + 1 < len(chain) else None,
+                        signal_share=round(chain_benefit(gq, fisher, spec) / total, 4)
+                        if total > 0 else None)
+        t.meta["train"]["auto"] = auto
         return t
     t = build_training_graph(gq, resolve_scheme(gq, scheme), opts)
     t.meta["train"]["scheme_spec"] = scheme

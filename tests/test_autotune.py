@@ -90,25 +90,20 @@ def test_new_head_has_room_to_grow(small_nets):
     assert abs((127 - zp) * scale - hi) < scale and abs((-128 - zp) * scale - lo) < scale
 
 
-def test_train_auto_ranks_updates_by_fisher_information(small_nets, tmp_path):
-    """--train auto --train-data: a probe pass measures each candidate update's Fisher
-    information (updating nothing), the ranking is a chain of nested schemes, and the build
-    takes the longest prefix whose planned training SRAM fits the budget."""
+def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
+    """--train auto --train-data: a probe pass measures each candidate update's gradient signal
+    and Fisher information (updating nothing), the ranking is a chain of nested schemes in which
+    a trained weight brings the biases down to its layer, and the build takes the longest prefix
+    whose planned training SRAM fits the budget; report.json says what was chosen and why."""
     from tinyc.autotune import fisher_of_updates, ranked_schemes
     from tinyc.build import BuildOptions, compile_graph
     from tinyc.datasets import labelled_data_for_graph
     from tinyc.memory.planner import plan_memory, training_memory
     from tinyc.passes.autodiff import TrainOptions, build_training_graph
     from tinyc.passes.sparse_update import conv_layers, resolve_scheme
-    from tinyc.pipeline import training_graph
     data, _, _ = _data(tmp_path, n=30, shape=(3, 20, 20))
     net = str(small_nets["residual_chain"])
-    budget = 10_000
-    opts = BuildOptions(train="auto", num_classes=3, train_data=str(data), sram=budget,
-                        patch="off")
-    t = compile_graph(net, opts)
-    assert t.meta["train"]["auto"]["ranked_by"].startswith("Fisher")
-    # the same int8 graph with its new head, then the probe and the ranking
+    # the int8 graph with its new head, then the probe and the ranking
     head_only = compile_graph(net, BuildOptions(train={"bias_last": 0, "weights": {}},
                                                 num_classes=3, patch="off"))
     gq = head_only.copy()
@@ -117,19 +112,56 @@ def test_train_auto_ranks_updates_by_fisher_information(small_nets, tmp_path):
     before = {n: gq.tensors[n].data.copy() for n in gq.tensors if gq.tensors[n].data is not None}
     fisher = fisher_of_updates(gq, x, y, TrainOptions())
     assert all(np.array_equal(gq.tensors[n].data, v) for n, v in before.items())
-    n = len(conv_layers(gq))
+    convs = conv_layers(gq)
+    n = len(convs)
     assert fisher["bias"].shape == (n,) and np.all(fisher["bias"] >= 0) and fisher["bias"].any()
+    # the signal |E g|^2 is at most the Fisher information E|g|^2 (up to the estimate's noise)
+    assert np.all(fisher["bias_fisher"] >= 0) and fisher["bias_fisher"].sum() > fisher["bias"].sum()
+    # weight candidates: the deeper half, no linear conv
+    assert set(fisher["channels"]) == {i for i in range(n // 2, n)
+                                       if convs[i].attrs.get("clamp") is not None}
     chain = ranked_schemes(gq, fisher)
     for a, b in zip(chain, chain[1:]):   # nested: each candidate trains a superset
         assert b["bias_last"] >= a["bias_last"]
         assert all(float(b["weights"].get(k, 0)) >= r for k, r in a["weights"].items())
+    for s in chain:                      # a trained weight: every bias down to its layer
+        assert all(s["bias_last"] >= n - int(k) for k in s["weights"])
 
     def sram(scheme):
         g = build_training_graph(gq, resolve_scheme(gq, dict(scheme)), TrainOptions())
         return training_memory(g, plan_memory(g), 0)["sram_bytes"]
+    budget = sram(chain[len(chain) // 2])   # a budget that cuts the ranking inside
+    assert budget < sram(chain[-1])
+    t = compile_graph(net, BuildOptions(train="auto", num_classes=3, train_data=str(data),
+                                        sram=budget, patch="off"))
+    auto = t.meta["train"]["auto"]
+    assert auto["ranked_by"].startswith("gradient signal")
+    assert auto["planned_sram_bytes"] <= budget == auto["budget_bytes"]
+    assert 0 < auto["signal_share"] < 1 and auto["head_fit_samples"] == auto["probe_samples"]
     chosen = t.meta["train"]["scheme_spec"]
-    k = next(i for i, s in enumerate(chain) if s == chosen)
-    assert 0 < k < len(chain) - 1   # the budget cuts the ranking inside
-    assert sram(chain[k]) <= budget
-    if k + 1 < len(chain):
-        assert sram(chain[k + 1]) > budget
+    k = chain.index(chosen)
+    assert k == auto["chosen_step"] and len(chain) // 2 <= k < len(chain) - 1
+    assert sram(chain[k]) <= budget < sram(chain[k + 1])
+    assert auto["next_step_over_budget"] == chain[k + 1]
+
+def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path):
+    """The greedy scores whole blocks: a last conv whose bias has no signal does not keep the
+    strong biases below it out of the chain (it did when units were taken one at a time)."""
+    from tinyc.autotune import ranked_schemes
+    from tinyc.build import BuildOptions, compile_graph
+    from tinyc.passes.sparse_update import conv_layers
+    head_only = compile_graph(str(small_nets["residual_chain"]),
+                              BuildOptions(train={"bias_last": 0, "weights": {}},
+                                           num_classes=3, patch="off"))
+    gq = head_only.copy()
+    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    convs = conv_layers(gq)
+    n = len(convs)
+    assert n >= 3
+    bias = np.full(n, 10.0)
+    bias[n - 1] = 0.0                  # the last conv's bias: nothing to learn
+    weak = {i: np.full(gq.tensors[convs[i].inputs[0]].shape[-1], 1e-6)
+            for i in range(n // 2, n)}
+    chain = ranked_schemes(gq, {"bias": bias, "channels": weak})
+    first_weight = next(k for k, s in enumerate(chain) if s["weights"])
+    assert chain[first_weight - 1]["bias_last"] == n   # every bias before any weak weight

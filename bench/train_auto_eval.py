@@ -1,0 +1,82 @@
+"""One run of the --train auto study (issue 12): a build on Fashion-MNIST at 96 px (the splits of
+bench/transfer.py), one epoch of the generated C on the host (HostTrainer) over the 2,000
+training samples in the order of SEED (0: as drawn), then accuracy on the 1,000 test and 500
+validation images. One JSON line per run is appended to WORK/results.jsonl.
+
+Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR]
+  NET: mbv2-w0.35 | mcunet-5fps (shared/models/NET_96.onnx)
+  KEY: auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
+       only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb)
+Selection host time is in the line's auto.probe_seconds and auto.plan_seconds.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+import transfer as T  # noqa: E402
+
+PUBLISHED = {   # shared/models/README.md: name -> (bias_last, {conv index: ratio})
+    "mbv2-w0.35": {"49kb": (16, {36: 1, 39: 1, 40: 0, 41: .25, 42: .125, 45: .125, 48: .125,
+                                 49: .125}),
+                   "99kb": (25, {27: 1, 30: 1, 33: 1, 36: 1, 39: 1, 42: .125, 45: .5, 48: 1}),
+                   "138kb": (34, {i: 1 for i in (27, 30, 33, 36, 39, 42, 45, 48)})},
+    "mcunet-5fps": {"49kb": (20, {23: 0, 24: .25, 27: .5, 30: .5, 33: 0, 39: 0}),
+                    "99kb": (22, {21: 1, 24: 1, 27: 1, 30: 1, 36: .125, 39: .25}),
+                    "148kb": (23, {21: 1, 24: 1, 27: 1, 30: 1, 36: 1, 39: .5})},
+}
+
+
+def main(argv):
+    from tinyc.build import BuildOptions
+    from tinyc.targets.host import HostTrainer
+    warnings.simplefilter("ignore")
+    work, net, key, seed = Path(argv[0]), argv[1], argv[2], int(argv[3])
+    sram = int(argv[4]) if len(argv) > 4 else 262144
+    lr = float(argv[5]) if len(argv) > 5 else 0.001
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "test_y.npy").exists():
+        T.make_data(work)
+    xtr, ytr = T.load_split(work, "train")
+    order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
+    xs, ys = xtr[order], ytr[order]
+    base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr)
+    if key == "auto":
+        np.savez(work / f"td_s{seed}.npz", x=xs, y=ys)
+        opts = BuildOptions(train="auto", train_data=str(work / f"td_s{seed}.npz"), sram=sram,
+                            **base)
+    elif key == "cls":
+        opts = BuildOptions(train={"name": "classifier only", "bias_last": 0, "weights": {}},
+                            **base)
+    else:
+        k, w = PUBLISHED[net][key]
+        opts = BuildOptions(train={"name": key, "bias_last": k,
+                                   "weights": {str(i): r for i, r in w.items() if r}}, **base)
+    out = work / f"{net}_{key}_{sram}_s{seed}"
+    t0 = time.time()
+    rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
+    build_s = time.time() - t0
+    with HostTrainer(out) as tr:
+        losses = tr.train(T.quantized(rep, xs), ys, lr)
+        res = dict(net=net, key=key, seed=seed, sram=sram, lr=lr,
+                   test=T.accuracy_c(tr, rep, *T.load_split(work, "test")),
+                   val=T.accuracy_c(tr, rep, *T.load_split(work, "val")),
+                   scheme=rep["build_options"]["train"], sram_bytes=rep["training"]["sram_bytes"],
+                   build_s=round(build_s, 1),
+                   late_loss=float(np.mean(losses[len(losses) // 2:])),
+                   auto=rep["training"].get("auto"))
+    print(json.dumps(res))
+    with open(work / "results.jsonl", "a") as f:
+        f.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
