@@ -300,6 +300,66 @@ TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, 
     }
 }
 
+/* depthwise_plane for a 4x4 output gradient, stride 1, whose every pixel has all 16 terms
+ * inside the kernel (a 7x7 'same' conv on a 4x4 plane, the last blocks' usual case): the 16
+ * values stay in registers, and pixel (iy, ix) reads the kernel window ending at tap
+ * (iy + pad_top, ix + pad_left). The terms come in depthwise_grad_at's (ky, kx) order, that is
+ * output rows and columns descending; a term with g == 0 adds +-0 to a sum that is never -0:
+ * adding it is exact. Not inlined (vmla, as above). */
+static int depthwise_4x4_covered(const tinyc_conv_grad_params *p, int32_t step)
+{
+    return step == 1 && p->stride_h == 1 && p->stride_w == 1 && p->out_h == 4
+        && p->out_w == 4 && p->pad_top >= 3 && p->pad_left >= 3
+        && p->in_h - 1 + p->pad_top <= p->kernel_h - 1
+        && p->in_w - 1 + p->pad_left <= p->kernel_w - 1;
+}
+
+TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_params *p,
+                                                       const float *gd, const float *wr,
+                                                       const uint8_t *bits, const int8_t *act,
+                                                       int32_t lo, int32_t hi, int32_t c,
+                                                       int32_t c_n, float *plane,
+                                                       int32_t out_step)
+{
+    const int32_t kw = p->kernel_w, iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
+    const int masked = bits || act;
+    const float g00 = gd[0], g01 = gd[1], g02 = gd[2], g03 = gd[3];
+    const float g10 = gd[4], g11 = gd[5], g12 = gd[6], g13 = gd[7];
+    const float g20 = gd[8], g21 = gd[9], g22 = gd[10], g23 = gd[11];
+    const float g30 = gd[12], g31 = gd[13], g32 = gd[14], g33 = gd[15];
+    int32_t iy, ix;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        float *out = plane + iy * iw * out_step;
+        for (ix = 0; ix < iw; ++ix, out += out_step) {
+            /* output row oy's taps end at w - oy * kw: (ky, kx) = (iy + pt - oy, ix + pl - ox) */
+            const float *w0 = wr + (iy + pt) * kw + ix + pl;
+            const float *w1 = w0 - kw, *w2 = w1 - kw, *w3 = w2 - kw;
+            float d = 0.0f, t;
+            if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+                *out = 0.0f;
+                continue;
+            }
+            t = g33 * w3[-3]; d = d + t;
+            t = g32 * w3[-2]; d = d + t;
+            t = g31 * w3[-1]; d = d + t;
+            t = g30 * w3[0]; d = d + t;
+            t = g23 * w2[-3]; d = d + t;
+            t = g22 * w2[-2]; d = d + t;
+            t = g21 * w2[-1]; d = d + t;
+            t = g20 * w2[0]; d = d + t;
+            t = g13 * w1[-3]; d = d + t;
+            t = g12 * w1[-2]; d = d + t;
+            t = g11 * w1[-1]; d = d + t;
+            t = g10 * w1[0]; d = d + t;
+            t = g03 * w0[-3]; d = d + t;
+            t = g02 * w0[-2]; d = d + t;
+            t = g01 * w0[-1]; d = d + t;
+            t = g00 * w0[0]; d = d + t;
+            *out = d;
+        }
+    }
+}
+
 /* depthwise_plane for stride 1: the taps of (iy, ix) are ky in [iy + pad_top - (out_h - 1),
  * iy + pad_top] and kx likewise, clipped to the kernel: bounds, no division. */
 static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -382,6 +442,10 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
     int32_t iy, ix, a, b;
     if (sh == 1 && sw == 1 && depthwise_3x3_same(p)) {
         depthwise_plane_3x3(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
+    if (depthwise_4x4_covered(p, step)) {
+        depthwise_plane_4x4_covered(p, gd, wr, bits, act, lo, hi, c, c_n, plane, out_step);
         return;
     }
     if (sh == 1 && sw == 1) {
