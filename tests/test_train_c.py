@@ -209,13 +209,14 @@ def test_inplace_depthwise_input_gradients(rounding, tmp_path):
     assert plan.arena_bytes < plain.arena_bytes
 
 
-def net_inverted_residuals():
+def net_inverted_residuals(hw=(23, 19), blocks=((3, 1, 8), (5, 2, 12), (7, 1, 12))):
     """Inverted-residual blocks (1x1 expand, ReLU6, depthwise 3x3 / 5x5 stride 2 / 7x7, ReLU6,
-    1x1 project, a residual add) on an odd non-square input."""
+    1x1 project, a residual add; blocks: (kernel, stride, channels)) on an odd non-square input
+    (13x15: the 7x7 on a 4x4 plane)."""
     from nets import NetBuilder
-    b = NetBuilder("inverted_residuals", (1, 3, 23, 19), opset=13, seed=8)
+    b = NetBuilder("inverted_residuals", (1, 3) + hw, opset=13, seed=8)
     x = b.clip(b.conv("input", 8, 3, stride=2, pads=[1, 1, 1, 1]), 0.0, 6.0)
-    for k, stride, cout in ((3, 1, 8), (5, 2, 12), (7, 1, 12)):
+    for k, stride, cout in blocks:
         wide = 4 * b.shape[x][1]
         e = b.clip(b.conv(x, wide, 1, pads=[0, 0, 0, 0]), 0.0, 6.0)
         d = b.clip(b.conv(e, wide, k, stride=stride, group=wide, pads=[k // 2] * 4), 0.0, 6.0)
@@ -274,6 +275,25 @@ def test_channelwise_depthwise_pointwise_backward(case, tmp_path):
         plain = compile_training(str(path), None, scheme, 6,
                                  TrainOptions(rounding=rounding, channelwise=False))
         assert plan.arena_bytes <= plan_memory(plain, **options).arena_bytes
+
+
+@pytest.mark.parametrize("case", [0, 4])
+def test_depthwise_5x5_and_7x7_on_small_planes(case, tmp_path):
+    """A 5x5 stride-1 'same' depthwise conv on a 7x8 plane (conv_grad.c: depthwise_plane_5x5)
+    and a 7x7 on a 4x4 plane, where each input pixel's 16 terms are all inside the kernel
+    (depthwise_plane_4x4_covered), from the head's gradient: the same parameters bit for bit
+    as the reference."""
+    scheme, options = FUSED_CASES[case]
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals((13, 15), ((5, 1, 8), (5, 2, 12), (7, 1, 12))), path)
+    g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding="nearest"))
+    heads = [n.attrs["parts"] for n in g.nodes if n.op == "dw_pw_grad"
+             and n.attrs["parts"]["proj"] and n.attrs["parts"]["dw"] is not None]
+    shapes = {(tuple(g.tensors[parts["dw"].inputs[1]].shape[1:3]),   # OHWI weights
+               tuple(g.tensors[parts["proj_mask"].inputs[1]].shape[1:3]))   # NHWC output
+              for parts in heads}
+    assert {((7, 7), (4, 4)), ((5, 5), (7, 8))} <= shapes
+    assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan_memory(g, **options))
 
 # ---------------------------------------------------------------- split weights
 def net_split_chain():

@@ -300,6 +300,149 @@ TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, 
     }
 }
 
+/* depthwise_plane for a 5x5 kernel, stride 1, pads 2, out = in: depthwise_plane_3x3's
+ * sliding rows for five rows of five columns (v[r][k]: row oy = iy + 2 - r, column
+ * ix - 2 + k) in registers, the weights read as they are used. Zeros outside the plane
+ * (exact, as there). Not inlined (vmla, as above). */
+static int depthwise_5x5_same(const tinyc_conv_grad_params *p)
+{
+    return p->kernel_h == 5 && p->kernel_w == 5 && p->pad_top == 2 && p->pad_left == 2
+        && p->out_h == p->in_h && p->out_w == p->in_w;
+}
+
+/* d + x4 * w[0] + x3 * w[1] + ... + x0 * w[4]: one kernel row of depthwise_plane_5x5, its
+ * columns ix + 2 - kx in kx order. */
+static float row5(float d, float x0, float x1, float x2, float x3, float x4, const float *w)
+{
+    const float t0 = x4 * w[0], t1 = x3 * w[1], t2 = x2 * w[2], t3 = x1 * w[3];
+    const float t4 = x0 * w[4];
+    d = d + t0;
+    d = d + t1;
+    d = d + t2;
+    d = d + t3;
+    return d + t4;
+}
+
+/* the next column of row g (step s), or a zero past the plane's end */
+#define NEXT5(g, s, more) ((more) ? *((g) += (s)) : 0.0f)
+
+TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
+                                               int32_t step, const float *wr,
+                                               const uint8_t *bits, const int8_t *act,
+                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
+                                               float *plane, int32_t out_step)
+{
+    static const float zero = 0.0f;
+    const int32_t h = p->in_h, w = p->in_w;
+    const int masked = bits || act;
+    int32_t iy, ix;
+    for (iy = 0; iy < h; ++iy) {
+        /* rows ky = 0..4 read output rows oy = iy + 2 - ky: a..e; columns ix - 2 .. ix + 2 */
+        const int ia = iy + 2 < h, ib = iy + 1 < h, id = iy >= 1, ie = iy >= 2;
+        const int32_t sa = ia ? step : 0, sb = ib ? step : 0, sd = id ? step : 0;
+        const int32_t se = ie ? step : 0;
+        const float *ga = ia ? gd + (iy + 2) * w * step : &zero;
+        const float *gb = ib ? gd + (iy + 1) * w * step : &zero;
+        const float *gc = gd + iy * w * step;
+        const float *gdd = id ? gd + (iy - 1) * w * step : &zero;
+        const float *ge = ie ? gd + (iy - 2) * w * step : &zero;
+        float *out = plane + iy * w * out_step;
+        int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
+        float a0 = 0.0f, a1 = 0.0f, a2 = *ga, a3 = 0.0f, a4 = 0.0f;
+        float b0 = 0.0f, b1 = 0.0f, b2 = *gb, b3 = 0.0f, b4 = 0.0f;
+        float c0 = 0.0f, c1 = 0.0f, c2 = *gc, c3 = 0.0f, c4 = 0.0f;
+        float d0 = 0.0f, d1 = 0.0f, d2 = *gdd, d3 = 0.0f, d4 = 0.0f;
+        float e0 = 0.0f, e1 = 0.0f, e2 = *ge, e3 = 0.0f, e4 = 0.0f;
+        if (w > 1) {
+            a3 = NEXT5(ga, sa, 1); b3 = NEXT5(gb, sb, 1); c3 = NEXT5(gc, step, 1);
+            d3 = NEXT5(gdd, sd, 1); e3 = NEXT5(ge, se, 1);
+        }
+        for (ix = 0; ix < w; ++ix, out += out_step, e += c_n) {
+            const int more = ix + 2 < w;   /* column ix + 2 inside */
+            a4 = NEXT5(ga, sa, more); b4 = NEXT5(gb, sb, more); c4 = NEXT5(gc, step, more);
+            d4 = NEXT5(gdd, sd, more); e4 = NEXT5(ge, se, more);
+            if (!masked || mask_keeps(bits, act, e, lo, hi)) {
+                float d = 0.0f;
+                d = row5(d, a0, a1, a2, a3, a4, wr);
+                d = row5(d, b0, b1, b2, b3, b4, wr + 5);
+                d = row5(d, c0, c1, c2, c3, c4, wr + 10);
+                d = row5(d, d0, d1, d2, d3, d4, wr + 15);
+                d = row5(d, e0, e1, e2, e3, e4, wr + 20);
+                *out = d;
+            } else {
+                *out = 0.0f;
+            }
+            a0 = a1; a1 = a2; a2 = a3; a3 = a4;
+            b0 = b1; b1 = b2; b2 = b3; b3 = b4;
+            c0 = c1; c1 = c2; c2 = c3; c3 = c4;
+            d0 = d1; d1 = d2; d2 = d3; d3 = d4;
+            e0 = e1; e1 = e2; e2 = e3; e3 = e4;
+        }
+    }
+}
+
+#undef NEXT5
+
+/* depthwise_plane for a 4x4 output gradient, stride 1, whose every pixel has all 16 terms
+ * inside the kernel (a 7x7 'same' conv on a 4x4 plane, the last blocks' usual case): the 16
+ * values stay in registers, and pixel (iy, ix) reads the kernel window ending at tap
+ * (iy + pad_top, ix + pad_left). The terms come in depthwise_grad_at's (ky, kx) order, that is
+ * output rows and columns descending; a term with g == 0 adds +-0 to a sum that is never -0:
+ * adding it is exact. Not inlined (vmla, as above). */
+static int depthwise_4x4_covered(const tinyc_conv_grad_params *p, int32_t step)
+{
+    return step == 1 && p->stride_h == 1 && p->stride_w == 1 && p->out_h == 4
+        && p->out_w == 4 && p->pad_top >= 3 && p->pad_left >= 3
+        && p->in_h - 1 + p->pad_top <= p->kernel_h - 1
+        && p->in_w - 1 + p->pad_left <= p->kernel_w - 1;
+}
+
+TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_params *p,
+                                                       const float *gd, const float *wr,
+                                                       const uint8_t *bits, const int8_t *act,
+                                                       int32_t lo, int32_t hi, int32_t c,
+                                                       int32_t c_n, float *plane,
+                                                       int32_t out_step)
+{
+    const int32_t kw = p->kernel_w, iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
+    const int masked = bits || act;
+    const float g00 = gd[0], g01 = gd[1], g02 = gd[2], g03 = gd[3];
+    const float g10 = gd[4], g11 = gd[5], g12 = gd[6], g13 = gd[7];
+    const float g20 = gd[8], g21 = gd[9], g22 = gd[10], g23 = gd[11];
+    const float g30 = gd[12], g31 = gd[13], g32 = gd[14], g33 = gd[15];
+    int32_t iy, ix;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        float *out = plane + iy * iw * out_step;
+        for (ix = 0; ix < iw; ++ix, out += out_step) {
+            /* output row oy's taps end at w - oy * kw: (ky, kx) = (iy + pt - oy, ix + pl - ox) */
+            const float *w0 = wr + (iy + pt) * kw + ix + pl;
+            const float *w1 = w0 - kw, *w2 = w1 - kw, *w3 = w2 - kw;
+            float d = 0.0f, t;
+            if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+                *out = 0.0f;
+                continue;
+            }
+            t = g33 * w3[-3]; d = d + t;
+            t = g32 * w3[-2]; d = d + t;
+            t = g31 * w3[-1]; d = d + t;
+            t = g30 * w3[0]; d = d + t;
+            t = g23 * w2[-3]; d = d + t;
+            t = g22 * w2[-2]; d = d + t;
+            t = g21 * w2[-1]; d = d + t;
+            t = g20 * w2[0]; d = d + t;
+            t = g13 * w1[-3]; d = d + t;
+            t = g12 * w1[-2]; d = d + t;
+            t = g11 * w1[-1]; d = d + t;
+            t = g10 * w1[0]; d = d + t;
+            t = g03 * w0[-3]; d = d + t;
+            t = g02 * w0[-2]; d = d + t;
+            t = g01 * w0[-1]; d = d + t;
+            t = g00 * w0[0]; d = d + t;
+            *out = d;
+        }
+    }
+}
+
 /* depthwise_plane for stride 1: the taps of (iy, ix) are ky in [iy + pad_top - (out_h - 1),
  * iy + pad_top] and kx likewise, clipped to the kernel: bounds, no division. */
 static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -382,6 +525,14 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
     int32_t iy, ix, a, b;
     if (sh == 1 && sw == 1 && depthwise_3x3_same(p)) {
         depthwise_plane_3x3(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
+    if (sh == 1 && sw == 1 && depthwise_5x5_same(p)) {
+        depthwise_plane_5x5(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
+    if (depthwise_4x4_covered(p, step)) {
+        depthwise_plane_4x4_covered(p, gd, wr, bits, act, lo, hi, c, c_n, plane, out_step);
         return;
     }
     if (sh == 1 && sw == 1) {
