@@ -109,6 +109,54 @@ static int8_t stochastic_weight_step(int8_t w, float d, uint32_t counter, int32_
     return (int8_t)v;
 }
 
+/* The usual case of channel_step's row (stochastic rounding, kept channels contiguous): the
+ * new weights new_w[j] = stochastic_weight_step(w[j], (lr * acc[j]) * fw, counter + j); returns
+ * how many saturate, or -1 when a gradient is not finite (the row is then refused: its new
+ * weights are never written). new_w may lie over acc (byte j over the float acc[j / 4], read
+ * before). The finiteness test is the slow path's: a finite step keeps d + u inside floor_f's
+ * exact range, and a non-finite gradient never does (inf and NaN times anything: inf, NaN). */
+static int32_t stochastic_row(const float *acc, const int8_t *w, int8_t *new_w, int32_t n,
+                              float lr, float fw, uint32_t counter)
+{
+    int32_t j, saturated = 0, saturates;
+    for (j = 0; j < n; ++j) {
+        const float a = acc[j];
+        const float d = (lr * a) * fw;
+        const int32_t wj = w[j];
+        uint32_t h = counter + (uint32_t)j;
+        float x;
+        int32_t i, v;
+        h ^= h >> 16;
+        h *= 0x7FEB352Du;
+        h ^= h >> 15;
+        h *= 0x846CA68Bu;
+        h ^= h >> 16;
+        x = d + (float)(h >> 8) * 0x1p-24f;
+        if (!(fabsf(x) < 8388608.0f)) {   /* also false for NaN */
+            if (!isfinite(a)) {
+                return -1;
+            }
+            new_w[j] = weight_step((int8_t)wj, x, &saturates);   /* floor_f(x) is x */
+            saturated += saturates;
+            continue;
+        }
+        i = (int32_t)x;
+        if ((float)i > x) {
+            --i;
+        }
+        v = wj - i;
+        if (v > TINYC_WEIGHT_LIMIT) {
+            saturated += wj < TINYC_WEIGHT_LIMIT;
+            v = TINYC_WEIGHT_LIMIT;
+        } else if (v < -TINYC_WEIGHT_LIMIT) {
+            saturated += wj > -TINYC_WEIGHT_LIMIT;
+            v = -TINYC_WEIGHT_LIMIT;
+        }
+        new_w[j] = (int8_t)v;
+    }
+    return saturated;
+}
+
 int tinyc_guard_refuses(tinyc_update_guard *guard, int32_t nonfinite, int32_t saturated,
                         int32_t elements)
 {
@@ -277,20 +325,12 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
         const float fw = f_w[o];
         const uint32_t row_base = base + (uint32_t)row;
         if (stochastic && !channels) {   /* the usual case: kept channels j0.., no lookups */
-            const int8_t *w_j = split ? w_at : w_at + j0;
-            const uint32_t counter_j = row_base + (uint32_t)j0;
-            for (j = 0; j < n; ++j) {
-                const float a = acc[j];
-                float d;
-                if (!isfinite(a)) {
-                    nonfinite = 1;
-                    break;
-                }
-                d = lr * a;
-                d = d * fw;
-                new_w[j] = stochastic_weight_step(w_j[j], d, counter_j + (uint32_t)j,
-                                                  &saturates);
-                saturated += saturates;
+            const int32_t s = stochastic_row(acc, split ? w_at : w_at + j0, new_w, n, lr, fw,
+                                             row_base + (uint32_t)j0);
+            if (s < 0) {
+                nonfinite = 1;
+            } else {
+                saturated += s;
             }
             continue;
         }
