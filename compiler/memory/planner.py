@@ -193,7 +193,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     for k, members in enumerate(group_list):
         for v in members:
             buffers[v].offset = offsets[k]
-    _grow_scratch(buffers, arena, grp.roomy)
+    _grow_scratch(buffers, arena, grp.roomy, grp.movable)
 
     plan = MemoryPlan(
         arena_bytes=arena, buffers=buffers,
@@ -210,18 +210,28 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     return plan
 
 
-def _grow_scratch(buffers: list[Buffer], arena: int, roomy: dict[int, int]) -> None:
+def _grow_scratch(buffers: list[Buffer], arena: int, roomy: dict[int, int],
+                  movable: frozenset = frozenset()) -> None:
     """Give a node's scratch the larger size its kernel's faster variant asks for (roomy) where
-    the bytes after it are free in the placed arena at that node: the arena never grows."""
+    the bytes after it are free in the placed arena at that node: the arena never grows. A
+    scratch lives at its node alone, so that of a node in `movable` (backward nodes) may also
+    move to the lowest free gap that large at its node."""
     scratch_of = {b.node: b for b in buffers if b.kind == "scratch"}
     for i, size in sorted(roomy.items()):
         b = scratch_of.get(i)
-        if b is None or size <= b.size or b.offset + size > arena:
+        if b is None or size <= b.size:
             continue
-        lo, hi = b.offset, b.offset + size
-        if all(c is b or not c.size or not c.first <= i <= c.last
-               or c.span(i)[1] <= lo or c.span(i)[0] >= hi for c in buffers):
-            b.size = size
+        busy = [c.span(i) for c in buffers
+                if c is not b and c.size and c.first <= i <= c.last]
+
+        def free(lo: int) -> bool:
+            return lo + size <= arena and all(end <= lo or start >= lo + size
+                                              for start, end in busy)
+        starts = [b.offset] + (sorted({0} | {_align(end) for _, end in busy})
+                               if i in movable else [])
+        lo = next((lo for lo in starts if free(lo)), None)
+        if lo is not None:
+            b.offset, b.size = lo, size
 
 
 def live_peak(g: Graph) -> int:
@@ -246,6 +256,7 @@ class _Grouping:
     bias_scratch: dict[int, int] = field(default_factory=dict)
     masks: dict[str, dict] = field(default_factory=dict)   # packable_masks
     roomy: dict[int, int] = field(default_factory=dict)   # PlanContext.roomy
+    movable: frozenset = frozenset()   # the nodes of roomy whose scratch may move (backward)
 
     def peak_live(self) -> int:
         live = [0] * max(self.steps, 1)
@@ -334,7 +345,8 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
                    if not (t in producer and _is_alias(producer[t])))
     return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
                      no_reuse, len(g.nodes), bias_scratch, masks,
-                     {i: n for i, n in ctx.roomy.items() if i not in bias_scratch})
+                     {i: n for i, n in ctx.roomy.items() if i not in bias_scratch},
+                     frozenset(i for i in ctx.roomy if ops.get(g.nodes[i]).backward))
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:

@@ -111,8 +111,28 @@ def dw_pw_grad_scratch_bytes(g: Graph, node: Node) -> int:
     parts = node.attrs["parts"]
     update = parts["update"]
     row = g.tensors[node.outputs[0]].shape[-1] if parts["pw"].inputs[1] in split_weights(g) else 0
-    return (4 * (2 * ih * iw + (oh * ow if parts["proj"] else 0))
-            + 2 * (update_scratch_bytes(g, update) if update is not None else 0) + 2 * row)
+    kept = update_scratch_bytes(g, update) if update is not None else 0
+    return 4 * (2 * ih * iw + (oh * ow if parts["proj"] else 0)) + 2 * kept + 2 * row
+
+
+def dw_pw_grad_roomy_bytes(g: Graph, node: Node) -> int:
+    """The faster scratch of a dw_pw_grad node whose expand weights are trained (1x1, stride 1,
+    no padding, groups 1: tinyc_update_pair_ok), 0 for the others: dw_pw_grad_scratch_bytes
+    rounded up to 4, then the expand layer's saved input as floats (tinyc_update_x_float), which
+    the weight gradients read instead of dequantizing each int8 value again for every pair of
+    expanded channels. The planner gives it only where the arena has room (never grows it)."""
+    parts = node.attrs["parts"]
+    update = parts["update"]
+    if parts["dw"] is None or update is None or not update_scratch_bytes(g, update):
+        return 0
+    a = update.attrs
+    if (a.get("fc") or tuple(g.tensors[update.inputs[2]].shape[1:3]) != (1, 1)
+            or tuple(a["strides"]) != (1, 1) or any(a["pads"]) or int(a.get("groups", 1)) != 1):
+        return 0
+    _, ih, iw, _ = node.attrs["hidden"][parts["dw"].outputs[0]].shape
+    base = dw_pw_grad_scratch_bytes(g, node)
+    return (base + 3) // 4 * 4 + ih * iw * update_scratch_bytes(g, update)
+
 
 
 # ---------------------------------------------------------------- the ops
@@ -245,6 +265,9 @@ class DwPwGrad(Op):
     def plan(self, ctx, i, node):
         """Float32 planes of one channel: of g_d (with a head), g_e (dw_pw_grad_scratch_bytes)."""
         ctx.scratch[i] = dw_pw_grad_scratch_bytes(ctx.g, node)
+        roomy = dw_pw_grad_roomy_bytes(ctx.g, node)
+        if roomy:
+            ctx.roomy[i] = roomy   # the expand layer's input as floats too, where there is room
 
     def layer(self, g, node, i, plan, consts, params):
         return dict(kind=node.op, template=TEMPLATE,
@@ -364,7 +387,8 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan, consts, params) -> di
                 params=dict(dw=dw_geometry,
                             in_c=g.tensors[node.outputs[0]].shape[-1] if body else 0,
                             proj_c=proj_c, mask_lo=lo, mask_hi=hi, dmask_lo=dlo, dmask_hi=dhi,
-                            update=update("update"), dw_update=update("dw_update")))
+                            update=update("update"), dw_update=update("dw_update"),
+                            x_float=int(plan.scratch[i][1] >= dw_pw_grad_roomy_bytes(g, node) > 0)))
 
 
 def _float_ptr(plan, tensor: str) -> str:

@@ -737,8 +737,34 @@ static void dot_quad(const float *g1, const float *g2, const float *g3, const fl
                      float *d4)
 {
     float a1 = *d1, a2 = *d2, a3 = *d3, a4 = *d4;
+    const float *const end4 = products + (n & ~3);
     int32_t o;
-    TINYC_UNROLL4
+    /* four o at a time: each group of four floats loaded at once (tinyc_ld4a/b) */
+    while (products != end4) {
+        float w0, w1, w2, w3, x0, x1, x2, x3, y0, y1, y2, y3, z0, z1, z2, z3, u0, u1, u2, u3;
+        products = tinyc_ld4a(products, &w0, &w1, &w2, &w3);
+        g1 = tinyc_ld4b(g1, &x0, &x1, &x2, &x3);
+        g2 = tinyc_ld4c(g2, &y0, &y1, &y2, &y3);
+        g3 = tinyc_ld4d(g3, &z0, &z1, &z2, &z3);
+        g4 = tinyc_ld4e(g4, &u0, &u1, &u2, &u3);
+        a1 = a1 + x0 * w0;
+        a2 = a2 + y0 * w0;
+        a3 = a3 + z0 * w0;
+        a4 = a4 + u0 * w0;
+        a1 = a1 + x1 * w1;
+        a2 = a2 + y1 * w1;
+        a3 = a3 + z1 * w1;
+        a4 = a4 + u1 * w1;
+        a1 = a1 + x2 * w2;
+        a2 = a2 + y2 * w2;
+        a3 = a3 + z2 * w2;
+        a4 = a4 + u2 * w2;
+        a1 = a1 + x3 * w3;
+        a2 = a2 + y3 * w3;
+        a3 = a3 + z3 * w3;
+        a4 = a4 + u3 * w3;
+    }
+    n &= 3;
     for (o = 0; o < n; ++o) {
         const float w = products[o];
         const float t1 = g1[o] * w;
@@ -895,8 +921,9 @@ static void add_channel_terms(float *gx, int32_t cin, int32_t in_px, const float
 
 /* The terms of channels c and c + 1 (planes e0, e1; rows w0, w1 with scales s0, s1), each gx
  * element getting c's term then c + 1's: sixteen products in registers for eight elements,
- * each element read and written once for both (a term with g == 0 adds +-0 to a sum that is
- * never -0: adding it is exact); returns the first i not done. */
+ * each element read and written once for both. Per pixel, only the planes whose value is not
+ * zero add their terms (a term with g == 0 adds +-0 to a sum that is never -0: skipping it is
+ * exact; ReLU masks zero many values, of one plane or of both); returns the first i not done. */
 static int32_t add_pair_terms(float *gx, int32_t cin, int32_t in_px, const float *e0,
                               const float *e1, const int8_t *w0, const int8_t *w1, float s0,
                               float s1)
@@ -914,17 +941,24 @@ static int32_t add_pair_terms(float *gx, int32_t cin, int32_t in_px, const float
         float *d = gx + i0;
         for (px = 0; px < in_px; ++px, d += cin) {
             const float g = e0[px], h = e1[px];
-            if (g == 0.0f && h == 0.0f) {
-                continue;
+            if (g != 0.0f && h != 0.0f) {
+                d[0] = (d[0] + g * p0) + h * q0;
+                d[1] = (d[1] + g * p1) + h * q1;
+                d[2] = (d[2] + g * p2) + h * q2;
+                d[3] = (d[3] + g * p3) + h * q3;
+                d[4] = (d[4] + g * p4) + h * q4;
+                d[5] = (d[5] + g * p5) + h * q5;
+                d[6] = (d[6] + g * p6) + h * q6;
+                d[7] = (d[7] + g * p7) + h * q7;
+            } else if (g != 0.0f) {
+                d[0] = d[0] + g * p0; d[1] = d[1] + g * p1; d[2] = d[2] + g * p2;
+                d[3] = d[3] + g * p3; d[4] = d[4] + g * p4; d[5] = d[5] + g * p5;
+                d[6] = d[6] + g * p6; d[7] = d[7] + g * p7;
+            } else if (h != 0.0f) {
+                d[0] = d[0] + h * q0; d[1] = d[1] + h * q1; d[2] = d[2] + h * q2;
+                d[3] = d[3] + h * q3; d[4] = d[4] + h * q4; d[5] = d[5] + h * q5;
+                d[6] = d[6] + h * q6; d[7] = d[7] + h * q7;
             }
-            d[0] = (d[0] + g * p0) + h * q0;
-            d[1] = (d[1] + g * p1) + h * q1;
-            d[2] = (d[2] + g * p2) + h * q2;
-            d[3] = (d[3] + g * p3) + h * q3;
-            d[4] = (d[4] + g * p4) + h * q4;
-            d[5] = (d[5] + g * p5) + h * q5;
-            d[6] = (d[6] + g * p6) + h * q6;
-            d[7] = (d[7] + g * p7) + h * q7;
         }
     }
     return i0;
@@ -945,6 +979,7 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     float products[ROW_CHUNK > DW_MAX_TAPS ? ROW_CHUNK : DW_MAX_TAPS];
     float x_table[256];   /* the expand layer's input, dequantized (tinyc_update_x_table) */
     const float *x_lut = NULL;
+    float *xf = NULL;     /* the same, value by value (tinyc_update_x_float) */
     int32_t c, k, cb;
     if (!io->dw_w) {   /* a tail: the head alone */
         for (c = 0; c < c_n; ++c) {
@@ -953,7 +988,8 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
         return;
     }
     /* scratch: [plane_d] plane_e of c, of c + 1, the update's scratch of c, of c + 1 (one
-     * float per kept channel: 1x1, groups 1), then two rows of split expand weights */
+     * float per kept channel: 1x1, groups 1), two rows of split expand weights, then (x_float)
+     * the expand layer's input as floats from the next multiple of 4 bytes */
     plane_e = io->scratch + (p->proj_c ? out_px : 0);
     update_scratch = plane_e + 2 * in_px;
     row = (int8_t *)(void *)(update_scratch + 2 * kept);
@@ -961,6 +997,10 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
     if (io->weights && tinyc_update_uses_x_table(&p->update)) {
         tinyc_update_x_table(&p->update, x_table);
         x_lut = x_table;
+        if (p->x_float && tinyc_update_pair_ok(&p->update)) {
+            xf = update_scratch + 2 * kept + (2 * (io->pw_split ? cin : 0) + 3) / 4;
+            tinyc_update_x_float(&p->update, io->x, x_table, xf);
+        }
     }
     /* two channels at a time (the last alone when c_n is odd): each gx element still gets its
      * terms in c order, and each channel's update comes after its terms of gx */
@@ -985,10 +1025,11 @@ void tinyc_depthwise_pointwise_grad(const tinyc_dw_pw_grad_params *p,
                               io->pw_scale[c + k], i0, products);
         }
         /* after their terms of gx: the unfused update runs after the input gradient */
-        if (io->weights && cb == 2 && x_lut && tinyc_update_pair_ok(&p->update)) {
-            tinyc_conv2d_update_pair(&p->update, c, plane_e, plane_e + in_px, io->x,
-                                     io->channels, io->weights, io->bias, io->f_w, io->f_b, lr,
-                                     step, guard, update_scratch, update_scratch + kept, x_lut);
+        if (io->weights && x_lut && tinyc_update_pair_ok(&p->update)) {
+            tinyc_conv2d_update_pair(&p->update, c, plane_e, cb == 2 ? plane_e + in_px : NULL,
+                                     io->x, x_lut, xf, io->channels, io->weights, io->bias,
+                                     io->f_w, io->f_b, lr, step, guard, update_scratch,
+                                     update_scratch + kept);
             continue;
         }
         for (k = 0; k < cb; ++k) {

@@ -373,52 +373,85 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
 }
 
 
-/* pointwise_weight_grad for two output channels at once (gy0, gy1: their planes, step 1),
- * each table value read once for both: the same sums, eight of each in registers. */
-static void pointwise_weight_grad_pair(const float *gy0, const float *gy1, int32_t pixels,
-                                       const int8_t *x, int32_t k, const float *table,
-                                       float *acc0, float *acc1)
-{
-    const float *t = table + 128;
-    int32_t q, j = 0;
-    for (; j + 8 <= k; j += 8) {
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f,
-              a7 = 0.0f;
-        float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f, b5 = 0.0f, b6 = 0.0f,
-              b7 = 0.0f;
-        const int8_t *xp = x + j;
-        for (q = 0; q < pixels; ++q, xp += k) {
-            const float g = gy0[q], h = gy1[q];
-            float v;
-            /* a term with g == 0 adds +-0 to a sum that is never -0: adding or skipping it
-             * is exact */
-            if (g == 0.0f && h == 0.0f) {
-                continue;
-            }
-            v = t[xp[0]]; a0 = a0 + g * v; b0 = b0 + h * v;
-            v = t[xp[1]]; a1 = a1 + g * v; b1 = b1 + h * v;
-            v = t[xp[2]]; a2 = a2 + g * v; b2 = b2 + h * v;
-            v = t[xp[3]]; a3 = a3 + g * v; b3 = b3 + h * v;
-            v = t[xp[4]]; a4 = a4 + g * v; b4 = b4 + h * v;
-            v = t[xp[5]]; a5 = a5 + g * v; b5 = b5 + h * v;
-            v = t[xp[6]]; a6 = a6 + g * v; b6 = b6 + h * v;
-            v = t[xp[7]]; a7 = a7 + g * v; b7 = b7 + h * v;
-        }
-        acc0[j] = a0; acc0[j + 1] = a1; acc0[j + 2] = a2; acc0[j + 3] = a3;
-        acc0[j + 4] = a4; acc0[j + 5] = a5; acc0[j + 6] = a6; acc0[j + 7] = a7;
-        acc1[j] = b0; acc1[j + 1] = b1; acc1[j + 2] = b2; acc1[j + 3] = b3;
-        acc1[j + 4] = b4; acc1[j + 5] = b5; acc1[j + 6] = b6; acc1[j + 7] = b7;
+/* acc0[j] (acc1[j]) = sum over pixels q (ascending) of gy0[q] * xr[q, j] (gy1's) for j < k:
+ * pointwise_weight_grad's sums, xr[q, j] = X(xp[j]) with xp the row of pixel q (the int8 input
+ * through the table, or its floats from tinyc_update_x_float). Eight sums of each plane in
+ * registers; per pixel, only the planes whose value is not zero add their terms (a zero term
+ * adds +-0 to a sum that is never -0: skipping it is exact; ReLU masks zero many of them, one
+ * plane's or both). gy1 NULL: gy0 alone. */
+#define TINYC_WEIGHT_GRAD_PAIR(name, T, X)                                                   \
+    static void name(const float *gy0, const float *gy1, int32_t pixels, const T *x,        \
+                     const float *t, int32_t k, float *acc0, float *acc1)                    \
+    {                                                                                         \
+        int32_t q, j = 0;                                                                     \
+        (void)t;                                                                              \
+        for (; j + 8 <= k; j += 8) {                                                          \
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f,           \
+                  a6 = 0.0f, a7 = 0.0f;                                                       \
+            float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f, b5 = 0.0f,           \
+                  b6 = 0.0f, b7 = 0.0f;                                                       \
+            const T *xp = x + j;                                                              \
+            for (q = 0; q < pixels; ++q, xp += k) {                                           \
+                const float g = gy0[q], h = gy1 ? gy1[q] : 0.0f;                              \
+                if (g != 0.0f && h != 0.0f) {                                                 \
+                    float v;                                                                  \
+                    v = X(xp[0]); a0 = a0 + g * v; b0 = b0 + h * v;                           \
+                    v = X(xp[1]); a1 = a1 + g * v; b1 = b1 + h * v;                           \
+                    v = X(xp[2]); a2 = a2 + g * v; b2 = b2 + h * v;                           \
+                    v = X(xp[3]); a3 = a3 + g * v; b3 = b3 + h * v;                           \
+                    v = X(xp[4]); a4 = a4 + g * v; b4 = b4 + h * v;                           \
+                    v = X(xp[5]); a5 = a5 + g * v; b5 = b5 + h * v;                           \
+                    v = X(xp[6]); a6 = a6 + g * v; b6 = b6 + h * v;                           \
+                    v = X(xp[7]); a7 = a7 + g * v; b7 = b7 + h * v;                           \
+                } else if (g != 0.0f) {                                                       \
+                    a0 = a0 + g * X(xp[0]); a1 = a1 + g * X(xp[1]);                           \
+                    a2 = a2 + g * X(xp[2]); a3 = a3 + g * X(xp[3]);                           \
+                    a4 = a4 + g * X(xp[4]); a5 = a5 + g * X(xp[5]);                           \
+                    a6 = a6 + g * X(xp[6]); a7 = a7 + g * X(xp[7]);                           \
+                } else if (h != 0.0f) {                                                       \
+                    b0 = b0 + h * X(xp[0]); b1 = b1 + h * X(xp[1]);                           \
+                    b2 = b2 + h * X(xp[2]); b3 = b3 + h * X(xp[3]);                           \
+                    b4 = b4 + h * X(xp[4]); b5 = b5 + h * X(xp[5]);                           \
+                    b6 = b6 + h * X(xp[6]); b7 = b7 + h * X(xp[7]);                           \
+                }                                                                             \
+            }                                                                                 \
+            acc0[j] = a0; acc0[j + 1] = a1; acc0[j + 2] = a2; acc0[j + 3] = a3;               \
+            acc0[j + 4] = a4; acc0[j + 5] = a5; acc0[j + 6] = a6; acc0[j + 7] = a7;           \
+            if (gy1) {                                                                        \
+                acc1[j] = b0; acc1[j + 1] = b1; acc1[j + 2] = b2; acc1[j + 3] = b3;           \
+                acc1[j + 4] = b4; acc1[j + 5] = b5; acc1[j + 6] = b6; acc1[j + 7] = b7;       \
+            }                                                                                 \
+        }                                                                                     \
+        for (; j < k; ++j) {                                                                  \
+            float a0 = 0.0f, b0 = 0.0f;                                                       \
+            const T *xp = x + j;                                                              \
+            for (q = 0; q < pixels; ++q, xp += k) {                                           \
+                const float v = X(xp[0]);                                                     \
+                a0 = a0 + gy0[q] * v;                                                         \
+                if (gy1) {                                                                    \
+                    b0 = b0 + gy1[q] * v;                                                     \
+                }                                                                             \
+            }                                                                                 \
+            acc0[j] = a0;                                                                     \
+            if (gy1) {                                                                        \
+                acc1[j] = b0;                                                                 \
+            }                                                                                 \
+        }                                                                                     \
     }
-    for (; j < k; ++j) {
-        float a0 = 0.0f, b0 = 0.0f;
-        const int8_t *xp = x + j;
-        for (q = 0; q < pixels; ++q, xp += k) {
-            const float v = t[xp[0]];
-            a0 = a0 + gy0[q] * v;
-            b0 = b0 + gy1[q] * v;
-        }
-        acc0[j] = a0;
-        acc1[j] = b0;
+
+#define TINYC_X_TABLE(b) t[128 + (b)]
+#define TINYC_X_FLOAT(v) (v)
+TINYC_WEIGHT_GRAD_PAIR(pointwise_weight_grad_pair, int8_t, TINYC_X_TABLE)
+TINYC_WEIGHT_GRAD_PAIR(pointwise_weight_grad_float, float, TINYC_X_FLOAT)
+
+void tinyc_update_x_float(const tinyc_conv_update_params *p, const int8_t *x,
+                          const float *x_table, float *xf)
+{
+    const int32_t n = p->conv.in_h * p->conv.in_w * p->num_channels;
+    const float *t = x_table + 128;
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        xf[i] = t[x[i]];
     }
 }
 
@@ -442,19 +475,26 @@ int tinyc_update_pair_ok(const tinyc_conv_update_params *p)
 }
 
 void tinyc_conv2d_update_pair(const tinyc_conv_update_params *p, int32_t o, const float *gy0,
-                              const float *gy1, const int8_t *x, const int32_t *channels,
-                              int8_t *weights, int32_t *bias, const float *f_w, const float *f_b,
-                              float lr, uint32_t step, tinyc_update_guard *guard,
-                              float *scratch0, float *scratch1, const float *x_table)
+                              const float *gy1, const int8_t *x, const float *x_table,
+                              const float *xf, const int32_t *channels, int8_t *weights,
+                              int32_t *bias, const float *f_w, const float *f_b, float lr,
+                              uint32_t step, tinyc_update_guard *guard, float *scratch0,
+                              float *scratch1)
 {
     const int32_t k = p->num_channels;
     const int32_t pixels = p->conv.out_h * p->conv.out_w;
-    pointwise_weight_grad_pair(gy0, gy1, pixels, x, k, x_table, scratch0, scratch1);
+    if (xf) {
+        pointwise_weight_grad_float(gy0, gy1, pixels, xf, NULL, k, scratch0, scratch1);
+    } else {
+        pointwise_weight_grad_pair(gy0, gy1, pixels, x, x_table, k, scratch0, scratch1);
+    }
     /* groups 1: every kept channel is o's (j0 0, n k); split weights: o's after o * k */
     channel_step(p, o, plane_sum(gy0, pixels), 0, k, o * k, channels, weights, bias, f_w, f_b,
                  lr, step, guard, scratch0);
-    channel_step(p, o + 1, plane_sum(gy1, pixels), 0, k, (o + 1) * k, channels, weights, bias,
-                 f_w, f_b, lr, step, guard, scratch1);
+    if (gy1) {
+        channel_step(p, o + 1, plane_sum(gy1, pixels), 0, k, (o + 1) * k, channels, weights,
+                     bias, f_w, f_b, lr, step, guard, scratch1);
+    }
 }
 
 void tinyc_conv2d_update(const tinyc_conv_update_params *p, const float *gy, const int8_t *x,
