@@ -41,10 +41,11 @@
 #define TINYC_NOINLINE
 #endif
 
-/* Four consecutive floats loaded (tinyc_ld4a/b, returning p + 4) or stored (tinyc_st4a/b,
- * returning p + 4) by one VLDM / VSTM on an Arm FPU with gcc or clang (gcc never merges float
- * loads by itself), by four loads or stores elsewhere and in the portable build: the same
- * values either way, in fewer instructions (and 1 + N cycles instead of 2N on a Cortex-M4).
+/* Four consecutive floats loaded (tinyc_ld4a..e, returning p + 4; tinyc_get4a..e) or stored
+ * (tinyc_st4a..e, returning p + 4; tinyc_put4a..e) by one VLDM / VSTM on an Arm FPU with gcc
+ * or clang (gcc never merges float loads by itself), by four loads or stores elsewhere and in
+ * the portable build: the same values either way, in fewer instructions (and 1 + N cycles
+ * instead of 2N on a Cortex-M4).
  * The variants a to e use s8-s11, s12-s15, s16-s19, s20-s23 and s24-s27: a loop that loads
  * several groups gives each its own (gcc hoists loads, and one shared set then costs moves). */
 typedef struct {
@@ -80,6 +81,31 @@ typedef struct {
                 : [p] "+r"(p), "=m"(*(tinyc_f4 *)(void *)p)                                  \
                 : "t"(x0), "t"(x1), "t"(x2), "t"(x3));                                       \
         return p;                                                                             \
+    }                                                                                         \
+    static inline void tinyc_get4##sfx(const float *p, float *a, float *b, float *c,         \
+                                       float *d)                                             \
+    {                                                                                         \
+        register float x0 __asm__(r0);                                                       \
+        register float x1 __asm__(r1);                                                       \
+        register float x2 __asm__(r2);                                                       \
+        register float x3 __asm__(r3);                                                       \
+        __asm__("vldmia %[p], {" r0 "-" r3 "}"                                               \
+                : "=t"(x0), "=t"(x1), "=t"(x2), "=t"(x3)                                     \
+                : [p] "r"(p), "m"(*(const tinyc_f4 *)(const void *)p));                      \
+        *a = x0;                                                                              \
+        *b = x1;                                                                              \
+        *c = x2;                                                                              \
+        *d = x3;                                                                              \
+    }                                                                                         \
+    static inline void tinyc_put4##sfx(float *p, float a, float b, float c, float d)         \
+    {                                                                                         \
+        register float x0 __asm__(r0) = a;                                                   \
+        register float x1 __asm__(r1) = b;                                                   \
+        register float x2 __asm__(r2) = c;                                                   \
+        register float x3 __asm__(r3) = d;                                                   \
+        __asm__("vstmia %[p], {" r0 "-" r3 "}"                                               \
+                : "=m"(*(tinyc_f4 *)(void *)p)                                               \
+                : [p] "r"(p), "t"(x0), "t"(x1), "t"(x2), "t"(x3));                           \
     }
 TINYC_F4_FNS(a, "s8", "s9", "s10", "s11")
 TINYC_F4_FNS(b, "s12", "s13", "s14", "s15")
@@ -105,6 +131,15 @@ TINYC_F4_FNS(e, "s24", "s25", "s26", "s27")
         p[2] = c;                                                                             \
         p[3] = d;                                                                             \
         return p + 4;                                                                         \
+    }                                                                                         \
+    static inline void tinyc_get4##sfx(const float *p, float *a, float *b, float *c,         \
+                                       float *d)                                             \
+    {                                                                                         \
+        (void)tinyc_ld4##sfx(p, a, b, c, d);                                                  \
+    }                                                                                         \
+    static inline void tinyc_put4##sfx(float *p, float a, float b, float c, float d)         \
+    {                                                                                         \
+        (void)tinyc_st4##sfx(p, a, b, c, d);                                                  \
     }
 TINYC_F4_FNS(a)
 TINYC_F4_FNS(b)

@@ -941,24 +941,30 @@ static int32_t add_pair_terms(float *gx, int32_t cin, int32_t in_px, const float
         float *d = gx + i0;
         for (px = 0; px < in_px; ++px, d += cin) {
             const float g = e0[px], h = e1[px];
-            if (g != 0.0f && h != 0.0f) {
-                d[0] = (d[0] + g * p0) + h * q0;
-                d[1] = (d[1] + g * p1) + h * q1;
-                d[2] = (d[2] + g * p2) + h * q2;
-                d[3] = (d[3] + g * p3) + h * q3;
-                d[4] = (d[4] + g * p4) + h * q4;
-                d[5] = (d[5] + g * p5) + h * q5;
-                d[6] = (d[6] + g * p6) + h * q6;
-                d[7] = (d[7] + g * p7) + h * q7;
-            } else if (g != 0.0f) {
-                d[0] = d[0] + g * p0; d[1] = d[1] + g * p1; d[2] = d[2] + g * p2;
-                d[3] = d[3] + g * p3; d[4] = d[4] + g * p4; d[5] = d[5] + g * p5;
-                d[6] = d[6] + g * p6; d[7] = d[7] + g * p7;
-            } else if (h != 0.0f) {
-                d[0] = d[0] + h * q0; d[1] = d[1] + h * q1; d[2] = d[2] + h * q2;
-                d[3] = d[3] + h * q3; d[4] = d[4] + h * q4; d[5] = d[5] + h * q5;
-                d[6] = d[6] + h * q6; d[7] = d[7] + h * q7;
+            float x0, x1, x2, x3, x4, x5, x6, x7;
+            if (g == 0.0f && h == 0.0f) {
+                continue;
             }
+            tinyc_get4a(d, &x0, &x1, &x2, &x3);   /* the eight elements, four at a time */
+            tinyc_get4b(d + 4, &x4, &x5, &x6, &x7);
+            if (g != 0.0f && h != 0.0f) {
+                x0 = (x0 + g * p0) + h * q0;
+                x1 = (x1 + g * p1) + h * q1;
+                x2 = (x2 + g * p2) + h * q2;
+                x3 = (x3 + g * p3) + h * q3;
+                x4 = (x4 + g * p4) + h * q4;
+                x5 = (x5 + g * p5) + h * q5;
+                x6 = (x6 + g * p6) + h * q6;
+                x7 = (x7 + g * p7) + h * q7;
+            } else if (g != 0.0f) {
+                x0 = x0 + g * p0; x1 = x1 + g * p1; x2 = x2 + g * p2; x3 = x3 + g * p3;
+                x4 = x4 + g * p4; x5 = x5 + g * p5; x6 = x6 + g * p6; x7 = x7 + g * p7;
+            } else {
+                x0 = x0 + h * q0; x1 = x1 + h * q1; x2 = x2 + h * q2; x3 = x3 + h * q3;
+                x4 = x4 + h * q4; x5 = x5 + h * q5; x6 = x6 + h * q6; x7 = x7 + h * q7;
+            }
+            tinyc_put4a(d, x0, x1, x2, x3);
+            tinyc_put4b(d + 4, x4, x5, x6, x7);
         }
     }
     return i0;

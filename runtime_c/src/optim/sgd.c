@@ -379,7 +379,7 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
  * registers; per pixel, only the planes whose value is not zero add their terms (a zero term
  * adds +-0 to a sum that is never -0: skipping it is exact; ReLU masks zero many of them, one
  * plane's or both). gy1 NULL: gy0 alone. */
-#define TINYC_WEIGHT_GRAD_PAIR(name, T, X)                                                   \
+#define TINYC_WEIGHT_GRAD_PAIR(name, T, X, LOAD8)                                            \
     static void name(const float *gy0, const float *gy1, int32_t pixels, const T *x,        \
                      const float *t, int32_t k, float *acc0, float *acc1)                    \
     {                                                                                         \
@@ -393,26 +393,22 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
             const T *xp = x + j;                                                              \
             for (q = 0; q < pixels; ++q, xp += k) {                                           \
                 const float g = gy0[q], h = gy1 ? gy1[q] : 0.0f;                              \
+                float v0, v1, v2, v3, v4, v5, v6, v7;                                         \
+                if (g == 0.0f && h == 0.0f) {                                                 \
+                    continue;                                                                 \
+                }                                                                             \
+                LOAD8(xp);                                                                    \
                 if (g != 0.0f && h != 0.0f) {                                                 \
-                    float v;                                                                  \
-                    v = X(xp[0]); a0 = a0 + g * v; b0 = b0 + h * v;                           \
-                    v = X(xp[1]); a1 = a1 + g * v; b1 = b1 + h * v;                           \
-                    v = X(xp[2]); a2 = a2 + g * v; b2 = b2 + h * v;                           \
-                    v = X(xp[3]); a3 = a3 + g * v; b3 = b3 + h * v;                           \
-                    v = X(xp[4]); a4 = a4 + g * v; b4 = b4 + h * v;                           \
-                    v = X(xp[5]); a5 = a5 + g * v; b5 = b5 + h * v;                           \
-                    v = X(xp[6]); a6 = a6 + g * v; b6 = b6 + h * v;                           \
-                    v = X(xp[7]); a7 = a7 + g * v; b7 = b7 + h * v;                           \
+                    a0 = a0 + g * v0; b0 = b0 + h * v0; a1 = a1 + g * v1; b1 = b1 + h * v1;   \
+                    a2 = a2 + g * v2; b2 = b2 + h * v2; a3 = a3 + g * v3; b3 = b3 + h * v3;   \
+                    a4 = a4 + g * v4; b4 = b4 + h * v4; a5 = a5 + g * v5; b5 = b5 + h * v5;   \
+                    a6 = a6 + g * v6; b6 = b6 + h * v6; a7 = a7 + g * v7; b7 = b7 + h * v7;   \
                 } else if (g != 0.0f) {                                                       \
-                    a0 = a0 + g * X(xp[0]); a1 = a1 + g * X(xp[1]);                           \
-                    a2 = a2 + g * X(xp[2]); a3 = a3 + g * X(xp[3]);                           \
-                    a4 = a4 + g * X(xp[4]); a5 = a5 + g * X(xp[5]);                           \
-                    a6 = a6 + g * X(xp[6]); a7 = a7 + g * X(xp[7]);                           \
-                } else if (h != 0.0f) {                                                       \
-                    b0 = b0 + h * X(xp[0]); b1 = b1 + h * X(xp[1]);                           \
-                    b2 = b2 + h * X(xp[2]); b3 = b3 + h * X(xp[3]);                           \
-                    b4 = b4 + h * X(xp[4]); b5 = b5 + h * X(xp[5]);                           \
-                    b6 = b6 + h * X(xp[6]); b7 = b7 + h * X(xp[7]);                           \
+                    a0 = a0 + g * v0; a1 = a1 + g * v1; a2 = a2 + g * v2; a3 = a3 + g * v3;   \
+                    a4 = a4 + g * v4; a5 = a5 + g * v5; a6 = a6 + g * v6; a7 = a7 + g * v7;   \
+                } else {                                                                      \
+                    b0 = b0 + h * v0; b1 = b1 + h * v1; b2 = b2 + h * v2; b3 = b3 + h * v3;   \
+                    b4 = b4 + h * v4; b5 = b5 + h * v5; b6 = b6 + h * v6; b7 = b7 + h * v7;   \
                 }                                                                             \
             }                                                                                 \
             acc0[j] = a0; acc0[j + 1] = a1; acc0[j + 2] = a2; acc0[j + 3] = a3;               \
@@ -439,10 +435,17 @@ static void channel_step(const tinyc_conv_update_params *p, int32_t o, float gb,
         }                                                                                     \
     }
 
+/* eight inputs of a row: through the table, or floats four at a time (tinyc_get4a/b) */
 #define TINYC_X_TABLE(b) t[128 + (b)]
 #define TINYC_X_FLOAT(v) (v)
-TINYC_WEIGHT_GRAD_PAIR(pointwise_weight_grad_pair, int8_t, TINYC_X_TABLE)
-TINYC_WEIGHT_GRAD_PAIR(pointwise_weight_grad_float, float, TINYC_X_FLOAT)
+#define TINYC_LOAD8_TABLE(xp)                                                                \
+    (v0 = t[128 + (xp)[0]], v1 = t[128 + (xp)[1]], v2 = t[128 + (xp)[2]],                  \
+     v3 = t[128 + (xp)[3]], v4 = t[128 + (xp)[4]], v5 = t[128 + (xp)[5]],                  \
+     v6 = t[128 + (xp)[6]], v7 = t[128 + (xp)[7]])
+#define TINYC_LOAD8_FLOAT(xp)                                                                \
+    (tinyc_get4a((xp), &v0, &v1, &v2, &v3), tinyc_get4b((xp) + 4, &v4, &v5, &v6, &v7))
+TINYC_WEIGHT_GRAD_PAIR(pointwise_weight_grad_pair, int8_t, TINYC_X_TABLE, TINYC_LOAD8_TABLE)
+TINYC_WEIGHT_GRAD_PAIR(pointwise_weight_grad_float, float, TINYC_X_FLOAT, TINYC_LOAD8_FLOAT)
 
 void tinyc_update_x_float(const tinyc_conv_update_params *p, const int8_t *x,
                           const float *x_table, float *xf)
