@@ -761,6 +761,32 @@ def test_channelwise_backward_on_cortex_m4_in_qemu(tmp_path):
     assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=8, lr=0.05, seed=6) > 0
 
 
+@pytest.mark.parametrize("room", [True, False])
+def test_expand_weight_gradients_from_floats(room, monkeypatch, tmp_path):
+    """dw_pw_grad with trained expand weights: where the arena has room at the node, the
+    planner gives its scratch the expand layer's input as floats too (dw_pw_grad_roomy_bytes,
+    moved to a free gap if need be; the arena does not grow), else the kernel reads the int8
+    input through the table. Both: the same parameters bit for bit as the reference, on the
+    host (plain C) and on an emulated Cortex-M4F (four floats per VLDM / VSTM)."""
+    import tinyc.memory.planner as planner
+    from tinyc.ops.conv_train import dw_pw_grad_roomy_bytes
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals(), path)
+    g = compile_training(str(path), None, {"bias_last": 10, "weights": {"7": 1}}, 6,
+                         TrainOptions(rounding="stochastic"))
+    arena = plan_memory(g).arena_bytes
+    if not room:
+        monkeypatch.setattr(planner, "_grow_scratch", lambda *a: None)
+    plan = plan_memory(g)
+    assert plan.arena_bytes == arena
+    fused = [i for i, n in enumerate(g.nodes) if n.op == "dw_pw_grad"
+             and dw_pw_grad_roomy_bytes(g, n)]
+    assert len(fused) == 1
+    assert {plan.scratch[i][1] >= dw_pw_grad_roomy_bytes(g, g.nodes[i]) for i in fused} == {room}
+    assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan)
+    assert train_in_qemu(g, plan, g, tmp_path, steps=6, lr=0.05, seed=4) > 0
+
+
 @pytest.mark.parametrize("channels", [16, 64])
 def test_ds_cnn_bias_only(channels, tmp_path):
     """A DS-CNN keyword-spotting net (tests/nets.net_ds_cnn): chained depthwise-separable blocks,
