@@ -719,8 +719,23 @@ static void dot_pair(const float *g1, const float *g2, const float *products, in
                      float *d1, float *d2)
 {
     float a1 = *d1, a2 = *d2;
+    const float *const end4 = products + (n & ~3);
     int32_t o;
-    TINYC_UNROLL4
+    while (products != end4) {   /* four o at a time, as dot_quad */
+        float w0, w1, w2, w3, x0, x1, x2, x3, y0, y1, y2, y3;
+        products = tinyc_ld4a(products, &w0, &w1, &w2, &w3);
+        g1 = tinyc_ld4b(g1, &x0, &x1, &x2, &x3);
+        g2 = tinyc_ld4c(g2, &y0, &y1, &y2, &y3);
+        a1 = a1 + x0 * w0;
+        a2 = a2 + y0 * w0;
+        a1 = a1 + x1 * w1;
+        a2 = a2 + y1 * w1;
+        a1 = a1 + x2 * w2;
+        a2 = a2 + y2 * w2;
+        a1 = a1 + x3 * w3;
+        a2 = a2 + y3 * w3;
+    }
+    n &= 3;
     for (o = 0; o < n; ++o) {
         const float w = products[o];
         const float t1 = g1[o] * w;
@@ -784,8 +799,18 @@ static void dot_quad(const float *g1, const float *g2, const float *g3, const fl
 
 static float dot_one(const float *g, const float *products, int32_t n, float d)
 {
+    const float *const end4 = products + (n & ~3);
     int32_t o;
-    TINYC_UNROLL4
+    while (products != end4) {   /* four o at a time, as dot_quad */
+        float w0, w1, w2, w3, x0, x1, x2, x3;
+        products = tinyc_ld4a(products, &w0, &w1, &w2, &w3);
+        g = tinyc_ld4b(g, &x0, &x1, &x2, &x3);
+        d = d + x0 * w0;
+        d = d + x1 * w1;
+        d = d + x2 * w2;
+        d = d + x3 * w3;
+    }
+    n &= 3;
     for (o = 0; o < n; ++o) {
         const float t = g[o] * products[o];
         d = d + t;
