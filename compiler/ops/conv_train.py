@@ -134,7 +134,6 @@ def dw_pw_grad_roomy_bytes(g: Graph, node: Node) -> int:
     return (base + 3) // 4 * 4 + ih * iw * update_scratch_bytes(g, update)
 
 
-
 # ---------------------------------------------------------------- the ops
 class Conv2dGradInput(Op):
     """g_x from g_y and the (int8) weights: for o, ky, kx, oy, ox, i of o's group,
@@ -383,12 +382,13 @@ def _dw_pw_grad_params(g: Graph, node: Node, i: int, plan, consts, params) -> di
               scratch=f"TINYC_F({plan.scratch[i][0]})",
               gx=_float_ptr(plan, node.outputs[0]) if body else "NULL")
     proj_c = g.tensors[node.inputs[0]].shape[-1] if parts["proj"] is not None else 0
+    roomy = dw_pw_grad_roomy_bytes(g, node)   # given by the planner: the input as floats too
     return dict(ptype="tinyc_dw_pw_grad_params", io=io,
                 params=dict(dw=dw_geometry,
                             in_c=g.tensors[node.outputs[0]].shape[-1] if body else 0,
                             proj_c=proj_c, mask_lo=lo, mask_hi=hi, dmask_lo=dlo, dmask_hi=dhi,
                             update=update("update"), dw_update=update("dw_update"),
-                            x_float=int(plan.scratch[i][1] >= dw_pw_grad_roomy_bytes(g, node) > 0)))
+                            x_float=int(plan.scratch[i][1] >= roomy > 0)))
 
 
 def _float_ptr(plan, tensor: str) -> str:
