@@ -642,6 +642,95 @@ void tinyc_depthwise_grad_input_backwards(const tinyc_conv_grad_params *p, float
     }
 }
 
+/* gx of one pixel (out[i], i < cin) from its gy (cout values): the terms tinyc_conv2d_grad_input
+ * adds to gx[px, i], in its o order, eight (then one) sums in registers; a term with g == 0
+ * adds +-0 to a sum that is never -0. */
+static void pointwise_pixel(const float *gy, const int8_t *weights, const float *w_scale,
+                            int32_t cin, int32_t cout, float *out)
+{
+    int32_t i, o;
+    for (i = 0; i + 8 <= cin; i += 8) {
+        float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f, d5 = 0.0f, d6 = 0.0f,
+              d7 = 0.0f;
+        const int8_t *w = weights + i;
+        for (o = 0; o < cout; ++o, w += cin) {
+            const float g = gy[o];
+            const float s = w_scale[o];
+            d0 = d0 + g * (s * (float)w[0]);
+            d1 = d1 + g * (s * (float)w[1]);
+            d2 = d2 + g * (s * (float)w[2]);
+            d3 = d3 + g * (s * (float)w[3]);
+            d4 = d4 + g * (s * (float)w[4]);
+            d5 = d5 + g * (s * (float)w[5]);
+            d6 = d6 + g * (s * (float)w[6]);
+            d7 = d7 + g * (s * (float)w[7]);
+        }
+        out[i] = d0;
+        out[i + 1] = d1;
+        out[i + 2] = d2;
+        out[i + 3] = d3;
+        out[i + 4] = d4;
+        out[i + 5] = d5;
+        out[i + 6] = d6;
+        out[i + 7] = d7;
+    }
+    for (; i < cin; ++i) {
+        float d = 0.0f;
+        for (o = 0; o < cout; ++o) {
+            const float t = gy[o] * (w_scale[o] * (float)weights[o * cin + i]);
+            d = d + t;
+        }
+        out[i] = d;
+    }
+}
+
+/* pointwise_pixel of two pixels (gy1 -> out1, gy2 -> out2), each weight product computed once
+ * for both: the same sums. */
+static void pointwise_pixel_pair(const float *gy1, const float *gy2, const int8_t *weights,
+                                 const float *w_scale, int32_t cin, int32_t cout, float *out1,
+                                 float *out2)
+{
+    int32_t i, o;
+    for (i = 0; i + 8 <= cin; i += 8) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f,
+              a7 = 0.0f;
+        float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f, b5 = 0.0f, b6 = 0.0f,
+              b7 = 0.0f;
+        const int8_t *w = weights + i;
+        for (o = 0; o < cout; ++o, w += cin) {
+            const float g = gy1[o], h = gy2[o];
+            const float s = w_scale[o];
+            const float p0 = s * (float)w[0], p1 = s * (float)w[1], p2 = s * (float)w[2];
+            const float p3 = s * (float)w[3], p4 = s * (float)w[4], p5 = s * (float)w[5];
+            const float p6 = s * (float)w[6], p7 = s * (float)w[7];
+            a0 = a0 + g * p0; b0 = b0 + h * p0; a1 = a1 + g * p1; b1 = b1 + h * p1;
+            a2 = a2 + g * p2; b2 = b2 + h * p2; a3 = a3 + g * p3; b3 = b3 + h * p3;
+            a4 = a4 + g * p4; b4 = b4 + h * p4; a5 = a5 + g * p5; b5 = b5 + h * p5;
+            a6 = a6 + g * p6; b6 = b6 + h * p6; a7 = a7 + g * p7; b7 = b7 + h * p7;
+        }
+        out1[i] = a0; out1[i + 1] = a1; out1[i + 2] = a2; out1[i + 3] = a3;
+        out1[i + 4] = a4; out1[i + 5] = a5; out1[i + 6] = a6; out1[i + 7] = a7;
+        out2[i] = b0; out2[i + 1] = b1; out2[i + 2] = b2; out2[i + 3] = b3;
+        out2[i + 4] = b4; out2[i + 5] = b5; out2[i + 6] = b6; out2[i + 7] = b7;
+    }
+    for (; i < cin; ++i) {
+        float d1 = 0.0f, d2 = 0.0f;
+        for (o = 0; o < cout; ++o) {
+            const float wr = w_scale[o] * (float)weights[o * cin + i];
+            d1 = d1 + gy1[o] * wr;
+            d2 = d2 + gy2[o] * wr;
+        }
+        out1[i] = d1;
+        out2[i] = d2;
+    }
+}
+
+/* Whether [a, a + na) and [b, b + nb) (floats of buf) share an element. */
+static int overlaps(int32_t a, int32_t na, int32_t b, int32_t nb)
+{
+    return a < b + nb && b < a + na;
+}
+
 void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *buf,
                                         const int8_t *weights, const float *w_scale,
                                         float *scratch)
@@ -650,48 +739,28 @@ void tinyc_pointwise_grad_input_inplace(const tinyc_conv_grad_params *p, float *
     const int32_t cout = p->out_c;
     const int32_t pixels = p->in_h * p->in_w;
     /* shrinking (cout >= cin): pixel p's gx ends before gy's next pixel, so go forwards;
-     * expanding: it starts after gy's previous pixels, so go backwards */
+     * expanding: it starts after gy's previous pixels, so go backwards. Either way no pixel's
+     * gx overlaps the gy of a pixel after it in that order. */
     const int32_t first = cout >= cin ? 0 : pixels - 1;
     const int32_t step = cout >= cin ? 1 : -1;
-    int32_t n, px, i, o;
-    for (n = 0, px = first; n < pixels; ++n, px += step) {
-        const float *gy = buf + px * cout;
-        /* the terms tinyc_conv2d_grad_input adds to gx[px, i], in its o order, eight (then
-         * one) sums in registers; a term with g == 0 adds +-0 to a sum that is never -0 */
-        for (i = 0; i + 8 <= cin; i += 8) {
-            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f, d5 = 0.0f, d6 = 0.0f,
-                  d7 = 0.0f;
-            const int8_t *w = weights + i;
-            for (o = 0; o < cout; ++o, w += cin) {
-                const float g = gy[o];
-                const float s = w_scale[o];
-                d0 = d0 + g * (s * (float)w[0]);
-                d1 = d1 + g * (s * (float)w[1]);
-                d2 = d2 + g * (s * (float)w[2]);
-                d3 = d3 + g * (s * (float)w[3]);
-                d4 = d4 + g * (s * (float)w[4]);
-                d5 = d5 + g * (s * (float)w[5]);
-                d6 = d6 + g * (s * (float)w[6]);
-                d7 = d7 + g * (s * (float)w[7]);
-            }
-            scratch[i] = d0;
-            scratch[i + 1] = d1;
-            scratch[i + 2] = d2;
-            scratch[i + 3] = d3;
-            scratch[i + 4] = d4;
-            scratch[i + 5] = d5;
-            scratch[i + 6] = d6;
-            scratch[i + 7] = d7;
+    int32_t n, px;
+    for (n = 0, px = first; n < pixels;) {
+        const int32_t px2 = px + step;
+        /* two pixels at once where the second's gx, written as it is summed, overlaps the gy
+         * of neither (the first's goes through scratch, copied once both are done) */
+        if (n + 1 < pixels && !overlaps(px2 * cin, cin, px * cout, cout)
+            && !overlaps(px2 * cin, cin, px2 * cout, cout)) {
+            pointwise_pixel_pair(buf + px * cout, buf + px2 * cout, weights, w_scale, cin, cout,
+                                 scratch, buf + px2 * cin);
+            memcpy(buf + px * cin, scratch, (size_t)cin * sizeof(float));
+            n += 2;
+            px += 2 * step;
+            continue;
         }
-        for (; i < cin; ++i) {
-            float d = 0.0f;
-            for (o = 0; o < cout; ++o) {
-                const float t = gy[o] * (w_scale[o] * (float)weights[o * cin + i]);
-                d = d + t;
-            }
-            scratch[i] = d;
-        }
+        pointwise_pixel(buf + px * cout, weights, w_scale, cin, cout, scratch);
         memcpy(buf + px * cin, scratch, (size_t)cin * sizeof(float));
+        n += 1;
+        px += step;
     }
 }
 
