@@ -250,28 +250,37 @@ def build_cell(cell: dict, work: Path, lr, train_limit: int | None) -> dict:
     return info
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds a running process has used so far (Linux /proc/PID/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def train_c(build: dict, x, y, lr: float, evals: dict) -> dict:
-    """One epoch of the generated C; accuracy of tinyc_infer on evals {split: (int8 x, y)}."""
+    """One epoch of the generated C; accuracy of tinyc_infer on evals {split: (int8 x, y)}.
+    CPU times: this process's and the C harness's (read while it runs)."""
     from tinyc.targets.host import HostTrainer
+
+    def cpu() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return me.ru_utime + me.ru_stime + process_cpu(tr.proc.pid)
 
     th = time.time()
     with HostTrainer(build["dir"]) as tr:   # compiles the harness first (not timed as training)
         xq = T.quantized(build, x)
-        t0, c0 = time.time(), cpu_seconds()
+        t0, c0 = time.time(), cpu()
         losses = tr.train(xq, y, lr)
-        t1 = time.time()   # the harness's own CPU is counted when it exits
+        t1, c1 = time.time(), cpu()
         res = T._loss_stats(losses)
         for split, (xs, ys) in evals.items():
             res[f"{split}_acc"] = (float(np.mean(np.argmax(tr.infer(xs).reshape(len(ys), -1),
                                                            axis=1) == ys))
                                    if res["finite"] else 1.0 / T.CLASSES)
+        t2, c2 = time.time(), cpu()
         res["guard"] = dataclasses.asdict(tr.guard_stats())
-    t2, c2 = time.time(), cpu_seconds()
-    # the harness runs training and evaluation: split its CPU time by their wall times
-    share = (t1 - t0) / max(t2 - t0, 1e-9)
     res.update(harness_seconds=t0 - th, train_seconds=t1 - t0, eval_seconds=t2 - t1,
-               train_cpu_seconds=(c2 - c0) * share, eval_cpu_seconds=(c2 - c0) * (1 - share),
-               ms_per_step=1000 * (t1 - t0) / len(y))
+               train_cpu_seconds=c1 - c0, eval_cpu_seconds=c2 - c1,
+               ms_per_step=1000 * (t1 - t0) / len(y), cpu_ms_per_step=1000 * (c1 - c0) / len(y))
     del res["loss_curve"]
     return res
 
@@ -298,7 +307,7 @@ def train_float(cell: dict, build: dict, x, y, lr: float, d: Path, evals: dict) 
     res.update(engine_version=f"PyTorch {torch.__version__} float32", float_params_bytes=n_bytes,
                setup_seconds=t1 - t0, setup_cpu_seconds=c1 - c0, train_seconds=t2 - t1,
                train_cpu_seconds=c2 - c1, eval_seconds=t3 - t2, eval_cpu_seconds=c3 - c2,
-               ms_per_step=1000 * (t2 - t1) / len(y))
+               ms_per_step=1000 * (t2 - t1) / len(y), cpu_ms_per_step=1000 * (c2 - c1) / len(y))
     return res
 
 
@@ -369,7 +378,8 @@ def summarize(records: list[dict], seeds) -> dict[str, dict]:
                     "val": _stats([r["val_acc"] for r in rs]),
                     "seeds": [r["seed"] for r in rs],
                     "lr": rs[0]["lr"] if rs else None,
-                    "ms_per_step": float(np.mean([r["ms_per_step"] for r in rs])) if rs else None,
+                    "cpu_ms_per_step": float(np.mean([r["cpu_ms_per_step"] for r in rs]))
+                    if rs else None,
                     "diverged": sum(r["status"] == "diverged" for r in rs)}
         paired = [ok[("c", sd)]["test_acc"] - ok[("float", sd)]["test_acc"] for sd in seeds
                   if ("c", sd) in ok and ("float", sd) in ok]
@@ -478,7 +488,7 @@ def cell_rows(summaries: dict, budgets_kb) -> list[list]:
                      for k in budgets_kb),
             _pm(s["c"]["test"]), _pm(s["c"]["val"]), _pm(s["float"]["test"]),
             _signed(s["c_minus_float"]),
-            f"{s['c']['ms_per_step']:.0f}" if s["c"]["ms_per_step"] else "—",
+            f"{s['c']['cpu_ms_per_step']:.0f}" if s["c"]["cpu_ms_per_step"] else "—",
             f"{sel:.0f}" if auto else "",
             f"{b['lr_auto']['seconds']:.0f}" if b.get("lr_auto") else "",
             len(s["c"]["seeds"])])
@@ -487,7 +497,7 @@ def cell_rows(summaries: dict, budgets_kb) -> list[list]:
 
 CELL_HEADER = ["net", "px", "data", "scheme", "auto's choice", "lr", "training SRAM KB",
                "fits {budgets} KB", "C test %", "C val %", "float test %", "C − float",
-               "C ms/step", "selection s", "lr auto s", "seeds"]
+               "C CPU ms/step", "selection s", "lr auto s", "seeds"]
 
 
 def comparison_rows(comps: list[dict], summaries: dict) -> list[list]:
@@ -563,15 +573,19 @@ def findings(summaries: dict, comps: list[dict], records: list[dict], torch_note
                    f"{len(sds)} cells.")
     else:
         out.append("- Seeds' spread: one seed per cell, not measured.")
-    sel = [(s["build"]["auto"].get("probe_seconds", 0) + s["build"]["auto"].get("plan_seconds", 0),
-            s["build"]["build_seconds"]) for s in sums if s["build"].get("auto")]
+    sel = [s["build"]["auto"].get("probe_seconds", 0) + s["build"]["auto"].get("plan_seconds", 0)
+           for s in sums if s["build"].get("auto")]
     if sel:
-        out.append(f"- Selection's own cost (--train auto: the Fisher probe + the planner's "
-                   f"bisection, report.json training.auto), host wall time: "
-                   f"{min(v for v, _ in sel):.0f} to {max(v for v, _ in sel):.0f} s per build "
-                   f"(median {np.median([v for v, _ in sel]):.0f} s) over {len(sel)} builds; "
-                   f"whole auto builds (with calibration, C generation and --lr auto): "
-                   f"{min(b for _, b in sel):.0f} to {max(b for _, b in sel):.0f} s.")
+        cpu = lambda kind: [s["build"]["build_cpu_seconds"] for s in sums  # noqa: E731
+                            if (s["scheme"] == "auto") == (kind == "auto")
+                            and "error" not in s["build"]]
+        rng = lambda v: f"{min(v):.0f} to {max(v):.0f} s" if v else "—"  # noqa: E731
+        out.append(f"- Selection's own cost (--train auto: the gradient probe + the planner's "
+                   f"bisection, report.json training.auto probe_seconds + plan_seconds), host "
+                   f"wall time: {rng(sel)} per build (median {np.median(sel):.0f} s, "
+                   f"{len(sel)} builds; wall time grows with the machine's load). CPU time of "
+                   f"whole builds (calibration, selection, C generation, --lr auto): auto "
+                   f"{rng(cpu('auto'))}, hand schemes {rng(cpu('hand'))}.")
     lra = [s["build"]["lr_auto"]["seconds"] for s in sums if s["build"].get("lr_auto")]
     if lra:
         out.append(f"- --lr auto host wall time: {min(lra):.0f} to {max(lra):.0f} s per build "
@@ -625,12 +639,15 @@ def estimate_full(records: list[dict], macs: dict, n_train: int = T.N_TRAIN,
     def lr_auto_cpu(steps, mac):   # --lr auto: len(grid) epochs on 4/5, inference of 1/5
         return lr_grid * ((1 - VALIDATION_FRACTION) * steps * step_c
                           + VALIDATION_FRACTION * steps * infer_c) * mac
-    builds = {}
+    builds = {"auto": {}, "hand": {}}     # build CPU per MAC without --lr auto, by kind
     for r in c:
-        if r["cell"] not in builds:
+        kind = "auto" if r["scheme"] == "auto" else "hand"
+        if r["cell"] not in builds[kind]:
             lra = lr_auto_cpu(r["steps"], m(r)) if r["lr_rule"] == "auto" else 0.0
-            builds[r["cell"]] = max(r["build"]["build_cpu_seconds"] - lra, 0.0) / m(r)
-    build_c = np.mean(list(builds.values()))
+            builds[kind][r["cell"]] = max(r["build"]["build_cpu_seconds"] - lra, 0.0) / m(r)
+    build_c = {k: float(np.mean(list(v.values()) or list(builds["auto" if k == "hand"
+                                                                 else "hand"].values())))
+               for k, v in builds.items()}
     if f:
         step_f = np.mean([r["train_cpu_seconds"] / r["steps"] / m(r) for r in f])
         infer_f = np.mean([r["eval_cpu_seconds"] / n_eval / m(r) for r in f])
@@ -640,7 +657,8 @@ def estimate_full(records: list[dict], macs: dict, n_train: int = T.N_TRAIN,
     cells = cells_of(NETS, PXS, DATA_SETS, list(HAND_FIXED) + ["pub", "auto"], BUDGETS_KB)
     for cell in cells:
         mac = macs[(cell["net"], cell["px"])]
-        parts["builds (calibration, selection, C)"] += build_c * mac
+        parts["builds (calibration, selection, C)"] += build_c[
+            "auto" if cell["scheme"] == "auto" else "hand"] * mac
         parts["--lr auto"] += lr_auto_cpu(n_train, mac)
         parts["C training"] += seeds * n_train * step_c * mac
         parts["C evaluation"] += seeds * n_eval * infer_c * mac
@@ -828,8 +846,8 @@ def method_md(config: dict, torch_note: str | None, tv: str | None) -> str:
             f"PyTorch {tv} float32 (bench/torch_reference.py) of the same scheme (auto: the "
             "scheme the C build chose), same initial head, samples, order, at the C build's "
             "lr; float input. C − float: paired by seed.")),
-        "- Cost: C ms/step = host wall time per training step of the generated C (load "
-        "changes it); selection s = --train auto's probe + plan seconds (report.json "
+        "- Cost: C CPU ms/step = host CPU time per training step of the generated C (its "
+        "harness process + this one; gcc -O2 on the host, not the microcontroller); selection s = --train auto's probe + plan seconds (report.json "
         "training.auto), lr auto s = --lr auto's seconds (training.lr_auto), host wall time. "
         "The step's MACs or instructions are not recorded: report.json counts forward MACs "
         "only and instructions need QEMU (bench/speed.py).",
