@@ -188,18 +188,15 @@ def cpu_seconds() -> float:
 
 
 def scheme_spec(cell: dict):
-    s = cell["scheme"]
-    if s == "cls":
-        return CLS
-    if s in ("bias", "auto"):
-        return "bias-only" if s == "bias" else "auto"
-    return common.published_scheme(cell["net"], s)
+    """The cell's --train value."""
+    fixed = {"cls": CLS, "bias": "bias-only", "auto": "auto"}
+    return fixed.get(cell["scheme"]) or common.published_scheme(cell["net"], cell["scheme"])
 
 
 def build_cell(cell: dict, work: Path, lr, train_limit: int | None) -> dict:
     """The cell's build (kept: a resumed run reuses it). Returns what the runs need and report:
     training SRAM, the scheme (auto: the one chosen), the lr (auto: the one chosen), timings. A
-    --train auto budget that nothing fits is a result, not a failure: {'error': ...}."""
+    --train auto budget that nothing fits (tinyc's refusal) is a result: {'error': ...}."""
     import warnings
 
     from tinyc.build import BuildOptions
@@ -225,6 +222,8 @@ def build_cell(cell: dict, work: Path, lr, train_limit: int | None) -> dict:
     try:
         rep = common.build_measured(onnx, common.BOARD, out, opts)
     except TinycError as e:
+        if spec != "auto" or "the budget" not in str(e):
+            raise                 # a failure of the cell (reported), not a result
         out.mkdir(parents=True, exist_ok=True)
         info = {"error": str(e).splitlines()[0], "build_seconds": time.time() - t0,
                 "build_cpu_seconds": cpu_seconds() - c0}
