@@ -212,16 +212,25 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
 
 def _grow_scratch(buffers: list[Buffer], arena: int, roomy: dict[int, int]) -> None:
     """Give a node's scratch the larger size its kernel's faster variant asks for (roomy) where
-    the bytes after it are free in the placed arena at that node: the arena never grows."""
+    the placed arena has that many free bytes at that node: after the scratch where it was
+    placed, else the lowest free gap elsewhere (a scratch lives at its node only, so it may
+    move; in a patch schedule the gap after it is often a few bytes short of a second im2col
+    window, which costs the first conv half its speed). The arena never grows."""
     scratch_of = {b.node: b for b in buffers if b.kind == "scratch"}
     for i, size in sorted(roomy.items()):
         b = scratch_of.get(i)
-        if b is None or size <= b.size or b.offset + size > arena:
+        if b is None or size <= b.size or b.first != b.last:
             continue
-        lo, hi = b.offset, b.offset + size
-        if all(c is b or not c.size or not c.first <= i <= c.last
-               or c.span(i)[1] <= lo or c.span(i)[0] >= hi for c in buffers):
-            b.size = size
+        others = [c.span(i) for c in buffers
+                  if c is not b and c.size and c.first <= i <= c.last]
+
+        def free(lo: int) -> bool:
+            return lo + size <= arena and all(e <= lo or s >= lo + size for s, e in others)
+
+        for lo in [b.offset] + sorted({0} | {_align(e) for _, e in others}):
+            if free(lo):
+                b.offset, b.size = lo, size
+                break
 
 
 def live_peak(g: Graph) -> int:
