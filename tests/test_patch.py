@@ -362,6 +362,28 @@ def test_auto_respects_max_split(ir_nets):
     assert choose_schedule(g, "auto", max_split=-1).spec is None
 
 
+def test_patched_first_conv_gets_two_windows(monkeypatch):
+    """mcunet-5fps_96's default schedule (8x8@9): after many patches' im2col scratch the placed
+    arena has only a few bytes free, short of the second window that lets tinyc_conv2d_im2col
+    compute two pixels at a time (scratch_bytes >= 2 k; one window costs the first conv about
+    half its speed). The planner moves such a scratch to a gap free at its node: every patch of
+    the first conv gets two windows, and the arena is the one without any growing."""
+    import tinyc.memory.planner as planner
+    from tinyc.pipeline import import_float
+    g = import_float(str(shared_model("mcunet-5fps_96")))
+    for name in g.activations():   # the planner needs byte sizes only
+        g.tensors[name].dtype = "int8"
+    gp = apply_patches(g, PatchSpec.parse("8x8@9"))
+    plan = plan_memory(gp)
+    firsts = [i for i, n in enumerate(gp.nodes)
+              if n.op == "conv2d" and n.inputs[0] == g.inputs[0] and "patch" in n.attrs]
+    k = int(np.prod(g.tensors[gp.nodes[firsts[0]].inputs[1]].shape[1:]))
+    assert len(firsts) == 64 and k == 27
+    assert [plan.scratch[i][1] for i in firsts] == [2 * k] * 64
+    monkeypatch.setattr(planner, "_grow_scratch", lambda *a: None)
+    assert plan_memory(gp).arena_bytes == plan.arena_bytes
+
+
 def test_float_graph_patches_too():
     """The pass is dtype-agnostic: a float graph's patched prefix gives the same float values,
     up to the summation order of numpy's einsum (a training step's frozen prefix may run in
