@@ -22,5 +22,11 @@
 /* depthwise_conv.c: in-place 3x3 stride 2 read straight from the NHWC buffer */
 #define TINYC_DW_DIRECT_3X3_S2_NARROW 1
 #define TINYC_DW_DIRECT_3X3_S2_FULL 1
+/* depthwise_conv.c: in-place 3x3 without padding, four channels at a time from the NHWC buffer
+ * (stride 1: small tiles) */
+#define TINYC_DW_QUAD_3X3_S1_NARROW 1
+#define TINYC_DW_QUAD_3X3_S1_FULL 1
+#define TINYC_DW_QUAD_3X3_S2_NARROW 1
+#define TINYC_DW_QUAD_3X3_S2_FULL 1
 
 #endif /* TINYC_CONFIG_H */

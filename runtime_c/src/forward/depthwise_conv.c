@@ -67,6 +67,11 @@ static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlabt((int32_t)a, (int32_t)b, acc);
 }
+/* acc + hi(a) * hi(b) (SMLATT) */
+static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatt((int32_t)a, (int32_t)b, acc);
+}
 /* (a * b + 2^31) >> 32 (SMMULR) */
 static inline int32_t dw_smmulr(int32_t a, int32_t b)
 {
@@ -89,6 +94,11 @@ static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFF) *
+                                                (int32_t)(int16_t)(b >> 16)));
+}
+static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a >> 16) *
                                                 (int32_t)(int16_t)(b >> 16)));
 }
 static inline int32_t dw_smmulr(int32_t a, int32_t b)
@@ -839,6 +849,127 @@ static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
 }
 #endif
 
+#if TINYC_USE_DSP
+/* 3x3 windows at stride S (1 or 2) that all lie inside the input (no padding: a patch
+ * schedule's inner tiles), four channels at a time, read straight from the NHWC buffer: one
+ * word of four channels per tap, widened once (SXTB16: channels 0/2 and 1/3) and multiplied by
+ * the four channels' taps packed as int16 pairs (SMLABB / SMLATT). No plane is gathered and the
+ * taps are packed once per four channels, not per channel: on a small tile those costs are
+ * most of the per-channel kernels' work. In place: output (oy, ox) lands on pixel
+ * oy * out_w + ox, which no later window of these channels reads (each later window's first
+ * pixel, S oy' in_w + S ox', comes after it); other channels' bytes are not touched. The taps
+ * are doubled (dw_requant): acc0[j] = 2 * (bias - in_zp * sum(taps)) for channel j. */
+/* one tap of four channels: the word at x times the packed taps w02 (channels 0, 2) and w13 */
+static TINYC_ALWAYS_INLINE void dw_quad_tap(const int8_t *x, uint32_t w02, uint32_t w13,
+                                            int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    const uint32_t v = tinyc_read4(x);
+    const uint32_t x02 = tinyc_sxtb16(v), x13 = tinyc_sxtb16_ror8(v);
+    *a0 = dw_smlabb(x02, w02, *a0);
+    *a2 = dw_smlatt(x02, w02, *a2);
+    *a1 = dw_smlabb(x13, w13, *a1);
+    *a3 = dw_smlatt(x13, w13, *a3);
+}
+
+/* one filter row (three taps from r, channels C bytes apart) of four channels */
+static TINYC_ALWAYS_INLINE void dw_quad_row(const int8_t *r, int32_t C, const uint32_t *w02,
+                                            const uint32_t *w13, int32_t *a0, int32_t *a1,
+                                            int32_t *a2, int32_t *a3)
+{
+    dw_quad_tap(r, w02[0], w13[0], a0, a1, a2, a3);
+    dw_quad_tap(r + C, w02[1], w13[1], a0, a1, a2, a3);
+    dw_quad_tap(r + 2 * C, w02[2], w13[2], a0, a1, a2, a3);
+}
+
+static TINYC_ALWAYS_INLINE void dw_quad3(const tinyc_conv_params *p, int8_t *buf,
+                                         const uint32_t *w02, const uint32_t *w13,
+                                         const int32_t *acc0, const dw_rq *rq, const int S,
+                                         const int full)
+{
+    const int32_t C = p->in_c, R = p->in_w * C, out_w = p->out_w;
+    int8_t *out = buf;
+    int32_t oy, ox;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int8_t *row = buf + oy * S * R;
+        for (ox = 0; ox < out_w; ++ox, row += S * C, out += C) {
+            int32_t a0 = acc0[0], a1 = acc0[1], a2 = acc0[2], a3 = acc0[3];
+            dw_quad_row(row, C, w02, w13, &a0, &a1, &a2, &a3);
+            dw_quad_row(row + R, C, w02 + 3, w13 + 3, &a0, &a1, &a2, &a3);
+            dw_quad_row(row + 2 * R, C, w02 + 6, w13 + 6, &a0, &a1, &a2, &a3);
+            out[0] = dw_requant(a0, rq[0], full);
+            out[1] = dw_requant(a1, rq[1], full);
+            out[2] = dw_requant(a2, rq[2], full);
+            out[3] = dw_requant(a3, rq[3], full);
+        }
+    }
+}
+
+typedef void (*dw_quad_fn)(const tinyc_conv_params *p, int8_t *buf, const uint32_t *w02,
+                           const uint32_t *w13, const int32_t *acc0, const dw_rq *rq);
+/* gcc's first scheduling pass (before register allocation) hoists the nine taps' loads and
+ * widenings ahead of their multiplies, more values than registers: spilled to the stack, about
+ * 200 instructions per pixel instead of 150 */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__arm__)
+#define DW_QUAD_ATTR __attribute__((optimize("no-schedule-insns")))
+#else
+#define DW_QUAD_ATTR
+#endif
+#define TINYC_DW_QUAD(S, F)                                                                   \
+    static DW_QUAD_ATTR void dw_quad3_##S##_##F(const tinyc_conv_params *p, int8_t *buf,                  \
+                                   const uint32_t *w02, const uint32_t *w13,                 \
+                                   const int32_t *acc0, const dw_rq *rq)                     \
+    {                                                                                        \
+        dw_quad3(p, buf, w02, w13, acc0, rq, S, F);                                          \
+    }
+#if TINYC_DW_QUAD_3X3_S1_NARROW
+TINYC_DW_QUAD(1, 0)
+#define DW_QUAD3_1_0 dw_quad3_1_0
+#else
+#define DW_QUAD3_1_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_3X3_S1_FULL
+TINYC_DW_QUAD(1, 1)
+#define DW_QUAD3_1_1 dw_quad3_1_1
+#else
+#define DW_QUAD3_1_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_3X3_S2_NARROW
+TINYC_DW_QUAD(2, 0)
+#define DW_QUAD3_2_0 dw_quad3_2_0
+#else
+#define DW_QUAD3_2_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_3X3_S2_FULL
+TINYC_DW_QUAD(2, 1)
+#define DW_QUAD3_2_1 dw_quad3_2_1
+#else
+#define DW_QUAD3_2_1 (dw_quad_fn)0
+#endif
+
+/* the four-channel kernel of a 3x3 layer at stride 1 or 2 without padding (every window
+ * inside) and at least four channels, at stride 1 on a tile of at most
+ * TINYC_DW_QUAD_S1_MAX_OUT outputs per channel (on larger planes the gathered plane's rows are
+ * faster); else 0 */
+static dw_quad_fn dw_quad_for(const tinyc_conv_params *p)
+{
+    const dw_interior b = interior_of(p);
+    const int full = p->act_min == -128 && p->act_max == 127;
+    if (p->kernel_h != 3 || p->kernel_w != 3 || p->stride_h != p->stride_w ||
+        p->dilation_h != 1 || p->dilation_w != 1 || p->pad_top != 0 || p->pad_left != 0 ||
+        b.y_lo != 0 || b.y_hi != p->out_h || b.x_lo != 0 || b.x_hi != p->out_w ||
+        p->out_w > p->in_w || p->out_c != p->in_c || p->in_c < 4) {
+        return 0;
+    }
+    if (p->stride_w == 2) {
+        return full ? DW_QUAD3_2_1 : DW_QUAD3_2_0;
+    }
+    if (p->stride_w == 1 && p->out_h * p->out_w <= TINYC_DW_QUAD_S1_MAX_OUT) {
+        return full ? DW_QUAD3_1_1 : DW_QUAD3_1_0;
+    }
+    return 0;
+}
+#endif
+
 /* One channel of the in-place kernel, the general way: a constant channel written out, else
  * the plane gathered (its first input byte `at` bytes into the scratch, rows q->in_w apart) and
  * dw_plane over q. */
@@ -879,6 +1010,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
 #if TINYC_USE_DSP
     dw_row_fn fast = 0;
     dw_direct_fn direct;
+    dw_quad_fn quad;
     dw_band band = {0, 0, 0};
 #endif
 
@@ -913,6 +1045,51 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
 #endif
 #if TINYC_USE_DSP
     direct = dw_direct_for(p);
+    quad = dw_quad_for(p);
+    if (quad) {
+        for (c = 0; c < channels; c += 4) {
+            /* the four channels' taps doubled as int16 pairs: channels 0/2 and 1/3 */
+            uint32_t w02[9], w13[9];
+            dw_rq rq[4];
+            int32_t acc0[4], j, k;
+            int ok = c + 4 <= channels;
+            for (j = 0; ok && j < 4; ++j) {
+                const int8_t *wk = weights + (c + j) * ksize;
+                const int32_t bc = bias ? bias[c + j] : 0;
+                int32_t wsum = 0;
+                for (k = 0; k < 9; ++k) {
+                    wsum += wk[k];
+                }
+                acc0[j] = 2 * (bc - p->in_zp * wsum);
+                ok = dw_fast_rq(p, bc, mult[c + j], shift[c + j], &rq[j]);
+            }
+            if (ok) {
+                const int8_t *wk = weights + c * ksize;
+                for (k = 0; k < 9; ++k) {
+                    w02[k] = pair16(2 * wk[k], 2 * wk[18 + k]);
+                    w13[k] = pair16(2 * wk[9 + k], 2 * wk[27 + k]);
+                }
+                quad(p, buf + c, w02, w13, acc0, rq);
+                continue;
+            }
+            /* the last channels, or a channel the doubled taps do not allow: one at a time */
+            for (j = c; j < c + 4 && j < channels; ++j) {
+                const int8_t *wk = weights + j * ksize;
+                const int32_t bc = bias ? bias[j] : 0;
+                if (direct && dw_fast_rq(p, bc, mult[j], shift[j], &rq[0])) {
+                    int32_t wsum = 0;
+                    for (k = 0; k < 9; ++k) {
+                        wsum += wk[k];
+                    }
+                    direct(p, buf + j, wk, 2 * (bc - p->in_zp * wsum), &rq[0]);
+                } else {
+                    dw_channel(p, &q, &b, buf, j, wk, bc, mult[j], shift[j], scratch,
+                               scratch_bytes, at);
+                }
+            }
+        }
+        return;
+    }
     if (direct) {
         for (c = 0; c < channels; ++c) {
             const int8_t *wk = weights + c * ksize;
