@@ -31,7 +31,8 @@ int main(void)
             printf("TINYC_DW_DIRECT_3X3_S2_%s ", clamp);
         }
         if (v[0] && dw_quad_for(&p)) {
-            printf("TINYC_DW_QUAD_3X3_S%ld_%s ", (long)p.stride_w, clamp);
+            printf("TINYC_DW_QUAD_%ldX%ld_S%ld_%s ", (long)p.kernel_w, (long)p.kernel_w,
+                   (long)p.stride_w, clamp);
         }
         printf("-\n");
     }

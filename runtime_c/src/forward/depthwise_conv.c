@@ -850,15 +850,16 @@ static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
 #endif
 
 #if TINYC_USE_DSP
-/* 3x3 windows at stride S (1 or 2) that all lie inside the input (no padding: a patch
- * schedule's inner tiles), four channels at a time, read straight from the NHWC buffer: one
- * word of four channels per tap, widened once (SXTB16: channels 0/2 and 1/3) and multiplied by
- * the four channels' taps packed as int16 pairs (SMLABB / SMLATT). No plane is gathered and the
- * taps are packed once per four channels, not per channel: on a small tile those costs are
+/* K x K windows (K 3, 5 or 7) at stride S (1 or 2) that all lie inside the input (no padding: a
+ * patch schedule's inner tiles), four channels at a time, read straight from the NHWC buffer:
+ * one word of four channels per tap, widened once (SXTB16: channels 0/2 and 1/3) and multiplied
+ * by the four channels' taps packed as int16 pairs (SMLABB / SMLATT). No plane is gathered and
+ * the taps are packed once per four channels, not per channel: on a small tile those costs are
  * most of the per-channel kernels' work. In place: output (oy, ox) lands on pixel
  * oy * out_w + ox, which no later window of these channels reads (each later window's first
  * pixel, S oy' in_w + S ox', comes after it); other channels' bytes are not touched. The taps
  * are doubled (dw_requant): acc0[j] = 2 * (bias - in_zp * sum(taps)) for channel j. */
+
 /* one tap of four channels: the word at x times the packed taps w02 (channels 0, 2) and w13 */
 static TINYC_ALWAYS_INLINE void dw_quad_tap(const int8_t *x, uint32_t w02, uint32_t w13,
                                             int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
@@ -871,20 +872,28 @@ static TINYC_ALWAYS_INLINE void dw_quad_tap(const int8_t *x, uint32_t w02, uint3
     *a3 = dw_smlatt(x13, w13, *a3);
 }
 
-/* one filter row (three taps from r, channels C bytes apart) of four channels */
-static TINYC_ALWAYS_INLINE void dw_quad_row(const int8_t *r, int32_t C, const uint32_t *w02,
-                                            const uint32_t *w13, int32_t *a0, int32_t *a1,
-                                            int32_t *a2, int32_t *a3)
+/* one filter row (K taps from r, pixels C bytes apart) of four channels, written out */
+static TINYC_ALWAYS_INLINE void dw_quad_row(const int8_t *r, int32_t C, const int K,
+                                            const uint32_t *w02, const uint32_t *w13,
+                                            int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
 {
     dw_quad_tap(r, w02[0], w13[0], a0, a1, a2, a3);
     dw_quad_tap(r + C, w02[1], w13[1], a0, a1, a2, a3);
     dw_quad_tap(r + 2 * C, w02[2], w13[2], a0, a1, a2, a3);
+    if (K >= 5) {
+        dw_quad_tap(r + 3 * C, w02[3], w13[3], a0, a1, a2, a3);
+        dw_quad_tap(r + 4 * C, w02[4], w13[4], a0, a1, a2, a3);
+    }
+    if (K == 7) {
+        dw_quad_tap(r + 5 * C, w02[5], w13[5], a0, a1, a2, a3);
+        dw_quad_tap(r + 6 * C, w02[6], w13[6], a0, a1, a2, a3);
+    }
 }
 
-static TINYC_ALWAYS_INLINE void dw_quad3(const tinyc_conv_params *p, int8_t *buf,
-                                         const uint32_t *w02, const uint32_t *w13,
-                                         const int32_t *acc0, const dw_rq *rq, const int S,
-                                         const int full)
+static TINYC_ALWAYS_INLINE void dw_quad(const tinyc_conv_params *p, int8_t *buf,
+                                        const uint32_t *w02, const uint32_t *w13,
+                                        const int32_t *acc0, const dw_rq *rq, const int K,
+                                        const int S, const int full)
 {
     const int32_t C = p->in_c, R = p->in_w * C, out_w = p->out_w;
     int8_t *out = buf;
@@ -893,9 +902,19 @@ static TINYC_ALWAYS_INLINE void dw_quad3(const tinyc_conv_params *p, int8_t *buf
         const int8_t *row = buf + oy * S * R;
         for (ox = 0; ox < out_w; ++ox, row += S * C, out += C) {
             int32_t a0 = acc0[0], a1 = acc0[1], a2 = acc0[2], a3 = acc0[3];
-            dw_quad_row(row, C, w02, w13, &a0, &a1, &a2, &a3);
-            dw_quad_row(row + R, C, w02 + 3, w13 + 3, &a0, &a1, &a2, &a3);
-            dw_quad_row(row + 2 * R, C, w02 + 6, w13 + 6, &a0, &a1, &a2, &a3);
+            const int8_t *r = row + 2 * R;
+            /* (3x3: the rows addressed from `row`, which gcc compiles with fewer spills) */
+            dw_quad_row(row, C, K, w02, w13, &a0, &a1, &a2, &a3);
+            dw_quad_row(row + R, C, K, w02 + K, w13 + K, &a0, &a1, &a2, &a3);
+            dw_quad_row(r, C, K, w02 + 2 * K, w13 + 2 * K, &a0, &a1, &a2, &a3);
+            if (K >= 5) {
+                dw_quad_row(r += R, C, K, w02 + 3 * K, w13 + 3 * K, &a0, &a1, &a2, &a3);
+                dw_quad_row(r += R, C, K, w02 + 4 * K, w13 + 4 * K, &a0, &a1, &a2, &a3);
+            }
+            if (K == 7) {
+                dw_quad_row(r += R, C, K, w02 + 5 * K, w13 + 5 * K, &a0, &a1, &a2, &a3);
+                dw_quad_row(r += R, C, K, w02 + 6 * K, w13 + 6 * K, &a0, &a1, &a2, &a3);
+            }
             out[0] = dw_requant(a0, rq[0], full);
             out[1] = dw_requant(a1, rq[1], full);
             out[2] = dw_requant(a2, rq[2], full);
@@ -906,67 +925,117 @@ static TINYC_ALWAYS_INLINE void dw_quad3(const tinyc_conv_params *p, int8_t *buf
 
 typedef void (*dw_quad_fn)(const tinyc_conv_params *p, int8_t *buf, const uint32_t *w02,
                            const uint32_t *w13, const int32_t *acc0, const dw_rq *rq);
-/* gcc's first scheduling pass (before register allocation) hoists the nine taps' loads and
+/* gcc's first scheduling pass (before register allocation) hoists the taps' loads and
  * widenings ahead of their multiplies, more values than registers: spilled to the stack, about
- * 200 instructions per pixel instead of 150 */
+ * 200 instructions per 3x3 pixel instead of 150 */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__arm__)
 #define DW_QUAD_ATTR __attribute__((optimize("no-schedule-insns")))
 #else
 #define DW_QUAD_ATTR
 #endif
-#define TINYC_DW_QUAD(S, F)                                                                   \
-    static DW_QUAD_ATTR void dw_quad3_##S##_##F(const tinyc_conv_params *p, int8_t *buf,                  \
-                                   const uint32_t *w02, const uint32_t *w13,                 \
-                                   const int32_t *acc0, const dw_rq *rq)                     \
-    {                                                                                        \
-        dw_quad3(p, buf, w02, w13, acc0, rq, S, F);                                          \
+#define TINYC_DW_QUAD(K, S, F)                                                                \
+    static DW_QUAD_ATTR void dw_quad_##K##_##S##_##F(                                         \
+        const tinyc_conv_params *p, int8_t *buf, const uint32_t *w02, const uint32_t *w13,    \
+        const int32_t *acc0, const dw_rq *rq)                                                 \
+    {                                                                                         \
+        dw_quad(p, buf, w02, w13, acc0, rq, K, S, F);                                         \
     }
 #if TINYC_DW_QUAD_3X3_S1_NARROW
-TINYC_DW_QUAD(1, 0)
-#define DW_QUAD3_1_0 dw_quad3_1_0
+TINYC_DW_QUAD(3, 1, 0)
+#define DW_QUAD_3_1_0 dw_quad_3_1_0
 #else
-#define DW_QUAD3_1_0 (dw_quad_fn)0
+#define DW_QUAD_3_1_0 (dw_quad_fn)0
 #endif
 #if TINYC_DW_QUAD_3X3_S1_FULL
-TINYC_DW_QUAD(1, 1)
-#define DW_QUAD3_1_1 dw_quad3_1_1
+TINYC_DW_QUAD(3, 1, 1)
+#define DW_QUAD_3_1_1 dw_quad_3_1_1
 #else
-#define DW_QUAD3_1_1 (dw_quad_fn)0
+#define DW_QUAD_3_1_1 (dw_quad_fn)0
 #endif
 #if TINYC_DW_QUAD_3X3_S2_NARROW
-TINYC_DW_QUAD(2, 0)
-#define DW_QUAD3_2_0 dw_quad3_2_0
+TINYC_DW_QUAD(3, 2, 0)
+#define DW_QUAD_3_2_0 dw_quad_3_2_0
 #else
-#define DW_QUAD3_2_0 (dw_quad_fn)0
+#define DW_QUAD_3_2_0 (dw_quad_fn)0
 #endif
 #if TINYC_DW_QUAD_3X3_S2_FULL
-TINYC_DW_QUAD(2, 1)
-#define DW_QUAD3_2_1 dw_quad3_2_1
+TINYC_DW_QUAD(3, 2, 1)
+#define DW_QUAD_3_2_1 dw_quad_3_2_1
 #else
-#define DW_QUAD3_2_1 (dw_quad_fn)0
+#define DW_QUAD_3_2_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S1_NARROW
+TINYC_DW_QUAD(5, 1, 0)
+#define DW_QUAD_5_1_0 dw_quad_5_1_0
+#else
+#define DW_QUAD_5_1_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S1_FULL
+TINYC_DW_QUAD(5, 1, 1)
+#define DW_QUAD_5_1_1 dw_quad_5_1_1
+#else
+#define DW_QUAD_5_1_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S2_NARROW
+TINYC_DW_QUAD(5, 2, 0)
+#define DW_QUAD_5_2_0 dw_quad_5_2_0
+#else
+#define DW_QUAD_5_2_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S2_FULL
+TINYC_DW_QUAD(5, 2, 1)
+#define DW_QUAD_5_2_1 dw_quad_5_2_1
+#else
+#define DW_QUAD_5_2_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S1_NARROW
+TINYC_DW_QUAD(7, 1, 0)
+#define DW_QUAD_7_1_0 dw_quad_7_1_0
+#else
+#define DW_QUAD_7_1_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S1_FULL
+TINYC_DW_QUAD(7, 1, 1)
+#define DW_QUAD_7_1_1 dw_quad_7_1_1
+#else
+#define DW_QUAD_7_1_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S2_NARROW
+TINYC_DW_QUAD(7, 2, 0)
+#define DW_QUAD_7_2_0 dw_quad_7_2_0
+#else
+#define DW_QUAD_7_2_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S2_FULL
+TINYC_DW_QUAD(7, 2, 1)
+#define DW_QUAD_7_2_1 dw_quad_7_2_1
+#else
+#define DW_QUAD_7_2_1 (dw_quad_fn)0
 #endif
 
-/* the four-channel kernel of a 3x3 layer at stride 1 or 2 without padding (every window
- * inside) and at least four channels, at stride 1 on a tile of at most
- * TINYC_DW_QUAD_S1_MAX_OUT outputs per channel (on larger planes the gathered plane's rows are
- * faster); else 0 */
+/* the four-channel kernel of a 3x3, 5x5 or 7x7 layer at stride 1 or 2 without padding (every
+ * window inside) and at least four channels; a 3x3 stride 1 layer only on a tile of at most
+ * TINYC_DW_QUAD_S1_MAX_OUT outputs per channel (on larger planes the gathered plane's 3x3 rows
+ * are faster); else 0 */
 static dw_quad_fn dw_quad_for(const tinyc_conv_params *p)
 {
-    const dw_interior b = interior_of(p);
-    const int full = p->act_min == -128 && p->act_max == 127;
-    if (p->kernel_h != 3 || p->kernel_w != 3 || p->stride_h != p->stride_w ||
+    static const dw_quad_fn quads[3][2][2] = {
+        {{DW_QUAD_3_1_0, DW_QUAD_3_1_1}, {DW_QUAD_3_2_0, DW_QUAD_3_2_1}},
+        {{DW_QUAD_5_1_0, DW_QUAD_5_1_1}, {DW_QUAD_5_2_0, DW_QUAD_5_2_1}},
+        {{DW_QUAD_7_1_0, DW_QUAD_7_1_1}, {DW_QUAD_7_2_0, DW_QUAD_7_2_1}}};
+    const int32_t k = p->kernel_w, s = p->stride_w;
+    dw_interior b;
+    if (k != p->kernel_h || (k != 3 && k != 5 && k != 7) || s != p->stride_h || s < 1 || s > 2 ||
         p->dilation_h != 1 || p->dilation_w != 1 || p->pad_top != 0 || p->pad_left != 0 ||
-        b.y_lo != 0 || b.y_hi != p->out_h || b.x_lo != 0 || b.x_hi != p->out_w ||
-        p->out_w > p->in_w || p->out_c != p->in_c || p->in_c < 4) {
+        p->out_w > p->in_w || p->out_c != p->in_c || p->in_c < 4 ||
+        (k == 3 && s == 1 && p->out_h * p->out_w > TINYC_DW_QUAD_S1_MAX_OUT)) {
         return 0;
     }
-    if (p->stride_w == 2) {
-        return full ? DW_QUAD3_2_1 : DW_QUAD3_2_0;
+    b = interior_of(p);   /* of p: windows past the bottom or right edge */
+    if (b.y_lo != 0 || b.y_hi != p->out_h || b.x_lo != 0 || b.x_hi != p->out_w) {
+        return 0;
     }
-    if (p->stride_w == 1 && p->out_h * p->out_w <= TINYC_DW_QUAD_S1_MAX_OUT) {
-        return full ? DW_QUAD3_1_1 : DW_QUAD3_1_0;
-    }
-    return 0;
+    return quads[k / 2 - 1][s - 1][p->act_min == -128 && p->act_max == 127];
 }
 #endif
 
@@ -1049,7 +1118,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     if (quad) {
         for (c = 0; c < channels; c += 4) {
             /* the four channels' taps doubled as int16 pairs: channels 0/2 and 1/3 */
-            uint32_t w02[9], w13[9];
+            uint32_t w02[49], w13[49];
             dw_rq rq[4];
             int32_t acc0[4], j, k;
             int ok = c + 4 <= channels;
@@ -1057,7 +1126,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                 const int8_t *wk = weights + (c + j) * ksize;
                 const int32_t bc = bias ? bias[c + j] : 0;
                 int32_t wsum = 0;
-                for (k = 0; k < 9; ++k) {
+                for (k = 0; k < ksize; ++k) {
                     wsum += wk[k];
                 }
                 acc0[j] = 2 * (bc - p->in_zp * wsum);
@@ -1065,9 +1134,9 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
             }
             if (ok) {
                 const int8_t *wk = weights + c * ksize;
-                for (k = 0; k < 9; ++k) {
-                    w02[k] = pair16(2 * wk[k], 2 * wk[18 + k]);
-                    w13[k] = pair16(2 * wk[9 + k], 2 * wk[27 + k]);
+                for (k = 0; k < ksize; ++k) {
+                    w02[k] = pair16(2 * wk[k], 2 * wk[2 * ksize + k]);
+                    w13[k] = pair16(2 * wk[ksize + k], 2 * wk[3 * ksize + k]);
                 }
                 quad(p, buf + c, w02, w13, acc0, rq);
                 continue;
