@@ -307,6 +307,22 @@ def test_generated_c_matches_layer_by_layer(name, spec, ir_nets, tmp_path):
     assert_c_matches_reference_of(g, gp, tmp_path)
 
 
+def test_patch_loop_or_unrolled(ir_nets):
+    """Patches that run the same kernels become one loop over a table (a row per patch); a
+    schedule with a layer that has no parameter struct to point at (here a concat, its parts
+    written out in each call) stays unrolled. Both are checked against the reference above."""
+    from tinyc.codegen.c import model_context
+    for name, spec, looped in [("strided_odd", "3x2@4", True), ("residual_prefix", "4x3@8", True),
+                               ("pools_pad_concat", "2x3@6", False)]:
+        gp = apply_patches(ir_nets[name], PatchSpec.parse(spec))
+        loop = model_context(gp, plan_memory(gp))["patch_loop"]
+        assert (loop is not None) == looped, (name, spec)
+        if looped:
+            assert loop["count"] == gp.meta["patch"]["patches"]
+            assert len(loop["rows"]) == loop["count"]
+            assert all(len(r) == len(loop["columns"]) for r in loop["rows"])
+
+
 def assert_c_matches_reference_of(g: Graph, gp: Graph, tmp_path, plan=None):
     from tinyc.codegen.c import generate_c
     from tinyc.targets.host import build_host, run_host
@@ -333,10 +349,19 @@ def test_generated_c_without_inplace_kernels(ir_nets, tmp_path):
 @pytest.mark.parametrize("name, spec", [("mbv2-w0.35_96", "auto"), ("mcunet-5fps_96", "3x5@9"),
                                         ("proxyless-w0.3_96", "auto")])
 def test_shared_model_patched_c(name, spec, tmp_path):
+    """The patched stage of a shared model runs as one loop over a table of what changes from
+    patch to patch (codegen/c.py _patch_loop): one call per layer of a patch in model.c, the
+    layer-by-layer reference's bytes."""
     g = compile_int8(str(shared_model(name)), None)
     sched = choose_schedule(g, spec if spec == "auto" else PatchSpec.parse(spec))
     assert sched.spec is not None
     assert_c_matches_reference_of(g, sched.graph, tmp_path, sched.plan)
+    code = (tmp_path / "model.c").read_text()
+    patches = sched.graph.meta["patch"]["patches"]
+    staged = sum("patch" in n.attrs for n in sched.graph.nodes)
+    calls = code.count("TINYC_LAYER_HOOK(") - code.count("#define TINYC_LAYER_HOOK(")
+    assert f"tinyc_patches[{patches}]" in code and patches > 1
+    assert calls == len(sched.graph.nodes) - staged + staged // patches
 
 
 # ---------------------------------------------------------------- the automatic choice

@@ -244,6 +244,68 @@ def _share_parameters(layers: list[dict]) -> None:
         L["params_ident"] = seen.setdefault(key, L["ident"])
 
 
+# the fields of a layer that may change from patch to patch of a patch schedule (the table's
+# columns) and those that only describe it (comments, the hook)
+_PATCH_VARYING = ("params_ident", "in_offs", "out_off", "scratch_off", "scratch_bytes")
+_PATCH_LABELS = ("index", "ident", "name", "params", "own_params", "out_shape")
+
+
+def _patch_loop(g: Graph, layers: list[dict], arena_bytes: int) -> dict | None:
+    """The patched stage of an inference graph as one loop over a table (templates/model.c.j2):
+    patch k runs the same kernels as patch 0 with its own parameter structs, arena offsets and
+    scratch sizes, read from row k. Unrolled call by call instead, the stage's code grows with
+    the patches (about 25 bytes of argument set-up per call: 20 KB for 64 patches of 12
+    layers). None when there is no patched stage or its patches differ in anything else (their
+    layers, kernels, weights), or their layers are not numbered patch after patch."""
+    staged = [L for L, node in zip(layers, g.nodes) if "patch" in node.attrs]
+    if not staged or [L["index"] for L in staged] != list(range(staged[0]["index"],
+                                                                  staged[-1]["index"] + 1)):
+        return None   # none, or not one stretch of layers
+    runs: list[list[dict]] = []
+    for L in staged:
+        patch = g.nodes[L["index"]].attrs["patch"]
+        if not runs or g.nodes[runs[-1][0]["index"]].attrs["patch"] != patch:
+            runs.append([])
+        runs[-1].append(L)
+    first, n = staged[0]["index"], len(runs[0])
+    if len(runs) < 2 or any(len(r) != n or "ptype" not in L for r in runs for L in r):
+        return None
+
+    def fixed(L: dict) -> dict:
+        return {k: v for k, v in L.items() if k not in _PATCH_VARYING + _PATCH_LABELS}
+
+    columns, rows, slots = [], [[] for _ in runs], []
+    off_type = "uint16_t" if arena_bytes <= 0xFFFF else "int32_t"
+    for j in range(n):
+        run = [r[j] for r in runs]
+        if any(fixed(L) != fixed(run[0]) or (L["scratch_off"] is None) !=
+               (run[0]["scratch_off"] is None) for L in run):
+            return None
+        S = dict(run[0], index=f"{first + j} + {n} * k",
+                 out_shape=run[0]["out_shape"] + " (patch 0)")
+
+        def column(name: str, ctype: str, values: list) -> str:
+            if all(v == values[0] for v in values):
+                return values[0]
+            columns.append(f"{ctype}{'' if ctype.endswith('*') else ' '}{name}")
+            for row, v in zip(rows, values):
+                row.append(v)
+            return f"t->{name}"
+
+        # (the op templates take the struct's address: &*t->p0 is t->p0)
+        ptr = column(f"p{j}", f"const {S['ptype']} *", [f"&{L['params_ident']}" for L in run])
+        S["params_ident"] = ptr[1:] if ptr.startswith("&") else f"*{ptr}"
+        S["in_offs"] = [column(f"i{j}_{e}", off_type, [L["in_offs"][e] for L in run])
+                        for e in range(len(S["in_offs"]))]
+        S["out_off"] = column(f"o{j}", off_type, [L["out_off"] for L in run])
+        if S["scratch_off"] is not None:
+            S["scratch_off"] = column(f"s{j}", off_type, [L["scratch_off"] for L in run])
+            S["scratch_bytes"] = column(f"n{j}", off_type, [L["scratch_bytes"] for L in run])
+        slots.append(S)
+    return dict(first=first, slots_per_patch=n, count=len(runs), last=first + n * len(runs) - 1,
+                slots=slots, columns=columns, rows=rows)
+
+
 def model_context(g: Graph, plan: MemoryPlan) -> dict:
     """Everything the templates need, as plain Python data."""
     if len(g.inputs) != 1 or len(g.outputs) != 1:
@@ -279,6 +341,7 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
         peak_live=plan.peak_live_bytes, no_reuse=plan.no_reuse_bytes,
         weight_bytes=int(sum(g.tensors[t].nbytes for t in g.constants())),
         macs=int(sum(g.macs(n) for n in g.nodes)),
+        patch_loop=None if train else _patch_loop(g, layers, plan.arena_bytes),
         train=_train_context(g, plan, params, layers) if train else None)
 
 
