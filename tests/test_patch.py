@@ -4,6 +4,7 @@ automatic choice never does worse than layer by layer."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -350,8 +351,8 @@ def test_generated_c_without_inplace_kernels(ir_nets, tmp_path):
                                         ("proxyless-w0.3_96", "auto")])
 def test_shared_model_patched_c(name, spec, tmp_path):
     """The patched stage of a shared model runs as one loop over a table of what changes from
-    patch to patch (codegen/c.py _patch_loop): one call per layer of a patch in model.c, the
-    layer-by-layer reference's bytes."""
+    patch to patch (codegen/c.py _patch_loop): one call and at most one parameter struct per
+    layer of a patch in model.c, the layer-by-layer reference's bytes."""
     g = compile_int8(str(shared_model(name)), None)
     sched = choose_schedule(g, spec if spec == "auto" else PatchSpec.parse(spec))
     assert sched.spec is not None
@@ -362,6 +363,9 @@ def test_shared_model_patched_c(name, spec, tmp_path):
     calls = code.count("TINYC_LAYER_HOOK(") - code.count("#define TINYC_LAYER_HOOK(")
     assert f"tinyc_patches[{patches}]" in code and patches > 1
     assert calls == len(sched.graph.nodes) - staged + staged // patches
+    # patch 0's parameter structs only: the others' differing fields are in the table
+    structs = len(re.findall(r"^static const tinyc_\w+_params tinyc_l\d+ = ", code, re.M))
+    assert structs <= len(sched.graph.nodes) - staged + staged // patches
 
 
 # ---------------------------------------------------------------- the automatic choice
