@@ -1063,6 +1063,61 @@ static void dw_channel(const tinyc_conv_params *p, const tinyc_conv_params *q,
     dw_plane(q, b, scratch, 1, scratch_bytes, wk, bias, mult, shift, buf + c, channels);
 }
 
+#if TINYC_USE_DSP
+/* The in-place kernel over four channels at a time (quad), the last channels and any channel
+ * the doubled taps do not allow one at a time (direct, else dw_channel). Out of line: inlined,
+ * it changed the register allocation of the other paths (a few instructions per channel). */
+static __attribute__((noinline)) void dw_inplace_quads(
+    const tinyc_conv_params *p, const tinyc_conv_params *q, const dw_interior *b, int8_t *buf,
+    const int8_t *weights, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+    int8_t *scratch, int32_t scratch_bytes, int32_t at, dw_quad_fn quad, dw_direct_fn direct)
+{
+    const int32_t channels = p->in_c, ksize = p->kernel_h * p->kernel_w;
+    int32_t c;
+    for (c = 0; c < channels; c += 4) {
+        /* the four channels' taps doubled as int16 pairs: channels 0/2 and 1/3 */
+        uint32_t w02[49], w13[49];
+        dw_rq rq[4];
+        int32_t acc0[4], j, k;
+        int ok = c + 4 <= channels;
+        for (j = 0; ok && j < 4; ++j) {
+            const int8_t *wk = weights + (c + j) * ksize;
+            const int32_t bc = bias ? bias[c + j] : 0;
+            int32_t wsum = 0;
+            for (k = 0; k < ksize; ++k) {
+                wsum += wk[k];
+            }
+            acc0[j] = 2 * (bc - p->in_zp * wsum);
+            ok = dw_fast_rq(p, bc, mult[c + j], shift[c + j], &rq[j]);
+        }
+        if (ok) {
+            const int8_t *wk = weights + c * ksize;
+            for (k = 0; k < ksize; ++k) {
+                w02[k] = pair16(2 * wk[k], 2 * wk[2 * ksize + k]);
+                w13[k] = pair16(2 * wk[ksize + k], 2 * wk[3 * ksize + k]);
+            }
+            quad(p, buf + c, w02, w13, acc0, rq);
+            continue;
+        }
+        /* the last channels, or a channel the doubled taps do not allow: one at a time */
+        for (j = c; j < c + 4 && j < channels; ++j) {
+            const int8_t *wk = weights + j * ksize;
+            const int32_t bc = bias ? bias[j] : 0;
+            if (direct && dw_fast_rq(p, bc, mult[j], shift[j], &rq[0])) {
+                int32_t wsum = 0;
+                for (k = 0; k < 9; ++k) {
+                    wsum += wk[k];
+                }
+                direct(p, buf + j, wk, 2 * (bc - p->in_zp * wsum), &rq[0]);
+            } else {
+                dw_channel(p, q, b, buf, j, wk, bc, mult[j], shift[j], scratch,
+                           scratch_bytes, at);
+            }
+        }
+    }
+}
+#endif
+
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,
@@ -1116,47 +1171,8 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
     direct = dw_direct_for(p);
     quad = dw_quad_for(p);
     if (quad) {
-        for (c = 0; c < channels; c += 4) {
-            /* the four channels' taps doubled as int16 pairs: channels 0/2 and 1/3 */
-            uint32_t w02[49], w13[49];
-            dw_rq rq[4];
-            int32_t acc0[4], j, k;
-            int ok = c + 4 <= channels;
-            for (j = 0; ok && j < 4; ++j) {
-                const int8_t *wk = weights + (c + j) * ksize;
-                const int32_t bc = bias ? bias[c + j] : 0;
-                int32_t wsum = 0;
-                for (k = 0; k < ksize; ++k) {
-                    wsum += wk[k];
-                }
-                acc0[j] = 2 * (bc - p->in_zp * wsum);
-                ok = dw_fast_rq(p, bc, mult[c + j], shift[c + j], &rq[j]);
-            }
-            if (ok) {
-                const int8_t *wk = weights + c * ksize;
-                for (k = 0; k < ksize; ++k) {
-                    w02[k] = pair16(2 * wk[k], 2 * wk[2 * ksize + k]);
-                    w13[k] = pair16(2 * wk[ksize + k], 2 * wk[3 * ksize + k]);
-                }
-                quad(p, buf + c, w02, w13, acc0, rq);
-                continue;
-            }
-            /* the last channels, or a channel the doubled taps do not allow: one at a time */
-            for (j = c; j < c + 4 && j < channels; ++j) {
-                const int8_t *wk = weights + j * ksize;
-                const int32_t bc = bias ? bias[j] : 0;
-                if (direct && dw_fast_rq(p, bc, mult[j], shift[j], &rq[0])) {
-                    int32_t wsum = 0;
-                    for (k = 0; k < 9; ++k) {
-                        wsum += wk[k];
-                    }
-                    direct(p, buf + j, wk, 2 * (bc - p->in_zp * wsum), &rq[0]);
-                } else {
-                    dw_channel(p, &q, &b, buf, j, wk, bc, mult[j], shift[j], scratch,
-                               scratch_bytes, at);
-                }
-            }
-        }
+        dw_inplace_quads(p, &q, &b, buf, weights, bias, mult, shift, scratch, scratch_bytes, at,
+                         quad, direct);
         return;
     }
     if (direct) {
