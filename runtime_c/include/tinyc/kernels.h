@@ -100,7 +100,7 @@ int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p);
 /* The DSP kernel runs a 3x3, 5x5 or 7x7 layer without padding four channels at a time straight
  * from the buffer; a 3x3 stride-1 layer only up to this many outputs per channel (a patch
  * schedule's small tiles). Measured on mcunet-5fps_96's tiles: about 35 instructions per output
- * and channel, against the gathered plane's 29 plus some 460 per channel: even near 64.
+ * and channel, against the gathered plane's 29 plus some 460 per channel (break-even near 64).
  * (compiler/ops/conv.py DW_QUAD_S1_MAX_OUT is the same.) */
 #define TINYC_DW_QUAD_S1_MAX_OUT 64
 
