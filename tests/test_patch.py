@@ -4,6 +4,7 @@ automatic choice never does worse than layer by layer."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -307,6 +308,22 @@ def test_generated_c_matches_layer_by_layer(name, spec, ir_nets, tmp_path):
     assert_c_matches_reference_of(g, gp, tmp_path)
 
 
+def test_patch_loop_or_unrolled(ir_nets):
+    """Patches that run the same kernels become one loop over a table (a row per patch); a
+    schedule with a layer that has no parameter struct to point at (here a concat, its parts
+    written out in each call) stays unrolled. Both are checked against the reference above."""
+    from tinyc.codegen.c import model_context
+    for name, spec, looped in [("strided_odd", "3x2@4", True), ("residual_prefix", "4x3@8", True),
+                               ("pools_pad_concat", "2x3@6", False)]:
+        gp = apply_patches(ir_nets[name], PatchSpec.parse(spec))
+        loop = model_context(gp, plan_memory(gp))["patch_loop"]
+        assert (loop is not None) == looped, (name, spec)
+        if looped:
+            assert loop["count"] == gp.meta["patch"]["patches"]
+            assert len(loop["rows"]) == loop["count"]
+            assert all(len(r) == len(loop["columns"]) for r in loop["rows"])
+
+
 def assert_c_matches_reference_of(g: Graph, gp: Graph, tmp_path, plan=None):
     from tinyc.codegen.c import generate_c
     from tinyc.targets.host import build_host, run_host
@@ -333,10 +350,22 @@ def test_generated_c_without_inplace_kernels(ir_nets, tmp_path):
 @pytest.mark.parametrize("name, spec", [("mbv2-w0.35_96", "auto"), ("mcunet-5fps_96", "3x5@9"),
                                         ("proxyless-w0.3_96", "auto")])
 def test_shared_model_patched_c(name, spec, tmp_path):
+    """The patched stage of a shared model runs as one loop over a table of what changes from
+    patch to patch (codegen/c.py _patch_loop): one call and at most one parameter struct per
+    layer of a patch in model.c, the layer-by-layer reference's bytes."""
     g = compile_int8(str(shared_model(name)), None)
     sched = choose_schedule(g, spec if spec == "auto" else PatchSpec.parse(spec))
     assert sched.spec is not None
     assert_c_matches_reference_of(g, sched.graph, tmp_path, sched.plan)
+    code = (tmp_path / "model.c").read_text()
+    patches = sched.graph.meta["patch"]["patches"]
+    staged = sum("patch" in n.attrs for n in sched.graph.nodes)
+    calls = code.count("TINYC_LAYER_HOOK(") - code.count("#define TINYC_LAYER_HOOK(")
+    assert f"tinyc_patches[{patches}]" in code and patches > 1
+    assert calls == len(sched.graph.nodes) - staged + staged // patches
+    # patch 0's parameter structs only: the others' differing fields are in the table
+    structs = len(re.findall(r"^static const tinyc_\w+_params tinyc_l\d+ = ", code, re.M))
+    assert structs <= len(sched.graph.nodes) - staged + staged // patches
 
 
 # ---------------------------------------------------------------- the automatic choice
@@ -360,6 +389,28 @@ def test_auto_respects_max_split(ir_nets):
     limited = choose_schedule(g, "auto", max_split=free.spec.split - 1)
     assert limited.spec is None or limited.spec.split < free.spec.split
     assert choose_schedule(g, "auto", max_split=-1).spec is None
+
+
+def test_patched_first_conv_gets_two_windows(monkeypatch):
+    """mcunet-5fps_96's default schedule (8x8@9): after many patches' im2col scratch the placed
+    arena has only a few bytes free, short of the second window that lets tinyc_conv2d_im2col
+    compute two pixels at a time (scratch_bytes >= 2 k; one window costs the first conv about
+    half its speed). The planner moves such a scratch to a gap free at its node: every patch of
+    the first conv gets two windows, and the arena is the one without any growing."""
+    import tinyc.memory.planner as planner
+    from tinyc.pipeline import import_float
+    g = import_float(str(shared_model("mcunet-5fps_96")))
+    for name in g.activations():   # the planner needs byte sizes only
+        g.tensors[name].dtype = "int8"
+    gp = apply_patches(g, PatchSpec.parse("8x8@9"))
+    plan = plan_memory(gp)
+    firsts = [i for i, n in enumerate(gp.nodes)
+              if n.op == "conv2d" and n.inputs[0] == g.inputs[0] and "patch" in n.attrs]
+    k = int(np.prod(g.tensors[gp.nodes[firsts[0]].inputs[1]].shape[1:]))
+    assert len(firsts) == 64 and k == 27
+    assert [plan.scratch[i][1] for i in firsts] == [2 * k] * 64
+    monkeypatch.setattr(planner, "_grow_scratch", lambda *a: None)
+    assert plan_memory(gp).arena_bytes == plan.arena_bytes
 
 
 def test_float_graph_patches_too():

@@ -158,6 +158,28 @@ def test_depthwise_in_place_with_scratch():
     assert 1 not in plan.inplace and plan.arena_bytes == 640
 
 
+def test_roomy_scratch_moves_to_a_free_gap():
+    """A scratch whose faster size does not fit after its placed offset moves to the lowest gap
+    free at its node (a patch schedule's first conv: two im2col windows instead of one); it
+    never leaves the arena, never overlaps a live buffer, and stays put when no gap fits."""
+    from tinyc.memory.planner import Buffer, _grow_scratch
+
+    def bufs():
+        return [Buffer(0, 40, 0, 3, ["a"], offset=0),     # live at node 2: [0, 40)
+                Buffer(1, 27, 2, 2, [], "scratch", 2, offset=40),
+                Buffer(2, 20, 1, 2, ["b"], offset=68),    # live at node 2: [68, 88)
+                Buffer(3, 64, 0, 1, ["c"], offset=88)]    # dead at node 2: [88, 152) is free
+    b = bufs()
+    _grow_scratch(b, 152, {2: 54})
+    assert (b[1].offset, b[1].size) == (88, 54)
+    b = bufs()
+    _grow_scratch(b, 130, {2: 54})                        # the gap ends at 130: too short
+    assert (b[1].offset, b[1].size) == (40, 27)
+    b = bufs()
+    _grow_scratch(b, 152, {2: 28})                        # fits where it is: grows in place
+    assert (b[1].offset, b[1].size) == (40, 28)
+
+
 def test_pointwise_in_place_expand_and_shrink():
     b = G((1, 6, 6, 4))                                    # 144
     e = b.conv("x", (1, 6, 6, 24), k=1)                    # 864: expand in place

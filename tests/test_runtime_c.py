@@ -634,6 +634,51 @@ def test_unused_depthwise_variants_left_out(tmp_path):
     assert rows and all(r.startswith(("dw_row_3_1_", "dw_row_5_2_")) for r in rows), rows
 
 
+# (kernel, stride, input HxW, channels, full-range clamp): tiles without padding, the
+# four-channel kernel's (3x3 stride 1 up to 64 outputs per channel; 3x3 stride 2, 5x5 and 7x7
+# any size); odd sizes, channel counts with a tail of 1-3, one row or one column of outputs, and
+# a 3x3 stride-1 tile past 64 outputs (the gathered plane's rows)
+DW_QUAD_CASES = [(3, 1, (5, 5), 9, True), (3, 1, (3, 7), 6, False), (3, 1, (10, 10), 8, True),
+                 (3, 1, (11, 10), 7, False), (3, 2, (9, 11), 11, True),
+                 (3, 2, (4, 7), 5, False), (3, 2, (13, 3), 4, True),
+                 (5, 1, (7, 6), 9, True), (5, 2, (11, 9), 6, False), (5, 2, (5, 12), 8, True),
+                 (7, 1, (9, 8), 5, False), (7, 2, (13, 15), 10, True)]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("case", DW_QUAD_CASES, ids=lambda c: "k{}s{}_{}x{}c{}_{}".format(
+    c[0], c[1], *c[2], c[3], "full" if c[4] else "clamp"))
+def test_depthwise_inplace_quad_tiles(case, variant, tmp_path):
+    """In-place depthwise on a patch tile without padding, four channels at a time
+    (depthwise_conv.c dw_quad, DSP kernels): every shift a right shift the doubled taps allow,
+    except in one group of four (a left shift, a dead channel: that group goes one channel at a
+    time) when there are two groups; the last channels one at a time. Against the reference,
+    bit for bit; most outputs unsaturated."""
+    from tinyc.codegen.c import model_context
+    from tinyc.ops.conv import dw_variants
+    k, s, (h, w), c, full = case
+    g = int8_conv_graph(seed=h * 31 + w * 7 + c + k, in_shape=(1, h, w, c), cout=c, k=(k, k),
+                        stride=(s, s), pads=(0, 0, 0, 0), groups=c)
+    q = g.nodes[0].attrs["q"]
+    rng = np.random.default_rng(c + s + k)
+    q["mult"] = rng.integers(1 << 30, (1 << 31) - 1, c).astype(np.int32)
+    # right shifts that leave most outputs inside the clamp (a saturated output hides a wrong
+    # accumulator), the extremes of the doubled taps' range on two channels
+    q["shift"] = rng.integers(-15 if k > 3 else -14, -8, c).astype(np.int32)
+    q["shift"][[1, 3]] = -23, -1
+    q["act_min"], q["act_max"] = (-128, 127) if full else (-90, 100)
+    if c >= 8:
+        q["shift"][5] = 2                                          # a left shift
+        g.tensors["b"].data[6], q["shift"][6] = -(1 << 30), -23    # a dead channel
+    plan = plan_memory(g)
+    assert plan.inplace.get(0) == "depthwise"
+    L = model_context(g, plan)["layers"][0]
+    uses_quad = any("QUAD" in v for v in dw_variants(L["kind"], L["params"]))
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    assert uses_quad == ((k, s) != (3, 1) or oh * ow <= 64)
+    assert_c_matches_reference(g, tmp_path, plan=plan, n_random=3, variant=variant)
+
+
 # ---------------------------------------------------------------- a shared pretrained model
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("name", ["mbv2-w0.35_96", "mcunet-5fps_96"])

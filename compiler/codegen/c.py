@@ -244,6 +244,93 @@ def _share_parameters(layers: list[dict]) -> None:
         L["params_ident"] = seen.setdefault(key, L["ident"])
 
 
+# the fields of a layer that may change from patch to patch of a patch schedule (the table's
+# columns) and those that only describe it (comments, the hook)
+_PATCH_VARYING = ("params_ident", "in_offs", "out_off", "scratch_off", "scratch_bytes",
+                  "params", "own_params")
+_PATCH_LABELS = ("index", "ident", "name", "out_shape")
+
+
+def _patch_loop(g: Graph, layers: list[dict], arena_bytes: int) -> dict | None:
+    """The patched stage of an inference graph as one loop over a table (templates/model.c.j2):
+    patch k runs the same kernels as patch 0, on its own arena offsets and scratch sizes and with
+    patch 0's parameter struct copied and the fields that differ (a tile's size, its padding, a
+    paste's position) set, all read from row k. Unrolled call by call instead, the stage's code
+    grows with the patches (about 25 bytes of argument set-up per call), and so do the
+    parameter structs, one per patch for most layers (76 bytes each). Marks the structs the
+    loop no longer needs (own_params False). None when there is no patched stage or its
+    patches differ in anything else (their layers, kernels, weights), or their layers are not
+    numbered patch after patch."""
+    staged = [L for L, node in zip(layers, g.nodes) if "patch" in node.attrs]
+    if not staged or [L["index"] for L in staged] != list(range(staged[0]["index"],
+                                                                  staged[-1]["index"] + 1)):
+        return None   # none, or not one stretch of layers
+    runs: list[list[dict]] = []
+    for L in staged:
+        patch = g.nodes[L["index"]].attrs["patch"]
+        if not runs or g.nodes[runs[-1][0]["index"]].attrs["patch"] != patch:
+            runs.append([])
+        runs[-1].append(L)
+    first, n = staged[0]["index"], len(runs[0])
+    if len(runs) < 2 or any(len(r) != n or "ptype" not in L for r in runs for L in r):
+        return None
+
+    def fixed(L: dict) -> dict:
+        return {k: v for k, v in L.items() if k not in _PATCH_VARYING + _PATCH_LABELS}
+
+    def ctype(values: list) -> str:
+        lo, hi = min(values), max(values)
+        return ("int16_t" if -0x8000 <= lo and hi <= 0x7FFF
+                else "uint16_t" if 0 <= lo and hi <= 0xFFFF else "int32_t")
+
+    columns, rows, slots = [], [[] for _ in runs], []
+    named: dict[tuple, str] = {}   # a column's values -> its name
+    for j in range(n):
+        run = [r[j] for r in runs]
+        if any(fixed(L) != fixed(run[0]) or (L["scratch_off"] is None) !=
+               (run[0]["scratch_off"] is None) or L["params"].keys() != run[0]["params"].keys()
+               for L in run):
+            return None
+        S = dict(run[0], index=f"{first + j} + {n} * k",
+                 out_shape=run[0]["out_shape"] + " (patch 0)")
+
+        def column(name: str, values: list):
+            if all(v == values[0] for v in values):
+                return values[0]
+            if not all(isinstance(v, int) for v in values):
+                raise ValueError(name)
+            if tuple(values) not in named:   # (an in-place chain: one offset for several calls)
+                named[tuple(values)] = name
+                columns.append(f"{ctype(values)} {name}")
+                for row, v in zip(rows, values):
+                    row.append(v)
+            return f"t->{named[tuple(values)]}"
+
+        try:
+            # the parameter fields that differ: patch 0's struct copied, these fields set
+            S["set_params"] = [(f, c) for f in run[0]["params"]
+                               for c in [column(f"f{j}_{f}", [L["params"][f] for L in run])]
+                               if isinstance(c, str)]
+            S["in_offs"] = [column(f"i{j}_{e}", [L["in_offs"][e] for L in run])
+                            for e in range(len(S["in_offs"]))]
+            S["out_off"] = column(f"o{j}", [L["out_off"] for L in run])
+            if S["scratch_off"] is not None:
+                S["scratch_off"] = column(f"s{j}", [L["scratch_off"] for L in run])
+                S["scratch_bytes"] = column(f"n{j}", [L["scratch_bytes"] for L in run])
+        except ValueError:   # a nested parameter differs: leave the stage unrolled
+            return None
+        if S["set_params"]:
+            S["base_params"], S["params_ident"] = S["params_ident"], f"q{j}"
+        slots.append(S)
+    # the structs of patches 1.. are not needed, unless a layer after the stage shares one
+    outside = {L["params_ident"] for L in layers if L["index"] > staged[-1]["index"]}
+    for r in runs[1:]:
+        for L in r:
+            L["own_params"] = L["own_params"] and L["ident"] in outside
+    return dict(first=first, slots_per_patch=n, count=len(runs), last=first + n * len(runs) - 1,
+                slots=slots, columns=columns, rows=rows)
+
+
 def model_context(g: Graph, plan: MemoryPlan) -> dict:
     """Everything the templates need, as plain Python data."""
     if len(g.inputs) != 1 or len(g.outputs) != 1:
@@ -279,6 +366,7 @@ def model_context(g: Graph, plan: MemoryPlan) -> dict:
         peak_live=plan.peak_live_bytes, no_reuse=plan.no_reuse_bytes,
         weight_bytes=int(sum(g.tensors[t].nbytes for t in g.constants())),
         macs=int(sum(g.macs(n) for n in g.nodes)),
+        patch_loop=None if train else _patch_loop(g, layers, plan.arena_bytes),
         train=_train_context(g, plan, params, layers) if train else None)
 
 

@@ -193,7 +193,7 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     for k, members in enumerate(group_list):
         for v in members:
             buffers[v].offset = offsets[k]
-    _grow_scratch(buffers, arena, grp.roomy, grp.movable)
+    _grow_scratch(buffers, arena, grp.roomy)
 
     plan = MemoryPlan(
         arena_bytes=arena, buffers=buffers,
@@ -210,28 +210,27 @@ def plan_memory(g: Graph, inplace: bool = True, orders: tuple[str, ...] = ORDERS
     return plan
 
 
-def _grow_scratch(buffers: list[Buffer], arena: int, roomy: dict[int, int],
-                  movable: frozenset = frozenset()) -> None:
+def _grow_scratch(buffers: list[Buffer], arena: int, roomy: dict[int, int]) -> None:
     """Give a node's scratch the larger size its kernel's faster variant asks for (roomy) where
-    the bytes after it are free in the placed arena at that node: the arena never grows. A
-    scratch lives at its node alone, so that of a node in `movable` (backward nodes) may also
-    move to the lowest free gap that large at its node."""
+    the placed arena has that many free bytes at that node: after the scratch where it was
+    placed, else the lowest free gap elsewhere (a scratch lives at its node only, so it may
+    move; in a patch schedule the gap after it is often a few bytes short of a second im2col
+    window, which costs the first conv half its speed). The arena never grows."""
     scratch_of = {b.node: b for b in buffers if b.kind == "scratch"}
     for i, size in sorted(roomy.items()):
         b = scratch_of.get(i)
-        if b is None or size <= b.size:
+        if b is None or size <= b.size or b.first != b.last:
             continue
-        busy = [c.span(i) for c in buffers
-                if c is not b and c.size and c.first <= i <= c.last]
+        others = [c.span(i) for c in buffers
+                  if c is not b and c.size and c.first <= i <= c.last]
 
         def free(lo: int) -> bool:
-            return lo + size <= arena and all(end <= lo or start >= lo + size
-                                              for start, end in busy)
-        starts = [b.offset] + (sorted({0} | {_align(end) for _, end in busy})
-                               if i in movable else [])
-        lo = next((lo for lo in starts if free(lo)), None)
-        if lo is not None:
-            b.offset, b.size = lo, size
+            return lo + size <= arena and all(e <= lo or s >= lo + size for s, e in others)
+
+        for lo in [b.offset] + sorted({0} | {_align(e) for _, e in others}):
+            if free(lo):
+                b.offset, b.size = lo, size
+                break
 
 
 def live_peak(g: Graph) -> int:
@@ -256,7 +255,6 @@ class _Grouping:
     bias_scratch: dict[int, int] = field(default_factory=dict)
     masks: dict[str, dict] = field(default_factory=dict)   # packable_masks
     roomy: dict[int, int] = field(default_factory=dict)   # PlanContext.roomy
-    movable: frozenset = frozenset()   # the nodes of roomy whose scratch may move (backward)
 
     def peak_live(self) -> int:
         live = [0] * max(self.steps, 1)
@@ -345,8 +343,7 @@ def _group(g: Graph, inplace: bool, pointwise: bool, pack_masks: bool = True,
                    if not (t in producer and _is_alias(producer[t])))
     return _Grouping(buffers, value_of, group_list, profiles, handovers, inplace_nodes, life,
                      no_reuse, len(g.nodes), bias_scratch, masks,
-                     {i: n for i, n in ctx.roomy.items() if i not in bias_scratch},
-                     frozenset(i for i in ctx.roomy if ops.get(g.nodes[i]).backward))
+                     {i: n for i, n in ctx.roomy.items() if i not in bias_scratch})
 
 
 def packable_masks(g: Graph) -> dict[str, dict]:

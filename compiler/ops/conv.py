@@ -298,18 +298,23 @@ def hash_name(name: str) -> int:
 
 # ---------------------------------------------------------------- kernel variants
 # The specialised depthwise code of runtime_c/src/forward/depthwise_conv.c (DSP kernels), one
-# tinyc/config.h define each: the rows of 3x3, 5x5, 7x7 windows at stride 1 or 2 and the direct
-# 3x3 stride 2 kernel, each with a full int8 clamp or a narrower one.
+# tinyc/config.h define each: the rows of 3x3, 5x5, 7x7 windows at stride 1 or 2, the direct
+# 3x3 stride 2 kernel and the four-channel kernels of tiles without padding, each with a full
+# int8 clamp or a narrower one.
 DW_ROW_SHAPES = ((3, 1), (3, 2), (5, 1), (5, 2), (7, 1), (7, 2))
 DW_VARIANTS = tuple(f"TINYC_DW_ROWS_{k}X{k}_S{s}_{c}" for k, s in DW_ROW_SHAPES
                     for c in ("NARROW", "FULL")) + tuple(
-    f"TINYC_DW_DIRECT_3X3_S2_{c}" for c in ("NARROW", "FULL"))
+    f"TINYC_DW_DIRECT_3X3_S2_{c}" for c in ("NARROW", "FULL")) + tuple(
+    f"TINYC_DW_QUAD_{k}X{k}_S{s}_{c}" for k, s in DW_ROW_SHAPES for c in ("NARROW", "FULL"))
+DW_QUAD_S1_MAX_OUT = 64   # TINYC_DW_QUAD_S1_MAX_OUT of kernels.h
 
 
 def dw_variants(kind: str, p: dict) -> set:
     """The variants tinyc_depthwise_conv[_inplace] may take for a layer of these parameters:
-    the rows dw_row_for picks, and dw_direct_for's kernel (in place only) when every window of
-    a 3x3 stride 2 layer without leading padding lies inside the input."""
+    the rows dw_row_for picks, and (in place only) when every window of a layer without leading
+    padding lies inside the input, dw_direct_for's kernel (3x3 stride 2) and dw_quad_for's (3x3,
+    5x5, 7x7 at stride 1 or 2, four channels or more; 3x3 stride 1 with at most
+    DW_QUAD_S1_MAX_OUT outputs per channel)."""
     if kind not in ("depthwise", "depthwise_inplace"):
         return set()
     clamp = "FULL" if (p["act_min"], p["act_max"]) == (-128, 127) else "NARROW"
@@ -319,15 +324,19 @@ def dw_variants(kind: str, p: dict) -> set:
             and p["dilation_h"] == p["dilation_w"] == 1):
         out.add(f"TINYC_DW_ROWS_{k}X{k}_S{s}_{clamp}")
 
-    def inside(out_n, in_n):   # interior_range of a pad 0, stride 2, 3-tap axis
-        return in_n >= 3 and (in_n - 3) // 2 + 1 >= out_n
+    def inside(out_n, in_n):   # interior_range of a pad 0, stride s, k-tap axis
+        return in_n >= k and (in_n - k) // s + 1 >= out_n
 
-    if (kind == "depthwise_inplace" and (p["kernel_h"], k, p["stride_h"], s) == (3, 3, 2, 2)
-            and p["dilation_h"] == p["dilation_w"] == 1 and p["pad_top"] == 0
-            and p["pad_left"] == 0 and inside(p["out_h"], p["in_h"])
+    if not (kind == "depthwise_inplace" and p["kernel_h"] == k and (k, s) in DW_ROW_SHAPES
+            and p["stride_h"] == s and p["dilation_h"] == p["dilation_w"] == 1
+            and p["pad_top"] == 0 and p["pad_left"] == 0 and inside(p["out_h"], p["in_h"])
             and inside(p["out_w"], p["in_w"]) and p["out_w"] <= p["in_w"]
             and p["out_c"] == p["in_c"]):
+        return out
+    if (k, s) == (3, 2):
         out.add(f"TINYC_DW_DIRECT_3X3_S2_{clamp}")
+    if p["in_c"] >= 4 and ((k, s) != (3, 1) or p["out_h"] * p["out_w"] <= DW_QUAD_S1_MAX_OUT):
+        out.add(f"TINYC_DW_QUAD_{k}X{k}_S{s}_{clamp}")
     return out
 
 

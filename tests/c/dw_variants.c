@@ -1,7 +1,7 @@
 /* Which specialised depthwise variants depthwise_conv.c picks for given layers: reads one layer
  * a line (in_place, then tinyc_conv_params' 19 fields in order) and prints, per line, the
- * tinyc/config.h names of the rows dw_row_for and (in place) the kernel dw_direct_for return,
- * or "-". Compiled with the runtime's config.h (every variant) and -DTINYC_SIMD_EMULATE;
+ * tinyc/config.h names of the rows dw_row_for and (in place) the kernels dw_direct_for and
+ * dw_quad_for return, or "-". Compiled with the runtime's config.h (every variant) and -DTINYC_SIMD_EMULATE;
  * tests/test_runtime_c.py checks that the code generator's config enables each of them. */
 #include <stdio.h>
 
@@ -29,6 +29,10 @@ int main(void)
         }
         if (v[0] && dw_direct_for(&p)) {
             printf("TINYC_DW_DIRECT_3X3_S2_%s ", clamp);
+        }
+        if (v[0] && dw_quad_for(&p)) {
+            printf("TINYC_DW_QUAD_%ldX%ld_S%ld_%s ", (long)p.kernel_w, (long)p.kernel_w,
+                   (long)p.stride_w, clamp);
         }
         printf("-\n");
     }

@@ -22,5 +22,19 @@
 /* depthwise_conv.c: in-place 3x3 stride 2 read straight from the NHWC buffer */
 #define TINYC_DW_DIRECT_3X3_S2_NARROW 1
 #define TINYC_DW_DIRECT_3X3_S2_FULL 1
+/* depthwise_conv.c: in-place KxK at stride S without padding, four channels at a time from the
+ * NHWC buffer (3x3 stride 1: small tiles) */
+#define TINYC_DW_QUAD_3X3_S1_NARROW 1
+#define TINYC_DW_QUAD_3X3_S1_FULL 1
+#define TINYC_DW_QUAD_3X3_S2_NARROW 1
+#define TINYC_DW_QUAD_3X3_S2_FULL 1
+#define TINYC_DW_QUAD_5X5_S1_NARROW 1
+#define TINYC_DW_QUAD_5X5_S1_FULL 1
+#define TINYC_DW_QUAD_5X5_S2_NARROW 1
+#define TINYC_DW_QUAD_5X5_S2_FULL 1
+#define TINYC_DW_QUAD_7X7_S1_NARROW 1
+#define TINYC_DW_QUAD_7X7_S1_FULL 1
+#define TINYC_DW_QUAD_7X7_S2_NARROW 1
+#define TINYC_DW_QUAD_7X7_S2_FULL 1
 
 #endif /* TINYC_CONFIG_H */

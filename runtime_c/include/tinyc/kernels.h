@@ -81,9 +81,10 @@ void tinyc_depthwise_conv(const tinyc_conv_params *p, const int8_t *in, const in
  * and with pad_top, pad_left >= 0 (a negative pad crops), the plane is gathered with the conv's
  * padding around it (filled with in_zp): every window is then an interior one, which is faster;
  * the planner gives that size where it is free. With less (DSP kernels), the padded plane's rows
- * go through the scratch as a band where every step is safe in place; a 3x3 stride-2 layer
- * without padding reads the buffer directly (no scratch used); a channel whose output is one
- * value for every input (a dead channel) is written without gathering. */
+ * go through the scratch as a band where every step is safe in place; a 3x3, 5x5 or 7x7
+ * layer without padding (3x3 stride 1: up to TINYC_DW_QUAD_S1_MAX_OUT outputs) reads the buffer
+ * directly, four channels at a time (no scratch used); a channel whose output is one value for
+ * every input (a dead channel) is written without gathering. */
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,
@@ -95,6 +96,13 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
  * time. (compiler/ops/conv.py depthwise_plane_bytes computes the same.) */
 #define TINYC_DW_PLANE_SLACK 3
 int32_t tinyc_dw_padded_plane_bytes(const tinyc_conv_params *p);
+
+/* The DSP kernel runs a 3x3, 5x5 or 7x7 layer without padding four channels at a time straight
+ * from the buffer; a 3x3 stride-1 layer only up to this many outputs per channel (a patch
+ * schedule's small tiles). Measured on mcunet-5fps_96's tiles: about 35 instructions per output
+ * and channel, against the gathered plane's 29 plus some 460 per channel (break-even near 64).
+ * (compiler/ops/conv.py DW_QUAD_S1_MAX_OUT is the same.) */
+#define TINYC_DW_QUAD_S1_MAX_OUT 64
 
 /* A conv weight tensor of which only some input channels are trained (training builds):
  * those channels' weights live in SRAM, the others are read from the flash tensor.

@@ -67,6 +67,11 @@ static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlabt((int32_t)a, (int32_t)b, acc);
 }
+/* acc + hi(a) * hi(b) (SMLATT) */
+static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatt((int32_t)a, (int32_t)b, acc);
+}
 /* (a * b + 2^31) >> 32 (SMMULR) */
 static inline int32_t dw_smmulr(int32_t a, int32_t b)
 {
@@ -89,6 +94,11 @@ static inline int32_t dw_smlatb(uint32_t a, uint32_t b, int32_t acc)
 static inline int32_t dw_smlabt(uint32_t a, uint32_t b, int32_t acc)
 {
     return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a & 0xFFFF) *
+                                                (int32_t)(int16_t)(b >> 16)));
+}
+static inline int32_t dw_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)((int32_t)(int16_t)(a >> 16) *
                                                 (int32_t)(int16_t)(b >> 16)));
 }
 static inline int32_t dw_smmulr(int32_t a, int32_t b)
@@ -839,6 +849,196 @@ static dw_direct_fn dw_direct_for(const tinyc_conv_params *p)
 }
 #endif
 
+#if TINYC_USE_DSP
+/* K x K windows (K 3, 5 or 7) at stride S (1 or 2) that all lie inside the input (no padding: a
+ * patch schedule's inner tiles), four channels at a time, read straight from the NHWC buffer:
+ * one word of four channels per tap, widened once (SXTB16: channels 0/2 and 1/3) and multiplied
+ * by the four channels' taps packed as int16 pairs (SMLABB / SMLATT). No plane is gathered and
+ * the taps are packed once per four channels, not per channel: on a small tile those costs are
+ * most of the per-channel kernels' work. In place: output (oy, ox) lands on pixel
+ * oy * out_w + ox, which no later window of these channels reads (each later window's first
+ * pixel, S oy' in_w + S ox', comes after it); other channels' bytes are not touched. The taps
+ * are doubled (dw_requant): acc0[j] = 2 * (bias - in_zp * sum(taps)) for channel j. */
+
+/* one tap of four channels: the word at x times the packed taps w02 (channels 0, 2) and w13 */
+static TINYC_ALWAYS_INLINE void dw_quad_tap(const int8_t *x, uint32_t w02, uint32_t w13,
+                                            int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    const uint32_t v = tinyc_read4(x);
+    const uint32_t x02 = tinyc_sxtb16(v), x13 = tinyc_sxtb16_ror8(v);
+    *a0 = dw_smlabb(x02, w02, *a0);
+    *a2 = dw_smlatt(x02, w02, *a2);
+    *a1 = dw_smlabb(x13, w13, *a1);
+    *a3 = dw_smlatt(x13, w13, *a3);
+}
+
+/* one filter row (K taps from r, pixels C bytes apart) of four channels, written out */
+static TINYC_ALWAYS_INLINE void dw_quad_row(const int8_t *r, int32_t C, const int K,
+                                            const uint32_t *w02, const uint32_t *w13,
+                                            int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    dw_quad_tap(r, w02[0], w13[0], a0, a1, a2, a3);
+    dw_quad_tap(r + C, w02[1], w13[1], a0, a1, a2, a3);
+    dw_quad_tap(r + 2 * C, w02[2], w13[2], a0, a1, a2, a3);
+    if (K >= 5) {
+        dw_quad_tap(r + 3 * C, w02[3], w13[3], a0, a1, a2, a3);
+        dw_quad_tap(r + 4 * C, w02[4], w13[4], a0, a1, a2, a3);
+    }
+    if (K == 7) {
+        dw_quad_tap(r + 5 * C, w02[5], w13[5], a0, a1, a2, a3);
+        dw_quad_tap(r + 6 * C, w02[6], w13[6], a0, a1, a2, a3);
+    }
+}
+
+static TINYC_ALWAYS_INLINE void dw_quad(const tinyc_conv_params *p, int8_t *buf,
+                                        const uint32_t *w02, const uint32_t *w13,
+                                        const int32_t *acc0, const dw_rq *rq, const int K,
+                                        const int S, const int full)
+{
+    const int32_t C = p->in_c, R = p->in_w * C, out_w = p->out_w;
+    int8_t *out = buf;
+    int32_t oy, ox;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        const int8_t *row = buf + oy * S * R;
+        for (ox = 0; ox < out_w; ++ox, row += S * C, out += C) {
+            int32_t a0 = acc0[0], a1 = acc0[1], a2 = acc0[2], a3 = acc0[3];
+            const int8_t *r = row + 2 * R;
+            /* (3x3: the rows addressed from `row`, which gcc compiles with fewer spills) */
+            dw_quad_row(row, C, K, w02, w13, &a0, &a1, &a2, &a3);
+            dw_quad_row(row + R, C, K, w02 + K, w13 + K, &a0, &a1, &a2, &a3);
+            dw_quad_row(r, C, K, w02 + 2 * K, w13 + 2 * K, &a0, &a1, &a2, &a3);
+            if (K >= 5) {
+                dw_quad_row(r += R, C, K, w02 + 3 * K, w13 + 3 * K, &a0, &a1, &a2, &a3);
+                dw_quad_row(r += R, C, K, w02 + 4 * K, w13 + 4 * K, &a0, &a1, &a2, &a3);
+            }
+            if (K == 7) {
+                dw_quad_row(r += R, C, K, w02 + 5 * K, w13 + 5 * K, &a0, &a1, &a2, &a3);
+                dw_quad_row(r += R, C, K, w02 + 6 * K, w13 + 6 * K, &a0, &a1, &a2, &a3);
+            }
+            out[0] = dw_requant(a0, rq[0], full);
+            out[1] = dw_requant(a1, rq[1], full);
+            out[2] = dw_requant(a2, rq[2], full);
+            out[3] = dw_requant(a3, rq[3], full);
+        }
+    }
+}
+
+typedef void (*dw_quad_fn)(const tinyc_conv_params *p, int8_t *buf, const uint32_t *w02,
+                           const uint32_t *w13, const int32_t *acc0, const dw_rq *rq);
+/* gcc's first scheduling pass (before register allocation) hoists the taps' loads and
+ * widenings ahead of their multiplies, more values than registers: spilled to the stack, about
+ * 200 instructions per 3x3 pixel instead of 150 */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__arm__)
+#define DW_QUAD_ATTR __attribute__((optimize("no-schedule-insns")))
+#else
+#define DW_QUAD_ATTR
+#endif
+#define TINYC_DW_QUAD(K, S, F)                                                                \
+    static DW_QUAD_ATTR void dw_quad_##K##_##S##_##F(                                         \
+        const tinyc_conv_params *p, int8_t *buf, const uint32_t *w02, const uint32_t *w13,    \
+        const int32_t *acc0, const dw_rq *rq)                                                 \
+    {                                                                                         \
+        dw_quad(p, buf, w02, w13, acc0, rq, K, S, F);                                         \
+    }
+#if TINYC_DW_QUAD_3X3_S1_NARROW
+TINYC_DW_QUAD(3, 1, 0)
+#define DW_QUAD_3_1_0 dw_quad_3_1_0
+#else
+#define DW_QUAD_3_1_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_3X3_S1_FULL
+TINYC_DW_QUAD(3, 1, 1)
+#define DW_QUAD_3_1_1 dw_quad_3_1_1
+#else
+#define DW_QUAD_3_1_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_3X3_S2_NARROW
+TINYC_DW_QUAD(3, 2, 0)
+#define DW_QUAD_3_2_0 dw_quad_3_2_0
+#else
+#define DW_QUAD_3_2_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_3X3_S2_FULL
+TINYC_DW_QUAD(3, 2, 1)
+#define DW_QUAD_3_2_1 dw_quad_3_2_1
+#else
+#define DW_QUAD_3_2_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S1_NARROW
+TINYC_DW_QUAD(5, 1, 0)
+#define DW_QUAD_5_1_0 dw_quad_5_1_0
+#else
+#define DW_QUAD_5_1_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S1_FULL
+TINYC_DW_QUAD(5, 1, 1)
+#define DW_QUAD_5_1_1 dw_quad_5_1_1
+#else
+#define DW_QUAD_5_1_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S2_NARROW
+TINYC_DW_QUAD(5, 2, 0)
+#define DW_QUAD_5_2_0 dw_quad_5_2_0
+#else
+#define DW_QUAD_5_2_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_5X5_S2_FULL
+TINYC_DW_QUAD(5, 2, 1)
+#define DW_QUAD_5_2_1 dw_quad_5_2_1
+#else
+#define DW_QUAD_5_2_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S1_NARROW
+TINYC_DW_QUAD(7, 1, 0)
+#define DW_QUAD_7_1_0 dw_quad_7_1_0
+#else
+#define DW_QUAD_7_1_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S1_FULL
+TINYC_DW_QUAD(7, 1, 1)
+#define DW_QUAD_7_1_1 dw_quad_7_1_1
+#else
+#define DW_QUAD_7_1_1 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S2_NARROW
+TINYC_DW_QUAD(7, 2, 0)
+#define DW_QUAD_7_2_0 dw_quad_7_2_0
+#else
+#define DW_QUAD_7_2_0 (dw_quad_fn)0
+#endif
+#if TINYC_DW_QUAD_7X7_S2_FULL
+TINYC_DW_QUAD(7, 2, 1)
+#define DW_QUAD_7_2_1 dw_quad_7_2_1
+#else
+#define DW_QUAD_7_2_1 (dw_quad_fn)0
+#endif
+
+/* the four-channel kernel of a 3x3, 5x5 or 7x7 layer at stride 1 or 2 without padding (every
+ * window inside) and at least four channels; a 3x3 stride 1 layer only on a tile of at most
+ * TINYC_DW_QUAD_S1_MAX_OUT outputs per channel (on larger planes the gathered plane's 3x3 rows
+ * are faster); else 0 */
+static dw_quad_fn dw_quad_for(const tinyc_conv_params *p)
+{
+    static const dw_quad_fn quads[3][2][2] = {
+        {{DW_QUAD_3_1_0, DW_QUAD_3_1_1}, {DW_QUAD_3_2_0, DW_QUAD_3_2_1}},
+        {{DW_QUAD_5_1_0, DW_QUAD_5_1_1}, {DW_QUAD_5_2_0, DW_QUAD_5_2_1}},
+        {{DW_QUAD_7_1_0, DW_QUAD_7_1_1}, {DW_QUAD_7_2_0, DW_QUAD_7_2_1}}};
+    const int32_t k = p->kernel_w, s = p->stride_w;
+    dw_interior b;
+    if (k != p->kernel_h || (k != 3 && k != 5 && k != 7) || s != p->stride_h || s < 1 || s > 2 ||
+        p->dilation_h != 1 || p->dilation_w != 1 || p->pad_top != 0 || p->pad_left != 0 ||
+        p->out_w > p->in_w || p->out_c != p->in_c || p->in_c < 4 ||
+        (k == 3 && s == 1 && p->out_h * p->out_w > TINYC_DW_QUAD_S1_MAX_OUT)) {
+        return 0;
+    }
+    b = interior_of(p);   /* of p: windows past the bottom or right edge */
+    if (b.y_lo != 0 || b.y_hi != p->out_h || b.x_lo != 0 || b.x_hi != p->out_w) {
+        return 0;
+    }
+    return quads[k / 2 - 1][s - 1][p->act_min == -128 && p->act_max == 127];
+}
+#endif
+
 /* One channel of the in-place kernel, the general way: a constant channel written out, else
  * the plane gathered (its first input byte `at` bytes into the scratch, rows q->in_w apart) and
  * dw_plane over q. */
@@ -863,6 +1063,61 @@ static void dw_channel(const tinyc_conv_params *p, const tinyc_conv_params *q,
     dw_plane(q, b, scratch, 1, scratch_bytes, wk, bias, mult, shift, buf + c, channels);
 }
 
+#if TINYC_USE_DSP
+/* The in-place kernel over four channels at a time (quad), the last channels and any channel
+ * the doubled taps do not allow one at a time (direct, else dw_channel). Out of line: inlined,
+ * it changed the register allocation of the other paths (a few instructions per channel). */
+static __attribute__((noinline)) void dw_inplace_quads(
+    const tinyc_conv_params *p, const tinyc_conv_params *q, const dw_interior *b, int8_t *buf,
+    const int8_t *weights, const int32_t *bias, const int32_t *mult, const int32_t *shift,
+    int8_t *scratch, int32_t scratch_bytes, int32_t at, dw_quad_fn quad, dw_direct_fn direct)
+{
+    const int32_t channels = p->in_c, ksize = p->kernel_h * p->kernel_w;
+    int32_t c;
+    for (c = 0; c < channels; c += 4) {
+        /* the four channels' taps doubled as int16 pairs: channels 0/2 and 1/3 */
+        uint32_t w02[49], w13[49];
+        dw_rq rq[4];
+        int32_t acc0[4], j, k;
+        int ok = c + 4 <= channels;
+        for (j = 0; ok && j < 4; ++j) {
+            const int8_t *wk = weights + (c + j) * ksize;
+            const int32_t bc = bias ? bias[c + j] : 0;
+            int32_t wsum = 0;
+            for (k = 0; k < ksize; ++k) {
+                wsum += wk[k];
+            }
+            acc0[j] = 2 * (bc - p->in_zp * wsum);
+            ok = dw_fast_rq(p, bc, mult[c + j], shift[c + j], &rq[j]);
+        }
+        if (ok) {
+            const int8_t *wk = weights + c * ksize;
+            for (k = 0; k < ksize; ++k) {
+                w02[k] = pair16(2 * wk[k], 2 * wk[2 * ksize + k]);
+                w13[k] = pair16(2 * wk[ksize + k], 2 * wk[3 * ksize + k]);
+            }
+            quad(p, buf + c, w02, w13, acc0, rq);
+            continue;
+        }
+        /* the last channels, or a channel the doubled taps do not allow: one at a time */
+        for (j = c; j < c + 4 && j < channels; ++j) {
+            const int8_t *wk = weights + j * ksize;
+            const int32_t bc = bias ? bias[j] : 0;
+            if (direct && dw_fast_rq(p, bc, mult[j], shift[j], &rq[0])) {
+                int32_t wsum = 0;
+                for (k = 0; k < 9; ++k) {
+                    wsum += wk[k];
+                }
+                direct(p, buf + j, wk, 2 * (bc - p->in_zp * wsum), &rq[0]);
+            } else {
+                dw_channel(p, q, b, buf, j, wk, bc, mult[j], shift[j], scratch,
+                           scratch_bytes, at);
+            }
+        }
+    }
+}
+#endif
+
 void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
                                   const int8_t *weights, const int32_t *bias,
                                   const int32_t *mult, const int32_t *shift, int8_t *scratch,
@@ -879,6 +1134,7 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
 #if TINYC_USE_DSP
     dw_row_fn fast = 0;
     dw_direct_fn direct;
+    dw_quad_fn quad;
     dw_band band = {0, 0, 0};
 #endif
 
@@ -913,6 +1169,12 @@ void tinyc_depthwise_conv_inplace(const tinyc_conv_params *p, int8_t *buf,
 #endif
 #if TINYC_USE_DSP
     direct = dw_direct_for(p);
+    quad = dw_quad_for(p);
+    if (quad) {
+        dw_inplace_quads(p, &q, &b, buf, weights, bias, mult, shift, scratch, scratch_bytes, at,
+                         quad, direct);
+        return;
+    }
     if (direct) {
         for (c = 0; c < channels; ++c) {
             const int8_t *wk = weights + c * ksize;
