@@ -761,6 +761,47 @@ def test_channelwise_backward_on_cortex_m4_in_qemu(tmp_path):
     assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=8, lr=0.05, seed=6) > 0
 
 
+
+MASK_FOLD_SOURCES = [ROOT / "tests" / "c" / "mask_fold_exact.c",
+                     RUNTIME / "src" / "backward" / "elementwise_grad.c",
+                     RUNTIME / "src" / "backward" / "loss.c", RUNTIME / "src" / "optim" / "sgd.c",
+                     RUNTIME / "src" / "optim" / "split_weights.c"]
+MASK_FOLD_CASES = "271433 cases equal"
+
+
+@pytest.mark.parametrize("variant", [(), ("-DTINYC_SIMD_EMULATE",)], ids=["portable", "dsp"])
+def test_mask_and_folded_bias_exact(variant, tmp_path):
+    """The training forward's helpers, tinyc_pack_mask (four elements a word with SSUB8/SEL on
+    the DSP variant) and tinyc_fold_bias (USADA8), against their definitions element by element
+    (tests/c/mask_fold_exact.c): every int8 value under every pair of bounds in [-130, 129],
+    partial bytes, unaligned inputs, filters of 1 to 70 and 1000 weights."""
+    exe = tmp_path / "mask_fold_exact"
+    subprocess.run(["gcc", *STRICT, *variant, "-I", str(RUNTIME / "include"),
+                    *map(str, MASK_FOLD_SOURCES), "-lm", "-o", str(exe)], check=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0 and MASK_FOLD_CASES in res.stdout, res.stdout
+
+
+def test_mask_and_folded_bias_exact_on_cortex_m4(tmp_path):
+    """The same cases on an emulated Cortex-M4F: the DSP variant's real SSUB8, SEL and USADA8."""
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    for name, text in (("startup.c", QEMU_STARTUP), ("link.ld", QEMU_LINK)):
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(["arm-none-eabi-gcc", "-O2", *ARM_FLAGS, "-I", str(RUNTIME / "include"),
+                          *map(str, MASK_FOLD_SOURCES), str(tmp_path / "startup.c"), "-T",
+                          str(tmp_path / "link.ld"), "--specs=rdimon.specs", "-lm", "-o",
+                          str(tmp_path / "fw.elf")], capture_output=True, text=True)
+    if res.returncode != 0 and "rdimon" in res.stderr:
+        pytest.skip(f"newlib's semihosting library is missing: {res.stderr.strip()[:200]}")
+    assert res.returncode == 0, res.stderr
+    run = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic",
+                          "-semihosting-config", "enable=on,target=native", "-kernel",
+                          str(tmp_path / "fw.elf")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and MASK_FOLD_CASES in run.stdout, run.stdout + run.stderr
+
 @pytest.mark.parametrize("channels", [16, 64])
 def test_ds_cnn_bias_only(channels, tmp_path):
     """A DS-CNN keyword-spotting net (tests/nets.net_ds_cnn): chained depthwise-separable blocks,
