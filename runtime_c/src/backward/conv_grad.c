@@ -511,6 +511,162 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
     }
 }
 
+/* depthwise_plane for a 3x3, 5x5 or 7x7 kernel, stride 2, pads k / 2 (the blocks' usual
+ * downsampling depthwise): input row iy takes kernel rows ky = (iy + pad) % 2, + 2, ... at
+ * output rows oy = (iy + pad - ky) / 2, and each kernel row adds its terms to the whole input
+ * row in one pass (s2_row_k), the partial sums kept in the plane between passes: each pixel
+ * gets its terms in depthwise_grad_at's (ky, kx) order, output rows outside the plane are
+ * skipped and columns outside it read zeros (a term with g == 0 adds +-0 to a sum that is never
+ * -0: exact either way). Within a pass the output gradient values slide along in registers, the
+ * kernel row's products are in registers, and an input column pair (2j, 2j + 1) shares them. */
+static int depthwise_s2_same(const tinyc_conv_grad_params *p)
+{
+    const int32_t k = p->kernel_h;
+    /* 5x5 and 7x7 on narrower planes: the per-pass costs outweigh what the passes save
+     * (depthwise_plane's tap lists are faster there: mcunet's 7x7 on 8x8, +0.44M) */
+    return p->stride_h == 2 && p->stride_w == 2 && p->kernel_w == k
+        && (k == 3 || ((k == 5 || k == 7) && p->out_w >= 8)) && p->pad_top == k / 2
+        && p->pad_left == k / 2;
+}
+
+/* g(ox) = g[ox * step] inside the plane's ow columns, else 0 */
+#define S2_G(g, step, ox, ow) ((ox) < (ow) ? (g)[(ox) * (step)] : 0.0f)
+
+/* out[ix] = in[ix] + the terms of kernel row w (3 taps) of the output gradient row g, for the
+ * iw input columns (element ix at ix * out_step, in[] at ix * in_step: 0 reads a zero). Even
+ * ix = 2j: kx 1 at g(j); odd: kx 0 at g(j + 1), kx 2 at g(j). */
+TINYC_NOINLINE static void s2_row_3(const float *g, int32_t step, int32_t ow, const float *w,
+                                    const float *in, int32_t in_step, float *out,
+                                    int32_t out_step, int32_t iw)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2];
+    float g0 = g[0], g1 = S2_G(g, step, 1, ow);
+    int32_t j, ix;
+    for (j = 0, ix = 0; ix + 1 < iw; ++j, ix += 2) {
+        float d = in[ix * in_step], t;
+        t = g0 * w1; d = d + t;
+        out[ix * out_step] = d;
+        d = in[(ix + 1) * in_step];
+        t = g1 * w0; d = d + t;
+        t = g0 * w2; d = d + t;
+        out[(ix + 1) * out_step] = d;
+        g0 = g1;
+        g1 = S2_G(g, step, j + 2, ow);
+    }
+    if (ix < iw) {
+        const float t = g0 * w1;
+        out[ix * out_step] = in[ix * in_step] + t;
+    }
+}
+
+/* the same for 5 taps: even ix = 2j: kx 0, 2, 4 at g(j + 1), g(j), g(j - 1); odd: kx 1, 3 at
+ * g(j + 1), g(j) */
+TINYC_NOINLINE static void s2_row_5(const float *g, int32_t step, int32_t ow, const float *w,
+                                    const float *in, int32_t in_step, float *out,
+                                    int32_t out_step, int32_t iw)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];
+    float gm = 0.0f, g0 = g[0], g1 = S2_G(g, step, 1, ow);
+    int32_t j, ix;
+    for (j = 0, ix = 0; ix + 1 < iw; ++j, ix += 2) {
+        float d = in[ix * in_step], t;
+        t = g1 * w0; d = d + t;
+        t = g0 * w2; d = d + t;
+        t = gm * w4; d = d + t;
+        out[ix * out_step] = d;
+        d = in[(ix + 1) * in_step];
+        t = g1 * w1; d = d + t;
+        t = g0 * w3; d = d + t;
+        out[(ix + 1) * out_step] = d;
+        gm = g0;
+        g0 = g1;
+        g1 = S2_G(g, step, j + 2, ow);
+    }
+    if (ix < iw) {
+        float d = in[ix * in_step], t;
+        t = g1 * w0; d = d + t;
+        t = g0 * w2; d = d + t;
+        t = gm * w4; d = d + t;
+        out[ix * out_step] = d;
+    }
+}
+
+/* the same for 7 taps: even ix = 2j: kx 1, 3, 5 at g(j + 1), g(j), g(j - 1); odd: kx 0, 2, 4,
+ * 6 at g(j + 2), g(j + 1), g(j), g(j - 1) */
+TINYC_NOINLINE static void s2_row_7(const float *g, int32_t step, int32_t ow, const float *w,
+                                    const float *in, int32_t in_step, float *out,
+                                    int32_t out_step, int32_t iw)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6];
+    float gm = 0.0f, g0 = g[0], g1 = S2_G(g, step, 1, ow), g2 = S2_G(g, step, 2, ow);
+    int32_t j, ix;
+    for (j = 0, ix = 0; ix + 1 < iw; ++j, ix += 2) {
+        float d = in[ix * in_step], t;
+        t = g1 * w1; d = d + t;
+        t = g0 * w3; d = d + t;
+        t = gm * w5; d = d + t;
+        out[ix * out_step] = d;
+        d = in[(ix + 1) * in_step];
+        t = g2 * w0; d = d + t;
+        t = g1 * w2; d = d + t;
+        t = g0 * w4; d = d + t;
+        t = gm * w6; d = d + t;
+        out[(ix + 1) * out_step] = d;
+        gm = g0;
+        g0 = g1;
+        g1 = g2;
+        g2 = S2_G(g, step, j + 3, ow);
+    }
+    if (ix < iw) {
+        float d = in[ix * in_step], t;
+        t = g1 * w1; d = d + t;
+        t = g0 * w3; d = d + t;
+        t = gm * w5; d = d + t;
+        out[ix * out_step] = d;
+    }
+}
+
+#undef S2_G
+
+static void depthwise_plane_s2(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                               const float *wr, const uint8_t *bits, const int8_t *act,
+                               int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
+                               int32_t out_step)
+{
+    static const float zero = 0.0f;
+    const int32_t k = p->kernel_h, pad = k / 2, iw = p->in_w, ow = p->out_w;
+    int32_t iy, ix, ky;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        float *out = plane + iy * iw * out_step;
+        int first = 1;
+        for (ky = (iy + pad) & 1; ky < k; ky += 2) {
+            const int32_t oy = (iy + pad - ky) / 2;
+            const float *g = gd + oy * ow * step;
+            const float *in = first ? &zero : out;
+            const int32_t in_step = first ? 0 : out_step;
+            if (oy >= p->out_h) {
+                continue;
+            }
+            if (oy < 0) {
+                break;   /* and every later ky */
+            }
+            if (k == 3) {
+                s2_row_3(g, step, ow, wr + ky * k, in, in_step, out, out_step, iw);
+            } else if (k == 5) {
+                s2_row_5(g, step, ow, wr + ky * k, in, in_step, out, out_step, iw);
+            } else {
+                s2_row_7(g, step, ow, wr + ky * k, in, in_step, out, out_step, iw);
+            }
+            first = 0;
+        }
+        for (ix = 0; ix < iw && (first || bits || act); ++ix) {   /* none: zeros */
+            if (first || !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+                out[ix * out_step] = 0.0f;
+            }
+        }
+    }
+}
+
 #define DW_COLS 128   /* input columns whose taps are found once per plane (stack bytes: 3x) */
 
 static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -537,6 +693,10 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
     }
     if (sh == 1 && sw == 1) {
         depthwise_plane_s1(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
+    if (depthwise_s2_same(p)) {
+        depthwise_plane_s2(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
         return;
     }
     for (ix = 0; cols && ix < iw; ++ix) {
