@@ -1,8 +1,11 @@
-/* tinyc_pack_mask (runtime_c/src/backward/elementwise_grad.c) and tinyc_fold_bias
- * (runtime_c/src/optim/sgd.c), the training forward's two helpers, against their definitions
+/* tinyc_pack_mask and tinyc_grad_mask_bits (runtime_c/src/backward/elementwise_grad.c) and
+ * tinyc_fold_bias (runtime_c/src/optim/sgd.c), the masks and folded biases of training, against
+ * their definitions
  * written out one element at a time: every int8 value under every pair of bounds in [-130, 129]
  * (the DSP variant's lanes and the bounds it leaves to the portable loop), sizes with and
- * without a partial last byte, unaligned inputs; folded biases of filters of 1 to 70 and 1000
+ * without a partial last byte, unaligned inputs; masked gradients (bit for bit: -0, infinities
+ * and NaNs kept where the bit is set, +0 elsewhere; bytes all set, all clear and mixed; in place
+ * and not); folded biases of filters of 1 to 70 and 1000
  * weights (the DSP variant's word loops and tails), extreme weights and zero points. Built with
  * -DTINYC_SIMD_EMULATE (the DSP variant) or without (the portable loops); prints the number of
  * cases and exits 1 at the first difference. */
@@ -42,6 +45,24 @@ static int check_mask(const int8_t *y, int32_t size, int32_t lo, int32_t hi)
     if (bits[(size + 7) / 8] != 0xA5) {
         printf("pack_mask: size %d: wrote past its bytes\n", (int)size);
         return 1;
+    }
+    return 0;
+}
+
+static int check_grad_mask(const float *g, const uint8_t *bits, int32_t size, int in_place)
+{
+    static float buf[300], out[300];
+    int32_t i;
+    memcpy(buf, g, (size_t)size * sizeof(float));
+    tinyc_grad_mask_bits(size, buf, bits, in_place ? buf : out);
+    for (i = 0; i < size; ++i) {
+        const float want = ((bits[i >> 3] >> (i & 7)) & 1) ? g[i] : 0.0f;
+        const float got = in_place ? buf[i] : out[i];
+        if (memcmp(&got, &want, sizeof(float)) != 0) {
+            printf("grad_mask_bits: size %d in place %d element %d\n", (int)size, in_place,
+                   (int)i);
+            return 1;
+        }
     }
     return 0;
 }
@@ -100,6 +121,25 @@ int main(void)
                 }
                 ++cases;
             }
+        }
+    }
+    {
+        static float g[300];
+        static uint8_t bits[40];
+        static const uint32_t specials[] = {0x80000000u, 0x7F800000u, 0xFF800000u, 0x7FC00001u,
+                                            0x00000001u};
+        for (i = 0; i < 300; ++i) {
+            const uint32_t u = i % 7 == 0 ? specials[(i / 7) % 5] : next() ^ (next() << 24);
+            memcpy(&g[i], &u, sizeof(u));
+        }
+        for (k = 0; k < 40; ++k) {   /* all set, all clear, mixed */
+            bits[k] = (uint8_t)(k % 3 == 0 ? 0xFF : (k % 3 == 1 ? 0x00 : next()));
+        }
+        for (size = 0; size <= 300; size += (size < 20 ? 1 : 37)) {
+            if (check_grad_mask(g, bits, size, 0) || check_grad_mask(g, bits, size, 1)) {
+                return 1;
+            }
+            cases += 2;
         }
     }
     for (i = 0; i < (int32_t)sizeof(w); ++i) {

@@ -79,8 +79,31 @@ void tinyc_pack_mask(int32_t size, const int8_t *y, int32_t lo, int32_t hi, uint
 
 void tinyc_grad_mask_bits(int32_t size, const float *g, const uint8_t *bits, float *out)
 {
-    int32_t i;
-    for (i = 0; i < size; ++i) {
+    int32_t i = 0, k;
+    /* a byte at a time: all kept (in place: nothing to do) or none kept (eight zeros) are the
+     * common bytes of a clamp's mask */
+    for (; i + 8 <= size; i += 8) {
+        const uint32_t b = bits[i >> 3];
+        if (b == 0xFFu) {
+            for (k = 0; out != g && k < 8; ++k) {
+                out[i + k] = g[i + k];
+            }
+        } else if (b == 0u) {
+            for (k = 0; k < 8; ++k) {
+                out[i + k] = 0.0f;
+            }
+        } else {   /* g's bits or +0's, without a branch */
+            for (k = 0; k < 8; ++k) {
+                uint32_t v;
+                float f;
+                memcpy(&v, g + i + k, sizeof(v));
+                v &= 0u - ((b >> k) & 1u);
+                memcpy(&f, &v, sizeof(f));
+                out[i + k] = f;
+            }
+        }
+    }
+    for (; i < size; ++i) {
         out[i] = ((bits[i >> 3] >> (i & 7)) & 1u) ? g[i] : 0.0f;
     }
 }
