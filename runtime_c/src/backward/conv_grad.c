@@ -667,6 +667,35 @@ static void depthwise_plane_s2(const tinyc_conv_grad_params *p, const float *gd,
     }
 }
 
+/* d + g[0] * w[0] + g[-step] * w[2] + ... (n <= 4 terms, in that order): a kernel row's
+ * terms at stride 2, written out */
+static float row_terms_s2(float d, const float *g, int32_t step, const float *w, int32_t n)
+{
+    float t;
+    switch (n) {
+    case 4:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-step] * w[2]; d = d + t;
+        t = g[-2 * step] * w[4]; d = d + t;
+        t = g[-3 * step] * w[6]; d = d + t;
+        return d;
+    case 3:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-step] * w[2]; d = d + t;
+        t = g[-2 * step] * w[4]; d = d + t;
+        return d;
+    case 2:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-step] * w[2]; d = d + t;
+        return d;
+    case 1:
+        t = g[0] * w[0];
+        return d + t;
+    default:
+        return d;
+    }
+}
+
 #define DW_COLS 128   /* input columns whose taps are found once per plane (stack bytes: 3x) */
 
 static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -742,6 +771,10 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
             for (a = 0; a < ny; ++a) {
                 const float *g = gd + ((oy0 - a) * ow + ox0) * step;
                 const float *w = wr + (ky0 + a * sh) * kw + kx0;
+                if (sw == 2 && nx <= 4) {   /* a 7x7 (or smaller) kernel's row, stride 2 */
+                    d = row_terms_s2(d, g, step, w, nx);
+                    continue;
+                }
                 for (b = 0; b < nx; ++b) {
                     const float t = g[-b * step] * w[b * sw];
                     d = d + t;
