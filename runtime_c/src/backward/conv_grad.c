@@ -233,7 +233,7 @@ static float row_terms(float d, const float *g, const float *w, int32_t n)
 
 /* depthwise_plane for a 3x3 kernel, stride 1, pads 1, out = in (the blocks' usual depthwise):
  * each output gradient value is loaded once per row it serves, the three rows' values of
- * columns ix - 1, ix, ix + 1 slide along in registers. Taps outside the gradient plane read
+ * columns ix - 1, ix, ix + 1 in registers (STEP3: column x in slot x mod 3, no moves). Taps outside the gradient plane read
  * zeros (a row pointer to one zero with step 0; zero columns at the ends): a term 0 * w adds
  * +-0 to a sum that is never -0, so adding it instead of skipping it is exact, and the others
  * come in depthwise_grad_at's (ky, kx) order. Not inlined: inlined, gcc -O3 turns its products
@@ -243,6 +243,45 @@ static int depthwise_3x3_same(const tinyc_conv_grad_params *p)
     return p->kernel_h == 3 && p->kernel_w == 3 && p->pad_top == 1 && p->pad_left == 1
         && p->out_h == p->in_h && p->out_w == p->in_w;
 }
+
+/* pixel ix of depthwise_plane_3x3: load column ix + 1 of the three rows (zeros past the
+ * plane's end) into slots k2 (the column ix - 2 held), then the terms of columns ix - 1, ix,
+ * ix + 1 (slots k0, k1, k2) */
+#define STEP3(k0, k1, k2)                                                                     \
+    do {                                                                                      \
+        if (ix + 1 < w) {                                                                     \
+            g0 += s0;                                                                         \
+            g1 += step;                                                                       \
+            g2 += s2;                                                                         \
+            a##k2 = *g0;                                                                      \
+            b##k2 = *g1;                                                                      \
+            c##k2 = *g2;                                                                      \
+        } else {                                                                              \
+            a##k2 = 0.0f;                                                                     \
+            b##k2 = 0.0f;                                                                     \
+            c##k2 = 0.0f;                                                                     \
+        }                                                                                     \
+        if (!masked || mask_keeps(bits, act, e, lo, hi)) {                                    \
+            const float t0 = a##k2 * w0, t1 = a##k1 * w1, t2 = a##k0 * w2;                    \
+            const float t3 = b##k2 * w3, t4 = b##k1 * w4, t5 = b##k0 * w5;                    \
+            const float t6 = c##k2 * w6, t7 = c##k1 * w7, t8 = c##k0 * w8;                    \
+            float d = 0.0f;                                                                   \
+            d = d + t0;                                                                       \
+            d = d + t1;                                                                       \
+            d = d + t2;                                                                       \
+            d = d + t3;                                                                       \
+            d = d + t4;                                                                       \
+            d = d + t5;                                                                       \
+            d = d + t6;                                                                       \
+            d = d + t7;                                                                       \
+            d = d + t8;                                                                       \
+            *out = d;                                                                         \
+        } else {                                                                              \
+            *out = 0.0f;                                                                      \
+        }                                                                                     \
+        out += out_step;                                                                      \
+        e += c_n;                                                                             \
+    } while (0)
 
 TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
                                 const float *wr, const uint8_t *bits, const int8_t *act,
@@ -263,46 +302,32 @@ TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, 
         const float *g2 = iy > 0 ? gd + (iy - 1) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
-        float a0 = 0.0f, b0 = 0.0f, c0 = 0.0f;   /* column ix - 1 of the three rows */
-        float a1 = *g0, b1 = *g1, c1 = *g2;      /* column ix */
-        for (ix = 0; ix < w; ++ix, out += out_step, e += c_n) {
-            float a2 = 0.0f, b2 = 0.0f, c2 = 0.0f;   /* column ix + 1 */
-            if (ix + 1 < w) {
-                g0 += s0;
-                g1 += step;
-                g2 += s2;
-                a2 = *g0;
-                b2 = *g1;
-                c2 = *g2;
+        /* column x of row a in slot x mod 3 (a0..a2; likewise b, c): each column loaded once
+         * into the slot of the column it replaces, three columns a turn, no moves */
+        float a0 = *g0, b0 = *g1, c0 = *g2;
+        float a1 = 0.0f, b1 = 0.0f, c1 = 0.0f, a2 = 0.0f, b2 = 0.0f, c2 = 0.0f;
+        for (ix = 0;;) {   /* slots of columns ix - 1, ix, ix + 1: */
+            STEP3(2, 0, 1);
+            if (++ix >= w) {
+                break;
             }
-            if (!masked || mask_keeps(bits, act, e, lo, hi)) {
-                const float t0 = a2 * w0, t1 = a1 * w1, t2 = a0 * w2;
-                const float t3 = b2 * w3, t4 = b1 * w4, t5 = b0 * w5;
-                const float t6 = c2 * w6, t7 = c1 * w7, t8 = c0 * w8;
-                float d = 0.0f;
-                d = d + t0;
-                d = d + t1;
-                d = d + t2;
-                d = d + t3;
-                d = d + t4;
-                d = d + t5;
-                d = d + t6;
-                d = d + t7;
-                d = d + t8;
-                *out = d;
-            } else {
-                *out = 0.0f;
+            STEP3(0, 1, 2);
+            if (++ix >= w) {
+                break;
             }
-            a0 = a1; a1 = a2;
-            b0 = b1; b1 = b2;
-            c0 = c1; c1 = c2;
+            STEP3(1, 2, 0);
+            if (++ix >= w) {
+                break;
+            }
         }
     }
 }
 
+#undef STEP3
+
 /* depthwise_plane for a 5x5 kernel, stride 1, pads 2, out = in: depthwise_plane_3x3's
- * sliding rows for five rows of five columns (v[r][k]: row oy = iy + 2 - r, column
- * ix - 2 + k) in registers, the weights read as they are used. Zeros outside the plane
+ * slots for five rows of five columns (row oy = iy + 2 - r, column x in slot x mod 5; STEP5) in
+ * registers, the weights read as they are used. Zeros outside the plane
  * (exact, as there). Not inlined (vmla, as above). */
 static int depthwise_5x5_same(const tinyc_conv_grad_params *p)
 {
@@ -326,6 +351,29 @@ static float row5(float d, float x0, float x1, float x2, float x3, float x4, con
 /* the next column of row g (step s), or a zero past the plane's end */
 #define NEXT5(g, s, more) ((more) ? *((g) += (s)) : 0.0f)
 
+/* pixel ix of depthwise_plane_5x5: load column ix + 2 of the five rows into slots k4 (the
+ * column ix - 3 held), then the terms of columns ix - 2 .. ix + 2 (slots k0 .. k4) */
+#define STEP5(k0, k1, k2, k3, k4)                                                             \
+    do {                                                                                      \
+        const int more = ix + 2 < w;   /* column ix + 2 inside */                            \
+        a##k4 = NEXT5(ga, sa, more); b##k4 = NEXT5(gb, sb, more);                             \
+        c##k4 = NEXT5(gc, step, more); d##k4 = NEXT5(gdd, sd, more);                          \
+        e##k4 = NEXT5(ge, se, more);                                                          \
+        if (!masked || mask_keeps(bits, act, e, lo, hi)) {                                    \
+            float d = 0.0f;                                                                   \
+            d = row5(d, a##k0, a##k1, a##k2, a##k3, a##k4, wr);                               \
+            d = row5(d, b##k0, b##k1, b##k2, b##k3, b##k4, wr + 5);                           \
+            d = row5(d, c##k0, c##k1, c##k2, c##k3, c##k4, wr + 10);                          \
+            d = row5(d, d##k0, d##k1, d##k2, d##k3, d##k4, wr + 15);                          \
+            d = row5(d, e##k0, e##k1, e##k2, e##k3, e##k4, wr + 20);                          \
+            *out = d;                                                                         \
+        } else {                                                                              \
+            *out = 0.0f;                                                                      \
+        }                                                                                     \
+        out += out_step;                                                                      \
+        e += c_n;                                                                             \
+    } while (0)
+
 TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
                                                int32_t step, const float *wr,
                                                const uint8_t *bits, const int8_t *act,
@@ -348,39 +396,43 @@ TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, 
         const float *ge = ie ? gd + (iy - 2) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
-        float a0 = 0.0f, a1 = 0.0f, a2 = *ga, a3 = 0.0f, a4 = 0.0f;
-        float b0 = 0.0f, b1 = 0.0f, b2 = *gb, b3 = 0.0f, b4 = 0.0f;
-        float c0 = 0.0f, c1 = 0.0f, c2 = *gc, c3 = 0.0f, c4 = 0.0f;
-        float d0 = 0.0f, d1 = 0.0f, d2 = *gdd, d3 = 0.0f, d4 = 0.0f;
-        float e0 = 0.0f, e1 = 0.0f, e2 = *ge, e3 = 0.0f, e4 = 0.0f;
+        /* column x of row a in slot x mod 5 (a0..a4; likewise b..e): each column loaded once
+         * into the slot of the column it replaces, five columns a turn, no moves */
+        float a0 = *ga, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f;
+        float b0 = *gb, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f;
+        float c0 = *gc, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f, c4 = 0.0f;
+        float d0 = *gdd, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f;
+        float e0 = *ge, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f;
         if (w > 1) {
-            a3 = NEXT5(ga, sa, 1); b3 = NEXT5(gb, sb, 1); c3 = NEXT5(gc, step, 1);
-            d3 = NEXT5(gdd, sd, 1); e3 = NEXT5(ge, se, 1);
+            a1 = NEXT5(ga, sa, 1); b1 = NEXT5(gb, sb, 1); c1 = NEXT5(gc, step, 1);
+            d1 = NEXT5(gdd, sd, 1); e1 = NEXT5(ge, se, 1);
         }
-        for (ix = 0; ix < w; ++ix, out += out_step, e += c_n) {
-            const int more = ix + 2 < w;   /* column ix + 2 inside */
-            a4 = NEXT5(ga, sa, more); b4 = NEXT5(gb, sb, more); c4 = NEXT5(gc, step, more);
-            d4 = NEXT5(gdd, sd, more); e4 = NEXT5(ge, se, more);
-            if (!masked || mask_keeps(bits, act, e, lo, hi)) {
-                float d = 0.0f;
-                d = row5(d, a0, a1, a2, a3, a4, wr);
-                d = row5(d, b0, b1, b2, b3, b4, wr + 5);
-                d = row5(d, c0, c1, c2, c3, c4, wr + 10);
-                d = row5(d, d0, d1, d2, d3, d4, wr + 15);
-                d = row5(d, e0, e1, e2, e3, e4, wr + 20);
-                *out = d;
-            } else {
-                *out = 0.0f;
+        for (ix = 0;;) {   /* slots of columns ix - 2 .. ix + 2: */
+            STEP5(3, 4, 0, 1, 2);
+            if (++ix >= w) {
+                break;
             }
-            a0 = a1; a1 = a2; a2 = a3; a3 = a4;
-            b0 = b1; b1 = b2; b2 = b3; b3 = b4;
-            c0 = c1; c1 = c2; c2 = c3; c3 = c4;
-            d0 = d1; d1 = d2; d2 = d3; d3 = d4;
-            e0 = e1; e1 = e2; e2 = e3; e3 = e4;
+            STEP5(4, 0, 1, 2, 3);
+            if (++ix >= w) {
+                break;
+            }
+            STEP5(0, 1, 2, 3, 4);
+            if (++ix >= w) {
+                break;
+            }
+            STEP5(1, 2, 3, 4, 0);
+            if (++ix >= w) {
+                break;
+            }
+            STEP5(2, 3, 4, 0, 1);
+            if (++ix >= w) {
+                break;
+            }
         }
     }
 }
 
+#undef STEP5
 #undef NEXT5
 
 /* depthwise_plane for a 4x4 output gradient, stride 1, whose every pixel has all 16 terms
