@@ -319,6 +319,22 @@ def test_stride2_depthwise_input_gradients(kernel, hw, scheme, tmp_path):
     assert_same_training(g, tmp_path / "c", lr=0.05)
 
 
+@pytest.mark.parametrize("scheme, options", [("bias-only", {}), ("full", {}),
+                                             ("bias-only", {"pack_masks": False})])
+def test_depthwise_masks_of_any_channel_count(scheme, options, tmp_path):
+    """The 3x3 and 5x5 depthwise input gradients read a packed mask a byte step per pixel when
+    the channels are a multiple of 8 (32 here), bit by bit otherwise (20), or the int8
+    activations (pack_masks off): the same parameters bit for bit as the reference."""
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals((13, 15), ((3, 1, 8), (5, 1, 5), (3, 1, 5), (5, 1, 5))),
+              path)
+    g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding="nearest"))
+    wide = {g.tensors[n.outputs[0]].shape[3] for n in g.nodes
+            if n.op == "conv2d" and n.attrs.get("groups", 1) > 1}
+    assert wide == {20, 32}
+    assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan_memory(g, **options))
+
+
 # ---------------------------------------------------------------- split weights
 def net_split_chain():
     """A chain whose trained layers are all partial: a 3x3 conv (groups 1), a depthwise 3x3, a

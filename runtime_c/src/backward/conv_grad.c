@@ -2,6 +2,7 @@
  * float32, NHWC activations, int8 OHWI weights with per-output-channel scales. */
 #include <string.h>
 
+#include "tinyc/fixedpoint.h"
 #include "tinyc/train.h"
 
 /* d[i] += g * (s * w_i) for the cin_g channels of one tap, w_i from flash except at the n
@@ -261,7 +262,7 @@ static int depthwise_3x3_same(const tinyc_conv_grad_params *p)
             b##k2 = 0.0f;                                                                     \
             c##k2 = 0.0f;                                                                     \
         }                                                                                     \
-        if (!masked || mask_keeps(bits, act, e, lo, hi)) {                                    \
+        if (kind == 0 || (kind == 1 ? (*mb & bm) != 0 : mask_keeps(bits, act, e, lo, hi))) { \
             const float t0 = a##k2 * w0, t1 = a##k1 * w1, t2 = a##k0 * w2;                    \
             const float t3 = b##k2 * w3, t4 = b##k1 * w4, t5 = b##k0 * w5;                    \
             const float t6 = c##k2 * w6, t7 = c##k1 * w7, t8 = c##k0 * w8;                    \
@@ -281,16 +282,22 @@ static int depthwise_3x3_same(const tinyc_conv_grad_params *p)
         }                                                                                     \
         out += out_step;                                                                      \
         e += c_n;                                                                             \
+        mb += mstride;                                                                        \
     } while (0)
 
-TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
-                                const float *wr, const uint8_t *bits, const int8_t *act,
-                                int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
-                                int32_t out_step)
+/* kind (a constant once inlined): 0 no mask; 1 bits with c_n a multiple of 8, so that pixel
+ * px's bit is bit c % 8 (bm) of byte (px * c_n + c) / 8, stepped by c_n / 8 (mb, mstride) with
+ * no division per pixel; 2 any mask (mask_keeps) */
+static TINYC_ALWAYS_INLINE void plane_3x3(const tinyc_conv_grad_params *p, const float *gd,
+                                          int32_t step, const float *wr, const uint8_t *bits,
+                                          const int8_t *act, int32_t lo, int32_t hi, int32_t c,
+                                          int32_t c_n, float *plane, int32_t out_step,
+                                          const int kind)
 {
     static const float zero = 0.0f;
     const int32_t h = p->in_h, w = p->in_w;
-    const int masked = bits || act;
+    const uint32_t bm = 1u << (c & 7);
+    const int32_t mstride = kind == 1 ? c_n >> 3 : 0;
     const float w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
     const float w6 = wr[6], w7 = wr[7], w8 = wr[8];
     int32_t iy, ix;
@@ -302,6 +309,7 @@ TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, 
         const float *g2 = iy > 0 ? gd + (iy - 1) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
+        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : NULL;   /* and its byte */
         /* column x of row a in slot x mod 3 (a0..a2; likewise b, c): each column loaded once
          * into the slot of the column it replaces, three columns a turn, no moves */
         float a0 = *g0, b0 = *g1, c0 = *g2;
@@ -320,6 +328,21 @@ TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, 
                 break;
             }
         }
+    }
+}
+
+TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, const float *gd,
+                                               int32_t step, const float *wr,
+                                               const uint8_t *bits, const int8_t *act,
+                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
+                                               float *plane, int32_t out_step)
+{
+    if (!bits && !act) {
+        plane_3x3(p, gd, step, wr, NULL, NULL, lo, hi, c, c_n, plane, out_step, 0);
+    } else if (bits && (c_n & 7) == 0) {
+        plane_3x3(p, gd, step, wr, bits, NULL, lo, hi, c, c_n, plane, out_step, 1);
+    } else {
+        plane_3x3(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step, 2);
     }
 }
 
@@ -359,7 +382,7 @@ static float row5(float d, float x0, float x1, float x2, float x3, float x4, con
         a##k4 = NEXT5(ga, sa, more); b##k4 = NEXT5(gb, sb, more);                             \
         c##k4 = NEXT5(gc, step, more); d##k4 = NEXT5(gdd, sd, more);                          \
         e##k4 = NEXT5(ge, se, more);                                                          \
-        if (!masked || mask_keeps(bits, act, e, lo, hi)) {                                    \
+        if (kind == 0 || (kind == 1 ? (*mb & bm) != 0 : mask_keeps(bits, act, e, lo, hi))) { \
             float d = 0.0f;                                                                   \
             d = row5(d, a##k0, a##k1, a##k2, a##k3, a##k4, wr);                               \
             d = row5(d, b##k0, b##k1, b##k2, b##k3, b##k4, wr + 5);                           \
@@ -372,17 +395,20 @@ static float row5(float d, float x0, float x1, float x2, float x3, float x4, con
         }                                                                                     \
         out += out_step;                                                                      \
         e += c_n;                                                                             \
+        mb += mstride;                                                                        \
     } while (0)
 
-TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
-                                               int32_t step, const float *wr,
-                                               const uint8_t *bits, const int8_t *act,
-                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
-                                               float *plane, int32_t out_step)
+/* kind: as plane_3x3's */
+static TINYC_ALWAYS_INLINE void plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
+                                          int32_t step, const float *wr, const uint8_t *bits,
+                                          const int8_t *act, int32_t lo, int32_t hi, int32_t c,
+                                          int32_t c_n, float *plane, int32_t out_step,
+                                          const int kind)
 {
     static const float zero = 0.0f;
     const int32_t h = p->in_h, w = p->in_w;
-    const int masked = bits || act;
+    const uint32_t bm = 1u << (c & 7);
+    const int32_t mstride = kind == 1 ? c_n >> 3 : 0;
     int32_t iy, ix;
     for (iy = 0; iy < h; ++iy) {
         /* rows ky = 0..4 read output rows oy = iy + 2 - ky: a..e; columns ix - 2 .. ix + 2 */
@@ -396,6 +422,7 @@ TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, 
         const float *ge = ie ? gd + (iy - 2) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
+        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : NULL;   /* and its byte */
         /* column x of row a in slot x mod 5 (a0..a4; likewise b..e): each column loaded once
          * into the slot of the column it replaces, five columns a turn, no moves */
         float a0 = *ga, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f;
@@ -431,6 +458,22 @@ TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, 
         }
     }
 }
+
+TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
+                                               int32_t step, const float *wr,
+                                               const uint8_t *bits, const int8_t *act,
+                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
+                                               float *plane, int32_t out_step)
+{
+    if (!bits && !act) {
+        plane_5x5(p, gd, step, wr, NULL, NULL, lo, hi, c, c_n, plane, out_step, 0);
+    } else if (bits && (c_n & 7) == 0) {
+        plane_5x5(p, gd, step, wr, bits, NULL, lo, hi, c, c_n, plane, out_step, 1);
+    } else {
+        plane_5x5(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step, 2);
+    }
+}
+
 
 #undef STEP5
 #undef NEXT5
