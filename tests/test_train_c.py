@@ -322,12 +322,12 @@ def test_stride2_depthwise_input_gradients(kernel, hw, scheme, tmp_path):
 @pytest.mark.parametrize("scheme, options", [("bias-only", {}), ("full", {}),
                                              ("bias-only", {"pack_masks": False})])
 def test_depthwise_masks_of_any_channel_count(scheme, options, tmp_path):
-    """The 3x3 and 5x5 depthwise input gradients read a packed mask a byte step per pixel when
-    the channels are a multiple of 8 (32 here), bit by bit otherwise (20), or the int8
+    """The 3x3, 5x5 and 7x7-on-4x4 depthwise input gradients read a packed mask a byte step per
+    pixel when the channels are a multiple of 8 (32 here), bit by bit otherwise (20), or the int8
     activations (pack_masks off): the same parameters bit for bit as the reference."""
     path = tmp_path / "net.onnx"
-    onnx.save(net_inverted_residuals((13, 15), ((3, 1, 8), (5, 1, 5), (3, 1, 5), (5, 1, 5))),
-              path)
+    onnx.save(net_inverted_residuals((13, 15), ((3, 1, 8), (5, 1, 5), (3, 1, 5), (5, 1, 5),
+                                                (7, 2, 5), (7, 1, 5))), path)
     g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding="nearest"))
     wide = {g.tensors[n.outputs[0]].shape[3] for n in g.nodes
             if n.op == "conv2d" and n.attrs.get("groups", 1) > 1}

@@ -165,6 +165,10 @@ static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t
     return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
 }
 
+/* where the kernels compiled per mask kind point their mask byte without packed bits (stepped
+ * by 0, never read) */
+static const uint8_t no_mask = 0xFFu;
+
 /* The taps of input index i along one axis of a depthwise conv (dilation 1, pad >= 0):
  * tap k0 + a * s reads output index o0 - a, for a < the count returned (the taps inside the
  * output, in ascending tap order). */
@@ -309,7 +313,7 @@ static TINYC_ALWAYS_INLINE void plane_3x3(const tinyc_conv_grad_params *p, const
         const float *g2 = iy > 0 ? gd + (iy - 1) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
-        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : NULL;   /* and its byte */
+        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : &no_mask;   /* and its byte */
         /* column x of row a in slot x mod 3 (a0..a2; likewise b, c): each column loaded once
          * into the slot of the column it replaces, three columns a turn, no moves */
         float a0 = *g0, b0 = *g1, c0 = *g2;
@@ -422,7 +426,7 @@ static TINYC_ALWAYS_INLINE void plane_5x5(const tinyc_conv_grad_params *p, const
         const float *ge = ie ? gd + (iy - 2) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
-        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : NULL;   /* and its byte */
+        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : &no_mask;   /* and its byte */
         /* column x of row a in slot x mod 5 (a0..a4; likewise b..e): each column loaded once
          * into the slot of the column it replaces, five columns a turn, no moves */
         float a0 = *ga, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f;
@@ -492,15 +496,18 @@ static int depthwise_4x4_covered(const tinyc_conv_grad_params *p, int32_t step)
         && p->in_w - 1 + p->pad_left <= p->kernel_w - 1;
 }
 
-TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_params *p,
-                                                       const float *gd, const float *wr,
-                                                       const uint8_t *bits, const int8_t *act,
-                                                       int32_t lo, int32_t hi, int32_t c,
-                                                       int32_t c_n, float *plane,
-                                                       int32_t out_step)
+/* kind: as plane_3x3's */
+static TINYC_ALWAYS_INLINE void plane_4x4_covered(const tinyc_conv_grad_params *p,
+                                                  const float *gd, const float *wr,
+                                                  const uint8_t *bits, const int8_t *act,
+                                                  int32_t lo, int32_t hi, int32_t c,
+                                                  int32_t c_n, float *plane, int32_t out_step,
+                                                  const int kind)
 {
     const int32_t kw = p->kernel_w, iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
-    const int masked = bits || act;
+    const uint32_t bm = 1u << (c & 7);
+    const int32_t mstride = kind == 1 ? c_n >> 3 : 0;
+    const uint8_t *mb = kind == 1 ? bits + (c >> 3) : &no_mask;   /* pixel 0's byte */
     const float g00 = gd[0], g01 = gd[1], g02 = gd[2], g03 = gd[3];
     const float g10 = gd[4], g11 = gd[5], g12 = gd[6], g13 = gd[7];
     const float g20 = gd[8], g21 = gd[9], g22 = gd[10], g23 = gd[11];
@@ -508,12 +515,13 @@ TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_par
     int32_t iy, ix;
     for (iy = 0; iy < p->in_h; ++iy) {
         float *out = plane + iy * iw * out_step;
-        for (ix = 0; ix < iw; ++ix, out += out_step) {
+        for (ix = 0; ix < iw; ++ix, out += out_step, mb += mstride) {
             /* output row oy's taps end at w - oy * kw: (ky, kx) = (iy + pt - oy, ix + pl - ox) */
             const float *w0 = wr + (iy + pt) * kw + ix + pl;
             const float *w1 = w0 - kw, *w2 = w1 - kw, *w3 = w2 - kw;
             float d = 0.0f, t;
-            if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+            if (kind == 1 ? !(*mb & bm)
+                          : kind == 2 && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
                 *out = 0.0f;
                 continue;
             }
@@ -535,6 +543,22 @@ TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_par
             t = g00 * w0[0]; d = d + t;
             *out = d;
         }
+    }
+}
+
+TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_params *p,
+                                                       const float *gd, const float *wr,
+                                                       const uint8_t *bits, const int8_t *act,
+                                                       int32_t lo, int32_t hi, int32_t c,
+                                                       int32_t c_n, float *plane,
+                                                       int32_t out_step)
+{
+    if (!bits && !act) {
+        plane_4x4_covered(p, gd, wr, NULL, NULL, lo, hi, c, c_n, plane, out_step, 0);
+    } else if (bits && (c_n & 7) == 0) {
+        plane_4x4_covered(p, gd, wr, bits, NULL, lo, hi, c, c_n, plane, out_step, 1);
+    } else {
+        plane_4x4_covered(p, gd, wr, bits, act, lo, hi, c, c_n, plane, out_step, 2);
     }
 }
 
