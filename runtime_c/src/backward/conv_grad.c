@@ -778,6 +778,16 @@ static void depthwise_plane_s2(const tinyc_conv_grad_params *p, const float *gd,
             }
             first = 0;
         }
+        if (!first && bits && (c_n & 7) == 0) {   /* the channel's bit, a byte step a pixel */
+            const uint8_t *mb = bits + ((iy * iw * c_n + c) >> 3);
+            const uint32_t bm = 1u << (c & 7);
+            for (ix = 0; ix < iw; ++ix, mb += c_n >> 3) {
+                if (!(*mb & bm)) {
+                    out[ix * out_step] = 0.0f;
+                }
+            }
+            continue;
+        }
         for (ix = 0; ix < iw && (first || bits || act); ++ix) {   /* none: zeros */
             if (first || !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
                 out[ix * out_step] = 0.0f;
