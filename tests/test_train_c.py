@@ -295,6 +295,46 @@ def test_depthwise_5x5_and_7x7_on_small_planes(case, tmp_path):
     assert {((7, 7), (4, 4)), ((5, 5), (7, 8))} <= shapes
     assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan_memory(g, **options))
 
+# (kernel, input H x W, scheme): the stem halves the input, so the stride-2 depthwise convs
+# see 17x16 / 16x17 planes (odd rows and even columns, and the reverse), then half that
+S2_CASES = [(k, hw, scheme) for k in (3, 5, 7)
+            for hw, scheme in (((34, 31), "bias-only"), ((31, 34), "full"))]
+
+
+@pytest.mark.parametrize("kernel, hw, scheme", S2_CASES)
+def test_stride2_depthwise_input_gradients(kernel, hw, scheme, tmp_path):
+    """Two stride-2 'same' depthwise convs of one kernel size in a row (conv_grad.c:
+    depthwise_plane_rows with s2_row_3/5/7 where the output is 8+ wide, the tap lists below that)
+    on odd and even planes, their input gradients from the head's plane (bias-only: step 1) or
+    from the whole output gradient (full: step = channels): the same parameters bit for bit as
+    the reference."""
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals(hw, ((kernel, 2, 8), (kernel, 2, 12))), path)
+    g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding="nearest"))
+    assert sum(n.op == "dw_pw_grad" and n.attrs["parts"]["dw"] is not None
+               for n in g.nodes) == 2
+    widths = sorted(g.tensors[n.outputs[0]].shape[2] for n in g.nodes   # NHWC outputs
+                    if n.op == "conv2d" and n.attrs.get("groups", 1) > 1)
+    assert len(widths) == 2 and widths[-1] >= 8 and widths[0] < 8
+    assert_same_training(g, tmp_path / "c", lr=0.05)
+
+
+@pytest.mark.parametrize("scheme, options", [("bias-only", {}), ("full", {}),
+                                             ("bias-only", {"pack_masks": False})])
+def test_depthwise_masks_of_any_channel_count(scheme, options, tmp_path):
+    """The 3x3, 5x5 and 7x7-on-4x4 depthwise input gradients read a packed mask a byte step per
+    pixel when the channels are a multiple of 8 (32 here), bit by bit otherwise (20), or the int8
+    activations (pack_masks off): the same parameters bit for bit as the reference."""
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals((13, 15), ((3, 1, 8), (5, 1, 5), (3, 1, 5), (5, 1, 5),
+                                                (7, 2, 5), (7, 1, 5))), path)
+    g = compile_training(str(path), None, scheme, 6, TrainOptions(rounding="nearest"))
+    wide = {g.tensors[n.outputs[0]].shape[3] for n in g.nodes
+            if n.op == "conv2d" and n.attrs.get("groups", 1) > 1}
+    assert wide == {20, 32}
+    assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan_memory(g, **options))
+
+
 # ---------------------------------------------------------------- split weights
 def net_split_chain():
     """A chain whose trained layers are all partial: a 3x3 conv (groups 1), a depthwise 3x3, a
@@ -786,6 +826,57 @@ def test_expand_weight_gradients_from_floats(room, monkeypatch, tmp_path):
     assert_same_training(g, tmp_path / "c", lr=0.05, plan=plan)
     assert train_in_qemu(g, plan, g, tmp_path, steps=6, lr=0.05, seed=4) > 0
 
+
+MASK_FOLD_SOURCES = [ROOT / "tests" / "c" / "mask_fold_exact.c",
+                     RUNTIME / "src" / "backward" / "elementwise_grad.c",
+                     RUNTIME / "src" / "backward" / "loss.c", RUNTIME / "src" / "optim" / "sgd.c",
+                     RUNTIME / "src" / "optim" / "split_weights.c"]
+MASK_FOLD_CASES = "271489 cases equal"
+
+
+@pytest.mark.parametrize("variant", [(), ("-DTINYC_SIMD_EMULATE",)], ids=["portable", "dsp"])
+def test_mask_and_folded_bias_exact(variant, tmp_path):
+    """The training forward's helpers, tinyc_pack_mask (four elements a word with SSUB8/SEL on
+    the DSP variant) and tinyc_fold_bias (USADA8), and the backward's tinyc_grad_mask_bits (a
+    byte at a time), against their definitions element by element (tests/c/mask_fold_exact.c):
+    every int8 value under every pair of bounds in [-130, 129], partial bytes, unaligned inputs,
+    -0, infinities and NaNs through the mask, filters of 1 to 70 and 1000 weights."""
+    exe = tmp_path / "mask_fold_exact"
+    subprocess.run(["gcc", *STRICT, *variant, "-I", str(RUNTIME / "include"),
+                    *map(str, MASK_FOLD_SOURCES), "-lm", "-o", str(exe)], check=True)
+    res = subprocess.run([str(exe)], capture_output=True, text=True)
+    assert res.returncode == 0 and MASK_FOLD_CASES in res.stdout, res.stdout
+
+
+def test_mask_and_folded_bias_exact_on_cortex_m4(tmp_path):
+    """The same cases on an emulated Cortex-M4F: the DSP variant's real SSUB8, SEL and USADA8."""
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    for name, text in (("startup.c", QEMU_STARTUP), ("link.ld", QEMU_LINK)):
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(["arm-none-eabi-gcc", "-O2", *ARM_FLAGS, "-I", str(RUNTIME / "include"),
+                          *map(str, MASK_FOLD_SOURCES), str(tmp_path / "startup.c"), "-T",
+                          str(tmp_path / "link.ld"), "--specs=rdimon.specs", "-lm", "-o",
+                          str(tmp_path / "fw.elf")], capture_output=True, text=True)
+    if res.returncode != 0 and "rdimon" in res.stderr:
+        pytest.skip(f"newlib's semihosting library is missing: {res.stderr.strip()[:200]}")
+    assert res.returncode == 0, res.stderr
+    run = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic",
+                          "-semihosting-config", "enable=on,target=native", "-kernel",
+                          str(tmp_path / "fw.elf")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and MASK_FOLD_CASES in run.stdout, run.stdout + run.stderr
+
+
+def test_stride2_depthwise_on_cortex_m4_in_qemu(tmp_path):
+    """The stride-2 row passes of 5x5, 7x7 and 3x3 depthwise input gradients (18x17, 9x9 and 5x5
+    outputs) on an emulated Cortex-M4F: the same integer state as the reference."""
+    path = tmp_path / "net.onnx"
+    onnx.save(net_inverted_residuals((70, 67), ((5, 2, 8), (7, 2, 12), (3, 2, 12))), path)
+    g = compile_training(str(path), None, "bias-only", 6, TrainOptions(rounding="stochastic"))
+    assert sum(n.op == "dw_pw_grad" for n in g.nodes) == 3
+    assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=4, lr=0.05, seed=9) > 0
 
 @pytest.mark.parametrize("channels", [16, 64])
 def test_ds_cnn_bias_only(channels, tmp_path):

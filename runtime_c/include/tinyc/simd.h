@@ -82,6 +82,25 @@ static inline uint32_t tinyc_sxtab16_ror8(uint32_t a, uint32_t x)
     __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
     return r;
 }
+/* 0xFF in each byte lane of x with lo <= x <= hi (signed bytes; lo4, hi4: the bounds in every
+ * lane), 0x00 elsewhere: SSUB8 sets a lane's GE flag when its difference is >= 0, SEL keeps
+ * the lanes whose flag is set */
+static inline uint32_t tinyc_in_range8(uint32_t x, uint32_t lo4, uint32_t hi4)
+{
+    uint32_t m, t;
+    __asm__("ssub8 %1, %2, %3\n\t"
+            "sel %0, %4, %5\n\t"
+            "ssub8 %1, %6, %2\n\t"
+            "sel %0, %0, %5"
+            : "=&r"(m), "=&r"(t)
+            : "r"(x), "r"(lo4), "r"(0xFFFFFFFFu), "r"(0u), "r"(hi4));
+    return m;
+}
+/* acc + the sum of the four unsigned bytes of x (USADA8 against zero) */
+static inline uint32_t tinyc_usada8(uint32_t x, uint32_t acc)
+{
+    return __usada8((uint8x4_t)x, (uint8x4_t)0u, acc);
+}
 
 #else /* TINYC_SIMD_EMULATE: the same operations in C */
 
@@ -122,6 +141,20 @@ static inline uint32_t tinyc_sxtab16(uint32_t a, uint32_t x)
 static inline uint32_t tinyc_sxtab16_ror8(uint32_t a, uint32_t x)
 {
     return tinyc_sxtab16(a, (x >> 8) | (x << 24));
+}
+static inline uint32_t tinyc_in_range8(uint32_t x, uint32_t lo4, uint32_t hi4)
+{
+    uint32_t m = 0;
+    int k;
+    for (k = 0; k < 32; k += 8) {
+        const int32_t v = (int8_t)(x >> k), lo = (int8_t)(lo4 >> k), hi = (int8_t)(hi4 >> k);
+        m |= (uint32_t)(lo <= v && v <= hi ? 0xFFu : 0u) << k;
+    }
+    return m;
+}
+static inline uint32_t tinyc_usada8(uint32_t x, uint32_t acc)
+{
+    return acc + (x & 0xFFu) + ((x >> 8) & 0xFFu) + ((x >> 16) & 0xFFu) + (x >> 24);
 }
 static inline int32_t tinyc_smlad(uint32_t a, uint32_t b, int32_t acc)
 {

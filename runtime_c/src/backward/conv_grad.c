@@ -2,6 +2,7 @@
  * float32, NHWC activations, int8 OHWI weights with per-output-channel scales. */
 #include <string.h>
 
+#include "tinyc/fixedpoint.h"
 #include "tinyc/train.h"
 
 /* d[i] += g * (s * w_i) for the cin_g channels of one tap, w_i from flash except at the n
@@ -164,6 +165,10 @@ static int mask_keeps(const uint8_t *bits, const int8_t *act, int32_t e, int32_t
     return bits ? (int)((bits[e >> 3] >> (e & 7)) & 1u) : (act[e] > lo && act[e] < hi);
 }
 
+/* where the kernels compiled per mask kind point their mask byte without packed bits (stepped
+ * by 0, never read) */
+static const uint8_t no_mask = 0xFFu;
+
 /* The taps of input index i along one axis of a depthwise conv (dilation 1, pad >= 0):
  * tap k0 + a * s reads output index o0 - a, for a < the count returned (the taps inside the
  * output, in ascending tap order). */
@@ -233,7 +238,7 @@ static float row_terms(float d, const float *g, const float *w, int32_t n)
 
 /* depthwise_plane for a 3x3 kernel, stride 1, pads 1, out = in (the blocks' usual depthwise):
  * each output gradient value is loaded once per row it serves, the three rows' values of
- * columns ix - 1, ix, ix + 1 slide along in registers. Taps outside the gradient plane read
+ * columns ix - 1, ix, ix + 1 in registers (STEP3: column x in slot x mod 3, no moves). Taps outside the gradient plane read
  * zeros (a row pointer to one zero with step 0; zero columns at the ends): a term 0 * w adds
  * +-0 to a sum that is never -0, so adding it instead of skipping it is exact, and the others
  * come in depthwise_grad_at's (ky, kx) order. Not inlined: inlined, gcc -O3 turns its products
@@ -244,14 +249,59 @@ static int depthwise_3x3_same(const tinyc_conv_grad_params *p)
         && p->out_h == p->in_h && p->out_w == p->in_w;
 }
 
-TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
-                                const float *wr, const uint8_t *bits, const int8_t *act,
-                                int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
-                                int32_t out_step)
+/* pixel ix of depthwise_plane_3x3: load column ix + 1 of the three rows (zeros past the
+ * plane's end) into slots k2 (the column ix - 2 held), then the terms of columns ix - 1, ix,
+ * ix + 1 (slots k0, k1, k2) */
+#define STEP3(k0, k1, k2)                                                                     \
+    do {                                                                                      \
+        if (ix + 1 < w) {                                                                     \
+            g0 += s0;                                                                         \
+            g1 += step;                                                                       \
+            g2 += s2;                                                                         \
+            a##k2 = *g0;                                                                      \
+            b##k2 = *g1;                                                                      \
+            c##k2 = *g2;                                                                      \
+        } else {                                                                              \
+            a##k2 = 0.0f;                                                                     \
+            b##k2 = 0.0f;                                                                     \
+            c##k2 = 0.0f;                                                                     \
+        }                                                                                     \
+        if (kind == 0 || (kind == 1 ? (*mb & bm) != 0 : mask_keeps(bits, act, e, lo, hi))) { \
+            const float t0 = a##k2 * w0, t1 = a##k1 * w1, t2 = a##k0 * w2;                    \
+            const float t3 = b##k2 * w3, t4 = b##k1 * w4, t5 = b##k0 * w5;                    \
+            const float t6 = c##k2 * w6, t7 = c##k1 * w7, t8 = c##k0 * w8;                    \
+            float d = 0.0f;                                                                   \
+            d = d + t0;                                                                       \
+            d = d + t1;                                                                       \
+            d = d + t2;                                                                       \
+            d = d + t3;                                                                       \
+            d = d + t4;                                                                       \
+            d = d + t5;                                                                       \
+            d = d + t6;                                                                       \
+            d = d + t7;                                                                       \
+            d = d + t8;                                                                       \
+            *out = d;                                                                         \
+        } else {                                                                              \
+            *out = 0.0f;                                                                      \
+        }                                                                                     \
+        out += out_step;                                                                      \
+        e += c_n;                                                                             \
+        mb += mstride;                                                                        \
+    } while (0)
+
+/* kind (a constant once inlined): 0 no mask; 1 bits with c_n a multiple of 8, so that pixel
+ * px's bit is bit c % 8 (bm) of byte (px * c_n + c) / 8, stepped by c_n / 8 (mb, mstride) with
+ * no division per pixel; 2 any mask (mask_keeps) */
+static TINYC_ALWAYS_INLINE void plane_3x3(const tinyc_conv_grad_params *p, const float *gd,
+                                          int32_t step, const float *wr, const uint8_t *bits,
+                                          const int8_t *act, int32_t lo, int32_t hi, int32_t c,
+                                          int32_t c_n, float *plane, int32_t out_step,
+                                          const int kind)
 {
     static const float zero = 0.0f;
     const int32_t h = p->in_h, w = p->in_w;
-    const int masked = bits || act;
+    const uint32_t bm = 1u << (c & 7);
+    const int32_t mstride = kind == 1 ? c_n >> 3 : 0;
     const float w0 = wr[0], w1 = wr[1], w2 = wr[2], w3 = wr[3], w4 = wr[4], w5 = wr[5];
     const float w6 = wr[6], w7 = wr[7], w8 = wr[8];
     int32_t iy, ix;
@@ -263,46 +313,48 @@ TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, 
         const float *g2 = iy > 0 ? gd + (iy - 1) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
-        float a0 = 0.0f, b0 = 0.0f, c0 = 0.0f;   /* column ix - 1 of the three rows */
-        float a1 = *g0, b1 = *g1, c1 = *g2;      /* column ix */
-        for (ix = 0; ix < w; ++ix, out += out_step, e += c_n) {
-            float a2 = 0.0f, b2 = 0.0f, c2 = 0.0f;   /* column ix + 1 */
-            if (ix + 1 < w) {
-                g0 += s0;
-                g1 += step;
-                g2 += s2;
-                a2 = *g0;
-                b2 = *g1;
-                c2 = *g2;
+        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : &no_mask;   /* and its byte */
+        /* column x of row a in slot x mod 3 (a0..a2; likewise b, c): each column loaded once
+         * into the slot of the column it replaces, three columns a turn, no moves */
+        float a0 = *g0, b0 = *g1, c0 = *g2;
+        float a1 = 0.0f, b1 = 0.0f, c1 = 0.0f, a2 = 0.0f, b2 = 0.0f, c2 = 0.0f;
+        for (ix = 0;;) {   /* slots of columns ix - 1, ix, ix + 1: */
+            STEP3(2, 0, 1);
+            if (++ix >= w) {
+                break;
             }
-            if (!masked || mask_keeps(bits, act, e, lo, hi)) {
-                const float t0 = a2 * w0, t1 = a1 * w1, t2 = a0 * w2;
-                const float t3 = b2 * w3, t4 = b1 * w4, t5 = b0 * w5;
-                const float t6 = c2 * w6, t7 = c1 * w7, t8 = c0 * w8;
-                float d = 0.0f;
-                d = d + t0;
-                d = d + t1;
-                d = d + t2;
-                d = d + t3;
-                d = d + t4;
-                d = d + t5;
-                d = d + t6;
-                d = d + t7;
-                d = d + t8;
-                *out = d;
-            } else {
-                *out = 0.0f;
+            STEP3(0, 1, 2);
+            if (++ix >= w) {
+                break;
             }
-            a0 = a1; a1 = a2;
-            b0 = b1; b1 = b2;
-            c0 = c1; c1 = c2;
+            STEP3(1, 2, 0);
+            if (++ix >= w) {
+                break;
+            }
         }
     }
 }
 
+TINYC_NOINLINE static void depthwise_plane_3x3(const tinyc_conv_grad_params *p, const float *gd,
+                                               int32_t step, const float *wr,
+                                               const uint8_t *bits, const int8_t *act,
+                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
+                                               float *plane, int32_t out_step)
+{
+    if (!bits && !act) {
+        plane_3x3(p, gd, step, wr, NULL, NULL, lo, hi, c, c_n, plane, out_step, 0);
+    } else if (bits && (c_n & 7) == 0) {
+        plane_3x3(p, gd, step, wr, bits, NULL, lo, hi, c, c_n, plane, out_step, 1);
+    } else {
+        plane_3x3(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step, 2);
+    }
+}
+
+#undef STEP3
+
 /* depthwise_plane for a 5x5 kernel, stride 1, pads 2, out = in: depthwise_plane_3x3's
- * sliding rows for five rows of five columns (v[r][k]: row oy = iy + 2 - r, column
- * ix - 2 + k) in registers, the weights read as they are used. Zeros outside the plane
+ * slots for five rows of five columns (row oy = iy + 2 - r, column x in slot x mod 5; STEP5) in
+ * registers, the weights read as they are used. Zeros outside the plane
  * (exact, as there). Not inlined (vmla, as above). */
 static int depthwise_5x5_same(const tinyc_conv_grad_params *p)
 {
@@ -326,15 +378,41 @@ static float row5(float d, float x0, float x1, float x2, float x3, float x4, con
 /* the next column of row g (step s), or a zero past the plane's end */
 #define NEXT5(g, s, more) ((more) ? *((g) += (s)) : 0.0f)
 
-TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
-                                               int32_t step, const float *wr,
-                                               const uint8_t *bits, const int8_t *act,
-                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
-                                               float *plane, int32_t out_step)
+/* pixel ix of depthwise_plane_5x5: load column ix + 2 of the five rows into slots k4 (the
+ * column ix - 3 held), then the terms of columns ix - 2 .. ix + 2 (slots k0 .. k4) */
+#define STEP5(k0, k1, k2, k3, k4)                                                             \
+    do {                                                                                      \
+        const int more = ix + 2 < w;   /* column ix + 2 inside */                            \
+        a##k4 = NEXT5(ga, sa, more); b##k4 = NEXT5(gb, sb, more);                             \
+        c##k4 = NEXT5(gc, step, more); d##k4 = NEXT5(gdd, sd, more);                          \
+        e##k4 = NEXT5(ge, se, more);                                                          \
+        if (kind == 0 || (kind == 1 ? (*mb & bm) != 0 : mask_keeps(bits, act, e, lo, hi))) { \
+            float d = 0.0f;                                                                   \
+            d = row5(d, a##k0, a##k1, a##k2, a##k3, a##k4, wr);                               \
+            d = row5(d, b##k0, b##k1, b##k2, b##k3, b##k4, wr + 5);                           \
+            d = row5(d, c##k0, c##k1, c##k2, c##k3, c##k4, wr + 10);                          \
+            d = row5(d, d##k0, d##k1, d##k2, d##k3, d##k4, wr + 15);                          \
+            d = row5(d, e##k0, e##k1, e##k2, e##k3, e##k4, wr + 20);                          \
+            *out = d;                                                                         \
+        } else {                                                                              \
+            *out = 0.0f;                                                                      \
+        }                                                                                     \
+        out += out_step;                                                                      \
+        e += c_n;                                                                             \
+        mb += mstride;                                                                        \
+    } while (0)
+
+/* kind: as plane_3x3's */
+static TINYC_ALWAYS_INLINE void plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
+                                          int32_t step, const float *wr, const uint8_t *bits,
+                                          const int8_t *act, int32_t lo, int32_t hi, int32_t c,
+                                          int32_t c_n, float *plane, int32_t out_step,
+                                          const int kind)
 {
     static const float zero = 0.0f;
     const int32_t h = p->in_h, w = p->in_w;
-    const int masked = bits || act;
+    const uint32_t bm = 1u << (c & 7);
+    const int32_t mstride = kind == 1 ? c_n >> 3 : 0;
     int32_t iy, ix;
     for (iy = 0; iy < h; ++iy) {
         /* rows ky = 0..4 read output rows oy = iy + 2 - ky: a..e; columns ix - 2 .. ix + 2 */
@@ -348,39 +426,60 @@ TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, 
         const float *ge = ie ? gd + (iy - 2) * w * step : &zero;
         float *out = plane + iy * w * out_step;
         int32_t e = iy * w * c_n + c;   /* the mask's element of (iy, ix) */
-        float a0 = 0.0f, a1 = 0.0f, a2 = *ga, a3 = 0.0f, a4 = 0.0f;
-        float b0 = 0.0f, b1 = 0.0f, b2 = *gb, b3 = 0.0f, b4 = 0.0f;
-        float c0 = 0.0f, c1 = 0.0f, c2 = *gc, c3 = 0.0f, c4 = 0.0f;
-        float d0 = 0.0f, d1 = 0.0f, d2 = *gdd, d3 = 0.0f, d4 = 0.0f;
-        float e0 = 0.0f, e1 = 0.0f, e2 = *ge, e3 = 0.0f, e4 = 0.0f;
+        const uint8_t *mb = kind == 1 ? bits + (e >> 3) : &no_mask;   /* and its byte */
+        /* column x of row a in slot x mod 5 (a0..a4; likewise b..e): each column loaded once
+         * into the slot of the column it replaces, five columns a turn, no moves */
+        float a0 = *ga, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f;
+        float b0 = *gb, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f, b4 = 0.0f;
+        float c0 = *gc, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f, c4 = 0.0f;
+        float d0 = *gdd, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f, d4 = 0.0f;
+        float e0 = *ge, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f, e4 = 0.0f;
         if (w > 1) {
-            a3 = NEXT5(ga, sa, 1); b3 = NEXT5(gb, sb, 1); c3 = NEXT5(gc, step, 1);
-            d3 = NEXT5(gdd, sd, 1); e3 = NEXT5(ge, se, 1);
+            a1 = NEXT5(ga, sa, 1); b1 = NEXT5(gb, sb, 1); c1 = NEXT5(gc, step, 1);
+            d1 = NEXT5(gdd, sd, 1); e1 = NEXT5(ge, se, 1);
         }
-        for (ix = 0; ix < w; ++ix, out += out_step, e += c_n) {
-            const int more = ix + 2 < w;   /* column ix + 2 inside */
-            a4 = NEXT5(ga, sa, more); b4 = NEXT5(gb, sb, more); c4 = NEXT5(gc, step, more);
-            d4 = NEXT5(gdd, sd, more); e4 = NEXT5(ge, se, more);
-            if (!masked || mask_keeps(bits, act, e, lo, hi)) {
-                float d = 0.0f;
-                d = row5(d, a0, a1, a2, a3, a4, wr);
-                d = row5(d, b0, b1, b2, b3, b4, wr + 5);
-                d = row5(d, c0, c1, c2, c3, c4, wr + 10);
-                d = row5(d, d0, d1, d2, d3, d4, wr + 15);
-                d = row5(d, e0, e1, e2, e3, e4, wr + 20);
-                *out = d;
-            } else {
-                *out = 0.0f;
+        for (ix = 0;;) {   /* slots of columns ix - 2 .. ix + 2: */
+            STEP5(3, 4, 0, 1, 2);
+            if (++ix >= w) {
+                break;
             }
-            a0 = a1; a1 = a2; a2 = a3; a3 = a4;
-            b0 = b1; b1 = b2; b2 = b3; b3 = b4;
-            c0 = c1; c1 = c2; c2 = c3; c3 = c4;
-            d0 = d1; d1 = d2; d2 = d3; d3 = d4;
-            e0 = e1; e1 = e2; e2 = e3; e3 = e4;
+            STEP5(4, 0, 1, 2, 3);
+            if (++ix >= w) {
+                break;
+            }
+            STEP5(0, 1, 2, 3, 4);
+            if (++ix >= w) {
+                break;
+            }
+            STEP5(1, 2, 3, 4, 0);
+            if (++ix >= w) {
+                break;
+            }
+            STEP5(2, 3, 4, 0, 1);
+            if (++ix >= w) {
+                break;
+            }
         }
     }
 }
 
+TINYC_NOINLINE static void depthwise_plane_5x5(const tinyc_conv_grad_params *p, const float *gd,
+                                               int32_t step, const float *wr,
+                                               const uint8_t *bits, const int8_t *act,
+                                               int32_t lo, int32_t hi, int32_t c, int32_t c_n,
+                                               float *plane, int32_t out_step)
+{
+    if (!bits && !act) {
+        plane_5x5(p, gd, step, wr, NULL, NULL, lo, hi, c, c_n, plane, out_step, 0);
+    } else if (bits && (c_n & 7) == 0) {
+        plane_5x5(p, gd, step, wr, bits, NULL, lo, hi, c, c_n, plane, out_step, 1);
+    } else {
+        plane_5x5(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step, 2);
+    }
+}
+
+
+#undef STEP5
 #undef NEXT5
 
 /* depthwise_plane for a 4x4 output gradient, stride 1, whose every pixel has all 16 terms
@@ -397,15 +496,18 @@ static int depthwise_4x4_covered(const tinyc_conv_grad_params *p, int32_t step)
         && p->in_w - 1 + p->pad_left <= p->kernel_w - 1;
 }
 
-TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_params *p,
-                                                       const float *gd, const float *wr,
-                                                       const uint8_t *bits, const int8_t *act,
-                                                       int32_t lo, int32_t hi, int32_t c,
-                                                       int32_t c_n, float *plane,
-                                                       int32_t out_step)
+/* kind: as plane_3x3's */
+static TINYC_ALWAYS_INLINE void plane_4x4_covered(const tinyc_conv_grad_params *p,
+                                                  const float *gd, const float *wr,
+                                                  const uint8_t *bits, const int8_t *act,
+                                                  int32_t lo, int32_t hi, int32_t c,
+                                                  int32_t c_n, float *plane, int32_t out_step,
+                                                  const int kind)
 {
     const int32_t kw = p->kernel_w, iw = p->in_w, pt = p->pad_top, pl = p->pad_left;
-    const int masked = bits || act;
+    const uint32_t bm = 1u << (c & 7);
+    const int32_t mstride = kind == 1 ? c_n >> 3 : 0;
+    const uint8_t *mb = kind == 1 ? bits + (c >> 3) : &no_mask;   /* pixel 0's byte */
     const float g00 = gd[0], g01 = gd[1], g02 = gd[2], g03 = gd[3];
     const float g10 = gd[4], g11 = gd[5], g12 = gd[6], g13 = gd[7];
     const float g20 = gd[8], g21 = gd[9], g22 = gd[10], g23 = gd[11];
@@ -413,12 +515,13 @@ TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_par
     int32_t iy, ix;
     for (iy = 0; iy < p->in_h; ++iy) {
         float *out = plane + iy * iw * out_step;
-        for (ix = 0; ix < iw; ++ix, out += out_step) {
+        for (ix = 0; ix < iw; ++ix, out += out_step, mb += mstride) {
             /* output row oy's taps end at w - oy * kw: (ky, kx) = (iy + pt - oy, ix + pl - ox) */
             const float *w0 = wr + (iy + pt) * kw + ix + pl;
             const float *w1 = w0 - kw, *w2 = w1 - kw, *w3 = w2 - kw;
             float d = 0.0f, t;
-            if (masked && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+            if (kind == 1 ? !(*mb & bm)
+                          : kind == 2 && !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
                 *out = 0.0f;
                 continue;
             }
@@ -440,6 +543,22 @@ TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_par
             t = g00 * w0[0]; d = d + t;
             *out = d;
         }
+    }
+}
+
+TINYC_NOINLINE static void depthwise_plane_4x4_covered(const tinyc_conv_grad_params *p,
+                                                       const float *gd, const float *wr,
+                                                       const uint8_t *bits, const int8_t *act,
+                                                       int32_t lo, int32_t hi, int32_t c,
+                                                       int32_t c_n, float *plane,
+                                                       int32_t out_step)
+{
+    if (!bits && !act) {
+        plane_4x4_covered(p, gd, wr, NULL, NULL, lo, hi, c, c_n, plane, out_step, 0);
+    } else if (bits && (c_n & 7) == 0) {
+        plane_4x4_covered(p, gd, wr, bits, NULL, lo, hi, c, c_n, plane, out_step, 1);
+    } else {
+        plane_4x4_covered(p, gd, wr, bits, act, lo, hi, c, c_n, plane, out_step, 2);
     }
 }
 
@@ -511,6 +630,201 @@ static void depthwise_plane_s1(const tinyc_conv_grad_params *p, const float *gd,
     }
 }
 
+/* depthwise_plane for a 3x3, 5x5 or 7x7 kernel, stride 2, pads k / 2 (the blocks' usual
+ * downsampling depthwise): input row iy takes kernel rows ky = (iy + pad) % 2, + 2, ... at
+ * output rows oy = (iy + pad - ky) / 2, and each kernel row adds its terms to the whole input
+ * row in one pass (s2_row_k), the partial sums kept in the plane between passes: each pixel
+ * gets its terms in depthwise_grad_at's (ky, kx) order, output rows outside the plane are
+ * skipped and columns outside it read zeros (a term with g == 0 adds +-0 to a sum that is never
+ * -0: exact either way). Within a pass the output gradient values slide along in registers, the
+ * kernel row's products are in registers, and an input column pair (2j, 2j + 1) shares them. */
+static int depthwise_s2_same(const tinyc_conv_grad_params *p)
+{
+    const int32_t k = p->kernel_h;
+    /* 5x5 and 7x7 on narrower planes: the per-pass costs outweigh what the passes save
+     * (depthwise_plane's tap lists are faster there: mcunet's 7x7 on 8x8, +0.44M) */
+    return p->stride_h == 2 && p->stride_w == 2 && p->kernel_w == k
+        && (k == 3 || ((k == 5 || k == 7) && p->out_w >= 8)) && p->pad_top == k / 2
+        && p->pad_left == k / 2;
+}
+
+/* g(ox) = g[ox * step] inside the plane's ow columns, else 0 */
+#define S2_G(g, step, ox, ow) ((ox) < (ow) ? (g)[(ox) * (step)] : 0.0f)
+
+/* out[ix] = in[ix] + the terms of kernel row w (3 taps) of the output gradient row g, for the
+ * iw input columns (element ix at ix * out_step, in[] at ix * in_step: 0 reads a zero). Even
+ * ix = 2j: kx 1 at g(j); odd: kx 0 at g(j + 1), kx 2 at g(j). */
+TINYC_NOINLINE static void s2_row_3(const float *g, int32_t step, int32_t ow, const float *w,
+                                    const float *in, int32_t in_step, float *out,
+                                    int32_t out_step, int32_t iw)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2];
+    float g0 = g[0], g1 = S2_G(g, step, 1, ow);
+    int32_t j, ix;
+    for (j = 0, ix = 0; ix + 1 < iw; ++j, ix += 2) {
+        float d = in[ix * in_step], t;
+        t = g0 * w1; d = d + t;
+        out[ix * out_step] = d;
+        d = in[(ix + 1) * in_step];
+        t = g1 * w0; d = d + t;
+        t = g0 * w2; d = d + t;
+        out[(ix + 1) * out_step] = d;
+        g0 = g1;
+        g1 = S2_G(g, step, j + 2, ow);
+    }
+    if (ix < iw) {
+        const float t = g0 * w1;
+        out[ix * out_step] = in[ix * in_step] + t;
+    }
+}
+
+/* the same for 5 taps: even ix = 2j: kx 0, 2, 4 at g(j + 1), g(j), g(j - 1); odd: kx 1, 3 at
+ * g(j + 1), g(j) */
+TINYC_NOINLINE static void s2_row_5(const float *g, int32_t step, int32_t ow, const float *w,
+                                    const float *in, int32_t in_step, float *out,
+                                    int32_t out_step, int32_t iw)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];
+    float gm = 0.0f, g0 = g[0], g1 = S2_G(g, step, 1, ow);
+    int32_t j, ix;
+    for (j = 0, ix = 0; ix + 1 < iw; ++j, ix += 2) {
+        float d = in[ix * in_step], t;
+        t = g1 * w0; d = d + t;
+        t = g0 * w2; d = d + t;
+        t = gm * w4; d = d + t;
+        out[ix * out_step] = d;
+        d = in[(ix + 1) * in_step];
+        t = g1 * w1; d = d + t;
+        t = g0 * w3; d = d + t;
+        out[(ix + 1) * out_step] = d;
+        gm = g0;
+        g0 = g1;
+        g1 = S2_G(g, step, j + 2, ow);
+    }
+    if (ix < iw) {
+        float d = in[ix * in_step], t;
+        t = g1 * w0; d = d + t;
+        t = g0 * w2; d = d + t;
+        t = gm * w4; d = d + t;
+        out[ix * out_step] = d;
+    }
+}
+
+/* the same for 7 taps: even ix = 2j: kx 1, 3, 5 at g(j + 1), g(j), g(j - 1); odd: kx 0, 2, 4,
+ * 6 at g(j + 2), g(j + 1), g(j), g(j - 1) */
+TINYC_NOINLINE static void s2_row_7(const float *g, int32_t step, int32_t ow, const float *w,
+                                    const float *in, int32_t in_step, float *out,
+                                    int32_t out_step, int32_t iw)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6];
+    float gm = 0.0f, g0 = g[0], g1 = S2_G(g, step, 1, ow), g2 = S2_G(g, step, 2, ow);
+    int32_t j, ix;
+    for (j = 0, ix = 0; ix + 1 < iw; ++j, ix += 2) {
+        float d = in[ix * in_step], t;
+        t = g1 * w1; d = d + t;
+        t = g0 * w3; d = d + t;
+        t = gm * w5; d = d + t;
+        out[ix * out_step] = d;
+        d = in[(ix + 1) * in_step];
+        t = g2 * w0; d = d + t;
+        t = g1 * w2; d = d + t;
+        t = g0 * w4; d = d + t;
+        t = gm * w6; d = d + t;
+        out[(ix + 1) * out_step] = d;
+        gm = g0;
+        g0 = g1;
+        g1 = g2;
+        g2 = S2_G(g, step, j + 3, ow);
+    }
+    if (ix < iw) {
+        float d = in[ix * in_step], t;
+        t = g1 * w1; d = d + t;
+        t = g0 * w3; d = d + t;
+        t = gm * w5; d = d + t;
+        out[ix * out_step] = d;
+    }
+}
+
+#undef S2_G
+
+static void depthwise_plane_s2(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
+                               const float *wr, const uint8_t *bits, const int8_t *act,
+                               int32_t lo, int32_t hi, int32_t c, int32_t c_n, float *plane,
+                               int32_t out_step)
+{
+    static const float zero = 0.0f;
+    const int32_t k = p->kernel_h, pad = k / 2, iw = p->in_w, ow = p->out_w;
+    int32_t iy, ix, ky;
+    for (iy = 0; iy < p->in_h; ++iy) {
+        float *out = plane + iy * iw * out_step;
+        int first = 1;
+        for (ky = (iy + pad) & 1; ky < k; ky += 2) {
+            const int32_t oy = (iy + pad - ky) / 2;
+            const float *g = gd + oy * ow * step;
+            const float *in = first ? &zero : out;
+            const int32_t in_step = first ? 0 : out_step;
+            if (oy >= p->out_h) {
+                continue;
+            }
+            if (oy < 0) {
+                break;   /* and every later ky */
+            }
+            if (k == 3) {
+                s2_row_3(g, step, ow, wr + ky * k, in, in_step, out, out_step, iw);
+            } else if (k == 5) {
+                s2_row_5(g, step, ow, wr + ky * k, in, in_step, out, out_step, iw);
+            } else {
+                s2_row_7(g, step, ow, wr + ky * k, in, in_step, out, out_step, iw);
+            }
+            first = 0;
+        }
+        if (!first && bits && (c_n & 7) == 0) {   /* the channel's bit, a byte step a pixel */
+            const uint8_t *mb = bits + ((iy * iw * c_n + c) >> 3);
+            const uint32_t bm = 1u << (c & 7);
+            for (ix = 0; ix < iw; ++ix, mb += c_n >> 3) {
+                if (!(*mb & bm)) {
+                    out[ix * out_step] = 0.0f;
+                }
+            }
+            continue;
+        }
+        for (ix = 0; ix < iw && (first || bits || act); ++ix) {   /* none: zeros */
+            if (first || !mask_keeps(bits, act, (iy * iw + ix) * c_n + c, lo, hi)) {
+                out[ix * out_step] = 0.0f;
+            }
+        }
+    }
+}
+
+/* d + g[0] * w[0] + g[-step] * w[2] + ... (n <= 4 terms, in that order): a kernel row's
+ * terms at stride 2, written out */
+static float row_terms_s2(float d, const float *g, int32_t step, const float *w, int32_t n)
+{
+    float t;
+    switch (n) {
+    case 4:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-step] * w[2]; d = d + t;
+        t = g[-2 * step] * w[4]; d = d + t;
+        t = g[-3 * step] * w[6]; d = d + t;
+        return d;
+    case 3:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-step] * w[2]; d = d + t;
+        t = g[-2 * step] * w[4]; d = d + t;
+        return d;
+    case 2:
+        t = g[0] * w[0]; d = d + t;
+        t = g[-step] * w[2]; d = d + t;
+        return d;
+    case 1:
+        t = g[0] * w[0];
+        return d + t;
+    default:
+        return d;
+    }
+}
+
 #define DW_COLS 128   /* input columns whose taps are found once per plane (stack bytes: 3x) */
 
 static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, int32_t step,
@@ -537,6 +851,10 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
     }
     if (sh == 1 && sw == 1) {
         depthwise_plane_s1(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
+        return;
+    }
+    if (depthwise_s2_same(p)) {
+        depthwise_plane_s2(p, gd, step, wr, bits, act, lo, hi, c, c_n, plane, out_step);
         return;
     }
     for (ix = 0; cols && ix < iw; ++ix) {
@@ -582,6 +900,10 @@ static void depthwise_plane(const tinyc_conv_grad_params *p, const float *gd, in
             for (a = 0; a < ny; ++a) {
                 const float *g = gd + ((oy0 - a) * ow + ox0) * step;
                 const float *w = wr + (ky0 + a * sh) * kw + kx0;
+                if (sw == 2 && nx <= 4) {   /* a 7x7 (or smaller) kernel's row, stride 2 */
+                    d = row_terms_s2(d, g, step, w, nx);
+                    continue;
+                }
                 for (b = 0; b < nx; ++b) {
                     const float t = g[-b * step] * w[b * sw];
                     d = d + t;
