@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +207,8 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
     n = len(convs)
     weight_layers = linear_free_weight_layers(convs)
     spec = {"bias_last": n, "weights": {str(i): 1.0 for i in weight_layers}}
-    probe = build_training_graph(gq, resolve_scheme(gq, spec), opts)
+    # the probe sees every update node at every step (no head warm-up)
+    probe = build_training_graph(gq, resolve_scheme(gq, spec), replace(opts, warmup=0))
     # the head is fitted on other samples than the probe's: on its own samples it would fit
     # them exactly, and their gradients would show nothing left to learn
     both = probe_samples(y, 2 * samples)

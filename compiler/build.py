@@ -69,6 +69,7 @@ class BuildOptions:
     loss: str = "ce"     # ce (softmax cross-entropy, labels) | mse (targets of the output's shape)
     lr: float | str = 0.003   # "auto": chosen on --train-data (autotune.py)
     train_data: str | None = None   # labelled .npz (x, y) that --lr auto learns from
+    train_warmup: int = 0   # steps that update only the classifier first (head warm-up)
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
     patch: str = "auto"
@@ -264,6 +265,8 @@ def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildO
         "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
         "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr, "loss": opts.loss,
         "trainable_layers": g.meta["train"]["trainable"],
+        # steps that update the classifier only, the whole scheme after (TINYC_TRAIN_WARMUP_STEPS)
+        "warmup_steps": g.meta["train"].get("warmup_steps", 0),
         **({"auto": g.meta["train"]["auto"]} if "auto" in g.meta["train"] else {}),
         **mem,
         "nodes": training_node_rows(g),
@@ -446,7 +449,8 @@ def compile_with_calibration(model: str, opts: BuildOptions,
         return quantize(g, calib), calib
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return training_graph(g, calib, opts.train, opts.num_classes,
-                          TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
+                          TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss,
+                                              warmup=opts.train_warmup), budget,
                           board.stack_reserve_bytes if board else 0,
                           patched=opts.patch != "off",
                           train_data=opts.train_data if opts.train == "auto" else None), calib
@@ -482,7 +486,8 @@ def compile_tflite(model: str, opts: BuildOptions,
     from .pipeline import tflite_training_graph
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return tflite_training_graph(g, opts.train, opts.num_classes,
-                                 TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
+                                 TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss,
+                                              warmup=opts.train_warmup), budget,
                                  board.stack_reserve_bytes if board else 0,
                                  patched=opts.patch != "off"), x
 
@@ -532,6 +537,7 @@ def _recorded_problem(recorded: dict) -> str | None:
         "num_classes": lambda v: v is None or count(v, 2),
         "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
         "rounding": lambda v: v in ("nearest", "stochastic"), "loss": lambda v: v in ("ce", "mse"),
+        "train_warmup": lambda v: count(v, 0),
         "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
         "profile": lambda v: isinstance(v, bool), "kernels": lambda v: v in KERNEL_VARIANTS,
     }
