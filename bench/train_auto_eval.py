@@ -44,6 +44,8 @@ def main(argv):
     sram = int(argv[4]) if len(argv) > 4 else 262144
     lr = float(argv[5]) if len(argv) > 5 else 0.001
     warmup = {"train_warmup": int(argv[6])} if len(argv) > 6 else {}
+    if len(argv) > 7:   # the body's rate relative to the head's
+        warmup["body_lr_scale"] = float(argv[7])
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "test_y.npy").exists():
         T.make_data(work)
@@ -62,7 +64,7 @@ def main(argv):
         k, w = PUBLISHED[net][key]
         opts = BuildOptions(train={"name": key, "bias_last": k,
                                    "weights": {str(i): r for i, r in w.items() if r}}, **base)
-    out = work / f"{net}_{key}_{sram}_s{seed}_lr{lr:g}_w{argv[6] if len(argv) > 6 else 'd'}"
+    out = work / f"{net}_{key}_{sram}_s{seed}_lr{lr:g}_w{argv[6] if len(argv) > 6 else 'd'}_b{argv[7] if len(argv) > 7 else 'd'}"
     t0 = time.time()
     rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
     build_s = time.time() - t0
@@ -72,6 +74,7 @@ def main(argv):
                    test=T.accuracy_c(tr, rep, *T.load_split(work, "test")),
                    val=T.accuracy_c(tr, rep, *T.load_split(work, "val")),
                    warmup_steps=rep["training"].get("warmup_steps"),
+                   body_lr_scale=rep["build_options"].get("body_lr_scale"),
                    scheme=rep["build_options"]["train"], sram_bytes=rep["training"]["sram_bytes"],
                    build_s=round(build_s, 1),
                    late_loss=float(np.mean(losses[len(losses) // 2:])),

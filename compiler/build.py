@@ -70,6 +70,7 @@ class BuildOptions:
     lr: float | str = 0.003   # "auto": chosen on --train-data (autotune.py)
     train_data: str | None = None   # labelled .npz (x, y) that --lr auto learns from
     train_warmup: int = 0   # steps that update only the classifier first (head warm-up)
+    body_lr_scale: float = 1.0   # the body's learning rate relative to the head's
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
     patch: str = "auto"
@@ -450,7 +451,8 @@ def compile_with_calibration(model: str, opts: BuildOptions,
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return training_graph(g, calib, opts.train, opts.num_classes,
                           TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss,
-                                              warmup=opts.train_warmup), budget,
+                                              warmup=opts.train_warmup,
+                                              body_lr_scale=opts.body_lr_scale), budget,
                           board.stack_reserve_bytes if board else 0,
                           patched=opts.patch != "off",
                           train_data=opts.train_data if opts.train == "auto" else None), calib
@@ -487,7 +489,8 @@ def compile_tflite(model: str, opts: BuildOptions,
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return tflite_training_graph(g, opts.train, opts.num_classes,
                                  TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss,
-                                              warmup=opts.train_warmup), budget,
+                                              warmup=opts.train_warmup,
+                                              body_lr_scale=opts.body_lr_scale), budget,
                                  board.stack_reserve_bytes if board else 0,
                                  patched=opts.patch != "off"), x
 
@@ -538,6 +541,7 @@ def _recorded_problem(recorded: dict) -> str | None:
         "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
         "rounding": lambda v: v in ("nearest", "stochastic"), "loss": lambda v: v in ("ce", "mse"),
         "train_warmup": lambda v: count(v, 0),
+        "body_lr_scale": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
         "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
         "profile": lambda v: isinstance(v, bool), "kernels": lambda v: v in KERNEL_VARIANTS,
     }

@@ -45,6 +45,8 @@ class TrainOptions:
     # at first, and its gradients into the body would be noise that distorts the pretrained
     # features: linear probing then fine-tuning); the step count decides, so it holds on device
     warmup: int = 0
+    # the body's learning rate relative to the head's (1: the same)
+    body_lr_scale: float = 1.0
 
 
 def grad_name(t: str) -> str:
@@ -80,6 +82,7 @@ class Backward:
         self.t, self.scheme, self.opts = t, scheme, opts
         self.trainable, self.dep, self.forward = trainable, dep, forward
         self.backward: list[Node] = []
+        self.head = classifier(t).name
         self.grads: dict[str, str] = {}
 
     def new_grad(self, tensor: str, suffix: str = "") -> str:
