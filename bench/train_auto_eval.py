@@ -5,7 +5,7 @@ validation images. One JSON line per run is appended to WORK/results.jsonl.
 
 Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR] [WARMUP]
   NET: mbv2-w0.35 | mcunet-5fps (shared/models/NET_96.onnx)
-  KEY: auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
+  KEY: file:SCHEME.json | auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
        only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb)
   WARMUP: head warm-up steps (--train-warmup; default: the build's default)
 Selection host time is in the line's auto.probe_seconds and auto.plan_seconds.
@@ -60,6 +60,9 @@ def main(argv):
     elif key == "cls":
         opts = BuildOptions(train={"name": "classifier only", "bias_last": 0, "weights": {}},
                             **base)
+    elif key.startswith("file:"):   # a scheme .json (e.g. what auto chose, without its probe)
+        opts = BuildOptions(train=json.loads(Path(key[5:]).read_text()), **base)
+        key = Path(key[5:]).stem
     else:
         k, w = PUBLISHED[net][key]
         opts = BuildOptions(train={"name": key, "bias_last": k,

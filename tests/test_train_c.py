@@ -21,9 +21,11 @@ import numpy as np
 import onnx
 import pytest
 
+from tinyc import ops
 from tinyc.codegen.c import generate_c
 from tinyc.memory.planner import plan_memory, trainable_tensors, training_memory
 from tinyc.passes.autodiff import TrainOptions
+from tinyc.passes.train_head import classifier
 from tinyc.pipeline import compile_training
 from tinyc.reference import train as ref
 from tinyc.targets.host import TRAIN_EXE, HostTrainer, run_host_training
@@ -831,3 +833,28 @@ def test_head_warmup_on_cortex_m4_in_qemu(small_nets, tmp_path):
                          TrainOptions(rounding="stochastic", warmup=5))
     assert g.meta["train"]["warmup_steps"] == 5
     assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=9, lr=0.05, seed=3) > 0
+
+
+def test_body_lr_scale_folds_into_the_body_step_factors(small_nets, tmp_path):
+    """TrainOptions(body_lr_scale=s): the body's update nodes take s times their step factors
+    (the head's stay), so the generated C, given the same lr, trains the body at s * lr; the
+    C and the reference agree."""
+    net = str(small_nets["mbv2_block"])
+    plain = compile_training(net, None, PARTIAL["mbv2_block"], 10, TrainOptions())
+    slow = compile_training(net, None, PARTIAL["mbv2_block"], 10, TrainOptions(body_lr_scale=0.3))
+
+    def factors(g):
+        out = {}
+        for n in g.nodes:
+            for u in ops.get(n).updates(n):
+                out[u.name] = (np.asarray(u.attrs["f_w"], np.float64),
+                               np.asarray(u.attrs["f_b"], np.float64))
+        return out
+    head = classifier(plain).name + "/update"
+    a, b = factors(plain), factors(slow)
+    assert set(a) == set(b) and len(a) > 1
+    for name in a:
+        want = 1.0 if name == head else 0.3
+        for x, y in zip(a[name], b[name]):
+            np.testing.assert_allclose(y, x * want, rtol=1e-6)
+    assert_same_training(slow, tmp_path, lr=0.05)
