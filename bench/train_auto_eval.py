@@ -3,11 +3,13 @@ bench/transfer.py), one epoch of the generated C on the host (HostTrainer) over 
 training samples in the order of SEED (0: as drawn), then accuracy on the 1,000 test and 500
 validation images. One JSON line per run is appended to WORK/results.jsonl.
 
-Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR] [WARMUP]
+Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR] [WARMUP [BODY_SCALE]]
   NET: mbv2-w0.35 | mcunet-5fps (shared/models/NET_96.onnx)
-  KEY: file:SCHEME.json | auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
-       only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb)
-  WARMUP: head warm-up steps (--train-warmup; default: the build's default)
+  KEY: auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
+       only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb) |
+       file:SCHEME.json (a scheme, e.g. one auto chose, without the probe)
+  WARMUP: head warm-up steps (--train-warmup; default 0); BODY_SCALE: --body-lr-scale
+  (default: the build's, 0.3 for auto, 1 otherwise)
 Selection host time is in the line's auto.probe_seconds and auto.plan_seconds.
 """
 from __future__ import annotations
@@ -52,7 +54,8 @@ def main(argv):
     xtr, ytr = T.load_split(work, "train")
     order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
     xs, ys = xtr[order], ytr[order]
-    base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr, **warmup)
+    base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr,
+                **warmup)
     if key == "auto":
         np.savez(work / f"td_s{seed}.npz", x=xs, y=ys)
         opts = BuildOptions(train="auto", train_data=str(work / f"td_s{seed}.npz"), sram=sram,
@@ -67,7 +70,8 @@ def main(argv):
         k, w = PUBLISHED[net][key]
         opts = BuildOptions(train={"name": key, "bias_last": k,
                                    "weights": {str(i): r for i, r in w.items() if r}}, **base)
-    out = work / f"{net}_{key}_{sram}_s{seed}_lr{lr:g}_w{argv[6] if len(argv) > 6 else 'd'}_b{argv[7] if len(argv) > 7 else 'd'}"
+    given = [argv[i] if len(argv) > i else "d" for i in (6, 7)]   # d: the build's default
+    out = work / f"{net}_{key}_{sram}_s{seed}_lr{lr:g}_w{given[0]}_b{given[1]}"
     t0 = time.time()
     rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
     build_s = time.time() - t0
