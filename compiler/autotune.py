@@ -137,7 +137,8 @@ def _cpus() -> int:
 # any depth, a layer's weights up to any ratio together with the biases down to that layer (the
 # backward pass reaches it anyway, and the paper's schemes train them). The longest prefix of
 # that ranking whose planned training SRAM fits the budget wins (memory/train_budget.py bisects
-# over it with the real planner).
+# over it with the real planner). The build then trains the chosen body at 0.3 of the head's
+# rate (build.AUTO_BODY_LR_SCALE: at the full rate the body's batch-1 steps cost up to 7 points).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
 PROBE_SAMPLES = 64
 HEAD_FIT_EPOCHS = 30
