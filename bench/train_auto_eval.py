@@ -3,10 +3,13 @@ bench/transfer.py), one epoch of the generated C on the host (HostTrainer) over 
 training samples in the order of SEED (0: as drawn), then accuracy on the 1,000 test and 500
 validation images. One JSON line per run is appended to WORK/results.jsonl.
 
-Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR]
+Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR] [WARMUP [BODY_SCALE]]
   NET: mbv2-w0.35 | mcunet-5fps (shared/models/NET_96.onnx)
   KEY: auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
-       only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb)
+       only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb) |
+       file:SCHEME.json (a scheme, e.g. one auto chose, without the probe)
+  WARMUP: head warm-up steps (--train-warmup; default 0); BODY_SCALE: --body-lr-scale
+  (default: the build's, 0.3 for auto, 1 otherwise)
 Selection host time is in the line's auto.probe_seconds and auto.plan_seconds.
 """
 from __future__ import annotations
@@ -34,13 +37,17 @@ def main(argv):
     work, net, key, seed = Path(argv[0]), argv[1], argv[2], int(argv[3])
     sram = int(argv[4]) if len(argv) > 4 else 262144
     lr = float(argv[5]) if len(argv) > 5 else 0.001
+    warmup = {"train_warmup": int(argv[6])} if len(argv) > 6 else {}
+    if len(argv) > 7:   # the body's rate relative to the head's
+        warmup["body_lr_scale"] = float(argv[7])
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "test_y.npy").exists():
         T.make_data(work)
     xtr, ytr = T.load_split(work, "train")
     order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
     xs, ys = xtr[order], ytr[order]
-    base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr)
+    base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr,
+                **warmup)
     if key == "auto":
         np.savez(work / f"td_s{seed}.npz", x=xs, y=ys)
         opts = BuildOptions(train="auto", train_data=str(work / f"td_s{seed}.npz"), sram=sram,
@@ -48,9 +55,13 @@ def main(argv):
     elif key == "cls":
         opts = BuildOptions(train={"name": "classifier only", "bias_last": 0, "weights": {}},
                             **base)
+    elif key.startswith("file:"):   # a scheme .json (e.g. what auto chose, without its probe)
+        opts = BuildOptions(train=json.loads(Path(key[5:]).read_text()), **base)
+        key = Path(key[5:]).stem
     else:
         opts = BuildOptions(train=common.published_scheme(net, key), **base)
-    out = work / f"{net}_{key}_{sram}_s{seed}"
+    given = [argv[i] if len(argv) > i else "d" for i in (6, 7)]   # d: the build's default
+    out = work / f"{net}_{key}_{sram}_s{seed}_lr{lr:g}_w{given[0]}_b{given[1]}"
     t0 = time.time()
     rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
     build_s = time.time() - t0
@@ -59,6 +70,8 @@ def main(argv):
         res = dict(net=net, key=key, seed=seed, sram=sram, lr=lr,
                    test=T.accuracy_c(tr, rep, *T.load_split(work, "test")),
                    val=T.accuracy_c(tr, rep, *T.load_split(work, "val")),
+                   warmup_steps=rep["training"].get("warmup_steps"),
+                   body_lr_scale=rep["build_options"].get("body_lr_scale"),
                    scheme=rep["build_options"]["train"], sram_bytes=rep["training"]["sram_bytes"],
                    build_s=round(build_s, 1),
                    late_loss=float(np.mean(losses[len(losses) // 2:])),

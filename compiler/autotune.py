@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,8 @@ def _cpus() -> int:
 # any depth, a layer's weights up to any ratio together with the biases down to that layer (the
 # backward pass reaches it anyway, and the paper's schemes train them). The longest prefix of
 # that ranking whose planned training SRAM fits the budget wins (memory/train_budget.py bisects
-# over it with the real planner).
+# over it with the real planner). The build then trains the chosen body at 0.3 of the head's
+# rate (build.AUTO_BODY_LR_SCALE: at the full rate the body's batch-1 steps cost up to 7 points).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
 PROBE_SAMPLES = 64
 HEAD_FIT_EPOCHS = 30
@@ -206,7 +208,8 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
     n = len(convs)
     weight_layers = linear_free_weight_layers(convs)
     spec = {"bias_last": n, "weights": {str(i): 1.0 for i in weight_layers}}
-    probe = build_training_graph(gq, resolve_scheme(gq, spec), opts)
+    # the probe sees every update node at every step (no head warm-up)
+    probe = build_training_graph(gq, resolve_scheme(gq, spec), replace(opts, warmup=0))
     # the head is fitted on other samples than the probe's: on its own samples it would fit
     # them exactly, and their gradients would show nothing left to learn
     both = probe_samples(y, 2 * samples)

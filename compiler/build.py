@@ -69,6 +69,10 @@ class BuildOptions:
     loss: str = "ce"     # ce (softmax cross-entropy, labels) | mse (targets of the output's shape)
     lr: float | str = 0.003   # "auto": chosen on --train-data (autotune.py)
     train_data: str | None = None   # labelled .npz (x, y) that --lr auto learns from
+    train_warmup: int = 0   # steps that update only the classifier first (head warm-up)
+    # the body's learning rate relative to the head's; None: AUTO_BODY_LR_SCALE for --train auto
+    # with --train-data, 1 otherwise (resolved_body_lr_scale)
+    body_lr_scale: float | None = None
     # patch-based inference (issue 4): auto | off | ROWSxCOLS@NODE (memory/schedule.py), and
     # the SRAM budget (arena + stack reserve; training: + the SRAM parameters) for --patch auto
     patch: str = "auto"
@@ -77,6 +81,11 @@ class BuildOptions:
     # ones on a core with the extension, runtime_c/include/tinyc/simd.h; portable: plain C99)
     profile: bool = False
     kernels: str = "auto"
+
+    def resolved_body_lr_scale(self) -> float:
+        if self.body_lr_scale is not None:
+            return float(self.body_lr_scale)
+        return AUTO_BODY_LR_SCALE if self.train == "auto" and self.train_data else 1.0
 
     def firmware_cflags(self) -> list[str]:
         """The firmware's extra compiler flags these options ask for."""
@@ -107,6 +116,12 @@ class BuildOptions:
 
 
 KERNEL_VARIANTS = ("auto", "portable")
+
+# --train auto with --train-data trains the body at this fraction of the head's learning rate:
+# at the full rate, batch-1 steps into the body distort the pretrained features before they
+# help (Fashion-MNIST 96 px, 128 KB, mbv2-w0.35 seed 1: 71.1% test at 1, 78.0% at 0.3, 75.2% at
+# 0.1, classifier only 75.0%; bench/train_auto_eval.py, bench/results/train_auto.md)
+AUTO_BODY_LR_SCALE = 0.3
 
 # the files (or image folder) a build reads, by their BuildOptions.recorded key
 RECORDED_INPUTS = ("model", "calib", "samples", "train_data")
@@ -264,6 +279,9 @@ def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildO
         "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
         "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr, "loss": opts.loss,
         "trainable_layers": g.meta["train"]["trainable"],
+        # steps that update the classifier only, the whole scheme after (TINYC_TRAIN_WARMUP_STEPS)
+        "warmup_steps": g.meta["train"].get("warmup_steps", 0),
+        "body_lr_scale": opts.resolved_body_lr_scale(),   # the body's rate / the head's (lr)
         **({"auto": g.meta["train"]["auto"]} if "auto" in g.meta["train"] else {}),
         **mem,
         "nodes": training_node_rows(g),
@@ -446,7 +464,9 @@ def compile_with_calibration(model: str, opts: BuildOptions,
         return quantize(g, calib), calib
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return training_graph(g, calib, opts.train, opts.num_classes,
-                          TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
+                          TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss,
+                                              warmup=opts.train_warmup,
+                                              body_lr_scale=opts.resolved_body_lr_scale()), budget,
                           board.stack_reserve_bytes if board else 0,
                           patched=opts.patch != "off",
                           train_data=opts.train_data if opts.train == "auto" else None), calib
@@ -482,7 +502,9 @@ def compile_tflite(model: str, opts: BuildOptions,
     from .pipeline import tflite_training_graph
     budget = opts.sram if opts.sram is not None else (board.sram_bytes if board else None)
     return tflite_training_graph(g, opts.train, opts.num_classes,
-                                 TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss), budget,
+                                 TrainOptions(qas=opts.qas, rounding=opts.rounding, loss=opts.loss,
+                                              warmup=opts.train_warmup,
+                                              body_lr_scale=opts.resolved_body_lr_scale()), budget,
                                  board.stack_reserve_bytes if board else 0,
                                  patched=opts.patch != "off"), x
 
@@ -532,6 +554,9 @@ def _recorded_problem(recorded: dict) -> str | None:
         "num_classes": lambda v: v is None or count(v, 2),
         "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
         "rounding": lambda v: v in ("nearest", "stochastic"), "loss": lambda v: v in ("ce", "mse"),
+        "train_warmup": lambda v: count(v, 0),
+        "body_lr_scale": lambda v: v is None or (isinstance(v, (int, float))
+                                                 and np.isfinite(v) and v > 0),
         "patch": lambda v: isinstance(v, str), "sram": lambda v: v is None or count(v, 1),
         "profile": lambda v: isinstance(v, bool), "kernels": lambda v: v in KERNEL_VARIANTS,
     }
@@ -706,6 +731,7 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
     report["build_options"] = recorded
     if opts.train == "auto":   # what auto chose, so that tinyc export redoes exactly this build
         report["build_options"]["train"] = gq.meta["train"]["scheme_spec"]
+        report["build_options"]["body_lr_scale"] = opts.resolved_body_lr_scale()
     report["board_file"] = board.path
     try:
         check_fits(report)

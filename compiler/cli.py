@@ -150,6 +150,12 @@ def parser() -> argparse.ArgumentParser:
                    help="labelled samples (x in the model layout, y labels; --loss mse: float "
                         "targets) that --lr auto and --train auto learn from (--train auto: "
                         "the updates with the most gradient signal per byte on them that fit)")
+    b.add_argument("--body-lr-scale", type=_positive_float, metavar="F",
+                   help="train the layers below the classifier at F times the learning rate "
+                        "(default: 0.3 with --train auto --train-data, else 1)")
+    b.add_argument("--train-warmup", type=_int_at_least(0), default=0, metavar="STEPS",
+                   help="the first STEPS training steps update the classifier only, the whole "
+                        "scheme after (TINYC_TRAIN_WARMUP_STEPS; default 0)")
     b.add_argument("--no-qas", action="store_true",
                    help="ablation: plain integer-domain gradients, no quantization-aware scaling")
     b.add_argument("--rounding", choices=("nearest", "stochastic"),
@@ -410,8 +416,10 @@ def cmd_build(a) -> int:
     if a.train:
         from .passes.sparse_update import parse_scheme
         train = parse_scheme(a.train)
-    elif a.num_classes is not None or a.no_qas or a.rounding:
-        raise TinycError("--num-classes, --no-qas and --rounding need --train SCHEME")
+    elif (a.num_classes is not None or a.no_qas or a.rounding or a.body_lr_scale is not None
+          or a.train_warmup):
+        raise TinycError("--num-classes, --no-qas, --rounding, --body-lr-scale and "
+                         "--train-warmup need --train SCHEME")
     if a.train_data and a.lr != "auto" and a.train != "auto":
         raise TinycError("--train-data is read by --lr auto and --train auto; to train on it, "
                          "run tinyc emulate OUT --train-data FILE after the build")
@@ -419,8 +427,8 @@ def cmd_build(a) -> int:
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
                         qas=not a.no_qas, rounding=a.rounding or "stochastic", lr=a.lr,
-                        train_data=a.train_data,
-                        loss=a.loss,
+                        train_data=a.train_data, body_lr_scale=a.body_lr_scale,
+                        train_warmup=a.train_warmup, loss=a.loss,
                         firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
                         sram=a.sram, profile=a.profile, kernels=a.kernels)
     try:

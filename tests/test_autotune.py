@@ -165,3 +165,35 @@ def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path
     chain = ranked_schemes(gq, {"bias": bias, "channels": weak})
     first_weight = next(k for k, s in enumerate(chain) if s["weights"])
     assert chain[first_weight - 1]["bias_last"] == n   # every bias before any weak weight
+
+
+def test_train_auto_with_data_trains_the_body_slower(small_nets, tmp_path):
+    """--train auto --train-data: the body at AUTO_BODY_LR_SCALE of the head's rate, recorded in
+    report.json (training and build_options, so that tinyc export redoes it); --body-lr-scale
+    and --train-warmup override, and without --train they are refused."""
+    from tinyc.build import AUTO_BODY_LR_SCALE, options_from_report
+    data, _, _ = _data(tmp_path, n=30, shape=(3, 20, 20))
+    net = small_nets["residual_chain"]
+    common = ("--board", "mps2_an386", "--no-firmware", "--num-classes", "3", "--patch", "off")
+    out = tmp_path / "auto"
+    tinyc("build", net, "-o", out, *common, "--train", "auto", "--train-data", data)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["training"]["body_lr_scale"] == AUTO_BODY_LR_SCALE < 1
+    assert rep["build_options"]["body_lr_scale"] == AUTO_BODY_LR_SCALE
+    # what tinyc export redoes: the chosen scheme (no longer "auto") at the same body rate
+    _, redo = options_from_report(rep)
+    assert isinstance(redo.train, dict) and redo.resolved_body_lr_scale() == AUTO_BODY_LR_SCALE
+    assert rep["training"]["warmup_steps"] == 0
+    assert "#define TINYC_TRAIN_WARMUP_STEPS 0" in (out / "model.h").read_text()
+    out = tmp_path / "given"
+    tinyc("build", net, "-o", out, *common, "--train", "full", "--body-lr-scale", "0.5",
+          "--train-warmup", "7")
+    rep = json.loads((out / "report.json").read_text())
+    assert (rep["training"]["body_lr_scale"], rep["training"]["warmup_steps"]) == (0.5, 7)
+    assert "#define TINYC_TRAIN_WARMUP_STEPS 7" in (out / "model.h").read_text()
+    out = tmp_path / "plain"
+    tinyc("build", net, "-o", out, *common, "--train", "full")
+    assert json.loads((out / "report.json").read_text())["training"]["body_lr_scale"] == 1.0
+    assert_clean_failure(tinyc("build", net, "-o", tmp_path / "o", "--board", "mps2_an386",
+                               "--no-firmware", "--train-warmup", "5", check=False),
+                         "--train-warmup need --train SCHEME")

@@ -21,9 +21,11 @@ import numpy as np
 import onnx
 import pytest
 
+from tinyc import ops
 from tinyc.codegen.c import generate_c
 from tinyc.memory.planner import plan_memory, trainable_tensors, training_memory
 from tinyc.passes.autodiff import TrainOptions
+from tinyc.passes.train_head import classifier
 from tinyc.pipeline import compile_training
 from tinyc.reference import train as ref
 from tinyc.targets.host import TRAIN_EXE, HostTrainer, run_host_training
@@ -903,3 +905,73 @@ def test_ds_cnn_bias_only(channels, tmp_path):
         res = tinyc("build", path, "--board", "mps2_an386", "-o", tmp_path / "out",
                     "--no-firmware", "--train", "bias-only", "--num-classes", "12")
         assert "training   bias-only" in res.stdout
+
+
+# ---------------------------------------------------------------- head warm-up
+def test_head_warmup_leaves_the_body_untouched_then_trains_it(small_nets, tmp_path):
+    """TrainOptions(warmup=N): the first N steps of the C and of the reference update the
+    classifier only (the body's parameters stay bit for bit), the steps after the whole
+    scheme; C == reference at every point (run_both)."""
+    warmup = 5
+    g = compile_training(str(small_nets["mbv2_block"]), None, PARTIAL["mbv2_block"], 10,
+                         TrainOptions(rounding="stochastic", warmup=warmup))
+    assert g.meta["train"]["warmup_steps"] == warmup
+    update = next(n for n in g.nodes if n.name == g.meta["train"]["warmup_after"])
+    head = set(update.inputs[2:4])   # its weights and bias
+    initial = {n: g.tensors[n].data.copy() for n, _ in trainable_tensors(g)}
+    body = [n for n in initial if n not in head]
+    assert body and len(head) == 2
+    model_h = None
+    for steps, body_moves in ((warmup, False), (warmup + 6, True)):
+        g_ref, ref_losses, losses, params, _, _, _ = run_both(g, tmp_path / str(steps), 0.05,
+                                                              steps=steps)
+        model_h = (tmp_path / str(steps) / "model.h").read_text()
+        assert np.allclose(losses, ref_losses, rtol=1e-5, atol=0)
+        for name in initial:
+            assert np.array_equal(params[name].reshape(initial[name].shape),
+                                  g_ref.tensors[name].data), name
+        assert any(not np.array_equal(g_ref.tensors[n].data, initial[n]) for n in head)
+        moved = [n for n in body if not np.array_equal(g_ref.tensors[n].data, initial[n])]
+        assert bool(moved) == body_moves, moved
+    assert f"#define TINYC_TRAIN_WARMUP_STEPS {warmup}" in model_h
+
+
+def test_head_warmup_of_a_classifier_only_scheme_is_nothing(small_nets):
+    """Nothing follows the head's update: no warm-up to record or generate."""
+    g = compile_training(str(small_nets["mbv2_block"]), None, {"bias_last": 0, "weights": {}}, 10,
+                         TrainOptions(warmup=5))
+    assert g.meta["train"]["warmup_steps"] == 0
+
+
+def test_head_warmup_on_cortex_m4_in_qemu(small_nets, tmp_path):
+    """The warm-up's early exit on an emulated Cortex-M4F: the same integer state as the
+    reference, steps across the warm-up's end."""
+    g = compile_training(str(small_nets["groups_concat"]), None, PARTIAL["groups_concat"], 10,
+                         TrainOptions(rounding="stochastic", warmup=5))
+    assert g.meta["train"]["warmup_steps"] == 5
+    assert train_in_qemu(g, plan_memory(g), g, tmp_path, steps=9, lr=0.05, seed=3) > 0
+
+
+def test_body_lr_scale_folds_into_the_body_step_factors(small_nets, tmp_path):
+    """TrainOptions(body_lr_scale=s): the body's update nodes take s times their step factors
+    (the head's stay), so the generated C, given the same lr, trains the body at s * lr; the
+    C and the reference agree."""
+    net = str(small_nets["mbv2_block"])
+    plain = compile_training(net, None, PARTIAL["mbv2_block"], 10, TrainOptions())
+    slow = compile_training(net, None, PARTIAL["mbv2_block"], 10, TrainOptions(body_lr_scale=0.3))
+
+    def factors(g):
+        out = {}
+        for n in g.nodes:
+            for u in ops.get(n).updates(n):
+                out[u.name] = (np.asarray(u.attrs["f_w"], np.float64),
+                               np.asarray(u.attrs["f_b"], np.float64))
+        return out
+    head = classifier(plain).name + "/update"
+    a, b = factors(plain), factors(slow)
+    assert set(a) == set(b) and len(a) > 1
+    for name in a:
+        want = 1.0 if name == head else 0.3
+        for x, y in zip(a[name], b[name]):
+            np.testing.assert_allclose(y, x * want, rtol=1e-6)
+    assert_same_training(slow, tmp_path, lr=0.05)

@@ -376,7 +376,14 @@ def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dic
     missing = [p["name"] for p in params.table if p["init"] is None]
     if missing:
         raise TinycError(f"trained parameters {missing[:3]} are read by no layer")
+    warmup_steps = train.get("warmup_steps", 0)
+    if warmup_steps:   # the head's update ends a warm-up step (passes/autodiff.py)
+        names = [n.name for n in g.nodes]
+        if train["warmup_after"] not in names[n_forward:]:
+            raise TinycError(f"head warm-up: the step has no node '{train['warmup_after']}'")
+        layers[names.index(train["warmup_after"])]["warmup_exit"] = True
     return dict(forward=layers[:n_forward], backward=layers[n_forward:], params=params.table,
+                warmup_steps=warmup_steps,
                 param_bytes=sum(p["bytes"] for p in params.table),
                 param_sram_bytes=sum(p["sram_bytes"] for p in params.table),
                 split=[p for p in params.table if p["split"] is not None],

@@ -268,6 +268,10 @@ def _update_node(ad, node: Node, g_out: str) -> Node:
     else:
         f_w = s_w.astype(np.float32)
         f_b = (s_w.astype(np.float64) * np.float64(s_x)).astype(np.float32)
+    if opts.body_lr_scale != 1.0 and node.name != ad.head:
+        # the body's rate relative to the head's, folded into its step factors
+        f_w = (f_w.astype(np.float64) * opts.body_lr_scale).astype(np.float32)
+        f_b = (f_b.astype(np.float64) * opts.body_lr_scale).astype(np.float32)
     ins = [g_out, "", node.inputs[1], node.inputs[2]]
     channels = upd.channels if upd.weights else None
     if channels is not None:

@@ -41,6 +41,12 @@ class TrainOptions:
     # "ce": softmax cross-entropy on the logits and a class label; "mse": mean squared error of
     # the output against an int8 target of the output's quantization (e.g. an autoencoder's)
     loss: str = "ce"
+    # head warm-up: the first `warmup` steps update only the classifier (the new head is random
+    # at first, and its gradients into the body would be noise that distorts the pretrained
+    # features: linear probing then fine-tuning); the step count decides, so it holds on device
+    warmup: int = 0
+    # the body's learning rate relative to the head's (1: the same)
+    body_lr_scale: float = 1.0
 
 
 def grad_name(t: str) -> str:
@@ -76,6 +82,7 @@ class Backward:
         self.t, self.scheme, self.opts = t, scheme, opts
         self.trainable, self.dep, self.forward = trainable, dep, forward
         self.backward: list[Node] = []
+        self.head = classifier(t).name
         self.grads: dict[str, str] = {}
 
     def new_grad(self, tensor: str, suffix: str = "") -> str:
@@ -143,7 +150,19 @@ def build_training_graph(g: Graph, scheme: UpdateScheme, opts: TrainOptions) -> 
                        "trainable": sorted(trainable)}
     if opts.channelwise:
         fuse_depthwise_pointwise_grads(t)
+    _set_warmup(t, opts.warmup)
     return t
+
+
+def _set_warmup(t: Graph, steps: int) -> None:
+    """meta["train"]: warmup_steps, and warmup_after, the head's update node, after which a
+    warm-up step ends (0 and None when nothing follows it: a classifier-only scheme)."""
+    if steps < 0:
+        raise TinycError(f"--train-warmup {steps}: give a number of steps, 0 or more")
+    head_update = classifier(t).name + "/update"
+    names = [n.name for n in t.nodes]
+    after = head_update if steps and names.index(head_update) < len(names) - 1 else None
+    t.meta["train"].update(warmup_steps=steps if after else 0, warmup_after=after)
 
 
 def trainable_parameters(g: Graph) -> list[str]:

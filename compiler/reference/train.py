@@ -278,12 +278,16 @@ def train_step(g: Graph, x_q: np.ndarray, label: int, lr: float, step: int,
     refused = guard.refused
     env = {g.inputs[0]: np.asarray(x_q).reshape(g.tensors[g.inputs[0]].shape)}
     run = TrainRun(lr, step, guard, label, observe=observe)
+    meta = g.meta["train"]
+    warmup_after = meta.get("warmup_after") if step < meta.get("warmup_steps", 0) else None
     for node in g.nodes:
         out = ops.get(node).run_train(g, node, env, run)
         if out is not None:
             env[node.outputs[0]] = out
         if run.skip:   # the loss's check failed: nothing was updated
             return run.loss
+        if node.name == warmup_after:   # a head warm-up step: the body stays as it is
+            break
     guard.steps_guarded += guard.refused != refused
     return run.loss
 
