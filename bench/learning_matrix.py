@@ -234,6 +234,7 @@ def build_cell(cell: dict, work: Path, lr, train_limit: int | None) -> dict:
         built = json.loads((out / "report.json").read_text())["training"]
         tr = {**tr, **{k: built[k] for k in ("lr", "lr_auto") if k in built}}
     info = {"dir": str(out), "scheme_spec": rep["build_options"]["train"],
+            "body_lr_scale": rep["build_options"].get("body_lr_scale", 1.0),
             "lr": tr["lr"], "lr_auto": ({k: tr["lr_auto"][k] for k in
                                          ("seconds", "train_samples", "validation_samples")}
                                         | {"runs": [{k: r[k] for k in ("lr", "late_loss",
@@ -296,7 +297,7 @@ def train_float(cell: dict, build: dict, x, y, lr: float, d: Path, evals: dict) 
         str(common.MODELS_DIR / f"{cell['net']}_{cell['px']}.onnx"), build["scheme_spec"],
         T.CLASSES, str(d / "calib_x.npy"))
     t1, c1 = time.time(), cpu_seconds()
-    res = T._loss_stats(tref.train(model, params, x, y, lr))
+    res = T._loss_stats(tref.train(model, params, x, y, lr, build.get("body_lr_scale", 1.0)))
     t2, c2 = time.time(), cpu_seconds()
     for split, (xs, ys) in evals.items():
         res[f"{split}_acc"] = (tref.accuracy(model, xs, ys)

@@ -145,8 +145,12 @@ def parameter_updates(gq):
 
 
 def scheme_model(onnx_path: str, scheme, num_classes: int, calib: str):
-    """(model, [(parameter, gradient mask or None)], float32 bytes of the trained tensors)."""
+    """(model, [(parameter, gradient mask or None, of the classifier)], float32 bytes of the
+    trained tensors)."""
+    from tinyc.passes.train_head import classifier
+
     g = float_graph(onnx_path, num_classes)
+    head = classifier(g).name
     model = IRNet(g)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -159,12 +163,12 @@ def scheme_model(onnx_path: str, scheme, num_classes: int, calib: str):
             w = model.param(node.inputs[1])
             mask = weight_mask(node, tuple(w.shape), channels)
             w.requires_grad_(True)
-            trained.append((w, mask))
+            trained.append((w, mask, layer == head))
             n_values += w.numel()     # the whole tensor, as the C build keeps it in SRAM
         if bias:
             b = model.param(node.inputs[2])
             b.requires_grad_(True)
-            trained.append((b, None))
+            trained.append((b, None, layer == head))
             n_values += b.numel()
     return model, trained, 4 * n_values
 
@@ -186,9 +190,14 @@ def weight_mask(node, shape: tuple, channels: np.ndarray):
     return torch.from_numpy(np.broadcast_to(mask, shape).copy())
 
 
-def train(model, trained, x: np.ndarray, y: np.ndarray, lr: float) -> np.ndarray:
-    """One epoch in the given order, batch 1, plain SGD (no momentum, no weight decay)."""
-    opt = torch.optim.SGD([p for p, _ in trained], lr=lr, momentum=0.0, weight_decay=0.0)
+def train(model, trained, x: np.ndarray, y: np.ndarray, lr: float,
+          body_lr_scale: float = 1.0) -> np.ndarray:
+    """One epoch in the given order, batch 1, plain SGD (no momentum, no weight decay); the
+    body's parameters at body_lr_scale times lr, as a build's `body_lr_scale` does."""
+    groups = [{"params": [p for p, _, head in trained if head], "lr": lr},
+              {"params": [p for p, _, head in trained if not head], "lr": lr * body_lr_scale}]
+    opt = torch.optim.SGD([grp for grp in groups if grp["params"]], lr=lr, momentum=0.0,
+                          weight_decay=0.0)
     model.train()
     losses = np.empty(len(x), np.float32)
     for i in range(len(x)):
@@ -196,7 +205,7 @@ def train(model, trained, x: np.ndarray, y: np.ndarray, lr: float) -> np.ndarray
         logits = model(torch.from_numpy(x[i:i + 1]))
         loss = F.cross_entropy(logits, torch.tensor([int(y[i])]))
         loss.backward()
-        for p, mask in trained:
+        for p, mask, _ in trained:
             if mask is not None and p.grad is not None:
                 p.grad.mul_(mask)
         opt.step()
