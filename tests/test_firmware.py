@@ -626,7 +626,8 @@ def test_qemu_training_of_a_shared_model_equals_host(tmp_path):
     assert len(params) == len(host.params) == 25
     for name, v in host.params.items():
         assert np.array_equal(params[name], v), name
-    assert all(50e6 < c < 500e6 for c in demo.counts), demo.counts
+    # a step runs the forward (and more): fewer instructions than its MACs means a broken counter
+    assert all(rep["macs"] < c < 50 * rep["macs"] for c in demo.counts), (demo.counts, rep["macs"])
     assert demo.train_stack_used <= rep["firmware"]["stack_worst_case_bytes"] <= demo.stack_size
 
 
