@@ -3,13 +3,16 @@ bench/transfer.py), one epoch of the generated C on the host (HostTrainer) over 
 training samples in the order of SEED (0: as drawn), then accuracy on the 1,000 test and 500
 validation images. One JSON line per run is appended to WORK/results.jsonl.
 
-Usage: python bench/train_auto_eval.py WORK NET KEY SEED [SRAM_BYTES] [LR] [WARMUP [BODY_SCALE]]
+Usage: python bench/train_auto_eval.py [--decay=KIND] WORK NET KEY SEED [SRAM_BYTES] [LR]
+           [WARMUP [BODY_SCALE]]
   NET: mbv2-w0.35 | mcunet-5fps (shared/models/NET_96.onnx)
   KEY: auto (--train auto --train-data, budget SRAM_BYTES, default 262144) | cls (classifier
        only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb) |
        file:SCHEME.json (a scheme, e.g. one auto chose, without the probe)
   WARMUP: head warm-up steps (--train-warmup; default 0); BODY_SCALE: --body-lr-scale
   (default: the build's, 0.3 for auto, 1 otherwise)
+  --decay=KIND: the rate over the epoch, given per step by the caller (the build is the same):
+       const (default) | lin0 (linear from LR to 0) | lin10 (linear from LR to LR/10)
 Selection host time is in the line's auto.probe_seconds and auto.plan_seconds.
 """
 from __future__ import annotations
@@ -30,10 +33,20 @@ import transfer as T  # noqa: E402
 PUBLISHED = common.PUBLISHED_SCHEMES   # shared/models/README.md
 
 
+def schedule(kind: str, lr: float, steps: int):
+    """The rate of each step: constant, or linear over the epoch from lr to 0 / to lr/10."""
+    ends = {"const": lr, "lin0": 0.0, "lin10": lr / 10}
+    if kind not in ends:
+        raise SystemExit(f"--decay={kind}: not one of {', '.join(ends)}")
+    return np.linspace(lr, ends[kind], steps, dtype=np.float32)
+
+
 def main(argv):
     from tinyc.build import BuildOptions
     from tinyc.targets.host import HostTrainer
     warnings.simplefilter("ignore")
+    decay = next((a.split("=", 1)[1] for a in argv if a.startswith("--decay=")), "const")
+    argv = [a for a in argv if not a.startswith("--decay=")]
     work, net, key, seed = Path(argv[0]), argv[1], argv[2], int(argv[3])
     sram = int(argv[4]) if len(argv) > 4 else 262144
     lr = float(argv[5]) if len(argv) > 5 else 0.001
@@ -66,8 +79,8 @@ def main(argv):
     rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
     build_s = time.time() - t0
     with HostTrainer(out) as tr:
-        losses = tr.train(T.quantized(rep, xs), ys, lr)
-        res = dict(net=net, key=key, seed=seed, sram=sram, lr=lr,
+        losses = tr.train(T.quantized(rep, xs), ys, schedule(decay, lr, len(ys)))
+        res = dict(net=net, key=key, seed=seed, sram=sram, lr=lr, decay=decay,
                    test=T.accuracy_c(tr, rep, *T.load_split(work, "test")),
                    val=T.accuracy_c(tr, rep, *T.load_split(work, "val")),
                    warmup_steps=rep["training"].get("warmup_steps"),

@@ -461,6 +461,32 @@ def test_split_weights_param_round_trip(tmp_path):
     assert any(not np.array_equal(p_full[k], g.tensors[k].data) for k in split)
 
 
+def test_host_trainer_takes_a_rate_per_step(tmp_path):
+    """HostTrainer.train with one rate per sample (a schedule) is the same run as one call per
+    sample at that step's rate; a decayed schedule is not the constant one; a schedule of the
+    wrong length is refused."""
+    from tinyc.errors import TinycError
+    g = split_chain_training(tmp_path)
+    generate_c(g, plan_memory(g), tmp_path / "c")
+    shape = g.tensors[g.inputs[0]].shape
+    rng = np.random.default_rng(3)
+    xs = rng.integers(-128, 128, (8,) + shape[1:]).astype(np.int8)
+    ys = rng.integers(0, 5, 8)
+    rates = np.linspace(0.05, 0.005, 8)
+    with HostTrainer(tmp_path / "c") as t:
+        scheduled = t.train(xs, ys, rates)
+        p_scheduled = t.params()
+        t.reset()
+        one_by_one = [t.step(x, int(y), float(r)) for x, y, r in zip(xs, ys, rates)]
+        assert all(np.array_equal(v, p_scheduled[k]) for k, v in t.params().items())
+        t.reset()
+        t.train(xs, ys, 0.05)
+        assert any(not np.array_equal(v, p_scheduled[k]) for k, v in t.params().items())
+        with pytest.raises(TinycError, match="8 inputs but 3 learning rates"):
+            t.train(xs, ys, rates[:3])
+    assert np.array_equal(scheduled, np.float32(one_by_one))
+
+
 # ---------------------------------------------------------------- shared pretrained models
 PUBLISHED = {   # ../shared/models/README.md
     "mbv2-w0.35_96": {"name": "99kb", "bias_last": 25,

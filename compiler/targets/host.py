@@ -193,10 +193,18 @@ class HostTrainer:
         return np.ascontiguousarray(x).reshape(-1, self.n_in)
 
     # -- commands
-    def train(self, x, labels, lr: float, progress=None) -> np.ndarray:
-        """One tinyc_train_step per sample, in order; returns the float32 losses. `progress`
-        (optional) is called with the number of steps done after each chunk."""
+    def train(self, x, labels, lr, progress=None) -> np.ndarray:
+        """One tinyc_train_step per sample, in order; returns the float32 losses. `lr` is one
+        rate for every step or one per sample (a schedule, e.g. decaying over the epoch: the
+        step takes its rate per call). `progress` (optional) is called with the number of steps
+        done after each chunk."""
         xs = self._inputs(x)
+        rates = np.asarray(lr, np.float32).reshape(-1)
+        if rates.size == 1:
+            rates = np.full(len(xs), rates[0], np.float32)
+        elif rates.size != len(xs):
+            raise TinycError(f"{len(xs)} inputs but {rates.size} learning rates: give one rate "
+                             "or one per input")
         if self.mse:   # int8 targets of the output's shape and quantization
             targets = np.asarray(labels)
             if targets.dtype != np.int8 or targets.size != len(xs) * self.n_out:
@@ -212,11 +220,11 @@ class HostTrainer:
                 raise TinycError(f"label {labels[bad[0]]} of sample {bad[0]} is out of range: "
                                  f"the model has {self.classes} classes")
             keys = [struct.pack("=i", int(v)) for v in labels]
-        head = struct.pack("=f", float(np.float32(lr)))
+        heads = [struct.pack("=f", float(r)) for r in rates]
         losses = np.empty(len(xs), np.float32)
         for start in range(0, len(xs), self.CHUNK):
             stop = min(start + self.CHUNK, len(xs))
-            self._send(b"".join(b"T" + keys[k] + head + xs[k].tobytes()
+            self._send(b"".join(b"T" + keys[k] + heads[k] + xs[k].tobytes()
                                 for k in range(start, stop)))
             losses[start:stop] = np.frombuffer(self._recv(4 * (stop - start)), np.float32)
             if progress is not None:
