@@ -160,8 +160,17 @@ float tinyc_ceilf(float x);
  * x = max(x, -87); k = floor(x * log2e + 0.5); r = (x - k ln2_hi) - k ln2_lo;
  * p = degree-6 Horner polynomial in r; result p * 2^k. */
 float tinyc_expf(float x);
-/* The "lowbias32" integer hash (stochastic rounding's random numbers). */
-uint32_t tinyc_lowbias32(uint32_t x);
+/* The "lowbias32" integer hash (stochastic rounding's random numbers); inline: the weight
+ * step's hot loop (sgd.c) calls it once per weight. */
+static inline uint32_t tinyc_lowbias32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
 /* x >= 0 ? floor(x + 0.5) : ceil(x - 0.5) (ties away from zero), float32. */
 float tinyc_round_nearest(float x);
 /* floor(x + u), u = (lowbias32(counter) >> 8) * 2^-24 in [0, 1). */

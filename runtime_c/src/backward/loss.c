@@ -81,16 +81,6 @@ float tinyc_expf(float x)
     return p * pow2i(ki);
 }
 
-uint32_t tinyc_lowbias32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
 float tinyc_round_nearest(float x)
 {
     return x >= 0.0f ? tinyc_floorf(x + 0.5f) : tinyc_ceilf(x - 0.5f);

@@ -11,7 +11,7 @@
 #define TINYC_STEP_MULT 2654435761u
 #define TINYC_BIAS_COUNTER (1u << 30)
 
-/* tinyc_floorf, tinyc_lowbias32, tinyc_round_stochastic and tinyc_round_nearest (loss.c)
+/* tinyc_floorf, tinyc_round_stochastic and tinyc_round_nearest (loss.c)
  * with the same operations, here where the compiler can inline them into the weight loop
  * (the stochastic one: stochastic_weight_step) */
 static float floor_f(float x)
@@ -81,15 +81,8 @@ static int8_t weight_step(int8_t w, float r, int32_t *saturates)
  * takes the float path itself. */
 static int8_t stochastic_weight_step(int8_t w, float d, uint32_t counter, int32_t *saturates)
 {
-    uint32_t h = counter;
-    float x;
+    const float x = d + (float)(tinyc_lowbias32(counter) >> 8) * 0x1p-24f;
     int32_t i, v;
-    h ^= h >> 16;
-    h *= 0x7FEB352Du;
-    h ^= h >> 15;
-    h *= 0x846CA68Bu;
-    h ^= h >> 16;
-    x = d + (float)(h >> 8) * 0x1p-24f;
     if (!(x > -8388608.0f && x < 8388608.0f)) {
         return weight_step(w, x, saturates);   /* floor_f(x) is x */
     }
@@ -124,15 +117,8 @@ static int32_t stochastic_row(const float *acc, const int8_t *w, int8_t *new_w, 
         const float a = acc[j];
         const float d = (lr * a) * fw;
         const int32_t wj = w[j];
-        uint32_t h = counter + (uint32_t)j;
-        float x;
+        const float x = d + (float)(tinyc_lowbias32(counter + (uint32_t)j) >> 8) * 0x1p-24f;
         int32_t i, v;
-        h ^= h >> 16;
-        h *= 0x7FEB352Du;
-        h ^= h >> 15;
-        h *= 0x846CA68Bu;
-        h ^= h >> 16;
-        x = d + (float)(h >> 8) * 0x1p-24f;
         if (!(fabsf(x) < 8388608.0f)) {   /* also false for NaN */
             if (!isfinite(a)) {
                 return -1;
