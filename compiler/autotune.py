@@ -3,7 +3,8 @@
 `--lr auto`: plain SGD on an int8 model is decided by its learning rate, and a device cannot
 sweep it. tinyc tries every rate of LR_GRID with the generated training step itself (the build's
 C compiled for the host: tinyc.targets.host.HostTrainer), each from the built parameters: one
-epoch over four fifths of the data, in the order `tinyc emulate --train-data` would take them.
+epoch over four fifths of the data, in the order `tinyc emulate --train-data` would take them,
+each rate as the peak of the build's schedule over that epoch (--lr-schedule, lr_schedule.py).
 The loss over the second half of that epoch decides: each step's loss is computed before the
 step's own update, so it is a validation on every sample of the half (progressive validation),
 far less noisy than the accuracy on the held-out fifth (a few hundred samples: +-2 points),
@@ -53,10 +54,12 @@ def split_train_validation(y: np.ndarray, classes: int | None, fraction=VALIDATI
 
 
 def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_scale: float,
-              grid=LR_GRID, progress=None) -> dict:
-    """Train one epoch at each rate of `grid` on the training split of (x, y) with the
-    generated C in `lib_dir` (the model library of a training build), score each on the
-    validation split; returns the choice and every run's figures."""
+              grid=LR_GRID, progress=None, lr_schedule: str | None = None) -> dict:
+    """Train one epoch from each peak rate of `grid` under `lr_schedule` on the training split
+    of (x, y) with the generated C in `lib_dir` (the model library of a training build), score
+    each on the validation split; returns the choice and every run's figures."""
+    from .lr_schedule import DEFAULT_LR_SCHEDULE, rates
+    lr_schedule = lr_schedule or DEFAULT_LR_SCHEDULE
     if len(x) < MIN_SAMPLES:
         raise TinycError(f"--lr auto: {len(x)} labelled samples; it needs at least "
                          f"{MIN_SAMPLES} (a fifth of them is held out to compare the rates)")
@@ -74,7 +77,8 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
 
         def run(lr: float) -> dict:
             with HostTrainer(lib) as t:
-                losses = np.asarray(t.train(x[train_idx], y[train_idx], lr), np.float64)
+                losses = np.asarray(t.train(x[train_idx], y[train_idx],
+                                            rates(lr, lr_schedule, len(train_idx))), np.float64)
                 out = t.infer(x[val_idx]).reshape(len(val_idx), -1)
                 guard = t.guard_stats()
             finite = losses[np.isfinite(losses)]
@@ -108,7 +112,7 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
     lowest = min(clean, key=lambda r: (r["late_loss"], r["lr"]))
     best = min((r for r in clean if r["late_loss"] <= lowest["late_loss"]
                 + lowest["late_loss_se"]), key=lambda r: r["lr"])
-    return {"lr": best["lr"], "grid": list(grid), "runs": runs,
+    return {"lr": best["lr"], "grid": list(grid), "lr_schedule": lr_schedule, "runs": runs,
             "train_samples": int(len(train_idx)), "validation_samples": int(len(val_idx)),
             "metric": "loss over the second half of the epoch (before each step's update)",
             "seconds": round(time.time() - t0, 1)}

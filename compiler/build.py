@@ -37,6 +37,7 @@ import numpy as np
 from . import ops
 from .errors import TinycError, printable
 from .ir import Graph
+from .lr_schedule import DEFAULT_LR_SCHEDULE, LR_SCHEDULES, check_schedule
 from .pipeline import input_layout, ir_batch_to_model
 from .targets.boards import Board, require_firmware
 from .targets.platformio import MODEL_LIB
@@ -67,7 +68,10 @@ class BuildOptions:
     qas: bool = True
     rounding: str = "stochastic"
     loss: str = "ce"     # ce (softmax cross-entropy, labels) | mse (targets of the output's shape)
-    lr: float | str = 0.003   # "auto": chosen on --train-data (autotune.py)
+    lr: float | str = 0.003   # the peak rate; "auto": chosen on --train-data (autotune.py)
+    # the rate over a run of steps: linear (from lr to lr/T over T steps) | constant
+    # (lr_schedule.py; tinyc_train_lr() in model.h)
+    lr_schedule: str = DEFAULT_LR_SCHEDULE
     train_data: str | None = None   # labelled .npz (x, y) that --lr auto learns from
     train_warmup: int = 0   # steps that update only the classifier first (head warm-up)
     # the body's learning rate relative to the head's; None: AUTO_BODY_LR_SCALE for --train auto
@@ -278,6 +282,8 @@ def add_training_report(report: dict, g: Graph, plan, board: Board, opts: BuildO
     report["training"] = {
         "scheme": g.meta["train"]["scheme"], "num_classes": opts.num_classes,
         "qas": opts.qas, "rounding": opts.rounding, "lr": opts.lr, "loss": opts.loss,
+        # the rate of step k of a run of T steps (lr is the peak): lr_schedule.py
+        "lr_schedule": opts.lr_schedule,
         "trainable_layers": g.meta["train"]["trainable"],
         # steps that update the classifier only, the whole scheme after (TINYC_TRAIN_WARMUP_STEPS)
         "warmup_steps": g.meta["train"].get("warmup_steps", 0),
@@ -423,7 +429,7 @@ def demo_training_data(report: dict, opts: BuildOptions, calib_nhwc: np.ndarray)
         if len(bad):
             raise TinycError(f"--samples {opts.samples}: label {y[bad[0]]} of sample {bad[0]} is "
                              f"out of range (the model has {classes} classes)")
-    return TrainingData.make(x, y, DEMO_EPOCHS, opts.lr), source
+    return TrainingData.make(x, y, DEMO_EPOCHS, opts.lr, lr_schedule=opts.lr_schedule), source
 
 
 def compile_graph(model: str, opts: BuildOptions) -> Graph:
@@ -554,6 +560,7 @@ def _recorded_problem(recorded: dict) -> str | None:
         "num_classes": lambda v: v is None or count(v, 2),
         "lr": lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0,
         "rounding": lambda v: v in ("nearest", "stochastic"), "loss": lambda v: v in ("ce", "mse"),
+        "lr_schedule": lambda v: v in LR_SCHEDULES,
         "train_warmup": lambda v: count(v, 0),
         "body_lr_scale": lambda v: v is None or (isinstance(v, (int, float))
                                                  and np.isfinite(v) and v > 0),
@@ -688,6 +695,7 @@ def build(model: str, board: Board, out_dir: str, opts: BuildOptions) -> dict:
                          "data: give --train SCHEME and --train-data FILE.npz (x, y)")
     if isinstance(opts.lr, str) and opts.lr != "auto":
         raise TinycError(f"--lr {opts.lr}: give a number or auto")
+    check_schedule(opts.lr_schedule)
     mode, sram = schedule_request(opts, board)
     if opts.firmware:
         from .targets.platformio import check_project_path
@@ -714,6 +722,9 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
                     gq.meta.get("input_layout"))
     sched = choose_build_schedule(gq, opts, board, mode, sram)
     gs, plan = sched.graph, sched.plan
+    if opts.train is not None:   # model.h's tinyc_train_lr(): the build's peak and schedule
+        gs.meta["train"].update(lr=None if opts.lr == "auto" else float(opts.lr),
+                                lr_schedule=opts.lr_schedule)
     generate_c(gs, plan, out / MODEL_LIB if opts.firmware else out)
     if opts.export_tflite:
         from .export.tflite import export_tflite
@@ -738,6 +749,8 @@ def build_into(out: Path, model: str, board: Board, opts: BuildOptions, mode, sr
         if opts.lr == "auto":   # after the fit check: the search trains for minutes
             opts = dataclasses.replace(opts, lr=auto_lr(out / MODEL_LIB if opts.firmware
                                                         else out, report, opts))
+            gs.meta["train"]["lr"] = opts.lr   # model.h's TINYC_TRAIN_LR_PEAK: the chosen rate
+            generate_c(gs, plan, out / MODEL_LIB if opts.firmware else out)
         if opts.firmware:
             report["firmware"] = firmware_step(out, board, report, opts, calib)
     except DoesNotFitError as e:
@@ -755,7 +768,7 @@ def auto_lr(lib: Path, report: dict, opts: BuildOptions) -> float:
 
     x, y = labelled_data(report, opts.train_data)
     choice = choose_lr(lib, x, y, report["training"]["loss"] == "mse",
-                       float(report["output"]["scale"]))
+                       float(report["output"]["scale"]), lr_schedule=opts.lr_schedule)
     report["training"]["lr"] = report["build_options"]["lr"] = choice["lr"]
     report["training"]["lr_auto"] = choice
     return choice["lr"]
@@ -811,7 +824,7 @@ def firmware_step(out: Path, board: Board, report: dict, opts: BuildOptions,
     info = {"project": "platformio.ini", "samples": len(samples), "samples_source": source}
     if training is not None:
         info["train_demo"] = {"steps": training.steps, "epochs": training.epochs,
-                              "lr": training.lr}
+                              "lr": training.lr, "lr_schedule": training.lr_schedule}
     missing = toolchain_missing()
     if missing:
         warnings.warn(f"firmware project written but not built: {missing}", stacklevel=2)

@@ -16,6 +16,8 @@ import numpy as np
 
 from .datasets import labelled_data, model_inputs
 from .errors import TinycError, printable
+from . import lr_schedule
+from .lr_schedule import DEFAULT_LR_SCHEDULE, LR_SCHEDULES
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -143,9 +145,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--num-classes", type=_int_at_least(2),
                    help="replace the classifier by a new N-class head (N >= 2)")
     b.add_argument("--lr", type=_learning_rate_or_auto, default=0.003,
-                   help="default learning rate (0.003, from the sweep in bench/results/"
-                        "transfer.md), or auto: the best of a sweep of the generated step on "
-                        "--train-data (a fifth held out; recorded in report.json)")
+                   help="peak learning rate, the first step's (0.003, from the sweep in "
+                        "bench/results/transfer.md), or auto: the best of a sweep of the "
+                        "generated step on --train-data (a fifth held out; recorded in "
+                        "report.json)")
+    b.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="the rate over a run of T steps: linear (default: step k at "
+                        "lr x (1 - k/T), bench/results/train_decay.md) or constant; "
+                        "tinyc_train_lr() in model.h")
     b.add_argument("--train-data", metavar="FILE.npz",
                    help="labelled samples (x in the model layout, y labels; --loss mse: float "
                         "targets) that --lr auto and --train auto learn from (--train auto: "
@@ -183,7 +190,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=_int_at_least(1), default=1)
     e.add_argument("--eval-data", help=".npz (x, y) to report accuracy on after each epoch")
     e.add_argument("--save-params", help=".npz file for the trained parameters")
-    e.add_argument("--lr", type=_learning_rate, help="learning rate (default: the build's --lr)")
+    e.add_argument("--lr", type=_learning_rate, help="peak learning rate (default: the build's "
+                   "--lr)")
+    e.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="the rate over the epochs x samples steps (default: the build's)")
     e.add_argument("--allow-divergence", action="store_true",
                    help="with --train-data: exit 0 even when the training guard skipped steps "
                         "or refused updates (a diverging run; otherwise exit 1)")
@@ -231,8 +241,10 @@ def parser() -> argparse.ArgumentParser:
                    "parameters")
     d.add_argument("--train-data", help="train: .npz with x (inputs) and y (labels)")
     d.add_argument("--epochs", type=_int_at_least(1), default=1)
-    d.add_argument("--lr", type=_learning_rate, help="train: learning rate (default: the "
+    d.add_argument("--lr", type=_learning_rate, help="train: peak learning rate (default: the "
                    "build's --lr)")
+    d.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="train: the rate over the epochs x samples steps (default: the build's)")
     d.add_argument("--reset", action="store_true",
                    help="train: start from the built parameters (the steps of tinyc emulate "
                         "--train-data); default: go on from what the device holds")
@@ -338,6 +350,9 @@ def summary(report: dict) -> str:
             f"{tr['params_sram_bytes']:,} B + stack reserve {tr['stack_reserve_bytes']:,} B = "
             f"{tr['sram_bytes']:,} B of {report['sram_limit_bytes']:,} B "
             f"({100 * tr['sram_bytes'] / report['sram_limit_bytes']:.1f}%), {tr['peak']} peak")
+        if isinstance(tr.get("lr"), (int, float)):
+            lines.append(f"rate       {lr_schedule.describe(tr['lr'], lr_schedule.of_report(report))}"
+                         " (tinyc_train_lr in model.h)")
         auto = tr.get("lr_auto")
         if auto:
             def held_out(r):
@@ -417,9 +432,9 @@ def cmd_build(a) -> int:
         from .passes.sparse_update import parse_scheme
         train = parse_scheme(a.train)
     elif (a.num_classes is not None or a.no_qas or a.rounding or a.body_lr_scale is not None
-          or a.train_warmup):
-        raise TinycError("--num-classes, --no-qas, --rounding, --body-lr-scale and "
-                         "--train-warmup need --train SCHEME")
+          or a.train_warmup or a.lr_schedule):
+        raise TinycError("--num-classes, --no-qas, --rounding, --body-lr-scale, --train-warmup "
+                         "and --lr-schedule need --train SCHEME")
     if a.train_data and a.lr != "auto" and a.train != "auto":
         raise TinycError("--train-data is read by --lr auto and --train auto; to train on it, "
                          "run tinyc emulate OUT --train-data FILE after the build")
@@ -427,6 +442,7 @@ def cmd_build(a) -> int:
                         calib_limit=a.calib_limit, input_shape=a.input_shape,
                         export_tflite=a.export_tflite, train=train, num_classes=a.num_classes,
                         qas=not a.no_qas, rounding=a.rounding or "stochastic", lr=a.lr,
+                        lr_schedule=a.lr_schedule or DEFAULT_LR_SCHEDULE,
                         train_data=a.train_data, body_lr_scale=a.body_lr_scale,
                         train_warmup=a.train_warmup, loss=a.loss,
                         firmware=not a.no_firmware, samples=a.samples, patch=a.patch,
@@ -621,23 +637,29 @@ def emulate_training(a, rep: dict) -> int:
     lr = a.lr if a.lr is not None else rep["training"]["lr"]
     if not (np.isfinite(lr) and lr > 0):
         raise TinycError(f"--lr {lr}: must be a positive number")
+    schedule = a.lr_schedule or lr_schedule.of_report(rep)
+    print(f"training   {a.epochs} epoch(s) x {len(x):,} samples = {a.epochs * len(x):,} steps, "
+          f"{lr_schedule.describe(lr, schedule, a.epochs * len(x))}", flush=True)
     save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz",
                           "--save-params") if a.save_params
             else contextlib.nullcontext())
     with save as params_tmp:   # an unwritable --save-params fails now, not after training
         run = emulate_training_qemu if a.qemu else host_training_run
-        guard = run(a, rep, x, y, evaluation, lr, params_tmp)
+        guard = run(a, rep, x, y, evaluation, lr, schedule, params_tmp)
     check_divergence(guard, lr, a.allow_divergence)   # after --save-params is in place
     return 0
 
 
-def host_training_run(a, rep: dict, x, y, evaluation, lr: float, params_tmp: str | None):
-    """Training on the host build; returns the guard's counters."""
+def host_training_run(a, rep: dict, x, y, evaluation, lr: float, schedule: str,
+                      params_tmp: str | None):
+    """Training on the host build (peak lr, `schedule` over all epochs x samples steps);
+    returns the guard's counters."""
     from .targets.firmware_train import training_order
     from .targets.host import HostTrainer
 
     chunk = 256
     orders = training_order(len(x), a.epochs).reshape(a.epochs, len(x))
+    rates = lr_schedule.rates(lr, schedule, a.epochs * len(x)).reshape(a.epochs, len(x))
     with HostTrainer(a.out) as trainer:
         for epoch in range(1, a.epochs + 1):
             order = orders[epoch - 1]
@@ -645,7 +667,8 @@ def host_training_run(a, rep: dict, x, y, evaluation, lr: float, params_tmp: str
             with _progress(len(x), f"epoch {epoch}") as bar:
                 for start in range(0, len(x), chunk):
                     idx = order[start:start + chunk]
-                    losses.extend(trainer.train(x[idx], y[idx], lr))
+                    losses.extend(trainer.train(x[idx], y[idx],
+                                                rates[epoch - 1, start:start + chunk]))
                     bar.update(len(idx))
             losses = np.asarray(losses)
             finite = losses[np.isfinite(losses)]   # a skipped step's loss may be NaN
@@ -691,7 +714,7 @@ def check_divergence(guard, lr: float, allow: bool) -> None:
                      f"{lr / 10:g}), or pass --allow-divergence to accept the run")
 
 
-def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
+def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float, schedule: str,
                           params_tmp: str | None):
     """The training demo firmware under QEMU over --train-data (the host's step order), then the
     same steps on the host build: parameters bit for bit, losses and accuracy compared."""
@@ -700,7 +723,8 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
     from .targets.qemu import QemuError, run_qemu_training
 
     board = board_of_report(rep)
-    data = TrainingData.make(x, y, a.epochs, lr, *(evaluation or (None, None)))
+    data = TrainingData.make(x, y, a.epochs, lr, *(evaluation or (None, None)),
+                             lr_schedule=schedule)
     timeout = a.timeout or 300.0 + 5.0 * data.steps
     with _progress(data.steps, f"{board.qemu_machine} training steps") as bar:
         demo, params = run_qemu_training(a.out, board, rep, data, timeout=timeout,
@@ -746,11 +770,12 @@ def emulate_training_qemu(a, rep: dict, x, y, evaluation, lr: float,
             f"the firmware's training differs from the host build's on the same {data.steps} "
             f"steps: parameters {'identical' if cmp.params_identical else 'differ: ' + ', '.join(cmp.differing[:5])}; "
             f"losses: {losses_text}; accuracy {demo.correct}/{demo.evaluated} vs host "
-            f"{host.correct}/{host.evaluated}; guard counters "
+            f"{host.correct}/{host.evaluated}; learning rates "
+            f"{'identical' if cmp.rates_identical else 'differ'}; guard counters "
             f"{'identical' if cmp.guard_identical else f'{demo.guard[-1]} vs host {host.guard}'}")
     print(f"host check: after {data.steps} steps the {len(params)} trained parameter tensors are "
-          f"bit-identical to the host build's; losses: {losses_text}; same accuracy and guard "
-          "counters")
+          f"bit-identical to the host build's; losses: {losses_text}; same learning rates (bits), "
+          "accuracy and guard counters")
     return demo.guard[-1]
 
 
@@ -772,10 +797,12 @@ DEVICE_ACTIONS = ("info", "infer", "train", "pull", "push", "reset", "stats", "s
                   "storage")
 # the options each action takes (others given are an error, not ignored)
 DEVICE_OPTIONS = {"infer": {"input", "output"}, "pull": {"output"}, "push": {"params", "save"},
-                  "train": {"train_data", "epochs", "lr", "reset", "save_params", "save"}}
+                  "train": {"train_data", "epochs", "lr", "lr_schedule", "reset", "save_params",
+                            "save"}}
 DEVICE_REQUIRED = {"infer": ("input",), "pull": ("output",), "push": ("params",),
                    "train": ("train_data",)}
 DEVICE_DEFAULTS = {"input": None, "output": None, "train_data": None, "epochs": 1, "lr": None,
+                   "lr_schedule": None,
                    "reset": False, "save_params": None, "params": None, "save": False}
 
 
@@ -894,17 +921,22 @@ def device_train(a, rep: dict, dev, info, table) -> None:
 
     x, y = labelled_data(rep, a.train_data)
     lr = a.lr if a.lr is not None else rep["training"]["lr"]
+    schedule = a.lr_schedule or lr_schedule.of_report(rep)
     save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz", "--save-params")
             if a.save_params else contextlib.nullcontext())
     with save as params_tmp:
         if a.reset:
             dev.reset_params()
         order = training_order(len(x), a.epochs)
+        # the rate of each step, sent with it (the run: these epochs x samples steps)
+        rates = lr_schedule.rates(lr, schedule, len(order))
+        print(f"training   {len(order):,} steps over the link, "
+              f"{lr_schedule.describe(lr, schedule, len(order))}", flush=True)
         per_epoch = len(x)
         losses, costs, last = [], [], None
         with _progress(len(order), "training steps over the link") as bar:
             for k, i in enumerate(order):
-                last = dev.train(x[i].reshape(-1), int(y[i]), lr)
+                last = dev.train(x[i].reshape(-1), int(y[i]), float(rates[k]))
                 losses.append(last.loss)
                 costs.append(last.cost)
                 bar.update(1)
@@ -981,6 +1013,7 @@ def fleet_join(a, rep: dict, fleet) -> int:
             name = backend.name
             client = fleet.FleetClient(
                 backend, layout, x, y, lr=a.lr if a.lr is not None else rep["training"]["lr"],
+                lr_schedule=lr_schedule.of_report(rep),
                 epochs=a.epochs, eval_x=ex, eval_y=ey, seed=a.seed,
                 output_q=(rep["output"]["scale"], rep["output"]["zero_point"]),
                 log=lambda m: print(f"{name}: {m}", flush=True))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import TinycError
+from .lr_schedule import DEFAULT_LR_SCHEDULE, check_schedule, rates
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")   # Flower phones home unless told not to
 
@@ -236,7 +237,8 @@ class HostBackend:
     def push(self, params: dict) -> None:
         self.trainer.set_params(params)
 
-    def train(self, x, y, lr: float) -> np.ndarray:
+    def train(self, x, y, lr) -> np.ndarray:
+        """One step per sample; `lr` one rate or one per sample."""
         return self.trainer.train(x, y, lr)
 
     def infer(self, x) -> np.ndarray:
@@ -286,9 +288,11 @@ class DeviceBackend:
     def push(self, params: dict) -> None:
         self.dev.push(params, self.table)
 
-    def train(self, x, y, lr: float) -> np.ndarray:
-        return np.asarray([self.dev.train(xi.reshape(-1), int(yi), lr).loss
-                           for xi, yi in zip(x, y)], np.float32)
+    def train(self, x, y, lr) -> np.ndarray:
+        """One step per sample over the link; `lr` one rate or one per sample."""
+        lrs = np.broadcast_to(np.asarray(lr, np.float32).reshape(-1), (len(x),))
+        return np.asarray([self.dev.train(xi.reshape(-1), int(yi), float(r)).loss
+                           for xi, yi, r in zip(x, y, lrs)], np.float32)
 
     def infer(self, x) -> np.ndarray:
         return np.stack([self.dev.infer(xi.reshape(-1))[0] for xi in x])
@@ -326,11 +330,16 @@ class FleetClient(NumPyClient):
     """A Flower client for one device. fit(): push the fleet's parameters, train `epochs`
     passes over the device's own samples (x int8 in the model layout, y labels), return the
     trained elements and the sample count; evaluate(): push them, classify the held-out
-    samples (or the training samples when none are given). Raw samples never leave."""
+    samples (or the training samples when none are given). Raw samples never leave.
+
+    Each fit is one run of the learning-rate schedule (lr_schedule.py): its local steps from
+    the peak `lr` (the server's config may send "lr" and "lr_schedule") down, linear by default;
+    the next round starts again from the peak."""
 
     def __init__(self, backend, layout: ParamLayout, x, y, lr: float, epochs: int = 1,
                  eval_x=None, eval_y=None, output_q: tuple[float, int] = (1.0, 0),
-                 seed: int = 0, step_base: int | None = None, log=None):
+                 seed: int = 0, step_base: int | None = None, log=None,
+                 lr_schedule: str = DEFAULT_LR_SCHEDULE):
         if len(x) == 0 or len(x) != len(y):
             raise TinycError(f"a device's data: {len(x)} inputs and {len(y)} labels")
         self.backend, self.layout = backend, layout
@@ -338,6 +347,7 @@ class FleetClient(NumPyClient):
         self.eval_x = self.x if eval_x is None else np.asarray(eval_x, np.int8)
         self.eval_y = self.y if eval_y is None else np.asarray(eval_y, np.int64)
         self.lr, self.epochs, self.seed, self.step_base = float(lr), int(epochs), seed, step_base
+        self.lr_schedule = check_schedule(lr_schedule)
         self.output_q = output_q
         self.bytes_up = self.bytes_down = 0
         self.rounds = 0
@@ -380,13 +390,17 @@ class FleetClient(NumPyClient):
             steps = int(config["steps"])
             perm = np.random.default_rng((self.seed, 0)).permutation(len(self.x))
             order = perm[(np.arange(steps) + (rnd - 1) * steps) % len(self.x)]
-        losses = self.backend.train(self.x[order], self.y[order], lr)
+        # the round's local steps are one run of the schedule
+        step_rates = rates(lr, check_schedule(str(config.get("lr_schedule", self.lr_schedule)),
+                                              "the server's lr_schedule"), len(order))
+        losses = self.backend.train(self.x[order], self.y[order], step_rates)
         mu = float(config.get("proximal_mu", 0.0))
         if mu > 0:
             # FedProx: the device's step has no proximal term, so it is applied once, as the
             # proximal step of the local training: w <- (w + c w_global) / (1 + c),
-            # c = mu x lr x steps (the local update shrunk towards the fleet's parameters).
-            c = mu * lr * len(order)
+            # c = mu x (the sum of the steps' rates) (the local update shrunk towards the
+            # fleet's parameters; lr x steps at a constant rate).
+            c = mu * float(np.sum(step_rates, dtype=np.float64))
             local = self.layout.dequantize(self.layout.extract(self.backend.pull()))
             glob = self.layout.dequantize([np.asarray(p) for p in parameters])
             prox = self.layout.quantize(

@@ -487,6 +487,67 @@ def test_host_trainer_takes_a_rate_per_step(tmp_path):
     assert np.array_equal(scheduled, np.float32(one_by_one))
 
 
+LR_MAIN = r"""
+#include <stdio.h>
+#include "model.h"
+int main(void)
+{
+    float peak;
+    uint32_t kind, step, steps;
+    while (fread(&peak, 4, 1, stdin) == 1 && fread(&kind, 4, 1, stdin) == 1
+           && fread(&step, 4, 1, stdin) == 1 && fread(&steps, 4, 1, stdin) == 1) {
+        float r[2];
+        r[0] = tinyc_lr_schedule(peak, kind, step, steps);
+        r[1] = tinyc_train_lr(step, steps);
+        fwrite(r, 4, 2, stdout);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant"])
+def test_lr_schedule_host_equals_c_bitwise(schedule, tmp_path):
+    """tinyc_lr_schedule / tinyc_train_lr of the generated model.h (host gcc, strict C99) give
+    the same float32 bits as lr_schedule.rates on the host, for many peaks, run lengths (up to
+    2^32 - 1, where (float)step rounds) and steps (the last one, and past the end)."""
+    from tinyc import lr_schedule as L
+    g = split_chain_training(tmp_path)
+    g.meta["train"].update(lr=0.0037, lr_schedule=schedule)
+    out = generate_c(g, plan_memory(g), tmp_path / "c")
+    header = (out / "model.h").read_text()
+    assert f"#define TINYC_TRAIN_LR_SCHEDULE TINYC_LR_{schedule.upper()}" in header
+    (tmp_path / "main.c").write_text(LR_MAIN)
+    exe = tmp_path / "lr"
+    subprocess.run(["gcc", *STRICT, "-I", str(out), str(tmp_path / "main.c"), "-o", str(exe)],
+                   check=True)
+    rng = np.random.default_rng(5)
+    rows = []   # (peak, kind, step, steps)
+    for steps in [0, 1, 2, 3, 7, 10, 999, 1000, 2 ** 24 - 1, 2 ** 24 + 1, 2 ** 31 + 3,
+                  2 ** 32 - 1, *rng.integers(1, 2 ** 32, 20)]:
+        steps = int(steps)
+        ks = {0, 1, steps // 3, steps // 2, max(steps - 2, 0), max(steps - 1, 0), steps,
+              min(steps + 5, 2 ** 32 - 1)}
+        ks |= {int(k) for k in rng.integers(0, max(steps, 1), 30)}
+        for peak in (0.0037, 0.003, 0.001, 0.03, float(rng.uniform(1e-5, 1))):
+            rows += [(peak, kind, k, steps) for k in sorted(ks) for kind in (0, 1)]
+    raw = b"".join(struct.pack("<fIII", *r) for r in rows)
+    res = subprocess.run([str(exe)], input=raw, capture_output=True, check=True).stdout
+    got = np.frombuffer(res, np.uint32).reshape(-1, 2)
+    names = {v: k for k, v in L.LR_SCHEDULE_CODES.items()}
+    want = np.array([np.float32(L.rate(p, names[kind], k, n)) for p, kind, k, n in rows],
+                    np.float32).view(np.uint32)
+    bad = np.flatnonzero(got[:, 0] != want)
+    assert not len(bad), f"tinyc_lr_schedule{rows[bad[0]]}: C and host differ"
+    mine = np.array([np.float32(L.rate(0.0037, schedule, k, n)) for _, _, k, n in rows],
+                    np.float32).view(np.uint32)
+    assert np.array_equal(got[:, 1], mine)
+    # linear decays: the first step at the peak, the last at peak / T, never 0 nor past it
+    lin = L.rates(0.003, "linear", 1000)
+    assert lin[0] == np.float32(0.003) and np.all(np.diff(lin) < 0) and lin[-1] > 0
+    assert np.isclose(lin[-1], 0.003 / 1000, rtol=1e-5)
+
+
 # ---------------------------------------------------------------- shared pretrained models
 PUBLISHED = {   # ../shared/models/README.md
     "mbv2-w0.35_96": {"name": "99kb", "bias_last": 25,

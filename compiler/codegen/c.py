@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import TinycError, UnsupportedError
+from ..lr_schedule import DEFAULT_LR_SCHEDULE
 from ..ir import Graph, Node
 from ..memory.planner import MemoryPlan, plan_memory, verify_plan
 
@@ -389,7 +390,11 @@ def _train_context(g: Graph, plan: MemoryPlan, params: _Params, layers: list[dic
                 split=[p for p in params.table if p["split"] is not None],
                 num_classes=g.tensors[train["logits"]].size, scheme=c_comment(str(train["scheme"])),
                 qas=bool(train["qas"]), rounding=train["rounding"],
-                mse=train.get("loss", "ce") == "mse")
+                mse=train.get("loss", "ce") == "mse",
+                # the build's peak rate and schedule (build.py puts them in meta; --lr auto
+                # regenerates the code once the rate is chosen): tinyc_train_lr() in model.h
+                lr=train.get("lr"), lr_c=c_float(train["lr"]) if train.get("lr") else None,
+                lr_schedule=train.get("lr_schedule", DEFAULT_LR_SCHEDULE))
 
 
 def template_environment():

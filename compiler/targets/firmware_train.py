@@ -8,15 +8,17 @@ the data through semihosting from a file in the format below (`TrainingData.pack
 get it compiled into flash (train_samples.c).
 
     header   b"TCTD", version 1, input size, classes, samples N, steps S, eval V, epochs E
-             (uint32 each), lr (float32), reserved (uint32)               40 bytes, little-endian
+             (uint32 each), lr (float32, the peak), lr schedule (uint32: 0 constant, 1 linear;
+             lr_schedule.py)                                              40 bytes, little-endian
     labels   N x int32
     order    S x uint32        the sample of each step
     eval     V x uint32        the samples the accuracy is measured on after training
     inputs   N x input size int8 (NHWC)
 
-The step order is the one `tinyc emulate --train-data` uses on the host (training_order), so the
-firmware's parameters after training can be compared bit for bit with the host build's
-(HostTrainer on the same steps and learning rate).
+The step order is the one `tinyc emulate --train-data` uses on the host (training_order), and
+the firmware computes step k's rate with tinyc_lr_schedule(lr, schedule, k, S) (model.h), the
+same float32 bits as lr_schedule.rates on the host, so the firmware's parameters after training
+can be compared bit for bit with the host build's (HostTrainer on the same steps and rates).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import TinycError
+from ..lr_schedule import DEFAULT_LR_SCHEDULE, LR_SCHEDULE_CODES, check_schedule, rates
 
 MAGIC, VERSION = b"TCTD", 1
 HEADER = struct.Struct("<4sIIIIIIIfI")
@@ -35,9 +38,10 @@ DEMO_SAMPLES = 4                     # the demo of a training build (no --sample
 DEMO_EPOCHS = 3                      # ... and epochs over them
 FNV_OFFSET, FNV_PRIME = 2166136261, 16777619
 
-STEP_RE = re.compile(r"^step (\d+) epoch (\d+) sample (\d+) label (-?\d+) loss (\S+) "
-                     r"0x([0-9a-f]{8}) (instructions|cycles) (\d+)$")
-PLAN_RE = re.compile(r"^plan (\d+) steps, (\d+) epochs, lr \S+ 0x([0-9a-f]{8}), eval (\d+) samples$")
+STEP_RE = re.compile(r"^step (\d+) epoch (\d+) sample (\d+) label (-?\d+) lr 0x([0-9a-f]{8}) "
+                     r"loss (\S+) 0x([0-9a-f]{8}) (instructions|cycles) (\d+)$")
+PLAN_RE = re.compile(r"^plan (\d+) steps, (\d+) epochs, lr \S+ 0x([0-9a-f]{8}) (constant|linear), "
+                     r"eval (\d+) samples$")
 EPOCH_RE = re.compile(r"^epoch (\d+) mean loss (\S+)$")
 GUARD_RE = re.compile(r"^guard (\d+) steps (\d+) skipped (\d+) guarded (\d+) updates (\d+) "
                       r"refused (\d+) (\d+)$")
@@ -64,12 +68,16 @@ class TrainingData:
     order: np.ndarray
     eval: np.ndarray
     epochs: int
-    lr: float
+    lr: float                  # the peak rate (the first step's)
+    lr_schedule: str = DEFAULT_LR_SCHEDULE   # over all the steps (lr_schedule.py)
 
     @classmethod
-    def make(cls, x, y, epochs: int, lr: float, eval_x=None, eval_y=None) -> "TrainingData":
-        """`epochs` passes over (x, y) in training_order; the accuracy over (eval_x, eval_y),
-        or over the training samples when none are given."""
+    def make(cls, x, y, epochs: int, lr: float, eval_x=None, eval_y=None,
+             lr_schedule: str = DEFAULT_LR_SCHEDULE) -> "TrainingData":
+        """`epochs` passes over (x, y) in training_order at rates from peak `lr` by
+        `lr_schedule` over all the steps; the accuracy over (eval_x, eval_y), or over the
+        training samples when none are given."""
+        check_schedule(lr_schedule)
         x = np.ascontiguousarray(np.asarray(x, np.int8))
         y = np.asarray(y, np.int64).reshape(-1)
         if len(x) == 0 or len(x) != len(y):
@@ -87,11 +95,16 @@ class TrainingData:
         lr = float(np.float32(lr))
         if not (np.isfinite(lr) and lr > 0):
             raise TinycError(f"learning rate {lr}: must be a positive number")
-        return cls(x, y, order, evals, epochs, lr)
+        return cls(x, y, order, evals, epochs, lr, lr_schedule)
 
     @property
     def steps(self) -> int:
         return len(self.order)
+
+    @property
+    def rates(self) -> np.ndarray:
+        """The float32 rate of each step (what the firmware computes with tinyc_lr_schedule)."""
+        return rates(self.lr, self.lr_schedule, self.steps)
 
     def check(self, input_size: int, num_classes: int) -> None:
         if self.x[0].size != input_size:
@@ -109,7 +122,8 @@ class TrainingData:
         self.check(input_size, num_classes)
         n = len(self.x)
         head = HEADER.pack(MAGIC, VERSION, input_size, num_classes, n, self.steps,
-                           len(self.eval), self.epochs, self.lr, 0)
+                           len(self.eval), self.epochs, self.lr,
+                           LR_SCHEDULE_CODES[check_schedule(self.lr_schedule)])
         body = [self.y.astype("<i4").tobytes(), self.order.astype("<u4").tobytes(),
                 self.eval.astype("<u4").tobytes(), self.x.tobytes()]
         size = len(head) + sum(map(len, body))
@@ -130,7 +144,8 @@ class TrainingData:
                     order_ctype="uint8_t" if len(self.x) <= 256 else
                     "uint16_t" if len(self.x) <= 65536 else "uint32_t",
                     count=len(self.x), steps=self.steps, epochs=self.epochs,
-                    lr=repr(self.lr), lr_c=c_float(self.lr))
+                    lr=repr(self.lr), lr_c=c_float(self.lr),
+                    lr_schedule=check_schedule(self.lr_schedule))
 
 
 # ------------------------------------------------------------------------ the demo's output
@@ -142,7 +157,9 @@ class TrainDemoOutput:
     steps_planned: int | None = None
     epochs: int | None = None
     lr_bits: int | None = None
+    lr_schedule: str | None = None
     samples: list[int] = field(default_factory=list)
+    rate_bits: list[int] = field(default_factory=list)   # each step's learning rate
     labels: list[int] = field(default_factory=list)
     loss_bits: list[int] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
@@ -163,6 +180,10 @@ class TrainDemoOutput:
         return np.asarray(self.loss_bits, np.uint32).view(np.float32)
 
     @property
+    def rates(self) -> np.ndarray:
+        return np.asarray(self.rate_bits, np.uint32).view(np.float32)
+
+    @property
     def accuracy(self) -> float | None:
         return None if not self.evaluated else self.correct / self.evaluated
 
@@ -179,15 +200,16 @@ def parse_train_output(text: str) -> TrainDemoOutput:
                 raise QemuError(f"training demo output out of order: {line[:60]}")
             d.samples.append(int(m.group(3)))
             d.labels.append(int(m.group(4)))
-            d.loss_bits.append(int(m.group(6), 16))
-            d.unit = m.group(7)
-            d.counts.append(int(m.group(8)))
+            d.rate_bits.append(int(m.group(5), 16))
+            d.loss_bits.append(int(m.group(7), 16))
+            d.unit = m.group(8)
+            d.counts.append(int(m.group(9)))
             continue
         if m := PROFILE_RE.match(line):
             d.profile[int(m.group(1))] = int(m.group(2))
         elif m := PLAN_RE.match(line):
             d.steps_planned, d.epochs = int(m.group(1)), int(m.group(2))
-            d.lr_bits = int(m.group(3), 16)
+            d.lr_bits, d.lr_schedule = int(m.group(3), 16), m.group(4)
         elif m := EPOCH_RE.match(line):
             d.epoch_loss.append(float(m.group(2)))
         elif m := GUARD_RE.match(line):
@@ -244,6 +266,7 @@ class HostRun:
     correct: int
     evaluated: int
     guard: object = None   # the guard's counters after the run (reference.train.GuardStats)
+    rates: np.ndarray | None = None   # the float32 rate of each step
 
 
 def host_training(out, data: TrainingData) -> HostRun:
@@ -251,8 +274,10 @@ def host_training(out, data: TrainingData) -> HostRun:
     from .host import HostTrainer
     chunk = 256   # steps gathered at a time (x[order] of a whole run can be large)
     with HostTrainer(out) as t:
-        losses = np.concatenate([t.train(data.x[part], data.y[part], data.lr)
-                                 for part in np.array_split(data.order,
+        rate = data.rates
+        losses = np.concatenate([t.train(data.x[data.order[part]], data.y[data.order[part]],
+                                         rate[part])
+                                 for part in np.array_split(np.arange(data.steps),
                                                             max(1, -(-data.steps // chunk)))])
         params = t.params()
         guard = t.guard_stats()
@@ -260,7 +285,7 @@ def host_training(out, data: TrainingData) -> HostRun:
                                  for part in np.array_split(data.eval,
                                                             max(1, -(-len(data.eval) // chunk)))])
     correct = int(np.sum(np.argmax(logits, axis=1) == data.y[data.eval]))
-    return HostRun(losses, params, correct, len(data.eval), guard)
+    return HostRun(losses, params, correct, len(data.eval), guard, rate)
 
 
 @dataclass
@@ -271,11 +296,12 @@ class Comparison:
     loss_max_rel_diff: float
     accuracy_identical: bool
     guard_identical: bool = True
+    rates_identical: bool = True   # the firmware's tinyc_lr_schedule bits == the host's
 
     @property
     def ok(self) -> bool:
         return (self.params_identical and self.loss_max_rel_diff <= 1e-6
-                and self.accuracy_identical and self.guard_identical)
+                and self.accuracy_identical and self.guard_identical and self.rates_identical)
 
 
 def compare(demo: TrainDemoOutput, params: dict, host: HostRun) -> Comparison:
@@ -288,6 +314,9 @@ def compare(demo: TrainDemoOutput, params: dict, host: HostRun) -> Comparison:
     else:
         denom = np.maximum(np.abs(host.losses), np.float32(1e-30))
         rel = float(np.max(np.abs(fw.astype(np.float64) - host.losses) / denom)) if len(fw) else 0.0
+    same_rates = host.rates is None or np.array_equal(
+        demo.rates.view(np.uint32), np.asarray(host.rates, np.float32).view(np.uint32))
     return Comparison(not differing, differing, same_bits, rel,
                       (demo.correct, demo.evaluated) == (host.correct, host.evaluated),
-                      host.guard is None or (demo.guard[-1:] or [None])[0] == host.guard)
+                      host.guard is None or (demo.guard[-1:] or [None])[0] == host.guard,
+                      same_rates)
