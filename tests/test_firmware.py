@@ -588,6 +588,12 @@ def test_qemu_training_equals_host_bit_for_bit(board_id, small_nets, calib, tmp_
     assert np.max(np.abs(demo.losses - host.losses) / host.losses) <= 1e-6
     assert demo.samples == data.order.tolist() and demo.labels == y[data.order].tolist()
     assert (demo.correct, demo.evaluated) == (host.correct, host.evaluated)
+    # each step's rate, computed by the firmware (model.h tinyc_lr_schedule): the build's linear
+    # decay over the 12 steps, the same bits as the host's, written out here in float32
+    k = np.arange(12).astype(np.float32)
+    want = np.float32(0.05) * (np.float32(1) - k / np.float32(12))
+    assert demo.lr_schedule == "linear" and demo.rates.tobytes() == want.tobytes()
+    assert demo.rates.tobytes() == np.asarray(host.rates, np.float32).tobytes()
     for name, v in host.params.items():
         assert np.array_equal(params[name], v), name
     from tinyc.targets.host import HostTrainer
@@ -649,18 +655,21 @@ def test_training_demo_output_is_parsed(train_build):
     assert demo.steps_planned == 12 == len(demo.counts) == demo.done and demo.epochs == 3
     assert len(demo.epoch_loss) == 3 and demo.evaluated == 4
     assert demo.params_bytes == sum(p["bytes"] for p in table)
-    assert rep["firmware"]["train_demo"] == {"steps": 12, "epochs": 3, "lr": float(np.float32(0.05))}
+    assert rep["firmware"]["train_demo"] == {"steps": 12, "epochs": 3, "lr": float(np.float32(0.05)),
+                                             "lr_schedule": "linear"}
     # samples.bin: the training data file the firmware read
     raw = (train_build / "samples.bin").read_bytes()
     head = HEADER.unpack_from(raw)
     assert head[:8] == (b"TCTD", 1, 32 * 24 * 3, 4, 4, 12, 4, 3)
+    assert head[9] == 1   # the schedule: linear (TINYC_LR_LINEAR)
     n, hw = 4, 32 * 24 * 3
     at = HEADER.size
     y = np.frombuffer(raw[at:at + 4 * n], "<i4")
     order = np.frombuffer(raw[at + 4 * n:at + 4 * n + 48], "<u4")
     x = np.frombuffer(raw[-n * hw:], np.int8).reshape(n, 32, 24, 3)
     assert y.tolist() == [0, 1, 2, 3] and demo.samples == order.tolist()
-    data = TrainingData(x, y.astype(np.int64), order.astype(np.int64), np.arange(n), 3, 0.05)
+    data = TrainingData(x, y.astype(np.int64), order.astype(np.int64), np.arange(n), 3, 0.05,
+                        "linear")
     host = host_training(train_build, data)
     assert demo.params_hash == fnv1a(params_bytes(host.params, table))
     assert np.max(np.abs(demo.losses - host.losses) / host.losses) <= 1e-6
@@ -684,12 +693,12 @@ def test_real_board_training_demo_runs_from_flash(train_build, tmp_path):
     out = tmp_path / "o"
     shutil.copytree(train_build, out, ignore=shutil.ignore_patterns(".pio", ".pio-core"))
     raw = (out / "samples.bin").read_bytes()
-    _, _, size, _, n, steps, _, epochs, lr, _ = HEADER.unpack_from(raw)
+    _, _, size, _, n, steps, _, epochs, lr, schedule = HEADER.unpack_from(raw)
     at = HEADER.size
     data = TrainingData(np.frombuffer(raw[-n * size:], np.int8).reshape(n, size),
                         np.frombuffer(raw[at:at + 4 * n], "<i4").astype(np.int64),
                         np.frombuffer(raw[at + 4 * n:at + 4 * (n + steps)], "<u4").astype(np.int64),
-                        np.arange(n), epochs, float(lr))
+                        np.arange(n), epochs, float(lr), {0: "constant", 1: "linear"}[schedule])
     env = _env()
     arrays = data.c_arrays(size, 4)
     (out / "src" / "train_samples.h").write_text(env.get_template("firmware/train_samples.h.j2").render(source="test", **arrays))

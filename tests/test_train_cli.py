@@ -28,9 +28,17 @@ def trained(small_nets, tmp_path_factory):
     rep = json.loads((d / "o" / "report.json").read_text())
     assert (f"training   last:2: arena {rep['training']['arena_bytes']:,} B + trained parameters "
             f"{rep['training']['params_sram_bytes']:,} B") in res.stdout
+    assert "rate       lr 0.02 at a run's first step, decaying linearly" in res.stdout
     res = tinyc("emulate", d / "o", "--train-data", d / "train.npz", "--epochs", "2",
                 "--eval-data", d / "eval.npz", "--save-params", d / "params.npz")
     return d, res
+
+
+def linear_rates(peak: float, steps: int) -> np.ndarray:
+    """The linear schedule written out here (float32, the order of model.h's C): step k of T at
+    peak * (1 - k / T)."""
+    k = np.arange(steps).astype(np.float32)
+    return np.float32(peak) * (np.float32(1) - k / np.float32(steps))
 
 
 def test_report_has_training_memory(trained):
@@ -41,26 +49,58 @@ def test_report_has_training_memory(trained):
     assert t["sram_bytes"] == t["arena_bytes"] + t["params_sram_bytes"] + rep["stack_reserve_bytes"]
     assert t["params_sram_bytes"] > 0 and "forward_peak" in t and "backward_peak" in t
     assert t["arena_bytes"] >= rep["inference"]["arena_bytes"] > 0
+    # the default schedule, recorded for tinyc export and the commands that train
+    assert t["lr"] == 0.02 and t["lr_schedule"] == rep["build_options"]["lr_schedule"] == "linear"
+    assert options_from_report(rep)[1].lr_schedule == "linear"
+    header = (d / "o" / "lib" / "tinyc_model" / "model.h").read_text()
+    assert f"#define TINYC_TRAIN_LR_PEAK {float(np.float32(0.02)).hex()}f" in header
+    assert "#define TINYC_TRAIN_LR_SCHEDULE TINYC_LR_LINEAR" in header
 
 
-def test_emulate_training_matches_the_reference(trained):
-    """The CLI's epochs (seeded shuffles) run the same steps as the numpy reference."""
-    d, res = trained
-    assert res.stdout.count("epoch") >= 2 and "eval accuracy" in res.stdout
-    rep = json.loads((d / "o" / "report.json").read_text())
+def reference_run(d, rep, epochs: int, rates) -> dict:
+    """The numpy reference over the CLI's steps (seeded shuffles) at the given rate per step."""
     model, opts = options_from_report(rep)
     g = compile_graph(model, opts)
     data = np.load(d / "train.npz")
     xq = np.moveaxis(quantize_array(data["x"], rep["input"]["scale"], rep["input"]["zero_point"]), 1, -1)
     step = 0
-    for epoch in (1, 2):
+    for epoch in range(1, epochs + 1):
         for i in np.random.default_rng(epoch).permutation(len(xq)):
-            tr.train_step(g, xq[i:i + 1], int(data["y"][i]), 0.02, step)
+            tr.train_step(g, xq[i:i + 1], int(data["y"][i]), float(rates[step]), step)
             step += 1
+    return g
+
+
+def test_emulate_training_matches_the_reference(trained):
+    """The CLI's epochs (seeded shuffles) run the same steps as the numpy reference, at the
+    linearly decaying rates of the whole run (2 epochs x 24 samples)."""
+    d, res = trained
+    assert res.stdout.count("epoch") >= 2 and "eval accuracy" in res.stdout
+    assert ("training   2 epoch(s) x 24 samples = 48 steps, lr 0.02 at the first step, decaying "
+            "linearly to 0.000417 at the last of 48") in res.stdout
+    rep = json.loads((d / "o" / "report.json").read_text())
+    g = reference_run(d, rep, 2, linear_rates(0.02, 48))
     params = np.load(d / "params.npz")
     assert len(params.files) > 0
     for name in params.files:
         assert np.array_equal(params[name], g.tensors[name].data), name
+
+
+def test_constant_schedule_is_the_old_training(trained, tmp_path):
+    """emulate --lr-schedule constant trains every step at --lr, as before schedules: the same
+    parameters as the reference at one constant rate, and not those of the decayed run."""
+    d, _ = trained
+    res = tinyc("emulate", d / "o", "--train-data", d / "train.npz", "--lr-schedule", "constant",
+                "--save-params", tmp_path / "p.npz")
+    assert "lr 0.02 at every step (--lr-schedule constant)" in res.stdout
+    rep = json.loads((d / "o" / "report.json").read_text())
+    g = reference_run(d, rep, 1, np.full(24, 0.02))
+    params = np.load(tmp_path / "p.npz")
+    for name in params.files:
+        assert np.array_equal(params[name], g.tensors[name].data), name
+    tinyc("emulate", d / "o", "--train-data", d / "train.npz", "--save-params", tmp_path / "l.npz")
+    decayed = np.load(tmp_path / "l.npz")
+    assert any(not np.array_equal(params[k], decayed[k]) for k in params.files)
 
 
 def test_export_trained_onnx_matches_int8(trained, small_nets):
@@ -123,6 +163,13 @@ def test_bad_scheme_file_fails_cleanly(small_nets, tmp_path):
     res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
                 "--num-classes", "3", check=False)
     assert_clean_failure(res, "--train")
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
+                "--train", "last:1", "--lr-schedule", "foo", check=False)
+    assert_clean_failure(res, "--lr-schedule", "'foo'", "linear")
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", tmp_path / "o",
+                "--lr-schedule", "constant", check=False)
+    assert_clean_failure(res, "--lr-schedule need --train")
 
 
 def test_train_auto_fits_the_budget_and_export_redoes_it(small_nets, tmp_path):
