@@ -235,6 +235,8 @@ def build_cell(cell: dict, work: Path, lr, train_limit: int | None) -> dict:
         tr = {**tr, **{k: built[k] for k in ("lr", "lr_auto") if k in built}}
     info = {"dir": str(out), "scheme_spec": rep["build_options"]["train"],
             "body_lr_scale": rep["build_options"].get("body_lr_scale", 1.0),
+            # the rate over the epoch (C and float alike); builds before schedules: constant
+            "lr_schedule": rep["training"].get("lr_schedule", "constant"),
             "lr": tr["lr"], "lr_auto": ({k: tr["lr_auto"][k] for k in
                                          ("seconds", "train_samples", "validation_samples")}
                                         | {"runs": [{k: r[k] for k in ("lr", "late_loss",
@@ -269,7 +271,8 @@ def train_c(build: dict, x, y, lr: float, evals: dict) -> dict:
     with HostTrainer(build["dir"]) as tr:   # compiles the harness first (not timed as training)
         xq = T.quantized(build, x)
         t0, c0 = time.time(), cpu()
-        losses = tr.train(xq, y, lr)
+        from tinyc.lr_schedule import rates
+        losses = tr.train(xq, y, rates(lr, build.get("lr_schedule", "constant"), len(y)))
         t1, c1 = time.time(), cpu()
         res = T._loss_stats(losses)
         for split, (xs, ys) in evals.items():
@@ -297,7 +300,8 @@ def train_float(cell: dict, build: dict, x, y, lr: float, d: Path, evals: dict) 
         str(common.MODELS_DIR / f"{cell['net']}_{cell['px']}.onnx"), build["scheme_spec"],
         T.CLASSES, str(d / "calib_x.npy"))
     t1, c1 = time.time(), cpu_seconds()
-    res = T._loss_stats(tref.train(model, params, x, y, lr, build.get("body_lr_scale", 1.0)))
+    res = T._loss_stats(tref.train(model, params, x, y, lr, build.get("body_lr_scale", 1.0),
+                                   build.get("lr_schedule", "constant")))
     t2, c2 = time.time(), cpu_seconds()
     for split, (xs, ys) in evals.items():
         res[f"{split}_acc"] = (tref.accuracy(model, xs, ys)

@@ -191,16 +191,24 @@ def weight_mask(node, shape: tuple, channels: np.ndarray):
 
 
 def train(model, trained, x: np.ndarray, y: np.ndarray, lr: float,
-          body_lr_scale: float = 1.0) -> np.ndarray:
+          body_lr_scale: float = 1.0, lr_schedule: str = "constant") -> np.ndarray:
     """One epoch in the given order, batch 1, plain SGD (no momentum, no weight decay); the
-    body's parameters at body_lr_scale times lr, as a build's `body_lr_scale` does."""
+    body's parameters at body_lr_scale times lr, as a build's `body_lr_scale` does. The
+    epoch is one run of `lr_schedule` from peak lr (tinyc's lr_schedule.rates, the rates the
+    generated C takes under a build's --lr-schedule): give the build's schedule so that C and
+    float train at the same rates."""
+    from tinyc.lr_schedule import rates
+    step_rates = rates(lr, lr_schedule, len(x)).astype(np.float64) / np.float32(lr)
     groups = [{"params": [p for p, _, head in trained if head], "lr": lr},
               {"params": [p for p, _, head in trained if not head], "lr": lr * body_lr_scale}]
-    opt = torch.optim.SGD([grp for grp in groups if grp["params"]], lr=lr, momentum=0.0,
-                          weight_decay=0.0)
+    groups = [grp for grp in groups if grp["params"]]
+    peaks = [grp["lr"] for grp in groups]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=0.0, weight_decay=0.0)
     model.train()
     losses = np.empty(len(x), np.float32)
     for i in range(len(x)):
+        for grp, peak in zip(opt.param_groups, peaks):   # step i's rate: the schedule's factor
+            grp["lr"] = peak * float(step_rates[i])
         opt.zero_grad(set_to_none=True)
         logits = model(torch.from_numpy(x[i:i + 1]))
         loss = F.cross_entropy(logits, torch.tensor([int(y[i])]))

@@ -11,8 +11,11 @@ Usage: python bench/train_auto_eval.py [--decay=KIND] WORK NET KEY SEED [SRAM_BY
        file:SCHEME.json (a scheme, e.g. one auto chose, without the probe)
   WARMUP: head warm-up steps (--train-warmup; default 0); BODY_SCALE: --body-lr-scale
   (default: the build's, 0.3 for auto, 1 otherwise)
-  --decay=KIND: the rate over the epoch, given per step by the caller (the build is the same):
-       const (default) | lin0 (linear from LR to 0) | lin10 (linear from LR to LR/10)
+  --decay=KIND: the rate over the epoch, given per step:
+       build (default: the build's --lr-schedule, linear from LR to LR/T: tinyc's own rates,
+       lr_schedule.py) | const (the build made with --lr-schedule constant) | lin0 (linear from
+       LR to exactly 0 at the last step, the measured study's bench/results/train_decay.md) |
+       lin10 (linear from LR to LR/10)
 Selection host time is in the line's auto.probe_seconds and auto.plan_seconds.
 """
 from __future__ import annotations
@@ -33,11 +36,15 @@ import transfer as T  # noqa: E402
 PUBLISHED = common.PUBLISHED_SCHEMES   # shared/models/README.md
 
 
-def schedule(kind: str, lr: float, steps: int):
-    """The rate of each step: constant, or linear over the epoch from lr to 0 / to lr/10."""
-    ends = {"const": lr, "lin0": 0.0, "lin10": lr / 10}
+def schedule(kind: str, lr: float, steps: int, rep: dict):
+    """The rate of each step: the build's schedule (tinyc's rates), constant, or linear over the
+    epoch from lr to 0 / to lr/10."""
+    from tinyc.lr_schedule import of_report, rates
+    if kind in ("build", "const"):
+        return rates(lr, of_report(rep) if kind == "build" else "constant", steps)
+    ends = {"lin0": 0.0, "lin10": lr / 10}
     if kind not in ends:
-        raise SystemExit(f"--decay={kind}: not one of {', '.join(ends)}")
+        raise SystemExit(f"--decay={kind}: not one of build, const, {', '.join(ends)}")
     return np.linspace(lr, ends[kind], steps, dtype=np.float32)
 
 
@@ -45,7 +52,7 @@ def main(argv):
     from tinyc.build import BuildOptions
     from tinyc.targets.host import HostTrainer
     warnings.simplefilter("ignore")
-    decay = next((a.split("=", 1)[1] for a in argv if a.startswith("--decay=")), "const")
+    decay = next((a.split("=", 1)[1] for a in argv if a.startswith("--decay=")), "build")
     argv = [a for a in argv if not a.startswith("--decay=")]
     work, net, key, seed = Path(argv[0]), argv[1], argv[2], int(argv[3])
     sram = int(argv[4]) if len(argv) > 4 else 262144
@@ -60,7 +67,7 @@ def main(argv):
     order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
     xs, ys = xtr[order], ytr[order]
     base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr,
-                **warmup)
+                lr_schedule="constant" if decay == "const" else "linear", **warmup)
     if key == "auto":
         np.savez(work / f"td_s{seed}.npz", x=xs, y=ys)
         opts = BuildOptions(train="auto", train_data=str(work / f"td_s{seed}.npz"), sram=sram,
@@ -79,7 +86,7 @@ def main(argv):
     rep = common.build_measured(common.MODELS_DIR / f"{net}_96.onnx", common.BOARD, out, opts)
     build_s = time.time() - t0
     with HostTrainer(out) as tr:
-        losses = tr.train(T.quantized(rep, xs), ys, schedule(decay, lr, len(ys)))
+        losses = tr.train(T.quantized(rep, xs), ys, schedule(decay, lr, len(ys), rep))
         res = dict(net=net, key=key, seed=seed, sram=sram, lr=lr, decay=decay,
                    test=T.accuracy_c(tr, rep, *T.load_split(work, "test")),
                    val=T.accuracy_c(tr, rep, *T.load_split(work, "val")),

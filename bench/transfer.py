@@ -243,7 +243,9 @@ def run_c(net: str, spec: dict, lr: float, work: Path, evals: tuple[str, ...],
            "noqas_lr_factors": rep.get("noqas_lr_factors")}
     with HostTrainer(out) as tr:
         t1 = time.time()
-        losses = tr.train(quantized(rep, xtr), ytr, lr)
+        from tinyc.lr_schedule import of_report, rates
+        # the build's schedule over the epoch (run_torch trains the float model at the same)
+        losses = tr.train(quantized(rep, xtr), ytr, rates(lr, of_report(rep), len(ytr)))
         res["train_seconds"] = time.time() - t1
         res["ms_per_step"] = 1000 * res["train_seconds"] / len(ytr)
         res.update(_loss_stats(losses))
@@ -311,7 +313,8 @@ def run_torch(net: str, spec: dict, lr: float, work: Path, evals: tuple[str, ...
         str(work / "calib_x.npy"))
     xtr, ytr = load_split(work, "train")
     t1 = time.time()
-    losses = tref.train(model, params, xtr, ytr, lr)
+    from tinyc.lr_schedule import DEFAULT_LR_SCHEDULE   # the schedule of build_row's builds
+    losses = tref.train(model, params, xtr, ytr, lr, lr_schedule=DEFAULT_LR_SCHEDULE)
     res = {"net": net, "key": spec["key"], "scheme": scheme_name(spec["scheme"]),
            "qas": None, "rounding": "float", "lr": lr,
            "engine": f"PyTorch {torch.__version__} float32", "fits": None,

@@ -31,6 +31,8 @@ def test_lr_auto_picks_the_rate_of_lowest_late_loss(small_nets, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     auto = rep["training"]["lr_auto"]
     assert [r["lr"] for r in auto["runs"]] == list(LR_GRID)
+    # each rate is the peak of the build's schedule over its epoch; emulate below takes the same
+    assert auto["lr_schedule"] == rep["training"]["lr_schedule"] == "linear"
     clean = [r for r in auto["runs"] if r["steps_skipped"] == 0 and r["late_loss"] is not None]
     lowest = min(clean, key=lambda r: r["late_loss"])
     best = lowest["late_loss"]
@@ -196,4 +198,4 @@ def test_train_auto_with_data_trains_the_body_slower(small_nets, tmp_path):
     assert json.loads((out / "report.json").read_text())["training"]["body_lr_scale"] == 1.0
     assert_clean_failure(tinyc("build", net, "-o", tmp_path / "o", "--board", "mps2_an386",
                                "--no-firmware", "--train-warmup", "5", check=False),
-                         "--train-warmup need --train SCHEME")
+                         "--train-warmup and --lr-schedule need --train SCHEME")

@@ -416,8 +416,10 @@ def test_training_over_the_link_on_the_cortex_m7(small_nets, builds, tmp_path):
           "--lr", str(LR))
     x, y = labelled(5, seed=13)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    tinyc("device", out, "--qemu", "train", "--train-data", tmp_path / "d.npz", "--epochs", "2",
-          "--save-params", tmp_path / "d_params.npz")
+    res = tinyc("device", out, "--qemu", "train", "--train-data", tmp_path / "d.npz", "--epochs",
+                "2", "--save-params", tmp_path / "d_params.npz")
+    # the host sends each step's rate: the build's linear decay over the 10 steps
+    assert "10 steps over the link, lr 0.05 at the first step, decaying linearly" in res.stdout
     tinyc("emulate", out, "--train-data", tmp_path / "d.npz", "--epochs", "2",
           "--save-params", tmp_path / "h_params.npz")
     d, h = np.load(tmp_path / "d_params.npz"), np.load(tmp_path / "h_params.npz")
