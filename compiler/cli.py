@@ -1019,7 +1019,8 @@ def fleet_join(a, rep: dict, fleet) -> int:
                 log=lambda m: print(f"{name}: {m}", flush=True))
             print(f"fleet      {name} joins {a.server} with {len(y):,} samples of its own; "
                   f"{layout.count:,} trained elements ({layout.nbytes:,} B) cross per round "
-                  "and direction", flush=True)
+                  f"and direction; each round's local steps: "
+                  f"{lr_schedule.describe(client.lr, client.lr_schedule)}", flush=True)
             fleet.join(client, a.server, retries=max(1, int(a.timeout)))
             print(f"fleet      done after {client.rounds} rounds: {client.bytes_down:,} B "
                   f"received, {client.bytes_up:,} B sent", flush=True)

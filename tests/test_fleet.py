@@ -182,6 +182,37 @@ def test_fleet_rounds_same_parameters_and_a_dropout(learner, tmp_path):
 
 
 @needs_toolchain
+def test_a_round_is_one_run_of_the_schedule(learner):
+    """A fit's local steps are one run of the learning-rate schedule: the build's linear decay
+    from lr over the round's steps (the server may send lr_schedule constant instead); the same
+    trained codes as the host build trained on the round's order at those rates, written out."""
+    from tinyc.cli import load_report
+    from tinyc.datasets import labelled_data
+    out = learner / "b"
+    rep = load_report(out)
+    assert rep["training"]["lr_schedule"] == "linear"
+    layout = fleet.ParamLayout.from_build(out)
+    x, y = labelled_data(rep, learner / "dev1.npz")
+    x, y = x[:20], y[:20]
+    order = np.random.default_rng((0, 1, 0)).permutation(len(x))   # seed 0, round 1, epoch 0
+    k = np.arange(len(x)).astype(np.float32)
+    linear = np.float32(LR) * (np.float32(1) - k / np.float32(len(x)))
+    got = {}
+    for schedule, rates in (("linear", linear), ("constant", np.full(len(x), LR, np.float32))):
+        host = fleet.HostBackend(out)   # a fresh step counter (the stochastic rounding's)
+        try:
+            start = layout.extract(host.pull())
+            cfg = {"server_round": 1, "epochs": 1, "lr": LR,   # linear: the client's default
+                   **({"lr_schedule": schedule} if schedule == "constant" else {})}
+            got[schedule] = fleet.FleetClient(host, layout, x, y, lr=LR).fit(start, cfg)[0]
+        finally:
+            host.close()
+        with HostTrainer(out) as t:
+            t.train(x[order], y[order], rates)
+            assert codes_equal(got[schedule], layout.extract(t.params())), schedule
+    assert not codes_equal(got["linear"], got["constant"])
+
+
 @needs_qemu
 def test_qemu_device_client_like_host_build(learner):
     """A FleetClient on the QEMU firmware (over the link) and one on the host build, given the
