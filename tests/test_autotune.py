@@ -39,6 +39,9 @@ def test_lr_auto_picks_the_rate_of_lowest_late_loss(small_nets, tmp_path):
     chosen = min(r["lr"] for r in clean   # the smallest rate within one standard error
                  if r["late_loss"] <= best + lowest["late_loss_se"])
     assert rep["training"]["lr"] == rep["build_options"]["lr"] == auto["lr"] == chosen
+    # model.h's tinyc_train_lr() peaks at the chosen rate (the code is written again after it)
+    assert (f"#define TINYC_TRAIN_LR_PEAK {float(np.float32(chosen)).hex()}f"
+            in (out / "model.h").read_text())
     assert best < max(r["late_loss"] for r in clean)   # the rates were told apart
     train, val = split_train_validation(y, 3)
     assert len(train) + len(val) == len(y) and not set(train) & set(val)
