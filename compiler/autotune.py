@@ -27,6 +27,8 @@ import numpy as np
 
 from .errors import TinycError
 
+# each the peak of the build's schedule; under linear decay a grid widened by 0.002 and 0.006
+# picked no better (mcunet-5fps: bench/results/lr_grid_decay.md)
 LR_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03)
 VALIDATION_FRACTION = 0.2
 MIN_SAMPLES = 20          # fewer labelled samples cannot tell learning rates apart
