@@ -15,6 +15,7 @@ go into report.json (training.lr_auto).
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -140,7 +141,7 @@ def _cpus() -> int:
 # over it with the real planner). The build then trains the chosen body at 0.3 of the head's
 # rate (build.AUTO_BODY_LR_SCALE: at the full rate the body's batch-1 steps cost up to 7 points).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
-PROBE_SAMPLES = 64
+PROBE_SAMPLES = 256
 HEAD_FIT_EPOCHS = 30
 
 
@@ -155,18 +156,29 @@ def linear_free_weight_layers(convs) -> list[int]:
     return [i for i in range(n // 2, n) if convs[i].attrs.get("clamp") is not None]
 
 
-def probe_samples(y: np.ndarray, n: int, seed=SPLIT_SEED) -> np.ndarray:
-    """Up to n sample indices, as many of each class as possible (round robin)."""
-    rng = np.random.default_rng(seed + 1)
+def probe_samples(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Up to n sample indices, as many of each class as possible (round robin), in an order
+    given by the samples' contents (a hash of each input and label), not by their positions:
+    the same data in any order gives the same samples in the same order, hence the same probe
+    and the same scheme (by index, three orders of one data set picked three schemes). Returned
+    in that content order, so that every other one is a fair split of the classes."""
+    keys = np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(x[i]).tobytes()
+                                                    + np.asarray(y[i]).tobytes(),
+                                                    digest_size=8).digest(), "little")
+                     for i in range(len(y))], dtype=np.uint64)
+    order = np.argsort(keys, kind="stable")   # equal keys: equal samples, either will do
     if y.dtype.kind not in "iu" or y.ndim != 1:
-        return np.sort(rng.permutation(len(y))[:n])
-    pools = [list(rng.permutation(np.flatnonzero(y == c))) for c in np.unique(y)]
+        return order[:n]
+    ranked = y[order]
+    pools = [list(order[ranked == c]) for c in np.unique(y)]
     out = []
     while len(out) < min(n, len(y)):
         for p in pools:
             if p and len(out) < n:
-                out.append(p.pop())
-    return np.sort(np.asarray(out, np.int64))
+                out.append(p.pop(0))
+    rank = np.empty(len(y), np.int64)
+    rank[order] = np.arange(len(y))
+    return np.asarray(sorted(out, key=lambda i: rank[i]), np.int64)   # classes mixed
 
 
 def _fit_head(gq, probe, feats: np.ndarray, labels: np.ndarray) -> None:
@@ -212,7 +224,7 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
     probe = build_training_graph(gq, resolve_scheme(gq, spec), replace(opts, warmup=0))
     # the head is fitted on other samples than the probe's: on its own samples it would fit
     # them exactly, and their gradients would show nothing left to learn
-    both = probe_samples(y, 2 * samples)
+    both = probe_samples(x, y, 2 * samples)
     fit, pick = both[0::2], both[1::2]
     head = classifier(gq)
     feat_t = gq.tensors[head.inputs[0]]
