@@ -133,6 +133,12 @@ def _cpus() -> int:
 # The gradients come from one probe pass of the numpy reference over PROBE_SAMPLES samples,
 # after a float fit of the new head on PROBE_SAMPLES others (the random head's gradients would
 # say little, and a head fitted on the probe samples themselves leaves them nothing to learn).
+# Both sets are chosen by the samples' contents (probe_samples), so the order of --train-data
+# does not change the pick. 256, not 64: on mcunet-5fps at 128 KB (Fashion-MNIST), 64 probe
+# samples of one order put the noise of the shallow layers' biases (large per-sample gradients,
+# mean near zero) 5-10x above what 256 measure, and the chain went down to 38 biases before any
+# weight (bias-only, +0.6 points over the classifier where a weighted scheme gives +3);
+# with 128 or 256 every order ranks a late weight layer first (bench/results/train_auto.md).
 # Candidates are ranked greedily by signal per byte (trained parameters, saved input channels,
 # the float gradient map a deeper backward needs), whole blocks at a time: the biases down to
 # any depth, a layer's weights up to any ratio together with the biases down to that layer (the
@@ -202,6 +208,37 @@ def _fit_head(gq, probe, feats: np.ndarray, labels: np.ndarray) -> None:
     bt.data = np.clip(np.round(b / b_scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
 
 
+def channel_weight_grads(gy: np.ndarray, x_q: np.ndarray, attrs: dict, kernel,
+                         group_of: np.ndarray, groups: int) -> np.ndarray:
+    """The weight gradient of each kept input channel over the output channels of its group,
+    (k, out_c / groups, KH, KW), in float64: reference/train.py weight_grad's values (it sums in
+    float32, pixel by pixel, for the C step's rounding) as one matrix product per kernel tap,
+    the probe's cost otherwise. gy (OH, OW, O); x_q (1, H, W, k) the kept channels;
+    group_of: each kept channel's group."""
+    kh, kw = kernel
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilations"]
+    t, l, bt, r = attrs["pads"]
+    xr = attrs["x_scale"] * (x_q[0].astype(np.float64) - attrs["x_zero_point"])
+    h, wd, k = xr.shape
+    oh, ow, cout = gy.shape
+    xp = np.zeros((h + t + bt + sh + kh * dh, wd + l + r + sw + kw * dw, k))
+    xp[t:t + h, l:l + wd] = xr
+    cout_g = cout // groups
+    # per kept channel, the output-gradient columns of its group: (pixels, k, out_c / groups)
+    g = gy.reshape(oh * ow, groups, cout_g).astype(np.float64)[:, group_of, :]
+    out = np.empty((k, cout_g, kh, kw))
+    for ky in range(kh):
+        for kx in range(kw):
+            win = xp[ky * dh: ky * dh + sh * (oh - 1) + 1: sh,
+                     kx * dw: kx * dw + sw * (ow - 1) + 1: sw].reshape(oh * ow, k)
+            if groups == 1:
+                out[:, :, ky, kx] = win.T @ g[:, 0, :]
+            else:
+                out[:, :, ky, kx] = np.einsum("pkc,pk->kc", g, win)
+    return out
+
+
 def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMPLES) -> dict:
     """Per conv layer (scheme index): the gradient signal of its bias (summed over output
     channels) and of its weights per input channel (weight candidates only: the deeper half of
@@ -251,19 +288,16 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
             bias_sum[i] = bias_sum[i] + gb
             bias_sq[i] += float(np.sum(gb ** 2))
         if node.attrs["channels"] is not None and i in w_sq:
-            kh, kw = gq.tensors[convs[i].inputs[1]].shape[1:3] if not node.attrs["fc"] else (1, 1)
-            xq = x_q.reshape(1, 1, 1, -1) if node.attrs["fc"] else x_q
-            gy4 = g_y.reshape(1, 1, 1, -1) if node.attrs["fc"] else g_y
-            gw = ref.weight_grad(gy4[0], xq, node.attrs, (kh, kw)).astype(np.float64)
-            cout = gw.shape[0]
+            fc = node.attrs["fc"]
+            kh, kw = gq.tensors[convs[i].inputs[1]].shape[1:3] if not fc else (1, 1)
             sel = np.asarray(node.attrs["channels"])
             cin_g = gq.tensors[convs[i].inputs[1]].shape[-1]
-            groups = max(1, len(w_sq[i]) // cin_g)
-            mask = (np.arange(cout)[:, None] // (cout // groups)) == (sel // cin_g)[None, :]
-            gw = gw * mask[:, None, None, :]
+            gw = channel_weight_grads(g_y.reshape(1, 1, -1) if fc else g_y[0],
+                                      x_q.reshape(1, 1, 1, -1) if fc else x_q, node.attrs,
+                                      (kh, kw), sel // cin_g, max(1, len(w_sq[i]) // cin_g))
             w_sum[i] = w_sum.get(i, 0.0) + gw
             w_sel[i] = sel
-            w_sq[i][sel] += (gw ** 2).sum(axis=(0, 1, 2))
+            w_sq[i][sel] += (gw ** 2).sum(axis=(1, 2, 3))
 
     guard = ref.GuardStats()
     for k, i in enumerate(pick):
@@ -280,7 +314,7 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
     for i in weight_layers:
         v = np.zeros_like(w_sq[i])
         if i in w_sum:
-            v[w_sel[i]] = signal((w_sum[i] ** 2).sum(axis=(0, 1, 2)), w_sq[i][w_sel[i]])
+            v[w_sel[i]] = signal((w_sum[i] ** 2).sum(axis=(1, 2, 3)), w_sq[i][w_sel[i]])
         chans[i] = v
     return {"bias": bias, "channels": chans, "bias_fisher": bias_sq / m,
             "channels_fisher": {i: v / m for i, v in w_sq.items()},

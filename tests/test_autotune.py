@@ -144,6 +144,60 @@ def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
     assert sram(chain[k]) <= budget < sram(chain[k + 1])
     assert auto["next_step_over_budget"] == chain[k + 1]
 
+def test_train_auto_probe_does_not_depend_on_the_order_of_the_data(small_nets, tmp_path):
+    """The probe takes its samples by their contents, not their positions: the same data in
+    another order gives the same signals bit for bit, hence the same ranking (by index, three
+    orders of one data set made mcunet-5fps pick three schemes at 128 KB). The head-fit and probe
+    halves are disjoint and each holds every class."""
+    from tinyc.autotune import fisher_of_updates, probe_samples, ranked_schemes
+    from tinyc.build import BuildOptions, compile_graph
+    from tinyc.datasets import labelled_data_for_graph
+    from tinyc.passes.autodiff import TrainOptions
+    data, _, _ = _data(tmp_path, n=60, shape=(3, 20, 20))
+    head_only = compile_graph(str(small_nets["residual_chain"]),
+                              BuildOptions(train={"bias_last": 0, "weights": {}},
+                                           num_classes=3, patch="off"))
+    gq = head_only.copy()
+    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    x, y = labelled_data_for_graph(gq, str(data))
+    perm = np.random.default_rng(1).permutation(len(y))
+    both = probe_samples(x, y, 24)
+    assert np.array_equal(perm[probe_samples(x[perm], y[perm], 24)], both)
+    assert len(set(both)) == 24 and np.array_equal(np.bincount(y[both]), [8, 8, 8])
+    fit, pick = both[0::2], both[1::2]
+    assert set(y[fit]) == set(y[pick]) == {0, 1, 2}
+    a = fisher_of_updates(gq, x, y, TrainOptions(), samples=12)
+    b = fisher_of_updates(gq, x[perm], y[perm], TrainOptions(), samples=12)
+    assert a["samples"] == a["head_fit_samples"] == 12
+    assert np.array_equal(a["bias"], b["bias"]) and a["bias"].any()
+    assert all(np.array_equal(a["channels"][i], b["channels"][i]) for i in a["channels"])
+    assert ranked_schemes(gq, a) == ranked_schemes(gq, b)
+
+
+def test_probe_weight_gradients_are_the_reference_ones():
+    """The probe's vectorised weight gradient per kept input channel equals reference/train.py
+    weight_grad (the C step's float32 sums) on the output channels of the channel's group:
+    plain, strided depthwise and grouped convs, with padding."""
+    from tinyc.autotune import channel_weight_grads
+    from tinyc.reference.train import weight_grad
+    rng = np.random.default_rng(0)
+    for cin, cout, groups, k, stride, pad in [(8, 12, 1, 3, 1, 1), (8, 8, 8, 3, 2, 1),
+                                              (16, 32, 2, 1, 1, 0), (6, 12, 6, 5, 1, 2)]:
+        attrs = dict(strides=(stride, stride), dilations=(1, 1), pads=(pad,) * 4,
+                     x_scale=0.05, x_zero_point=3)
+        x = rng.integers(-128, 128, (1, 9, 9, cin)).astype(np.int8)
+        side = (9 + 2 * pad - k) // stride + 1
+        gy = rng.normal(size=(side, side, cout)).astype(np.float32)
+        sel = np.sort(rng.choice(cin, cin // 2, replace=False))
+        cin_g, cout_g = cin // groups, cout // groups
+        ref = weight_grad(gy, x[..., sel], attrs, (k, k)).astype(np.float64)
+        want = np.stack([ref[(c // cin_g) * cout_g:(c // cin_g + 1) * cout_g, :, :, j]
+                         for j, c in enumerate(sel)])
+        got = channel_weight_grads(gy, x[..., sel], attrs, (k, k), sel // cin_g, groups)
+        assert got.shape == (len(sel), cout_g, k, k)
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
 def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path):
     """The greedy scores whole blocks: a last conv whose bias has no signal does not keep the
     strong biases below it out of the chain (it did when units were taken one at a time)."""
