@@ -134,11 +134,13 @@ def _cpus() -> int:
 # after a float fit of the new head on PROBE_SAMPLES others (the random head's gradients would
 # say little, and a head fitted on the probe samples themselves leaves them nothing to learn).
 # Both sets are chosen by the samples' contents (probe_samples), so the order of --train-data
-# does not change the pick. 256, not 64: on mcunet-5fps at 128 KB (Fashion-MNIST), 64 probe
-# samples of one order put the noise of the shallow layers' biases (large per-sample gradients,
-# mean near zero) 5-10x above what 256 measure, and the chain went down to 38 biases before any
-# weight (bias-only, +0.6 points over the classifier where a weighted scheme gives +3);
-# with 128 or 256 every order ranks a late weight layer first (bench/results/train_auto.md).
+# does not change the pick. 256 each, not 64: on mcunet-5fps at 128 KB (Fashion-MNIST), the 64
+# probe samples of one order (seed 1) measured the bias signal of shallow layers 3-6 4-11x
+# above what 256 measure (large per-sample gradients, a mean near zero: noise), and the chain
+# took 38 biases before any weight (the pick: bias-only, +0.6 points over classifier only where
+# a weighted scheme gives +3); with 128 or 256 samples the same order ranks layer 39's weights
+# at step 4 (bench/results/train_auto.md). The per-channel weight gradients are one matrix
+# product per kernel tap (channel_weight_grads; the reference's pixel loop was half the probe).
 # Candidates are ranked greedily by signal per byte (trained parameters, saved input channels,
 # the float gradient map a deeper backward needs), whole blocks at a time: the biases down to
 # any depth, a layer's weights up to any ratio together with the biases down to that layer (the
