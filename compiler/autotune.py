@@ -323,13 +323,17 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
             "samples": int(len(pick)), "head_fit_samples": int(len(fit))}
 
 
-def ranked_schemes(gq, fisher: dict) -> list[dict]:
+def ranked_schemes(gq, fisher: dict, start: dict | None = None, step: int = 0,
+                   too_big=()) -> list[dict]:
     """The candidate updates ranked greedily by gradient signal per byte, as nested schemes (each
     prefix of the ranking; see the section comment). Bytes: the trained parameters, the saved
     input channels of a weight update, and, for an update below every one taken so far, the
     growth of the largest float gradient map the deeper backward pass holds. A layer's weight
     ratios come in order (1/8 before 1/4 ...); biases reach down from the classifier (a
-    scheme's bias_last); each greedy step takes the best block of units (see extensions)."""
+    scheme's bias_last); each greedy step takes the best block of units (see extensions).
+    `start`: go on from this scheme (step `step` of a chain) instead of the classifier only;
+    `too_big`: steps (scheme before, scheme after) over the SRAM budget, whose unit and all that
+    needs it are left out: a bias at that depth or deeper, that weight ratio or more."""
     from .passes.sparse_update import conv_layers, top_channels
     convs = conv_layers(gq)
     n = len(convs)
@@ -364,17 +368,28 @@ def ranked_schemes(gq, fisher: dict) -> list[dict]:
         whole blocks lets a step through a poor unit reach the good ones behind it (the last
         conv's bias, often near zero, would otherwise keep every deeper bias out)."""
         bottom = n - bias_last
-        for i in range(bottom - 1, -1, -1):
+        for i in range(bottom - 1, floor, -1):
             yield [("bias", j) for j in range(bottom - 1, i - 1, -1)]
         for i, rs in ratios.items():
-            later = [r for r in rs if r > weights.get(str(i), 0.0)]
+            if i < bottom and i <= floor:
+                continue
+            later = [r for r in rs if weights.get(str(i), 0.0) < r < caps.get(i, 2.0)]
             # a weight update below the biases taken brings the biases down to its layer
             biases = [("bias", j) for j in range(bottom - 1, i - 1, -1)]
             for k in range(len(later)):
                 yield biases + [("w", i, r) for r in later[:k + 1]]
 
-    chain = [{"name": "classifier only", "bias_last": 0, "weights": {}}]
-    bias_last, weights, depth = 0, {}, n       # depth: the deepest layer the backward reaches
+    floor, caps = -1, {}        # no bias at layer `floor` or below; weight ratios under caps
+    for before, after in too_big:
+        if after["bias_last"] > before["bias_last"]:
+            floor = max(floor, n - after["bias_last"])
+        for i, r in after["weights"].items():
+            if before["weights"].get(i) != r:
+                caps[int(i)] = min(caps.get(int(i), 2.0), r)
+    start = start or {"name": "classifier only", "bias_last": 0, "weights": {}}
+    chain = [start]
+    # depth: the deepest layer the backward reaches (a trained weight brings the biases down)
+    bias_last, weights, depth = start["bias_last"], dict(start["weights"]), n - start["bias_last"]
     while True:
         def density(block):
             i = min(u[1] for u in block)
@@ -393,7 +408,8 @@ def ranked_schemes(gq, fisher: dict) -> list[dict]:
                 bias_last = n - i
             else:
                 weights[str(i)] = unit[2]
-            chain.append({"name": f"data-ranked, {len(chain)} updates", "bias_last": bias_last,
+            chain.append({"name": f"data-ranked, {step + len(chain)} updates",
+                          "bias_last": bias_last,
                           "weights": dict(weights)})
     return chain
 

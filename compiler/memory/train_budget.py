@@ -32,13 +32,23 @@ def candidate_schemes(g: Graph) -> list[dict]:
     return chain
 
 
+MAX_SKIPS = 4   # over-budget steps that --train auto with data steps around (each: a re-ranking
+                # and a bisection of its continuation with the planner)
+
+
 def choose_update_scheme(gq: Graph, sram_budget: int, stack_reserve: int, opts,
-                         patched: bool = False, chain: list[dict] | None = None
-                         ) -> tuple[Graph, dict]:
+                         patched: bool = False, chain: list[dict] | None = None,
+                         extend=None) -> tuple[Graph, dict]:
     """gq: the int8 graph (new head already in place). Returns the training graph of the chosen
     scheme and its training_memory() figures; raises if not even the classifier fits. `chain`:
     nested candidates, each training a superset of the one before (default: candidate_schemes;
-    with the user's data, autotune.ranked_schemes)."""
+    with the user's data, autotune.ranked_schemes). `extend(scheme, step, too_big)`: the chain
+    ranked on from `scheme` (step `step`) without the over-budget steps `too_big`; with it, a
+    step that does not fit is stepped around (up to MAX_SKIPS times) instead of ending the
+    choice: a deep bias whose gradient map fills the budget no longer keeps out the weights
+    ranked after it. The final chain is in the figures (auto_chain), with the steps skipped."""
+    import json
+
     from ..passes.autodiff import build_training_graph
     from ..passes.sparse_update import resolve_scheme
     from .schedule import choose_schedule, training_max_split
@@ -50,29 +60,44 @@ def choose_update_scheme(gq: Graph, sram_budget: int, stack_reserve: int, opts,
         return training_memory(sched.graph, sched.plan, stack_reserve)
 
     chain = chain or candidate_schemes(gq)
-    cache: dict[int, tuple[Graph, dict]] = {}
+    cache: dict[str, tuple[Graph, dict]] = {}   # by scheme: the chain changes when stepping
 
     def cost(k: int) -> tuple[Graph, dict]:
-        if k not in cache:
+        key = json.dumps([chain[k]["bias_last"], chain[k]["weights"]], sort_keys=True)
+        if key not in cache:
             scheme = resolve_scheme(gq, dict(chain[k]))
             t = build_training_graph(gq, scheme, opts)
-            cache[k] = (t, memory(t))
-        return cache[k]
+            cache[key] = (t, memory(t))
+        return cache[key]
 
-    if cost(0)[1]["sram_bytes"] > sram_budget:
+    def fits(k: int) -> bool:
+        return cost(k)[1]["sram_bytes"] <= sram_budget
+
+    def longest_fitting(lo: int) -> int:
+        """The last step of the chain that fits, by bisection from step lo (which fits)."""
+        hi = len(chain) - 1
+        if hi == lo or fits(hi):
+            return hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    if not fits(0):
         raise TinycError(f"--train auto: even training only the classifier needs "
                          f"{cost(0)[1]['sram_bytes']:,} B of SRAM > the budget {sram_budget:,} B")
-    lo, hi = 0, len(chain) - 1          # invariant: chain[lo] fits
-    if cost(hi)[1]["sram_bytes"] <= sram_budget:
-        lo = hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if cost(mid)[1]["sram_bytes"] <= sram_budget:
-            lo = mid
-        else:
-            hi = mid
+    lo = longest_fitting(0)
+    too_big: list[tuple[dict, dict]] = []
+    while extend is not None and lo + 1 < len(chain) and len(too_big) < MAX_SKIPS:
+        too_big.append((chain[lo], chain[lo + 1]))
+        chain = chain[:lo + 1] + extend(chain[lo], lo, too_big)[1:]
+        lo = longest_fitting(lo)
     t, mem = cost(lo)
     t.meta["train"]["scheme"] = f"auto: {chain[lo]['name']}"
     t.meta["train"]["scheme_spec"] = dict(chain[lo])
-    mem = dict(mem, auto_candidates_planned=len(cache), auto_budget_bytes=sram_budget)
+    mem = dict(mem, auto_candidates_planned=len(cache), auto_budget_bytes=sram_budget,
+               auto_chain=chain, auto_skipped=[after for _, after in too_big])
     return t, mem
