@@ -9,7 +9,11 @@ so their benefit (the parameters that can adapt) grows along the chain, and so d
 the planned training.sram_bytes (arena + trained parameters in SRAM + stack reserve). tinyc
 picks the last candidate that fits, found by bisection over the chain. Each candidate's arena is
 that of the schedule the build will use: with `patched` (any --patch but off) the automatic
-patch schedule of its frozen prefix (memory/schedule.py), else layer by layer.
+patch schedule of its frozen prefix (memory/schedule.py), else layer by layer. With the user's
+data the chain is autotune.ranked_schemes', and a step over the budget can be stepped around
+(choose_update_scheme's `extend`): the cost along a chain is not monotone (a deeper backward
+may or may not let the patch schedule shrink the arena), so the first step that does not fit
+need not be the last that could.
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ def choose_update_scheme(gq: Graph, sram_budget: int, stack_reserve: int, opts,
     ranked on from `scheme` (step `step`) without the over-budget steps `too_big`; with it, a
     step that does not fit is stepped around (up to MAX_SKIPS times, while SKIP_ROOM of the
     budget is free) instead of ending the choice: a deep bias whose gradient map fills the
-    budget no longer keeps out the weights ranked after it. The final chain is in the figures (auto_chain), with the steps skipped."""
+    budget no longer keeps out the weights ranked after it. The final chain is in the figures
+    (auto_chain), with the steps skipped (auto_skipped)."""
     import json
 
     from ..passes.autodiff import build_training_graph
