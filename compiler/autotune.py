@@ -16,6 +16,7 @@ go into report.json (training.lr_auto).
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -138,15 +139,28 @@ def _cpus() -> int:
 # The gradients come from one probe pass of the numpy reference over PROBE_SAMPLES samples,
 # after a float fit of the new head on PROBE_SAMPLES others (the random head's gradients would
 # say little, and a head fitted on the probe samples themselves leaves them nothing to learn).
+# Both sets are chosen by the samples' contents (probe_samples), so the order of --train-data
+# does not change the pick. 256 each, not 64: on mcunet-5fps at 128 KB (Fashion-MNIST), the 64
+# probe samples of one order (seed 1) measured the bias signal of shallow layers 3-6 4-11x
+# above what 256 measure (large per-sample gradients, a mean near zero: noise), and the chain
+# took 38 biases before any weight (the pick: bias-only, +0.6 points over classifier only where
+# a weighted scheme gives +3); with 128 or 256 samples the same order ranks layer 39's weights
+# at step 4 (bench/results/train_auto.md). The per-channel weight gradients are one matrix
+# product per kernel tap (channel_weight_grads; the reference's pixel loop was half the probe).
 # Candidates are ranked greedily by signal per byte (trained parameters, saved input channels,
 # the float gradient map a deeper backward needs), whole blocks at a time: the biases down to
 # any depth, a layer's weights up to any ratio together with the biases down to that layer (the
 # backward pass reaches it anyway, and the paper's schemes train them). The longest prefix of
 # that ranking whose planned training SRAM fits the budget wins (memory/train_budget.py bisects
-# over it with the real planner). The build then trains the chosen body at 0.3 of the head's
+# over it with the real planner), except that while more than 5% of the budget is free the step
+# over it is stepped around: the ranking goes on without that unit and what needs it
+# (ranked_schemes' start / too_big). A deeper backward's arena is neither monotone nor small
+# (mcunet-5fps: 33 KB down to 32 biases, 119 KB at 33, 60 KB at 34), and on mbv2-w0.35 at 256 KB
+# one deep bias over the budget kept 6 weight layers that fit out of the pick.
+# The build then trains the chosen body at 0.3 of the head's
 # rate (build.AUTO_BODY_LR_SCALE: at the full rate the body's batch-1 steps cost up to 7 points).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
-PROBE_SAMPLES = 64
+PROBE_SAMPLES = 256
 HEAD_FIT_EPOCHS = 30
 
 
@@ -161,18 +175,29 @@ def linear_free_weight_layers(convs) -> list[int]:
     return [i for i in range(n // 2, n) if convs[i].attrs.get("clamp") is not None]
 
 
-def probe_samples(y: np.ndarray, n: int, seed=SPLIT_SEED) -> np.ndarray:
-    """Up to n sample indices, as many of each class as possible (round robin)."""
-    rng = np.random.default_rng(seed + 1)
+def probe_samples(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """Up to n sample indices, as many of each class as possible (round robin), in an order
+    given by the samples' contents (a hash of each input and label), not by their positions:
+    the same data in any order gives the same samples in the same order, hence the same probe
+    and the same scheme (by index, three orders of one data set picked three schemes). Returned
+    in that content order, so that every other one is a fair split of the classes."""
+    keys = np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(x[i]).tobytes()
+                                                    + np.asarray(y[i]).tobytes(),
+                                                    digest_size=8).digest(), "little")
+                     for i in range(len(y))], dtype=np.uint64)
+    order = np.argsort(keys, kind="stable")   # equal keys: equal samples, either will do
     if y.dtype.kind not in "iu" or y.ndim != 1:
-        return np.sort(rng.permutation(len(y))[:n])
-    pools = [list(rng.permutation(np.flatnonzero(y == c))) for c in np.unique(y)]
+        return order[:n]
+    ranked = y[order]
+    pools = [list(order[ranked == c]) for c in np.unique(y)]
     out = []
     while len(out) < min(n, len(y)):
         for p in pools:
             if p and len(out) < n:
-                out.append(p.pop())
-    return np.sort(np.asarray(out, np.int64))
+                out.append(p.pop(0))
+    rank = np.empty(len(y), np.int64)
+    rank[order] = np.arange(len(y))
+    return np.asarray(sorted(out, key=lambda i: rank[i]), np.int64)   # classes mixed
 
 
 def _fit_head(gq, probe, feats: np.ndarray, labels: np.ndarray) -> None:
@@ -194,6 +219,37 @@ def _fit_head(gq, probe, feats: np.ndarray, labels: np.ndarray) -> None:
     wt.data = np.clip(np.round(w / s_w), -127, 127).astype(np.int8).reshape(wt.shape)
     b_scale = np.asarray(bt.q.scale, np.float64)
     bt.data = np.clip(np.round(b / b_scale), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+
+
+def channel_weight_grads(gy: np.ndarray, x_q: np.ndarray, attrs: dict, kernel,
+                         group_of: np.ndarray, groups: int) -> np.ndarray:
+    """The weight gradient of each kept input channel over the output channels of its group,
+    (k, out_c / groups, KH, KW), in float64: reference/train.py weight_grad's values (it sums in
+    float32, pixel by pixel, for the C step's rounding) as one matrix product per kernel tap,
+    the probe's cost otherwise. gy (OH, OW, O); x_q (1, H, W, k) the kept channels;
+    group_of: each kept channel's group."""
+    kh, kw = kernel
+    sh, sw = attrs["strides"]
+    dh, dw = attrs["dilations"]
+    t, l, bt, r = attrs["pads"]
+    xr = attrs["x_scale"] * (x_q[0].astype(np.float64) - attrs["x_zero_point"])
+    h, wd, k = xr.shape
+    oh, ow, cout = gy.shape
+    xp = np.zeros((h + t + bt + sh + kh * dh, wd + l + r + sw + kw * dw, k))
+    xp[t:t + h, l:l + wd] = xr
+    cout_g = cout // groups
+    # per kept channel, the output-gradient columns of its group: (pixels, k, out_c / groups)
+    g = gy.reshape(oh * ow, groups, cout_g).astype(np.float64)[:, group_of, :]
+    out = np.empty((k, cout_g, kh, kw))
+    for ky in range(kh):
+        for kx in range(kw):
+            win = xp[ky * dh: ky * dh + sh * (oh - 1) + 1: sh,
+                     kx * dw: kx * dw + sw * (ow - 1) + 1: sw].reshape(oh * ow, k)
+            if groups == 1:
+                out[:, :, ky, kx] = win.T @ g[:, 0, :]
+            else:
+                out[:, :, ky, kx] = np.einsum("pkc,pk->kc", g, win)
+    return out
 
 
 def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMPLES) -> dict:
@@ -218,7 +274,7 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
     probe = build_training_graph(gq, resolve_scheme(gq, spec), replace(opts, warmup=0))
     # the head is fitted on other samples than the probe's: on its own samples it would fit
     # them exactly, and their gradients would show nothing left to learn
-    both = probe_samples(y, 2 * samples)
+    both = probe_samples(x, y, 2 * samples)
     fit, pick = both[0::2], both[1::2]
     head = classifier(gq)
     feat_t = gq.tensors[head.inputs[0]]
@@ -245,19 +301,16 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
             bias_sum[i] = bias_sum[i] + gb
             bias_sq[i] += float(np.sum(gb ** 2))
         if node.attrs["channels"] is not None and i in w_sq:
-            kh, kw = gq.tensors[convs[i].inputs[1]].shape[1:3] if not node.attrs["fc"] else (1, 1)
-            xq = x_q.reshape(1, 1, 1, -1) if node.attrs["fc"] else x_q
-            gy4 = g_y.reshape(1, 1, 1, -1) if node.attrs["fc"] else g_y
-            gw = ref.weight_grad(gy4[0], xq, node.attrs, (kh, kw)).astype(np.float64)
-            cout = gw.shape[0]
+            fc = node.attrs["fc"]
+            kh, kw = gq.tensors[convs[i].inputs[1]].shape[1:3] if not fc else (1, 1)
             sel = np.asarray(node.attrs["channels"])
             cin_g = gq.tensors[convs[i].inputs[1]].shape[-1]
-            groups = max(1, len(w_sq[i]) // cin_g)
-            mask = (np.arange(cout)[:, None] // (cout // groups)) == (sel // cin_g)[None, :]
-            gw = gw * mask[:, None, None, :]
+            gw = channel_weight_grads(g_y.reshape(1, 1, -1) if fc else g_y[0],
+                                      x_q.reshape(1, 1, 1, -1) if fc else x_q, node.attrs,
+                                      (kh, kw), sel // cin_g, max(1, len(w_sq[i]) // cin_g))
             w_sum[i] = w_sum.get(i, 0.0) + gw
             w_sel[i] = sel
-            w_sq[i][sel] += (gw ** 2).sum(axis=(0, 1, 2))
+            w_sq[i][sel] += (gw ** 2).sum(axis=(1, 2, 3))
 
     guard = ref.GuardStats()
     for k, i in enumerate(pick):
@@ -274,20 +327,24 @@ def fisher_of_updates(gq, x: np.ndarray, y: np.ndarray, opts, samples=PROBE_SAMP
     for i in weight_layers:
         v = np.zeros_like(w_sq[i])
         if i in w_sum:
-            v[w_sel[i]] = signal((w_sum[i] ** 2).sum(axis=(0, 1, 2)), w_sq[i][w_sel[i]])
+            v[w_sel[i]] = signal((w_sum[i] ** 2).sum(axis=(1, 2, 3)), w_sq[i][w_sel[i]])
         chans[i] = v
     return {"bias": bias, "channels": chans, "bias_fisher": bias_sq / m,
             "channels_fisher": {i: v / m for i, v in w_sq.items()},
             "samples": int(len(pick)), "head_fit_samples": int(len(fit))}
 
 
-def ranked_schemes(gq, fisher: dict) -> list[dict]:
+def ranked_schemes(gq, fisher: dict, start: dict | None = None, step: int = 0,
+                   too_big=()) -> list[dict]:
     """The candidate updates ranked greedily by gradient signal per byte, as nested schemes (each
     prefix of the ranking; see the section comment). Bytes: the trained parameters, the saved
     input channels of a weight update, and, for an update below every one taken so far, the
     growth of the largest float gradient map the deeper backward pass holds. A layer's weight
     ratios come in order (1/8 before 1/4 ...); biases reach down from the classifier (a
-    scheme's bias_last); each greedy step takes the best block of units (see extensions)."""
+    scheme's bias_last); each greedy step takes the best block of units (see extensions).
+    `start`: go on from this scheme (step `step` of a chain) instead of the classifier only;
+    `too_big`: steps (scheme before, scheme after) over the SRAM budget, whose unit and all that
+    needs it are left out: a bias at that depth or deeper, that weight ratio or more."""
     from .passes.sparse_update import conv_layers, top_channels
     convs = conv_layers(gq)
     n = len(convs)
@@ -322,17 +379,28 @@ def ranked_schemes(gq, fisher: dict) -> list[dict]:
         whole blocks lets a step through a poor unit reach the good ones behind it (the last
         conv's bias, often near zero, would otherwise keep every deeper bias out)."""
         bottom = n - bias_last
-        for i in range(bottom - 1, -1, -1):
+        for i in range(bottom - 1, floor, -1):
             yield [("bias", j) for j in range(bottom - 1, i - 1, -1)]
         for i, rs in ratios.items():
-            later = [r for r in rs if r > weights.get(str(i), 0.0)]
+            if i < bottom and i <= floor:
+                continue
+            later = [r for r in rs if weights.get(str(i), 0.0) < r < caps.get(i, 2.0)]
             # a weight update below the biases taken brings the biases down to its layer
             biases = [("bias", j) for j in range(bottom - 1, i - 1, -1)]
             for k in range(len(later)):
                 yield biases + [("w", i, r) for r in later[:k + 1]]
 
-    chain = [{"name": "classifier only", "bias_last": 0, "weights": {}}]
-    bias_last, weights, depth = 0, {}, n       # depth: the deepest layer the backward reaches
+    floor, caps = -1, {}        # no bias at layer `floor` or below; weight ratios under caps
+    for before, after in too_big:
+        if after["bias_last"] > before["bias_last"]:
+            floor = max(floor, n - after["bias_last"])
+        for i, r in after["weights"].items():
+            if before["weights"].get(i) != r:
+                caps[int(i)] = min(caps.get(int(i), 2.0), r)
+    start = start or {"name": "classifier only", "bias_last": 0, "weights": {}}
+    chain = [start]
+    # depth: the deepest layer the backward reaches (a trained weight brings the biases down)
+    bias_last, weights, depth = start["bias_last"], dict(start["weights"]), n - start["bias_last"]
     while True:
         def density(block):
             i = min(u[1] for u in block)
@@ -351,7 +419,8 @@ def ranked_schemes(gq, fisher: dict) -> list[dict]:
                 bias_last = n - i
             else:
                 weights[str(i)] = unit[2]
-            chain.append({"name": f"data-ranked, {len(chain)} updates", "bias_last": bias_last,
+            chain.append({"name": f"data-ranked, {step + len(chain)} updates",
+                          "bias_last": bias_last,
                           "weights": dict(weights)})
     return chain
 

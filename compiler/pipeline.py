@@ -189,7 +189,12 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
             chain = ranked_schemes(gq, fisher)
             probe_seconds = time.time() - t0
         t0 = time.time()
-        t, mem = choose_update_scheme(gq, sram_budget, stack_reserve, opts, patched, chain)
+        t, mem = choose_update_scheme(
+            gq, sram_budget, stack_reserve, opts, patched, chain,
+            (lambda start, step, too_big: ranked_schemes(gq, fisher, start, step, too_big))
+            if fisher else None)
+        everything = chain[-1] if chain else None   # the ranking's last step trains all
+        chain = mem["auto_chain"]
         auto = {"ranked_by": "gradient signal per byte on --train-data"
                 if fisher else "the nested chain (no --train-data)",
                 "probe_samples": fisher["samples"] if fisher else 0,
@@ -199,13 +204,14 @@ def int8_training_graph(gq: Graph, scheme, opts, sram_budget: int | None = None,
         if fisher:
             spec = t.meta["train"]["scheme_spec"]
             k = chain.index(spec)
-            total = chain_benefit(gq, fisher, chain[-1])
+            total = chain_benefit(gq, fisher, everything)
             auto.update(probe_seconds=round(probe_seconds, 1),
                         head_fit_samples=fisher["head_fit_samples"],
                         weight_candidates="the deeper half of the convs, those followed by "
                                           "an activation",
                         chain_length=len(chain), chosen_step=k,
                         next_step_over_budget=chain[k + 1] if k + 1 < len(chain) else None,
+                        steps_skipped_over_budget=mem["auto_skipped"],
                         signal_share=round(chain_benefit(gq, fisher, spec) / total, 4)
                         if total > 0 else None)
         t.meta["train"]["auto"] = auto

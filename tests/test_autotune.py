@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from conftest import assert_clean_failure, tinyc
 
@@ -99,7 +100,8 @@ def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
     """--train auto --train-data: a probe pass measures each candidate update's gradient signal
     and Fisher information (updating nothing), the ranking is a chain of nested schemes in which
     a trained weight brings the biases down to its layer, and the build takes the longest prefix
-    whose planned training SRAM fits the budget; report.json says what was chosen and why."""
+    whose planned training SRAM fits the budget, then steps around the step over it (ranking on
+    without that unit); report.json says what was chosen and why."""
     from tinyc.autotune import fisher_of_updates, ranked_schemes
     from tinyc.build import BuildOptions, compile_graph
     from tinyc.datasets import labelled_data_for_graph
@@ -135,19 +137,106 @@ def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
     def sram(scheme):
         g = build_training_graph(gq, resolve_scheme(gq, dict(scheme)), TrainOptions())
         return training_memory(g, plan_memory(g), 0)["sram_bytes"]
-    budget = sram(chain[len(chain) // 2])   # a budget that cuts the ranking inside
-    assert budget < sram(chain[-1])
+    srams = [sram(s) for s in chain]
+    # a budget that cuts the ranking inside, right at a step: nothing is stepped around then
+    budget = srams[len(chain) // 2]
+    assert budget < srams[-1]
     t = compile_graph(net, BuildOptions(train="auto", num_classes=3, train_data=str(data),
                                         sram=budget, patch="off"))
     auto = t.meta["train"]["auto"]
     assert auto["ranked_by"].startswith("gradient signal")
     assert auto["planned_sram_bytes"] <= budget == auto["budget_bytes"]
     assert 0 < auto["signal_share"] < 1 and auto["head_fit_samples"] == auto["probe_samples"]
-    chosen = t.meta["train"]["scheme_spec"]
-    k = chain.index(chosen)
-    assert k == auto["chosen_step"] and len(chain) // 2 <= k < len(chain) - 1
-    assert sram(chain[k]) <= budget < sram(chain[k + 1])
+    k = max(k for k in range(len(chain)) if max(srams[:k + 1]) <= budget)
+    assert t.meta["train"]["scheme_spec"] == chain[k] and auto["chosen_step"] == k
     assert auto["next_step_over_budget"] == chain[k + 1]
+    assert auto["steps_skipped_over_budget"] == []   # less than SKIP_ROOM of it left
+    # a continuation leaves the over-budget unit out, and everything that needs it
+    for j in range(1, len(chain) - 1):
+        before, after = chain[j], chain[j + 1]
+        rest = ranked_schemes(gq, fisher, before, j, [(before, after)])
+        assert rest[0] == before and all(int(s["name"].split()[1]) == j + m
+                                         for m, s in enumerate(rest[1:], 1))
+        for s in rest:
+            if after["bias_last"] > before["bias_last"]:
+                assert s["bias_last"] < after["bias_last"]
+            for i, r in after["weights"].items():
+                if before["weights"].get(i) != r:
+                    assert s["weights"].get(i, 0) < r
+
+
+def test_train_auto_steps_around_a_step_over_the_budget(small_nets):
+    """A deep bias ranked before a layer's weights whose gradient map does not fit the budget
+    no longer ends the choice while more than SKIP_ROOM of the budget is free: the ranking goes
+    on without it (and without what needs it) and the weights still get in."""
+    from tinyc.autotune import chain_benefit, ranked_schemes
+    from tinyc.build import BuildOptions, compile_graph
+    from tinyc.memory.planner import plan_memory, training_memory
+    from tinyc.memory.train_budget import SKIP_ROOM, choose_update_scheme
+    from tinyc.passes.autodiff import TrainOptions, build_training_graph
+    from tinyc.passes.sparse_update import conv_layers, resolve_scheme
+    head_only = compile_graph(str(small_nets["mbv2_block"]),
+                              BuildOptions(train={"bias_last": 0, "weights": {}},
+                                           num_classes=3, patch="off"))
+    gq = head_only.copy()
+    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    convs = conv_layers(gq)
+    n = len(convs)
+    # every bias strong, the deepest the strongest: the chain takes them all before layer 4's
+    # weights, whose signal is weaker per byte
+    fisher = {"bias": np.linspace(1.0, 0.2, n) * 1e3,
+              "channels": {4: np.full(gq.tensors[convs[4].inputs[0]].shape[-1], 1e-2)}}
+    chain = ranked_schemes(gq, fisher)
+
+    def sram(scheme):
+        g = build_training_graph(gq, resolve_scheme(gq, dict(scheme)), TrainOptions())
+        return training_memory(g, plan_memory(g), 0)["sram_bytes"]
+    srams = [sram(s) for s in chain]
+    first_weight = next(k for k, s in enumerate(chain) if s["weights"])
+    # a budget under every step from a deep bias on (the planner's arena is not monotone
+    # along the chain: compare with all later steps) leaving more than SKIP_ROOM free before it
+    k0 = max(k for k in range(first_weight - 1) if max(srams[:k + 1]) == srams[k]
+             and min(srams[k + 1:]) - 1 > srams[k] / (1 - SKIP_ROOM))
+    budget = min(srams[k0 + 1:]) - 1
+    assert not any(s["weights"] for s in chain[:k0 + 1])   # the longest prefix: no weights
+    t, mem = choose_update_scheme(gq, budget, 0, TrainOptions(), False, chain,
+                                  lambda start, step, too_big:
+                                  ranked_schemes(gq, fisher, start, step, too_big))
+    assert mem["auto_skipped"][0] == chain[k0 + 1]
+    assert all(sram(s) > budget for s in mem["auto_skipped"])
+    chosen = t.meta["train"]["scheme_spec"]
+    assert chosen["weights"] and sram(chosen) <= budget == mem["auto_budget_bytes"]
+    assert chain_benefit(gq, fisher, chosen) > chain_benefit(gq, fisher, chain[k0])
+    assert chosen["bias_last"] < chain[k0 + 1]["bias_last"]
+    # no stepping around when the longest prefix leaves less than SKIP_ROOM free
+    t, mem = choose_update_scheme(gq, srams[k0], 0, TrainOptions(), False, chain,
+                                  lambda *a: pytest.fail("stepped around near the budget"))
+    assert mem["auto_skipped"] == [] and t.meta["train"]["scheme_spec"] == chain[k0]
+
+
+def test_probe_weight_gradients_are_the_reference_ones():
+    """The probe's vectorised weight gradient per kept input channel equals reference/train.py
+    weight_grad (the C step's float32 sums) on the output channels of the channel's group:
+    plain, strided depthwise and grouped convs, with padding."""
+    from tinyc.autotune import channel_weight_grads
+    from tinyc.reference.train import weight_grad
+    rng = np.random.default_rng(0)
+    for cin, cout, groups, k, stride, pad in [(8, 12, 1, 3, 1, 1), (8, 8, 8, 3, 2, 1),
+                                              (16, 32, 2, 1, 1, 0), (6, 12, 6, 5, 1, 2)]:
+        attrs = dict(strides=(stride, stride), dilations=(1, 1), pads=(pad,) * 4,
+                     x_scale=0.05, x_zero_point=3)
+        x = rng.integers(-128, 128, (1, 9, 9, cin)).astype(np.int8)
+        side = (9 + 2 * pad - k) // stride + 1
+        gy = rng.normal(size=(side, side, cout)).astype(np.float32)
+        sel = np.sort(rng.choice(cin, cin // 2, replace=False))
+        cin_g, cout_g = cin // groups, cout // groups
+        ref = weight_grad(gy, x[..., sel], attrs, (k, k)).astype(np.float64)
+        want = np.stack([ref[(c // cin_g) * cout_g:(c // cin_g + 1) * cout_g, :, :, j]
+                         for j, c in enumerate(sel)])
+        got = channel_weight_grads(gy, x[..., sel], attrs, (k, k), sel // cin_g, groups)
+        assert got.shape == (len(sel), cout_g, k, k)
+        assert np.allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
 
 def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path):
     """The greedy scores whole blocks: a last conv whose bias has no signal does not keep the
