@@ -617,6 +617,11 @@ def test_qemu_training_equals_host_bit_for_bit(board_id, small_nets, calib, tmp_
     assert f"stack: {demo.train_stack_used:,} of {demo.stack_size:,} bytes used by a training step" in res.stdout
 
 
+# a benchmark (~20 s idle, most of it the 96 px model's training build and QEMU): the firmware's
+# training is checked against the host build on both emulated boards with the small net above
+# (and by the demo and the device link tests), and the shared models' published schemes train on
+# the host build as the reference does (test_train_c.test_shared_model_published_scheme)
+@pytest.mark.benchmark
 @needs_toolchain
 @needs_qemu
 def test_qemu_training_of_a_shared_model_equals_host(tmp_path):
