@@ -60,3 +60,36 @@ def refused_report(res) -> dict:
         return json.loads(path.read_text())
     finally:
         path.unlink()
+
+
+# mbv2_block built for mps2_an386 through the CLI, once per worker: the firmware, device link,
+# storage and profile tests all use the same two builds (none writes into them; those that
+# change a build copy it first)
+@pytest.fixture(scope="session")
+def an386_dir(tmp_path_factory):
+    """The builds' folder with their inputs: calib.npy (6 random inputs) and scheme.json."""
+    import numpy as np
+    from test_firmware import TRAIN_SCHEME, inputs
+    d = tmp_path_factory.mktemp("an386")
+    np.save(d / "calib.npy", inputs(6, seed=0))
+    (d / "scheme.json").write_text(json.dumps(TRAIN_SCHEME))
+    return d
+
+
+@pytest.fixture(scope="session")
+def an386_inference_build(small_nets, an386_dir):
+    """an386_dir / "inf": an inference build (softmax output)."""
+    res = tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o",
+                an386_dir / "inf", "--calib", an386_dir / "calib.npy")
+    (an386_dir / "inf.stdout").write_text(res.stdout)   # what the build printed
+    return an386_dir / "inf"
+
+
+@pytest.fixture(scope="session")
+def an386_training_build(small_nets, an386_dir):
+    """an386_dir / "train": a training build, a partial scheme (split weights) and a new 4-class
+    head at lr 0.05."""
+    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", an386_dir / "train",
+          "--calib", an386_dir / "calib.npy", "--train", an386_dir / "scheme.json",
+          "--num-classes", "4", "--lr", "0.05")
+    return an386_dir / "train"

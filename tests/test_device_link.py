@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_failure, tinyc
-from test_firmware import TRAIN_SCHEME, inputs, labelled, needs_qemu, needs_toolchain
+from test_firmware import inputs, labelled, needs_qemu, needs_toolchain
 from tinyc import device as dv
 from tinyc.cli import model_inputs
 from tinyc.targets.boards import load_board
@@ -26,18 +26,12 @@ LR = 0.05
 
 
 @pytest.fixture(scope="module")
-def builds(small_nets, tmp_path_factory):
-    """mbv2_block for mps2_an386: an inference build, and a training build whose scheme trains
-    some conv layers on part of their input channels (split weights)."""
-    d = tmp_path_factory.mktemp("link")
-    np.save(d / "calib.npy", inputs(6, seed=0))
-    (d / "scheme.json").write_text(json.dumps(TRAIN_SCHEME))
-    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", d / "inf",
-          "--calib", d / "calib.npy")
-    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", d / "train",
-          "--calib", d / "calib.npy", "--train", d / "scheme.json", "--num-classes", "4",
-          "--lr", str(LR))
-    return d
+def builds(an386_dir, an386_inference_build, an386_training_build):
+    """mbv2_block for mps2_an386 (conftest's session builds): an inference build (inf/), and a
+    training build (train/, at lr LR) whose scheme trains some conv layers on part of their
+    input channels (split weights); beside them calib.npy and scheme.json."""
+    assert an386_training_build == an386_dir / "train" and LR == 0.05
+    return an386_dir
 
 
 def report(out) -> dict:

@@ -59,13 +59,33 @@ def calib(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def an386_build(small_nets, calib, tmp_path_factory):
-    """mbv2_block (softmax output) built for mps2_an386 through the CLI."""
+def an386_build(request):
+    """mbv2_block (softmax output) built for mps2_an386 through the CLI (conftest's session build,
+    the same as the offline build test's for mps2_an386)."""
     if toolchain_missing():
         pytest.skip(toolchain_missing())
-    out = tmp_path_factory.mktemp("an386") / "o"
-    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", out, "--calib", calib)
-    return out
+    return request.getfixturevalue("an386_inference_build")
+
+
+@pytest.fixture(scope="module")
+def board_build(small_nets, calib, tmp_path_factory, request):
+    """board id -> mbv2_block built for it through the CLI, once in this module (the offline
+    build test checks each; the flash tests read them). What the build printed is in the file
+    beside the folder, OUT.stdout."""
+    built = {}
+
+    def get(board_id):
+        if board_id not in built:
+            if board_id == "mps2_an386":
+                built[board_id] = request.getfixturevalue("an386_build")
+            else:
+                out = tmp_path_factory.mktemp(board_id) / "o"
+                res = tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out,
+                            "--calib", calib)
+                (out.parent / "o.stdout").write_text(res.stdout)
+                built[board_id] = out
+        return built[board_id]
+    return get
 
 
 # ------------------------------------------------------------------------ boards
@@ -122,11 +142,10 @@ def test_bad_board_files_fail_cleanly(small_nets, tmp_path):
 
 @needs_toolchain
 @pytest.mark.parametrize("board_id", BOARD_IDS)
-def test_every_board_builds_offline(board_id, small_nets, calib, tmp_path):
+def test_every_board_builds_offline(board_id, board_build):
     board = load_board(board_id)
-    out = tmp_path / "o"
-    res = tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out, "--calib", calib)
-    assert "firmware   RAM" in res.stdout
+    out = board_build(board_id)
+    assert "firmware   RAM" in out.with_name(out.name + ".stdout").read_text()
     rep = json.loads((out / "report.json").read_text())
     fw = rep["firmware"]
     assert fw["built"] and fw["ram_limit_bytes"] == board.sram_bytes
@@ -474,7 +493,7 @@ def test_hung_guest_times_out(an386_build, tmp_path):
 # ------------------------------------------------------------------------ flash
 
 @needs_toolchain
-def test_flash_dry_run_shows_each_boards_command(small_nets, calib, tmp_path):
+def test_flash_dry_run_shows_each_boards_command(board_build, tmp_path):
     expect = {
         "nucleo_f411re": (None, None, 'openocd -f board/st_nucleo_f4.cfg -c "program {p}/.pio/build/tinyc/firmware.elf verify reset exit"'),
         "disco_f746ng": ("st-flash", None, "st-flash --reset write {p}/.pio/build/tinyc/firmware.bin 0x08000000"),
@@ -483,8 +502,7 @@ def test_flash_dry_run_shows_each_boards_command(small_nets, calib, tmp_path):
         "mps2_an500": (None, None, "qemu-system-arm -M mps2-an500"),
     }
     for board_id, (proto, port, command) in expect.items():
-        out = tmp_path / board_id
-        tinyc("build", small_nets["fc_only"], "--board", board_id, "-o", out)
+        out = board_build(board_id)
         args = ["flash", out, "--dry-run"] + (["--protocol", proto] if proto else []) + (["--port", port] if port else [])
         res = tinyc(*args)
         lines = res.stdout.splitlines()
@@ -492,18 +510,18 @@ def test_flash_dry_run_shows_each_boards_command(small_nets, calib, tmp_path):
         assert lines[0].endswith(f"-m platformio run -d {out.resolve()} -e tinyc -t upload"
                                  + (f" --upload-port {port}" if port else ""))
         assert command.format(p=out.resolve()) in lines[2], res.stdout
-    res = tinyc("flash", tmp_path / "nano33ble", "--dry-run", check=False)
+    res = tinyc("flash", board_build("nano33ble"), "--dry-run", check=False)
     assert_clean_failure(res, "needs --port")
-    np.save(tmp_path / "x.npy", np.zeros((1, 16, 1, 1), np.float32))
-    res = tinyc("emulate", tmp_path / "nucleo_f411re", "--input", tmp_path / "x.npy", "--output",
+    np.save(tmp_path / "x.npy", inputs(1))
+    res = tinyc("emulate", board_build("nucleo_f411re"), "--input", tmp_path / "x.npy", "--output",
                 tmp_path / "y.npy", "--qemu", check=False)
     assert_clean_failure(res, "real hardware", "tinyc flash")
-    res = tinyc("flash", tmp_path / "nano33ble", "--dry-run", "--protocol", "jtag", check=False)
+    res = tinyc("flash", board_build("nano33ble"), "--dry-run", "--protocol", "jtag", check=False)
     assert_clean_failure(res, "no upload protocol 'jtag'", "bootloader, pyocd")
 
 
 @needs_toolchain
-def test_flash_without_the_tool_or_the_build_fails_cleanly(small_nets, calib, tmp_path):
+def test_flash_without_the_tool_or_the_build_fails_cleanly(small_nets, calib, board_build, tmp_path):
     text = (ROOT / "boards" / "nucleo_f411re.toml").read_text()
     (tmp_path / "b.toml").write_text(text.replace('tool = "openocd"', 'tool = "tinyc-no-such-uploader"')
                                      .replace('command = "openocd', 'command = "tinyc-no-such-uploader'))
@@ -515,9 +533,8 @@ def test_flash_without_the_tool_or_the_build_fails_cleanly(small_nets, calib, tm
           "--calib", calib, "--no-firmware")
     assert_clean_failure(tinyc("flash", tmp_path / "lib", check=False), "--no-firmware")
     if shutil.which("openocd") is None:
-        tinyc("build", small_nets["mbv2_block"], "--board", "nucleo_f411re", "-o", tmp_path / "n",
-              "--calib", calib)
-        assert_clean_failure(tinyc("flash", tmp_path / "n", check=False), "openocd", "not found")
+        assert_clean_failure(tinyc("flash", board_build("nucleo_f411re"), check=False),
+                             "openocd", "not found")
 
 
 # ------------------------------------------------------------------------ training in the firmware
@@ -531,15 +548,12 @@ def labelled(n, shape=(3, 32, 24), classes=4, seed=11):
 
 
 @pytest.fixture(scope="module")
-def train_build(small_nets, calib, tmp_path_factory):
-    """mbv2_block with a partial scheme and a new 4-class head, for mps2_an386."""
+def train_build(request):
+    """mbv2_block with a partial scheme (TRAIN_SCHEME) and a new 4-class head at lr 0.05, for
+    mps2_an386 (conftest's session build)."""
     if toolchain_missing():
         pytest.skip(toolchain_missing())
-    d = tmp_path_factory.mktemp("train")
-    (d / "scheme.json").write_text(json.dumps(TRAIN_SCHEME))
-    tinyc("build", small_nets["mbv2_block"], "--board", "mps2_an386", "-o", d / "o", "--calib",
-          calib, "--train", d / "scheme.json", "--num-classes", "4", "--lr", "0.05")
-    return d / "o"
+    return request.getfixturevalue("an386_training_build")
 
 
 def host_reference(out, x_nchw, y, epochs, lr, eval_xy=None):
@@ -609,6 +623,11 @@ def test_qemu_training_equals_host_bit_for_bit(board_id, small_nets, calib, tmp_
     assert f"stack: {demo.train_stack_used:,} of {demo.stack_size:,} bytes used by a training step" in res.stdout
 
 
+# a benchmark (~20 s idle, most of it the 96 px model's training build and QEMU): the firmware's
+# training is checked against the host build on both emulated boards with the small net above
+# (and by the demo and the device link tests), and the shared models' published schemes train on
+# the host build as the reference does (test_train_c.test_shared_model_published_scheme)
+@pytest.mark.benchmark
 @needs_toolchain
 @needs_qemu
 def test_qemu_training_of_a_shared_model_equals_host(tmp_path):

@@ -594,7 +594,9 @@ def test_config_enables_every_variant_the_kernels_pick(tmp_path):
     from tinyc.ops.conv import dw_variants
     from tinyc.passes.patch import PatchSpec
     exe = tmp_path / "dw_variants"
-    subprocess.run(["gcc", *STRICT, "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
+    # -O0: the picks are the kernel's plain selection logic; at -O2 gcc spends ~35 s optimising
+    # every variant's loops, which test_every_depthwise_variant_compiles_warning_free does
+    subprocess.run(["gcc", *STRICT, "-O0", "-DTINYC_SIMD_EMULATE", "-I", str(RUNTIME / "include"),
                     str(ROOT / "tests" / "c" / "dw_variants.c"), "-o", str(exe)], check=True)
     graphs = [(IR_NETS[n](), None) for n in ("dw_inplace_grow", "gray_strides", "residuals")]
     sched = choose_schedule(compile_int8(str(shared_model("mbv2-w0.35_96")), None),
@@ -617,6 +619,16 @@ def test_config_enables_every_variant_the_kernels_pick(tmp_path):
         (c, w) for c, w in zip(picked, want) if not c <= w]
     assert any("TINYC_DW_DIRECT_3X3_S2_FULL" in c for c in picked)   # the patches' direct kernel
     assert set().union(*picked) == set().union(*want)
+
+
+@pytest.mark.benchmark   # ~35 s of gcc; the variants a test net uses compile at -O2 in every C test
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_depthwise_variant_compiles_warning_free(variant, tmp_path):
+    """depthwise_conv.c with the runtime's config.h (every variant enabled), -O2 -Werror."""
+    res = subprocess.run(["gcc", *STRICT, *VARIANTS[variant], "-I", str(RUNTIME / "include"), "-c",
+                          str(RUNTIME / "src" / "forward" / "depthwise_conv.c"), "-o",
+                          str(tmp_path / "dw.o")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 def test_unused_depthwise_variants_left_out(tmp_path):

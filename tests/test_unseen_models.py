@@ -14,7 +14,9 @@ from tinyc.reference.int8 import run_int8
 from tinyc.targets.boards import load_board
 from tinyc.targets.host import run_host
 
-SEEDS = range(60)
+# 40 random architectures in the default suite (~1.5 s each of build, gcc and the oracles), 20
+# more as benchmarks (`-m benchmark`)
+SEEDS = [s if s < 40 else pytest.param(s, marks=pytest.mark.benchmark) for s in range(60)]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
