@@ -231,14 +231,20 @@ class Device:
     def connect(self, attempt_seconds: float = 3.0) -> DeviceInfo:
         """INFO until the device answers, within the timeout: a board's demo listens only in
         the pause between two runs, and a request sent meanwhile is lost or cut short (the
-        device then answers what it got with an error). The last error if none succeeds."""
+        device then answers what it got with an error). The last error if none succeeds.
+        Each attempt waits twice as long as the one before: a request sent while the device
+        still waits for the rest of a cut frame only extends that frame, so attempts shorter
+        than the device's byte time limit (TINYC_LINK_BYTE_TIMEOUT_MS on its clock, longer in
+        wall time on a slow emulator) would keep it waiting for ever."""
         deadline = time.monotonic() + self.timeout
+        attempt = attempt_seconds
         while True:
             try:
-                return self.info(timeout=min(attempt_seconds, max(deadline - time.monotonic(), 0.1)))
+                return self.info(timeout=min(attempt, max(deadline - time.monotonic(), 0.1)))
             except TinycError:   # an error answer, a broken one or none: INFO never fails
                 if time.monotonic() > deadline:
                     raise
+            attempt *= 2
             time.sleep(0.2)
             self._serial.reset_input_buffer()
 

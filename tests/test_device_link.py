@@ -54,6 +54,26 @@ def test_frame_layout_and_crc():
     assert zlib.crc32(b"123456789") == 0xCBF43926   # the check value the C table must match
 
 
+def test_connect_waits_longer_at_each_attempt(monkeypatch):
+    """connect() doubles each attempt's wait: a device still waiting for the rest of a cut
+    frame takes a request sent meanwhile as more of that frame, so equal short attempts on a
+    slow device (an emulator under load) could keep it waiting for ever."""
+    from tinyc.errors import TinycError
+    waits = []
+
+    def silent(self, timeout=None):
+        waits.append(timeout)
+        if len(waits) < 4:
+            raise TinycError("no answer")
+        return "answered"
+
+    monkeypatch.setattr(dv.Device, "info", silent)
+    monkeypatch.setattr(dv.time, "sleep", lambda s: None)
+    with dv.Device("loop://", timeout=60) as dev:
+        assert dev.connect(attempt_seconds=0.5) == "answered"
+    assert waits == [0.5, 1.0, 2.0, 4.0]
+
+
 def test_host_side_refuses_broken_answers():
     """A device (here pyserial's loop:// echo) that answers garbage: one-line TinycErrors, no
     crash, no hang past the timeout."""
