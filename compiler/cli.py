@@ -638,12 +638,12 @@ def emulate_training(a, rep: dict) -> int:
     if not (np.isfinite(lr) and lr > 0):
         raise TinycError(f"--lr {lr}: must be a positive number")
     schedule = a.lr_schedule or lr_schedule.of_report(rep)
-    print(f"training   {a.epochs} epoch(s) x {len(x):,} samples = {a.epochs * len(x):,} steps, "
-          f"{lr_schedule.describe(lr, schedule, a.epochs * len(x))}", flush=True)
     save = (atomic_output(npy_name(a.save_params, ".npz"), ".npz",
                           "--save-params") if a.save_params
             else contextlib.nullcontext())
     with save as params_tmp:   # an unwritable --save-params fails now, not after training
+        print(f"training   {a.epochs} epoch(s) x {len(x):,} samples = {a.epochs * len(x):,} "
+              f"steps, {lr_schedule.describe(lr, schedule, a.epochs * len(x))}", flush=True)
         run = emulate_training_qemu if a.qemu else host_training_run
         guard = run(a, rep, x, y, evaluation, lr, schedule, params_tmp)
     check_divergence(guard, lr, a.allow_divergence)   # after --save-params is in place

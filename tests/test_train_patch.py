@@ -148,8 +148,12 @@ def test_cli_training_build_patches_only_the_frozen_prefix(small_nets, tmp_path)
     initial = {t: g.tensors[t].data.copy() for t, _ in trainable_tensors(g)}
     assert opts.patch == "auto" and not any("patch" in n.attrs for n in g.nodes)
     xq = np.moveaxis(quantize_array(x, rep["input"]["scale"], rep["input"]["zero_point"]), 1, -1)
+    # tinyc emulate trains at the build's schedule: linear decay from lr, lr * (1 - k / T)
+    assert rep["training"]["lr_schedule"] == "linear"
+    peak, steps = np.float32(rep["training"]["lr"]), np.float32(len(xq))
     for step, i in enumerate(np.random.default_rng(1).permutation(len(xq))):
-        ref.train_step(g, xq[i:i + 1], int(y[i]), rep["training"]["lr"], step)
+        rate = peak * (np.float32(1) - np.float32(step) / steps)
+        ref.train_step(g, xq[i:i + 1], int(y[i]), float(rate), step)
     params = np.load(tmp_path / "params.npz")
     assert sorted(params.files) == sorted(t for t, _ in trainable_tensors(g))
     for name in params.files:
