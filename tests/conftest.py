@@ -95,6 +95,39 @@ def an386_training_build(small_nets, an386_dir):
     return an386_dir / "train"
 
 
+
+@pytest.fixture(scope="session")
+def real_board_training_build(small_nets, an386_dir, tmp_path_factory, request):
+    """board id -> its folder: mbv2_block built (offline, not run) for a real board with the
+    training scheme of an386_dir, a new 4-class head and 3 labelled samples in flash
+    (samples.npz beside it, from test_firmware.labelled(3, classes=4, seed=2)). The firmware
+    and storage tests of a board read the same build: made once per run (under xdist by the
+    first worker that needs it, the others wait on its lock)."""
+    import fcntl
+    import numpy as np
+    from test_firmware import labelled
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):   # the run's folder, above each worker's
+        base = base.parent
+    folder = base / "real_board_training"
+    folder.mkdir(exist_ok=True)
+
+    def build(board_id: str) -> Path:
+        out = folder / board_id
+        with open(folder / f"{board_id}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / f"{board_id}.stdout").is_file():   # written once built
+                x, y = labelled(3, classes=4, seed=2)
+                samples = folder / f"{board_id}.samples.npz"
+                np.savez(samples, x=x, y=y)
+                res = tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out,
+                            "--calib", an386_dir / "calib.npy", "--train",
+                            an386_dir / "scheme.json", "--num-classes", "4", "--samples", samples)
+                (folder / f"{board_id}.stdout").write_text(res.stdout)
+        return out
+    return build
+
+
 # ---------------------------------------------------------------- host builds, objects shared
 # The C tests build hundreds of small models whose runtime files (tinyc/*.c, the same bytes for
 # the same kernels and variant set) cost nearly all of gcc's time (conv2d.c at -O2: ~2 s, the
