@@ -263,8 +263,10 @@ def assert_same_mse_training(g, out_dir, xq, tq, lr=0.05) -> list[float]:
     from tinyc.reference import train as ref
     from tinyc.codegen.c import generate_c
     from tinyc.memory.planner import plan_memory, trainable_tensors
-    from tinyc.targets.host import HostTrainer
+    from tinyc.targets.host import TRAIN_EXE, TRAIN_HARNESS, HostTrainer
+    from conftest import host_build
     generate_c(g, plan_memory(g), out_dir)
+    host_build(out_dir, harness=TRAIN_HARNESS, exe_name=TRAIN_EXE)   # runtime objects shared
     g_ref, guard = g.copy(), ref.GuardStats()
     want = [ref.train_step(g_ref, xq[k][None], tq[k], lr, k, guard) for k in range(len(xq))]
     with HostTrainer(out_dir) as t:

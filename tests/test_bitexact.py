@@ -4,7 +4,7 @@ TFLite Micro give bit-identical int8 outputs, through the same `tinyc build` pat
 import numpy as np
 import pytest
 
-from conftest import SHARED_96_TESTED, shared_model
+from conftest import SHARED_96_TESTED, host_build, shared_model
 from nets import ALL_NETS
 from tinyc.build import BuildOptions, build
 from tinyc.pipeline import check_model_input, import_float, quantize_input
@@ -29,6 +29,7 @@ def four_way(model_path, tmp_path, n_inputs, seed=0):
     # inputs a little outside the calibration range exercise saturation too
     x = rng.uniform(-1.3, 1.3, (n_inputs,) + shape).astype(np.float32)
     xq = quantize_input(gq, check_model_input(gq, x, "x", batch=True))
+    host_build(tmp_path / "out")   # the runtime's objects shared (conftest)
     c_out = run_host(tmp_path / "out", xq).reshape(n_inputs, -1)
     for i in range(n_inputs):
         ref = run_int8(gq, xq[i:i + 1])[gq.outputs[0]].ravel()

@@ -240,15 +240,15 @@ def assert_usb_console(out, irq):
 
 
 @pytest.mark.parametrize("board_id", sorted(REAL_BOARD_STORAGE))
-def test_real_board_storage_is_reserved_in_its_flash(board_id, small_nets, builds, tmp_path):
+def test_real_board_storage_is_reserved_in_its_flash(board_id, real_board_training_build):
     """On every real board the slots are the top of the application flash, on erase-unit
     boundaries: the linker script ends the firmware below them, the report and the flash check
-    count them, and the firmware links with the board's flash back end (not run on a board)."""
+    count them, and the firmware links with the board's flash back end (not run on a board).
+    The build: conftest's training build of the board (the partial scheme of the device tests,
+    3 samples in flash), which the firmware test of the board reads too."""
     from tinyc.targets.elf import Elf
     erase, source = REAL_BOARD_STORAGE[board_id]
-    out = tmp_path / "n"
-    tinyc("build", small_nets["mbv2_block"], "--board", board_id, "-o", out, "--calib",
-          builds / "calib.npy", "--train", builds / "scheme.json", "--num-classes", "4")
+    out = real_board_training_build(board_id)
     rep = report(out)
     st, fw, board = rep["firmware"]["storage"], rep["firmware"], load_board(board_id)
     assert st["in_board_flash"] and st["erase_bytes"] == erase and st["slot_bytes"] % erase == 0

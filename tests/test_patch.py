@@ -13,7 +13,7 @@ import pytest
 from conftest import shared_model
 from random_nets import random_net
 from test_runtime_c import IRBuilder, int8_inputs
-from conftest import assert_clean_failure, tinyc
+from conftest import assert_clean_failure, host_build, tinyc
 from tinyc.errors import TinycError
 from tinyc.ir import Graph
 from tinyc.memory.planner import plan_memory
@@ -326,11 +326,11 @@ def test_patch_loop_or_unrolled(ir_nets):
 
 def assert_c_matches_reference_of(g: Graph, gp: Graph, tmp_path, plan=None):
     from tinyc.codegen.c import generate_c
-    from tinyc.targets.host import build_host, run_host
+    from tinyc.targets.host import run_host
 
     plan = plan or plan_memory(gp)
     generate_c(gp, plan, tmp_path)
-    build_host(tmp_path)
+    host_build(tmp_path)   # the runtime's objects shared (conftest)
     xs = int8_inputs(g, n_random=2)
     ys = run_host(tmp_path, xs)
     for k, (x, y) in enumerate(zip(xs, ys)):

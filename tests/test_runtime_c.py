@@ -23,7 +23,7 @@ from tinyc.reference.fixedpoint import quantize_multiplier
 from tinyc.reference.int8 import run_int8
 from tinyc.reference.softmax import softmax_params
 from tinyc.targets.host import build_host, run_host
-from conftest import shared_model
+from conftest import host_build, shared_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ROOT / "runtime_c"
@@ -50,7 +50,7 @@ def assert_c_matches_reference(g: Graph, out_dir: Path, plan=None, n_random: int
                                variant: str = "portable"):
     plan = plan if plan is not None else plan_memory(g)
     generate_c(g, plan, out_dir)
-    build_host(out_dir, extra_flags=VARIANTS[variant])
+    host_build(out_dir, extra_flags=VARIANTS[variant])   # the runtime's objects shared
     xs = int8_inputs(g, n_random)
     ys = run_host(out_dir, xs)
     assert ys.shape[0] == xs.shape[0]
@@ -516,7 +516,7 @@ def test_softmax_many_rows(scale, tmp_path):
     node = Node("softmax", "softmax", ["input"], ["y"], dict(q=softmax_params(scale)))
     g = Graph(t, [node], ["input"], ["y"])
     generate_c(g, plan_memory(g), tmp_path)
-    build_host(tmp_path)
+    host_build(tmp_path)
     rng = np.random.default_rng(int(scale * 1000))
     xs = rng.integers(-128, 128, (60, 1, n)).astype(np.int8)
     xs[:20] = (xs[:20] // 8)                                   # narrow rows

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import assert_clean_failure, tinyc
+from conftest import assert_clean_failure, host_build, tinyc
 from nets import ALL_NETS
 from test_activations import net_activations
 from tinyc.build import BuildOptions, build
@@ -44,6 +44,7 @@ def assert_c_equals_tflm(path, tmp_path, n=3, seed=1):
     g = load_tflite(str(path))
     x = np.random.default_rng(seed).integers(-128, 128, (n,) + g.tensors[g.inputs[0]].shape[1:])
     x = x.astype(np.int8)
+    host_build(tmp_path / "out")   # the runtime's objects shared (conftest)
     c_out = run_host(tmp_path / "out", x).reshape(n, -1)
     tfl = path.read_bytes()
     for i in range(n):

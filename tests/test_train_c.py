@@ -28,8 +28,8 @@ from tinyc.passes.autodiff import TrainOptions
 from tinyc.passes.train_head import classifier
 from tinyc.pipeline import compile_training
 from tinyc.reference import train as ref
-from tinyc.targets.host import TRAIN_EXE, HostTrainer, run_host_training
-from conftest import shared_model, tinyc
+from tinyc.targets.host import TRAIN_EXE, TRAIN_HARNESS, HostTrainer, run_host_training
+from conftest import host_build, shared_model, tinyc
 
 # the reference's uint32 counters wrap on purpose
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -61,6 +61,7 @@ def run_both(graph, out_dir: Path, lr: float, steps: int = STEPS, seed: int = 1,
     gen = graph if gen is None else gen
     plan = plan if plan is not None else plan_memory(gen)
     generate_c(gen, plan, out_dir)
+    host_build(out_dir, harness=TRAIN_HARNESS, exe_name=TRAIN_EXE)   # the runtime's objects shared
     shape = graph.tensors[graph.inputs[0]].shape
     classes = graph.tensors[graph.meta["train"]["logits"]].shape[-1]
     rng = np.random.default_rng(seed)

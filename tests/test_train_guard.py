@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import tinyc
+from conftest import host_build, tinyc
 from tinyc.build import report_text
 from tinyc.codegen.c import generate_c
 from tinyc.errors import TinycError
@@ -24,7 +24,7 @@ from tinyc.memory.planner import plan_memory, trainable_tensors
 from tinyc.passes.autodiff import TrainOptions
 from tinyc.pipeline import compile_int8, compile_training
 from tinyc.reference import train as ref
-from tinyc.targets.host import HostTrainer, build_host, run_host
+from tinyc.targets.host import TRAIN_EXE, TRAIN_HARNESS, HostTrainer, run_host
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
@@ -70,7 +70,8 @@ def test_diverging_lr_under_sanitizers(net, scheme, lr, small_nets, tmp_path):
     generate_c(g, plan_memory(g), tmp_path)
     xs, ys = _samples(g, 100)
     g_ref, want = _reference(g, xs, ys, lr)
-    with HostTrainer(tmp_path, extra_flags=SANITIZE) as t:
+    host_build(tmp_path, SANITIZE, TRAIN_HARNESS, TRAIN_EXE)   # runtime objects shared (conftest)
+    with HostTrainer(tmp_path) as t:
         losses = t.train(xs, ys, lr)
         params = t.params()
         t.infer(xs[:20])   # the forward pass with what was learned
@@ -91,7 +92,8 @@ def test_default_lr_is_silent(small_nets, tmp_path):
     g = compile_training(str(small_nets["residual_chain"]), None, "full", 10, TrainOptions())
     generate_c(g, plan_memory(g), tmp_path)
     xs, ys = _samples(g, 200)
-    with HostTrainer(tmp_path, extra_flags=SANITIZE) as t:
+    host_build(tmp_path, SANITIZE, TRAIN_HARNESS, TRAIN_EXE)   # runtime objects shared (conftest)
+    with HostTrainer(tmp_path) as t:
         for lr in (DEFAULT_LR, 0.05):
             t.reset()
             t.train(xs, ys, lr)
@@ -108,7 +110,7 @@ def test_inference_under_sanitizers(small_nets, tmp_path):
         out = tmp_path / net
         g = compile_int8(str(small_nets[net]), None)
         generate_c(g, plan_memory(g), out)
-        build_host(out, SANITIZE)
+        host_build(out, SANITIZE)
         shape = g.tensors[g.inputs[0]].shape
         run_host(out, rng.integers(-128, 128, (4,) + shape[1:]).astype(np.int8))
 

@@ -13,6 +13,7 @@ from tinyc.passes.quantize import quantize
 from tinyc.reference.int8 import run_int8
 from tinyc.targets.boards import load_board
 from tinyc.targets.host import run_host
+from conftest import host_build
 
 # 40 random architectures in the default suite (~1.5 s each of build, gcc and the oracles), 20
 # more as benchmarks (`-m benchmark`)
@@ -43,6 +44,7 @@ def test_random_net_bit_exact_four_ways(seed, tmp_path):
     tfl = (tmp_path / "out" / "model.tflite").read_bytes()
     x = rng.uniform(-1.2, 1.2, [3] + shape[1:]).astype(np.float32)
     xq = quantize_input(gq, check_model_input(gq, x, "x", batch=True))
+    host_build(tmp_path / "out")   # the runtime's objects shared (conftest)
     c_out = run_host(tmp_path / "out", xq)
     for i in range(len(xq)):
         ref = run_int8(gq, xq[i:i + 1])[gq.outputs[0]].ravel()
