@@ -56,10 +56,14 @@ def split_train_validation(y: np.ndarray, classes: int | None, fraction=VALIDATI
 
 
 def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_scale: float,
-              grid=LR_GRID, progress=None, lr_schedule: str | None = None) -> dict:
+              grid=LR_GRID, progress=None, lr_schedule: str | None = None,
+              keep_samples: bool = False) -> dict:
     """Train one epoch from each peak rate of `grid` under `lr_schedule` on the training split
     of (x, y) with the generated C in `lib_dir` (the model library of a training build), score
-    each on the validation split; returns the choice and every run's figures."""
+    each on the validation split; returns the choice and every run's figures (every candidate
+    score: see run_scores). keep_samples: each run also keeps its per-step training losses and
+    per-sample validation losses and hits (`losses`, `val_losses`, `val_correct`, `val_logits`), for benches that compare selection
+    rules offline (bench/lr_grid_decay.py); the build leaves them out of report.json."""
     from .lr_schedule import DEFAULT_LR_SCHEDULE, rates
     lr_schedule = lr_schedule or DEFAULT_LR_SCHEDULE
     if len(x) < MIN_SAMPLES:
@@ -83,19 +87,19 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
                                             rates(lr, lr_schedule, len(train_idx))), np.float64)
                 out = t.infer(x[val_idx]).reshape(len(val_idx), -1)
                 guard = t.guard_stats()
-            finite = losses[np.isfinite(losses)]
-            late = losses[len(losses) // 2:]
-            ok = len(late) > 1 and np.all(np.isfinite(late))
-            res = {"lr": lr, "train_loss": float(finite.mean()) if len(finite) else None,
-                   "late_loss": float(late.mean()) if ok else None,
-                   "late_loss_se": float(late.std(ddof=1) / np.sqrt(len(late))) if ok else None,
+            val_losses = validation_losses(out, y[val_idx], mse, output_scale)
+            res = {"lr": lr, **run_scores(losses, val_losses),
                    "steps_skipped": int(guard.steps_skipped),
                    "updates_refused": int(guard.refused), "updates": int(guard.updates)}
             if mse:
-                d = (out.astype(np.float64) - y[val_idx].reshape(len(val_idx), -1)) * output_scale
-                res["val_mse"] = float(np.mean(d * d))
+                res["val_mse"] = float(np.mean(val_losses))
             else:
                 res["val_accuracy"] = float(np.mean(np.argmax(out, axis=1) == y[val_idx]))
+            if keep_samples:
+                res["losses"], res["val_losses"] = losses.tolist(), val_losses.tolist()
+                if not mse:
+                    res["val_correct"] = (np.argmax(out, axis=1) == y[val_idx]).tolist()
+                    res["val_logits"] = out.tolist()
             if progress:
                 progress(res)
             return res
@@ -103,21 +107,68 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
         workers = max(1, min(len(grid), _cpus()))
         with ThreadPoolExecutor(max_workers=workers) as pool:   # each run is a child process
             runs = list(pool.map(run, grid))
-    clean = [r for r in runs if r["steps_skipped"] == 0 and r["late_loss"] is not None
-             and r["updates_refused"] <= GUARD_TOLERANCE * max(r["updates"], 1)]
-    if not clean:
+    best = pick_lr(runs)
+    if best is None:
         raise TinycError("--lr auto: training diverged at every rate of "
                          f"{', '.join(f'{v:g}' for v in grid)} (the guard stopped each run); "
                          "check the data (inputs in the model layout, labels) or give --lr")
-    # the one-standard-error rule: the smallest rate whose late loss is within one standard
-    # error of the lowest (a tie within the noise goes to the gentler rate)
-    lowest = min(clean, key=lambda r: (r["late_loss"], r["lr"]))
-    best = min((r for r in clean if r["late_loss"] <= lowest["late_loss"]
-                + lowest["late_loss_se"]), key=lambda r: r["lr"])
-    return {"lr": best["lr"], "grid": list(grid), "lr_schedule": lr_schedule, "runs": runs,
+    return {"lr": best, "grid": list(grid), "lr_schedule": lr_schedule, "runs": runs,
             "train_samples": int(len(train_idx)), "validation_samples": int(len(val_idx)),
-            "metric": "loss over the second half of the epoch (before each step's update)",
-            "seconds": round(time.time() - t0, 1)}
+            "metric": LR_METRIC, "seconds": round(time.time() - t0, 1)}
+
+
+LR_METRIC = "loss over the second half of the epoch (before each step's update)"
+
+
+def validation_losses(out: np.ndarray, y: np.ndarray, mse: bool, output_scale: float) -> \
+        np.ndarray:
+    """Per held-out sample: the softmax cross-entropy of its int8 logits dequantized with the
+    output scale (the zero point cancels in the softmax), or its squared error (mse)."""
+    z = out.astype(np.float64) * output_scale
+    if mse:
+        d = z - y.reshape(len(y), -1) * output_scale
+        return np.mean(d * d, axis=1)
+    z -= z.max(axis=1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]
+
+
+def _mean_se(v: np.ndarray) -> tuple[float | None, float | None]:
+    if len(v) < 2 or not np.all(np.isfinite(v)):
+        return None, None
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def run_scores(losses: np.ndarray, val_losses: np.ndarray) -> dict:
+    """A trial run's candidate scores, each a mean with its standard error (None if a loss was
+    not finite): the training loss over the second half of the epoch (late_loss) and over its
+    last quarter (tail_loss), each computed before that step's own update; the final model's
+    loss on the held-out samples (val_loss)."""
+    finite = losses[np.isfinite(losses)]
+    n = len(losses)
+    res = {"train_loss": float(finite.mean()) if len(finite) else None}
+    for key, part in (("late_loss", losses[n // 2:]), ("tail_loss", losses[n - n // 4:]),
+                      ("val_loss", val_losses)):
+        res[key], res[key + "_se"] = _mean_se(np.asarray(part, np.float64))
+    return res
+
+
+def clean_run(r: dict) -> bool:
+    """The guard never had to stop the run (no skipped steps, refused updates within
+    GUARD_TOLERANCE) and its scores are finite."""
+    return (r["steps_skipped"] == 0 and r["late_loss"] is not None
+            and r["updates_refused"] <= GUARD_TOLERANCE * max(r["updates"], 1))
+
+
+def pick_lr(runs: list[dict]) -> float | None:
+    """The rate --lr auto takes from the trial runs (None if none trained cleanly): the one-
+    standard-error rule on the late loss, the smallest rate whose late loss is within one
+    standard error of the lowest (a tie within the noise goes to the gentler rate)."""
+    clean = [r for r in runs if clean_run(r)]
+    if not clean:
+        return None
+    lowest = min(clean, key=lambda r: (r["late_loss"], r["lr"]))
+    return min(r["lr"] for r in clean
+               if r["late_loss"] <= lowest["late_loss"] + lowest["late_loss_se"])
 
 
 def _cpus() -> int:
