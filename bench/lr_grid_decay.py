@@ -219,7 +219,7 @@ def retrial(work: Path) -> None:
 
 
 def rules_case(work: Path, net: str, key: str, data: str) -> dict:
-    from tinyc.autotune import LR_GRID, choose_lr, pick_lr
+    from tinyc.autotune import LR_GRID, choose_lr
     from tinyc.build import BuildOptions
     from tinyc.lr_schedule import rates
     from tinyc.targets.host import HostTrainer
@@ -252,7 +252,7 @@ def rules_case(work: Path, net: str, key: str, data: str) -> dict:
     with ThreadPoolExecutor(max_workers=2) as pool:
         epochs = dict(zip(LR_GRID, pool.map(epoch, LR_GRID)))
     return {"net": net, "key": key, "data": data, "auto_seconds": round(auto_s, 1),
-            "pick": pick_lr(choice["runs"]), "runs": choice["runs"],
+            "pick": choice["lr"], "runs": choice["runs"],
             "output_scale": float(rep["output"]["scale"]), "val_y": val_labels(ys),
             "epoch": {f"{lr:g}": v for lr, v in epochs.items()}}
 

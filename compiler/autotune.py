@@ -80,6 +80,7 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
         lib = Path(tmp) / "lib"
         shutil.copytree(lib_dir, lib)   # the harness is compiled beside a copy, not in OUT
         build_host_training(lib)
+        held_out = {}      # per rate: the final model's loss on each held-out sample
 
         def run(lr: float) -> dict:
             with HostTrainer(lib) as t:
@@ -88,6 +89,7 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
                 out = t.infer(x[val_idx]).reshape(len(val_idx), -1)
                 guard = t.guard_stats()
             val_losses = validation_losses(out, y[val_idx], mse, output_scale)
+            held_out[lr] = val_losses
             res = {"lr": lr, **run_scores(losses, val_losses),
                    "steps_skipped": int(guard.steps_skipped),
                    "updates_refused": int(guard.refused), "updates": int(guard.updates)}
@@ -107,7 +109,7 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
         workers = max(1, min(len(grid), _cpus()))
         with ThreadPoolExecutor(max_workers=workers) as pool:   # each run is a child process
             runs = list(pool.map(run, grid))
-    best = pick_lr(runs)
+    best = pick_lr(runs, held_out)
     if best is None:
         raise TinycError("--lr auto: training diverged at every rate of "
                          f"{', '.join(f'{v:g}' for v in grid)} (the guard stopped each run); "
@@ -117,7 +119,8 @@ def choose_lr(lib_dir: Path, x: np.ndarray, y: np.ndarray, mse: bool, output_sca
             "metric": LR_METRIC, "seconds": round(time.time() - t0, 1)}
 
 
-LR_METRIC = "loss over the second half of the epoch (before each step's update)"
+LR_METRIC = ("the final model's loss on the held-out samples (smallest rate within one paired "
+             "standard error of the lowest)")
 
 
 def validation_losses(out: np.ndarray, y: np.ndarray, mse: bool, output_scale: float) -> \
@@ -159,16 +162,23 @@ def clean_run(r: dict) -> bool:
             and r["updates_refused"] <= GUARD_TOLERANCE * max(r["updates"], 1))
 
 
-def pick_lr(runs: list[dict]) -> float | None:
-    """The rate --lr auto takes from the trial runs (None if none trained cleanly): the one-
-    standard-error rule on the late loss, the smallest rate whose late loss is within one
-    standard error of the lowest (a tie within the noise goes to the gentler rate)."""
-    clean = [r for r in runs if clean_run(r)]
+def pick_lr(runs: list[dict], val_losses: dict) -> float | None:
+    """The rate --lr auto takes from the trial runs (None if none trained cleanly): the final
+    model's loss on the held-out samples decides (val_losses: per rate, the per-sample losses);
+    the smallest clean rate whose held-out loss is not above the lowest by more than one
+    standard error of their difference (paired: the same samples) wins, a tie within the noise
+    going to the gentler rate. Sets each clean run's `val_loss_excess` over the lowest and its
+    standard error `val_loss_excess_se`."""
+    clean = [r for r in runs if clean_run(r) and r["val_loss"] is not None]
     if not clean:
         return None
-    lowest = min(clean, key=lambda r: (r["late_loss"], r["lr"]))
-    return min(r["lr"] for r in clean
-               if r["late_loss"] <= lowest["late_loss"] + lowest["late_loss_se"])
+    lowest = min(clean, key=lambda r: (r["val_loss"], r["lr"]))
+    ref = np.asarray(val_losses[lowest["lr"]], np.float64)
+    for r in clean:
+        d = np.asarray(val_losses[r["lr"]], np.float64) - ref
+        r["val_loss_excess"] = float(d.mean())
+        r["val_loss_excess_se"] = float(d.std(ddof=1) / np.sqrt(len(d)))
+    return min(r["lr"] for r in clean if r["val_loss_excess"] <= r["val_loss_excess_se"])
 
 
 def _cpus() -> int:
