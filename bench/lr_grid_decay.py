@@ -22,7 +22,8 @@ applied to the recorded trials offline. One JSON line to WORK/lr_rules.jsonl per
 Usage: python bench/lr_grid_decay.py grid WORK KEY [SEED]
        python bench/lr_grid_decay.py rules WORK NET KEY [fashion|mnist]
        python bench/lr_grid_decay.py retrial WORK   (lines recorded without held-out logits)
-       python bench/lr_grid_decay.py summary WORK [WORK ...]
+       python bench/lr_grid_decay.py summary WORK|LINES.jsonl.gz ...
+         (bench/results/lr_rules.jsonl.gz: the lines of lr_grid_decay.md's second section)
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ RULES = {
     "last fifth, lowest": lambda c: _lowest(c, lambda r: _mean_se(_tail(r, 0.2))),
     "held-out loss, 1 SE": lambda c: _one_se(c, lambda r: _mean_se(r["val_losses"])),
     "held-out loss, paired 1 SE": lambda c: _paired_one_se(c, "val_losses"),
-    "held-out loss, lowest": lambda c: _lowest(c, lambda r: _mean_se(r["val_losses"])),
+    "held-out loss, lowest (new)": lambda c: _lowest(c, lambda r: _mean_se(r["val_losses"])),
     "held-out accuracy": _accuracy,
     "calibrated held-out loss, lowest": lambda c: _lowest(
         c, lambda r: _mean_se(r["cal_losses"])),
@@ -332,8 +333,10 @@ def main(argv):
     mode = argv[0] if argv and argv[0] in ("grid", "rules", "summary", "retrial") else "grid"
     args = argv[1:] if argv and argv[0] == mode else argv
     if mode == "summary":
-        lines = [json.loads(s) for w in args for s in
-                 (Path(w) / "lr_rules.jsonl").read_text().splitlines() if s.strip()]
+        import gzip
+        texts = [gzip.open(w, "rt").read() if w.endswith(".gz") else
+                 (Path(w) / "lr_rules.jsonl").read_text() for w in args]
+        lines = [json.loads(s) for t in texts for s in t.splitlines() if s.strip()]
         print(summary(lines))
         return
     work = Path(args[0])

@@ -35,11 +35,11 @@ def test_lr_auto_picks_the_rate_of_lowest_held_out_loss(small_nets, tmp_path):
     # each rate is the peak of the build's schedule over its epoch; emulate below takes the same
     assert auto["lr_schedule"] == rep["training"]["lr_schedule"] == "linear"
     clean = [r for r in auto["runs"] if r["steps_skipped"] == 0 and r["val_loss"] is not None]
-    lowest = min(clean, key=lambda r: r["val_loss"])
+    lowest = min(clean, key=lambda r: (r["val_loss"], r["lr"]))
+    chosen = lowest["lr"]
     assert lowest["val_loss_excess"] == 0.0
-    # the smallest rate within one (paired) standard error of the lowest held-out loss
-    chosen = min(r["lr"] for r in clean if r["val_loss_excess"] <= r["val_loss_excess_se"])
-    assert chosen <= lowest["lr"]
+    assert all(r["val_loss_excess"] > 0 and r["val_loss_excess_se"] > 0
+               for r in clean if r is not lowest)
     assert rep["training"]["lr"] == rep["build_options"]["lr"] == auto["lr"] == chosen
     # model.h's tinyc_train_lr() peaks at the chosen rate (the code is written again after it)
     assert (f"#define TINYC_TRAIN_LR_PEAK {float(np.float32(chosen)).hex()}f"
@@ -220,8 +220,8 @@ def _trial(lr, late, val, steps_skipped=0):
 
 def test_lr_auto_rule_follows_the_final_held_out_loss():
     """Under a decaying rate a high peak trains noisily early (a high late loss) and settles
-    late: the final model's held-out loss decides, not the loss during the epoch; a tie within
-    one paired standard error goes to the smaller rate; a run the guard stopped never wins."""
+    late: the final model's held-out loss decides, not the loss during the epoch; a run the
+    guard stopped never wins."""
     from tinyc.autotune import pick_lr
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 1.5, 400)
@@ -230,10 +230,13 @@ def test_lr_auto_rule_follows_the_final_held_out_loss():
     runs = [_trial(lr, late[lr], held[lr]) for lr in held]
     assert pick_lr(runs, held) == 0.01
     assert [r["val_loss_excess"] for r in runs] == pytest.approx([0.30, 0.10, 0.0, 0.5])
-    # 0.003 within the noise of the lowest (a paired difference of mean 0.01, spread 0.4)
-    held[0.003] = base + 0.01 + rng.choice([-0.4, 0.4], 400)
+    assert [r["val_loss_excess_se"] for r in runs] == pytest.approx([0, 0, 0, 0], abs=1e-12)
+    # a noisy difference: its paired standard error is recorded (0.4 / sqrt(400))
+    held[0.003] = base + 0.01 + np.resize([-0.4, 0.4], 400)
     runs = [_trial(lr, late[lr], held[lr]) for lr in held]
-    assert pick_lr(runs, held) == 0.003
+    assert pick_lr(runs, held) == 0.01
+    assert runs[1]["val_loss_excess"] == pytest.approx(0.01)
+    assert runs[1]["val_loss_excess_se"] == pytest.approx(0.4 / np.sqrt(400), rel=1e-2)
     # the lowest loss on a run the guard stopped does not count
     held[0.003] = base + 0.10
     runs = [_trial(lr, late[lr], held[lr], steps_skipped=int(lr == 0.01)) for lr in held]
