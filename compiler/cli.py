@@ -358,10 +358,10 @@ def summary(report: dict) -> str:
             def held_out(r):
                 return (f"mse {r['val_mse']:.4g}" if "val_mse" in r else
                         f"{100 * r['val_accuracy']:.1f}%")
-            runs = ", ".join(f"{r['lr']:g}: " + (f"{r['late_loss']:.3f}" if r["late_loss"]
+            runs = ", ".join(f"{r['lr']:g}: " + (f"{r['val_loss']:.3f}" if r.get("val_loss")
                                                  is not None else "diverged")
                              + f" ({held_out(r)})" for r in auto["runs"])
-            lines.append(f"lr auto    {auto['lr']:g}: loss over the 2nd half of an epoch of "
+            lines.append(f"lr auto    {auto['lr']:g}: held-out loss after an epoch of "
                          f"{auto['train_samples']} steps (held-out {auto['validation_samples']}"
                          f") {runs}; {auto['seconds']:.0f} s")
     if inf.get("patch"):

@@ -21,7 +21,7 @@ def _data(tmp_path, n=90, classes=3, seed=0, shape=(3, 32, 24)):
     return path, x, y
 
 
-def test_lr_auto_picks_the_rate_of_lowest_late_loss(small_nets, tmp_path):
+def test_lr_auto_picks_the_rate_of_lowest_held_out_loss(small_nets, tmp_path):
     from tinyc.autotune import LR_GRID, split_train_validation
     data, x, y = _data(tmp_path)
     out = tmp_path / "o"
@@ -34,16 +34,19 @@ def test_lr_auto_picks_the_rate_of_lowest_late_loss(small_nets, tmp_path):
     assert [r["lr"] for r in auto["runs"]] == list(LR_GRID)
     # each rate is the peak of the build's schedule over its epoch; emulate below takes the same
     assert auto["lr_schedule"] == rep["training"]["lr_schedule"] == "linear"
-    clean = [r for r in auto["runs"] if r["steps_skipped"] == 0 and r["late_loss"] is not None]
-    lowest = min(clean, key=lambda r: r["late_loss"])
-    best = lowest["late_loss"]
-    chosen = min(r["lr"] for r in clean   # the smallest rate within one standard error
-                 if r["late_loss"] <= best + lowest["late_loss_se"])
+    clean = [r for r in auto["runs"] if r["steps_skipped"] == 0 and r["val_loss"] is not None]
+    lowest = min(clean, key=lambda r: (r["val_loss"], r["lr"]))
+    chosen = lowest["lr"]
+    assert lowest["val_loss_excess"] == 0.0
+    assert all(r["val_loss_excess"] > 0 and r["val_loss_excess_se"] > 0
+               for r in clean if r is not lowest)
     assert rep["training"]["lr"] == rep["build_options"]["lr"] == auto["lr"] == chosen
     # model.h's tinyc_train_lr() peaks at the chosen rate (the code is written again after it)
     assert (f"#define TINYC_TRAIN_LR_PEAK {float(np.float32(chosen)).hex()}f"
             in (out / "model.h").read_text())
-    assert best < max(r["late_loss"] for r in clean)   # the rates were told apart
+    assert lowest["val_loss"] < max(r["val_loss"] for r in clean)   # the rates were told apart
+    for r in clean:   # every candidate score is recorded, each with its standard error
+        assert r["late_loss_se"] > 0 and r["tail_loss_se"] > 0 and r["val_loss_se"] > 0
     train, val = split_train_validation(y, 3)
     assert len(train) + len(val) == len(y) and not set(train) & set(val)
     assert (auto["train_samples"], auto["validation_samples"]) == (len(train), len(val))
@@ -291,3 +294,51 @@ def test_train_auto_with_data_trains_the_body_slower(small_nets, tmp_path):
     assert_clean_failure(tinyc("build", net, "-o", tmp_path / "o", "--board", "mps2_an386",
                                "--no-firmware", "--train-warmup", "5", check=False),
                          "--train-warmup and --lr-schedule need --train SCHEME")
+
+
+# ---------------------------------------------------------------- --lr auto's selection rule
+def _trial(lr, late, val, steps_skipped=0):
+    """A trial run as choose_lr records it, from its late training loss and its per-sample
+    held-out losses."""
+    from tinyc.autotune import run_scores
+    losses = np.full(40, late) + np.linspace(-0.05, 0.05, 40)
+    return {"lr": lr, **run_scores(losses, np.asarray(val, np.float64)),
+            "steps_skipped": steps_skipped, "updates_refused": 0, "updates": 40}
+
+
+def test_lr_auto_rule_follows_the_final_held_out_loss():
+    """Under a decaying rate a high peak trains noisily early (a high late loss) and settles
+    late: the final model's held-out loss decides, not the loss during the epoch; a run the
+    guard stopped never wins."""
+    from tinyc.autotune import pick_lr
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 1.5, 400)
+    held = {0.001: base + 0.30, 0.003: base + 0.10, 0.01: base, 0.03: base + 0.5}
+    late = {0.001: 0.70, 0.003: 0.60, 0.01: 0.90, 0.03: 1.50}   # lowest at 0.003
+    runs = [_trial(lr, late[lr], held[lr]) for lr in held]
+    assert pick_lr(runs, held) == 0.01
+    assert [r["val_loss_excess"] for r in runs] == pytest.approx([0.30, 0.10, 0.0, 0.5])
+    assert [r["val_loss_excess_se"] for r in runs] == pytest.approx([0, 0, 0, 0], abs=1e-12)
+    # a noisy difference: its paired standard error is recorded (0.4 / sqrt(400))
+    held[0.003] = base + 0.01 + np.resize([-0.4, 0.4], 400)
+    runs = [_trial(lr, late[lr], held[lr]) for lr in held]
+    assert pick_lr(runs, held) == 0.01
+    assert runs[1]["val_loss_excess"] == pytest.approx(0.01)
+    assert runs[1]["val_loss_excess_se"] == pytest.approx(0.4 / np.sqrt(400), rel=1e-2)
+    # the lowest loss on a run the guard stopped does not count
+    held[0.003] = base + 0.10
+    runs = [_trial(lr, late[lr], held[lr], steps_skipped=int(lr == 0.01)) for lr in held]
+    assert pick_lr(runs, held) == 0.003
+    # nothing clean: no choice
+    runs = [_trial(lr, late[lr], held[lr], steps_skipped=1) for lr in held]
+    assert pick_lr(runs, held) is None
+
+
+def test_validation_losses_are_softmax_cross_entropy_of_dequantized_logits():
+    from tinyc.autotune import validation_losses
+    out = np.array([[10, 0, -10], [0, 0, 0]], np.int8)
+    got = validation_losses(out, np.array([0, 2]), False, 0.1)
+    z = out * 0.1
+    want = [np.log(np.exp(z[0]).sum()) - z[0, 0], np.log(3.0)]
+    assert got == pytest.approx(want)
+    assert got[0] < got[1]      # the confident right answer costs less than a tie
