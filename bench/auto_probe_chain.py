@@ -51,10 +51,9 @@ def main(argv):
     gq = quantize(g, calib, {classifier(g).outputs[0]: NEW_HEAD_LOGIT_RANGE})
     if arena:
         return print_arenas(gq)
-    xtr, ytr = T.load_split(work, "train")
-    order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
+    xs, ys = T.train_in_order(work, seed)
     path = work / f"td_s{seed}.npz"
-    np.savez(path, x=xtr[order], y=ytr[order])
+    np.savez(path, x=xs, y=ys)
     x, y = labelled_data_for_graph(gq, str(path), "ce")
     t0 = time.time()
     fisher = autotune.fisher_of_updates(gq, x, y, TrainOptions(body_lr_scale=0.3), samples)

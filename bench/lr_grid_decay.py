@@ -295,11 +295,7 @@ def grid_case(work: Path, key: str, seed: int) -> dict:
     from tinyc.targets.host import HostTrainer
     warnings.simplefilter("ignore")
     work.mkdir(parents=True, exist_ok=True)
-    if not (work / "test_y.npy").exists():
-        T.make_data(work)
-    xtr, ytr = T.load_split(work, "train")
-    order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
-    xs, ys = xtr[order], ytr[order]
+    xs, ys = T.train_in_order(work, seed)
     opts = BuildOptions(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10,
                         lr=0.003, lr_schedule="linear", train=SCHEMES[key],
                         body_lr_scale=0.3 if key != "cls" else None)

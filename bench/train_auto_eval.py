@@ -61,11 +61,7 @@ def main(argv):
     if len(argv) > 7:   # the body's rate relative to the head's
         warmup["body_lr_scale"] = float(argv[7])
     work.mkdir(parents=True, exist_ok=True)
-    if not (work / "test_y.npy").exists():
-        T.make_data(work)
-    xtr, ytr = T.load_split(work, "train")
-    order = np.random.default_rng(seed).permutation(len(ytr)) if seed else np.arange(len(ytr))
-    xs, ys = xtr[order], ytr[order]
+    xs, ys = T.train_in_order(work, seed)
     base = dict(calib=str(work / "calib_x.npy"), calib_limit=T.N_CALIB, num_classes=10, lr=lr,
                 lr_schedule="constant" if decay == "const" else "linear", **warmup)
     if key == "auto":

@@ -171,6 +171,16 @@ def load_split(work: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.load(work / f"{name}_x.npy"), np.load(work / f"{name}_y.npy")
 
 
+def train_in_order(work: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training split in the order of `seed` (0: as drawn; k > 0: a permutation by
+    numpy.random.default_rng(k)), the data made in `work` first if it is not there yet."""
+    if not (work / "test_y.npy").exists():
+        make_data(work)
+    x, y = load_split(work, "train")
+    order = np.random.default_rng(seed).permutation(len(y)) if seed else np.arange(len(y))
+    return x[order], y[order]
+
+
 # ---------------------------------------------------------------- generated C (HostTrainer)
 
 def build_row(net: str, spec: dict, lr: float, work: Path, out: Path) -> dict:

@@ -8,6 +8,16 @@ import pytest
 from conftest import assert_clean_failure, tinyc
 
 
+
+def int8_graph_with_new_head(net):
+    """The int8 forward graph of `net` with a new 3-class head (what --train auto probes)."""
+    from tinyc.build import BuildOptions, compile_graph
+    head_only = compile_graph(str(net), BuildOptions(train={"bias_last": 0, "weights": {}},
+                                                     num_classes=3, patch="off"))
+    gq = head_only.copy()
+    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    return gq
+
 def _data(tmp_path, n=90, classes=3, seed=0, shape=(3, 32, 24)):
     """Noise whose class brightens one input channel (learnable by a new head), NCHW like the
     model: too few samples for the smallest rates to learn anything."""
@@ -114,10 +124,7 @@ def test_train_auto_ranks_updates_by_gradient_signal(small_nets, tmp_path):
     data, _, _ = _data(tmp_path, n=30, shape=(3, 20, 20))
     net = str(small_nets["residual_chain"])
     # the int8 graph with its new head, then the probe and the ranking
-    head_only = compile_graph(net, BuildOptions(train={"bias_last": 0, "weights": {}},
-                                                num_classes=3, patch="off"))
-    gq = head_only.copy()
-    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    gq = int8_graph_with_new_head(net)
     x, y = labelled_data_for_graph(gq, str(data))
     before = {n: gq.tensors[n].data.copy() for n in gq.tensors if gq.tensors[n].data is not None}
     fisher = fisher_of_updates(gq, x, y, TrainOptions())
@@ -173,16 +180,11 @@ def test_train_auto_steps_around_a_step_over_the_budget(small_nets):
     no longer ends the choice while more than SKIP_ROOM of the budget is free: the ranking goes
     on without it (and without what needs it) and the weights still get in."""
     from tinyc.autotune import chain_benefit, ranked_schemes
-    from tinyc.build import BuildOptions, compile_graph
     from tinyc.memory.planner import plan_memory, training_memory
     from tinyc.memory.train_budget import SKIP_ROOM, choose_update_scheme
     from tinyc.passes.autodiff import TrainOptions, build_training_graph
     from tinyc.passes.sparse_update import conv_layers, resolve_scheme
-    head_only = compile_graph(str(small_nets["mbv2_block"]),
-                              BuildOptions(train={"bias_last": 0, "weights": {}},
-                                           num_classes=3, patch="off"))
-    gq = head_only.copy()
-    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    gq = int8_graph_with_new_head(small_nets["mbv2_block"])
     convs = conv_layers(gq)
     n = len(convs)
     # every bias strong, the deepest the strongest: the chain takes them all before layer 4's
@@ -245,13 +247,8 @@ def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path
     """The greedy scores whole blocks: a last conv whose bias has no signal does not keep the
     strong biases below it out of the chain (it did when units were taken one at a time)."""
     from tinyc.autotune import ranked_schemes
-    from tinyc.build import BuildOptions, compile_graph
     from tinyc.passes.sparse_update import conv_layers
-    head_only = compile_graph(str(small_nets["residual_chain"]),
-                              BuildOptions(train={"bias_last": 0, "weights": {}},
-                                           num_classes=3, patch="off"))
-    gq = head_only.copy()
-    gq.nodes = gq.nodes[:head_only.meta["train"]["forward_nodes"]]
+    gq = int8_graph_with_new_head(small_nets["residual_chain"])
     convs = conv_layers(gq)
     n = len(convs)
     assert n >= 3
