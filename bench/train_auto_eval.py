@@ -10,7 +10,7 @@ Usage: python bench/train_auto_eval.py [--decay=KIND] WORK NET KEY SEED [SRAM_BY
        only) | a published scheme of shared/models/README.md (49kb, 99kb, 138kb, 148kb) |
        file:SCHEME.json (a scheme, e.g. one auto chose, without the probe)
   WARMUP: head warm-up steps (--train-warmup; default 0); BODY_SCALE: --body-lr-scale
-  (default: the build's, 0.3 for auto, 1 otherwise)
+  (default: the build's: 0.3 for auto under --decay=const, 1 otherwise)
   --decay=KIND: the rate over the epoch, given per step:
        build (default: the build's --lr-schedule, linear from LR to LR/T: tinyc's own rates,
        lr_schedule.py) | const (the build made with --lr-schedule constant) | lin0 (linear from

@@ -223,8 +223,9 @@ def _cpus() -> int:
 # (ranked_schemes' start / too_big). A deeper backward's arena is neither monotone nor small
 # (mcunet-5fps: 33 KB down to 32 biases, 119 KB at 33, 60 KB at 34), and on mbv2-w0.35 at 256 KB
 # one deep bias over the budget kept 6 weight layers that fit out of the pick.
-# The build then trains the chosen body at 0.3 of the head's
-# rate (build.AUTO_BODY_LR_SCALE: at the full rate the body's batch-1 steps cost up to 7 points).
+# The build trains the chosen body at the head's rate under the linear schedule (the default),
+# at 0.3 of it under a constant rate (build.AUTO_BODY_LR_SCALE: at a constant full rate the
+# body's batch-1 steps cost up to 7 points).
 RATIOS = (0.125, 0.25, 0.5, 1.0)
 PROBE_SAMPLES = 256
 HEAD_FIT_EPOCHS = 30

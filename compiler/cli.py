@@ -159,7 +159,8 @@ def parser() -> argparse.ArgumentParser:
                         "the updates with the most gradient signal per byte on them that fit)")
     b.add_argument("--body-lr-scale", type=_positive_float, metavar="F",
                    help="train the layers below the classifier at F times the learning rate "
-                        "(default: 0.3 with --train auto --train-data, else 1)")
+                        "(default: 0.3 with --train auto --train-data --lr-schedule constant, "
+                        "else 1)")
     b.add_argument("--train-warmup", type=_int_at_least(0), default=0, metavar="STEPS",
                    help="the first STEPS training steps update the classifier only, the whole "
                         "scheme after (TINYC_TRAIN_WARMUP_STEPS; default 0)")

@@ -262,15 +262,22 @@ def test_ranked_schemes_reach_good_biases_behind_a_poor_one(small_nets, tmp_path
 
 
 def test_train_auto_with_data_trains_the_body_slower(small_nets, tmp_path):
-    """--train auto --train-data: the body at AUTO_BODY_LR_SCALE of the head's rate, recorded in
-    report.json (training and build_options, so that tinyc export redoes it); --body-lr-scale
+    """--train auto --train-data --lr-schedule constant: the body at AUTO_BODY_LR_SCALE of the
+    head's rate, recorded in report.json (training and build_options, so that tinyc export
+    redoes it); under the linear schedule (the default) the head's rate; --body-lr-scale
     and --train-warmup override, and without --train they are refused."""
     from tinyc.build import AUTO_BODY_LR_SCALE, options_from_report
     data, _, _ = _data(tmp_path, n=30, shape=(3, 20, 20))
     net = small_nets["residual_chain"]
     common = ("--board", "mps2_an386", "--no-firmware", "--num-classes", "3", "--patch", "off")
-    out = tmp_path / "auto"
+    out = tmp_path / "linear"
     tinyc("build", net, "-o", out, *common, "--train", "auto", "--train-data", data)
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["training"]["lr_schedule"] == "linear"
+    assert rep["training"]["body_lr_scale"] == rep["build_options"]["body_lr_scale"] == 1.0
+    out = tmp_path / "auto"
+    tinyc("build", net, "-o", out, *common, "--train", "auto", "--train-data", data,
+          "--lr-schedule", "constant")
     rep = json.loads((out / "report.json").read_text())
     assert rep["training"]["body_lr_scale"] == AUTO_BODY_LR_SCALE < 1
     assert rep["build_options"]["body_lr_scale"] == AUTO_BODY_LR_SCALE
